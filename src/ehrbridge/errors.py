@@ -1,0 +1,72 @@
+"""One error hierarchy for ehrbridge.
+
+::
+
+    EhrbridgeError
+    ├── InvalidInput            bad input from a caller, a file or a config
+    │   └── InvalidEvent        an event that may not be written (names the field)
+    ├── NotFound                no such entity / conflict / record in this workspace
+    ├── ConcurrencyError        an optimistic-concurrency check failed (someone wrote first)
+    ├── IdempotencyConflict     an idempotency key was reused for different content
+    └── StorageError            the database failed (translated at the adapter boundary)
+        └── SchemaError         the database schema is missing, newer, or inconsistent
+
+Each class's docstring is its default message. Errors carry structured fields (ids, versions),
+never patient data.
+"""
+
+from __future__ import annotations
+
+
+class EhrbridgeError(Exception):
+    """ehrbridge failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or type(self).__name__).strip())
+
+
+class InvalidInput(EhrbridgeError):
+    """The input is not valid."""
+
+
+class InvalidEvent(InvalidInput):
+    """The event is not valid."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        #: the event field that is wrong, e.g. ``confidence`` or ``data.birth_date``
+        self.field = field
+        super().__init__(f"invalid event: {field}: {problem}")
+
+
+class NotFound(EhrbridgeError):
+    """Not found."""
+
+
+class ConcurrencyError(EhrbridgeError):
+    """Another writer changed the entity first; re-read it and try again."""
+
+    def __init__(self, entity: str, expected: int, actual: int) -> None:
+        #: ``EntityType/entity_id``
+        self.entity = entity
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{entity} is at version {actual}, not the expected {expected}: "
+            "another writer changed it first; re-read and retry"
+        )
+
+
+class IdempotencyConflict(EhrbridgeError):
+    """The idempotency key was already used for an event with different content."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"idempotency key {key!r} was already used for different content")
+
+
+class StorageError(EhrbridgeError):
+    """The database failed."""
+
+
+class SchemaError(StorageError):
+    """The database schema is not the one this version of ehrbridge expects."""

@@ -1,0 +1,393 @@
+"""Turning a batch of submissions into rows, the same way on every backend.
+
+An adapter opens a transaction, loads (and locks) what the batch touches into :class:`Loaded`,
+calls :func:`plan`, writes the :class:`Plan`, and commits. All the rules (dedup by content hash,
+asserting only changed fields, idempotency keys, optimistic concurrency, merges, conflict
+detection) live here, once, as pure code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
+from ehrbridge.errors import ConcurrencyError, IdempotencyConflict, InvalidInput
+from ehrbridge.worldmodel.canonical import content_hash, is_volatile
+from ehrbridge.worldmodel.events import (
+    Event,
+    EventType,
+    NewEvent,
+    Observation,
+    RecordKey,
+    Source,
+    event_hash,
+    new_id,
+    validate_event,
+    validate_observation,
+)
+from ehrbridge.worldmodel.matching import lookup_keys
+from ehrbridge.worldmodel.projection import EntityState, Ledger
+
+EntityKey = tuple[str, str]  #: (entity_type, entity_id)
+Submission = NewEvent | Observation
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordRow:
+    """What the store remembers of one source record: its entity and last snapshot."""
+
+    key: RecordKey
+    entity_type: str
+    entity_id: str
+    content_hash: str
+    snapshot: Mapping[str, Any]  #: the last snapshot, flat, volatile metadata left out
+    last_event_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppendResult:
+    """What became of one submission."""
+
+    status: Literal["created", "updated", "unchanged", "duplicate", "recorded"]
+    entity_type: str
+    entity_id: str
+    events: tuple[Event, ...] = ()  #: the events written for it (conflicts included)
+
+
+@dataclass(kw_only=True)
+class Loaded:
+    """What the batch touches, read inside the transaction."""
+
+    entities: dict[EntityKey, Ledger] = field(default_factory=dict)
+    records: dict[RecordKey, RecordRow] = field(default_factory=dict)
+    idempotent: dict[str, Event] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntityWrite:
+    """One entity's projection after the batch."""
+
+    ledger: Ledger
+    state: EntityState
+    keys: frozenset[str]  #: lookup keys (phone, identifiers, ...) of the state
+    new: bool  #: no row existed before
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Everything one batch writes."""
+
+    events: list[Event]
+    entities: list[EntityWrite]
+    records: list[RecordRow]
+    results: list[AppendResult]
+
+
+def needed(items: Sequence[Submission]) -> tuple[set[EntityKey], set[RecordKey], set[str]]:
+    """The entity keys, record keys and idempotency keys a batch needs loaded."""
+    entities: set[EntityKey] = set()
+    records: set[RecordKey] = set()
+    keys: set[str] = set()
+    for item in items:
+        if isinstance(item, Observation):
+            records.add(item.record)
+            if item.entity_id:
+                entities.add((item.entity_type, item.entity_id))
+            continue
+        entities.add((item.entity_type, item.entity_id))
+        if item.event_type in (EventType.MERGED, EventType.UNMERGED) and "member" in item.data:
+            entities.add((item.entity_type, str(item.data["member"])))
+        if item.idempotency_key:
+            keys.add(item.idempotency_key)
+    return entities, records, keys
+
+
+def related(loaded: Loaded) -> set[EntityKey]:
+    """Entities the batch also needs because a loaded one is merged into them."""
+    return {
+        (key[0], ledger.merged_into)
+        for key, ledger in loaded.entities.items()
+        if ledger.merged_into and (key[0], ledger.merged_into) not in loaded.entities
+    }
+
+
+def upper_bound(items: Sequence[Submission]) -> int:
+    """The most events a batch can write (each field may add a conflict event)."""
+    total = 0
+    for item in items:
+        total += 2 + len(item.data)
+    return total
+
+
+@dataclass(kw_only=True)
+class Planner:
+    """Plans one batch. Use once."""
+
+    workspace: str
+    loaded: Loaded
+    now: datetime
+    next_seq: Callable[[], int]
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
+    conflict_window: timedelta = timedelta(minutes=15)
+    _events: list[Event] = field(default_factory=list)
+    _touched: dict[EntityKey, None] = field(default_factory=dict)
+    _new: set[EntityKey] = field(default_factory=set)
+    _records: dict[RecordKey, RecordRow] = field(default_factory=dict)
+
+    def plan(self, items: Sequence[Submission]) -> Plan:
+        results = [self._one(item) for item in items]
+        writes = []
+        for key in self._touched:
+            ledger = self.loaded.entities[key]
+            state = ledger.state(self.workspace, self.thresholds)
+            writes.append(
+                EntityWrite(
+                    ledger=ledger,
+                    state=state,
+                    keys=lookup_keys(key[0], state.values),
+                    new=key in self._new,
+                )
+            )
+        return Plan(
+            events=self._events,
+            entities=writes,
+            records=list(self._records.values()),
+            results=results,
+        )
+
+    def _ledger(self, entity_type: str, entity_id: str) -> Ledger:
+        key = (entity_type, entity_id)
+        ledger = self.loaded.entities.get(key)
+        if ledger is None:
+            ledger = Ledger(entity_type=entity_type, entity_id=entity_id)
+            self.loaded.entities[key] = ledger
+            self._new.add(key)
+        return ledger
+
+    def _one(self, item: Submission) -> AppendResult:
+        if isinstance(item, Observation):
+            return self._observe(item)
+        validate_event(item, self.workspace)
+        if item.idempotency_key:
+            held = self.loaded.idempotent.get(item.idempotency_key)
+            if held is not None:
+                if held.content_hash != event_hash(item):
+                    raise IdempotencyConflict(item.idempotency_key)
+                return AppendResult(
+                    status="duplicate",
+                    entity_type=held.entity_type,
+                    entity_id=held.entity_id,
+                    events=(held,),
+                )
+        ledger = self._ledger(item.entity_type, item.entity_id)
+        if item.expected_version is not None and item.expected_version != ledger.version:
+            raise ConcurrencyError(
+                f"{item.entity_type}/{item.entity_id}", item.expected_version, ledger.version
+            )
+        events = self._record(item)
+        if item.idempotency_key:
+            self.loaded.idempotent[item.idempotency_key] = events[0]
+        return AppendResult(
+            status="recorded",
+            entity_type=item.entity_type,
+            entity_id=item.entity_id,
+            events=tuple(events),
+        )
+
+    def _observe(self, obs: Observation) -> AppendResult:
+        validate_observation(obs, self.workspace)
+        snapshot = {k: v for k, v in obs.data.items() if not is_volatile(k)}
+        digest = content_hash(snapshot)
+        held = self._records.get(obs.record) or self.loaded.records.get(obs.record)
+        if held is not None and held.entity_type != obs.entity_type:
+            raise InvalidInput(
+                f"{obs.record.data_source} {obs.record.ref} is a {held.entity_type}, "
+                f"not a {obs.entity_type}"
+            )
+        if held is not None and held.content_hash == digest:
+            return AppendResult(
+                status="unchanged", entity_type=held.entity_type, entity_id=held.entity_id
+            )
+        if held is None:
+            entity_id = obs.entity_id or new_id()
+            changed = {k: v for k, v in snapshot.items() if v is not None}
+        else:
+            entity_id = held.entity_id
+            changed = {k: v for k, v in snapshot.items() if held.snapshot.get(k) != v}
+            changed |= {
+                k: None for k, v in held.snapshot.items() if k not in snapshot and v is not None
+            }
+        events: list[Event] = []
+        if changed:
+            events = self._record(
+                NewEvent(
+                    workspace=obs.workspace,
+                    entity_type=obs.entity_type,
+                    entity_id=entity_id,
+                    data=changed,
+                    source=Source(kind=obs.kind, id=obs.record.data_source, ref=obs.record.ref),
+                    confidence=obs.confidence,
+                    effective_at=obs.effective_at,
+                    supersedes=held.last_event_id if held else None,
+                    correlation_id=obs.correlation_id,
+                )
+            )
+        self._records[obs.record] = RecordRow(
+            key=obs.record,
+            entity_type=obs.entity_type,
+            entity_id=entity_id,
+            content_hash=digest,
+            snapshot=snapshot,
+            last_event_id=events[0].id if events else held.last_event_id if held else "",
+        )
+        status: Literal["created", "updated", "unchanged"] = (
+            "created" if held is None else "updated" if events else "unchanged"
+        )
+        return AppendResult(
+            status=status, entity_type=obs.entity_type, entity_id=entity_id, events=tuple(events)
+        )
+
+    def _record(self, item: NewEvent) -> list[Event]:
+        """Write one event (and any conflict it reveals); returns them."""
+        ledger = self._ledger(item.entity_type, item.entity_id)
+        event = self._event(item, ledger.version + 1)
+        written = [event]
+        self._apply(event)
+        if item.event_type in (EventType.RECORDED, EventType.REGRADED):
+            for conflict in self._conflicts(ledger, event):
+                written.append(conflict)
+                self._apply(conflict)
+        return written
+
+    def _event(self, item: NewEvent, version: int) -> Event:
+        event = Event(
+            id=new_id(),
+            seq=self.next_seq(),
+            tx=0,
+            version=version,
+            workspace=item.workspace,
+            entity_type=item.entity_type,
+            entity_id=item.entity_id,
+            event_type=item.event_type,
+            data=dict(item.data),
+            fields=item.asserted,
+            source=item.source,
+            confidence=float(item.confidence),
+            effective_at=item.effective_at,
+            recorded_at=self.now,
+            content_hash=event_hash(item),
+            supersedes=item.supersedes,
+            correlation_id=item.correlation_id,
+            evidence=dict(item.evidence) if item.evidence is not None else None,
+            idempotency_key=item.idempotency_key,
+        )
+        self._events.append(event)
+        return event
+
+    def _apply(self, event: Event) -> None:
+        key = (event.entity_type, event.entity_id)
+        ledger = self._ledger(*key)
+        self._touched[key] = None
+        if event.event_type is EventType.MERGED and "member" in event.data:
+            member = self._ledger(event.entity_type, str(event.data["member"]))
+            if member.merged_into or member.members or ledger.merged_into:
+                raise InvalidInput("merge one entity at a time: unmerge chained entities first")
+            ledger.apply(event)
+            ledger.absorb(member)
+            self._twin(event, member)
+            return
+        if event.event_type is EventType.UNMERGED and "member" in event.data:
+            member = self._ledger(event.entity_type, str(event.data["member"]))
+            if member.merged_into != event.entity_id:
+                raise InvalidInput(f"{event.data['member']} is not merged into {event.entity_id}")
+            ledger.apply(event)
+            self._twin(event, member)
+            return
+        ledger.apply(event)
+        if ledger.merged_into:
+            survivor_key = (event.entity_type, ledger.merged_into)
+            self.loaded.entities[survivor_key].apply(event, own=False)
+            self._touched[survivor_key] = None
+
+    def _twin(self, event: Event, member: Ledger) -> None:
+        """The member's own record of a merge or unmerge."""
+        twin = self._event(
+            NewEvent(
+                workspace=event.workspace,
+                entity_type=event.entity_type,
+                entity_id=member.entity_id,
+                event_type=event.event_type,
+                data={"into": event.entity_id},
+                source=event.source,
+                confidence=event.confidence,
+                effective_at=event.effective_at,
+                correlation_id=event.correlation_id,
+            ),
+            member.version + 1,
+        )
+        member.apply(twin)
+        self._touched[(event.entity_type, member.entity_id)] = None
+
+    def _conflicts(self, ledger: Ledger, event: Event) -> Iterable[Event]:
+        """Conflict events for trusted sources that disagree within the window (DESIGN §5.4)."""
+        fields = list(event.fields)
+        if event.event_type is EventType.REGRADED:
+            target = str(event.data["target"])
+            fields = [
+                p
+                for p, items in ledger.assertions.items()
+                if any(a.event_id == target for a in items)
+            ]
+        subject = event.id if event.event_type is EventType.RECORDED else str(event.data["target"])
+        trusted = self.thresholds.trusted
+        for path in fields:
+            live = ledger.live(path)
+            mine = [(a, c) for a, c in live if a.event_id == subject and c >= trusted]
+            if not mine:
+                continue
+            a, _ = mine[0]
+            rivals = [
+                (b, c)
+                for b, c in live
+                if c >= trusted
+                and (b.source.kind, b.source.id) != (a.source.kind, a.source.id)
+                and b.value != a.value
+                and abs(b.effective_at - a.effective_at) <= self.conflict_window
+            ]
+            if not rivals:
+                continue
+            if any(
+                c.field == path and {x.get("event_id") for x in c.candidates} >= {a.event_id}
+                for c in ledger.conflicts.values()
+            ):
+                continue
+            yield self._event(
+                NewEvent(
+                    workspace=event.workspace,
+                    entity_type=event.entity_type,
+                    entity_id=event.entity_id,
+                    event_type=EventType.CONFLICT_RECORDED,
+                    data={
+                        "field": path,
+                        "reason": "trusted sources disagree within the conflict window",
+                        "candidates": [
+                            {
+                                "event_id": x.event_id,
+                                "value": x.value,
+                                "source": x.source.as_dict(),
+                                "confidence": c,
+                                "effective_at": x.effective_at.isoformat(),
+                            }
+                            for x, c in [mine[0], *rivals]
+                        ],
+                    },
+                    source=Source(kind="system", id="conflict-detector"),
+                    confidence=1.0,
+                    effective_at=event.effective_at,
+                    correlation_id=event.correlation_id,
+                ),
+                ledger.version + 1,
+            )

@@ -1,0 +1,429 @@
+"""The SQLite adapter: the embedded default (WAL, one file in the working directory).
+
+sqlite3 is synchronous; every call runs on one dedicated thread, so the event loop never blocks
+and SQLite sees a single connection. Writes are serialised by ``BEGIN IMMEDIATE``, so log order
+is commit order and ``tx`` is always 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
+from ehrbridge.errors import ConcurrencyError, StorageError
+from ehrbridge.worldmodel import migrations
+from ehrbridge.worldmodel.events import Event, RecordKey
+from ehrbridge.worldmodel.planner import (
+    AppendResult,
+    Loaded,
+    Plan,
+    Planner,
+    RecordRow,
+    Submission,
+    needed,
+    related,
+)
+from ehrbridge.worldmodel.projection import EntityState, Ledger
+from ehrbridge.worldmodel.store import (
+    EVENT_COLUMNS,
+    ConflictRow,
+    Counts,
+    LogPage,
+    LogPosition,
+    conflict_from_body,
+    dumps,
+    event_from_row,
+    event_row,
+    rebuild_writes,
+    record_from_row,
+    state_from_json,
+    utc,
+)
+
+T = TypeVar("T")
+_CHUNK = 500  # SQLite allows 32766 variables; keep IN-lists modest
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SQLiteStore:
+    """The world model's store on a SQLite file (or ``:memory:``)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        conflict_window: timedelta = timedelta(minutes=15),
+    ) -> None:
+        self.path = str(path)
+        self.clock = clock
+        self.thresholds = thresholds
+        self.conflict_window = conflict_window
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: str | Path, **options: Any) -> SQLiteStore:
+        """Open (creating and migrating if needed) the store at ``path``."""
+        store = cls(path, **options)
+        await store._run(store._connect)
+        return store
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _connect(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn = conn
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER NOT NULL, applied_at TEXT)"
+            )
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            for version, sql in migrations.pending("sqlite", row[0] or 0):
+                for statement in sql.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (?, ?)", (version, utc(datetime.now(UTC)))
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError("the store is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot start a write: {exc}") from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            raise ConcurrencyError("batch", -1, -1) from exc
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # --- writing ----------------------------------------------------------------------------
+
+    async def append(self, workspace: str, items: Sequence[Submission]) -> list[AppendResult]:
+        return await self._run(self._append, workspace, list(items))
+
+    def _append(self, workspace: str, items: list[Submission]) -> list[AppendResult]:
+        with self._write() as conn:
+            loaded = self._load(conn, workspace, items)
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            counter = iter(range(row[0] + 1, 1 << 62))
+            plan = Planner(
+                workspace=workspace,
+                loaded=loaded,
+                now=self.clock(),
+                next_seq=counter.__next__,
+                thresholds=self.thresholds,
+                conflict_window=self.conflict_window,
+            ).plan(items)
+            self._save(conn, workspace, plan)
+            return plan.results
+
+    def _load(self, conn: sqlite3.Connection, workspace: str, items: list[Submission]) -> Loaded:
+        entity_keys, record_keys, idem_keys = needed(items)
+        loaded = Loaded()
+        self._load_entities(conn, workspace, entity_keys, loaded)
+        self._load_entities(conn, workspace, related(loaded), loaded)
+        for record in record_keys:
+            found = conn.execute(
+                "SELECT entity_type, entity_id, content_hash, snapshot, last_event_id "
+                "FROM source_records WHERE workspace=? AND data_source=? AND resource_type=? "
+                "AND external_id=?",
+                (workspace, record.data_source, record.resource_type, record.external_id),
+            ).fetchone()
+            if found:
+                loaded.records[record] = record_from_row(record, found)
+        for chunk in _chunks(sorted(idem_keys)):
+            marks = ",".join("?" * len(chunk))
+            for found in conn.execute(
+                f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace=? "
+                f"AND idempotency_key IN ({marks})",
+                (workspace, *chunk),
+            ):
+                event = event_from_row(found)
+                assert event.idempotency_key is not None
+                loaded.idempotent[event.idempotency_key] = event
+        return loaded
+
+    @staticmethod
+    def _load_entities(
+        conn: sqlite3.Connection, workspace: str, keys: set[tuple[str, str]], loaded: Loaded
+    ) -> None:
+        by_type: dict[str, list[str]] = {}
+        for entity_type, entity_id in keys:
+            by_type.setdefault(entity_type, []).append(entity_id)
+        for entity_type, ids in by_type.items():
+            for chunk in _chunks(sorted(ids)):
+                marks = ",".join("?" * len(chunk))
+                for entity_id, ledger in conn.execute(
+                    f"SELECT entity_id, ledger FROM entities WHERE workspace=? AND entity_type=? "
+                    f"AND entity_id IN ({marks})",
+                    (workspace, entity_type, *chunk),
+                ):
+                    loaded.entities[(entity_type, entity_id)] = Ledger.from_json(
+                        orjson.loads(ledger)
+                    )
+
+    def _save(self, conn: sqlite3.Connection, workspace: str, plan: Plan) -> None:
+        conn.executemany(
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({','.join('?' * 20)})",
+            [event_row(e) for e in plan.events],
+        )
+        self._save_entities(conn, workspace, plan.entities)
+        conn.executemany(
+            "INSERT OR REPLACE INTO source_records VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    workspace,
+                    r.key.data_source,
+                    r.key.resource_type,
+                    r.key.external_id,
+                    r.entity_type,
+                    r.entity_id,
+                    r.content_hash,
+                    dumps(r.snapshot),
+                    r.last_event_id,
+                )
+                for r in plan.records
+            ],
+        )
+
+    @staticmethod
+    def _save_entities(conn: sqlite3.Connection, workspace: str, writes: Sequence[Any]) -> None:
+        old = [(workspace, w.state.entity_type, w.state.entity_id) for w in writes if not w.new]
+        conn.executemany(
+            "DELETE FROM entity_keys WHERE workspace=? AND entity_type=? AND entity_id=?", old
+        )
+        conn.executemany(
+            "DELETE FROM open_conflicts WHERE workspace=? AND entity_type=? AND entity_id=?", old
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (
+                    workspace,
+                    w.state.entity_type,
+                    w.state.entity_id,
+                    w.state.version,
+                    w.state.merged_into,
+                    utc(w.state.updated_at) if w.state.updated_at else None,
+                    orjson.dumps(w.ledger.as_json()),
+                    dumps(w.state.as_json()),
+                )
+                for w in writes
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO entity_keys VALUES (?,?,?,?)",
+            [
+                (workspace, key, w.state.entity_type, w.state.entity_id)
+                for w in writes
+                for key in w.keys
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO open_conflicts VALUES (?,?,?,?,?,?)",
+            [
+                (
+                    workspace,
+                    c["conflict_id"],
+                    w.state.entity_type,
+                    w.state.entity_id,
+                    c["field"],
+                    dumps(c),
+                )
+                for w in writes
+                for c in w.state.as_json()["conflicts"]
+            ],
+        )
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def read_entity(
+        self, workspace: str, entity_type: str, entity_id: str, *, until: datetime | None = None
+    ) -> list[Event]:
+        return await self._run(self._read_entity, workspace, entity_type, entity_id, until)
+
+    def _read_entity(
+        self, workspace: str, entity_type: str, entity_id: str, until: datetime | None
+    ) -> list[Event]:
+        sql = (
+            f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace=? AND entity_type=? "
+            "AND entity_id=?"
+        )
+        args: list[Any] = [workspace, entity_type, entity_id]
+        if until is not None:
+            sql += " AND recorded_at <= ?"
+            args.append(utc(until))
+        return [event_from_row(r) for r in self.conn.execute(sql + " ORDER BY version", args)]
+
+    async def read_log(self, workspace: str, after: LogPosition, limit: int = 1000) -> LogPage:
+        return await self._run(self._read_log, workspace, after, limit)
+
+    def _read_log(self, workspace: str, after: LogPosition, limit: int) -> LogPage:
+        rows = self.conn.execute(
+            f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace=? AND (tx, seq) > (?, ?) "
+            "ORDER BY tx, seq LIMIT ?",
+            (workspace, after.tx, after.seq, limit),
+        ).fetchall()
+        events = [event_from_row(r) for r in rows]
+        position = LogPosition(tx=events[-1].tx, seq=events[-1].seq) if events else after
+        return LogPage(events=events, position=position)
+
+    async def get_state(
+        self, workspace: str, entity_type: str, entity_id: str
+    ) -> EntityState | None:
+        return await self._run(self._get_state, workspace, entity_type, entity_id)
+
+    def _get_state(self, workspace: str, entity_type: str, entity_id: str) -> EntityState | None:
+        row = self.conn.execute(
+            "SELECT state FROM entities WHERE workspace=? AND entity_type=? AND entity_id=?",
+            (workspace, entity_type, entity_id),
+        ).fetchone()
+        return state_from_json(workspace, row[0]) if row else None
+
+    async def find(
+        self, workspace: str, key: str, entity_type: str | None = None
+    ) -> list[EntityState]:
+        return await self._run(self._find, workspace, key, entity_type)
+
+    def _find(self, workspace: str, key: str, entity_type: str | None) -> list[EntityState]:
+        sql = (
+            "SELECT e.state FROM entity_keys k JOIN entities e ON e.workspace=k.workspace "
+            "AND e.entity_type=k.entity_type AND e.entity_id=k.entity_id "
+            "WHERE k.workspace=? AND k.key=?"
+        )
+        args: list[Any] = [workspace, key]
+        if entity_type is not None:
+            sql += " AND k.entity_type=?"
+            args.append(entity_type)
+        rows = self.conn.execute(sql + " ORDER BY k.entity_type, k.entity_id LIMIT 100", args)
+        return [state_from_json(workspace, r[0]) for r in rows]
+
+    async def get_record(self, workspace: str, key: RecordKey) -> RecordRow | None:
+        return await self._run(self._get_record, workspace, key)
+
+    def _get_record(self, workspace: str, key: RecordKey) -> RecordRow | None:
+        row = self.conn.execute(
+            "SELECT entity_type, entity_id, content_hash, snapshot, last_event_id "
+            "FROM source_records WHERE workspace=? AND data_source=? AND resource_type=? "
+            "AND external_id=?",
+            (workspace, key.data_source, key.resource_type, key.external_id),
+        ).fetchone()
+        return record_from_row(key, row) if row else None
+
+    async def conflicts(
+        self, workspace: str, entity_type: str | None = None, entity_id: str | None = None
+    ) -> list[ConflictRow]:
+        return await self._run(self._conflicts, workspace, entity_type, entity_id)
+
+    def _conflicts(
+        self, workspace: str, entity_type: str | None, entity_id: str | None
+    ) -> list[ConflictRow]:
+        sql = "SELECT entity_type, entity_id, body FROM open_conflicts WHERE workspace=?"
+        args: list[Any] = [workspace]
+        if entity_type is not None and entity_id is not None:
+            sql += " AND entity_type=? AND entity_id=?"
+            args += [entity_type, entity_id]
+        return [
+            ConflictRow(entity_type=t, entity_id=i, conflict=conflict_from_body(body))
+            for t, i, body in self.conn.execute(sql + " ORDER BY conflict_id", args)
+        ]
+
+    async def counts(self, workspace: str) -> Counts:
+        return await self._run(self._counts, workspace)
+
+    def _counts(self, workspace: str) -> Counts:
+        conn = self.conn
+        entities = dict(
+            conn.execute(
+                "SELECT entity_type, count(*) FROM entities WHERE workspace=? "
+                "AND merged_into IS NULL GROUP BY entity_type ORDER BY entity_type",
+                (workspace,),
+            ).fetchall()
+        )
+        (events,) = conn.execute(
+            "SELECT count(*) FROM events WHERE workspace=?", (workspace,)
+        ).fetchone()
+        (conflicts,) = conn.execute(
+            "SELECT count(*) FROM open_conflicts WHERE workspace=?", (workspace,)
+        ).fetchone()
+        return Counts(entities=entities, events=events, open_conflicts=conflicts)
+
+    async def workspaces(self) -> list[str]:
+        return await self._run(
+            lambda: [r[0] for r in self.conn.execute("SELECT DISTINCT workspace FROM entities")]
+        )
+
+    # --- rebuild ----------------------------------------------------------------------------
+
+    async def rebuild(self, workspace: str) -> int:
+        return await self._run(self._rebuild, workspace)
+
+    def _rebuild(self, workspace: str) -> int:
+        with self._write() as conn:
+            rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace=? "
+                "ORDER BY entity_type, entity_id, version",
+                (workspace,),
+            )
+            grouped: dict[tuple[str, str], list[Event]] = {}
+            for row in rows:
+                event = event_from_row(row)
+                grouped.setdefault((event.entity_type, event.entity_id), []).append(event)
+            writes = rebuild_writes(workspace, grouped, self.thresholds)
+            conn.execute("DELETE FROM entities WHERE workspace=?", (workspace,))
+            conn.execute("DELETE FROM entity_keys WHERE workspace=?", (workspace,))
+            conn.execute("DELETE FROM open_conflicts WHERE workspace=?", (workspace,))
+            self._save_entities(conn, workspace, writes)
+            return len(writes)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._run(conn.close)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,242 @@
+"""The storage port: what the world model needs of a database (DESIGN §4).
+
+Two adapters implement it, :mod:`ehrbridge.worldmodel.sqlite` (the embedded default) and
+:mod:`ehrbridge.worldmodel.postgres` (scale-out); one contract suite proves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from ehrbridge.confidence import Thresholds
+from ehrbridge.worldmodel.events import Event, EventType, RecordKey, Source
+from ehrbridge.worldmodel.matching import lookup_keys
+from ehrbridge.worldmodel.planner import AppendResult, EntityWrite, RecordRow, Submission
+from ehrbridge.worldmodel.projection import EntityState, Ledger, OpenConflict, replay
+
+
+@dataclass(frozen=True, kw_only=True, order=True)
+class LogPosition:
+    """Where a log reader stands: after the event at (tx, seq). Compare as a tuple."""
+
+    tx: int = -1
+    seq: int = -1
+
+
+START = LogPosition()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogPage:
+    events: list[Event]
+    position: LogPosition  #: pass back to read on from here
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConflictRow:
+    """An open conflict, listed per workspace."""
+
+    entity_type: str
+    entity_id: str
+    conflict: OpenConflict
+
+
+@dataclass(frozen=True, kw_only=True)
+class Counts:
+    entities: dict[str, int]  #: per entity type (merged members not counted)
+    events: int
+    open_conflicts: int
+
+
+class EventLog(Protocol):
+    """Append and read events."""
+
+    async def append(self, workspace: str, items: Sequence[Submission]) -> list[AppendResult]:
+        """Record a batch atomically: every event with its projection, or nothing."""
+
+    async def read_entity(
+        self, workspace: str, entity_type: str, entity_id: str, *, until: datetime | None = None
+    ) -> list[Event]:
+        """An entity's own events in order; with ``until``, those recorded by then."""
+
+    async def read_log(self, workspace: str, after: LogPosition, limit: int = 1000) -> LogPage:
+        """Events after ``after`` in log order; never skips one that commits later."""
+
+
+class StateStore(Protocol):
+    """Read projections and their indexes."""
+
+    async def get_state(
+        self, workspace: str, entity_type: str, entity_id: str
+    ) -> EntityState | None:
+        """An entity's current projected state."""
+
+    async def find(
+        self, workspace: str, key: str, entity_type: str | None = None
+    ) -> list[EntityState]:
+        """Entities with a lookup key such as ``phone:+16175550142`` (see ``matching``)."""
+
+    async def get_record(self, workspace: str, key: RecordKey) -> RecordRow | None:
+        """What the store remembers of a source record."""
+
+    async def conflicts(
+        self, workspace: str, entity_type: str | None = None, entity_id: str | None = None
+    ) -> list[ConflictRow]:
+        """Open conflicts in the workspace, or of one entity."""
+
+    async def counts(self, workspace: str) -> Counts:
+        """Entities per type, events and open conflicts."""
+
+
+class Store(EventLog, StateStore, Protocol):
+    """The whole port, plus lifecycle and rebuild."""
+
+    async def rebuild(self, workspace: str) -> int:
+        """Recompute every projection from the log; returns the number of entities."""
+
+    async def workspaces(self) -> list[str]:
+        """Every workspace with events."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+# --- row codec shared by the adapters -------------------------------------------------------
+
+
+def utc(moment: datetime) -> str:
+    """A timestamp as ISO text in UTC, fixed width so text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def event_row(event: Event) -> tuple[Any, ...]:
+    """The column values of an event, in :data:`EVENT_COLUMNS` order (JSON as text)."""
+    return (
+        event.seq,
+        event.id,
+        event.workspace,
+        event.entity_type,
+        event.entity_id,
+        event.version,
+        event.event_type.value,
+        dumps(event.data),
+        dumps(list(event.fields)),
+        event.source.kind,
+        event.source.id,
+        event.source.ref,
+        event.confidence,
+        utc(event.effective_at),
+        utc(event.recorded_at),
+        event.content_hash,
+        event.supersedes,
+        event.correlation_id,
+        dumps(event.evidence) if event.evidence is not None else None,
+        event.idempotency_key,
+    )
+
+
+EVENT_COLUMNS = (
+    "seq, id, workspace, entity_type, entity_id, version, event_type, data, fields, source_kind, "
+    "source_id, source_ref, confidence, effective_at, recorded_at, content_hash, supersedes, "
+    "correlation_id, evidence, idempotency_key"
+)
+
+
+def _json(value: Any) -> Any:
+    if value is None or isinstance(value, dict | list):
+        return value
+    return orjson.loads(value)
+
+
+def _time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    """An event from a row of :data:`EVENT_COLUMNS` followed by ``tx``."""
+    return Event(
+        seq=row[0],
+        id=row[1],
+        workspace=row[2],
+        entity_type=row[3],
+        entity_id=row[4],
+        version=row[5],
+        event_type=EventType(row[6]),
+        data=_json(row[7]),
+        fields=tuple(_json(row[8])),
+        source=Source(kind=row[9], id=row[10], ref=row[11]),
+        confidence=row[12],
+        effective_at=_time(row[13]),
+        recorded_at=_time(row[14]),
+        content_hash=row[15],
+        supersedes=row[16],
+        correlation_id=row[17],
+        evidence=_json(row[18]),
+        idempotency_key=row[19],
+        tx=int(row[20]),
+    )
+
+
+def record_from_row(key: RecordKey, row: Sequence[Any]) -> RecordRow:
+    """A record row from (entity_type, entity_id, content_hash, snapshot, last_event_id)."""
+    return RecordRow(
+        key=key,
+        entity_type=row[0],
+        entity_id=row[1],
+        content_hash=row[2],
+        snapshot=_json(row[3]),
+        last_event_id=row[4],
+    )
+
+
+def state_from_json(workspace: str, raw: Any) -> EntityState:
+    return EntityState.from_json(workspace, _json(raw))
+
+
+def conflict_from_body(body: Any) -> OpenConflict:
+    """An open conflict from its stored JSON body."""
+    raw = orjson.loads(body) if isinstance(body, str | bytes) else body
+    return OpenConflict(
+        conflict_id=raw["conflict_id"],
+        field=raw["field"],
+        reason=raw["reason"],
+        candidates=tuple(raw["candidates"]),
+        recorded_at=datetime.fromisoformat(raw["recorded_at"]),
+    )
+
+
+def rebuild_writes(
+    workspace: str, grouped: dict[tuple[str, str], list[Event]], thresholds: Thresholds
+) -> list[EntityWrite]:
+    """Replay every entity (members before the survivors that absorb them)."""
+    ledgers: dict[tuple[str, str], Ledger] = {}
+    survivors = []
+    for key, events in grouped.items():
+        if any(e.event_type is EventType.MERGED and "member" in e.data for e in events):
+            survivors.append(key)
+        else:
+            ledgers[key] = replay(key[0], key[1], events)
+    for key in survivors:
+        members = {k[1]: v for k, v in ledgers.items() if k[0] == key[0]}
+        ledgers[key] = replay(key[0], key[1], grouped[key], members)
+    writes = []
+    for ledger in ledgers.values():
+        state = ledger.state(workspace, thresholds)
+        writes.append(
+            EntityWrite(
+                ledger=ledger,
+                state=state,
+                keys=lookup_keys(state.entity_type, state.values),
+                new=True,
+            )
+        )
+    return writes
