@@ -1,0 +1,426 @@
+"""The PostgreSQL adapter: scale-out storage shared by several runner processes (DESIGN §4).
+
+psycopg 3, async, pooled. An append locks the rows it touches (``FOR UPDATE``), so writers of
+different entities run in parallel. Every event row carries its transaction id; the log is read in
+(tx, seq) order and only below the oldest transaction still running, so a sequence value that
+commits late is never skipped by a reader that has moved on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection, errors, sql
+from psycopg_pool import AsyncConnectionPool
+
+from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
+from ehrbridge.errors import ConcurrencyError, InvalidInput, StorageError
+from ehrbridge.worldmodel import migrations
+from ehrbridge.worldmodel.events import Event, RecordKey
+from ehrbridge.worldmodel.planner import (
+    AppendResult,
+    EntityWrite,
+    Loaded,
+    Plan,
+    Planner,
+    RecordRow,
+    Submission,
+    needed,
+    related,
+    upper_bound,
+)
+from ehrbridge.worldmodel.projection import EntityState, Ledger
+from ehrbridge.worldmodel.store import (
+    EVENT_COLUMNS,
+    ConflictRow,
+    Counts,
+    LogPage,
+    LogPosition,
+    conflict_from_body,
+    dumps,
+    event_from_row,
+    event_row,
+    rebuild_writes,
+    record_from_row,
+    state_from_json,
+)
+
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_MIGRATION_LOCK = 0x45485242  # advisory lock key: one migrator at a time
+
+
+class PostgresStore:
+    """The world model's store on PostgreSQL."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        conflict_window: timedelta = timedelta(minutes=15),
+        max_connections: int = 8,
+    ) -> None:
+        if schema is not None and not _SCHEMA.match(schema):
+            raise InvalidInput(f"schema {schema!r} is not a lowercase SQL identifier")
+        self.schema = schema
+        self.clock = clock
+        self.thresholds = thresholds
+        self.conflict_window = conflict_window
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if schema:
+            kwargs["options"] = f"-c search_path={schema}"
+        self._pool = AsyncConnectionPool(
+            dsn, min_size=1, max_size=max_connections, kwargs=kwargs, open=False
+        )
+
+    @classmethod
+    async def open(cls, dsn: str, **options: Any) -> PostgresStore:
+        """Connect, create the schema if asked for, and migrate."""
+        store = cls(dsn, **options)
+        try:
+            if store.schema:
+                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                    await conn.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(store.schema)
+                        )
+                    )
+            await store._pool.open(wait=True, timeout=30)
+            async with store._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version "
+                    "(version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                )
+                cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+                row = await cur.fetchone()
+                for version, script in migrations.pending("postgres", row[0] if row else 0):
+                    await conn.execute(script.encode())
+                    await conn.execute(
+                        "INSERT INTO schema_version (version) VALUES (%s)", (version,)
+                    )
+        except psycopg.Error as exc:
+            await store._pool.close()
+            raise StorageError(f"cannot open the PostgreSQL store: {exc}") from exc
+        except BaseException:
+            await store._pool.close()
+            raise
+        return store
+
+    async def drop_schema(self) -> None:
+        """Drop this store's schema and everything in it (tests and benchmarks)."""
+        if not self.schema:
+            raise InvalidInput("this store has no schema of its own to drop")
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
+            )
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    # --- writing ----------------------------------------------------------------------------
+
+    async def append(self, workspace: str, items: Sequence[Submission]) -> list[AppendResult]:
+        items = list(items)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                loaded = await self._load(conn, workspace, items)
+                cur = await conn.execute(
+                    "SELECT nextval('events_seq') FROM generate_series(1, %s)",
+                    (upper_bound(items),),
+                )
+                seqs = iter([r[0] for r in await cur.fetchall()])
+                plan = Planner(
+                    workspace=workspace,
+                    loaded=loaded,
+                    now=self.clock(),
+                    next_seq=seqs.__next__,
+                    thresholds=self.thresholds,
+                    conflict_window=self.conflict_window,
+                ).plan(items)
+                await self._save(conn, workspace, plan)
+                return plan.results
+        except (errors.UniqueViolation, errors.DeadlockDetected) as exc:
+            raise ConcurrencyError("batch", -1, -1) from exc
+        except psycopg.Error as exc:
+            raise StorageError(f"append failed: {type(exc).__name__}") from exc
+
+    async def _load(
+        self, conn: AsyncConnection[Any], workspace: str, items: list[Submission]
+    ) -> Loaded:
+        entity_keys, record_keys, idem_keys = needed(items)
+        loaded = Loaded()
+        await self._load_entities(conn, workspace, entity_keys, loaded)
+        await self._load_entities(conn, workspace, related(loaded), loaded)
+        if record_keys:
+            ordered = sorted(
+                record_keys, key=lambda k: (k.data_source, k.resource_type, k.external_id)
+            )
+            by_tuple = {(k.data_source, k.resource_type, k.external_id): k for k in ordered}
+            cur = await conn.execute(
+                "SELECT data_source, resource_type, external_id, entity_type, entity_id, "
+                "content_hash, snapshot, last_event_id FROM source_records "
+                "WHERE workspace = %s AND (data_source, resource_type, external_id) IN "
+                "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])) "
+                "ORDER BY data_source, resource_type, external_id FOR UPDATE",
+                (
+                    workspace,
+                    [k.data_source for k in ordered],
+                    [k.resource_type for k in ordered],
+                    [k.external_id for k in ordered],
+                ),
+            )
+            for row in await cur.fetchall():
+                key = by_tuple[(row[0], row[1], row[2])]
+                loaded.records[key] = record_from_row(key, row[3:])
+        if idem_keys:
+            cur = await conn.execute(
+                f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s "
+                "AND idempotency_key = ANY(%s)",
+                (workspace, sorted(idem_keys)),
+            )
+            for row in await cur.fetchall():
+                event = event_from_row(row)
+                assert event.idempotency_key is not None
+                loaded.idempotent[event.idempotency_key] = event
+        return loaded
+
+    @staticmethod
+    async def _load_entities(
+        conn: AsyncConnection[Any], workspace: str, keys: set[tuple[str, str]], loaded: Loaded
+    ) -> None:
+        if not keys:
+            return
+        ordered = sorted(keys)
+        cur = await conn.execute(
+            "SELECT entity_type, entity_id, ledger FROM entities WHERE workspace = %s "
+            "AND (entity_type, entity_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+            "ORDER BY entity_type, entity_id FOR UPDATE",
+            (workspace, [k[0] for k in ordered], [k[1] for k in ordered]),
+        )
+        for entity_type, entity_id, ledger in await cur.fetchall():
+            loaded.entities[(entity_type, entity_id)] = Ledger.from_json(orjson.loads(ledger))
+
+    async def _save(self, conn: AsyncConnection[Any], workspace: str, plan: Plan) -> None:
+        async with conn.cursor() as cur:
+            if plan.events:
+                await cur.executemany(
+                    f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({','.join(['%s'] * 20)})",
+                    [event_row(e) for e in plan.events],
+                )
+            await self._save_entities(cur, workspace, plan.entities)
+            if plan.records:
+                await cur.executemany(
+                    "INSERT INTO source_records VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (workspace, data_source, resource_type, external_id) DO UPDATE "
+                    "SET entity_type = excluded.entity_type, entity_id = excluded.entity_id, "
+                    "content_hash = excluded.content_hash, snapshot = excluded.snapshot, "
+                    "last_event_id = excluded.last_event_id",
+                    [
+                        (
+                            workspace,
+                            r.key.data_source,
+                            r.key.resource_type,
+                            r.key.external_id,
+                            r.entity_type,
+                            r.entity_id,
+                            r.content_hash,
+                            dumps(r.snapshot),
+                            r.last_event_id,
+                        )
+                        for r in plan.records
+                    ],
+                )
+
+    @staticmethod
+    async def _save_entities(
+        cur: psycopg.AsyncCursor[Any], workspace: str, writes: Sequence[EntityWrite]
+    ) -> None:
+        if not writes:
+            return
+        old = [(workspace, w.state.entity_type, w.state.entity_id) for w in writes if not w.new]
+        if old:
+            for table in ("entity_keys", "open_conflicts"):
+                await cur.executemany(
+                    f"DELETE FROM {table} WHERE workspace = %s AND entity_type = %s "
+                    "AND entity_id = %s",
+                    old,
+                )
+        await cur.executemany(
+            "INSERT INTO entities VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (workspace, entity_type, entity_id) DO UPDATE SET "
+            "version = excluded.version, merged_into = excluded.merged_into, "
+            "updated_at = excluded.updated_at, ledger = excluded.ledger, state = excluded.state",
+            [
+                (
+                    workspace,
+                    w.state.entity_type,
+                    w.state.entity_id,
+                    w.state.version,
+                    w.state.merged_into,
+                    w.state.updated_at,
+                    orjson.dumps(w.ledger.as_json()),
+                    dumps(w.state.as_json()),
+                )
+                for w in writes
+            ],
+        )
+        keys = [
+            (workspace, key, w.state.entity_type, w.state.entity_id)
+            for w in writes
+            for key in w.keys
+        ]
+        if keys:
+            await cur.executemany("INSERT INTO entity_keys VALUES (%s,%s,%s,%s)", keys)
+        conflicts = [
+            (
+                workspace,
+                c["conflict_id"],
+                w.state.entity_type,
+                w.state.entity_id,
+                c["field"],
+                dumps(c),
+            )
+            for w in writes
+            for c in w.state.as_json()["conflicts"]
+        ]
+        if conflicts:
+            await cur.executemany(
+                "INSERT INTO open_conflicts VALUES (%s,%s,%s,%s,%s,%s)", conflicts
+            )
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def _rows(self, query: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query.encode(), args)
+                return await cur.fetchall()
+        except psycopg.Error as exc:
+            raise StorageError(f"read failed: {type(exc).__name__}") from exc
+
+    async def read_entity(
+        self, workspace: str, entity_type: str, entity_id: str, *, until: datetime | None = None
+    ) -> list[Event]:
+        query = (
+            f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s AND entity_type = %s "
+            "AND entity_id = %s"
+        )
+        args: list[Any] = [workspace, entity_type, entity_id]
+        if until is not None:
+            query += " AND recorded_at <= %s"
+            args.append(until)
+        return [event_from_row(r) for r in await self._rows(query + " ORDER BY version", args)]
+
+    async def read_log(self, workspace: str, after: LogPosition, limit: int = 1000) -> LogPage:
+        rows = await self._rows(
+            f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s "
+            "AND (tx, seq) > (%s, %s) "
+            "AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+            "ORDER BY tx, seq LIMIT %s",
+            (workspace, after.tx, after.seq, limit),
+        )
+        events = [event_from_row(r) for r in rows]
+        position = LogPosition(tx=events[-1].tx, seq=events[-1].seq) if events else after
+        return LogPage(events=events, position=position)
+
+    async def get_state(
+        self, workspace: str, entity_type: str, entity_id: str
+    ) -> EntityState | None:
+        rows = await self._rows(
+            "SELECT state FROM entities WHERE workspace = %s AND entity_type = %s "
+            "AND entity_id = %s",
+            (workspace, entity_type, entity_id),
+        )
+        return state_from_json(workspace, rows[0][0]) if rows else None
+
+    async def find(
+        self, workspace: str, key: str, entity_type: str | None = None
+    ) -> list[EntityState]:
+        query = (
+            "SELECT e.state FROM entity_keys k JOIN entities e ON e.workspace = k.workspace "
+            "AND e.entity_type = k.entity_type AND e.entity_id = k.entity_id "
+            "WHERE k.workspace = %s AND k.key = %s"
+        )
+        args: list[Any] = [workspace, key]
+        if entity_type is not None:
+            query += " AND k.entity_type = %s"
+            args.append(entity_type)
+        rows = await self._rows(query + " ORDER BY k.entity_type, k.entity_id LIMIT 100", args)
+        return [state_from_json(workspace, r[0]) for r in rows]
+
+    async def get_record(self, workspace: str, key: RecordKey) -> RecordRow | None:
+        rows = await self._rows(
+            "SELECT entity_type, entity_id, content_hash, snapshot, last_event_id "
+            "FROM source_records WHERE workspace = %s AND data_source = %s "
+            "AND resource_type = %s AND external_id = %s",
+            (workspace, key.data_source, key.resource_type, key.external_id),
+        )
+        return record_from_row(key, rows[0]) if rows else None
+
+    async def conflicts(
+        self, workspace: str, entity_type: str | None = None, entity_id: str | None = None
+    ) -> list[ConflictRow]:
+        query = "SELECT entity_type, entity_id, body FROM open_conflicts WHERE workspace = %s"
+        args: list[Any] = [workspace]
+        if entity_type is not None and entity_id is not None:
+            query += " AND entity_type = %s AND entity_id = %s"
+            args += [entity_type, entity_id]
+        return [
+            ConflictRow(entity_type=t, entity_id=i, conflict=conflict_from_body(body))
+            for t, i, body in await self._rows(query + " ORDER BY conflict_id", args)
+        ]
+
+    async def counts(self, workspace: str) -> Counts:
+        entities = await self._rows(
+            "SELECT entity_type, count(*) FROM entities WHERE workspace = %s "
+            "AND merged_into IS NULL GROUP BY entity_type ORDER BY entity_type",
+            (workspace,),
+        )
+        events = await self._rows("SELECT count(*) FROM events WHERE workspace = %s", (workspace,))
+        conflicts = await self._rows(
+            "SELECT count(*) FROM open_conflicts WHERE workspace = %s", (workspace,)
+        )
+        return Counts(
+            entities={t: int(n) for t, n in entities},
+            events=int(events[0][0]),
+            open_conflicts=int(conflicts[0][0]),
+        )
+
+    async def workspaces(self) -> list[str]:
+        return [r[0] for r in await self._rows("SELECT DISTINCT workspace FROM entities", ())]
+
+    # --- rebuild ----------------------------------------------------------------------------
+
+    async def rebuild(self, workspace: str) -> int:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                # Stop appends to this workspace while its projections are recomputed.
+                await conn.execute(
+                    "LOCK TABLE entities, entity_keys, open_conflicts IN SHARE ROW EXCLUSIVE MODE"
+                )
+                cur = await conn.execute(
+                    f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s "
+                    "ORDER BY entity_type, entity_id, version",
+                    (workspace,),
+                )
+                grouped: dict[tuple[str, str], list[Event]] = {}
+                for row in await cur.fetchall():
+                    event = event_from_row(row)
+                    grouped.setdefault((event.entity_type, event.entity_id), []).append(event)
+                writes = rebuild_writes(workspace, grouped, self.thresholds)
+                for table in ("entities", "entity_keys", "open_conflicts"):
+                    await conn.execute(f"DELETE FROM {table} WHERE workspace = %s", (workspace,))
+                async with conn.cursor() as c:
+                    await self._save_entities(c, workspace, writes)
+                return len(writes)
+        except psycopg.Error as exc:
+            raise StorageError(f"rebuild failed: {type(exc).__name__}") from exc
