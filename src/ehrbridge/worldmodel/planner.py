@@ -86,6 +86,17 @@ class Plan:
     results: list[AppendResult]
 
 
+#: Reference fields indexed as ``ref:<Type/id>`` so a patient's appointments, encounters,
+#: medications, results and coverage are found without a scan.
+REFERENCE_KEYS = ("patient", "beneficiary")
+
+
+def index_keys(entity_type: str, values: Mapping[str, Any]) -> frozenset[str]:
+    """Every lookup key the store keeps for an entity's state."""
+    refs = {f"ref:{values[name]}" for name in REFERENCE_KEYS if isinstance(values.get(name), str)}
+    return lookup_keys(entity_type, values) | refs
+
+
 def needed(items: Sequence[Submission]) -> tuple[set[EntityKey], set[RecordKey], set[str]]:
     """The entity keys, record keys and idempotency keys a batch needs loaded."""
     entities: set[EntityKey] = set()
@@ -147,7 +158,7 @@ class Planner:
                 EntityWrite(
                     ledger=ledger,
                     state=state,
-                    keys=lookup_keys(key[0], state.values),
+                    keys=index_keys(key[0], state.values),
                     new=key in self._new,
                 )
             )

@@ -15,8 +15,13 @@ import orjson
 
 from ehrbridge.confidence import Thresholds
 from ehrbridge.worldmodel.events import Event, EventType, RecordKey, Source
-from ehrbridge.worldmodel.matching import lookup_keys
-from ehrbridge.worldmodel.planner import AppendResult, EntityWrite, RecordRow, Submission
+from ehrbridge.worldmodel.planner import (
+    AppendResult,
+    EntityWrite,
+    RecordRow,
+    Submission,
+    index_keys,
+)
 from ehrbridge.worldmodel.projection import EntityState, Ledger, OpenConflict, replay
 
 
@@ -235,7 +240,7 @@ def rebuild_writes(
             EntityWrite(
                 ledger=ledger,
                 state=state,
-                keys=lookup_keys(state.entity_type, state.values),
+                keys=index_keys(state.entity_type, state.values),
                 new=True,
             )
         )
