@@ -23,16 +23,80 @@ DATA_SOURCE = "ehr-main"
 #: EHR snapshots per patient (the first and up to five with changes); the rest are voice facts.
 EHR_ROUNDS = 6
 
-_FAMILY = (
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez "
-    "Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris "
-    "Sanchez Clark Ramirez Lewis Robinson Nguyen O'Brien Núñez Kowalski Okafor Cohen Murphy"
-).split()
+_FAMILY = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Nguyen",
+    "O'Brien",
+    "Núñez",
+    "Kowalski",
+    "Okafor",
+    "Cohen",
+    "Murphy",
+]
 _GIVEN = {
-    "female": "Mary Patricia Jennifer Linda Elizabeth Maria Susan Jessica Sarah Karen Ana Mei "
-    "Aisha Olga Chloe".split(),
-    "male": "James Robert John Michael David William Richard Joseph Thomas Carlos Wei Omar Ivan "
-    "Liam Jose".split(),
+    "female": [
+        "Mary",
+        "Patricia",
+        "Jennifer",
+        "Linda",
+        "Elizabeth",
+        "Maria",
+        "Susan",
+        "Jessica",
+        "Sarah",
+        "Karen",
+        "Ana",
+        "Mei",
+        "Aisha",
+        "Olga",
+        "Chloe",
+    ],
+    "male": [
+        "James",
+        "Robert",
+        "John",
+        "Michael",
+        "David",
+        "William",
+        "Richard",
+        "Joseph",
+        "Thomas",
+        "Carlos",
+        "Wei",
+        "Omar",
+        "Ivan",
+        "Liam",
+        "Jose",
+    ],
 }
 _CITIES = (
     ("Boston", "02118"),
@@ -46,7 +110,18 @@ _CITIES = (
     ("Salem", "01970"),
     ("Framingham", "01702"),
 )
-_STREETS = "Main Elm Oak Washington Beacon Harvard Centre School Pleasant Maple".split()
+_STREETS = [
+    "Main",
+    "Elm",
+    "Oak",
+    "Washington",
+    "Beacon",
+    "Harvard",
+    "Centre",
+    "School",
+    "Pleasant",
+    "Maple",
+]
 #: NANP exchanges that look real: not N11, not 555, not 950/958/959 (carrier and test codes).
 _EXCHANGES = tuple(e for e in range(200, 1000) if e % 100 != 11 and e not in (555, 950, 958, 959))
 

@@ -7,6 +7,7 @@
     │   └── InvalidEvent        an event that may not be written (names the field)
     ├── NotFound                no such entity / conflict / record in this workspace
     ├── ConcurrencyError        an optimistic-concurrency check failed (someone wrote first)
+    │   └── WriteRace           a unique key caught two writers racing; the batch may be retried
     ├── IdempotencyConflict     an idempotency key was reused for different content
     └── StorageError            the database failed (translated at the adapter boundary)
         └── SchemaError         the database schema is missing, newer, or inconsistent
@@ -54,6 +55,17 @@ class ConcurrencyError(EhrbridgeError):
             f"{entity} is at version {actual}, not the expected {expected}: "
             "another writer changed it first; re-read and retry"
         )
+
+
+class WriteRace(ConcurrencyError):
+    """Another writer created the same entity version or record first; retry the batch."""
+
+    def __init__(self, constraint: str) -> None:
+        self.entity = ""
+        self.expected = self.actual = -1
+        #: the database constraint that caught the race (names columns, never values)
+        self.constraint = constraint
+        EhrbridgeError.__init__(self, f"{type(self).__doc__} ({constraint})")
 
 
 class IdempotencyConflict(EhrbridgeError):

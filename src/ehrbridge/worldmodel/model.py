@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, VOICE_LEVELS, Level, Thresholds
-from ehrbridge.errors import ConcurrencyError, InvalidInput, NotFound
+from ehrbridge.errors import ConcurrencyError, InvalidInput, NotFound, WriteRace
 from ehrbridge.worldmodel.events import (
     Event,
     EventType,
@@ -68,6 +68,9 @@ class WorldModel:
         for attempt in range(_RETRIES):
             try:
                 return await self.store.append(self.workspace, items)
+            except WriteRace:
+                if attempt == _RETRIES - 1:
+                    raise
             except ConcurrencyError:
                 if optimistic or attempt == _RETRIES - 1:
                     raise

@@ -117,8 +117,12 @@ def needed(items: Sequence[Submission]) -> tuple[set[EntityKey], set[RecordKey],
 
 
 def related(loaded: Loaded) -> set[EntityKey]:
-    """Entities the batch also needs because a loaded one is merged into them."""
-    return {
+    """Entities the batch also needs: those of known records, and survivors of merged ones.
+
+    Call after loading records, and again after loading those entities.
+    """
+    of_records = {(r.entity_type, r.entity_id) for r in loaded.records.values()}
+    return {k for k in of_records if k not in loaded.entities} | {
         (key[0], ledger.merged_into)
         for key, ledger in loaded.entities.items()
         if ledger.merged_into and (key[0], ledger.merged_into) not in loaded.entities

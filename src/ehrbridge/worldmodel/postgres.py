@@ -19,7 +19,7 @@ from psycopg import AsyncConnection, errors, sql
 from psycopg_pool import AsyncConnectionPool
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import ConcurrencyError, InvalidInput, StorageError
+from ehrbridge.errors import InvalidInput, StorageError, WriteRace
 from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
@@ -149,7 +149,7 @@ class PostgresStore:
                 await self._save(conn, workspace, plan)
                 return plan.results
         except (errors.UniqueViolation, errors.DeadlockDetected) as exc:
-            raise ConcurrencyError("batch", -1, -1) from exc
+            raise WriteRace(type(exc).__name__) from exc
         except psycopg.Error as exc:
             raise StorageError(f"append failed: {type(exc).__name__}") from exc
 
@@ -159,7 +159,6 @@ class PostgresStore:
         entity_keys, record_keys, idem_keys = needed(items)
         loaded = Loaded()
         await self._load_entities(conn, workspace, entity_keys, loaded)
-        await self._load_entities(conn, workspace, related(loaded), loaded)
         if record_keys:
             ordered = sorted(
                 record_keys, key=lambda k: (k.data_source, k.resource_type, k.external_id)
@@ -181,6 +180,8 @@ class PostgresStore:
             for row in await cur.fetchall():
                 key = by_tuple[(row[0], row[1], row[2])]
                 loaded.records[key] = record_from_row(key, row[3:])
+        for _ in range(2):  # the records' entities, then the survivors they are merged into
+            await self._load_entities(conn, workspace, related(loaded), loaded)
         if idem_keys:
             cur = await conn.execute(
                 f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s "

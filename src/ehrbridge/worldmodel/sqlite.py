@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import ConcurrencyError, StorageError
+from ehrbridge.errors import StorageError, WriteRace
 from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
@@ -137,7 +137,7 @@ class SQLiteStore:
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK")
-            raise ConcurrencyError("batch", -1, -1) from exc
+            raise WriteRace(str(exc)) from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -167,7 +167,6 @@ class SQLiteStore:
         entity_keys, record_keys, idem_keys = needed(items)
         loaded = Loaded()
         self._load_entities(conn, workspace, entity_keys, loaded)
-        self._load_entities(conn, workspace, related(loaded), loaded)
         for record in record_keys:
             found = conn.execute(
                 "SELECT entity_type, entity_id, content_hash, snapshot, last_event_id "
@@ -177,6 +176,8 @@ class SQLiteStore:
             ).fetchone()
             if found:
                 loaded.records[record] = record_from_row(record, found)
+        for _ in range(2):  # the records' entities, then the survivors they are merged into
+            self._load_entities(conn, workspace, related(loaded), loaded)
         for chunk in _chunks(sorted(idem_keys)):
             marks = ",".join("?" * len(chunk))
             for found in conn.execute(

@@ -1,0 +1,137 @@
+"""The command line, end to end on a real SQLite file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from ehrbridge.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def test_demo_shows_a_patient_with_provenance_and_a_pending_voice_fact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = invoke("demo")
+    assert "identified: Patient/" in out
+    assert "phone.mobile (pending)" in out
+    assert "+16175550199" in out
+    assert "ehr:sandbox-ehr" in out
+    assert "upcoming appointments" in out
+    assert (tmp_path / "ehrbridge-demo.db").exists()
+    # the demo starts fresh every time
+    again = invoke("demo")
+    assert again.count("phone.mobile (pending)") == 1
+
+
+def test_import_is_idempotent_and_status_counts(db: str) -> None:
+    first = invoke("import", "--db", db)
+    assert re.search(r"Patient\s+│\s+6\s+│\s+0\s+│\s+0", first), first
+    second = invoke("import", "--db", db)
+    assert "import: 0 events written" in second
+    status = invoke("status", "--db", db)
+    assert re.search(r"Patient\s+│\s+6", status)
+    assert "events: 39" in status
+    assert "open conflicts: 0" in status
+
+
+def test_show_events_and_rebuild(db: str) -> None:
+    demo_out = invoke("demo", "--file", db.removeprefix("sqlite:///"))
+    patient = re.search(r"identified: (Patient/\w+)", demo_out)
+    assert patient is not None
+    shown = invoke("show", patient.group(1), "--db", db)
+    assert "Santos" in shown
+    assert "(pending)" in shown
+    before_rebuild = shown
+    timeline = invoke("events", patient.group(1), "--db", db)
+    assert "recorded" in timeline
+    assert "voice:demo-agent" in timeline
+    assert "rebuilt 39 entities" in invoke("rebuild", "--db", db)
+    assert invoke("show", patient.group(1), "--db", db) == before_rebuild
+    past = runner.invoke(app, ["show", patient.group(1), "--db", db, "--as-of", "2020-01-01"])
+    assert past.exit_code == 1
+    assert "no Patient/" in past.output
+
+
+def test_bad_input_is_refused_with_a_clear_error(db: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = runner.invoke(app, ["import", str(bad), "--db", db])
+    assert result.exit_code == 1
+    assert "not JSON" in result.output
+    dangling = tmp_path / "dangling.json"
+    dangling.write_bytes(
+        orjson.dumps(
+            {
+                "source": {"id": "x"},
+                "records": [
+                    {
+                        "resource_type": "Appointment",
+                        "external_id": "a1",
+                        "entity_type": "Appointment",
+                        "effective_at": "2026-11-20T09:00:00+00:00",
+                        "data": {"status": "booked", "patient": "Patient/nobody"},
+                    }
+                ],
+            }
+        )
+    )
+    result = runner.invoke(app, ["import", str(dangling), "--db", db])
+    assert result.exit_code == 1
+    assert "records[0].data.patient" in result.output
+    assert "points nowhere" in result.output
+    wrong_value = tmp_path / "wrong.json"
+    wrong_value.write_bytes(
+        orjson.dumps(
+            {
+                "source": {"id": "x"},
+                "records": [
+                    {
+                        "resource_type": "Patient",
+                        "external_id": "p1",
+                        "entity_type": "Patient",
+                        "effective_at": "2026-11-20T09:00:00+00:00",
+                        "data": {"name.family": "Ok"},
+                    },
+                    {
+                        "resource_type": "Patient",
+                        "external_id": "p2",
+                        "entity_type": "Patient",
+                        "effective_at": "2026-11-20T09:00:00+00:00",
+                        "data": {"birth_date": "yesterday"},
+                    },
+                ],
+            }
+        )
+    )
+    result = runner.invoke(app, ["import", str(wrong_value), "--db", db])
+    assert result.exit_code == 1
+    assert "data.birth_date" in result.output
+    # nothing half-written: the good first record was not kept either
+    assert "events: 0" in invoke("status", "--db", db)
+
+
+def test_unknown_entity_and_bad_reference(db: str) -> None:
+    result = runner.invoke(app, ["show", "Patient/nope", "--db", db])
+    assert result.exit_code == 1
+    assert "no Patient/nope" in result.output
+    result = runner.invoke(app, ["show", "nonsense", "--db", db])
+    assert result.exit_code == 2
+    assert "not an entity reference" in result.output
