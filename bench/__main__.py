@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
         "--dsn", default=DEFAULT_DSN, help="PostgreSQL server (default: %(default)s)"
     )
     parser.add_argument("--patients", type=int, help="override the number of patients")
+    parser.add_argument(
+        "--events-per-patient", type=int, help="override the events written per patient"
+    )
     parser.add_argument("--seed", type=int, default=42)
     return parser
 
@@ -55,6 +58,8 @@ async def main(argv: list[str] | None = None) -> int:
     size = QUICK if args.quick else FULL
     if args.patients:
         size = replace(size, patients=args.patients)
+    if args.events_per_patient:
+        size = replace(size, events_per_patient=args.events_per_patient)
     size = replace(size, seed=args.seed)
     names = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
     emit(machine())

@@ -20,8 +20,8 @@ from ehrbridge.worldmodel.planner import Submission
 
 WORKSPACE = "bench"
 DATA_SOURCE = "ehr-main"
-#: EHR snapshots per patient (the first and up to five with changes); the rest are voice facts.
-EHR_ROUNDS = 6
+#: The most EHR snapshots per patient (the first and five with changes).
+MAX_EHR_ROUNDS = 6
 
 _FAMILY = [
     "Smith",
@@ -230,9 +230,20 @@ def _when(round_no: int, patient: Patient) -> datetime:
     return start + timedelta(days=30 * round_no, seconds=patient.index % 86_400)
 
 
-def submission(patient: Patient, round_no: int, entity_id: str | None) -> Submission:
-    """The patient's submission in round ``round_no`` (EHR snapshots first, then voice)."""
-    if round_no < EHR_ROUNDS:
+def ehr_rounds(events_per_patient: int) -> int:
+    """How many of a patient's rounds are EHR snapshots: six of ten, the rest voice facts.
+
+    >>> ehr_rounds(10), ehr_rounds(5), ehr_rounds(1)
+    (6, 3, 1)
+    """
+    return min(MAX_EHR_ROUNDS, max(1, round(events_per_patient * 0.6)))
+
+
+def submission(
+    patient: Patient, round_no: int, entity_id: str | None, ehr: int = MAX_EHR_ROUNDS
+) -> Submission:
+    """The patient's submission in round ``round_no``: ``ehr`` EHR snapshots, then voice facts."""
+    if round_no < ehr:
         return Observation(
             workspace=WORKSPACE,
             record=RecordKey(
@@ -250,7 +261,7 @@ def submission(patient: Patient, round_no: int, entity_id: str | None) -> Submis
         workspace=WORKSPACE,
         entity_type="Patient",
         entity_id=entity_id,
-        data=_voice_fact(patient, round_no - EHR_ROUNDS),
+        data=_voice_fact(patient, round_no - ehr),
         source=Source(kind="voice", id="voice-agent", ref=call),
         confidence=Level.VOICE_CONFIRMED.value,
         effective_at=_when(round_no, patient),

@@ -46,13 +46,15 @@ class NotFound(EhrbridgeError):
 class ConcurrencyError(EhrbridgeError):
     """Another writer changed the entity first; re-read it and try again."""
 
-    def __init__(self, entity: str, expected: int, actual: int) -> None:
+    def __init__(self, entity: str, expected: int, actual: int | None) -> None:
         #: ``EntityType/entity_id``
         self.entity = entity
         self.expected = expected
+        #: the version found, when known
         self.actual = actual
+        now = f"is at version {actual}" if actual is not None else "has moved on"
         super().__init__(
-            f"{entity} is at version {actual}, not the expected {expected}: "
+            f"{entity} {now}, not the expected version {expected}: "
             "another writer changed it first; re-read and retry"
         )
 
@@ -62,7 +64,7 @@ class WriteRace(ConcurrencyError):
 
     def __init__(self, constraint: str) -> None:
         self.entity = ""
-        self.expected = self.actual = -1
+        self.expected, self.actual = -1, None
         #: the database constraint that caught the race (names columns, never values)
         self.constraint = constraint
         EhrbridgeError.__init__(self, f"{type(self).__doc__} ({constraint})")

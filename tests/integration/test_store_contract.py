@@ -19,7 +19,6 @@ from tests.conftest import FakeClock, MakeStore
 from ehrbridge.errors import ConcurrencyError, IdempotencyConflict, InvalidEvent
 from ehrbridge.worldmodel import projection
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Observation, RecordKey, Source
-from ehrbridge.worldmodel.planner import AppendResult
 from ehrbridge.worldmodel.store import START, Counts, LogPosition, Store
 
 WS = "clinic"
@@ -199,7 +198,7 @@ async def test_two_writers_same_expected_version_one_wins(
     state = await one.get_state(WS, "Patient", "p1")
     assert state is not None
     assert state.version == version + 1
-    winner = cast(list[AppendResult], won[0])
+    winner = won[0]
     assert state.fields["phone.mobile"].event_id == winner[0].events[0].id
     assert (await one.counts(WS)).events == version + 1
 

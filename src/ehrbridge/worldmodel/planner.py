@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import ConcurrencyError, IdempotencyConflict, InvalidInput
+from ehrbridge.errors import ConcurrencyError, IdempotencyConflict, InvalidInput, WriteRace
 from ehrbridge.worldmodel.canonical import content_hash, is_volatile
 from ehrbridge.worldmodel.events import (
     Event,
@@ -45,6 +45,7 @@ class RecordRow:
     content_hash: str
     snapshot: Mapping[str, Any]  #: the last snapshot, flat, volatile metadata left out
     last_event_id: str
+    new: bool = False  #: first seen in this batch: inserted, so a concurrent first sighting fails
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +130,20 @@ def related(loaded: Loaded) -> set[EntityKey]:
     }
 
 
+def race_error(items: Sequence[Submission], constraint: str) -> ConcurrencyError:
+    """The error for a batch that lost a race caught by a unique key.
+
+    With a version expectation the loser learns which entity moved on; otherwise the batch may
+    simply be retried (it will then see what the winner wrote).
+    """
+    for item in items:
+        if isinstance(item, NewEvent) and item.expected_version is not None:
+            return ConcurrencyError(
+                f"{item.entity_type}/{item.entity_id}", item.expected_version, None
+            )
+    return WriteRace(constraint)
+
+
 def upper_bound(items: Sequence[Submission]) -> int:
     """The most events a batch can write (each field may add a conflict event)."""
     total = 0
@@ -145,6 +160,7 @@ class Planner:
     loaded: Loaded
     now: datetime
     next_seq: Callable[[], int]
+    tx: int = 0  #: the writing transaction's id (PostgreSQL), 0 where writes are serialised
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     conflict_window: timedelta = timedelta(minutes=15)
     _events: list[Event] = field(default_factory=list)
@@ -257,6 +273,7 @@ class Planner:
             content_hash=digest,
             snapshot=snapshot,
             last_event_id=events[0].id if events else held.last_event_id if held else "",
+            new=held is None or held.new,
         )
         status: Literal["created", "updated", "unchanged"] = (
             "created" if held is None else "updated" if events else "unchanged"
@@ -281,7 +298,7 @@ class Planner:
         event = Event(
             id=new_id(),
             seq=self.next_seq(),
-            tx=0,
+            tx=self.tx,
             version=version,
             workspace=item.workspace,
             entity_type=item.entity_type,

@@ -19,7 +19,7 @@ from psycopg import AsyncConnection, errors, sql
 from psycopg_pool import AsyncConnectionPool
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import InvalidInput, StorageError, WriteRace
+from ehrbridge.errors import InvalidInput, StorageError
 from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
@@ -31,6 +31,7 @@ from ehrbridge.worldmodel.planner import (
     RecordRow,
     Submission,
     needed,
+    race_error,
     related,
     upper_bound,
 )
@@ -47,6 +48,8 @@ from ehrbridge.worldmodel.store import (
     event_row,
     rebuild_writes,
     record_from_row,
+    record_update,
+    record_values,
     state_from_json,
 )
 
@@ -132,6 +135,9 @@ class PostgresStore:
         items = list(items)
         try:
             async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute("SELECT pg_current_xact_id()::text::bigint")
+                tx_row = await cur.fetchone()
+                assert tx_row is not None
                 loaded = await self._load(conn, workspace, items)
                 cur = await conn.execute(
                     "SELECT nextval('events_seq') FROM generate_series(1, %s)",
@@ -143,13 +149,15 @@ class PostgresStore:
                     loaded=loaded,
                     now=self.clock(),
                     next_seq=seqs.__next__,
+                    tx=int(tx_row[0]),
                     thresholds=self.thresholds,
                     conflict_window=self.conflict_window,
                 ).plan(items)
                 await self._save(conn, workspace, plan)
                 return plan.results
         except (errors.UniqueViolation, errors.DeadlockDetected) as exc:
-            raise WriteRace(type(exc).__name__) from exc
+            constraint = exc.diag.constraint_name or type(exc).__name__
+            raise race_error(items, constraint) from exc
         except psycopg.Error as exc:
             raise StorageError(f"append failed: {type(exc).__name__}") from exc
 
@@ -218,27 +226,20 @@ class PostgresStore:
                     [event_row(e) for e in plan.events],
                 )
             await self._save_entities(cur, workspace, plan.entities)
-            if plan.records:
+            # A record first seen in this batch is inserted plainly: if another runner saw it
+            # first, the unique key fails the batch, and the retry links to the winner's entity.
+            new = [record_values(workspace, r) for r in plan.records if r.new]
+            if new:
                 await cur.executemany(
-                    "INSERT INTO source_records VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                    "ON CONFLICT (workspace, data_source, resource_type, external_id) DO UPDATE "
-                    "SET entity_type = excluded.entity_type, entity_id = excluded.entity_id, "
-                    "content_hash = excluded.content_hash, snapshot = excluded.snapshot, "
-                    "last_event_id = excluded.last_event_id",
-                    [
-                        (
-                            workspace,
-                            r.key.data_source,
-                            r.key.resource_type,
-                            r.key.external_id,
-                            r.entity_type,
-                            r.entity_id,
-                            r.content_hash,
-                            dumps(r.snapshot),
-                            r.last_event_id,
-                        )
-                        for r in plan.records
-                    ],
+                    "INSERT INTO source_records VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", new
+                )
+            known = [record_update(workspace, r) for r in plan.records if not r.new]
+            if known:
+                await cur.executemany(
+                    "UPDATE source_records SET content_hash = %s, snapshot = %s, "
+                    "last_event_id = %s WHERE workspace = %s AND data_source = %s "
+                    "AND resource_type = %s AND external_id = %s",
+                    known,
                 )
 
     @staticmethod

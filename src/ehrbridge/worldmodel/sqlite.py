@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import StorageError, WriteRace
+from ehrbridge.errors import StorageError
 from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
@@ -30,6 +30,7 @@ from ehrbridge.worldmodel.planner import (
     RecordRow,
     Submission,
     needed,
+    race_error,
     related,
 )
 from ehrbridge.worldmodel.projection import EntityState, Ledger
@@ -45,6 +46,8 @@ from ehrbridge.worldmodel.store import (
     event_row,
     rebuild_writes,
     record_from_row,
+    record_update,
+    record_values,
     state_from_json,
     utc,
 )
@@ -126,7 +129,7 @@ class SQLiteStore:
         return self._conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, items: Sequence[Submission] = ()) -> Iterator[sqlite3.Connection]:
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -137,7 +140,7 @@ class SQLiteStore:
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK")
-            raise WriteRace(str(exc)) from exc
+            raise race_error(items, str(exc)) from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -148,7 +151,7 @@ class SQLiteStore:
         return await self._run(self._append, workspace, list(items))
 
     def _append(self, workspace: str, items: list[Submission]) -> list[AppendResult]:
-        with self._write() as conn:
+        with self._write(items) as conn:
             loaded = self._load(conn, workspace, items)
             row = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
             counter = iter(range(row[0] + 1, 1 << 62))
@@ -216,21 +219,13 @@ class SQLiteStore:
         )
         self._save_entities(conn, workspace, plan.entities)
         conn.executemany(
-            "INSERT OR REPLACE INTO source_records VALUES (?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    workspace,
-                    r.key.data_source,
-                    r.key.resource_type,
-                    r.key.external_id,
-                    r.entity_type,
-                    r.entity_id,
-                    r.content_hash,
-                    dumps(r.snapshot),
-                    r.last_event_id,
-                )
-                for r in plan.records
-            ],
+            "INSERT INTO source_records VALUES (?,?,?,?,?,?,?,?,?)",
+            [record_values(workspace, r) for r in plan.records if r.new],
+        )
+        conn.executemany(
+            "UPDATE source_records SET content_hash = ?, snapshot = ?, last_event_id = ? "
+            "WHERE workspace = ? AND data_source = ? AND resource_type = ? AND external_id = ?",
+            [record_update(workspace, r) for r in plan.records if not r.new],
         )
 
     @staticmethod

@@ -191,6 +191,36 @@ def event_from_row(row: Sequence[Any]) -> Event:
     )
 
 
+def record_values(workspace: str, r: RecordRow) -> tuple[Any, ...]:
+    """The columns of a new ``source_records`` row."""
+    key = r.key
+    return (
+        workspace,
+        key.data_source,
+        key.resource_type,
+        key.external_id,
+        r.entity_type,
+        r.entity_id,
+        r.content_hash,
+        dumps(r.snapshot),
+        r.last_event_id,
+    )
+
+
+def record_update(workspace: str, r: RecordRow) -> tuple[Any, ...]:
+    """The parameters of the update of a known ``source_records`` row."""
+    key = r.key
+    return (
+        r.content_hash,
+        dumps(r.snapshot),
+        r.last_event_id,
+        workspace,
+        key.data_source,
+        key.resource_type,
+        key.external_id,
+    )
+
+
 def record_from_row(key: RecordKey, row: Sequence[Any]) -> RecordRow:
     """A record row from (entity_type, entity_id, content_hash, snapshot, last_event_id)."""
     return RecordRow(
