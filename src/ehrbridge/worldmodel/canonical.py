@@ -41,13 +41,13 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        return unicodedata.normalize("NFC", value)
+        return value if value.isascii() else unicodedata.normalize("NFC", value)
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"object keys must be strings, not {type(key).__name__}")
-            out[unicodedata.normalize("NFC", key)] = _canonical(item)
+            out[key if key.isascii() else unicodedata.normalize("NFC", key)] = _canonical(item)
         return out
     if isinstance(value, list | tuple):
         return [_canonical(item) for item in value]

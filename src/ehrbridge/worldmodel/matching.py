@@ -21,6 +21,7 @@ so they can be logged and shown in review without carrying PHI.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -35,6 +36,8 @@ from rapidfuzz.distance import JaroWinkler
 # --- normalisation -------------------------------------------------------------------------------
 
 
+# Pure and called for every phone of every state the store writes: parsing dominates otherwise.
+@functools.lru_cache(maxsize=65536)
 def normalize_phone(raw: str, default_region: str = "US") -> str | None:
     """``raw`` as an E.164 number (``+16175550142``), or None if it is not a possible number.
 

@@ -170,15 +170,22 @@ class SQLiteStore:
         entity_keys, record_keys, idem_keys = needed(items)
         loaded = Loaded()
         self._load_entities(conn, workspace, entity_keys, loaded)
+        by_source: dict[tuple[str, str], dict[str, RecordKey]] = {}
         for record in record_keys:
-            found = conn.execute(
-                "SELECT entity_type, entity_id, content_hash, snapshot, last_event_id "
-                "FROM source_records WHERE workspace=? AND data_source=? AND resource_type=? "
-                "AND external_id=?",
-                (workspace, record.data_source, record.resource_type, record.external_id),
-            ).fetchone()
-            if found:
-                loaded.records[record] = record_from_row(record, found)
+            by_source.setdefault((record.data_source, record.resource_type), {})[
+                record.external_id
+            ] = record
+        for (data_source, resource_type), wanted in by_source.items():
+            for chunk in _chunks(sorted(wanted)):
+                marks = ",".join("?" * len(chunk))
+                for found in conn.execute(
+                    "SELECT external_id, entity_type, entity_id, content_hash, snapshot, "
+                    "last_event_id FROM source_records WHERE workspace=? AND data_source=? "
+                    f"AND resource_type=? AND external_id IN ({marks})",
+                    (workspace, data_source, resource_type, *chunk),
+                ):
+                    key = wanted[found[0]]
+                    loaded.records[key] = record_from_row(key, found[1:])
         for _ in range(2):  # the records' entities, then the survivors they are merged into
             self._load_entities(conn, workspace, related(loaded), loaded)
         for chunk in _chunks(sorted(idem_keys)):
