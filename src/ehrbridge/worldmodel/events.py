@@ -203,14 +203,20 @@ def _check_time(name: str, value: object) -> None:
         raise InvalidEvent(name, "must be a timezone-aware datetime")
 
 
-def _check_data(entity_type: str, data: object, fields: tuple[str, ...]) -> None:
-    if not isinstance(data, Mapping):
-        raise InvalidEvent("data", "must be an object of field path -> JSON value")
+def _check_json(name: str, value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise InvalidEvent(name, "must be a JSON object")
     try:
-        canonical_json(data)
+        canonical_json(value)
     except (ValueError, TypeError) as exc:
-        raise InvalidEvent("data", f"not JSON: {exc}") from None
-    for path in list(data) + list(fields) if entity_type != "Event" else fields:
+        raise InvalidEvent(name, f"not JSON: {exc}") from None
+
+
+def _check_data(entity_type: str, data: object, fields: tuple[str, ...]) -> None:
+    """Entity field values: JSON, valid paths, and the documented kinds of known fields."""
+    _check_json("data", data)
+    assert isinstance(data, Mapping)
+    for path in [*data, *fields]:
         if not _FIELD.fullmatch(path):
             raise InvalidEvent(f"data.{path}", "not a field path like 'name.family'")
     try:
@@ -235,7 +241,10 @@ def validate_event(event: NewEvent, workspace: str) -> None:
         raise InvalidEvent("source.id", "must not be empty")
     asserted = event.asserted
     # Only assertions carry entity fields; other events' data is their own small document.
-    _check_data(event.entity_type if asserted else "Event", event.data, asserted)
+    if asserted:
+        _check_data(event.entity_type, event.data, asserted)
+    else:
+        _check_json("data", event.data)
     if missing := [f for f in asserted if f not in event.data]:
         raise InvalidEvent("fields", f"asserted fields without a value in data: {missing}")
     if event.event_type in ASSERTING and not asserted:
@@ -251,7 +260,7 @@ def validate_event(event: NewEvent, workspace: str) -> None:
     ):
         raise InvalidEvent("data.member", "a merge names the member entity id")
     if event.evidence is not None:
-        _check_data("Evidence", event.evidence, ())
+        _check_json("evidence", event.evidence)
     if event.expected_version is not None and (
         isinstance(event.expected_version, bool)
         or not isinstance(event.expected_version, int)

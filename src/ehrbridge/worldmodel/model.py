@@ -272,16 +272,14 @@ class WorldModel:
         """The projected state now, or as the world model knew it at ``as_of``."""
         if as_of is None:
             return await self.store.get_state(self.workspace, entity_type, entity_id)
-        return (
-            (await self._replay(entity_type, entity_id, as_of)).state(
-                self.workspace, self.thresholds
-            )
-            if await self.events(entity_type, entity_id, until=as_of)
-            else None
-        )
+        ledger = await self._replay(entity_type, entity_id, as_of)
+        return ledger.state(self.workspace, self.thresholds) if ledger is not None else None
 
-    async def _replay(self, entity_type: str, entity_id: str, until: datetime) -> Ledger:
+    async def _replay(self, entity_type: str, entity_id: str, until: datetime) -> Ledger | None:
+        """The entity's ledger from the events recorded by ``until``; None if there were none."""
         events = await self.events(entity_type, entity_id, until=until)
+        if not events:
+            return None
         members: dict[str, Ledger] = {}
         for e in events:
             if e.event_type is EventType.MERGED and "member" in e.data:
