@@ -2,6 +2,8 @@
 
 >>> Level.VOICE_CONFIRMED.value
 0.5
+>>> Level.named("voice-mentioned") is Level.VOICE_MENTIONED
+True
 >>> DEFAULT_THRESHOLDS.bucket(0.95)
 'authoritative'
 >>> DEFAULT_THRESHOLDS.bucket(0.8)
