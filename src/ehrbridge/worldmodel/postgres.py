@@ -43,7 +43,7 @@ from ehrbridge.worldmodel.store import (
     LogPage,
     LogPosition,
     conflict_from_body,
-    dumps,
+    entity_rows,
     event_from_row,
     event_row,
     rebuild_writes,
@@ -246,57 +246,28 @@ class PostgresStore:
     async def _save_entities(
         cur: psycopg.AsyncCursor[Any], workspace: str, writes: Sequence[EntityWrite]
     ) -> None:
-        if not writes:
-            return
-        old = [(workspace, w.state.entity_type, w.state.entity_id) for w in writes if not w.new]
-        if old:
+        rows = entity_rows(workspace, writes)
+        if rows.stale:
             for table in ("entity_keys", "open_conflicts"):
                 await cur.executemany(
                     f"DELETE FROM {table} WHERE workspace = %s AND entity_type = %s "
                     "AND entity_id = %s",
-                    old,
+                    rows.stale,
                 )
-        await cur.executemany(
-            "INSERT INTO entities VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT (workspace, entity_type, entity_id) DO UPDATE SET "
-            "version = excluded.version, merged_into = excluded.merged_into, "
-            "updated_at = excluded.updated_at, ledger = excluded.ledger, state = excluded.state",
-            [
-                (
-                    workspace,
-                    w.state.entity_type,
-                    w.state.entity_id,
-                    w.state.version,
-                    w.state.merged_into,
-                    w.state.updated_at,
-                    orjson.dumps(w.ledger.as_json()),
-                    dumps(w.state.as_json()),
-                )
-                for w in writes
-            ],
-        )
-        keys = [
-            (workspace, key, w.state.entity_type, w.state.entity_id)
-            for w in writes
-            for key in w.keys
-        ]
-        if keys:
-            await cur.executemany("INSERT INTO entity_keys VALUES (%s,%s,%s,%s)", keys)
-        conflicts = [
-            (
-                workspace,
-                c["conflict_id"],
-                w.state.entity_type,
-                w.state.entity_id,
-                c["field"],
-                dumps(c),
-            )
-            for w in writes
-            for c in w.state.as_json()["conflicts"]
-        ]
-        if conflicts:
+        if rows.entities:
             await cur.executemany(
-                "INSERT INTO open_conflicts VALUES (%s,%s,%s,%s,%s,%s)", conflicts
+                "INSERT INTO entities VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (workspace, entity_type, entity_id) DO UPDATE SET "
+                "version = excluded.version, merged_into = excluded.merged_into, "
+                "updated_at = excluded.updated_at, ledger = excluded.ledger, "
+                "state = excluded.state",
+                rows.entities,
+            )
+        if rows.keys:
+            await cur.executemany("INSERT INTO entity_keys VALUES (%s,%s,%s,%s)", rows.keys)
+        if rows.conflicts:
+            await cur.executemany(
+                "INSERT INTO open_conflicts VALUES (%s,%s,%s,%s,%s,%s)", rows.conflicts
             )
 
     # --- reading ----------------------------------------------------------------------------

@@ -106,6 +106,36 @@ class OpenConflict:
     candidates: tuple[Mapping[str, Any], ...]  #: the disagreeing assertions (as recorded)
     recorded_at: datetime
 
+    @classmethod
+    def from_event(cls, event: Event) -> OpenConflict:
+        """The conflict a ``conflict_recorded`` event opens."""
+        return cls(
+            conflict_id=event.id,
+            field=str(event.data["field"]),
+            reason=str(event.data.get("reason", "")),
+            candidates=tuple(event.data.get("candidates", ())),
+            recorded_at=event.recorded_at,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "conflict_id": self.conflict_id,
+            "field": self.field,
+            "reason": self.reason,
+            "candidates": list(self.candidates),
+            "recorded_at": self.recorded_at.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> OpenConflict:
+        return cls(
+            conflict_id=raw["conflict_id"],
+            field=raw["field"],
+            reason=raw["reason"],
+            candidates=tuple(raw["candidates"]),
+            recorded_at=datetime.fromisoformat(raw["recorded_at"]),
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class EntityState:
@@ -134,16 +164,7 @@ class EntityState:
             "version": self.version,
             "fields": {k: v.as_json() for k, v in self.fields.items()},
             "pending": {k: [p.as_json() for p in v] for k, v in self.pending.items()},
-            "conflicts": [
-                {
-                    "conflict_id": c.conflict_id,
-                    "field": c.field,
-                    "reason": c.reason,
-                    "candidates": list(c.candidates),
-                    "recorded_at": c.recorded_at.isoformat(),
-                }
-                for c in self.conflicts
-            ],
+            "conflicts": [c.as_json() for c in self.conflicts],
             "merged_into": self.merged_into,
             "members": list(self.members),
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
@@ -160,16 +181,7 @@ class EntityState:
             pending={
                 k: tuple(FieldValue.from_json(p) for p in v) for k, v in raw["pending"].items()
             },
-            conflicts=tuple(
-                OpenConflict(
-                    conflict_id=c["conflict_id"],
-                    field=c["field"],
-                    reason=c["reason"],
-                    candidates=tuple(c["candidates"]),
-                    recorded_at=datetime.fromisoformat(c["recorded_at"]),
-                )
-                for c in raw["conflicts"]
-            ),
+            conflicts=tuple(OpenConflict.from_json(c) for c in raw["conflicts"]),
             merged_into=raw["merged_into"],
             members=tuple(raw["members"]),
             updated_at=datetime.fromisoformat(raw["updated_at"]) if raw["updated_at"] else None,
@@ -309,13 +321,7 @@ class Ledger:
             self.excluded[event.supersedes] = origin
             touched |= self._fields_of(event.supersedes)
         if kind is EventType.CONFLICT_RECORDED and own:
-            self.conflicts[event.id] = OpenConflict(
-                conflict_id=event.id,
-                field=str(event.data["field"]),
-                reason=str(event.data.get("reason", "")),
-                candidates=tuple(event.data.get("candidates", ())),
-                recorded_at=event.recorded_at,
-            )
+            self.conflicts[event.id] = OpenConflict.from_event(event)
         if kind is EventType.CONFLICT_RESOLVED and own:
             self.conflicts.pop(str(event.data.get("conflict")), None)
         if kind in (EventType.MERGED, EventType.UNMERGED) and own:
@@ -410,15 +416,7 @@ class Ledger:
             "a": {p: [a.as_json() for a in items] for p, items in self.assertions.items()},
             "g": {t: list(g) for t, g in self.grades.items()},
             "x": self.excluded,
-            "c": {
-                k: {
-                    "field": c.field,
-                    "reason": c.reason,
-                    "candidates": list(c.candidates),
-                    "at": c.recorded_at.isoformat(),
-                }
-                for k, c in self.conflicts.items()
-            },
+            "c": [c.as_json() for c in self.conflicts.values()],
             "m": self.members,
             "into": self.merged_into,
             "u": self.updated_at.isoformat() if self.updated_at else None,
@@ -435,16 +433,7 @@ class Ledger:
             },
             grades={t: (g[0], g[1], g[2]) for t, g in raw["g"].items()},
             excluded=dict(raw["x"]),
-            conflicts={
-                k: OpenConflict(
-                    conflict_id=k,
-                    field=c["field"],
-                    reason=c["reason"],
-                    candidates=tuple(c["candidates"]),
-                    recorded_at=datetime.fromisoformat(c["at"]),
-                )
-                for k, c in raw["c"].items()
-            },
+            conflicts={c["conflict_id"]: OpenConflict.from_json(c) for c in raw["c"]},
             members=list(raw["m"]),
             merged_into=raw["into"],
             updated_at=datetime.fromisoformat(raw["u"]) if raw["u"] else None,
@@ -472,13 +461,7 @@ def project(
         elif e.event_type is EventType.CORRECTED and e.supersedes:
             excluded.add(e.supersedes)
         elif e.event_type is EventType.CONFLICT_RECORDED:
-            conflicts[e.id] = OpenConflict(
-                conflict_id=e.id,
-                field=str(e.data["field"]),
-                reason=str(e.data.get("reason", "")),
-                candidates=tuple(e.data.get("candidates", ())),
-                recorded_at=e.recorded_at,
-            )
+            conflicts[e.id] = OpenConflict.from_event(e)
         elif e.event_type is EventType.CONFLICT_RESOLVED:
             conflicts.pop(str(e.data.get("conflict")), None)
         for path, a in assertions_of(e, e.entity_id):

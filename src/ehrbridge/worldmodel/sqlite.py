@@ -24,6 +24,7 @@ from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
     AppendResult,
+    EntityWrite,
     Loaded,
     Plan,
     Planner,
@@ -41,7 +42,7 @@ from ehrbridge.worldmodel.store import (
     LogPage,
     LogPosition,
     conflict_from_body,
-    dumps,
+    entity_rows,
     event_from_row,
     event_row,
     rebuild_writes,
@@ -236,53 +237,18 @@ class SQLiteStore:
         )
 
     @staticmethod
-    def _save_entities(conn: sqlite3.Connection, workspace: str, writes: Sequence[Any]) -> None:
-        old = [(workspace, w.state.entity_type, w.state.entity_id) for w in writes if not w.new]
-        conn.executemany(
-            "DELETE FROM entity_keys WHERE workspace=? AND entity_type=? AND entity_id=?", old
-        )
-        conn.executemany(
-            "DELETE FROM open_conflicts WHERE workspace=? AND entity_type=? AND entity_id=?", old
-        )
-        conn.executemany(
-            "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?,?)",
-            [
-                (
-                    workspace,
-                    w.state.entity_type,
-                    w.state.entity_id,
-                    w.state.version,
-                    w.state.merged_into,
-                    utc(w.state.updated_at) if w.state.updated_at else None,
-                    orjson.dumps(w.ledger.as_json()),
-                    dumps(w.state.as_json()),
-                )
-                for w in writes
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO entity_keys VALUES (?,?,?,?)",
-            [
-                (workspace, key, w.state.entity_type, w.state.entity_id)
-                for w in writes
-                for key in w.keys
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO open_conflicts VALUES (?,?,?,?,?,?)",
-            [
-                (
-                    workspace,
-                    c["conflict_id"],
-                    w.state.entity_type,
-                    w.state.entity_id,
-                    c["field"],
-                    dumps(c),
-                )
-                for w in writes
-                for c in w.state.as_json()["conflicts"]
-            ],
-        )
+    def _save_entities(
+        conn: sqlite3.Connection, workspace: str, writes: Sequence[EntityWrite]
+    ) -> None:
+        rows = entity_rows(workspace, writes)
+        for table in ("entity_keys", "open_conflicts"):
+            conn.executemany(
+                f"DELETE FROM {table} WHERE workspace=? AND entity_type=? AND entity_id=?",
+                rows.stale,
+            )
+        conn.executemany("INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?,?)", rows.entities)
+        conn.executemany("INSERT INTO entity_keys VALUES (?,?,?,?)", rows.keys)
+        conn.executemany("INSERT INTO open_conflicts VALUES (?,?,?,?,?,?)", rows.conflicts)
 
     # --- reading ----------------------------------------------------------------------------
 

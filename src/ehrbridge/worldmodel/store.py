@@ -239,14 +239,45 @@ def state_from_json(workspace: str, raw: Any) -> EntityState:
 
 def conflict_from_body(body: Any) -> OpenConflict:
     """An open conflict from its stored JSON body."""
-    raw = orjson.loads(body) if isinstance(body, str | bytes) else body
-    return OpenConflict(
-        conflict_id=raw["conflict_id"],
-        field=raw["field"],
-        reason=raw["reason"],
-        candidates=tuple(raw["candidates"]),
-        recorded_at=datetime.fromisoformat(raw["recorded_at"]),
-    )
+    return OpenConflict.from_json(_json(body))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntityRows:
+    """The rows an adapter writes for a set of entity projections."""
+
+    stale: list[tuple[str, str, str]]  #: (workspace, type, id) whose keys/conflicts are replaced
+    entities: list[tuple[Any, ...]]  #: ``entities`` rows (ledger as bytes, state as JSON text)
+    keys: list[tuple[str, str, str, str]]  #: ``entity_keys`` rows
+    conflicts: list[tuple[Any, ...]]  #: ``open_conflicts`` rows
+
+
+def entity_rows(workspace: str, writes: Sequence[EntityWrite]) -> EntityRows:
+    """Rows for ``writes``, each state serialised once."""
+    stale, entities, keys, conflicts = [], [], [], []
+    for w in writes:
+        s = w.state
+        raw = s.as_json()
+        if not w.new:
+            stale.append((workspace, s.entity_type, s.entity_id))
+        entities.append(
+            (
+                workspace,
+                s.entity_type,
+                s.entity_id,
+                s.version,
+                s.merged_into,
+                utc(s.updated_at) if s.updated_at else None,
+                orjson.dumps(w.ledger.as_json()),
+                dumps(raw),
+            )
+        )
+        keys += [(workspace, key, s.entity_type, s.entity_id) for key in w.keys]
+        conflicts += [
+            (workspace, c["conflict_id"], s.entity_type, s.entity_id, c["field"], dumps(c))
+            for c in raw["conflicts"]
+        ]
+    return EntityRows(stale=stale, entities=entities, keys=keys, conflicts=conflicts)
 
 
 def rebuild_writes(
