@@ -571,6 +571,29 @@ async def test_same_record_always_maps_to_the_same_entity(store: Store) -> None:
     assert await store.get_state(WS, "Patient", "p2") is None
 
 
+async def test_record_entities_maps_known_records_and_leaves_out_the_rest(store: Store) -> None:
+    results = await store.append(
+        WS,
+        [
+            snapshot({"name.family": "Diaz"}, external_id="1"),
+            snapshot({"status": "final"}, external_id="9", entity_type="LabResult"),
+        ],
+    )
+    keys = [
+        RecordKey(data_source="ehr", resource_type="Patient", external_id="1"),
+        RecordKey(data_source="ehr", resource_type="LabResult", external_id="9"),
+        RecordKey(data_source="ehr", resource_type="Patient", external_id="unknown"),
+        RecordKey(data_source="other", resource_type="Patient", external_id="1"),
+    ]
+    found = await store.record_entities(WS, keys)
+    assert found == {
+        keys[0]: ("Patient", results[0].entity_id),
+        keys[1]: ("LabResult", results[1].entity_id),
+    }
+    assert await store.record_entities("elsewhere", keys) == {}
+    assert await store.record_entities(WS, []) == {}
+
+
 async def test_unknown_entity_type_is_kept_with_its_fields(store: Store) -> None:
     data = {
         "vaccine.code": "207",

@@ -77,23 +77,35 @@ class WorldModel:
         raise AssertionError("unreachable")
 
     async def ingest(
-        self, observations: Sequence[Observation], *, resolve: bool = True
+        self,
+        observations: Sequence[Observation],
+        *,
+        resolve: bool = True,
+        decisions: Sequence[MatchDecision | None] | None = None,
     ) -> list[IngestResult]:
         """Record source snapshots atomically; records seen for the first time are resolved
         against existing entities: a certain match links, an uncertain one becomes a
-        ``match_candidate`` event for review, never a merge."""
-        decisions: list[MatchDecision | None] = []
-        prepared: list[Observation] = []
-        for obs in observations:
-            decision = None
-            if resolve and obs.entity_id is None and obs.entity_type in RESOLVED_TYPES:
-                known = await self.store.get_record(self.workspace, obs.record)
-                if known is None:
-                    decision = await self._match(obs.entity_type, obs.data)
-                    if decision is not None and decision.kind == "certain":
-                        obs = _with_entity(obs, str(decision.entity_id))
-            decisions.append(decision)
-            prepared.append(obs)
+        ``match_candidate`` event for review, never a merge.
+
+        A caller that resolved the records itself (to know their entity ids before writing, as
+        the FHIR importer does) passes its ``decisions``, one per observation, and the entity id
+        of each certain match in the observation."""
+        if decisions is not None:
+            if len(decisions) != len(observations):
+                raise InvalidInput("one decision per observation")
+            prepared = list(observations)
+        else:
+            decisions, prepared = [], []
+            for obs in observations:
+                decision = None
+                if resolve and obs.entity_id is None and obs.entity_type in RESOLVED_TYPES:
+                    known = await self.store.get_record(self.workspace, obs.record)
+                    if known is None:
+                        decision = await self.match(obs.entity_type, obs.data)
+                        if decision is not None and decision.kind == "certain":
+                            obs = _with_entity(obs, str(decision.entity_id))
+                decisions.append(decision)
+                prepared.append(obs)
         results = await self.record(prepared)
         candidates = [
             NewEvent(
@@ -113,7 +125,8 @@ class WorldModel:
             await self.record(candidates)
         return [IngestResult(result=r, match=d) for r, d in zip(results, decisions, strict=True)]
 
-    async def _match(self, entity_type: str, data: Mapping[str, Any]) -> MatchDecision | None:
+    async def match(self, entity_type: str, data: Mapping[str, Any]) -> MatchDecision | None:
+        """The best resolution decision for a new record of a resolved type (None: no match)."""
         keys = sorted(k for k in lookup_keys(entity_type, data) if k.startswith(_CANDIDATE_KEYS))
         found: dict[str, Mapping[str, Any]] = {}
         for key in keys:

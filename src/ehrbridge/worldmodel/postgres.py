@@ -339,6 +339,31 @@ class PostgresStore:
         )
         return record_from_row(key, rows[0]) if rows else None
 
+    async def record_entities(
+        self, workspace: str, keys: Sequence[RecordKey]
+    ) -> dict[RecordKey, tuple[str, str]]:
+        found: dict[RecordKey, tuple[str, str]] = {}
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            rows = await self._rows(
+                "SELECT r.data_source, r.resource_type, r.external_id, r.entity_type, r.entity_id "
+                "FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(ds, rt, ext) "
+                "JOIN source_records r ON r.workspace = %s AND r.data_source = k.ds "
+                "AND r.resource_type = k.rt AND r.external_id = k.ext",
+                (
+                    [k.data_source for k in chunk],
+                    [k.resource_type for k in chunk],
+                    [k.external_id for k in chunk],
+                    workspace,
+                ),
+            )
+            for ds, rt, ext, entity_type, entity_id in rows:
+                found[RecordKey(data_source=ds, resource_type=rt, external_id=ext)] = (
+                    entity_type,
+                    entity_id,
+                )
+        return found
+
     async def conflicts(
         self, workspace: str, entity_type: str | None = None, entity_id: str | None = None
     ) -> list[ConflictRow]:

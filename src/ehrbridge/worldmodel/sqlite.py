@@ -325,6 +325,27 @@ class SQLiteStore:
         ).fetchone()
         return record_from_row(key, row) if row else None
 
+    async def record_entities(
+        self, workspace: str, keys: Sequence[RecordKey]
+    ) -> dict[RecordKey, tuple[str, str]]:
+        return await self._run(self._record_entities, workspace, keys)
+
+    def _record_entities(
+        self, workspace: str, keys: Sequence[RecordKey]
+    ) -> dict[RecordKey, tuple[str, str]]:
+        found: dict[RecordKey, tuple[str, str]] = {}
+        query = (
+            "SELECT entity_type, entity_id FROM source_records WHERE workspace=? "
+            "AND data_source=? AND resource_type=? AND external_id=?"
+        )
+        for key in keys:
+            row = self.conn.execute(
+                query, (workspace, key.data_source, key.resource_type, key.external_id)
+            ).fetchone()
+            if row:
+                found[key] = (row[0], row[1])
+        return found
+
     async def conflicts(
         self, workspace: str, entity_type: str | None = None, entity_id: str | None = None
     ) -> list[ConflictRow]:

@@ -89,6 +89,12 @@ class StateStore(Protocol):
     async def get_record(self, workspace: str, key: RecordKey) -> RecordRow | None:
         """What the store remembers of a source record."""
 
+    async def record_entities(
+        self, workspace: str, keys: Sequence[RecordKey]
+    ) -> dict[RecordKey, tuple[str, str]]:
+        """The ``(entity_type, entity_id)`` of each known record among ``keys`` (one round trip
+        per few hundred keys; unknown keys are left out)."""
+
     async def conflicts(
         self, workspace: str, entity_type: str | None = None, entity_id: str | None = None
     ) -> list[ConflictRow]:
