@@ -139,6 +139,8 @@ def test_lookup_keys_for_a_patient() -> None:
         "mrn:M-00042",
         "dob:1984-03-12",
         "name:hernandezlopez",
+        "given:maria",
+        "given:luisa",
     }
 
 

@@ -70,7 +70,7 @@ def normalize_email(raw: str) -> str | None:
     return email
 
 
-def _fold(text: str) -> str:
+def fold_text(text: str) -> str:
     """Casefolded, accents stripped (NFKD), every run of non-letters turned into one space."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     letters = "".join(c if c.isalpha() else " " for c in decomposed if not unicodedata.combining(c))
@@ -79,7 +79,7 @@ def _fold(text: str) -> str:
 
 def normalize_name(raw: str) -> str:
     """A name reduced to its letters for comparison: ``"O'Brién-Smith"`` → ``"obriensmith"``."""
-    return _fold(raw).replace(" ", "")
+    return fold_text(raw).replace(" ", "")
 
 
 # --- lookup keys ---------------------------------------------------------------------------------
@@ -119,17 +119,21 @@ def lookup_keys(entity_type: str, fields: Mapping[str, object]) -> frozenset[str
     """The index keys the store keeps for an entity, to find match candidates quickly.
 
     ``phone:<E.164>`` for every ``phone*`` field, ``email:``, ``id:<system|value>`` per entry of
-    ``identifiers``, ``mrn:``, ``npi:``, ``dob:<birth_date>`` and ``name:<family name>`` (letters
-    only, casefolded, accents stripped). Missing, None and unparseable values give no key; overlong
-    values are digested so keys stay short. The rules are the same for every ``entity_type`` today;
-    the parameter lets them differ per type without changing callers.
+    ``identifiers``, ``mrn:``, ``npi:``, ``dob:<birth_date>``, ``name:<family name>`` and
+    ``given:<given name>`` per given name (letters only, casefolded, accents stripped). Missing,
+    None and unparseable values give no key; overlong values are digested so keys stay short. The
+    rules are the same for every ``entity_type`` today; the parameter lets them differ per type
+    without changing callers.
 
     >>> for key in sorted(lookup_keys("Patient", {
     ...     "name.family": "Núñez", "birth_date": "1984-03-12", "phone.mobile": "617.555.0142",
-    ...     "email": "A@B.org", "mrn": "M1", "identifiers": ["urn:mrn|M1"], "gender": None})):
+    ...     "email": "A@B.org", "mrn": "M1", "identifiers": ["urn:mrn|M1"], "gender": None,
+    ...     "name.given": ["Ana", "María"]})):
     ...     print(key)
     dob:1984-03-12
     email:a@b.org
+    given:ana
+    given:maria
     id:urn:mrn|M1
     mrn:M1
     name:nunez
@@ -143,6 +147,9 @@ def lookup_keys(entity_type: str, fields: Mapping[str, object]) -> frozenset[str
     for raw in _strings(fields.get("name.family")):
         if family := normalize_name(raw):
             keys.add(_key("name", family))
+    for raw in _strings(fields.get("name.given")):
+        if given := normalize_name(raw):
+            keys.add(_key("given", given))
     return frozenset(keys)
 
 
@@ -214,7 +221,7 @@ def _name_similarity(a: str, b: str) -> float:
 
 def _family(a: Mapping[str, object], b: Mapping[str, object]) -> tuple[float, str] | None:
     fa, fb = _first(a.get("name.family")), _first(b.get("name.family"))
-    if fa is None or fb is None or not (fa := _fold(fa)) or not (fb := _fold(fb)):
+    if fa is None or fb is None or not (fa := fold_text(fa)) or not (fb := fold_text(fb)):
         return None
     similarity = _name_similarity(fa, fb)
     return _agreement(similarity, NAME_FLOOR), f"family name {similarity:.2f}"
@@ -222,7 +229,7 @@ def _family(a: Mapping[str, object], b: Mapping[str, object]) -> tuple[float, st
 
 def _given(a: Mapping[str, object], b: Mapping[str, object]) -> tuple[float, str] | None:
     ga, gb = _first(a.get("name.given")), _first(b.get("name.given"))
-    if ga is None or gb is None or not (ga := _fold(ga)) or not (gb := _fold(gb)):
+    if ga is None or gb is None or not (ga := fold_text(ga)) or not (gb := fold_text(gb)):
         return None
     ga, gb = ga.split()[0], gb.split()[0]
     if min(len(ga), len(gb)) == 1:  # an initial: agrees with its name, at most partially
@@ -278,7 +285,7 @@ def _address(a: Mapping[str, object], b: Mapping[str, object]) -> tuple[float, s
         similarity = fuzz.token_sort_ratio(la, lb) / 100.0
         parts.append((ADDRESS_WEIGHTS["line"], _agreement(similarity, LINE_FLOOR)))
     ca, cb = _first(a.get("address.city")), _first(b.get("address.city"))
-    if ca and cb and (ca := _fold(ca)) and (cb := _fold(cb)):
+    if ca and cb and (ca := fold_text(ca)) and (cb := fold_text(cb)):
         similarity = JaroWinkler.normalized_similarity(ca, cb)
         parts.append((ADDRESS_WEIGHTS["city"], _agreement(similarity, NAME_FLOOR)))
     if not parts:
