@@ -4,7 +4,8 @@
 
     EhrbridgeError
     ├── InvalidInput            bad input from a caller, a file or a config
-    │   └── InvalidEvent        an event that may not be written (names the field)
+    │   ├── InvalidEvent        an event that may not be written (names the field)
+    │   └── MappingError        a FHIR resource or entity that cannot be mapped (names the element)
     ├── NotFound                no such entity / conflict / record in this workspace
     ├── ConcurrencyError        an optimistic-concurrency check failed (someone wrote first)
     │   └── WriteRace           a unique key caught two writers racing; the batch may be retried
@@ -37,6 +38,18 @@ class InvalidEvent(InvalidInput):
         #: the event field that is wrong, e.g. ``confidence`` or ``data.birth_date``
         self.field = field
         super().__init__(f"invalid event: {field}: {problem}")
+
+
+class MappingError(InvalidInput):
+    """The FHIR resource or entity data cannot be mapped."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        #: the element or field that is wrong, FHIRPath-like: ``Patient.telecom[1].value``, or
+        #: ``<EntityType>.<field path>`` for entity data
+        self.path = path
+        #: what is wrong, never the value itself (values are PHI)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
 
 
 class NotFound(EhrbridgeError):
