@@ -14,6 +14,8 @@ _MARITAL_NULL = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"
 _BCP47 = "urn:ietf:bcp:47"
 #: Not a documented entity field: the system of the MR identifier, so it survives a round trip.
 MRN_SYSTEM = "mrn_system"
+#: Not a documented entity field: when the patient died (``deceasedDateTime``, possibly partial).
+DECEASED_AT = "deceased_at"
 
 
 def read(resource: Element) -> Mapped:
@@ -41,8 +43,9 @@ def read(resource: Element) -> Mapped:
         deceased = resource.boolean("deceasedBoolean")
         out.set("deceased", deceased, source=resource.at("deceasedBoolean"))
     elif resource.has("deceasedDateTime"):
-        resource.datetime("deceasedDateTime")
+        when = resource.datetime("deceasedDateTime")
         out.set("deceased", True, source=resource.at("deceasedDateTime"))
+        out.set(DECEASED_AT, when, source=resource.at("deceasedDateTime"))
     gp = resource.first("generalPractitioner")
     out.set(
         "general_practitioner",
@@ -61,6 +64,12 @@ def _preferred_language(resource: Element) -> Element | None:
         if item.boolean("preferred"):
             return item.child("language", required=True)
     return communications[0].child("language", required=True) if communications else None
+
+
+def _deceased(data: Mapping[str, Any]) -> dict[str, Any]:
+    if data.get(DECEASED_AT) is not None and data.get("deceased") is not False:
+        return {"deceasedDateTime": data[DECEASED_AT]}
+    return {"deceasedBoolean": data.get("deceased")}
 
 
 def write(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,7 +92,7 @@ def write(data: Mapping[str, Any]) -> dict[str, Any]:
             "telecom": dt.write_telecom(data, email="email"),
             "gender": data.get("gender"),
             "birthDate": data.get("birth_date"),
-            "deceasedBoolean": data.get("deceased"),
+            **_deceased(data),
             "address": [address] if address else None,
             "maritalStatus": (
                 None
