@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fhir_examples import back_to_fhir, example_files, load, synthea_resources
 
 from ehrbridge.fhir.mapping import to_entity
 from ehrbridge.worldmodel.matching import normalize_phone
-from tests.fhir_examples import back_to_fhir, example_files, load, synthea_resources
 
 Json = dict[str, Any]
 
