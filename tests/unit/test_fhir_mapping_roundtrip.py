@@ -227,7 +227,10 @@ def _meaning_observation(r: Json) -> Json:
 def _payer(r: Json) -> str | None:
     payor = r["payor"][0]
     contained = {c["id"]: c for c in r.get("contained", [])}
-    return payor.get("display") or contained.get(payor.get("reference", "")[1:], {}).get("name")
+    name: str | None = payor.get("display") or contained.get(
+        payor.get("reference", "")[1:], {}
+    ).get("name")
+    return name
 
 
 def _meaning_coverage(r: Json) -> Json:
