@@ -10,14 +10,22 @@
     ├── ConcurrencyError        an optimistic-concurrency check failed (someone wrote first)
     │   └── WriteRace           a unique key caught two writers racing; the batch may be retried
     ├── IdempotencyConflict     an idempotency key was reused for different content
-    └── StorageError            the database failed (translated at the adapter boundary)
-        └── SchemaError         the database schema is missing, newer, or inconsistent
+    ├── StorageError            the database failed (translated at the adapter boundary)
+    │   └── SchemaError         the database schema is missing, newer, or inconsistent
+    └── FhirError               a FHIR server refused a request (status, OperationOutcome issues)
+        ├── FhirNotFound        404 Not Found or 410 Gone
+        ├── FhirPreconditionFailed  412: the If-Match version is no longer current
+        ├── FhirAuthError       the server or its token endpoint refused our credentials
+        ├── FhirUnavailable     unreachable, timed out, or still failing after the retries
+        └── FhirProtocolError   the response is not FHIR (an HTML page, truncated JSON, wrong type)
 
 Each class's docstring is its default message. Errors carry structured fields (ids, versions),
 never patient data.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class EhrbridgeError(Exception):
@@ -97,3 +105,78 @@ class StorageError(EhrbridgeError):
 
 class SchemaError(StorageError):
     """The database schema is not the one this version of ehrbridge expects."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutcomeIssue:
+    """One ``OperationOutcome.issue`` (https://hl7.org/fhir/R4/operationoutcome.html)."""
+
+    #: fatal | error | warning | information
+    severity: str
+    #: the issue type, e.g. ``invalid``, ``not-found``, ``conflict``
+    code: str
+    #: ``details.text`` or ``diagnostics``, as the server wrote it
+    text: str = ""
+    #: FHIRPath expressions of the elements concerned
+    expression: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = f" at {', '.join(self.expression)}" if self.expression else ""
+        return f"{self.severity} {self.code}{where}: {self.text}" if self.text else self.code
+
+
+class FhirError(EhrbridgeError):
+    """The FHIR server refused the request."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        operation: str = "",
+        status: int | None = None,
+        issues: tuple[OutcomeIssue, ...] = (),
+    ) -> None:
+        #: what was asked, with the URL path but never the query: ``read GET /fhir/R4/Patient/1``
+        self.operation = operation
+        #: the HTTP status, when there was a response
+        self.status = status
+        #: the OperationOutcome issues the server sent back
+        self.issues = issues
+        head = message or (type(self).__doc__ or type(self).__name__).strip()
+        parts = [operation, f"HTTP {status}" if status is not None else "", head]
+        detail = "; ".join(str(issue) for issue in issues[:5])
+        text = ": ".join(p for p in parts if p)
+        super().__init__(f"{text} ({detail})" if detail else text)
+
+
+class FhirNotFound(FhirError):
+    """The resource does not exist or was deleted."""
+
+
+class FhirPreconditionFailed(FhirError):
+    """The resource changed since the version given in If-Match; read it again and retry."""
+
+
+class FhirAuthError(FhirError):
+    """The FHIR server or its token endpoint refused our credentials."""
+
+
+class FhirUnavailable(FhirError):
+    """The FHIR server could not be reached or kept failing."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        operation: str = "",
+        status: int | None = None,
+        issues: tuple[OutcomeIssue, ...] = (),
+        may_have_reached_server: bool = False,
+    ) -> None:
+        #: a write may have been applied: check before sending it again
+        self.may_have_reached_server = may_have_reached_server
+        super().__init__(message, operation=operation, status=status, issues=issues)
+
+
+class FhirProtocolError(FhirError):
+    """The response is not the FHIR JSON the request calls for."""
