@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.errors import EhrbridgeError
-from ehrbridge.sampledata import ImportSummary, import_sample, read_sample
+from ehrbridge.fhir.importer import Importer, ImportReport, dumps_errors, order_files
+from ehrbridge.fhir.reader import expand
+from ehrbridge.progress import SHOWN_ERRORS, file_progress
+from ehrbridge.progress import summary_table as counts_table
+from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
 from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
 from ehrbridge.worldmodel.context import PatientContext, patient_context
 from ehrbridge.worldmodel.model import WorldModel, parse_entity
@@ -88,17 +94,6 @@ def _show(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def summary_table(summary: ImportSummary) -> Table:
-    table = Table(title=f"import: {summary.events} events written")
-    for column in ("entity type", "created", "updated", "unchanged"):
-        table.add_column(column, justify="right" if column != "entity type" else "left")
-    for entity_type, counts in sorted(summary.counts.items()):
-        table.add_row(
-            entity_type, *(str(counts.get(k, 0)) for k in ("created", "updated", "unchanged"))
-        )
-    return table
-
-
 def context_view(ctx: PatientContext) -> None:
     p = ctx.patient
     console.print(state_table(p, title=f"Patient/{p.entity_id}: demographics with provenance"))
@@ -142,18 +137,72 @@ def init(db: DbOption = DEFAULT_URL) -> None:
 
 @app.command("import")
 def import_(
-    path: Annotated[Path | None, typer.Argument(help="a sample-format JSON file")] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="FHIR Bundles and NDJSON files (.gz too) or folders of them"),
+    ] = None,
+    source: Annotated[
+        str, typer.Option("--source", help="the data source the records are keyed under")
+    ] = "import",
+    unmapped: Annotated[
+        str, typer.Option(help="resource types without a mapping: keep (as generic) or refuse")
+    ] = "keep",
+    errors: Annotated[
+        Path | None, typer.Option("--errors", help="write every failed entry here, as NDJSON")
+    ] = None,
     db: DbOption = DEFAULT_URL,
     workspace: WorkspaceOption = "default",
 ) -> None:
-    """Import the project's sample data (or a file in the same format); idempotent."""
-    try:
-        doc = read_sample(path)
-    except EhrbridgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    summary = _run(db, workspace, lambda model: import_sample(model, doc))
-    console.print(summary_table(summary))
+    """Import FHIR files into the world model (idempotent: unchanged resources write nothing).
+
+    Without PATHS, imports the bundled sample clinic (as data source "sandbox-ehr"). A
+    transaction Bundle is all or nothing; other Bundles and NDJSON keep their good entries and
+    report the bad ones.
+    """
+    if unmapped not in ("keep", "refuse"):
+        console.print("[red]error:[/red] --unmapped: expected keep or refuse")
+        raise typer.Exit(2)
+    if not paths:
+        paths, source = [sample_bundle()], SAMPLE_SOURCE
+    files = order_files(expand(paths))
+    if not files:
+        console.print("[red]error:[/red] no .json, .ndjson or .jsonl files under the given paths")
+        raise typer.Exit(2)
+    policy: Literal["keep", "refuse"] = "keep" if unmapped == "keep" else "refuse"
+    report = _run(db, workspace, lambda model: _import(model, files, source, policy))
+    if errors is not None:
+        errors.write_bytes(dumps_errors(report.errors))
+    if report.errors:
+        raise typer.Exit(1)
+
+
+async def _import(
+    model: WorldModel, files: list[Path], source: str, unmapped: Literal["keep", "refuse"]
+) -> ImportReport:
+    """Import with a progress bar, then print the summary and the first errors."""
+    importer = Importer(model, source=source, unmapped=unmapped)
+    started = time.perf_counter()
+    with file_progress(console, files) as bar:
+        report = await importer.import_paths(
+            files, on_unit=lambda unit, so_far: bar.advance(unit, so_far.resources)
+        )
+    elapsed = time.perf_counter() - started
+    console.print(
+        counts_table(
+            f"imported {report.resources:,} resources from {report.files} files in "
+            f"{elapsed:.1f} s: {report.events:,} events written",
+            report.counts,
+        )
+    )
+    _show_errors([str(e) for e in report.errors])
+    return report
+
+
+def _show_errors(lines: list[str]) -> None:
+    for line in lines[:SHOWN_ERRORS]:
+        console.print(f"[red]failed[/red] {escape(line)}")
+    if len(lines) > SHOWN_ERRORS:
+        console.print(f"... and {len(lines) - SHOWN_ERRORS} more (--errors FILE lists them all)")
 
 
 @app.command()
@@ -231,11 +280,9 @@ def demo(
     """Load the sample clinic into a fresh world model and show a caller's context."""
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    doc = read_sample(None)
 
     async def work(model: WorldModel) -> PatientContext | None:
-        summary = await import_sample(model, doc)
-        console.print(summary_table(summary))
+        await _import(model, [sample_bundle()], SAMPLE_SOURCE, "keep")
         dialled = "(617) 555-0142"
         console.rule(f"incoming call from {dialled}")
         callers = await model.identify_caller(dialled)

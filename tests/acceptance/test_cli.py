@@ -43,9 +43,10 @@ def test_demo_shows_a_patient_with_provenance_and_a_pending_voice_fact(
 
 def test_import_is_idempotent_and_status_counts(db: str) -> None:
     first = invoke("import", "--db", db)
-    assert re.search(r"Patient\s+│\s+6\s+│\s+0\s+│\s+0", first), first
+    assert re.search(r"Patient\s+│\s+6\s+│\s+0\s+│\s+0\s+│\s+0", first), first
     second = invoke("import", "--db", db)
-    assert "import: 0 events written" in second
+    assert ": 0 events written" in second
+    assert re.search(r"total\s+│\s+0\s+│\s+0\s+│\s+39\s+│\s+0", second), second
     status = invoke("status", "--db", db)
     assert re.search(r"Patient\s+│\s+6", status)
     assert "events: 39" in status
@@ -70,61 +71,54 @@ def test_show_events_and_rebuild(db: str) -> None:
     assert "no Patient/" in past.output
 
 
+def _transaction(*resources: dict[str, object]) -> bytes:
+    return orjson.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"fullUrl": f"urn:uuid:{r['id']}", "resource": r, "request": {"method": "POST"}}
+                for r in resources
+            ],
+        }
+    )
+
+
 def test_bad_input_is_refused_with_a_clear_error(db: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     result = runner.invoke(app, ["import", str(bad), "--db", db])
     assert result.exit_code == 1
-    assert "not JSON" in result.output
+    assert "not JSON" in result.output and "bad.json" in result.output
     dangling = tmp_path / "dangling.json"
     dangling.write_bytes(
-        orjson.dumps(
+        _transaction(
             {
-                "source": {"id": "x"},
-                "records": [
-                    {
-                        "resource_type": "Appointment",
-                        "external_id": "a1",
-                        "entity_type": "Appointment",
-                        "effective_at": "2026-11-20T09:00:00+00:00",
-                        "data": {"status": "booked", "patient": "Patient/nobody"},
-                    }
-                ],
+                "resourceType": "Appointment",
+                "id": "a1",
+                "status": "booked",
+                "participant": [{"actor": {"reference": "Patient/nobody"}, "status": "accepted"}],
             }
         )
     )
     result = runner.invoke(app, ["import", str(dangling), "--db", db])
     assert result.exit_code == 1
-    assert "records[0].data.patient" in result.output
+    assert "entry[0]" in result.output and "Appointment.patient" in result.output
     assert "points nowhere" in result.output
     wrong_value = tmp_path / "wrong.json"
     wrong_value.write_bytes(
-        orjson.dumps(
-            {
-                "source": {"id": "x"},
-                "records": [
-                    {
-                        "resource_type": "Patient",
-                        "external_id": "p1",
-                        "entity_type": "Patient",
-                        "effective_at": "2026-11-20T09:00:00+00:00",
-                        "data": {"name.family": "Ok"},
-                    },
-                    {
-                        "resource_type": "Patient",
-                        "external_id": "p2",
-                        "entity_type": "Patient",
-                        "effective_at": "2026-11-20T09:00:00+00:00",
-                        "data": {"birth_date": "yesterday"},
-                    },
-                ],
-            }
+        _transaction(
+            {"resourceType": "Patient", "id": "p1", "name": [{"family": "Ok"}]},
+            {"resourceType": "Patient", "id": "p2", "birthDate": "yesterday"},
         )
     )
-    result = runner.invoke(app, ["import", str(wrong_value), "--db", db])
+    errors = tmp_path / "errors.ndjson"
+    result = runner.invoke(app, ["import", str(wrong_value), "--db", db, "--errors", str(errors)])
     assert result.exit_code == 1
-    assert "data.birth_date" in result.output
-    # nothing half-written: the good first record was not kept either
+    assert "entry[1]" in result.output and "Patient.birthDate" in result.output
+    assert "yesterday" not in result.output  # values are PHI: never echoed
+    assert b"Patient.birthDate" in errors.read_bytes()
+    # nothing half-written: the good first record of the transaction was not kept either
     assert "events: 0" in invoke("status", "--db", db)
 
 

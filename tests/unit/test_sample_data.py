@@ -1,4 +1,5 @@
-"""The bundled sample clinic (`ehrbridge/sample/clinic.json`) is valid, consistent, fictional."""
+"""The bundled sample clinic (`ehrbridge/sample/clinic.json`, a FHIR transaction Bundle) is
+valid, consistent and fictional; read here as the records it maps to."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import json
 import re
 from collections import Counter
 from datetime import datetime
-from importlib import resources
 from typing import Any
 
 import pytest
 
+from ehrbridge.fhir.mapping import to_entity
+from ehrbridge.sample import sample_bundle
 from ehrbridge.worldmodel.entities import ENTITY_TYPES, spec_for, validate_fields
 
 #: FHIR resource type each entity type is imported from.
@@ -30,13 +32,26 @@ _FICTIONAL_EMAIL = re.compile(r"[^@\s]+@([a-z0-9-]+\.)*example\.(com|org|net)")
 
 
 def _load() -> dict[str, Any]:
-    text = resources.files("ehrbridge.sample").joinpath("clinic.json").read_text(encoding="utf-8")
-    document: dict[str, Any] = json.loads(text)
+    document: dict[str, Any] = json.loads(sample_bundle().read_text(encoding="utf-8"))
     return document
 
 
 SAMPLE = _load()
-RECORDS: list[dict[str, Any]] = SAMPLE["records"]
+
+
+def _record(entry: dict[str, Any]) -> dict[str, Any]:
+    resource = entry["resource"]
+    mapped = to_entity(resource, unmapped="refuse")
+    return {
+        "resource_type": resource["resourceType"],
+        "external_id": resource["id"],
+        "entity_type": mapped.entity_type,
+        "effective_at": resource["meta"]["lastUpdated"],
+        "data": mapped.data,
+    }
+
+
+RECORDS: list[dict[str, Any]] = [_record(entry) for entry in SAMPLE["entry"]]
 
 
 def _by_type(entity_type: str) -> list[dict[str, Any]]:
@@ -44,11 +59,17 @@ def _by_type(entity_type: str) -> list[dict[str, Any]]:
 
 
 def _record_id(record: dict[str, Any]) -> str:
-    return f"{record['entity_type']}/{record['external_id']}"
+    return f"{record['resource_type']}/{record['external_id']}"
 
 
-def test_source_is_the_sandbox_ehr() -> None:
-    assert SAMPLE["source"] == {"kind": "ehr", "id": "sandbox-ehr"}
+def test_a_transaction_of_idempotent_puts() -> None:
+    assert SAMPLE["resourceType"] == "Bundle" and SAMPLE["type"] == "transaction"
+    for entry in SAMPLE["entry"]:
+        resource = entry["resource"]
+        assert entry["request"] == {
+            "method": "PUT",
+            "url": f"{resource['resourceType']}/{resource['id']}",
+        }
 
 
 def test_record_counts() -> None:
@@ -66,7 +87,6 @@ def test_record_counts() -> None:
 
 @pytest.mark.parametrize("record", RECORDS, ids=_record_id)
 def test_record_is_well_formed(record: dict[str, Any]) -> None:
-    assert set(record) == {"resource_type", "external_id", "entity_type", "effective_at", "data"}
     assert spec_for(record["entity_type"]) is not None
     assert record["resource_type"] == RESOURCE_TYPES[record["entity_type"]]
     assert datetime.fromisoformat(record["effective_at"]).utcoffset() is not None

@@ -32,8 +32,8 @@ def is_volatile(path: str) -> bool:
 
 
 def _canonical(value: Any) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
+    if isinstance(value, bool) or value is None or isinstance(value, orjson.Fragment):
+        return value  # a Fragment is JSON already made canonical by the caller
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("NaN and infinity are not JSON")
@@ -66,4 +66,9 @@ def strip_volatile(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def content_hash(document: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the canonical JSON of ``document`` without volatile metadata."""
-    return hashlib.sha256(canonical_json(strip_volatile(document))).hexdigest()
+    return digest(canonical_json(strip_volatile(document)))
+
+
+def digest(canonical: bytes) -> str:
+    """SHA-256 (hex) of canonical JSON bytes already made (see :func:`canonical_json`)."""
+    return hashlib.sha256(canonical).hexdigest()

@@ -18,6 +18,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+import orjson
+
 from ehrbridge.errors import InvalidEvent
 from ehrbridge.worldmodel.canonical import canonical_json, content_hash, is_volatile
 from ehrbridge.worldmodel.entities import validate_fields
@@ -163,13 +165,17 @@ class Event:
         return f"{self.entity_type}/{self.entity_id}"
 
 
-def event_hash(event: NewEvent) -> str:
-    """The content hash of what an event says (not when it was recorded)."""
+def event_hash(event: NewEvent, canonical_data: bytes | None = None) -> str:
+    """The content hash of what an event says (not when it was recorded).
+
+    ``canonical_data`` is ``canonical_json(event.data)`` when the caller has it already, so the
+    data is not made canonical twice; the hash is the same either way."""
+    data: Any = dict(event.data) if canonical_data is None else orjson.Fragment(canonical_data)
     return content_hash(
         {
             "entity": f"{event.entity_type}/{event.entity_id}",
             "type": event.event_type.value,
-            "data": dict(event.data),
+            "data": data,
             "fields": list(event.asserted),
             "source": event.source.as_dict(),
             "confidence": event.confidence,
@@ -212,9 +218,13 @@ def _check_json(name: str, value: object) -> None:
         raise InvalidEvent(name, f"not JSON: {exc}") from None
 
 
-def _check_data(entity_type: str, data: object, fields: tuple[str, ...]) -> None:
-    """Entity field values: JSON, valid paths, and the documented kinds of known fields."""
-    _check_json("data", data)
+def _check_data(
+    entity_type: str, data: object, fields: tuple[str, ...], *, json_checked: bool = False
+) -> None:
+    """Entity field values: JSON (unless the caller has made them canonical already), valid
+    paths, and the documented kinds of known fields."""
+    if not json_checked:
+        _check_json("data", data)
     assert isinstance(data, Mapping)
     for path in [*data, *fields]:
         if not _FIELD.fullmatch(path):
@@ -269,8 +279,9 @@ def validate_event(event: NewEvent, workspace: str) -> None:
         raise InvalidEvent("expected_version", "must be a non-negative integer")
 
 
-def validate_observation(obs: Observation, workspace: str) -> None:
-    """Raise :class:`InvalidEvent` naming the first wrong field of ``obs``."""
+def validate_observation(obs: Observation, workspace: str, *, json_checked: bool = False) -> None:
+    """Raise :class:`InvalidEvent` naming the first wrong field of ``obs``; ``json_checked``
+    when the caller has made ``obs.data`` canonical already (which checks it is JSON)."""
     _check_common(obs.workspace, workspace, obs.entity_type)
     for name in ("data_source", "resource_type", "external_id"):
         value = getattr(obs.record, name, None)
@@ -282,4 +293,4 @@ def validate_observation(obs: Observation, workspace: str) -> None:
     _check_time("effective_at", obs.effective_at)
     if obs.entity_id is not None and not _ENTITY_ID.fullmatch(obs.entity_id):
         raise InvalidEvent("entity_id", "not 1-128 letters, digits, '.', '_', ':', '-'")
-    _check_data(obs.entity_type, obs.data, ())
+    _check_data(obs.entity_type, obs.data, (), json_checked=json_checked)

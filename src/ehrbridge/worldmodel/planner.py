@@ -14,8 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import ConcurrencyError, IdempotencyConflict, InvalidInput, WriteRace
-from ehrbridge.worldmodel.canonical import content_hash, is_volatile
+from ehrbridge.errors import (
+    ConcurrencyError,
+    IdempotencyConflict,
+    InvalidEvent,
+    InvalidInput,
+    WriteRace,
+)
+from ehrbridge.worldmodel.canonical import canonical_json, is_volatile
+from ehrbridge.worldmodel.canonical import digest as canonical_digest
 from ehrbridge.worldmodel.events import (
     Event,
     EventType,
@@ -229,9 +236,13 @@ class Planner:
         )
 
     def _observe(self, obs: Observation) -> AppendResult:
-        validate_observation(obs, self.workspace)
         snapshot = {k: v for k, v in obs.data.items() if not is_volatile(k)}
-        digest = content_hash(snapshot)
+        try:
+            canonical = canonical_json(snapshot)
+        except (ValueError, TypeError) as exc:
+            raise InvalidEvent("data", f"not JSON: {exc}") from None
+        validate_observation(obs, self.workspace, json_checked=True)
+        digest = canonical_digest(canonical)
         held = self._records.get(obs.record) or self.loaded.records.get(obs.record)
         if held is not None and held.entity_type != obs.entity_type:
             raise InvalidInput(
@@ -242,9 +253,13 @@ class Planner:
             return AppendResult(
                 status="unchanged", entity_type=held.entity_type, entity_id=held.entity_id
             )
+        # The event's data is the whole snapshot for a new record without removals: reuse its
+        # canonical form for the event's hash.
+        reuse: bytes | None = None
         if held is None:
             entity_id = obs.entity_id or new_id()
             changed = {k: v for k, v in snapshot.items() if v is not None}
+            reuse = canonical if len(changed) == len(snapshot) else None
         else:
             entity_id = held.entity_id
             changed = {k: v for k, v in snapshot.items() if held.snapshot.get(k) != v}
@@ -264,7 +279,8 @@ class Planner:
                     effective_at=obs.effective_at,
                     supersedes=held.last_event_id if held else None,
                     correlation_id=obs.correlation_id,
-                )
+                ),
+                canonical_data=reuse,
             )
         self._records[obs.record] = RecordRow(
             key=obs.record,
@@ -282,10 +298,10 @@ class Planner:
             status=status, entity_type=obs.entity_type, entity_id=entity_id, events=tuple(events)
         )
 
-    def _record(self, item: NewEvent) -> list[Event]:
+    def _record(self, item: NewEvent, *, canonical_data: bytes | None = None) -> list[Event]:
         """Write one event (and any conflict it reveals); returns them."""
         ledger = self._ledger(item.entity_type, item.entity_id)
-        event = self._event(item, ledger.version + 1)
+        event = self._event(item, ledger.version + 1, canonical_data)
         written = [event]
         self._apply(event)
         if item.event_type in (EventType.RECORDED, EventType.REGRADED):
@@ -294,7 +310,7 @@ class Planner:
                 self._apply(conflict)
         return written
 
-    def _event(self, item: NewEvent, version: int) -> Event:
+    def _event(self, item: NewEvent, version: int, canonical_data: bytes | None = None) -> Event:
         event = Event(
             id=new_id(),
             seq=self.next_seq(),
@@ -310,7 +326,7 @@ class Planner:
             confidence=float(item.confidence),
             effective_at=item.effective_at,
             recorded_at=self.now,
-            content_hash=event_hash(item),
+            content_hash=event_hash(item, canonical_data),
             supersedes=item.supersedes,
             correlation_id=item.correlation_id,
             evidence=dict(item.evidence) if item.evidence is not None else None,
