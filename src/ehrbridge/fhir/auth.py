@@ -156,7 +156,8 @@ class SmartBackendAuth:
         self.tokens_fetched = 0
         self._key = load_private_key(private_key, algorithm)
         self._clock = clock
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._timeout, self._transport = timeout, transport
+        self._http: httpx.AsyncClient | None = None  # opened on the first token request
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
@@ -185,7 +186,9 @@ class SmartBackendAuth:
 
     async def aclose(self) -> None:
         """Close the connections to the token endpoint."""
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     def client_assertion(self) -> str:
         """A fresh signed JWT: iss = sub = client_id, aud = token URL, unique jti, exp <= 5 min."""
@@ -209,6 +212,8 @@ class SmartBackendAuth:
             "client_assertion_type": CLIENT_ASSERTION_TYPE,
             "client_assertion": self.client_assertion(),
         }
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self._timeout, transport=self._transport)
         try:
             response = await self._http.post(
                 self.token_url, data=form, headers={"Accept": "application/json"}
