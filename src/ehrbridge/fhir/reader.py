@@ -42,6 +42,7 @@ class Entry:
     position: str  #: where it is, for messages: ``entry[12]`` or ``line 34``
     resource: dict[str, Any] | None = None
     full_url: str | None = None  #: the Bundle entry's ``fullUrl``
+    request: dict[str, Any] | None = None  #: the Bundle entry's ``request`` (method, url, ...)
     error: str | None = None  #: why the entry is unusable (then ``resource`` is None)
 
 
@@ -260,4 +261,8 @@ def _bundle_entry(index: int, entry: object) -> Entry | None:
         method = request.get("method") if isinstance(request, dict) else None
         why = f" (a {method} is not imported)" if method in ("DELETE", "GET", "HEAD") else ""
         return Entry(position=position, full_url=full_url, error=f"resource: missing{why}")
-    return _resource_entry(position, entry["resource"], full_url)
+    request = entry.get("request")
+    found = _resource_entry(position, entry["resource"], full_url)
+    if isinstance(request, dict) and found.resource is not None:
+        return Entry(position=position, resource=found.resource, full_url=full_url, request=request)
+    return found
