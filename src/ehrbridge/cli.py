@@ -5,30 +5,35 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.errors import EhrbridgeError
+from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer, ImportReport, dumps_errors, order_files
+from ehrbridge.fhir.mapping import to_entity
+from ehrbridge.fhir.patients import search_fhir_patients
 from ehrbridge.fhir.reader import expand
-from ehrbridge.progress import SHOWN_ERRORS, file_progress
+from ehrbridge.fhircli import app as fhir_app
+from ehrbridge.progress import file_progress, show_errors
 from ehrbridge.progress import summary_table as counts_table
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
 from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
 from ehrbridge.worldmodel.context import PatientContext, patient_context
 from ehrbridge.worldmodel.model import WorldModel, parse_entity
 from ehrbridge.worldmodel.projection import EntityState, FieldValue
+from ehrbridge.worldmodel.queries import PatientQuery, search_patients
 
 T = TypeVar("T")
 app = typer.Typer(help="ehrbridge: voice agents <-> EHRs through an event-sourced world model.")
+app.add_typer(fhir_app, name="fhir")
 console = Console()
 
 DbOption = Annotated[
@@ -194,15 +199,75 @@ async def _import(
             report.counts,
         )
     )
-    _show_errors([str(e) for e in report.errors])
+    show_errors(console, report.errors)
     return report
 
 
-def _show_errors(lines: list[str]) -> None:
-    for line in lines[:SHOWN_ERRORS]:
-        console.print(f"[red]failed[/red] {escape(line)}")
-    if len(lines) > SHOWN_ERRORS:
-        console.print(f"... and {len(lines) - SHOWN_ERRORS} more (--errors FILE lists them all)")
+@app.command()
+def patients(
+    name: Annotated[str | None, typer.Option(help="family and/or given names")] = None,
+    birth_date: Annotated[str | None, typer.Option(help="YYYY, YYYY-MM or YYYY-MM-DD")] = None,
+    identifier: Annotated[str | None, typer.Option(help="system|value, or an MRN")] = None,
+    phone: Annotated[str | None, typer.Option(help="as dialled or E.164")] = None,
+    gender: Annotated[str | None, typer.Option(help="male, female, other, unknown")] = None,
+    address: Annotated[str | None, typer.Option(help="start of a street, city or ZIP")] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="search this FHIR server instead of the world model"),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    db: DbOption = DEFAULT_URL,
+    workspace: WorkspaceOption = "default",
+) -> None:
+    """Find patients by demographics, in the world model or (with --server) on a FHIR server."""
+    try:
+        query = PatientQuery(
+            name=name,
+            birth_date=birth_date,
+            identifier=identifier,
+            phone=phone,
+            gender=gender,
+            address=address,
+        )
+    except EhrbridgeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"patients matching {query.fhir_params()}")
+    for column in ("id", "name", "birth date", "gender", "phone"):
+        table.add_column(column)
+    if server is not None:
+        resources = _fhir_search(server, query, limit)
+        for r in resources:
+            mapped = to_entity(r).data
+            table.add_row(f"Patient/{r.get('id', '')}", *_patient_cells(mapped))
+    else:
+        found = _run(db, workspace, lambda model: search_patients(model, query, limit=limit))
+        for state in found:
+            table.add_row(f"Patient/{state.entity_id}", *_patient_cells(state.values))
+    console.print(table)
+
+
+def _fhir_search(server: str, query: PatientQuery, limit: int) -> list[dict[str, Any]]:
+    async def work() -> list[dict[str, Any]]:
+        async with FhirClient(server) as client:
+            return await search_fhir_patients(client, query, limit=limit)
+
+    try:
+        return asyncio.run(work())
+    except EhrbridgeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _patient_cells(values: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    given = " ".join(str(g) for g in values.get("name.given") or [])
+    phones = [str(v) for k, v in sorted(values.items()) if k.startswith("phone.") and v]
+    return (
+        f"{given} {values.get('name.family') or ''}".strip(),
+        str(values.get("birth_date") or ""),
+        str(values.get("gender") or ""),
+        ", ".join(phones),
+    )
 
 
 @app.command()

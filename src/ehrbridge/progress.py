@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -77,6 +78,14 @@ def summary_table(title: str, counts: Mapping[str, Counter[str]]) -> Table:
     table.add_section()
     table.add_row("total", *(_cell(total[k], k) for k in COLUMNS))
     return table
+
+
+def show_errors(console: Console, errors: Sequence[object]) -> None:
+    """The first :data:`SHOWN_ERRORS` errors, then how many more there are."""
+    for error in errors[:SHOWN_ERRORS]:
+        console.print(f"[red]failed[/red] {escape(str(error))}")
+    if len(errors) > SHOWN_ERRORS:
+        console.print(f"... and {len(errors) - SHOWN_ERRORS} more (--errors FILE lists them all)")
 
 
 def _cell(n: int, column: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ import orjson
 import pytest
 from tests.fhir_server import MedplumServer
 from tests.synthea import FIXTURES
+from typer.testing import CliRunner
 
+from ehrbridge.cli import app
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.push import Pusher
 
@@ -116,3 +119,29 @@ async def test_collection_references_across_chunks_hold(fhir: FhirClient, tmp_pa
     report = await Pusher(fhir, chunk=1).push_paths([path])
     assert not report.errors
     assert (await fhir.read("Encounter", "e1"))["subject"]["reference"] == "Patient/p1"
+
+
+def test_the_push_command(medplum: MedplumServer, tmp_path: Path) -> None:
+    medplum.reset_sync()
+    runner = CliRunner()
+    errors = tmp_path / "errors.ndjson"
+    bad = write_ndjson(tmp_path / "bad.ndjson", {"resourceType": "Observation", "id": "o1"})
+    result = runner.invoke(
+        app,
+        ["fhir", "push", str(CLEMENTE), str(bad), "--server", medplum.base_url],
+        env={"COLUMNS": "150"},
+    )
+    assert result.exit_code == 1, result.output
+    assert re.search(r"Observation\s+│\s+48\s+│\s+0\s+│\s+0\s+│\s+1", result.output), result.output
+    assert "bad.ndjson: line 1: HTTP 400" in result.output
+    result = runner.invoke(
+        app,
+        ["fhir", "push", str(bad), "--server", medplum.base_url, "--errors", str(errors)],
+    )
+    assert result.exit_code == 1 and b"Observation.status" in errors.read_bytes()
+    no_token = runner.invoke(
+        app,
+        ["fhir", "push", str(CLEMENTE), "--server", medplum.base_url, "--auth", "bearer"],
+        env={"EHRBRIDGE_FHIR_TOKEN": ""},
+    )
+    assert no_token.exit_code == 1 and "EHRBRIDGE_FHIR_TOKEN" in no_token.output
