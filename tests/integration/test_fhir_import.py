@@ -262,6 +262,15 @@ async def test_the_same_patient_from_two_sources_is_one_entity(
     other = write_ndjson(tmp_path / "q.ndjson", patient("x9", **mrn))
     await run(store, other, source="ehr-b")
     assert (await store.counts(WS)).entities == {"Patient": 1}
+    # Copies in one unit resolve to each other too, not only to what is stored.
+    mrn["identifier"][0]["value"] = "MRN-88"
+    copies = write_ndjson(
+        tmp_path / "r.ndjson",
+        patient("c1", "Lee", birthDate="1990-01-01", **mrn),
+        patient("c2", "Lee", birthDate="1990-01-01", **mrn),
+    )
+    await run(store, copies, source="ehr-c")
+    assert (await store.counts(WS)).entities == {"Patient": 2}
 
 
 async def test_refusing_unmapped_types_names_them(store: Store, tmp_path: Path) -> None:

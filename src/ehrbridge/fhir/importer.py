@@ -35,7 +35,7 @@ from ehrbridge.fhir.reader import CHUNK, Entry, Unit, entry_id, expand, is_ndjso
 from ehrbridge.worldmodel.entities import spec_for
 from ehrbridge.worldmodel.events import Observation, RecordKey, new_id, validate_observation
 from ehrbridge.worldmodel.matching import MatchDecision
-from ehrbridge.worldmodel.model import RESOLVED_TYPES, WorldModel
+from ehrbridge.worldmodel.model import RESOLVED_TYPES, WorldModel, candidate_keys
 
 Status = Literal["created", "updated", "unchanged", "failed"]
 STATUSES: tuple[Status, ...] = ("created", "updated", "unchanged", "failed")
@@ -273,6 +273,9 @@ class Importer:
         self._remember(await self.model.store.record_entities(self.model.workspace, wanted))
         await self._prefetch(unit, {i.mapped.belongs_to for i in items if i.mapped.belongs_to})
         ready: list[_Item] = []
+        # New records of this unit by candidate key, so copies of one person in one unit (every
+        # Synthea bundle carries its practitioners) resolve to each other, not only to the store.
+        fresh: dict[str, dict[str, Mapping[str, Any]]] = {}
         # Records that belong to another entity go last: their owner may be new in this unit.
         for item in sorted(items, key=lambda i: i.mapped.belongs_to is not None):
             item.entity = self._cache.get(item.key)
@@ -284,20 +287,29 @@ class Importer:
                     self._set_aside(unit, item, why, failures)
                     continue
             elif item.entity is None:
-                entity_id = None
-                if self.resolve and item.mapped.entity_type in RESOLVED_TYPES:
-                    item.decision = await self.model.match(
-                        item.mapped.entity_type, item.mapped.data
-                    )
-                    if item.decision is not None and item.decision.kind == "certain":
-                        entity_id = str(item.decision.entity_id)
-                item.entity = (item.mapped.entity_type, entity_id or new_id())
+                item.entity = await self._resolve(item, fresh)
             if item.key not in self._cache:
                 self._cache[item.key] = item.entity
                 assigned.append(item.key)
             ready.append(item)
         await self._prefetch(unit, {ref for item in ready for ref, _ in _references(item.mapped)})
         return ready
+
+    async def _resolve(
+        self, item: _Item, fresh: dict[str, dict[str, Mapping[str, Any]]]
+    ) -> tuple[str, str]:
+        """The entity of a record seen for the first time: a certain match, or a new one."""
+        entity_type, data = item.mapped.entity_type, item.mapped.data
+        if not self.resolve or entity_type not in RESOLVED_TYPES:
+            return entity_type, new_id()
+        keys = candidate_keys(entity_type, data)
+        also = {eid: fields for key in keys for eid, fields in fresh.get(key, {}).items()}
+        item.decision = await self.model.match(entity_type, data, also=also)
+        certain = item.decision is not None and item.decision.kind == "certain"
+        entity_id = str(item.decision.entity_id) if certain and item.decision else new_id()
+        for key in keys:
+            fresh.setdefault(key, {})[entity_id] = data
+        return entity_type, entity_id
 
     def _observe(
         self, unit: Unit, items: list[_Item], failures: list[tuple[Entry, str, str]]

@@ -125,10 +125,19 @@ class WorldModel:
             await self.record(candidates)
         return [IngestResult(result=r, match=d) for r, d in zip(results, decisions, strict=True)]
 
-    async def match(self, entity_type: str, data: Mapping[str, Any]) -> MatchDecision | None:
-        """The best resolution decision for a new record of a resolved type (None: no match)."""
-        keys = sorted(k for k in lookup_keys(entity_type, data) if k.startswith(_CANDIDATE_KEYS))
-        found: dict[str, Mapping[str, Any]] = {}
+    async def match(
+        self,
+        entity_type: str,
+        data: Mapping[str, Any],
+        *,
+        also: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> MatchDecision | None:
+        """The best resolution decision for a new record of a resolved type (None: no match).
+
+        ``also`` adds candidates that are not stored yet (entity id -> fields), such as the
+        records earlier in the same batch."""
+        keys = sorted(candidate_keys(entity_type, data))
+        found: dict[str, Mapping[str, Any]] = dict(also or {})
         for key in keys:
             for state in await self.store.find(self.workspace, key, entity_type):
                 if state.merged_into is None:
@@ -333,6 +342,12 @@ class WorldModel:
                     state = survivor
             found[state.entity_id] = state
         return list(found.values())
+
+
+def candidate_keys(entity_type: str, data: Mapping[str, Any]) -> frozenset[str]:
+    """The lookup keys that find resolution candidates for a record (identifiers, MRN, NPI,
+    phone, email, birth date)."""
+    return frozenset(k for k in lookup_keys(entity_type, data) if k.startswith(_CANDIDATE_KEYS))
 
 
 def _with_entity(obs: Observation, entity_id: str) -> Observation:
