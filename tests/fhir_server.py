@@ -13,6 +13,7 @@ import subprocess
 import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
@@ -56,17 +57,21 @@ def _read_lines(stream: IO[str], lines: Queue[str]) -> None:
     lines.put("")
 
 
-@pytest.fixture(scope="session")
-def medplum() -> Iterator[MedplumServer]:
-    """The test FHIR server (Medplum's FhirRouter over memory), one for the whole session."""
+class ServerUnavailable(Exception):
+    """The test FHIR server cannot be started (missing packages, no Node.js, it crashed)."""
+
+
+@contextmanager
+def running_server() -> Iterator[MedplumServer]:
+    """Start the test FHIR server, and stop it on exit (also used by ``bench``)."""
     if not (SERVER_DIR / "node_modules" / "@medplum" / "fhir-router").is_dir():
-        pytest.fail(
+        raise ServerUnavailable(
             "the test FHIR server's packages are missing: run `./dev test` "
             "(or `npm ci --prefix tests/fhirserver`)"
         )
     node = shutil.which("node")
     if node is None:
-        pytest.fail("the test FHIR server needs Node.js 20 or newer (`node` is not on PATH)")
+        raise ServerUnavailable("the test FHIR server needs Node.js 20 or newer (no `node`)")
     process = subprocess.Popen(  # noqa: S603 (fixed arguments)
         [node, str(SERVER_DIR / "server.mjs"), "--port", "0"],
         cwd=SERVER_DIR,
@@ -87,6 +92,16 @@ def medplum() -> Iterator[MedplumServer]:
             process.stdout.close()
 
 
+@pytest.fixture(scope="session")
+def medplum() -> Iterator[MedplumServer]:
+    """The test FHIR server (Medplum's FhirRouter over memory), one for the whole session."""
+    try:
+        with running_server() as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+
+
 def _wait_until_listening(process: subprocess.Popen[str]) -> dict[str, str]:
     lines: Queue[str] = Queue()
     # A thread drains the output, so a chatty server never blocks on a full pipe.
@@ -97,11 +112,15 @@ def _wait_until_listening(process: subprocess.Popen[str]) -> dict[str, str]:
             line = lines.get(timeout=START_TIMEOUT)
         except Empty:
             process.kill()
-            pytest.fail(f"the test FHIR server did not start in {START_TIMEOUT:.0f}s: {seen}")
+            raise ServerUnavailable(
+                f"the test FHIR server did not start in {START_TIMEOUT:.0f}s: {seen}"
+            ) from None
         if not line:
             process.wait()
             output = "".join(seen)
-            pytest.fail(f"the test FHIR server exited ({process.returncode}):\n{output}")
+            raise ServerUnavailable(
+                f"the test FHIR server exited ({process.returncode}):\n{output}"
+            )
         if line.startswith(_READY_PREFIX):
             base_url = line.removeprefix(_READY_PREFIX).strip()
             origin = base_url.removesuffix("/fhir/R4")

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
+from uuid import UUID
 
 import orjson
 
@@ -29,6 +31,11 @@ VOLATILE_KEYS = frozenset({"meta"})
 def is_volatile(path: str) -> bool:
     """True for a flat field path that is volatile metadata."""
     return path.startswith(VOLATILE_PREFIXES)
+
+
+def canonical_value(value: Any) -> Any:
+    """``value`` rebuilt canonical (see the module); raises ``ValueError`` if it is not JSON."""
+    return _canonical(value)
 
 
 def _canonical(value: Any) -> Any:
@@ -51,11 +58,41 @@ def _canonical(value: Any) -> Any:
         return out
     if isinstance(value, list | tuple):
         return [_canonical(item) for item in value]
+    if isinstance(value, UUID):
+        return str(value)  # as orjson writes it on the fast path
     raise ValueError(f"{type(value).__name__} is not a JSON value")
 
 
+#: In orjson's output, a number that may be an integral float (``2.0``, ``1e16``): a number token
+#: right after ``:``, ``,`` or ``[``. It may also match inside a string, which only costs the slow
+#: path.
+_FLOAT_SUSPECT = re.compile(rb"(?:^|[:,\[])-?[0-9]+(?:\.0(?![0-9])|(?:\.[0-9]+)?[eE])")
+
+
+#: orjson options that refuse (rather than convert) what is not plain JSON: datetimes,
+#: dataclasses and subclasses of str/int/dict/list go to the slow path, which names the problem.
+_STRICT = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
 def canonical_json(value: Any) -> bytes:
-    """The canonical JSON bytes of ``value``; raises ``ValueError`` if it is not JSON."""
+    """The canonical JSON bytes of ``value``; raises ``ValueError`` if it is not JSON.
+
+    Fast path: orjson sorts the keys in C, and the result is already canonical when it is pure
+    ASCII (nothing to NFC-normalise), has no ``null`` (orjson writes NaN and infinity as null,
+    which must be refused instead) and no number that may be an integral float. Otherwise the
+    value is rebuilt canonical first.
+    """
+    try:
+        raw = orjson.dumps(value, option=_STRICT)
+    except TypeError:
+        raw = b"null"  # not plain JSON types: let the slow path name what is wrong
+    if raw.isascii() and b"null" not in raw and not _FLOAT_SUSPECT.search(raw):
+        return raw
     return orjson.dumps(_canonical(value), option=orjson.OPT_SORT_KEYS)
 
 

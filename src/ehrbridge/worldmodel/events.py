@@ -21,7 +21,13 @@ from typing import Any, Literal
 import orjson
 
 from ehrbridge.errors import InvalidEvent
-from ehrbridge.worldmodel.canonical import canonical_json, content_hash, is_volatile
+from ehrbridge.worldmodel.canonical import (
+    canonical_json,
+    canonical_value,
+    content_hash,
+    digest,
+    is_volatile,
+)
 from ehrbridge.worldmodel.entities import validate_fields
 
 SourceKind = Literal["ehr", "voice", "operator", "review", "browser", "system"]
@@ -171,18 +177,20 @@ def event_hash(event: NewEvent, canonical_data: bytes | None = None) -> str:
     ``canonical_data`` is ``canonical_json(event.data)`` when the caller has it already, so the
     data is not made canonical twice; the hash is the same either way."""
     data: Any = dict(event.data) if canonical_data is None else orjson.Fragment(canonical_data)
-    return content_hash(
-        {
-            "entity": f"{event.entity_type}/{event.entity_id}",
-            "type": event.event_type.value,
-            "data": data,
-            "fields": list(event.asserted),
-            "source": event.source.as_dict(),
-            "confidence": event.confidence,
-            "effective_at": event.effective_at.isoformat(),
-            "supersedes": event.supersedes,
-        }
-    )
+    head = {
+        "entity": f"{event.entity_type}/{event.entity_id}",
+        "type": event.event_type.value,
+        "data": data,
+        "fields": list(event.asserted),
+        "source": event.source.as_dict(),
+        "confidence": event.confidence,
+        "effective_at": event.effective_at.isoformat(),
+        "supersedes": event.supersedes,
+    }
+    if canonical_data is None:
+        return content_hash(head)
+    # The data is canonical already; only the small head needs making canonical.
+    return digest(orjson.dumps(canonical_value(head), option=orjson.OPT_SORT_KEYS))
 
 
 def _check_common(workspace: str, expected_workspace: str, entity_type: str) -> None:
