@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from ehrbridge.fhir.mapping import R4_RESOURCE_TYPES
 from ehrbridge.worldmodel.entities import (
     ENTITY_TYPES,
     EntityTypeSpec,
@@ -258,7 +259,9 @@ def test_codes_only_on_code_fields_and_targets_only_on_references() -> None:
                 assert field.kind == "code", f"{spec.name}.{field.path}"
             if field.targets:
                 assert field.kind in {"reference", "reference_list"}, f"{spec.name}.{field.path}"
-                assert set(field.targets) <= set(ENTITY_TYPES), f"{spec.name}.{field.path}"
+                # A first-class entity type, or a FHIR resource type kept as a generic entity.
+                known = set(ENTITY_TYPES) | R4_RESOURCE_TYPES
+                assert set(field.targets) <= known, f"{spec.name}.{field.path}"
 
 
 def test_matching_keys_rely_on_these_paths() -> None:

@@ -141,6 +141,7 @@ PATIENT = EntityTypeSpec(
         *_address("home"),
         _f("language", "code", "Preferred language, BCP 47 (`communication.language`), e.g. `es`"),
         _f("mrn", "string", "Medical record number at the EHR (`identifier` type MR)"),
+        _f("mrn_system", "string", "System of the MR identifier (`identifier.system`)"),
         _f("identifiers", "string_list", _IDENTIFIERS),
         _f(
             "marital_status",
@@ -149,6 +150,7 @@ PATIENT = EntityTypeSpec(
             codes="A D I L M P S T U W UNK",
         ),
         _f("deceased", "boolean", "Whether the patient has died (`deceasedBoolean`)"),
+        _f("deceased_at", "datetime", "When the patient died (`deceasedDateTime`)"),
         _f(
             "general_practitioner",
             "reference",
@@ -184,6 +186,7 @@ PRACTITIONER = EntityTypeSpec(
             to="Location",
         ),
         _f("active", "boolean", "Whether the practitioner record is in active use"),
+        *_address("work"),
     ),
 )
 
@@ -197,6 +200,7 @@ LOCATION = EntityTypeSpec(
         _f("description", "string", "Free-text description, e.g. directions"),
         _f("status", "code", "Whether the location is in use", codes="active suspended inactive"),
         _f("type", "string", "Kind of location, e.g. outpatient clinic"),
+        _f("type_code", "code", "Kind of location as `system|code`"),
         *_address("location"),
         _f("phone", "phone", "Main phone number"),
         _f("email", "email", "Main email address"),
@@ -242,6 +246,7 @@ APPOINTMENT = EntityTypeSpec(
         _f("patient_instruction", "string", "Instructions for the patient, e.g. arrive fasting"),
         _f("cancelation_reason", "string", "Why it was cancelled (`cancelationReason`)"),
         _f("created", "datetime", "When the appointment was booked"),
+        _f("created_date", "date", "Booking date, when the source gives no time (`created`)"),
     ),
 )
 
@@ -257,6 +262,8 @@ ENCOUNTER = EntityTypeSpec(
         _f("type_code", "code", "Kind of encounter as `system|code`"),
         _f("period.start", "datetime", "When the encounter started"),
         _f("period.end", "datetime", "When the encounter ended"),
+        _f("period.start_date", "date", "Start date, when the source gives no time"),
+        _f("period.end_date", "date", "End date, when the source gives no time"),
         _f("patient", "reference", "The patient (`subject`)", to="Patient"),
         _f(
             "practitioners",
@@ -292,6 +299,12 @@ MEDICATION_ORDER = EntityTypeSpec(
         ),
         _f("medication.code", "code", "Medication as `system|code`, usually RxNorm"),
         _f("medication.display", "string", "Medication name as shown, e.g. amoxicillin 500 MG"),
+        _f(
+            "medication.reference",
+            "reference",
+            "The Medication resource ordered (`medicationReference`), when not a code",
+            to="Medication",
+        ),
         _f("dosage.text", "string", "Dosage instructions as written (`dosageInstruction.text`)"),
         _f("dosage.dose_value", "number", "Amount per dose (`doseAndRate.doseQuantity.value`)"),
         _f("dosage.dose_unit", "string", "Unit of the dose, e.g. mg, tablet"),
@@ -307,6 +320,7 @@ MEDICATION_ORDER = EntityTypeSpec(
         _f("dosage.route", "string", "Route, e.g. oral"),
         _f("refills", "number", "Refills allowed (`dispenseRequest.numberOfRepeatsAllowed`)"),
         _f("authored_on", "datetime", "When the order was written (`authoredOn`)"),
+        _f("authored_on_date", "date", "Date written, when the source gives no time"),
         _f("patient", "reference", "The patient (`subject`)", to="Patient"),
         _f("prescriber", "reference", "Who ordered it (`requester`)", to="Practitioner"),
         _f("reason", "string", "Why it was ordered (`reasonCode` text)"),
@@ -340,6 +354,7 @@ LAB_RESULT = EntityTypeSpec(
         # Not restricted: R4 binds interpretation extensibly to v3 ObservationInterpretation.
         _f("interpretation", "code", "v3 ObservationInterpretation: N, A, H, L, HH, LL, ..."),
         _f("effective", "datetime", "When the specimen was taken (`effectiveDateTime`)"),
+        _f("effective_date", "date", "Date the specimen was taken, when no time is given"),
         _f("issued", "datetime", "When the result was released"),
         _f("patient", "reference", "The patient (`subject`)", to="Patient"),
         _f("encounter", "reference", "Encounter it was ordered in", to="Encounter"),
@@ -355,9 +370,17 @@ INSURANCE_PLAN = EntityTypeSpec(
     fields=(
         _f("status", "code", "Coverage status", codes="active cancelled draft entered-in-error"),
         _f("type", "string", "Kind of coverage, e.g. PPO, HMO, Medicare, Medicaid"),
+        _f("type_code", "code", "Kind of coverage as `system|code`"),
         _f("payer", "string", "Name of the insurer (`payor`)"),
         _f("payer_id", "string", "The payer's electronic id for claims"),
+        _f(
+            "payer_reference",
+            "reference",
+            "The payer's Organization resource (`payor`)",
+            to="Organization",
+        ),
         _f("plan_name", "string", "Name of the plan (`class` type plan)"),
+        _f("plan_id", "string", "Plan identifier (`class` type plan, `value`)"),
         _f("member_id", "string", "Member id on the insurance card"),
         _f("group_number", "string", "Group number (`class` type group)"),
         _f("group_name", "string", "Group name, usually the employer"),

@@ -38,7 +38,6 @@ from ehrbridge.fhir.mapping.resource_types import R4_RESOURCE_TYPES
 from ehrbridge.worldmodel.entities import spec_for
 
 __all__ = [
-    "EXTRA_REFERENCE_FIELDS",
     "MAPPINGS",
     "R4_RESOURCE_TYPES",
     "Mapped",
@@ -67,15 +66,6 @@ MAPPINGS: Mapping[str, TypeMapping] = MappingProxyType(
     }
 )
 _BY_RESOURCE = {m.resource_type: m for m in MAPPINGS.values()}
-
-#: Fields the mappings fill with FHIR references that entities.py does not document, by entity
-#: type (they point at generic entities: Medication, Organization).
-EXTRA_REFERENCE_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "MedicationOrder": (medication_order.MEDICATION_REFERENCE,),
-        "InsurancePlan": (insurance_plan.PAYER_REFERENCE,),
-    }
-)
 
 
 def _resource_type(resource: Mapping[str, Any]) -> str:
@@ -171,11 +161,11 @@ def reference_paths(mapped: Mapped) -> dict[str, str | list[str]]:
     """The fields of ``mapped`` that hold FHIR references, with their values.
 
     These are what the importer translates to entity ids: the ``reference``/``reference_list``
-    fields of the entity type, the :data:`EXTRA_REFERENCE_FIELDS`, and a generic entity's
+    fields of the entity type, and a generic entity's
     ``patient``. ``belongs_to`` is not among them (it is not a field).
     """
     spec = spec_for(mapped.entity_type)
-    paths: set[str] = set(EXTRA_REFERENCE_FIELDS.get(mapped.entity_type, ()))
+    paths: set[str] = set()
     if spec is None:
         paths.add("patient")
     else:

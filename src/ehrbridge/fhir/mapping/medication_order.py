@@ -1,9 +1,9 @@
 """MedicationOrder ↔ FHIR MedicationRequest (https://hl7.org/fhir/R4/medicationrequest.html).
 
 ``medicationCodeableConcept`` gives ``medication.code`` and ``medication.display``. A
-``medicationReference`` (to a Medication resource) gives ``medication.reference`` (not a documented
-field; the importer may translate it like the other references) and its ``display`` as
-``medication.display``. Only the first ``dosageInstruction`` is kept.
+``medicationReference`` (to a Medication resource) gives ``medication.reference`` (translated by
+the importer like every reference) and its ``display`` as ``medication.display``. Only the first
+``dosageInstruction`` is kept.
 """
 
 from __future__ import annotations
