@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import AsyncConnection, errors, sql
 from psycopg_pool import AsyncConnectionPool
@@ -35,7 +34,7 @@ from ehrbridge.worldmodel.planner import (
     related,
     upper_bound,
 )
-from ehrbridge.worldmodel.projection import EntityState, Ledger
+from ehrbridge.worldmodel.projection import EntityState
 from ehrbridge.worldmodel.store import (
     EVENT_COLUMNS,
     ConflictRow,
@@ -46,6 +45,7 @@ from ehrbridge.worldmodel.store import (
     entity_rows,
     event_from_row,
     event_row,
+    ledger_from_json,
     rebuild_writes,
     record_from_row,
     record_update,
@@ -216,7 +216,7 @@ class PostgresStore:
             (workspace, [k[0] for k in ordered], [k[1] for k in ordered]),
         )
         for entity_type, entity_id, ledger in await cur.fetchall():
-            loaded.entities[(entity_type, entity_id)] = Ledger.from_json(orjson.loads(ledger))
+            loaded.entities[(entity_type, entity_id)] = ledger_from_json(ledger)
 
     async def _save(self, conn: AsyncConnection[Any], workspace: str, plan: Plan) -> None:
         async with conn.cursor() as cur:

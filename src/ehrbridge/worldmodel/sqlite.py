@@ -16,8 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
 from ehrbridge.errors import StorageError
 from ehrbridge.worldmodel import migrations
@@ -34,7 +32,7 @@ from ehrbridge.worldmodel.planner import (
     race_error,
     related,
 )
-from ehrbridge.worldmodel.projection import EntityState, Ledger
+from ehrbridge.worldmodel.projection import EntityState
 from ehrbridge.worldmodel.store import (
     EVENT_COLUMNS,
     ConflictRow,
@@ -45,6 +43,7 @@ from ehrbridge.worldmodel.store import (
     entity_rows,
     event_from_row,
     event_row,
+    ledger_from_json,
     rebuild_writes,
     record_from_row,
     record_update,
@@ -216,9 +215,7 @@ class SQLiteStore:
                     f"AND entity_id IN ({marks})",
                     (workspace, entity_type, *chunk),
                 ):
-                    loaded.entities[(entity_type, entity_id)] = Ledger.from_json(
-                        orjson.loads(ledger)
-                    )
+                    loaded.entities[(entity_type, entity_id)] = ledger_from_json(ledger)
 
     def _save(self, conn: sqlite3.Connection, workspace: str, plan: Plan) -> None:
         conn.executemany(

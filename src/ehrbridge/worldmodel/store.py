@@ -15,6 +15,7 @@ import orjson
 
 from ehrbridge.confidence import Thresholds
 from ehrbridge.worldmodel.events import Event, EventType, RecordKey, Source
+from ehrbridge.worldmodel.packing import pack_ledger, pack_state, unpack_ledger, unpack_state
 from ehrbridge.worldmodel.planner import (
     AppendResult,
     EntityWrite,
@@ -240,7 +241,13 @@ def record_from_row(key: RecordKey, row: Sequence[Any]) -> RecordRow:
 
 
 def state_from_json(workspace: str, raw: Any) -> EntityState:
-    return EntityState.from_json(workspace, _json(raw))
+    """An entity state from its stored JSON (packed or plain, see :mod:`.packing`)."""
+    return unpack_state(workspace, _json(raw))
+
+
+def ledger_from_json(raw: Any) -> Ledger:
+    """A ledger from its stored JSON bytes (packed or plain, see :mod:`.packing`)."""
+    return unpack_ledger(_json(raw))
 
 
 def conflict_from_body(body: Any) -> OpenConflict:
@@ -253,7 +260,8 @@ class EntityRows:
     """The rows an adapter writes for a set of entity projections."""
 
     stale: list[tuple[str, str, str]]  #: (workspace, type, id) whose keys/conflicts are replaced
-    entities: list[tuple[Any, ...]]  #: ``entities`` rows (ledger as bytes, state as JSON text)
+    entities: list[tuple[Any, ...]]  #: ``entities`` rows (packed ledger as bytes, packed state
+    #: as JSON text)
     keys: list[tuple[str, str, str, str]]  #: ``entity_keys`` rows
     conflicts: list[tuple[Any, ...]]  #: ``open_conflicts`` rows
 
@@ -263,7 +271,7 @@ def entity_rows(workspace: str, writes: Sequence[EntityWrite]) -> EntityRows:
     stale, entities, keys, conflicts = [], [], [], []
     for w in writes:
         s = w.state
-        raw = s.as_json()
+        raw = pack_state(s)
         if not w.new:
             stale.append((workspace, s.entity_type, s.entity_id))
         entities.append(
@@ -274,7 +282,7 @@ def entity_rows(workspace: str, writes: Sequence[EntityWrite]) -> EntityRows:
                 s.version,
                 s.merged_into,
                 utc(s.updated_at) if s.updated_at else None,
-                orjson.dumps(w.ledger.as_json()),
+                orjson.dumps(pack_ledger(w.ledger)),
                 dumps(raw),
             )
         )
