@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ehrbridge.worldmodel.events import Event, EventType, Observation, RecordKey, Source
 from ehrbridge.worldmodel.packing import pack_ledger, pack_state, unpack_ledger, unpack_state
-from ehrbridge.worldmodel.projection import Ledger, replay
+from ehrbridge.worldmodel.projection import Ledger, project, replay
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 WS = "clinic"
@@ -155,3 +155,14 @@ async def test_rows_in_the_plain_form_keep_working(tmp_path: Path) -> None:
     with closing(sqlite3.connect(path)) as conn:
         (ledger_raw,) = conn.execute("SELECT ledger FROM entities").fetchone()
     assert orjson.loads(ledger_raw)["v"] == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(log=events())
+def test_ledger_state_equals_the_specification(log: list[Event]) -> None:
+    """The ledger's shortcut for fields asserted once agrees with :func:`project` (the logs
+    here mix fields asserted once with fields asserted again, removed, re-graded, corrected)."""
+    state = replay("Patient", "p1", log).state(WS)
+    spec = project(log, WS)
+    assert spec is not None
+    assert (state.fields, state.pending) == (spec.fields, spec.pending)

@@ -36,7 +36,7 @@ from ehrbridge.worldmodel.events import (
     validate_observation,
 )
 from ehrbridge.worldmodel.matching import lookup_keys
-from ehrbridge.worldmodel.projection import EntityState, Ledger
+from ehrbridge.worldmodel.projection import EntityState, Ledger, current
 
 EntityKey = tuple[str, str]  #: (entity_type, entity_id)
 Submission = NewEvent | Observation
@@ -391,8 +391,12 @@ class Planner:
             ]
         subject = event.id if event.event_type is EventType.RECORDED else str(event.data["target"])
         trusted = self.thresholds.trusted
+        grades = ledger.grade_map()
         for path in fields:
-            live = ledger.live(path)
+            asserted = ledger.assertions.get(path, ())
+            if len(asserted) < 2:
+                continue  # one assertion of the field (this one) has no rival
+            live = current(asserted, grades, ledger.excluded)
             mine = [(a, c) for a, c in live if a.event_id == subject and c >= trusted]
             if not mine:
                 continue

@@ -390,7 +390,16 @@ class Ledger:
         fields: dict[str, FieldValue] = {}
         pending: dict[str, tuple[FieldValue, ...]] = {}
         for path in sorted(self.assertions):
-            winner, waiting = pick(current(self.assertions[path], grades, excluded), thresholds)
+            items = self.assertions[path]
+            if len(items) == 1:
+                # The common case (a field asserted once): what current() and pick() make of a
+                # single assertion, without building their lists; nothing can be pending.
+                a = items[0]
+                confidence = grades.get(a.event_id, a.confidence)
+                if a.event_id not in excluded and confidence > 0.0 and a.value is not None:
+                    fields[path] = _as_value(a, confidence)
+                continue
+            winner, waiting = pick(current(items, grades, excluded), thresholds)
             if winner is not None and winner.value is not None:
                 fields[path] = winner
             if waiting:

@@ -331,16 +331,19 @@ class SQLiteStore:
         self, workspace: str, keys: Sequence[RecordKey]
     ) -> dict[RecordKey, tuple[str, str]]:
         found: dict[RecordKey, tuple[str, str]] = {}
-        query = (
-            "SELECT entity_type, entity_id FROM source_records WHERE workspace=? "
-            "AND data_source=? AND resource_type=? AND external_id=?"
-        )
+        by_source: dict[tuple[str, str], dict[str, RecordKey]] = {}
         for key in keys:
-            row = self.conn.execute(
-                query, (workspace, key.data_source, key.resource_type, key.external_id)
-            ).fetchone()
-            if row:
-                found[key] = (row[0], row[1])
+            by_source.setdefault((key.data_source, key.resource_type), {})[key.external_id] = key
+        for (data_source, resource_type), wanted in by_source.items():
+            for chunk in _chunks(list(wanted)):
+                marks = ",".join("?" * len(chunk))
+                for external_id, entity_type, entity_id in self.conn.execute(
+                    "SELECT external_id, entity_type, entity_id FROM source_records "
+                    "WHERE workspace=? AND data_source=? AND resource_type=? "
+                    f"AND external_id IN ({marks})",
+                    (workspace, data_source, resource_type, *chunk),
+                ):
+                    found[wanted[external_id]] = (entity_type, entity_id)
         return found
 
     async def conflicts(
