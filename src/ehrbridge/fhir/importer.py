@@ -92,6 +92,10 @@ _STATUS: dict[str, Status] = {
 }
 
 
+#: Where a value sits in a JSON document: the keys and list indexes leading to it.
+Location = tuple[str | int, ...]
+
+
 class _Dangling(InvalidInput):
     """A reference to a record that is nowhere (yet: ``pending`` when it may still arrive)."""
 
@@ -109,6 +113,8 @@ class _Item:
     entity: tuple[str, str] | None = None
     decision: MatchDecision | None = None
     observation: Observation | None = None
+    #: a generic resource's references with where they are, found once (see _assign)
+    refs: list[tuple[str, Location]] | None = None
 
 
 class Importer:
@@ -292,7 +298,13 @@ class Importer:
                 self._cache[item.key] = item.entity
                 assigned.append(item.key)
             ready.append(item)
-        await self._prefetch(unit, {ref for item in ready for ref, _ in _references(item.mapped)})
+        refs: set[str] = set()
+        for item in ready:
+            item.refs = _generic_references(item.mapped)
+            refs.update(ref for ref, _ in item.refs)
+            for value in reference_paths(item.mapped).values():
+                refs.update(value if isinstance(value, list) else [value])
+        await self._prefetch(unit, refs)
         return ready
 
     async def _resolve(
@@ -349,7 +361,7 @@ class Importer:
         """Build ``item.observation``; or the reason it cannot be built."""
         assert item.entity is not None and item.entry.resource is not None
         try:
-            data = self._translate(unit, item.mapped)
+            data = self._translate(unit, item)
             observation = Observation(
                 workspace=self.model.workspace,
                 record=item.key,
@@ -446,7 +458,8 @@ class Importer:
             raise _Dangling(f"reference {ref!r} points nowhere", pending=True)
         return found
 
-    def _translate(self, unit: Unit, mapped: Mapped) -> dict[str, Any]:
+    def _translate(self, unit: Unit, item: _Item) -> dict[str, Any]:
+        mapped = item.mapped
         data = dict(mapped.data)
         for path, value in reference_paths(mapped).items():
             try:
@@ -460,34 +473,29 @@ class Importer:
                     f"{mapped.entity_type}.{path}: {exc}", pending=exc.pending
                 ) from None
         if spec_for(mapped.entity_type) is None and isinstance(data.get("resource"), dict):
-            data["resource"] = self._translate_json(unit, data["resource"], "")
+            refs = item.refs if item.refs is not None else _generic_references(mapped)
+            data["resource"] = self._translate_json(unit, data["resource"], refs)
         return data
 
     def _entity_ref(self, unit: Unit, ref: str) -> str:
         entity_type, entity_id = self._entity_of(unit, ref)
         return f"{entity_type}/{entity_id}"
 
-    def _translate_json(self, unit: Unit, node: Any, path: str) -> Any:
-        """Every ``reference`` of a generic resource, translated; contained and absolute ones
-        are left as they are."""
-        if isinstance(node, list):
-            return [self._translate_json(unit, v, f"{path}[{i}]") for i, v in enumerate(node)]
-        if not isinstance(node, dict):
-            return node
-        out = {}
-        for name, value in node.items():
-            where = f"{path}.{name}" if path else name
-            if name == "reference" and isinstance(value, str):
-                try:
-                    key = self._key_of(unit, value)
-                    out[name] = value if key is None else self._entity_ref(unit, value)
-                except _Dangling as exc:
-                    raise _Dangling(f"{where}: {exc}", pending=exc.pending) from None
-            elif name == "contained":
-                out[name] = value  # contained resources refer to each other locally
-            else:
-                out[name] = self._translate_json(unit, value, where)
-        return out
+    def _translate_json(
+        self, unit: Unit, resource: dict[str, Any], refs: list[tuple[str, Location]]
+    ) -> dict[str, Any]:
+        """``resource`` with every reference in ``refs`` (all of its own, see
+        :func:`_json_references`) translated; contained and absolute ones are left as they are.
+        Only the objects and lists on the way to a changed reference are copied."""
+        changes: list[tuple[Location, str]] = []
+        for ref, where in refs:
+            try:
+                key = self._key_of(unit, ref)
+                if key is not None:
+                    changes.append((where, self._entity_ref(unit, ref)))
+            except _Dangling as exc:
+                raise _Dangling(f"{_path_text(where)}: {exc}", pending=exc.pending) from None
+        return _replaced(resource, changes)
 
     # --- failures ----------------------------------------------------------------------------
 
@@ -593,25 +601,63 @@ def _unit_of(lines: list[dict[str, Any]]) -> Unit:
     )
 
 
-def _references(mapped: Mapped) -> Iterator[tuple[str, str]]:
-    """``(reference, field path)`` of every reference in a mapped record."""
-    for path, value in reference_paths(mapped).items():
-        for ref in value if isinstance(value, list) else [value]:
-            yield ref, path
-    if spec_for(mapped.entity_type) is None and isinstance(mapped.data.get("resource"), dict):
-        yield from _json_references(mapped.data["resource"])
+def _generic_references(mapped: Mapped) -> list[tuple[str, Location]]:
+    """The references inside a generic entity's resource, with where they are in it."""
+    resource = mapped.data.get("resource")
+    if spec_for(mapped.entity_type) is not None or not isinstance(resource, dict):
+        return []
+    return list(_json_references(resource))
 
 
-def _json_references(node: Any) -> Iterator[tuple[str, str]]:
+def _json_references(node: Any, where: Location = ()) -> Iterator[tuple[str, Location]]:
+    """``(reference, location)`` of every ``reference`` string in ``node``, in document order,
+    leaving out contained resources (they refer to each other locally)."""
     if isinstance(node, list):
-        for value in node:
-            yield from _json_references(value)
+        for i, value in enumerate(node):
+            if isinstance(value, dict | list):
+                yield from _json_references(value, (*where, i))
     elif isinstance(node, dict):
         for name, value in node.items():
             if name == "reference" and isinstance(value, str):
-                yield value, name
-            elif name != "contained":
-                yield from _json_references(value)
+                yield value, (*where, name)
+            elif name != "contained" and isinstance(value, dict | list):
+                yield from _json_references(value, (*where, name))
+
+
+def _path_text(where: Location) -> str:
+    """A location as text, the way errors name it.
+
+    >>> _path_text(("item", 0, "encounter", 1, "reference"))
+    'item[0].encounter[1].reference'
+    """
+    text = ""
+    for step in where:
+        text = f"{text}[{step}]" if isinstance(step, int) else f"{text}.{step}" if text else step
+    return text
+
+
+def _replaced(document: dict[str, Any], changes: list[tuple[Location, Any]]) -> dict[str, Any]:
+    """A copy of ``document`` with the value at each location replaced; what no change passes
+    through is shared with ``document``, which is left as it was.
+
+    >>> doc = {"a": [{"reference": "x"}, {"reference": "y"}], "b": {"c": 1}}
+    >>> new = _replaced(doc, [(("a", 1, "reference"), "z")])
+    >>> new, doc["a"][1], new["b"] is doc["b"], new["a"][0] is doc["a"][0]
+    ({'a': [{'reference': 'x'}, {'reference': 'z'}], 'b': {'c': 1}}, {'reference': 'y'}, True, True)
+    """
+    out = dict(document)
+    copied = {id(out)}  # containers already copied (alive in ``out``, so ids stay unique)
+    for where, value in changes:
+        node: Any = out
+        for step in where[:-1]:
+            child = node[step]
+            if id(child) not in copied:
+                child = dict(child) if isinstance(child, dict) else list(child)
+                node[step] = child
+                copied.add(id(child))
+            node = child
+        node[where[-1]] = value
+    return out
 
 
 def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
