@@ -72,6 +72,9 @@ class Loaded:
     entities: dict[EntityKey, Ledger] = field(default_factory=dict)
     records: dict[RecordKey, RecordRow] = field(default_factory=dict)
     idempotent: dict[str, Event] = field(default_factory=dict)
+    #: observations made canonical while loading, by ``id()`` of the observation (the batch
+    #: outlives the plan): the snapshot, its canonical JSON and hash
+    snapshots: dict[int, tuple[dict[str, Any], bytes, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,15 +109,16 @@ def index_keys(entity_type: str, values: Mapping[str, Any]) -> frozenset[str]:
 
 
 def needed(items: Sequence[Submission]) -> tuple[set[EntityKey], set[RecordKey], set[str]]:
-    """The entity keys, record keys and idempotency keys a batch needs loaded."""
+    """The entity keys, record keys and idempotency keys a batch needs loaded.
+
+    The entities of observations are not among them: which are needed depends on the records
+    loaded, see :func:`observed`."""
     entities: set[EntityKey] = set()
     records: set[RecordKey] = set()
     keys: set[str] = set()
     for item in items:
         if isinstance(item, Observation):
             records.add(item.record)
-            if item.entity_id:
-                entities.add((item.entity_type, item.entity_id))
             continue
         entities.add((item.entity_type, item.entity_id))
         if item.event_type in (EventType.MERGED, EventType.UNMERGED) and "member" in item.data:
@@ -124,13 +128,51 @@ def needed(items: Sequence[Submission]) -> tuple[set[EntityKey], set[RecordKey],
     return entities, records, keys
 
 
-def related(loaded: Loaded) -> set[EntityKey]:
-    """Entities the batch also needs: those of known records, and survivors of merged ones.
+def canonical_snapshot(obs: Observation) -> tuple[dict[str, Any], bytes, str]:
+    """An observation's snapshot (volatile metadata left out), its canonical JSON and hash."""
+    snapshot = {k: v for k, v in obs.data.items() if not is_volatile(k)}
+    try:
+        canonical = canonical_json(snapshot)
+    except (ValueError, TypeError) as exc:
+        raise InvalidEvent("data", f"not JSON: {exc}") from None
+    return snapshot, canonical, canonical_digest(canonical)
 
-    Call after loading records, and again after loading those entities.
-    """
-    of_records = {(r.entity_type, r.entity_id) for r in loaded.records.values()}
-    return {k for k in of_records if k not in loaded.entities} | {
+
+def observed(items: Sequence[Submission], loaded: Loaded) -> set[EntityKey]:
+    """The entities the batch's observations may write to: call after loading the records.
+
+    A known record observed unchanged writes nothing, so its entity is not needed (a re-import
+    of unchanged data loads no entity); a known record changed needs its entity, a new one the
+    entity it is linked to. The snapshots made canonical here are kept in ``loaded``."""
+    seen: dict[RecordKey, int] = {}
+    for item in items:
+        if isinstance(item, Observation):
+            seen[item.record] = seen.get(item.record, 0) + 1
+    out: set[EntityKey] = set()
+    for item in items:
+        if not isinstance(item, Observation):
+            continue
+        held = loaded.records.get(item.record)
+        if held is None:
+            if item.entity_id:
+                out.add((item.entity_type, item.entity_id))
+            continue
+        if seen[item.record] == 1 and held.entity_type == item.entity_type:
+            try:
+                prepared = canonical_snapshot(item)
+            except InvalidEvent:
+                prepared = None  # the planner names the problem, in batch order
+            if prepared is not None:
+                loaded.snapshots[id(item)] = prepared
+                if prepared[2] == held.content_hash:
+                    continue
+        out.add((held.entity_type, held.entity_id))
+    return out
+
+
+def related(loaded: Loaded) -> set[EntityKey]:
+    """The survivors that loaded entities are merged into and that are not loaded yet."""
+    return {
         (key[0], ledger.merged_into)
         for key, ledger in loaded.entities.items()
         if ledger.merged_into and (key[0], ledger.merged_into) not in loaded.entities
@@ -236,13 +278,9 @@ class Planner:
         )
 
     def _observe(self, obs: Observation) -> AppendResult:
-        snapshot = {k: v for k, v in obs.data.items() if not is_volatile(k)}
-        try:
-            canonical = canonical_json(snapshot)
-        except (ValueError, TypeError) as exc:
-            raise InvalidEvent("data", f"not JSON: {exc}") from None
+        prepared = self.loaded.snapshots.get(id(obs))
+        snapshot, canonical, digest = prepared or canonical_snapshot(obs)
         validate_observation(obs, self.workspace, json_checked=True)
-        digest = canonical_digest(canonical)
         held = self._records.get(obs.record) or self.loaded.records.get(obs.record)
         if held is not None and held.entity_type != obs.entity_type:
             raise InvalidInput(

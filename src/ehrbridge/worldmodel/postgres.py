@@ -30,6 +30,7 @@ from ehrbridge.worldmodel.planner import (
     RecordRow,
     Submission,
     needed,
+    observed,
     race_error,
     related,
     upper_bound,
@@ -188,8 +189,10 @@ class PostgresStore:
             for row in await cur.fetchall():
                 key = by_tuple[(row[0], row[1], row[2])]
                 loaded.records[key] = record_from_row(key, row[3:])
-        for _ in range(2):  # the records' entities, then the survivors they are merged into
-            await self._load_entities(conn, workspace, related(loaded), loaded)
+        wanted_entities = observed(items, loaded) - loaded.entities.keys()
+        await self._load_entities(conn, workspace, wanted_entities, loaded)
+        # Survivors are never merged themselves: one pass loads them all.
+        await self._load_entities(conn, workspace, related(loaded), loaded)
         if idem_keys:
             cur = await conn.execute(
                 f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s "

@@ -29,6 +29,7 @@ from ehrbridge.worldmodel.planner import (
     RecordRow,
     Submission,
     needed,
+    observed,
     race_error,
     related,
 )
@@ -186,8 +187,10 @@ class SQLiteStore:
                 ):
                     key = wanted[found[0]]
                     loaded.records[key] = record_from_row(key, found[1:])
-        for _ in range(2):  # the records' entities, then the survivors they are merged into
-            self._load_entities(conn, workspace, related(loaded), loaded)
+        wanted_entities = observed(items, loaded) - loaded.entities.keys()
+        self._load_entities(conn, workspace, wanted_entities, loaded)
+        # Survivors are never merged themselves: one pass loads them all.
+        self._load_entities(conn, workspace, related(loaded), loaded)
         for chunk in _chunks(sorted(idem_keys)):
             marks = ",".join("?" * len(chunk))
             for found in conn.execute(
