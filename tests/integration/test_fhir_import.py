@@ -309,19 +309,18 @@ async def test_two_bundles_of_the_same_synthea_patient_records_are_idempotent(
     assert first.total("created") == len(doc["entry"])
 
 
-async def test_forward_references_are_deferred_until_their_target_arrives(
-    store: Store, tmp_path: Path
-) -> None:
+async def test_ndjson_files_are_imported_in_reference_order(store: Store, tmp_path: Path) -> None:
     claim = {
         "resourceType": "Claim",
         "id": "c1",
         "patient": {"reference": "Patient/p1"},
         "item": [{"sequence": 1, "encounter": [{"reference": "Encounter/e1"}]}],
     }
-    # Claim.ndjson sorts before Encounter.ndjson, and line 1 of Encounter.ndjson refers to line 2.
+    # By name, Claim.ndjson comes first; by what refers to what, it comes last.
     write_ndjson(tmp_path / "Claim.ndjson", claim)
-    write_ndjson(tmp_path / "Encounter.ndjson", encounter("e1", "Patient/p1"), patient("p1"))
-    report = await run(store, tmp_path, chunk=1)
+    write_ndjson(tmp_path / "Encounter.ndjson", encounter("e1", "Patient/p1"))
+    write_ndjson(tmp_path / "Patient.ndjson", patient("p1"))
+    report = await run(store, tmp_path)
     assert not report.errors
     assert created(report) == {"Patient": 1, "Encounter": 1, "Claim": 1}
     _, enc_id = await entity_of(store, "Encounter", "e1")
@@ -329,6 +328,25 @@ async def test_forward_references_are_deferred_until_their_target_arrives(
     state = await store.get_state(WS, claim_type, claim_id)
     assert state is not None
     assert state.values["resource"]["item"][0]["encounter"][0]["reference"] == f"Encounter/{enc_id}"
+
+
+async def test_forward_references_are_deferred_until_their_target_arrives(
+    store: Store, tmp_path: Path
+) -> None:
+    basic = {"resourceType": "Basic", "id": "b1", "subject": {"reference": "Device/d1"}}
+    device = {"resourceType": "Device", "id": "d1", "patient": {"reference": "Patient/p1"}}
+    # Neither type has a place in the order: a.ndjson is read first and refers to b.ndjson,
+    # whose first line refers to its second. Two passes over what was set aside.
+    write_ndjson(tmp_path / "a.ndjson", basic)
+    write_ndjson(tmp_path / "b.ndjson", device, patient("p1"))
+    report = await run(store, tmp_path, chunk=1)
+    assert not report.errors
+    assert created(report) == {"Patient": 1, "Device": 1, "Basic": 1}
+    _, device_id = await entity_of(store, "Device", "d1")
+    basic_type, basic_id = await entity_of(store, "Basic", "b1")
+    state = await store.get_state(WS, basic_type, basic_id)
+    assert state is not None
+    assert state.values["resource"]["subject"]["reference"] == f"Device/{device_id}"
 
 
 async def test_a_reference_that_never_arrives_fails_at_the_end(

@@ -47,7 +47,28 @@ _RELATIVE = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_histo
 _TYPE_ORDER = {
     t: i
     for i, t in enumerate(
-        ("Organization", "Location", "Practitioner", "PractitionerRole", "Patient")
+        (
+            "Organization",
+            "Location",
+            "Practitioner",
+            "PractitionerRole",
+            "Patient",
+            "RelatedPerson",
+            "Coverage",
+            "Encounter",
+            "Condition",
+            "Procedure",
+            "Immunization",
+            "AllergyIntolerance",
+            "Medication",
+            "MedicationRequest",
+            "Observation",
+            "DiagnosticReport",
+            "Goal",
+            "CarePlan",
+            "Claim",
+            "ExplanationOfBenefit",
+        )
     )
 }
 
@@ -673,8 +694,9 @@ def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
 
 
 def order_files(files: list[Path]) -> list[Path]:
-    """Bundles first as given, then NDJSON files by the resource type of their first line
-    (Organization, Location, Practitioner, PractitionerRole, Patient, then the rest)."""
+    """Bundles first as given, then NDJSON files by the resource type of their first line:
+    referenced types before the types that refer to them (organizations and practitioners, then
+    patients, encounters, clinical data, claims; types not listed last), else as given."""
 
     def rank(indexed: tuple[int, Path]) -> tuple[int, int]:
         position, path = indexed
