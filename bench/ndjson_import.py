@@ -25,7 +25,6 @@ import os
 import random
 import re
 import resource
-import sqlite3
 import string
 import subprocess
 import sys
@@ -38,11 +37,10 @@ from typing import Any
 import orjson
 
 from bench.backends import DEFAULT_DSN
-from bench.fhir_import import synthea_bundles
+from bench.fhir_import import raw_row, raw_sqlite, synthea_bundles
 from bench.report import Metric, emit, machine, progress
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import expand, read_units
-from ehrbridge.worldmodel.canonical import canonical_json, digest
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
@@ -147,27 +145,11 @@ def generate(folder: Path, target: int) -> int:
 
 def raw_limit(folder: Path, scratch: Path) -> tuple[int, float]:
     """Parse, canonicalise, hash and bulk-insert every line into one plain SQLite table."""
-    conn = sqlite3.connect(scratch, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE resources (resource_type TEXT, id TEXT, hash TEXT, body TEXT)")
-    n = 0
-    started = time.perf_counter()
-    for unit in read_units(expand([folder])):
-        rows = []
-        for entry in unit.entries:
-            assert entry.resource is not None
-            body = canonical_json(entry.resource)
-            rows.append(
-                (entry.resource["resourceType"], entry.resource["id"], digest(body), body.decode())
-            )
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO resources VALUES (?, ?, ?, ?)", rows)
-        conn.execute("COMMIT")
-        n += len(rows)
-    elapsed = time.perf_counter() - started
-    conn.close()
-    return n, elapsed
+    batches = (
+        [raw_row(e.resource) for e in unit.entries if e.resource is not None]
+        for unit in read_units(expand([folder]))
+    )
+    return raw_sqlite(batches, scratch)
 
 
 async def import_folder(folder: Path, backend: str, db: Path, dsn: str) -> dict[str, Any]:
