@@ -192,12 +192,10 @@ async def _import(
             files, on_unit=lambda unit, so_far: bar.advance(unit, so_far.resources)
         )
     elapsed = time.perf_counter() - started
+    console.print(counts_table(report.counts))
     console.print(
-        counts_table(
-            f"imported {report.resources:,} resources from {report.files} files in "
-            f"{elapsed:.1f} s: {report.events:,} events written",
-            report.counts,
-        )
+        f"imported {report.resources:,} resources from {report.files} files in "
+        f"{elapsed:.1f} s: {report.events:,} events written"
     )
     show_errors(console, report.errors)
     return report

@@ -139,11 +139,9 @@ def push(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     elapsed = time.perf_counter() - started
+    console.print(summary_table(report.counts))
     console.print(
-        summary_table(
-            f"pushed {report.resources:,} resources from {report.files} files in {elapsed:.1f} s",
-            report.counts,
-        )
+        f"pushed {report.resources:,} resources from {report.files} files in {elapsed:.1f} s"
     )
     show_errors(console, report.errors)
     if errors is not None:

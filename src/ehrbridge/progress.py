@@ -65,9 +65,9 @@ def file_progress(console: Console, files: Sequence[Path]) -> Iterator[FileProgr
         yield FileProgress(progress, files)
 
 
-def summary_table(title: str, counts: Mapping[str, Counter[str]]) -> Table:
+def summary_table(counts: Mapping[str, Counter[str]]) -> Table:
     """Created / updated / unchanged / failed per resource type, with a total row."""
-    table = Table(title=title)
+    table = Table()
     table.add_column("resource type")
     for column in COLUMNS:
         table.add_column(column, justify="right")
