@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,12 @@ import orjson
 import pytest
 from tests.synthea import FIXTURES
 
+from ehrbridge.errors import StorageError
 from ehrbridge.fhir.importer import Importer, ImportReport
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
+from ehrbridge.worldmodel.planner import AppendResult, Submission
+from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 
 WS = "clinic"
@@ -395,3 +400,109 @@ async def test_every_synthea_bundle_imports_with_matching_counts(store: Store) -
     # as the patient bundles, with other utilization counts: only those records change.
     changed = {t for t, c in again.counts.items() if c["updated"]}
     assert changed <= {"Organization", "Practitioner"}
+
+
+async def test_progress_is_reported_after_each_unit_in_order(store: Store, tmp_path: Path) -> None:
+    write_ndjson(tmp_path / "Patient.ndjson", *(patient(f"p{i}", f"F{i}") for i in range(3)))
+    write_ndjson(tmp_path / "Encounter.ndjson", encounter("e1", "Patient/p0"))
+    seen: list[tuple[str, str, int]] = []
+    importer = Importer(WorldModel(store, WS), chunk=2)
+    report = await importer.import_paths(
+        [tmp_path],
+        on_unit=lambda unit, so_far: seen.append(
+            (Path(unit.file).name, unit.entries[0].position, so_far.resources)
+        ),
+    )
+    assert not report.errors
+    assert seen == [
+        ("Patient.ndjson", "line 1", 2),
+        ("Patient.ndjson", "line 3", 3),
+        ("Encounter.ndjson", "line 1", 4),
+    ]
+
+
+async def test_a_patient_resolves_to_the_copy_an_earlier_unit_wrote(
+    store: Store, tmp_path: Path
+) -> None:
+    mrn: dict[str, Any] = {
+        "identifier": [
+            {
+                "type": {
+                    "coding": [
+                        {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+                    ]
+                },
+                "system": "urn:oid:1.2.3",
+                "value": "MRN-42",
+            }
+        ]
+    }
+    path = write_ndjson(
+        tmp_path / "Patient.ndjson",
+        patient("c1", **mrn),
+        patient("c2", **mrn),
+        encounter("e1", "Patient/c2"),
+    )
+    # One entry per unit: the second copy is resolved against what the first unit wrote.
+    report = await run(store, path, chunk=1)
+    assert not report.errors
+    assert (await store.counts(WS)).entities == {"Patient": 1, "Encounter": 1}
+    first, second = await entity_of(store, "Patient", "c1"), await entity_of(store, "Patient", "c2")
+    assert first == second
+    enc_type, enc_id = await entity_of(store, "Encounter", "e1")
+    state = await store.get_state(WS, enc_type, enc_id)
+    assert state is not None and state.values["patient"] == f"Patient/{first[1]}"
+
+
+async def test_a_later_unit_never_refers_to_a_record_of_a_failed_transaction(
+    store: Store, tmp_path: Path
+) -> None:
+    # The transaction's Patient is given an entity before the Encounter fails it: that entity
+    # is never written, so the NDJSON file's reference to the Patient must point nowhere.
+    write_json(
+        tmp_path / "tx.json",
+        bundle("transaction", patient("p1"), encounter("e1", "urn:uuid:nowhere")),
+    )
+    write_ndjson(tmp_path / "Encounter.ndjson", encounter("e2", "Patient/p1"))
+    report = await run(store, tmp_path)
+    assert report.total("created") == 0
+    assert (await store.counts(WS)).events == 0
+    late = [e for e in report.errors if e.file.endswith("Encounter.ndjson")]
+    assert [(e.position, "Patient/p1" in e.reason) for e in late] == [("line 1", True)]
+    assert "points nowhere" in late[0].reason
+
+
+class _FailingStore(SQLiteStore):
+    """A real SQLite store whose ``append`` fails as a broken database would, after ``good``
+    successful appends."""
+
+    good = 1
+    appends = 0
+
+    async def append(self, workspace: str, items: Sequence[Submission]) -> list[AppendResult]:
+        if self.appends >= self.good:
+            raise StorageError("append failed: disk I/O error")
+        self.appends += 1
+        return await super().append(workspace, items)
+
+
+async def test_a_database_error_while_writing_stops_the_import(tmp_path: Path) -> None:
+    notes = (
+        {"resourceType": "Basic", "id": f"b{i}", "code": {"text": f"n{i}"}} for i in range(600)
+    )
+    path = write_ndjson(tmp_path / "Basic.ndjson", *notes)
+    store = await _FailingStore.open(tmp_path / "wm.db")
+    try:
+        progress: list[int] = []
+        importer = Importer(WorldModel(store, WS), chunk=200)
+        with pytest.raises(StorageError, match="disk I/O error"):
+            await importer.import_paths(
+                [path], on_unit=lambda _unit, so_far: progress.append(so_far.resources)
+            )
+        # Nothing of the import is left running behind the error (such as the next unit's
+        # reading); the first unit is written and reported, the failing one neither.
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert progress == [200]
+        assert (await store.counts(WS)).entities == {"Basic": 200}
+    finally:
+        await store.close()

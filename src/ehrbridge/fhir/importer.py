@@ -14,6 +14,11 @@ reference to them is translated, so every reference lands on the entity the reco
 
 Memory stays bounded: the importer holds one unit at a time, plus a bounded cache of record ->
 entity; what falls out of the cache is looked up in the store again.
+
+Units are imported strictly one after another. Reading, parsing and mapping the next unit in a
+worker thread while this one is written was tried and measured (Synthea, 10,307 resources, two
+cores): no gain on SQLite and 7 % slower on PostgreSQL, because that work holds the GIL that the
+store's Python (and, on PostgreSQL, the event loop between round trips) is waiting for.
 """
 
 from __future__ import annotations
