@@ -118,6 +118,11 @@ class PostgresStore:
             raise
         return store
 
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """The connection pool (for adapters that share the database, such as the runner's)."""
+        return self._pool
+
     async def drop_schema(self) -> None:
         """Drop this store's schema and everything in it (tests and benchmarks)."""
         if not self.schema:

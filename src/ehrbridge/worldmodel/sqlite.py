@@ -123,6 +123,11 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with the store's connection on its thread (for adapters that share the
+        database, such as the runner's)."""
+        return await self._run(lambda: fn(self.conn))
+
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -1,0 +1,1 @@
+"""The connector runner (DESIGN §7): config, loops, leases, cursors and poll outcomes."""

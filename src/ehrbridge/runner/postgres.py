@@ -1,0 +1,124 @@
+"""The runner's storage on PostgreSQL, sharing the world-model store's pool.
+
+Several runner processes on several hosts share it: a lease is one ``INSERT … ON CONFLICT DO
+UPDATE … WHERE`` statement, decided by the database's clock, so exactly one holder wins.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from ehrbridge.errors import StorageError
+from ehrbridge.runner.storage import Lease, PollOutcome
+from ehrbridge.worldmodel.postgres import PostgresStore
+
+_ACQUIRE = """
+INSERT INTO leases (workspace, name, holder, expires_at) VALUES (%s, %s, %s, now() + %s)
+ON CONFLICT (workspace, name) DO UPDATE
+SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE leases.expires_at < now() OR leases.holder = excluded.holder
+RETURNING holder, expires_at
+"""
+_OUTCOME_COLUMNS = (
+    "workspace, source, resource_type, started_at, finished_at, ok, error, fetched, events"
+)
+
+
+class PostgresRunnerStore:
+    """Leases, cursors and poll outcomes in the world model's PostgreSQL database."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
+        try:
+            async with self.store.pool.connection() as conn:
+                cur = await conn.execute(query.encode(), args)
+                return await cur.fetchall() if cur.description is not None else []
+        except psycopg.Error as exc:
+            raise StorageError(f"runner storage failed: {type(exc).__name__}") from exc
+
+    async def acquire(self, workspace: str, name: str, holder: str, ttl: timedelta) -> Lease | None:
+        rows = await self._fetch(_ACQUIRE, (workspace, name, holder, ttl))
+        if not rows:
+            return None
+        return Lease(name=name, holder=rows[0][0], expires_at=rows[0][1])
+
+    async def release(self, workspace: str, name: str, holder: str) -> bool:
+        rows = await self._fetch(
+            "DELETE FROM leases WHERE workspace = %s AND name = %s AND holder = %s "
+            "RETURNING holder",
+            (workspace, name, holder),
+        )
+        return bool(rows)
+
+    async def holder(self, workspace: str, name: str) -> Lease | None:
+        rows = await self._fetch(
+            "SELECT holder, expires_at FROM leases WHERE workspace = %s AND name = %s "
+            "AND expires_at >= now()",
+            (workspace, name),
+        )
+        return Lease(name=name, holder=rows[0][0], expires_at=rows[0][1]) if rows else None
+
+    async def get_cursor(self, workspace: str, source: str, resource_type: str) -> str | None:
+        rows = await self._fetch(
+            "SELECT cursor FROM cursors WHERE workspace = %s AND source = %s "
+            "AND resource_type = %s",
+            (workspace, source, resource_type),
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def set_cursor(
+        self, workspace: str, source: str, resource_type: str, cursor: str
+    ) -> None:
+        await self._fetch(
+            "INSERT INTO cursors (workspace, source, resource_type, cursor) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (workspace, source, resource_type) "
+            "DO UPDATE SET cursor = excluded.cursor, updated_at = now()",
+            (workspace, source, resource_type, cursor),
+        )
+
+    async def record_outcome(self, outcome: PollOutcome) -> None:
+        o = outcome
+        await self._fetch(
+            f"INSERT INTO poll_outcomes ({_OUTCOME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (
+                o.workspace,
+                o.source,
+                o.resource_type,
+                o.started_at,
+                o.finished_at,
+                o.ok,
+                o.error,
+                o.fetched,
+                o.events,
+            ),
+        )
+
+    async def recent_outcomes(
+        self, workspace: str, source: str | None = None, limit: int = 50
+    ) -> list[PollOutcome]:
+        rows = await self._fetch(
+            f"SELECT {_OUTCOME_COLUMNS} FROM (SELECT *, row_number() OVER "
+            "(PARTITION BY source, resource_type ORDER BY id DESC) AS n FROM poll_outcomes "
+            "WHERE workspace = %s AND (%s::text IS NULL OR source = %s)) AS recent "
+            "WHERE n <= %s ORDER BY source, resource_type, id DESC",
+            (workspace, source, source, limit),
+        )
+        return [
+            PollOutcome(
+                workspace=r[0],
+                source=r[1],
+                resource_type=r[2],
+                started_at=r[3],
+                finished_at=r[4],
+                ok=r[5],
+                error=r[6],
+                fetched=r[7],
+                events=r[8],
+            )
+            for r in rows
+        ]

@@ -1,0 +1,172 @@
+"""The runner's storage on SQLite, sharing the world-model store's connection and thread.
+
+A lease is taken with ``BEGIN IMMEDIATE`` and one conditional upsert, so two runners on one file
+never both hold it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ehrbridge.errors import StorageError
+from ehrbridge.runner.storage import Lease, PollOutcome
+from ehrbridge.worldmodel.sqlite import SQLiteStore
+from ehrbridge.worldmodel.store import utc
+
+_ACQUIRE = """
+INSERT INTO leases (workspace, name, holder, expires_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (workspace, name) DO UPDATE
+SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE leases.expires_at < ? OR leases.holder = excluded.holder
+RETURNING holder, expires_at
+"""
+_OUTCOME_COLUMNS = (
+    "workspace, source, resource_type, started_at, finished_at, ok, error, fetched, events"
+)
+
+
+def _outcome(row: Any) -> PollOutcome:
+    return PollOutcome(
+        workspace=row[0],
+        source=row[1],
+        resource_type=row[2],
+        started_at=datetime.fromisoformat(row[3]),
+        finished_at=datetime.fromisoformat(row[4]),
+        ok=bool(row[5]),
+        error=row[6],
+        fetched=row[7],
+        events=row[8],
+    )
+
+
+class SQLiteRunnerStore:
+    """Leases, cursors and poll outcomes in the world model's SQLite file."""
+
+    def __init__(
+        self, store: SQLiteStore, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self.store = store
+        #: one host shares a SQLite file, so the process clock decides expiry
+        self.clock = clock
+
+    async def acquire(self, workspace: str, name: str, holder: str, ttl: timedelta) -> Lease | None:
+        now = self.clock()
+
+        def work(conn: sqlite3.Connection) -> Any:
+            return _in_transaction(
+                conn,
+                lambda: conn.execute(
+                    _ACQUIRE, (workspace, name, holder, utc(now + ttl), utc(now))
+                ).fetchone(),
+            )
+
+        row = await self.store.call(work)
+        if row is None:
+            return None
+        return Lease(name=name, holder=row[0], expires_at=datetime.fromisoformat(row[1]))
+
+    async def release(self, workspace: str, name: str, holder: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM leases WHERE workspace = ? AND name = ? AND holder = ?",
+                (workspace, name, holder),
+            )
+            return cur.rowcount > 0
+
+        return await self.store.call(work)
+
+    async def holder(self, workspace: str, name: str) -> Lease | None:
+        now = utc(self.clock())
+
+        def work(conn: sqlite3.Connection) -> Any:
+            return conn.execute(
+                "SELECT holder, expires_at FROM leases WHERE workspace = ? AND name = ? "
+                "AND expires_at >= ?",
+                (workspace, name, now),
+            ).fetchone()
+
+        row = await self.store.call(work)
+        if row is None:
+            return None
+        return Lease(name=name, holder=row[0], expires_at=datetime.fromisoformat(row[1]))
+
+    async def get_cursor(self, workspace: str, source: str, resource_type: str) -> str | None:
+        def work(conn: sqlite3.Connection) -> Any:
+            return conn.execute(
+                "SELECT cursor FROM cursors WHERE workspace = ? AND source = ? "
+                "AND resource_type = ?",
+                (workspace, source, resource_type),
+            ).fetchone()
+
+        row = await self.store.call(work)
+        return None if row is None else str(row[0])
+
+    async def set_cursor(
+        self, workspace: str, source: str, resource_type: str, cursor: str
+    ) -> None:
+        now = utc(self.clock())
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO cursors VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                "(workspace, source, resource_type) DO UPDATE SET cursor = excluded.cursor, "
+                "updated_at = excluded.updated_at",
+                (workspace, source, resource_type, cursor, now),
+            )
+
+        await self.store.call(work)
+
+    async def record_outcome(self, outcome: PollOutcome) -> None:
+        o = outcome
+        row = (
+            o.workspace,
+            o.source,
+            o.resource_type,
+            utc(o.started_at),
+            utc(o.finished_at),
+            int(o.ok),
+            o.error,
+            o.fetched,
+            o.events,
+        )
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO poll_outcomes ({_OUTCOME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", row
+            )
+
+        await self.store.call(work)
+
+    async def recent_outcomes(
+        self, workspace: str, source: str | None = None, limit: int = 50
+    ) -> list[PollOutcome]:
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                f"SELECT {_OUTCOME_COLUMNS} FROM (SELECT *, row_number() OVER "
+                "(PARTITION BY source, resource_type ORDER BY id DESC) AS n FROM poll_outcomes "
+                "WHERE workspace = ? AND (? IS NULL OR source = ?)) WHERE n <= ? "
+                "ORDER BY source, resource_type, id DESC",
+                (workspace, source, source, limit),
+            ).fetchall()
+
+        return [_outcome(r) for r in await self.store.call(work)]
+
+
+def _in_transaction(conn: sqlite3.Connection, step: Callable[[], Any]) -> Any:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot start a write: {exc}") from exc
+    try:
+        result = step()
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK")
+        raise StorageError(f"runner storage failed: {type(exc).__name__}") from exc
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return result

@@ -1,0 +1,102 @@
+"""The runner's storage port: leases, poll cursors and poll outcomes (DESIGN §4, §7).
+
+Two adapters share the world model's database: :mod:`ehrbridge.runner.sqlite` and
+:mod:`ehrbridge.runner.postgres`; one contract suite proves both. :func:`open_runner_store` picks
+the adapter for an opened world-model store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from ehrbridge.errors import InvalidInput
+from ehrbridge.worldmodel.store import Store
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """A named lease held by one holder until it expires (or is released)."""
+
+    name: str
+    #: who holds it, e.g. ``runner-<host>-<pid>-<random>``
+    holder: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollOutcome:
+    """What one poll of one (data source, resource type) did."""
+
+    workspace: str
+    source: str
+    resource_type: str
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    #: why the poll failed, never patient data (error class and message)
+    error: str | None = None
+    #: resources read from the source
+    fetched: int = 0
+    #: events written to the world model
+    events: int = 0
+
+
+class Leases(Protocol):
+    """Leases that let exactly one runner do a piece of work at a time."""
+
+    async def acquire(self, workspace: str, name: str, holder: str, ttl: timedelta) -> Lease | None:
+        """Take the lease, or renew it when ``holder`` has it, for ``ttl``; None when another
+        holder has an unexpired lease. Atomic."""
+
+    async def release(self, workspace: str, name: str, holder: str) -> bool:
+        """Give the lease up; False when ``holder`` did not hold it."""
+
+    async def holder(self, workspace: str, name: str) -> Lease | None:
+        """The unexpired lease of that name, if any."""
+
+
+class Cursors(Protocol):
+    """Where each poll stands, as opaque text the poller understands."""
+
+    async def get_cursor(self, workspace: str, source: str, resource_type: str) -> str | None:
+        """The stored cursor, or None before the first successful poll."""
+
+    async def set_cursor(
+        self, workspace: str, source: str, resource_type: str, cursor: str
+    ) -> None:
+        """Store the cursor (only after what it covers is stored)."""
+
+
+class PollLog(Protocol):
+    """The recorded outcome of every poll, from which health is derived."""
+
+    async def record_outcome(self, outcome: PollOutcome) -> None:
+        """Record one poll's outcome."""
+
+    async def recent_outcomes(
+        self, workspace: str, source: str | None = None, limit: int = 50
+    ) -> list[PollOutcome]:
+        """The latest outcomes per (source, resource type), newest first within each."""
+
+
+class RunnerStore(Leases, Cursors, PollLog, Protocol):
+    """Everything the runner stores."""
+
+
+def open_runner_store(store: Store) -> RunnerStore:
+    """The runner's storage on the database of an opened world-model store."""
+    from ehrbridge.worldmodel.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        from ehrbridge.runner.sqlite import SQLiteRunnerStore
+
+        return SQLiteRunnerStore(store)
+    from ehrbridge.worldmodel.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        from ehrbridge.runner.postgres import PostgresRunnerStore
+
+        return PostgresRunnerStore(store)
+    raise InvalidInput(f"no runner storage for {type(store).__name__}")
