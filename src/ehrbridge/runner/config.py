@@ -1,0 +1,352 @@
+"""The runner's config file: data sources, their auth and resources, validated with the line.
+
+::
+
+    workspace: clinic
+    database: sqlite:///ehrbridge.db
+    data_sources:
+      - id: ehr
+        kind: fhir
+        base_url: https://ehr.example.org/fhir/R4
+        auth: {kind: bearer, token: {env: EHR_TOKEN}}
+        overlap: 5m
+        business_hours: {days: mon-fri, start: "07:00", end: "19:00", timezone: America/New_York}
+        resources:
+          - {type: Patient, every: 5m}
+          - {type: Appointment, every: 30s}
+
+Every error names the file, the line and the key path, e.g. ``config.yaml:14:
+data_sources[1].auth.token: inline secrets are not allowed; use {env: NAME} or {file: PATH}``.
+Unknown keys are errors. Secrets are references only (:mod:`.secrets`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ehrbridge.errors import InvalidInput
+from ehrbridge.runner.durations import parse_duration
+from ehrbridge.runner.schedule import BusinessHours, parse_days
+from ehrbridge.runner.secrets import SecretRef
+from ehrbridge.runner.yamlfile import LocatedYaml, read_yaml
+
+SourceKind = Literal["fhir", "rest", "file_drop"]
+AuthKind = Literal["none", "basic", "bearer", "smart", "api_key", "oauth2"]
+INLINE_SECRET = "inline secrets are not allowed; use {env: NAME} or {file: PATH}"  # noqa: S105
+
+#: per auth kind: its plain keys and its secret keys (references only)
+_AUTH_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "none": (set(), set()),
+    "basic": ({"username"}, {"password"}),
+    "bearer": (set(), {"token"}),
+    "smart": ({"client_id", "token_url", "key_id", "algorithm", "scope"}, {"private_key"}),
+    "api_key": ({"header"}, {"key"}),
+    "oauth2": ({"client_id", "token_url", "scope"}, {"client_secret"}),
+}
+_REQUIRED_AUTH = {
+    "basic": {"username", "password"},
+    "bearer": {"token"},
+    "smart": {"client_id", "token_url", "private_key"},
+    "api_key": {"key"},
+    "oauth2": {"client_id", "token_url", "client_secret"},
+}
+
+
+class ConfigError(InvalidInput):
+    """The runner's config is not valid."""
+
+    def __init__(self, problems: list[str]) -> None:
+        #: one line per problem: ``file:line: key.path: what is wrong``
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthConfig:
+    """How to authenticate to a data source; secrets are references."""
+
+    kind: AuthKind = "none"
+    #: plain settings (user name, client id, token URL, header name, scope, ...)
+    settings: dict[str, str] = field(default_factory=dict)
+    #: secret name (``password``, ``token``, ...) -> where it is
+    secrets: dict[str, SecretRef] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceConfig:
+    """One resource type polled from a data source."""
+
+    type: str
+    #: the cadence
+    every: timedelta
+    #: results per page asked of the server
+    page_size: int = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSourceConfig:
+    """One configured external system."""
+
+    id: str
+    kind: SourceKind
+    base_url: str
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    resources: tuple[ResourceConfig, ...] = ()
+    #: polls run only inside this window; None means always
+    business_hours: BusinessHours | None = None
+    #: each poll reads again this far back from its cursor (late commits, clock skew)
+    overlap: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunnerConfig:
+    """The whole config file."""
+
+    workspace: str
+    #: the world model's database URL (``sqlite:///...`` or ``postgresql://...``), or a reference
+    database: str | SecretRef
+    data_sources: tuple[DataSourceConfig, ...] = ()
+
+
+def load_config(path: Path) -> RunnerConfig:
+    """Read and validate the config at ``path``; a :class:`ConfigError` lists every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config: {exc.strerror}"]) from None
+    return parse_config(text, name=str(path))
+
+
+def parse_config(text: str, *, name: str = "config.yaml") -> RunnerConfig:
+    """Validate config ``text`` (``name`` is used in errors)."""
+    try:
+        doc = read_yaml(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError([f"{name}:{line}: {problem}"]) from None
+    checker = _Checker(doc, name)
+    config = checker.config()
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    assert config is not None
+    return config
+
+
+class _Checker:
+    """Walks the plain data, collecting every problem with its line."""
+
+    def __init__(self, doc: LocatedYaml, name: str) -> None:
+        self.doc = doc
+        self.name = name
+        self.problems = [f"{name}:{line}: {path}: {what}" for line, path, what in doc.problems]
+
+    def fail(self, path: str, problem: str) -> None:
+        where = f"{path}: " if path else ""
+        self.problems.append(f"{self.name}:{self.doc.line(path)}: {where}{problem}")
+
+    def mapping(
+        self, value: Any, path: str, required: set[str], optional: set[str]
+    ) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.fail(path, "expected a mapping")
+            return None
+        for key in value:
+            if key not in required | optional:
+                self.fail(_at(path, key), f"unknown key {key!r}")
+        for key in sorted(required - value.keys()):
+            self.fail(path, f"missing key {key!r}")
+        return value
+
+    def text(self, value: Any, path: str) -> str | None:
+        if isinstance(value, str) and value.strip():
+            return value
+        self.fail(path, "expected a non-empty string")
+        return None
+
+    def duration(self, value: Any, path: str) -> timedelta | None:
+        try:
+            if not isinstance(value, str):
+                raise ValueError("expected a duration such as 30s, 5m or 1h")
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(path, str(exc))
+            return None
+
+    def secret(self, value: Any, path: str) -> SecretRef | None:
+        if not isinstance(value, dict):
+            # Never echo the value: it may be the secret itself.
+            self.fail(path, INLINE_SECRET)
+            return None
+        if set(value) not in ({"env"}, {"file"}):
+            self.fail(path, "a secret reference is {env: NAME} or {file: PATH}, nothing else")
+            return None
+        where = f"{self.name}:{self.doc.line(path)}: {path}"
+        ref = self.text(value.get("env") or value.get("file"), _at(path, next(iter(value))))
+        if ref is None:
+            return None
+        if "env" in value:
+            return SecretRef(env=ref, where=where)
+        return SecretRef(file=Path(ref), where=where)
+
+    def config(self) -> RunnerConfig | None:
+        top = self.mapping(self.doc.data, "", {"workspace", "database"}, {"data_sources"})
+        if top is None:
+            return None
+        workspace = self.text(top.get("workspace"), "workspace") if "workspace" in top else None
+        database = self.database(top["database"]) if "database" in top else None
+        sources = top.get("data_sources") or []
+        if not isinstance(sources, list):
+            self.fail("data_sources", "expected a list")
+            sources = []
+        checked = [self.source(s, f"data_sources[{i}]") for i, s in enumerate(sources)]
+        seen: set[str] = set()
+        for i, source in enumerate(checked):
+            if source is not None and source.id in seen:
+                self.fail(f"data_sources[{i}].id", f"duplicate data source id {source.id!r}")
+            if source is not None:
+                seen.add(source.id)
+        if workspace is None or database is None:
+            return None
+        return RunnerConfig(
+            workspace=workspace,
+            database=database,
+            data_sources=tuple(s for s in checked if s is not None),
+        )
+
+    def database(self, value: Any) -> str | SecretRef | None:
+        if isinstance(value, dict):
+            return self.secret(value, "database")
+        url = self.text(value, "database")
+        if url is None:
+            return None
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            self.fail("database", "use sqlite:///path.db or postgresql://...")
+            return None
+        userinfo = url.split("://", 1)[1].split("@", 1)
+        if len(userinfo) == 2 and ":" in userinfo[0]:
+            self.fail("database", f"a password in the URL is an {INLINE_SECRET}")
+            return None
+        return url
+
+    def source(self, value: Any, path: str) -> DataSourceConfig | None:
+        raw = self.mapping(
+            value,
+            path,
+            {"id", "kind", "base_url"},
+            {"auth", "resources", "business_hours", "overlap"},
+        )
+        if raw is None:
+            return None
+        ok = len(self.problems)
+        source_id = self.text(raw.get("id"), f"{path}.id")
+        kind = raw.get("kind")
+        if "kind" in raw and kind not in ("fhir", "rest", "file_drop"):
+            self.fail(f"{path}.kind", "expected fhir, rest or file_drop")
+        base_url = self.text(raw.get("base_url"), f"{path}.base_url")
+        auth = self.auth(raw.get("auth", {"kind": "none"}), f"{path}.auth")
+        resources = raw.get("resources") or []
+        if not isinstance(resources, list):
+            self.fail(f"{path}.resources", "expected a list")
+            resources = []
+        checked = [self.resource(r, f"{path}.resources[{i}]") for i, r in enumerate(resources)]
+        hours = None
+        if raw.get("business_hours") is not None:
+            hours = self.hours(raw["business_hours"], f"{path}.business_hours")
+        overlap = self.duration(raw.get("overlap", "5m"), f"{path}.overlap")
+        if len(self.problems) > ok:
+            return None
+        assert source_id and base_url and auth and overlap is not None
+        return DataSourceConfig(
+            id=source_id,
+            kind=kind,  # type: ignore[arg-type]  # checked above
+            base_url=base_url,
+            auth=auth,
+            resources=tuple(r for r in checked if r is not None),
+            business_hours=hours,
+            overlap=overlap,
+        )
+
+    def auth(self, value: Any, path: str) -> AuthConfig | None:
+        kind = value.get("kind") if isinstance(value, dict) else None
+        if kind not in _AUTH_KEYS:
+            if isinstance(value, dict) and "kind" in value:
+                self.fail(f"{path}.kind", f"expected one of {', '.join(_AUTH_KEYS)}")
+            else:
+                self.fail(path, "expected a mapping with a kind")
+            return None
+        plain, secret = _AUTH_KEYS[kind]
+        required = _REQUIRED_AUTH.get(kind, set()) | {"kind"}
+        raw = self.mapping(value, path, required, plain | secret)
+        if raw is None:
+            return None
+        settings: dict[str, str] = {}
+        secrets: dict[str, SecretRef] = {}
+        for key, item in raw.items():
+            if key in secret:
+                ref = self.secret(item, _at(path, key))
+                if ref is not None:
+                    secrets[key] = ref
+            elif key in plain:
+                checked = self.text(item, _at(path, key))
+                if checked is not None:
+                    settings[key] = checked
+        return AuthConfig(kind=kind, settings=settings, secrets=secrets)
+
+    def resource(self, value: Any, path: str) -> ResourceConfig | None:
+        raw = self.mapping(value, path, {"type", "every"}, {"page_size"})
+        if raw is None:
+            return None
+        resource_type = self.text(raw.get("type"), f"{path}.type")
+        every = self.duration(raw.get("every"), f"{path}.every")
+        page_size = raw.get("page_size", 100)
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 1:
+            self.fail(f"{path}.page_size", "expected a positive whole number")
+            return None
+        if every is not None and every <= timedelta(0):
+            self.fail(f"{path}.every", "expected a duration above zero")
+            return None
+        if resource_type is None or every is None:
+            return None
+        return ResourceConfig(type=resource_type, every=every, page_size=page_size)
+
+    def hours(self, value: Any, path: str) -> BusinessHours | None:
+        raw = self.mapping(value, path, {"start", "end"}, {"days", "timezone"})
+        if raw is None:
+            return None
+        ok = len(self.problems)
+        days = frozenset(range(7))
+        try:
+            days = parse_days(raw.get("days", "mon-sun"))
+        except ValueError as exc:
+            self.fail(f"{path}.days", str(exc))
+        start, end = (self.clock_time(raw.get(k), f"{path}.{k}") for k in ("start", "end"))
+        zone = raw.get("timezone", "UTC")
+        try:
+            hours = BusinessHours(
+                days=days, start=start or time(0), end=end or time(0), timezone=str(zone)
+            )
+        except ValueError as exc:
+            self.fail(f"{path}.timezone", str(exc))
+            return None
+        return hours if len(self.problems) == ok else None
+
+    def clock_time(self, value: Any, path: str) -> time | None:
+        # YAML 1.1 reads an unquoted 07:00 as a number of minutes (sexagesimal): accept both.
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            return time(value // 60, value % 60)
+        try:
+            return time.fromisoformat(str(value))
+        except ValueError:
+            self.fail(path, 'expected a time of day such as "07:30"')
+            return None
+
+
+def _at(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
