@@ -1,0 +1,170 @@
+"""The sandbox as an ASGI app (Starlette): routes adapt HTTP to the core, faults wrap them.
+
+::
+
+    app = SandboxApp(db="sandbox.db")           # seeded with the sample clinic
+    app.faults.set(errors=3)                     # the next 3 FHIR requests get 503
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as http: ...
+
+Under ``/fhir/R4`` the FHIR API; outside it ``POST /$reset`` (empty the server, clear the faults,
+seed again if seeding is on) and ``/$faults`` (``GET`` the plan and counts, ``POST`` a new plan as
+JSON, ``DELETE`` to clear). Dropped connections need a real socket (uvicorn): the app starts a
+response and closes it unfinished, which an in-process transport cannot turn into a reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from ehrbridge.sample import sample_bundle
+from ehrbridge.sandbox.faults import PASS, Decision, FaultPlan, Faults
+from ehrbridge.sandbox.messages import FHIR_JSON, FhirRequest, FhirResponse
+from ehrbridge.sandbox.outcome import OperationFailed, operation_outcome
+from ehrbridge.sandbox.server import FhirServer
+from ehrbridge.sandbox.store import ResourceStore
+
+BASE_PATH = "/fhir/R4"
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+_FAULT_KEY = "ehrbridge.sandbox.fault"
+
+
+def _respond(response: FhirResponse) -> Response:
+    content = b"" if response.body is None else orjson.dumps(response.body)
+    return Response(content, response.status, response.headers, media_type=FHIR_JSON)
+
+
+def _failure(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    outcome = OperationFailed(status, text).outcome
+    return _respond(FhirResponse(status=status, body=outcome, headers=headers or {}))
+
+
+class SandboxApp:
+    """The sandbox EHR: a FHIR R4 server over SQLite with run-time fault injection."""
+
+    def __init__(
+        self,
+        db: str | Path = ":memory:",
+        *,
+        seed: bool = True,
+        store: ResourceStore | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        #: the resources
+        self.store = store or ResourceStore(db)
+        #: the FHIR interactions
+        self.server = FhirServer(self.store)
+        #: the fault plan; change it at any time (``app.faults.set(throttle=2)``)
+        self.faults = faults or Faults()
+        #: whether :meth:`reset` seeds the sample clinic again
+        self.seeded = seed
+        if seed and self.store.current("Patient", "pat-1001") is None:
+            self.seed()
+        self._router = Starlette(
+            routes=[
+                Route("/$reset", self._reset, methods=["POST"]),
+                Route("/$faults", self._faults, methods=["GET", "POST", "DELETE"]),
+                Route(BASE_PATH, self._fhir, methods=_METHODS),
+                Route(BASE_PATH + "/{path:path}", self._fhir, methods=_METHODS),
+            ]
+        )
+
+    def seed(self) -> dict[str, Any]:
+        """Load the sample clinic, as the transaction Bundle it is; returns the response."""
+        bundle = orjson.loads(sample_bundle().read_bytes())
+        response = self.server.handle(FhirRequest(method="POST", path="", body=bundle))
+        if response.status != 200 or response.body is None:
+            raise RuntimeError(f"the sample clinic did not load: HTTP {response.status}")
+        return response.body
+
+    def reset(self) -> None:
+        """Forget every resource and fault; seed again if the app seeds."""
+        self.store.clear()
+        self.faults.clear()
+        if self.seeded:
+            self.seed()
+
+    def close(self) -> None:
+        """Close the database."""
+        self.store.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == BASE_PATH or path.startswith(BASE_PATH + "/")):
+            await self._router(scope, receive, send)
+            return
+        segments = [s for s in path[len(BASE_PATH) :].split("/") if s]
+        instance_read = scope["method"] == "GET" and len(segments) == 2
+        decision = self.faults.decide(scope["method"], instance_read=instance_read)
+        if decision.latency:
+            await asyncio.sleep(decision.latency)
+        if decision.drop_connection:
+            # Headers promising one byte, then nothing: the server closes the connection.
+            headers = [(b"content-type", FHIR_JSON.encode()), (b"content-length", b"1")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            return
+        if decision.status is not None:
+            extra = (
+                {} if decision.retry_after is None else {"Retry-After": str(decision.retry_after)}
+            )
+            response = _failure(decision.status, "injected fault", extra)
+            await response(scope, receive, send)
+            return
+        scope[_FAULT_KEY] = decision
+        await self._router(scope, receive, send)
+
+    async def _fhir(self, request: Request) -> Response:
+        decision: Decision = request.scope.get(_FAULT_KEY, PASS)
+        raw = await request.body()
+        body = None
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if raw:
+            if request.method == "PATCH":
+                if content_type != "application/json-patch+json":
+                    return _failure(415, "PATCH needs Content-Type: application/json-patch+json")
+            elif content_type not in _JSON_TYPES:
+                return _failure(415, "the body must be application/fhir+json")
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return _failure(400, "the body is not valid JSON")
+        headers = {
+            name: request.headers[name]
+            for name in ("if-match", "if-none-exist", "if-none-match", "prefer", "content-type")
+            if name in request.headers
+        }
+        base = str(request.base_url).rstrip("/") + BASE_PATH
+        fhir_request = FhirRequest(
+            method=request.method,
+            path=request.path_params.get("path", ""),
+            query=tuple(request.query_params.multi_items()),
+            headers=headers,
+            body=body,
+            base=base,
+        )
+        response = self.server.handle(fhir_request, stale=decision.stale, drop=decision.drop_write)
+        return _respond(response)
+
+    async def _reset(self, request: Request) -> Response:
+        self.reset()
+        ok = operation_outcome("reset", severity="information", code="informational")
+        return _respond(FhirResponse(status=200, body=ok))
+
+    async def _faults(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                self.faults.set(FaultPlan.from_json(orjson.loads(await request.body() or b"{}")))
+            except (ValueError, orjson.JSONDecodeError) as exc:
+                return _failure(400, str(exc))
+        elif request.method == "DELETE":
+            self.faults.clear()
+        return Response(orjson.dumps(self.faults.snapshot()), 200, media_type="application/json")
