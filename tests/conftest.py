@@ -12,8 +12,9 @@ import pytest
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 
-# The ``medplum`` fixture: a real FHIR server for the FHIR client and import tests.
-pytest_plugins = ["tests.fhir_server"]
+# The ``medplum`` fixture: a real FHIR server for the FHIR client and import tests; the
+# ``sandbox`` fixture: the sandbox EHR on a real socket.
+pytest_plugins = ["tests.fhir_server", "tests.sandbox_server"]
 
 #: The PostgreSQL server the ``postgres`` tests use (CI runs one on 127.0.0.1:5432).
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -1,4 +1,5 @@
-"""The FHIR client against a real FHIR server (Medplum's router; see tests/fhir_server.py).
+"""The FHIR client against real FHIR servers: Medplum's router (tests/fhir_server.py) and the
+sandbox EHR (tests/sandbox_server.py), so the sandbox cannot drift from real FHIR behaviour.
 
 The ``fhir_base_url`` fixture is parametrised by server, so another server (HAPI, a vendor
 sandbox) can join by adding a param that starts it and returns its empty base URL.
@@ -11,6 +12,7 @@ from uuid import uuid4
 
 import pytest
 from tests.fhir_server import MedplumServer
+from tests.sandbox_server import SandboxServer
 
 from ehrbridge.errors import FhirError, FhirNotFound, FhirPreconditionFailed
 from ehrbridge.fhir.client import FhirClient
@@ -20,10 +22,10 @@ from ehrbridge.fhir.search import SearchParams
 pytestmark = pytest.mark.fhir_server
 
 
-@pytest.fixture(params=["medplum"])
+@pytest.fixture(params=["medplum", "sandbox"])
 async def fhir_base_url(request: pytest.FixtureRequest) -> str:
     """The base URL of an empty FHIR R4 server, per server under test."""
-    server: MedplumServer = request.getfixturevalue(request.param)
+    server: MedplumServer | SandboxServer = request.getfixturevalue(request.param)
     await server.reset()
     return server.base_url
 
