@@ -379,6 +379,33 @@ def demo(
     )
 
 
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1 (0: any free)")] = 8080,
+    db: Annotated[
+        Path, typer.Option("--db", help="the sandbox's SQLite file (kept across runs)")
+    ] = Path("ehrbridge-sandbox.db"),
+    seed: Annotated[
+        bool, typer.Option("--seed/--no-seed", help="load the sample clinic into an empty sandbox")
+    ] = True,
+    host: Annotated[str, typer.Option("--host", help="the address to listen on")] = "127.0.0.1",
+) -> None:
+    """Run the sandbox EHR: a FHIR R4 server over SQLite with fault injection (POST /$faults)."""
+    from ehrbridge.sandbox.app import SandboxApp
+    from ehrbridge.sandbox.serve import serve
+
+    sandbox_app = SandboxApp(db, seed=seed)
+    try:
+        serve(
+            sandbox_app,
+            host=host,
+            port=port,
+            on_listening=lambda url: print(f"listening {url}", flush=True),
+        )
+    finally:
+        sandbox_app.close()
+
+
 def _entity(ref: str) -> tuple[str, str]:
     try:
         return parse_entity(ref)
