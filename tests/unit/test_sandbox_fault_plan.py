@@ -86,3 +86,33 @@ async def test_the_admin_endpoint_sets_reads_and_clears_the_plan() -> None:
         app.faults.set(outage=True)
         assert (await http.get("http://sandbox.test/$faults")).status_code == 200
         assert (await http.get(f"{BASE}/Patient")).status_code == 503
+
+
+async def test_latency_is_added_to_every_fhir_request_and_counted() -> None:
+    app = SandboxApp(seed=False)
+    app.faults.set(latency=0.001)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        for _ in range(3):
+            assert (await http.get(f"{BASE}/Patient")).status_code == 200
+        await http.get("http://sandbox.test/$faults")  # not a FHIR request
+    assert app.faults.injected == {"latency": 3}
+
+
+async def test_a_dropped_transaction_answers_but_stores_nothing() -> None:
+    app = SandboxApp(seed=False)
+    app.faults.set(dropped_writes=1)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            }
+        ],
+    }
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        response = await http.post(BASE, json=bundle)
+        assert response.status_code == 200
+        assert response.json()["entry"][0]["response"]["status"] == "201 Created"
+        assert (await http.get(f"{BASE}/Patient")).json()["total"] == 0

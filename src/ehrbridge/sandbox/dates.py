@@ -19,7 +19,8 @@ _VALUE = re.compile(
     r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?"
     r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
-#: The end of an open period.
+#: The start and end of an open period.
+START_OF_TIME = datetime(1, 1, 1, tzinfo=UTC)
 END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 

@@ -176,7 +176,7 @@ class Faults:
             return Decision(latency=latency) if latency else PASS
 
     def _count(self, **changes: int) -> None:
-        self._plan = replace(self._plan, **changes)  # type: ignore[arg-type]
+        self._plan = replace(self._plan, **changes)  # type: ignore[arg-type]  # int fields only
 
     def _failure(self, plan: FaultPlan, now: float) -> Decision | None:
         if plan.outage or now < self._outage_until:

@@ -194,7 +194,7 @@ def _date_matches(prefix: str, wanted: dates.Range, value: Any) -> bool:
         end = dates.date_range(value[1]) if isinstance(value[1], str) else None
         if start is None and end is None:
             return False
-        low = start[0] if start else dates.date_range("0001")[0]  # type: ignore[index]
+        low = start[0] if start else dates.START_OF_TIME
         high = end[1] if end else dates.END_OF_TIME
         return dates.matches(prefix, wanted, (low, high))
     target = dates.date_range(value) if isinstance(value, str) else None

@@ -8,7 +8,6 @@ version before the current one, and a *dropped* write answers as if stored but r
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -23,8 +22,6 @@ from ehrbridge.sandbox.outcome import OperationFailed, operation_outcome
 from ehrbridge.sandbox.patch import apply_patch
 from ehrbridge.sandbox.store import INSTANT_FORMAT, ResourceStore, Version
 from ehrbridge.sandbox.validation import is_id, is_type, validate
-
-log = logging.getLogger(__name__)
 
 _ETAG = re.compile(r'^(?:W/)?"([^"]*)"$')
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
