@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -404,6 +405,21 @@ def sandbox(
         )
     finally:
         sandbox_app.close()
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="the runner's YAML config (data sources)")
+    ],
+) -> None:
+    """Run the connector runner until SIGTERM/SIGINT: poll every configured data source."""
+    from ehrbridge.runner.serve import serve
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    raise typer.Exit(asyncio.run(serve(config)))
 
 
 def _entity(ref: str) -> tuple[str, str]:

@@ -1,0 +1,65 @@
+"""``ehrbridge run``: the runner service wired to its config, database and pollers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.errors import EhrbridgeError
+from ehrbridge.runner.config import load_config
+from ehrbridge.runner.secrets import SecretRef
+from ehrbridge.runner.service import LoopFailed, Runner, Timing
+from ehrbridge.runner.storage import open_runner_store
+from ehrbridge.worldmodel.backends import open_store
+from ehrbridge.worldmodel.model import WorldModel
+
+log = logging.getLogger("ehrbridge.runner")
+
+#: exit codes of ``ehrbridge run``
+STOPPED, LOOP_DIED, NOT_STARTED = 0, 1, 2
+
+
+async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
+    """Run until SIGTERM/SIGINT (0), a loop dies (1), or it cannot start (2)."""
+    try:
+        config = load_config(config_path)
+        url = config.database
+        store = await open_store(url.resolve() if isinstance(url, SecretRef) else url)
+    except EhrbridgeError as exc:
+        log.error("cannot start: %s", exc)
+        return NOT_STARTED
+    runner_store = open_runner_store(store)
+    poller = FhirPoller(WorldModel(store, config.workspace), runner_store)
+    runner = Runner(
+        config,
+        pollers={"fhir": poller},
+        outcomes=runner_store,
+        leases=runner_store,
+        config_path=config_path,
+        timing=timing or Timing(),
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _stopper(runner, signum))
+    try:
+        await runner.run()
+    except LoopFailed:
+        return LOOP_DIED
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await poller.aclose()
+        await store.close()
+    return STOPPED
+
+
+def _stopper(runner: Runner, signum: int) -> Callable[[], None]:
+    def stop() -> None:
+        log.info("%s: stopping after the current step", signal.Signals(signum).name)
+        runner.stop()
+
+    return stop

@@ -1,0 +1,293 @@
+"""The runner service: named loops under one supervisor (DESIGN §7).
+
+::
+
+    config-refresh   reloads the config file on change and periodically; keeps the old config
+                     (and logs why) when the new one is invalid
+    poll             one task per (data source, resource type), at its cadence, inside the
+                     source's business hours, under the source's lease
+    review, dispatch, reconcile
+                     named slots for the loops that come later
+
+SIGTERM or SIGINT sets the stop event: each loop finishes the step it is in and returns, and
+the service exits 0. A loop that raises is a bug: the error is logged with the loop's name, the
+other loops are cancelled and the service exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ehrbridge.errors import EhrbridgeError
+from ehrbridge.runner.config import (
+    ConfigError,
+    DataSourceConfig,
+    ResourceConfig,
+    RunnerConfig,
+    load_config,
+)
+from ehrbridge.runner.poller import Poller
+from ehrbridge.runner.storage import Leases, PollLog
+
+log = logging.getLogger("ehrbridge.runner")
+#: the loops that come later; each holds its name until then
+RESERVED_LOOPS = ("review", "dispatch", "reconcile")
+
+
+class LoopFailed(EhrbridgeError):
+    """A runner loop died."""
+
+    def __init__(self, loop: str, cause: BaseException) -> None:
+        #: the loop's name, e.g. ``poll:ehr:Patient``
+        self.loop = loop
+        super().__init__(f"loop {loop} died: {type(cause).__name__}: {cause}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timing:
+    """How often the runner looks at things."""
+
+    #: re-read the config file this often even if it looks unchanged
+    refresh_every: timedelta = timedelta(seconds=60)
+    #: look at the config file's modification time this often
+    watch_every: timedelta = timedelta(seconds=1)
+    #: a poll lease lasts at least this long (or two cadences, whichever is longer)
+    lease_ttl: timedelta = timedelta(minutes=5)
+
+
+def new_holder() -> str:
+    """A name for this runner process, unique across hosts and restarts."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Runner:
+    """The long-running service; :meth:`run` returns when it has stopped."""
+
+    def __init__(
+        self,
+        config: RunnerConfig,
+        *,
+        pollers: Mapping[str, Poller],
+        outcomes: PollLog,
+        leases: Leases,
+        config_path: Path | None = None,
+        timing: Timing = Timing(),
+        holder: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        #: a poller per data source kind (``fhir``, ...)
+        self.pollers = dict(pollers)
+        self.outcomes = outcomes
+        self.leases = leases
+        self.config_path = config_path
+        self.timing = timing
+        self.holder = holder or new_holder()
+        self.clock = clock
+        self.stopping = asyncio.Event()
+        self._config_changed = asyncio.Event()
+        self._warned: set[str] = set()
+
+    def stop(self) -> None:
+        """Ask every loop to finish its current step and return."""
+        self.stopping.set()
+
+    async def run(self) -> None:
+        """Run until stopped (returns) or until a loop dies (raises :class:`LoopFailed`)."""
+        loops: dict[str, Coroutine[Any, Any, None]] = {
+            "config-refresh": self._refresh_loop(),
+            "poll": self._poll_supervisor(),
+        }
+        loops.update({name: self._reserved(name) for name in RESERVED_LOOPS})
+        tasks = {asyncio.create_task(coro, name=name): name for name, coro in loops.items()}
+        log.info("runner %s started: %s", self.holder, ", ".join(loops))
+        try:
+            await _supervise(tasks)
+        finally:
+            await self._release_leases()
+        log.info("runner %s stopped", self.holder)
+
+    # --- loops -------------------------------------------------------------------------------
+
+    async def _reserved(self, name: str) -> None:
+        # A slot for a loop that comes later: it only waits for the stop.
+        del name
+        await self.stopping.wait()
+
+    async def _refresh_loop(self) -> None:
+        if self.config_path is None:
+            await self.stopping.wait()
+            return
+        seen = _mtime(self.config_path)
+        last_read = self.clock()
+        while not await self._sleep(self.timing.watch_every):
+            mtime = _mtime(self.config_path)
+            due = self.clock() - last_read >= self.timing.refresh_every
+            if mtime == seen and not due:
+                continue
+            seen, last_read = mtime, self.clock()
+            self._reload(self.config_path)
+
+    def _reload(self, path: Path) -> None:
+        try:
+            fresh = load_config(path)
+        except ConfigError as exc:
+            log.error("config %s is not valid; keeping the running config:\n%s", path, exc)
+            return
+        if fresh == self.config:
+            return
+        if fresh.database != self.config.database or fresh.workspace != self.config.workspace:
+            log.warning("config %s: a new database or workspace takes effect on restart", path)
+            fresh = RunnerConfig(
+                workspace=self.config.workspace,
+                database=self.config.database,
+                data_sources=fresh.data_sources,
+            )
+        log.info("config %s reloaded: %d data sources", path, len(fresh.data_sources))
+        self.config = fresh
+        self._config_changed.set()
+
+    async def _poll_supervisor(self) -> None:
+        children: dict[tuple[str, str], tuple[ResourceConfig, DataSourceConfig, _Child]] = {}
+        try:
+            while not self.stopping.is_set():
+                self._config_changed.clear()
+                wanted = self._wanted()
+                for key, (resource, source, child) in list(children.items()):
+                    if wanted.get(key) != (resource, source):
+                        child.stop.set()
+                        del children[key]
+                for key, (resource, source) in wanted.items():
+                    if key not in children:
+                        children[key] = (resource, source, self._start(source, resource))
+                waits = [asyncio.ensure_future(e.wait()) for e in self._wake_events()]
+                running = [c.task for _, _, c in children.values()]
+                done, _ = await asyncio.wait(
+                    [*waits, *running], return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in waits:
+                    waiter.cancel()
+                for task in done:
+                    if task in running and task.exception() is not None:
+                        raise LoopFailed(task.get_name(), task.exception())  # type: ignore[arg-type]
+        finally:
+            for _, _, child in children.values():
+                child.stop.set()
+            if children:
+                results = await asyncio.gather(
+                    *(c.task for _, _, c in children.values()), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, BaseException) and not isinstance(
+                        result, asyncio.CancelledError
+                    ):
+                        log.error("a poll task failed while stopping: %r", result)
+
+    def _wake_events(self) -> list[asyncio.Event]:
+        return [self.stopping, self._config_changed]
+
+    def _wanted(self) -> dict[tuple[str, str], tuple[ResourceConfig, DataSourceConfig]]:
+        wanted = {}
+        for source in self.config.data_sources:
+            if source.kind not in self.pollers:
+                if source.id not in self._warned:
+                    self._warned.add(source.id)
+                    log.warning("data source %s: no poller for kind %s yet", source.id, source.kind)
+                continue
+            for resource in source.resources:
+                wanted[(source.id, resource.type)] = (resource, source)
+        return wanted
+
+    def _start(self, source: DataSourceConfig, resource: ResourceConfig) -> _Child:
+        stop = asyncio.Event()
+        name = f"poll:{source.id}:{resource.type}"
+        task = asyncio.create_task(self._poll_loop(source, resource, stop), name=name)
+        return _Child(task=task, stop=stop)
+
+    async def _poll_loop(
+        self, source: DataSourceConfig, resource: ResourceConfig, stop: asyncio.Event
+    ) -> None:
+        poller = self.pollers[source.kind]
+        ttl = max(self.timing.lease_ttl, 2 * resource.every)
+        lease = f"poll:{source.id}"
+        while not (stop.is_set() or self.stopping.is_set()):
+            hours = source.business_hours
+            now = self.clock()
+            if hours is not None and not hours.is_open(now):
+                wait = min(hours.next_open(now) - now, timedelta(minutes=1))
+                if await self._sleep(max(wait, timedelta(seconds=1)), stop):
+                    return
+                continue
+            ws = self.config.workspace
+            if await self.leases.acquire(ws, lease, self.holder, ttl) is not None:
+                outcome = await poller.poll(source, resource)
+                await self.outcomes.record_outcome(outcome)
+                level = logging.INFO if outcome.ok else logging.WARNING
+                log.log(
+                    level,
+                    "poll %s %s: ok=%s fetched=%d events=%d%s",
+                    source.id,
+                    resource.type,
+                    outcome.ok,
+                    outcome.fetched,
+                    outcome.events,
+                    f" error={outcome.error}" if outcome.error else "",
+                )
+            if await self._sleep(resource.every, stop):
+                return
+
+    async def _sleep(self, delay: timedelta, stop: asyncio.Event | None = None) -> bool:
+        """Wait ``delay`` or until a stop; True when stopping."""
+        events = [self.stopping] if stop is None else [self.stopping, stop]
+        waits = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waits, timeout=delay.total_seconds())
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        return any(e.is_set() for e in events)
+
+    async def _release_leases(self) -> None:
+        for source in self.config.data_sources:
+            try:
+                await self.leases.release(self.config.workspace, f"poll:{source.id}", self.holder)
+            except EhrbridgeError as exc:
+                log.warning("could not release the lease of %s: %s", source.id, exc)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Child:
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+
+
+async def _supervise(tasks: dict[asyncio.Task[None], str]) -> None:
+    pending = set(tasks)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if exc is not None:
+                    log.error("loop %s died: %s: %s", tasks[task], type(exc).__name__, exc)
+                    raise exc if isinstance(exc, LoopFailed) else LoopFailed(tasks[task], exc)
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None

@@ -1,0 +1,56 @@
+"""``ehrbridge run`` as a process: SIGTERM stops it cleanly; a bad config stops it at start."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIG = """\
+workspace: clinic
+database: sqlite:///{db}
+data_sources:
+  - id: ehr
+    kind: fhir
+    base_url: http://127.0.0.1:9/fhir
+    resources:
+      - {{type: Patient, every: 100ms}}
+"""
+COMMAND = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "run", "--config"]
+
+
+def start(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # noqa: S603 (fixed arguments)
+        [*COMMAND, str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_sigterm_stops_the_runner_after_its_step(tmp_path: Path) -> None:
+    config = tmp_path / "runner.yaml"
+    config.write_text(CONFIG.format(db=tmp_path / "wm.db"))
+    process = start(config)
+    assert process.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    # The source is unreachable: a failed poll is an outcome, and the runner keeps going.
+    while not any("poll ehr Patient: ok=False" in line for line in seen):
+        line = process.stdout.readline()
+        assert line and time.monotonic() < deadline, "".join(seen)
+        seen.append(line)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, "".join(seen) + out
+    assert "SIGTERM: stopping after the current step" in out
+    assert "stopped" in out
+
+
+def test_an_invalid_config_is_refused_at_start_naming_key_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "runner.yaml"
+    text = CONFIG.format(db=tmp_path / "wm.db").replace("kind: fhir", "kind: fhir\n    token: x")
+    config.write_text(text)
+    process = start(config)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert f"{config}:6: data_sources[0].token: unknown key 'token'" in out

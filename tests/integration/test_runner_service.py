@@ -1,0 +1,184 @@
+"""The runner service in-process, with a fake poller: named loops, graceful and loud stops,
+config refresh, business hours and the per-source lease."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig, parse_config
+from ehrbridge.runner.service import RESERVED_LOOPS, LoopFailed, Runner, Timing
+from ehrbridge.runner.storage import PollOutcome, RunnerStore, open_runner_store
+from ehrbridge.worldmodel.sqlite import SQLiteStore
+
+FAST = Timing(
+    refresh_every=timedelta(seconds=5),
+    watch_every=timedelta(milliseconds=20),
+    lease_ttl=timedelta(minutes=1),
+)
+CONFIG = """\
+workspace: clinic
+database: sqlite:///unused.db
+data_sources:
+  - id: ehr
+    kind: fhir
+    base_url: http://127.0.0.1:1/fhir
+    resources:
+      - {type: Patient, every: 10ms}
+"""
+
+
+class FakePoller:
+    """Records every poll; can hold a poll open, or fail."""
+
+    def __init__(self) -> None:
+        self.polls: list[tuple[str, str]] = []
+        self.polled = asyncio.Event()
+        #: while set to an unset event, each poll waits for it
+        self.hold: asyncio.Event | None = None
+        self.fail_with: BaseException | None = None
+        self.finished = 0
+
+    async def poll(self, source: DataSourceConfig, resource: ResourceConfig) -> PollOutcome:
+        now = datetime.now(UTC)
+        self.polls.append((source.id, resource.type))
+        self.polled.set()
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.hold is not None:
+            await self.hold.wait()
+        self.finished += 1
+        return PollOutcome(
+            workspace="clinic",
+            source=source.id,
+            resource_type=resource.type,
+            started_at=now,
+            finished_at=datetime.now(UTC),
+            ok=True,
+            fetched=1,
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+@pytest.fixture
+async def runner_store(tmp_path: Path) -> AsyncIterator[RunnerStore]:
+    store = await SQLiteStore.open(tmp_path / "wm.db")
+    yield open_runner_store(store)
+    await store.close()
+
+
+def make_runner(
+    store: RunnerStore, poller: FakePoller, config: RunnerConfig, **options: object
+) -> Runner:
+    return Runner(
+        config,
+        pollers={"fhir": poller},
+        outcomes=store,
+        leases=store,
+        timing=FAST,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def until(condition: object, seconds: float = 5.0) -> None:
+    async def wait() -> None:
+        while not condition():  # type: ignore[operator]  # noqa: ASYNC110 (test polling)
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(wait(), seconds)
+
+
+async def test_named_loops_and_a_graceful_stop_that_finishes_the_poll(
+    runner_store: RunnerStore,
+) -> None:
+    poller = FakePoller()
+    runner = make_runner(runner_store, poller, parse_config(CONFIG))
+    service = asyncio.create_task(runner.run())
+    await until(lambda: poller.finished >= 2)
+    names = {t.get_name() for t in asyncio.all_tasks()}
+    assert {"config-refresh", "poll", "poll:ehr:Patient", *RESERVED_LOOPS} <= names
+    poller.hold = asyncio.Event()
+    poller.polled.clear()
+    await poller.polled.wait()
+    in_flight = poller.finished
+    runner.stop()
+    await asyncio.sleep(0.05)
+    assert not service.done(), "the runner waits for the poll in progress"
+    poller.hold.set()
+    await asyncio.wait_for(service, 5)
+    assert poller.finished == in_flight + 1
+    outcomes = await runner_store.recent_outcomes("clinic", "ehr", limit=100)
+    assert len(outcomes) == poller.finished
+    # the lease is given back on the way out
+    assert await runner_store.holder("clinic", "poll:ehr") is None
+
+
+async def test_a_loop_that_dies_stops_the_runner_loudly(
+    runner_store: RunnerStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    poller = FakePoller()
+    poller.fail_with = RuntimeError("bug in the poller")
+    runner = make_runner(runner_store, poller, parse_config(CONFIG))
+    with pytest.raises(LoopFailed) as caught:
+        await asyncio.wait_for(runner.run(), 5)
+    assert caught.value.loop == "poll:ehr:Patient"
+    assert "RuntimeError: bug in the poller" in str(caught.value)
+    assert any("loop poll died" in r.getMessage() for r in caplog.records)
+    leftover = {t.get_name() for t in asyncio.all_tasks()} & {"config-refresh", *RESERVED_LOOPS}
+    assert not leftover
+
+
+async def test_config_refresh_picks_up_changes_and_keeps_the_old_config_when_invalid(
+    runner_store: RunnerStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "runner.yaml"
+    path.write_text(CONFIG)
+    poller = FakePoller()
+    runner = make_runner(runner_store, poller, parse_config(CONFIG), config_path=path)
+    service = asyncio.create_task(runner.run())
+    try:
+        await until(lambda: ("ehr", "Patient") in poller.polls)
+        caplog.set_level(logging.ERROR, logger="ehrbridge.runner")
+        path.write_text(CONFIG.replace("every: 10ms", "every: often"))
+        await until(lambda: any("not valid" in r.getMessage() for r in caplog.records))
+        assert "runner.yaml:8: data_sources[0].resources[0].every" in caplog.text
+        assert runner.config == parse_config(CONFIG)
+        path.write_text(CONFIG + "      - {type: Encounter, every: 10ms}\n")
+        await until(lambda: ("ehr", "Encounter") in poller.polls)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(service, 5)
+
+
+async def test_no_poll_outside_business_hours(runner_store: RunnerStore) -> None:
+    hours = '    business_hours: {days: sat-sun, start: "00:00", end: "23:59"}\n'
+    config = parse_config(CONFIG.replace("    resources:\n", hours + "    resources:\n"))
+    poller = FakePoller()
+    monday = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    runner = make_runner(runner_store, poller, config, clock=lambda: monday)
+    service = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.2)
+    runner.stop()
+    await asyncio.wait_for(service, 5)
+    assert poller.polls == []
+
+
+async def test_one_runner_polls_a_source_at_a_time(runner_store: RunnerStore) -> None:
+    config = parse_config(CONFIG)
+    pollers = [FakePoller(), FakePoller()]
+    runners = [
+        make_runner(runner_store, p, config, holder=f"runner-{i}") for i, p in enumerate(pollers)
+    ]
+    services = [asyncio.create_task(r.run()) for r in runners]
+    await until(lambda: sum(p.finished for p in pollers) >= 5)
+    for runner in runners:
+        runner.stop()
+    await asyncio.wait_for(asyncio.gather(*services), 5)
+    assert sorted(p.finished > 0 for p in pollers) == [False, True]
