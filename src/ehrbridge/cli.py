@@ -25,12 +25,15 @@ from ehrbridge.fhir.reader import expand
 from ehrbridge.fhircli import app as fhir_app
 from ehrbridge.progress import file_progress, show_errors
 from ehrbridge.progress import summary_table as counts_table
+from ehrbridge.runner.health import SourceHealth, source_health
+from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
 from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
 from ehrbridge.worldmodel.context import PatientContext, patient_context
 from ehrbridge.worldmodel.model import WorldModel, parse_entity
 from ehrbridge.worldmodel.projection import EntityState, FieldValue
 from ehrbridge.worldmodel.queries import PatientQuery, search_patients
+from ehrbridge.worldmodel.store import Counts
 
 T = TypeVar("T")
 app = typer.Typer(help="ehrbridge: voice agents <-> EHRs through an event-sourced world model.")
@@ -271,8 +274,13 @@ def _patient_cells(values: Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 @app.command()
 def status(db: DbOption = DEFAULT_URL, workspace: WorkspaceOption = "default") -> None:
-    """Entities per type, events and open conflicts."""
-    counts = _run(db, workspace, lambda model: model.store.counts(workspace))
+    """Entities per type, events, open conflicts, and the health of each polled data source."""
+
+    async def work(model: WorldModel) -> tuple[Counts, list[SourceHealth]]:
+        outcomes = await open_runner_store(model.store).recent_outcomes(workspace, limit=20)
+        return await model.store.counts(workspace), source_health(outcomes, datetime.now(UTC))
+
+    counts, health = _run(db, workspace, work)
     table = Table(title=f"workspace {workspace}")
     table.add_column("entity type")
     table.add_column("entities", justify="right")
@@ -280,6 +288,26 @@ def status(db: DbOption = DEFAULT_URL, workspace: WorkspaceOption = "default") -
         table.add_row(entity_type, str(n))
     console.print(table)
     console.print(f"events: {counts.events}   open conflicts: {counts.open_conflicts}")
+    if health:
+        console.print(health_table(health))
+
+
+def health_table(health: list[SourceHealth]) -> Table:
+    """Health per data source, from the runner's recorded polls."""
+    table = Table(title="data sources")
+    for column in ("source", "health", "last poll", "lag", "errors in a row", "last error"):
+        table.add_column(column)
+    style = {"healthy": "green", "degraded": "yellow", "down": "red"}
+    for h in health:
+        table.add_row(
+            h.source,
+            f"[{style[h.status]}]{h.status}[/{style[h.status]}]",
+            h.last_poll.isoformat(timespec="seconds") if h.last_poll else "never",
+            str(h.lag).split(".")[0] if h.lag is not None else "no success yet",
+            str(h.consecutive_errors),
+            h.last_error or "",
+        )
+    return table
 
 
 @app.command()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ehrbridge.cli import app
 
 CONFIG = """\
 workspace: clinic
@@ -44,6 +49,16 @@ def test_sigterm_stops_the_runner_after_its_step(tmp_path: Path) -> None:
     assert process.returncode == 0, "".join(seen) + out
     assert "SIGTERM: stopping after the current step" in out
     assert "stopped" in out
+    # ehrbridge status shows the source's health from the polls the runner recorded
+    result = CliRunner().invoke(
+        app,
+        ["status", "--db", f"sqlite:///{tmp_path / 'wm.db'}", "--workspace", "clinic"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "data sources" in result.output
+    assert re.search(r"ehr\s+│\s+(degraded|down)\s+│", result.output), result.output
+    assert "FhirUnavailable" in result.output
 
 
 def test_an_invalid_config_is_refused_at_start_naming_key_and_line(tmp_path: Path) -> None:
