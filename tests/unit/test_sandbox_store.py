@@ -61,6 +61,9 @@ def test_scan_orders_by_last_updated_then_id_and_skips_deleted() -> None:
     assert [v.id for v in store.scan("Patient", ids=("a", "zz"))] == ["a"]
     assert [v.id for v in store.scan("Patient", where=((">=", a.last_updated),))] == ["a", "b"]
     assert list(store.scan("Observation")) == []
+    assert [v.id for v in store.scan("Patient", limit=1)] == ["a"]
+    assert store.count("Patient") == 2
+    assert store.count("Patient", ids=("a", "c")) == 1  # c is deleted
 
 
 def test_a_file_keeps_its_resources_and_clock(tmp_path: Path) -> None:

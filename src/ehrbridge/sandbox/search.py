@@ -1,7 +1,8 @@
 """Type-level search: parameters -> one page of matches, sorted by ``_lastUpdated`` then id.
 
-https://hl7.org/fhir/R4/search.html. ``_id`` and ``_lastUpdated`` become SQL; the other
-parameters filter the streamed rows, so memory holds one page, never the whole type. Pages are
+https://hl7.org/fhir/R4/search.html. ``_id`` and ``_lastUpdated`` become SQL (and then so do the
+total and the page's ``LIMIT``); the other parameters filter the streamed rows, so memory holds
+one page, never the whole type. Pages are
 keyset-paged: the ``next`` link carries ``_cursor=<lastUpdated>|<id>`` of the page's last
 resource, so a resource updated while a client pages moves behind the cursor and is seen again
 rather than skipped, which is what ``_lastUpdated`` polling needs.
@@ -118,6 +119,8 @@ def _matches(
         where=query.bounds,
         ids=query.ids or (),
         after=query.cursor if paged else None,
+        # Without filters SQL stops at the page; with them, rows stream until it is full.
+        limit=query.count + 1 if paged and not query.filters else None,
     )
     for version in rows:
         resource = version.resource or {}
@@ -125,9 +128,17 @@ def _matches(
             yield version
 
 
+def _total(store: ResourceStore, resource_type: str, query: Query) -> int:
+    if query.ids == ():
+        return 0
+    if not query.filters:
+        return store.count(resource_type, where=query.bounds, ids=query.ids or ())
+    return sum(1 for _ in _matches(store, resource_type, query, paged=False))
+
+
 def run(store: ResourceStore, resource_type: str, query: Query) -> Page:
     """One page of the search, with the total over all pages."""
-    total = sum(1 for _ in _matches(store, resource_type, query, paged=False))
+    total = _total(store, resource_type, query)
     if query.count == 0:
         return Page(total=total, versions=[], next_cursor=None)
     found = list(islice(_matches(store, resource_type, query, paged=True), query.count + 1))

@@ -204,24 +204,12 @@ class ResourceStore:
             resource=resource,
         )
 
-    def scan(
-        self,
-        resource_type: str,
-        *,
-        where: tuple[tuple[str, str], ...] = (),
-        ids: tuple[str, ...] = (),
-        after: tuple[str, str] | None = None,
-    ) -> Iterator[Version]:
-        """Current, not deleted resources of a type, by ``lastUpdated`` then id, streamed.
-
-        ``where`` holds (operator, instant) bounds on ``lastUpdated`` (operators ``>=``, ``<``);
-        ``after`` starts past a (lastUpdated, id) key, for keyset paging.
-        """
-        sql = [
-            f"SELECT {_COLUMNS} FROM resource_current c JOIN resource_version v"
-            " USING (type, id, version) WHERE c.type = ? AND c.deleted = 0"
-        ]
-        args: list[Any] = [resource_type]
+    @staticmethod
+    def _filters(
+        where: tuple[tuple[str, str], ...], ids: tuple[str, ...]
+    ) -> tuple[list[str], list[Any]]:
+        sql: list[str] = []
+        args: list[Any] = []
         for op, instant in where:
             if op not in (">=", "<"):
                 raise ValueError(f"unsupported operator {op!r}")
@@ -230,12 +218,55 @@ class ResourceStore:
         if ids:
             sql.append(f"AND c.id IN ({', '.join('?' * len(ids))})")
             args.extend(ids)
+        return sql, args
+
+    def scan(
+        self,
+        resource_type: str,
+        *,
+        where: tuple[tuple[str, str], ...] = (),
+        ids: tuple[str, ...] = (),
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Version]:
+        """Current, not deleted resources of a type, by ``lastUpdated`` then id, streamed.
+
+        ``where`` holds (operator, instant) bounds on ``lastUpdated`` (operators ``>=``, ``<``);
+        ``after`` starts past a (lastUpdated, id) key, for keyset paging; ``limit`` stops early.
+        """
+        filters, args = self._filters(where, ids)
+        sql = [
+            f"SELECT {_COLUMNS} FROM resource_current c JOIN resource_version v"
+            " USING (type, id, version) WHERE c.type = ? AND c.deleted = 0",
+            *filters,
+        ]
+        args.insert(0, resource_type)
         if after is not None:
             sql.append("AND (c.last_updated > ? OR (c.last_updated = ? AND c.id > ?))")
             args.extend((after[0], after[0], after[1]))
         sql.append("ORDER BY c.last_updated, c.id")
+        if limit is not None:
+            sql.append("LIMIT ?")
+            args.append(limit)
         for row in self._db.execute(" ".join(sql), args):
             yield _version(row)
+
+    def count(
+        self,
+        resource_type: str,
+        *,
+        where: tuple[tuple[str, str], ...] = (),
+        ids: tuple[str, ...] = (),
+    ) -> int:
+        """How many resources :meth:`scan` would yield without a cursor or limit."""
+        filters, args = self._filters(where, ids)
+        sql = " ".join(
+            [
+                "SELECT count(*) FROM resource_current c WHERE c.type = ? AND c.deleted = 0",
+                *filters,
+            ]
+        )
+        return int(self._db.execute(sql, [resource_type, *args]).fetchone()[0])
 
     def clear(self) -> None:
         """Forget every resource."""
