@@ -53,7 +53,8 @@ class FaultPlan:
     outage_mode: Literal["status", "drop"] = "status"
     #: the next N requests have their connection dropped mid-response
     resets: int = 0
-    #: the next N instance reads serve the version before the current one
+    #: the next N instance reads serve the version before the current one (a resource with one
+    #: version is served as it is; a deleted one as it was before the deletion)
     stale_reads: int = 0
     #: the next N writes are answered as stored but not stored
     dropped_writes: int = 0
