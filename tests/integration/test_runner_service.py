@@ -182,3 +182,27 @@ async def test_one_runner_polls_a_source_at_a_time(runner_store: RunnerStore) ->
         runner.stop()
     await asyncio.wait_for(asyncio.gather(*services), 5)
     assert sorted(p.finished > 0 for p in pollers) == [False, True]
+
+
+async def test_a_long_poll_keeps_its_lease(runner_store: RunnerStore) -> None:
+    config = parse_config(CONFIG)
+    short = Timing(lease_ttl=timedelta(milliseconds=600), watch_every=timedelta(seconds=1))
+    holding, waiting = FakePoller(), FakePoller()
+    holding.hold = asyncio.Event()
+    first = make_runner(runner_store, holding, config, holder="first")
+    first.timing = short
+    service = asyncio.create_task(first.run())
+    await holding.polled.wait()
+    second = make_runner(runner_store, waiting, config, holder="second")
+    second.timing = short
+    other = asyncio.create_task(second.run())
+    # Well past the lease's time to live: the renewals keep it with the first runner.
+    await asyncio.sleep(1.5)
+    assert waiting.polls == []
+    holding.hold.set()
+    first.stop()
+    await asyncio.wait_for(service, 5)
+    # Released on the way out, so the second runner takes over.
+    await until(lambda: waiting.finished > 0)
+    second.stop()
+    await asyncio.wait_for(other, 5)

@@ -147,3 +147,21 @@ def test_a_file_secret_is_read_at_use(tmp_path: Path) -> None:
     ref = SecretRef(file=path, where="x")
     assert ref.resolve() == "pa55word"
     assert "pa55word" not in repr(ref)
+
+
+def test_business_hours_in_a_time_zone_and_past_midnight() -> None:
+    from datetime import UTC, datetime
+
+    from ehrbridge.runner.schedule import BusinessHours, parse_days
+
+    new_york = BusinessHours(
+        days=parse_days("mon-fri"), start=time(7), end=time(19), timezone="America/New_York"
+    )
+    # 11:30 UTC on Monday 23 Nov 2026 is 06:30 in New York: not yet open, opens at 12:00 UTC
+    early = datetime(2026, 11, 23, 11, 30, tzinfo=UTC)
+    assert not new_york.is_open(early)
+    assert new_york.next_open(early) == datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    night = BusinessHours(days=parse_days("fri"), start=time(22), end=time(6))
+    assert night.is_open(datetime(2026, 11, 27, 23, tzinfo=UTC))  # Friday night
+    assert night.is_open(datetime(2026, 11, 28, 5, tzinfo=UTC))  # early Saturday, same window
+    assert not night.is_open(datetime(2026, 11, 28, 23, tzinfo=UTC))  # Saturday night

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ehrbridge.errors import EhrbridgeError
+from ehrbridge.errors import EhrbridgeError, StorageError
 from ehrbridge.runner.config import (
     ConfigError,
     DataSourceConfig,
@@ -227,22 +227,54 @@ class Runner:
                 if await self._sleep(max(wait, timedelta(seconds=1)), stop):
                     return
                 continue
-            ws = self.config.workspace
-            if await self.leases.acquire(ws, lease, self.holder, ttl) is not None:
-                outcome = await poller.poll(source, resource)
-                await self.outcomes.record_outcome(outcome)
-                level = logging.INFO if outcome.ok else logging.WARNING
-                log.log(
-                    level,
-                    "poll %s %s: ok=%s fetched=%d events=%d%s",
-                    source.id,
-                    resource.type,
-                    outcome.ok,
-                    outcome.fetched,
-                    outcome.events,
-                    f" error={outcome.error}" if outcome.error else "",
-                )
+            try:
+                await self._poll_step(poller, source, resource, lease, ttl)
+            except StorageError as exc:
+                # The database is away for a moment: try again at the next cadence.
+                log.error("poll %s %s: storage failed: %s", source.id, resource.type, exc)
             if await self._sleep(resource.every, stop):
+                return
+
+    async def _poll_step(
+        self,
+        poller: Poller,
+        source: DataSourceConfig,
+        resource: ResourceConfig,
+        lease: str,
+        ttl: timedelta,
+    ) -> None:
+        ws = self.config.workspace
+        if await self.leases.acquire(ws, lease, self.holder, ttl) is None:
+            return
+        renewal = asyncio.create_task(self._renew(lease, ttl), name=f"renew:{lease}")
+        try:
+            outcome = await poller.poll(source, resource)
+        finally:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
+        await self.outcomes.record_outcome(outcome)
+        log.log(
+            logging.INFO if outcome.ok else logging.WARNING,
+            "poll %s %s: ok=%s fetched=%d events=%d%s",
+            source.id,
+            resource.type,
+            outcome.ok,
+            outcome.fetched,
+            outcome.events,
+            f" error={outcome.error}" if outcome.error else "",
+        )
+
+    async def _renew(self, lease: str, ttl: timedelta) -> None:
+        """Keep the lease while a long poll runs (a third of its time to live at a time)."""
+        while True:
+            await asyncio.sleep(ttl.total_seconds() / 3)
+            try:
+                held = await self.leases.acquire(self.config.workspace, lease, self.holder, ttl)
+            except StorageError as exc:
+                log.warning("could not renew lease %s: %s", lease, exc)
+                continue
+            if held is None:
+                log.warning("lease %s was lost during a poll", lease)
                 return
 
     async def _sleep(self, delay: timedelta, stop: asyncio.Event | None = None) -> bool:
