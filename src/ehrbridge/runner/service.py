@@ -158,6 +158,8 @@ class Runner:
 
     async def _poll_supervisor(self) -> None:
         children: dict[tuple[str, str], tuple[ResourceConfig, DataSourceConfig, _Child]] = {}
+        #: tasks of a changed or removed (source, type), finishing their step before a new one
+        retiring: dict[tuple[str, str], _Child] = {}
         try:
             while not self.stopping.is_set():
                 self._config_changed.clear()
@@ -165,32 +167,36 @@ class Runner:
                 for key, (resource, source, child) in list(children.items()):
                     if wanted.get(key) != (resource, source):
                         child.stop.set()
+                        retiring[key] = child
                         del children[key]
+                for key, child in list(retiring.items()):
+                    if child.task.done():
+                        _raise_if_failed(child.task)
+                        del retiring[key]
                 for key, (resource, source) in wanted.items():
-                    if key not in children:
+                    if key not in children and key not in retiring:
                         children[key] = (resource, source, self._start(source, resource))
                 waits = [asyncio.ensure_future(e.wait()) for e in self._wake_events()]
                 running = [c.task for _, _, c in children.values()]
+                running += [c.task for c in retiring.values()]
                 done, _ = await asyncio.wait(
                     [*waits, *running], return_when=asyncio.FIRST_COMPLETED
                 )
                 for waiter in waits:
                     waiter.cancel()
                 for task in done:
-                    if task in running and task.exception() is not None:
-                        raise LoopFailed(task.get_name(), task.exception())  # type: ignore[arg-type]
+                    if task in running:
+                        _raise_if_failed(task)  # type: ignore[arg-type]
         finally:
-            for _, _, child in children.values():
+            every = [c for _, _, c in children.values()] + list(retiring.values())
+            for child in every:
                 child.stop.set()
-            if children:
-                results = await asyncio.gather(
-                    *(c.task for _, _, c in children.values()), return_exceptions=True
-                )
-                for result in results:
-                    if isinstance(result, BaseException) and not isinstance(
-                        result, asyncio.CancelledError
-                    ):
-                        log.error("a poll task failed while stopping: %r", result)
+            results = await asyncio.gather(*(c.task for c in every), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    log.error("a poll task failed while stopping: %r", result)
 
     def _wake_events(self) -> list[asyncio.Event]:
         return [self.stopping, self._config_changed]
@@ -316,6 +322,12 @@ async def _supervise(tasks: dict[asyncio.Task[None], str]) -> None:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _raise_if_failed(task: asyncio.Task[None]) -> None:
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None:
+        raise LoopFailed(task.get_name(), exc)
 
 
 def _mtime(path: Path) -> float | None:
