@@ -3,8 +3,9 @@
 https://hl7.org/fhir/R4/search.html#lastUpdated. Each poll searches ``_lastUpdated=gt<cursor -
 overlap>`` sorted by ``_lastUpdated``, imports the pages through the FHIR importer (unchanged
 records write no events, so the overlap costs reads, never duplicates), and moves the cursor only
-after the import committed: to the newest ``meta.lastUpdated`` stored, and never past an entry that
-failed (it is read again next time, e.g. once the Patient it refers to has arrived).
+after every page's import committed: to the newest ``meta.lastUpdated`` stored, and never past an
+entry that failed (it is read again next time, e.g. once the Patient it refers to has arrived). A
+poll cut short leaves the cursor where it was; the next one reads the same pages again for free.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ class _Run:
         self.cursor: datetime | None = None
         #: once an entry failed, the cursor may not pass it
         self.ceiling: datetime | None = None
+        #: the newest ``meta.lastUpdated`` stored so far
+        self.newest: datetime | None = None
         self._units: list[Unit] = []
         self._updated: dict[tuple[str, str], datetime | None] = {}
         self._pending = 0
@@ -142,6 +145,14 @@ class _Run:
             if self._pending >= p.batch:
                 await self._flush()
         await self._flush()
+        # The cursor moves once every page is stored: a server that ignores _sort, or a poll
+        # cut short, must not leave it past an older resource on a later page.
+        newest = self.newest
+        if newest is not None and self.ceiling is not None:
+            newest = min(newest, self.ceiling)
+        if newest is not None and (self.cursor is None or newest > self.cursor):
+            self.cursor = newest
+            await p.cursors.set_cursor(ws, self.source.id, self.resource.type, utc(newest))
 
     def _add(self, page: dict[str, Any], name: str) -> None:
         entries = []
@@ -172,20 +183,11 @@ class _Run:
             if key in failed and updated is not None:
                 limit = updated - _EPSILON
                 self.ceiling = limit if self.ceiling is None else min(self.ceiling, limit)
-        newest = max(
-            (u for key, u in self._updated.items() if key not in failed and u is not None),
-            default=None,
-        )
+        stored = [u for key, u in self._updated.items() if key not in failed and u is not None]
+        if self.newest is not None:
+            stored.append(self.newest)
+        self.newest = max(stored, default=None)
         self._units, self._updated, self._pending = [], {}, 0
-        if newest is None:
-            return
-        if self.ceiling is not None:
-            newest = min(newest, self.ceiling)
-        if self.cursor is None or newest > self.cursor:
-            self.cursor = newest
-            await p.cursors.set_cursor(
-                p.model.workspace, self.source.id, self.resource.type, utc(newest)
-            )
 
 
 def _last_updated(resource: dict[str, Any]) -> datetime | None:
