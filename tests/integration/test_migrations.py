@@ -12,7 +12,16 @@ from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import EVENT_COLUMNS
 
-EXPECTED_TABLES = {"events", "entities", "entity_keys", "source_records", "open_conflicts"}
+EXPECTED_TABLES = {
+    "events",
+    "entities",
+    "entity_keys",
+    "source_records",
+    "open_conflicts",
+    "leases",
+    "cursors",
+    "poll_outcomes",
+}
 
 
 def columns(conn: sqlite3.Connection, table: str) -> list[str]:
