@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ehrbridge.cli import app
@@ -32,7 +33,8 @@ def start(config: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_sigterm_stops_the_runner_after_its_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_runner_after_its_step(tmp_path: Path, signum: signal.Signals) -> None:
     config = tmp_path / "runner.yaml"
     config.write_text(CONFIG.format(db=tmp_path / "wm.db"))
     process = start(config)
@@ -44,10 +46,10 @@ def test_sigterm_stops_the_runner_after_its_step(tmp_path: Path) -> None:
         line = process.stdout.readline()
         assert line and time.monotonic() < deadline, "".join(seen)
         seen.append(line)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 0, "".join(seen) + out
-    assert "SIGTERM: stopping after the current step" in out
+    assert f"{signum.name}: stopping after the current step" in out
     assert "stopped" in out
     # ehrbridge status shows the source's health from the polls the runner recorded
     result = CliRunner().invoke(
