@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig, parse_config
-from ehrbridge.runner.service import RESERVED_LOOPS, LoopFailed, Runner, Timing
+from ehrbridge.runner.config import (
+    DataSourceConfig,
+    ResourceConfig,
+    RunnerConfig,
+    Timing,
+    parse_config,
+)
+from ehrbridge.runner.service import RESERVED_LOOPS, LoopFailed, Runner
 from ehrbridge.runner.storage import PollOutcome, RunnerStore, open_runner_store
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 

@@ -165,3 +165,13 @@ def test_business_hours_in_a_time_zone_and_past_midnight() -> None:
     assert night.is_open(datetime(2026, 11, 27, 23, tzinfo=UTC))  # Friday night
     assert night.is_open(datetime(2026, 11, 28, 5, tzinfo=UTC))  # early Saturday, same window
     assert not night.is_open(datetime(2026, 11, 28, 23, tzinfo=UTC))  # Saturday night
+
+
+def test_the_runner_section_sets_the_timing() -> None:
+    config = parse_config(VALID + "runner: {lease_ttl: 30s, refresh_every: 2m}\n")
+    assert config.timing.lease_ttl == timedelta(seconds=30)
+    assert config.timing.refresh_every == timedelta(minutes=2)
+    assert parse_config(VALID).timing.lease_ttl == timedelta(minutes=5)
+    assert errors_of(VALID + "runner: {lease: 30s}\n") == [
+        "config.yaml:23: runner.lease: unknown key 'lease'"
+    ]

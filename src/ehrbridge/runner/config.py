@@ -104,6 +104,18 @@ class DataSourceConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Timing:
+    """How often the runner looks at things."""
+
+    #: re-read the config file this often even if it looks unchanged
+    refresh_every: timedelta = timedelta(seconds=60)
+    #: look at the config file's modification time this often
+    watch_every: timedelta = timedelta(seconds=1)
+    #: a poll lease lasts at least this long (or two cadences, whichever is longer)
+    lease_ttl: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunnerConfig:
     """The whole config file."""
 
@@ -111,6 +123,8 @@ class RunnerConfig:
     #: the world model's database URL (``sqlite:///...`` or ``postgresql://...``), or a reference
     database: str | SecretRef
     data_sources: tuple[DataSourceConfig, ...] = ()
+    #: the optional ``runner:`` section: ``{lease_ttl: 5m, refresh_every: 60s}``
+    timing: Timing = field(default_factory=Timing)
 
 
 def load_config(path: Path) -> RunnerConfig:
@@ -196,7 +210,7 @@ class _Checker:
         return SecretRef(file=Path(ref), where=where)
 
     def config(self) -> RunnerConfig | None:
-        top = self.mapping(self.doc.data, "", {"workspace", "database"}, {"data_sources"})
+        top = self.mapping(self.doc.data, "", {"workspace", "database"}, {"data_sources", "runner"})
         if top is None:
             return None
         workspace = self.text(top.get("workspace"), "workspace") if "workspace" in top else None
@@ -212,13 +226,29 @@ class _Checker:
                 self.fail(f"data_sources[{i}].id", f"duplicate data source id {source.id!r}")
             if source is not None:
                 seen.add(source.id)
-        if workspace is None or database is None:
+        timing = self.timing(top.get("runner") or {})
+        if workspace is None or database is None or timing is None:
             return None
         return RunnerConfig(
             workspace=workspace,
             database=database,
             data_sources=tuple(s for s in checked if s is not None),
+            timing=timing,
         )
+
+    def timing(self, value: Any) -> Timing | None:
+        raw = self.mapping(value, "runner", set(), {"lease_ttl", "refresh_every"})
+        if raw is None:
+            return None
+        known = raw.keys() & {"lease_ttl", "refresh_every"}
+        found = {key: self.duration(raw[key], f"runner.{key}") for key in known}
+        if len(known) < len(raw):
+            return None
+        if any(d is None or d <= timedelta(0) for d in found.values()):
+            if all(d is not None for d in found.values()):
+                self.fail("runner", "durations must be above zero")
+            return None
+        return Timing(**found)  # type: ignore[arg-type]
 
     def database(self, value: Any) -> str | SecretRef | None:
         if isinstance(value, dict):

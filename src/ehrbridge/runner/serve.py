@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.errors import EhrbridgeError
-from ehrbridge.runner.config import load_config
+from ehrbridge.runner.config import Timing, load_config
 from ehrbridge.runner.secrets import SecretRef
-from ehrbridge.runner.service import LoopFailed, Runner, Timing
+from ehrbridge.runner.service import LoopFailed, Runner
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.backends import open_store
 from ehrbridge.worldmodel.model import WorldModel
@@ -40,7 +40,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         outcomes=runner_store,
         leases=runner_store,
         config_path=config_path,
-        timing=timing or Timing(),
+        timing=timing or config.timing,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -33,6 +33,7 @@ from ehrbridge.runner.config import (
     DataSourceConfig,
     ResourceConfig,
     RunnerConfig,
+    Timing,
     load_config,
 )
 from ehrbridge.runner.poller import Poller
@@ -52,18 +53,6 @@ class LoopFailed(EhrbridgeError):
         super().__init__(f"loop {loop} died: {type(cause).__name__}: {cause}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Timing:
-    """How often the runner looks at things."""
-
-    #: re-read the config file this often even if it looks unchanged
-    refresh_every: timedelta = timedelta(seconds=60)
-    #: look at the config file's modification time this often
-    watch_every: timedelta = timedelta(seconds=1)
-    #: a poll lease lasts at least this long (or two cadences, whichever is longer)
-    lease_ttl: timedelta = timedelta(minutes=5)
-
-
 def new_holder() -> str:
     """A name for this runner process, unique across hosts and restarts."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -80,7 +69,7 @@ class Runner:
         outcomes: PollLog,
         leases: Leases,
         config_path: Path | None = None,
-        timing: Timing = Timing(),
+        timing: Timing | None = None,
         holder: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -90,7 +79,8 @@ class Runner:
         self.outcomes = outcomes
         self.leases = leases
         self.config_path = config_path
-        self.timing = timing
+        #: the config's ``runner:`` section unless given
+        self.timing = timing or config.timing
         self.holder = holder or new_holder()
         self.clock = clock
         self.stopping = asyncio.Event()
