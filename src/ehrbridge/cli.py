@@ -444,10 +444,23 @@ def run(
     """Run the connector runner until SIGTERM/SIGINT: poll every configured data source."""
     from ehrbridge.runner.serve import serve
 
+    configure_logging()
+    raise typer.Exit(asyncio.run(serve(config)))
+
+
+#: Libraries whose INFO lines carry request URLs, and so search parameters (names, birth dates,
+#: phone numbers): kept at WARNING so no PHI reaches the logs.
+QUIET_LOGGERS = ("httpx", "httpcore", "uvicorn.access")
+
+
+def configure_logging() -> None:
+    """INFO for ehrbridge's own loggers, without the URL-logging libraries' request lines."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    raise typer.Exit(asyncio.run(serve(config)))
+    logging.getLogger("ehrbridge").setLevel(logging.INFO)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _entity(ref: str) -> tuple[str, str]:

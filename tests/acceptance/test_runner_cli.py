@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ehrbridge.cli import app
+from ehrbridge.cli import QUIET_LOGGERS, app, configure_logging
 
 CONFIG = """\
 workspace: clinic
@@ -71,3 +72,20 @@ def test_an_invalid_config_is_refused_at_start_naming_key_and_line(tmp_path: Pat
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 2
     assert f"{config}:6: data_sources[0].token: unknown key 'token'" in out
+
+
+def test_the_runner_keeps_request_urls_out_of_its_logs() -> None:
+    # httpx logs every request URL at INFO, search parameters (names, birth dates) included.
+    loggers = [logging.getLogger(name) for name in (*QUIET_LOGGERS, "ehrbridge")]
+    root = logging.getLogger()
+    before = [lg.level for lg in loggers], root.level, list(root.handlers)
+    try:
+        configure_logging()
+        assert "httpx" in QUIET_LOGGERS
+        assert not any(logging.getLogger(n).isEnabledFor(logging.INFO) for n in QUIET_LOGGERS)
+        assert logging.getLogger("ehrbridge.runner").isEnabledFor(logging.INFO)
+    finally:
+        for lg, level in zip(loggers, before[0], strict=True):
+            lg.setLevel(level)
+        root.setLevel(before[1])
+        root.handlers[:] = before[2]
