@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ehrbridge.runner.config import ConfigError, load_config, parse_config
+from ehrbridge.runner.config import FILES, ConfigError, load_config, parse_config
 from ehrbridge.runner.secrets import SecretRef
 
 VALID = """\
@@ -174,4 +174,34 @@ def test_the_runner_section_sets_the_timing() -> None:
     assert parse_config(VALID).timing.lease_ttl == timedelta(minutes=5)
     assert errors_of(VALID + "runner: {lease: 30s}\n") == [
         "config.yaml:23: runner.lease: unknown key 'lease'"
+    ]
+
+
+def file_drop(lines: str) -> str:
+    return f"workspace: clinic\ndatabase: sqlite:///x.db\ndata_sources:\n  - id: drop\n{lines}"
+
+
+def test_a_file_drop_source_has_a_folder_and_a_cadence(tmp_path: Path) -> None:
+    config = parse_config(file_drop(f"    kind: file_drop\n    path: {tmp_path}\n    every: 30s\n"))
+    (drop,) = config.data_sources
+    assert drop.kind == "file_drop" and drop.path == tmp_path and drop.base_url == ""
+    assert [(r.type, r.every) for r in drop.resources] == [(FILES, timedelta(seconds=30))]
+
+
+def test_a_file_drop_source_needs_an_existing_folder(tmp_path: Path) -> None:
+    assert errors_of(file_drop("    kind: file_drop\n    every: 30s\n")) == [
+        "config.yaml:4: data_sources[0]: missing key 'path'"
+    ]
+    missing = tmp_path / "nowhere"
+    assert errors_of(file_drop(f"    kind: file_drop\n    path: {missing}\n    every: 30s\n")) == [
+        f"config.yaml:6: data_sources[0].path: '{missing}' is not an existing folder"
+    ]
+    a_file = tmp_path / "a.json"
+    a_file.write_text("{}")
+    assert errors_of(
+        file_drop(f"    kind: file_drop\n    path: {a_file}\n    every: 0s\n    base_url: x\n")
+    ) == [
+        "config.yaml:8: data_sources[0].base_url: unknown key 'base_url'",
+        f"config.yaml:6: data_sources[0].path: '{a_file}' is not an existing folder",
+        "config.yaml:7: data_sources[0].every: expected a duration above zero",
     ]

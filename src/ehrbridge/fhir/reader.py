@@ -81,13 +81,14 @@ def expand(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.is_file() and _is_fhir_file(p))
+            out += sorted(p for p in path.rglob("*") if p.is_file() and is_fhir_file(p))
         else:
             out.append(path)
     return out
 
 
-def _is_fhir_file(path: Path) -> bool:
+def is_fhir_file(path: Path) -> bool:
+    """A Bundle or NDJSON file by name: ``.json``, ``.ndjson``, ``.jsonl``, optionally ``.gz``."""
     name = path.name.lower().removesuffix(".gz")
     return name.endswith(_NDJSON_SUFFIXES + _JSON_SUFFIXES)
 

@@ -14,6 +14,13 @@
         resources:
           - {type: Patient, every: 5m}
           - {type: Appointment, every: 30s}
+      - id: drop
+        kind: file_drop
+        path: /srv/ehrbridge/inbox
+        every: 30s
+
+A ``file_drop`` source has a ``path`` (an existing folder) and an ``every`` instead of a
+``base_url`` and ``resources``: it becomes one resource, :data:`FILES`, at that cadence.
 
 Every error names the file, the line and the key path, e.g. ``config.yaml:14:
 data_sources[1].auth.token: inline secrets are not allowed; use {env: NAME} or {file: PATH}``.
@@ -37,6 +44,8 @@ from ehrbridge.runner.yamlfile import LocatedYaml, read_yaml
 
 SourceKind = Literal["fhir", "rest", "file_drop"]
 AuthKind = Literal["none", "basic", "bearer", "smart", "api_key", "oauth2"]
+#: the one resource of a ``file_drop`` source: every file in its folder
+FILES = "files"
 INLINE_SECRET = "inline secrets are not allowed; use {env: NAME} or {file: PATH}"  # noqa: S105
 
 #: per auth kind: its plain keys and its secret keys (references only)
@@ -101,6 +110,8 @@ class DataSourceConfig:
     business_hours: BusinessHours | None = None
     #: each poll reads again this far back from its cursor (late commits, clock skew)
     overlap: timedelta = timedelta(minutes=5)
+    #: the watched folder of a ``file_drop`` source (its ``base_url`` is then empty)
+    path: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -266,6 +277,8 @@ class _Checker:
         return url
 
     def source(self, value: Any, path: str) -> DataSourceConfig | None:
+        if isinstance(value, dict) and value.get("kind") == "file_drop":
+            return self.file_drop(value, path)
         raw = self.mapping(
             value,
             path,
@@ -301,6 +314,34 @@ class _Checker:
             resources=tuple(r for r in checked if r is not None),
             business_hours=hours,
             overlap=overlap,
+        )
+
+    def file_drop(self, value: dict[str, Any], path: str) -> DataSourceConfig | None:
+        raw = self.mapping(value, path, {"id", "kind", "path", "every"}, {"business_hours"})
+        if raw is None:
+            return None
+        ok = len(self.problems)
+        source_id = self.text(raw.get("id"), f"{path}.id")
+        folder = None
+        if "path" in raw:
+            folder = self.text(raw["path"], f"{path}.path")
+        if folder is not None and not Path(folder).is_dir():
+            self.fail(f"{path}.path", f"{folder!r} is not an existing folder")
+        every = self.duration(raw.get("every"), f"{path}.every") if "every" in raw else None
+        if every is not None and every <= timedelta(0):
+            self.fail(f"{path}.every", "expected a duration above zero")
+        hours = None
+        if raw.get("business_hours") is not None:
+            hours = self.hours(raw["business_hours"], f"{path}.business_hours")
+        if len(self.problems) > ok or source_id is None or folder is None or every is None:
+            return None
+        return DataSourceConfig(
+            id=source_id,
+            kind="file_drop",
+            base_url="",
+            path=Path(folder),
+            resources=(ResourceConfig(type=FILES, every=every),),
+            business_hours=hours,
         )
 
     def auth(self, value: Any, path: str) -> AuthConfig | None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.file_drop import FileDropPoller
 from ehrbridge.errors import EhrbridgeError
 from ehrbridge.runner.config import Timing, load_config
 from ehrbridge.runner.secrets import SecretRef
@@ -33,10 +34,12 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         log.error("cannot start: %s", exc)
         return NOT_STARTED
     runner_store = open_runner_store(store)
-    poller = FhirPoller(WorldModel(store, config.workspace), runner_store)
+    model = WorldModel(store, config.workspace)
+    poller = FhirPoller(model, runner_store)
+    drops = FileDropPoller(model)
     runner = Runner(
         config,
-        pollers={"fhir": poller},
+        pollers={"fhir": poller, "file_drop": drops},
         outcomes=runner_store,
         leases=runner_store,
         config_path=config_path,
@@ -53,6 +56,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await poller.aclose()
+        await drops.aclose()
         await store.close()
     return STOPPED
 
