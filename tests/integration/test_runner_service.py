@@ -1,16 +1,20 @@
 """The runner service in-process, with a fake poller: named loops, graceful and loud stops,
-config refresh, business hours and the per-source lease."""
+config refresh, business hours, the per-source lease and the ``/metrics`` endpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from ehrbridge.errors import InvalidInput
 from ehrbridge.runner.config import (
     DataSourceConfig,
     ResourceConfig,
@@ -212,3 +216,61 @@ async def test_a_long_poll_keeps_its_lease(runner_store: RunnerStore) -> None:
     await until(lambda: waiting.finished > 0)
     second.stop()
     await asyncio.wait_for(other, 5)
+
+
+async def test_metrics_are_served_while_the_runner_runs(runner_store: RunnerStore) -> None:
+    # A poll recorded by another runner: the health gauges come from the poll log too.
+    now = datetime.now(UTC)
+    await runner_store.record_outcome(
+        PollOutcome(
+            workspace="clinic",
+            source="lab",
+            resource_type="Observation",
+            started_at=now,
+            finished_at=now,
+            ok=False,
+            error="FhirUnavailable: HTTP 503",
+        )
+    )
+    config = parse_config(CONFIG + "runner: {metrics: {host: 127.0.0.1, port: 0}}\n")
+    poller = FakePoller()
+    runner = make_runner(runner_store, poller, config)
+    service = asyncio.create_task(runner.run())
+    try:
+        await until(lambda: poller.finished >= 3 and runner.metrics_server is not None)
+        assert runner.metrics_server is not None
+        port = runner.metrics_server.port
+        assert "metrics" in {t.get_name() for t in asyncio.all_tasks()}
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        found = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
+        ehr = (("outcome", "ok"), ("resource_type", "Patient"), ("source", "ehr"))
+        assert found["ehrbridge_polls_total", ehr] >= 3
+        fetched = found["ehrbridge_resources_fetched_total", ehr[1:]]
+        assert fetched == found["ehrbridge_polls_total", ehr]  # one resource a poll
+        assert found["ehrbridge_source_health", (("source", "ehr"), ("state", "healthy"))] == 1
+        assert found["ehrbridge_source_health", (("source", "lab"), ("state", "degraded"))] == 1
+    finally:
+        runner.stop()
+        await asyncio.wait_for(service, 5)
+    assert runner.metrics_server is None
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_metrics_port_in_use_stops_the_start(runner_store: RunnerStore) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = parse_config(CONFIG + f"runner: {{metrics: {{port: {port}}}}}\n")
+        poller = FakePoller()
+        with pytest.raises(InvalidInput, match=f"runner.metrics: cannot serve on 127.0.0.1:{port}"):
+            await make_runner(runner_store, poller, config).run()
+    assert poller.polls == []

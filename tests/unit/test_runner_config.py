@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ehrbridge.runner.config import FILES, ConfigError, load_config, parse_config
+from ehrbridge.runner.config import (
+    FILES,
+    ConfigError,
+    MetricsConfig,
+    load_config,
+    parse_config,
+)
 from ehrbridge.runner.secrets import SecretRef
 
 VALID = """\
@@ -175,6 +181,41 @@ def test_the_runner_section_sets_the_timing() -> None:
     assert errors_of(VALID + "runner: {lease: 30s}\n") == [
         "config.yaml:23: runner.lease: unknown key 'lease'"
     ]
+
+
+def test_the_runner_section_can_serve_metrics() -> None:
+    config = parse_config(VALID + "runner:\n  lease_ttl: 30s\n  metrics: {port: 9464}\n")
+    assert config.metrics == MetricsConfig(host="127.0.0.1", port=9464)
+    assert config.timing.lease_ttl == timedelta(seconds=30)
+    config = parse_config(VALID + "runner: {metrics: {host: 0.0.0.0, port: 0}}\n")
+    assert config.metrics == MetricsConfig(host="0.0.0.0", port=0)  # noqa: S104
+    assert parse_config(VALID).metrics is None
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "runner:\n  metrics: {port: 70000}\n",
+            "config.yaml:24: runner.metrics.port: expected a port number from 0 to 65535",
+        ),
+        (
+            "runner:\n  metrics: {port: http}\n",
+            "config.yaml:24: runner.metrics.port: expected a port number from 0 to 65535",
+        ),
+        (
+            "runner:\n  metrics:\n    port: 9464\n    path: /m\n",
+            "config.yaml:26: runner.metrics.path: unknown key 'path'",
+        ),
+        (
+            "runner:\n  metrics: {host: 127.0.0.1}\n",
+            "config.yaml:24: runner.metrics: missing key 'port'",
+        ),
+        ("runner:\n  metrics: 9464\n", "config.yaml:24: runner.metrics: expected a mapping"),
+    ],
+)
+def test_a_bad_metrics_section_names_key_and_line(section: str, expected: str) -> None:
+    assert errors_of(VALID + section) == [expected]
 
 
 def file_drop(lines: str) -> str:

@@ -22,6 +22,8 @@
 A ``file_drop`` source has a ``path`` (an existing folder) and an ``every`` instead of a
 ``base_url`` and ``resources``: it becomes one resource, :data:`FILES`, at that cadence.
 
+The optional ``runner:`` section holds timings and ``metrics: {port: 9464, host: 127.0.0.1}``.
+
 Every error names the file, the line and the key path, e.g. ``config.yaml:14:
 data_sources[1].auth.token: inline secrets are not allowed; use {env: NAME} or {file: PATH}``.
 Unknown keys are errors. Secrets are references only (:mod:`.secrets`).
@@ -127,6 +129,16 @@ class Timing:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MetricsConfig:
+    """Where ``ehrbridge run`` serves ``GET /metrics`` (:mod:`.metrics`)."""
+
+    #: the address to listen on; loopback unless a scraper elsewhere needs it
+    host: str = "127.0.0.1"
+    #: 0 picks a free port
+    port: int = 9464
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunnerConfig:
     """The whole config file."""
 
@@ -136,6 +148,8 @@ class RunnerConfig:
     data_sources: tuple[DataSourceConfig, ...] = ()
     #: the optional ``runner:`` section: ``{lease_ttl: 5m, refresh_every: 60s}``
     timing: Timing = field(default_factory=Timing)
+    #: the ``runner.metrics`` section: ``{port: 9464, host: 127.0.0.1}``; None serves no metrics
+    metrics: MetricsConfig | None = None
 
 
 def load_config(path: Path) -> RunnerConfig:
@@ -237,7 +251,13 @@ class _Checker:
                 self.fail(f"data_sources[{i}].id", f"duplicate data source id {source.id!r}")
             if source is not None:
                 seen.add(source.id)
-        timing = self.timing(top.get("runner") or {})
+        runner = top.get("runner") or {}
+        timing = self.timing(runner)
+        metrics = None
+        if isinstance(runner, dict) and runner.get("metrics") is not None:
+            metrics = self.metrics(runner["metrics"], "runner.metrics")
+            if metrics is None:
+                return None
         if workspace is None or database is None or timing is None:
             return None
         return RunnerConfig(
@@ -245,21 +265,37 @@ class _Checker:
             database=database,
             data_sources=tuple(s for s in checked if s is not None),
             timing=timing,
+            metrics=metrics,
         )
 
     def timing(self, value: Any) -> Timing | None:
-        raw = self.mapping(value, "runner", set(), {"lease_ttl", "refresh_every"})
+        raw = self.mapping(value, "runner", set(), {"lease_ttl", "refresh_every", "metrics"})
         if raw is None:
             return None
         known = raw.keys() & {"lease_ttl", "refresh_every"}
         found = {key: self.duration(raw[key], f"runner.{key}") for key in known}
-        if len(known) < len(raw):
+        if len(known) < len(raw.keys() - {"metrics"}):
             return None
         if any(d is None or d <= timedelta(0) for d in found.values()):
             if all(d is not None for d in found.values()):
                 self.fail("runner", "durations must be above zero")
             return None
         return Timing(**found)  # type: ignore[arg-type]
+
+    def metrics(self, value: Any, path: str) -> MetricsConfig | None:
+        raw = self.mapping(value, path, {"port"}, {"host"})
+        if raw is None:
+            return None
+        ok = len(self.problems)
+        port = raw.get("port")
+        if "port" in raw and (
+            not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535
+        ):
+            self.fail(f"{path}.port", "expected a port number from 0 to 65535")
+        host = self.text(raw["host"], f"{path}.host") if "host" in raw else "127.0.0.1"
+        if len(self.problems) > ok or host is None or not isinstance(port, int):
+            return None
+        return MetricsConfig(host=host, port=port)
 
     def database(self, value: Any) -> str | SecretRef | None:
         if isinstance(value, dict):

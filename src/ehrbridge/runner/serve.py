@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.connectors.file_drop import FileDropPoller
-from ehrbridge.errors import EhrbridgeError
+from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.runner.config import Timing, load_config
 from ehrbridge.runner.secrets import SecretRef
 from ehrbridge.runner.service import LoopFailed, Runner
@@ -52,6 +52,9 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         await runner.run()
     except LoopFailed:
         return LOOP_DIED
+    except InvalidInput as exc:  # the metrics address cannot be served
+        log.error("cannot start: %s", exc)
+        return NOT_STARTED
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

@@ -6,8 +6,12 @@
                      (and logs why) when the new one is invalid
     poll             one task per (data source, resource type), at its cadence, inside the
                      source's business hours, under the source's lease
+    metrics          only with ``runner.metrics``: reloads the recent poll outcomes that the
+                     ``/metrics`` health gauges are derived from (polls by other runners count)
     review, dispatch, reconcile
                      named slots for the loops that come later
+
+With ``runner.metrics`` the runner serves ``GET /metrics`` for its lifetime (:mod:`.metrics`).
 
 SIGTERM or SIGINT sets the stop event: each loop finishes the step it is in and returns, and
 the service exits 0. A loop that raises is a bug: the error is logged with the loop's name, the
@@ -22,12 +26,12 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ehrbridge.errors import EhrbridgeError, StorageError
+from ehrbridge.errors import EhrbridgeError, InvalidInput, StorageError
 from ehrbridge.runner.config import (
     ConfigError,
     DataSourceConfig,
@@ -36,12 +40,15 @@ from ehrbridge.runner.config import (
     Timing,
     load_config,
 )
+from ehrbridge.runner.metrics import MetricsServer, RunnerMetrics
 from ehrbridge.runner.poller import Poller
 from ehrbridge.runner.storage import Leases, PollLog
 
 log = logging.getLogger("ehrbridge.runner")
 #: the loops that come later; each holds its name until then
 RESERVED_LOOPS = ("review", "dispatch", "reconcile")
+#: how often the ``metrics`` loop reloads the recent poll outcomes (a usual scrape interval)
+METRICS_REFRESH = timedelta(seconds=15)
 
 
 class LoopFailed(EhrbridgeError):
@@ -72,6 +79,7 @@ class Runner:
         timing: Timing | None = None,
         holder: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: RunnerMetrics | None = None,
     ) -> None:
         self.config = config
         #: a poller per data source kind (``fhir``, ...)
@@ -83,6 +91,10 @@ class Runner:
         self.timing = timing or config.timing
         self.holder = holder or new_holder()
         self.clock = clock
+        #: poll counters and health gauges, served on ``/metrics`` when the config asks for it
+        self.metrics = metrics or RunnerMetrics(clock=clock)
+        #: the ``/metrics`` endpoint while :meth:`run` runs (with ``runner.metrics``)
+        self.metrics_server: MetricsServer | None = None
         self.stopping = asyncio.Event()
         self._config_changed = asyncio.Event()
         self._warned: set[str] = set()
@@ -98,13 +110,40 @@ class Runner:
             "poll": self._poll_supervisor(),
         }
         loops.update({name: self._reserved(name) for name in RESERVED_LOOPS})
+        try:
+            self._serve_metrics()
+        except InvalidInput:
+            for coro in loops.values():
+                coro.close()
+            raise
+        if self.metrics_server is not None:
+            loops["metrics"] = self._metrics_loop()
         tasks = {asyncio.create_task(coro, name=name): name for name, coro in loops.items()}
         log.info("runner %s started: %s", self.holder, ", ".join(loops))
         try:
             await _supervise(tasks)
         finally:
             await self._release_leases()
+            await self._stop_metrics()
         log.info("runner %s stopped", self.holder)
+
+    def _serve_metrics(self) -> None:
+        wanted = self.config.metrics
+        if wanted is None:
+            return
+        try:
+            self.metrics_server = self.metrics.serve(wanted.host, wanted.port)
+        except OSError as exc:
+            raise InvalidInput(
+                f"runner.metrics: cannot serve on {wanted.host}:{wanted.port}: {exc.strerror}"
+            ) from exc
+        log.info("metrics on http://%s:%d/metrics", wanted.host, self.metrics_server.port)
+
+    async def _stop_metrics(self) -> None:
+        server, self.metrics_server = self.metrics_server, None
+        if server is not None:
+            # shutdown() waits for the server thread's poll loop: not on the event loop.
+            await asyncio.to_thread(server.close)
 
     # --- loops -------------------------------------------------------------------------------
 
@@ -112,6 +151,15 @@ class Runner:
         # A slot for a loop that comes later: it only waits for the stop.
         del name
         await self.stopping.wait()
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            try:
+                self.metrics.seed(await self.outcomes.recent_outcomes(self.config.workspace))
+            except StorageError as exc:
+                log.warning("metrics: could not read the poll outcomes: %s", exc)
+            if await self._sleep(METRICS_REFRESH):
+                return
 
     async def _refresh_loop(self) -> None:
         if self.config_path is None:
@@ -135,12 +183,20 @@ class Runner:
             return
         if fresh == self.config:
             return
-        if fresh.database != self.config.database or fresh.workspace != self.config.workspace:
-            log.warning("config %s: a new database or workspace takes effect on restart", path)
-            fresh = RunnerConfig(
+        if (fresh.database, fresh.workspace, fresh.metrics) != (
+            self.config.database,
+            self.config.workspace,
+            self.config.metrics,
+        ):
+            log.warning(
+                "config %s: a new database, workspace or metrics address takes effect on restart",
+                path,
+            )
+            fresh = replace(
+                fresh,
                 workspace=self.config.workspace,
                 database=self.config.database,
-                data_sources=fresh.data_sources,
+                metrics=self.config.metrics,
             )
         log.info("config %s reloaded: %d data sources", path, len(fresh.data_sources))
         self.config = fresh
@@ -249,6 +305,7 @@ class Runner:
             renewal.cancel()
             await asyncio.gather(renewal, return_exceptions=True)
         await self.outcomes.record_outcome(outcome)
+        self.metrics.record(outcome)
         log.log(
             logging.INFO if outcome.ok else logging.WARNING,
             "poll %s %s: ok=%s fetched=%d events=%d%s",
