@@ -17,7 +17,7 @@ from typing import Any
 from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.importer import Importer
+from ehrbridge.fhir.importer import Importer, last_updated
 from ehrbridge.fhir.reader import Entry, Unit
 from ehrbridge.fhir.search import SearchParams
 from ehrbridge.runner.config import AuthConfig, DataSourceConfig, ResourceConfig
@@ -163,7 +163,7 @@ class _Run:
                 continue
             position = f"entry[{i}]"
             entries.append(Entry(position=position, resource=resource))
-            self._updated[(name, position)] = _last_updated(resource)
+            self._updated[(name, position)] = last_updated(resource)
         self._units.append(Unit(file=name, kind="searchset", entries=entries))
         self._pending += len(entries)
         self.fetched += len(entries)
@@ -188,15 +188,3 @@ class _Run:
             stored.append(self.newest)
         self.newest = max(stored, default=None)
         self._units, self._updated, self._pending = [], {}, 0
-
-
-def _last_updated(resource: dict[str, Any]) -> datetime | None:
-    meta = resource.get("meta")
-    raw = meta.get("lastUpdated") if isinstance(meta, dict) else None
-    if not isinstance(raw, str):
-        return None
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None

@@ -394,7 +394,7 @@ class Importer:
                 entity_type=item.entity[0],
                 entity_id=item.entity[1],
                 data=data,
-                effective_at=_last_updated(item.entry.resource) or now,
+                effective_at=last_updated(item.entry.resource) or now,
             )
             # Kinds and paths only: the data is JSON (it was parsed), and the store makes it
             # canonical once when it hashes it.
@@ -686,7 +686,8 @@ def _replaced(document: dict[str, Any], changes: list[tuple[Location, Any]]) -> 
     return out
 
 
-def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
+def last_updated(resource: Mapping[str, Any]) -> datetime | None:
+    """A resource's ``meta.lastUpdated`` as an aware datetime; None when absent or malformed."""
     meta = resource.get("meta")
     raw = meta.get("lastUpdated") if isinstance(meta, dict) else None
     if not isinstance(raw, str):
