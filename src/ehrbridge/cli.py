@@ -15,6 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ehrbridge.api.mcpcli import mcp_command
+from ehrbridge.api.serve import serve_command
+from ehrbridge.apicli import audit_app, keys_app
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.errors import EhrbridgeError
 from ehrbridge.fhir.client import FhirClient
@@ -23,7 +26,8 @@ from ehrbridge.fhir.mapping import to_entity
 from ehrbridge.fhir.patients import search_fhir_patients
 from ehrbridge.fhir.reader import expand
 from ehrbridge.fhircli import app as fhir_app
-from ehrbridge.progress import file_progress, show_errors
+from ehrbridge.logs import configure_logging
+from ehrbridge.progress import file_progress, show_errors, sync_progress
 from ehrbridge.progress import summary_table as counts_table
 from ehrbridge.runner.health import SourceHealth, source_health
 from ehrbridge.runner.storage import open_runner_store
@@ -38,6 +42,10 @@ from ehrbridge.worldmodel.store import Counts
 T = TypeVar("T")
 app = typer.Typer(help="ehrbridge: voice agents <-> EHRs through an event-sourced world model.")
 app.add_typer(fhir_app, name="fhir")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.command("serve")(serve_command)
+app.command("mcp")(mcp_command)
 console = Console()
 
 DbOption = Annotated[
@@ -369,12 +377,24 @@ def demo(
         "ehrbridge-demo.db"
     ),
 ) -> None:
-    """Load the sample clinic into a fresh world model and show a caller's context."""
+    """Sync the sample clinic from an in-process sandbox EHR through the connector runner into a
+    fresh world model, then take a call: identify the caller, record what the agent heard, and
+    show the patient's context."""
+    from ehrbridge.demo import sample_counts, sandbox_ehr, sync
+
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{path}"
+    totals = sample_counts()
 
     async def work(model: WorldModel) -> PatientContext | None:
-        await _import(model, [sample_bundle()], SAMPLE_SOURCE, "keep")
+        with sandbox_ehr() as base_url, sync_progress(console, totals) as report:
+            console.print(f"sandbox EHR at {base_url}; the connector runner is polling it")
+            await sync(model, open_runner_store(model.store), url, base_url, list(totals), report)
+        counts = await model.store.counts(model.workspace)
+        console.print(
+            f"world model: {sum(counts.entities.values())} entities, {counts.events} events"
+        )
         dialled = "(617) 555-0142"
         console.rule(f"incoming call from {dialled}")
         callers = await model.identify_caller(dialled)
@@ -398,13 +418,20 @@ def demo(
         )
         return await patient_context(model, patient.entity_id)
 
-    ctx = _run(f"sqlite:///{path}", "default", work)
+    # The runner logs each poll; the progress display says the same, so keep the log quiet.
+    runner_log = logging.getLogger("ehrbridge.runner")
+    level = runner_log.level
+    runner_log.setLevel(logging.ERROR)
+    try:
+        ctx = _run(url, "default", work)
+    finally:
+        runner_log.setLevel(level)
     if ctx is None:
         raise typer.Exit(1)
     context_view(ctx)
     console.print(
-        f"\nworld model in {path}; try: ehrbridge status --db sqlite:///{path}   "
-        f"ehrbridge events Patient/{ctx.patient.entity_id} --db sqlite:///{path}"
+        f"\nworld model in {path}; try: ehrbridge status --db {url}   "
+        f"ehrbridge events Patient/{ctx.patient.entity_id} --db {url}"
     )
 
 
@@ -446,21 +473,6 @@ def run(
 
     configure_logging()
     raise typer.Exit(asyncio.run(serve(config)))
-
-
-#: Libraries whose INFO lines carry request URLs, and so search parameters (names, birth dates,
-#: phone numbers): kept at WARNING so no PHI reaches the logs.
-QUIET_LOGGERS = ("httpx", "httpcore", "uvicorn.access")
-
-
-def configure_logging() -> None:
-    """INFO for ehrbridge's own loggers, without the URL-logging libraries' request lines."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("ehrbridge").setLevel(logging.INFO)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _entity(ref: str) -> tuple[str, str]:

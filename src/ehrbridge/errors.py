@@ -10,14 +10,23 @@
     ├── ConcurrencyError        an optimistic-concurrency check failed (someone wrote first)
     │   └── WriteRace           a unique key caught two writers racing; the batch may be retried
     ├── IdempotencyConflict     an idempotency key was reused for different content
+    ├── SlotUnavailable         the appointment slot asked for is not free (taken, busy, gone)
+    ├── AuthError               who is asking, or what they may do, stops the request
+    │   ├── Unauthenticated     no API key, or one that is unknown, malformed or revoked
+    │   └── PermissionDenied    the key's role or write scope does not allow the operation
     ├── StorageError            the database failed (translated at the adapter boundary)
     │   └── SchemaError         the database schema is missing, newer, or inconsistent
-    └── FhirError               a FHIR server refused a request (status, OperationOutcome issues)
-        ├── FhirNotFound        404 Not Found or 410 Gone
-        ├── FhirPreconditionFailed  412: the If-Match version is no longer current
-        ├── FhirAuthError       the server or its token endpoint refused our credentials
-        ├── FhirUnavailable     unreachable, timed out, or still failing after the retries
-        └── FhirProtocolError   the response is not FHIR (an HTML page, truncated JSON, wrong type)
+    ├── FhirError               a FHIR server refused a request (status, OperationOutcome issues)
+    │   ├── FhirNotFound        404 Not Found or 410 Gone
+    │   ├── FhirPreconditionFailed  412: the If-Match version is no longer current
+    │   ├── FhirAuthError       the server or its token endpoint refused our credentials
+    │   ├── FhirUnavailable     unreachable, timed out, or still failing after the retries
+    │   ├── FhirProtocolError   the response is not FHIR (an HTML page, truncated JSON, wrong type)
+    │   └── ExportFailed        a Bulk Data export failed on the server (start a new one)
+    └── RestSourceError         a custom REST source refused a request or sent something unusable
+        ├── RestAuthError       401/403, or the OAuth2 token endpoint refused our client
+        ├── RestUnavailable     unreachable, timed out, or 429/5xx after the retries
+        └── RestProtocolError   not JSON, an HTML page, records not a list, a bad next link
 
 Each class's docstring is its default message. Errors carry structured fields (ids, versions),
 never patient data.
@@ -97,6 +106,36 @@ class IdempotencyConflict(EhrbridgeError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"idempotency key {key!r} was already used for different content")
+
+
+class SlotUnavailable(EhrbridgeError):
+    """The appointment slot is not free."""
+
+    def __init__(self, slot: str, message: str | None = None) -> None:
+        #: ``Slot/<entity id>``
+        self.slot = slot
+        super().__init__(message or f"{slot} is not free")
+
+
+class AuthError(EhrbridgeError):
+    """The request is not allowed."""
+
+
+class Unauthenticated(AuthError):
+    """No valid API key was presented."""
+
+
+class PermissionDenied(AuthError):
+    """This key may not do that."""
+
+    def __init__(
+        self, permission: str, message: str | None = None, *, entity_type: str | None = None
+    ) -> None:
+        #: the permission that was missing, e.g. ``write.voice``
+        self.permission = permission
+        #: the entity type a write-scope refusal is about
+        self.entity_type = entity_type
+        super().__init__(message or f"this key may not {permission}")
 
 
 class StorageError(EhrbridgeError):
@@ -180,3 +219,38 @@ class FhirUnavailable(FhirError):
 
 class FhirProtocolError(FhirError):
     """The response is not the FHIR JSON the request calls for."""
+
+
+class ExportFailed(FhirError):
+    """The export failed on the server; start a new one."""
+
+
+class RestSourceError(EhrbridgeError):
+    """The REST data source refused the request.
+
+    Messages name the operation and the URL path (never the query string: parameters can be
+    patient data), the status and what was wrong; never a body or a secret.
+    """
+
+    def __init__(
+        self, message: str | None = None, *, operation: str = "", status: int | None = None
+    ) -> None:
+        #: ``GET /api/v2/appointments``: what was asked, without the query
+        self.operation = operation
+        #: the HTTP status, when there was a response
+        self.status = status
+        head = message or (type(self).__doc__ or type(self).__name__).strip()
+        parts = [operation, f"HTTP {status}" if status is not None else "", head]
+        super().__init__(": ".join(p for p in parts if p))
+
+
+class RestAuthError(RestSourceError):
+    """The REST data source or its token endpoint refused our credentials."""
+
+
+class RestUnavailable(RestSourceError):
+    """The REST data source could not be reached or kept failing."""
+
+
+class RestProtocolError(RestSourceError):
+    """The REST data source sent something that is not the JSON the config describes."""

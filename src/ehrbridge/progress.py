@@ -1,10 +1,11 @@
-"""What the CLI shows while FHIR files are imported or pushed: a progress bar over the bytes of
-the files, and at the end a summary table per resource type and the entries that failed."""
+"""What the CLI shows while FHIR files are imported or pushed (a progress bar over the bytes of
+the files, and at the end a summary table per resource type and the entries that failed), and
+while the connector runner syncs a data source (a bar per resource type)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ehrbridge.fhir.reader import Unit
+from ehrbridge.runner.storage import PollOutcome
 
 #: Errors listed on the terminal; the rest go to the ``--errors`` file.
 SHOWN_ERRORS = 20
@@ -99,3 +101,38 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+@contextmanager
+def sync_progress(
+    console: Console, totals: Mapping[str, int]
+) -> Iterator[Callable[[PollOutcome], None]]:
+    """A bar per resource type, filled by each poll's outcome; yields the outcome callback.
+
+    ``totals`` is how many resources of each type the source holds. A poll that failed (e.g. its
+    entries refer to records not polled yet) shows as a retry until one succeeds.
+    """
+    columns = (
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        TextColumn("{task.completed:>5.0f}/{task.total:<5.0f}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks = {
+            name: progress.add_task(name, total=max(total, 1), status="waiting")
+            for name, total in totals.items()
+        }
+
+        def report(outcome: PollOutcome) -> None:
+            task = tasks.get(outcome.resource_type)
+            if task is None:
+                return
+            if outcome.ok:
+                total = max(totals.get(outcome.resource_type, 0), outcome.fetched, 1)
+                progress.update(task, completed=total, total=total, status="[green]in sync")
+            else:
+                progress.update(task, status="[yellow]retrying: references not stored yet")
+
+        yield report

@@ -30,6 +30,10 @@ def test_demo_shows_a_patient_with_provenance_and_a_pending_voice_fact(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     out = invoke("demo")
+    # synced from the in-process sandbox EHR through the connector runner
+    assert "the connector runner is polling it" in out
+    assert re.search(r"Observation\s+━+\s+6/6\s+in sync", out), out
+    assert "world model: 39 entities, 39 events" in out
     assert "identified: Patient/" in out
     assert "phone.mobile (pending)" in out
     assert "+16175550199" in out
@@ -39,6 +43,8 @@ def test_demo_shows_a_patient_with_provenance_and_a_pending_voice_fact(
     # the demo starts fresh every time
     again = invoke("demo")
     assert again.count("phone.mobile (pending)") == 1
+    status = invoke("status", "--db", f"sqlite:///{tmp_path / 'ehrbridge-demo.db'}")
+    assert re.search(r"sandbox-ehr\s+│\s+healthy", status), status
 
 
 def test_import_is_idempotent_and_status_counts(db: str) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ehrbridge.cli import QUIET_LOGGERS, app, configure_logging
+from ehrbridge.cli import app
+from ehrbridge.logs import QUIET_LOGGERS, configure_logging
 
 CONFIG = """\
 workspace: clinic

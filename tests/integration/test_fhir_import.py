@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from tests.synthea import FIXTURES
 
 from ehrbridge.errors import StorageError
 from ehrbridge.fhir.importer import Importer, ImportReport
+from ehrbridge.fhir.reader import Entry, Unit
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import AppendResult, Submission
@@ -352,6 +353,23 @@ async def test_forward_references_are_deferred_until_their_target_arrives(
     state = await store.get_state(WS, basic_type, basic_id)
     assert state is not None
     assert state.values["resource"]["subject"]["reference"] == f"Device/{device_id}"
+
+
+async def test_a_stream_of_units_settles_its_forward_references_when_it_ends(
+    store: Store,
+) -> None:
+    async def stream() -> AsyncIterator[Unit]:
+        for n, resource in enumerate(
+            [encounter("e1", "Patient/p1"), encounter("e2", "Patient/ghost"), patient("p1")]
+        ):
+            entry = Entry(position=f"line {n + 1}", resource=resource)
+            yield Unit(file="download.ndjson", kind="ndjson", entries=[entry])
+
+    importer = Importer(WorldModel(store, WS), source="ehr")
+    report = await importer.import_stream(stream(), ImportReport())
+    assert created(report) == {"Patient": 1, "Encounter": 1}
+    (error,) = report.errors
+    assert error.position == "line 2" and "points nowhere" in error.reason
 
 
 async def test_a_reference_that_never_arrives_fails_at_the_end(

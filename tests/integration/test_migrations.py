@@ -21,6 +21,9 @@ EXPECTED_TABLES = {
     "leases",
     "cursors",
     "poll_outcomes",
+    "record_versions",
+    "api_keys",
+    "audit_log",
 }
 
 

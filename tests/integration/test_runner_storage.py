@@ -101,3 +101,27 @@ async def test_recent_outcomes_newest_first_per_source_and_type(store: Store) ->
         ("lab", 4),
         ("lab", 3),
     ]
+
+
+async def test_record_versions_are_per_source_and_type_and_replace(store: Store) -> None:
+    runner = open_runner_store(store)
+    assert await runner.known_versions("ws", "ehr", "Patient", ["a", "b"]) == {}
+    await runner.remember_versions("ws", "ehr", "Patient", {"a": "1", "b": "sha:x"})
+    await runner.remember_versions("ws", "ehr", "Patient", {"a": "2"})
+    await runner.remember_versions("ws", "ehr", "Encounter", {"a": "9"})
+    await runner.remember_versions("ws", "ehr", "Patient", {})
+    assert await runner.known_versions("ws", "ehr", "Patient", ["a", "b", "c"]) == {
+        "a": "2",
+        "b": "sha:x",
+    }
+    assert await runner.known_versions("ws", "ehr", "Encounter", ["a", "b"]) == {"a": "9"}
+    assert await runner.known_versions("other", "ehr", "Patient", ["a"]) == {}
+    assert await runner.known_versions("ws", "lab", "Patient", ["a"]) == {}
+    assert await runner.known_versions("ws", "ehr", "Patient", []) == {}
+
+
+async def test_record_versions_take_a_large_batch(store: Store) -> None:
+    runner = open_runner_store(store)
+    tokens = {f"id-{i}": f"v{i}" for i in range(5000)}
+    await runner.remember_versions("ws", "ehr", "Observation", tokens)
+    assert await runner.known_versions("ws", "ehr", "Observation", list(tokens)) == tokens

@@ -116,12 +116,18 @@ def test_unknown_keys_are_named_with_their_line() -> None:
         ("  - id: lab\n", "  - id: ehr\n", "config.yaml:13: data_sources[1].id: duplicate"),
         ("token: {env: EHR_TOKEN}", "token: {vault: x}", "config.yaml:7: data_sources[0].auth.tok"),
         ("database: sqlite:///ehrbridge.db\n", "", "config.yaml:1: missing key 'database'"),
+        ("overlap: 2m", "backfill: bulk", "config.yaml:8: data_sources[0].backfill: expected ex"),
     ],
 )
 def test_each_error_names_key_and_line(old: str, new: str, expected: str) -> None:
     assert old in VALID
     problems = errors_of(VALID.replace(old, new, 1))
     assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_a_fhir_source_may_start_with_a_bulk_export() -> None:
+    config = parse_config(VALID.replace("overlap: 2m", "backfill: export", 1))
+    assert [s.backfill for s in config.data_sources] == ["export", "none"]
 
 
 def test_every_problem_is_listed() -> None:

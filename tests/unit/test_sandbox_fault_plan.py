@@ -24,7 +24,7 @@ class Clock:
 def test_counted_faults_are_consumed_in_order() -> None:
     faults = Faults()
     faults.set(FaultPlan(resets=1, errors=2, throttle=1, retry_after=7))
-    decisions = [faults.decide("GET", instance_read=True) for _ in range(5)]
+    decisions = [faults.decide("GET", read=True) for _ in range(5)]
     assert [d.drop_connection for d in decisions] == [True, False, False, False, False]
     assert [d.status for d in decisions] == [None, 503, 503, 429, None]
     assert decisions[3].retry_after == 7
@@ -35,23 +35,23 @@ def test_counted_faults_are_consumed_in_order() -> None:
 def test_stale_reads_and_dropped_writes_apply_to_their_kind_only() -> None:
     faults = Faults()
     faults.set(stale_reads=1, dropped_writes=1)
-    assert not faults.decide("GET", instance_read=False).stale  # a search is not stale
-    assert not faults.decide("GET", instance_read=False).drop_write
-    assert faults.decide("PUT", instance_read=False).drop_write
-    assert faults.decide("GET", instance_read=True).stale
-    assert faults.decide("GET", instance_read=True) == faults.decide("POST", instance_read=False)
+    assert not faults.decide("GET", read=False).stale  # an operation ($export) is not stale
+    assert not faults.decide("GET", read=False).drop_write
+    assert faults.decide("PUT", read=False).drop_write
+    assert faults.decide("GET", read=True).stale
+    assert faults.decide("GET", read=True) == faults.decide("POST", read=False)
 
 
 def test_outage_window_and_rate_limit_follow_the_clock() -> None:
     clock = Clock()
     faults = Faults(clock)
     faults.set(FaultPlan(outage_seconds=5, rate_limit=2))
-    assert faults.decide("GET", instance_read=False).status == 503
+    assert faults.decide("GET", read=False).status == 503
     clock.now += 5
-    statuses = [faults.decide("GET", instance_read=False).status for _ in range(3)]
+    statuses = [faults.decide("GET", read=False).status for _ in range(3)]
     assert statuses == [None, None, 429]
     clock.now += 1
-    assert faults.decide("GET", instance_read=False).status is None
+    assert faults.decide("GET", read=False).status is None
     assert faults.injected == {"outage": 1, "rate_limit": 1}
 
 

@@ -6,14 +6,29 @@ records write no events, so the overlap costs reads, never duplicates), and move
 after every page's import committed: to the newest ``meta.lastUpdated`` stored, and never past an
 entry that failed (it is read again next time, e.g. once the Patient it refers to has arrived). A
 poll cut short leaves the cursor where it was; the next one reads the same pages again for free.
+With ``backfill: export`` a type without a cursor is first loaded through a Bulk Data export
+(:mod:`ehrbridge.connectors.bulk`), which hands it the export's ``transactionTime`` as its cursor.
+
+Dedup happens twice. Before mapping, a resource whose version token (:func:`version_token`:
+``meta.versionId`` with ``meta.lastUpdated``, or a digest of the resource when it has no version)
+equals the one remembered for its id is skipped: the overlap window and re-polls cost a lookup,
+not an import. So is a version older than the one remembered (a lagging replica's stale read).
+Tokens are remembered only after the import committed, and never for an entry that failed. What
+passes goes to the importer, where the world model's content hash writes no
+event for a resource whose meaning did not change (a new version with the same content).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
+from ehrbridge.connectors.clients import SourceClients
 from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from ehrbridge.fhir.client import FhirClient
@@ -21,13 +36,56 @@ from ehrbridge.fhir.importer import Importer, last_updated
 from ehrbridge.fhir.reader import Entry, Unit
 from ehrbridge.fhir.search import SearchParams
 from ehrbridge.runner.config import AuthConfig, DataSourceConfig, ResourceConfig
-from ehrbridge.runner.storage import Cursors, PollOutcome
+from ehrbridge.runner.storage import PollOutcome, PollState
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import utc
 
 #: Import after this many resources have been read, so memory stays bounded on a backfill.
 BATCH = 2000
 _EPSILON = timedelta(microseconds=1)
+
+
+def version_token(resource: Mapping[str, Any]) -> str:
+    """What identifies this version of a resource: ``v:<versionId>@<lastUpdated>`` (a server
+    reset that starts versions again still changes it), else a digest of the whole resource.
+
+    >>> version_token({"id": "1", "meta": {"versionId": "3", "lastUpdated": "2026-11-20"}})
+    'v:3@2026-11-20'
+    >>> version_token({"id": "1"}) == version_token({"id": "1"}) != version_token({"id": "2"})
+    True
+    """
+    meta = resource.get("meta")
+    if isinstance(meta, Mapping) and isinstance(meta.get("versionId"), str):
+        return f"v:{meta['versionId']}@{meta.get('lastUpdated')}"
+    body = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    return "sha:" + hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def is_newer(token: str, known: str | None) -> bool:
+    """Whether a version with ``token`` should be stored over the ``known`` one: it differs, and
+    when both carry a ``lastUpdated`` it is not older.
+
+    >>> is_newer("v:2@2026-11-20T10:00:00Z", "v:1@2026-11-20T09:00:00Z"), is_newer("sha:a", None)
+    (True, True)
+    >>> is_newer("v:1@2026-11-20T09:00:00Z", "v:2@2026-11-20T10:00:00Z")  # a stale read
+    False
+    """
+    if known is None:
+        return True
+    if token == known:
+        return False
+    mine, theirs = _token_instant(token), _token_instant(known)
+    return mine is None or theirs is None or mine >= theirs
+
+
+def _token_instant(token: str) -> datetime | None:
+    if not token.startswith("v:") or "@" not in token:
+        return None
+    try:
+        when = datetime.fromisoformat(token.rsplit("@", 1)[1])
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def fhir_auth(auth: AuthConfig) -> Auth:
@@ -59,37 +117,26 @@ class FhirPoller:
     def __init__(
         self,
         model: WorldModel,
-        cursors: Cursors,
+        state: PollState,
         *,
         client_for: Callable[[DataSourceConfig], FhirClient] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         batch: int = BATCH,
     ) -> None:
         self.model = model
-        self.cursors = cursors
+        #: cursors and remembered record versions
+        self.state = state
         self.clock = clock
         self.batch = batch
-        self._client_for = client_for or (
-            lambda source: FhirClient(source.base_url, auth=fhir_auth(source.auth))
+        #: one backfill at a time per source (``backfill: export``)
+        self._backfills: dict[str, asyncio.Lock] = {}
+        self._clients = SourceClients(
+            client_for or (lambda source: FhirClient(source.base_url, auth=fhir_auth(source.auth)))
         )
-        #: one client per source, made again when the source's config changes
-        self._clients: dict[str, tuple[DataSourceConfig, FhirClient]] = {}
 
     async def aclose(self) -> None:
         """Close every client."""
-        clients, self._clients = self._clients, {}
-        for _, client in clients.values():
-            await client.aclose()
-
-    async def _client(self, source: DataSourceConfig) -> FhirClient:
-        known = self._clients.get(source.id)
-        if known is not None and known[0] == source:
-            return known[1]
-        if known is not None:
-            await known[1].aclose()
-        client = self._client_for(source)
-        self._clients[source.id] = (source, client)
-        return client
+        await self._clients.aclose()
 
     async def poll(self, source: DataSourceConfig, resource: ResourceConfig) -> PollOutcome:
         """Poll ``resource.type`` at ``source`` once; failures become the outcome's error."""
@@ -111,6 +158,7 @@ class FhirPoller:
             error=error,
             fetched=run.fetched,
             events=run.events,
+            unchanged=run.unchanged,
         )
 
 
@@ -119,7 +167,7 @@ class _Run:
 
     def __init__(self, poller: FhirPoller, source: DataSourceConfig, resource: ResourceConfig):
         self.poller, self.source, self.resource = poller, source, resource
-        self.fetched = self.events = 0
+        self.fetched = self.events = self.unchanged = 0
         self.entry_error: str | None = None
         self.cursor: datetime | None = None
         #: once an entry failed, the cursor may not pass it
@@ -128,16 +176,21 @@ class _Run:
         self.newest: datetime | None = None
         self._units: list[Unit] = []
         self._updated: dict[tuple[str, str], datetime | None] = {}
+        #: (unit, position) -> (resource type, id, version token) of the entries read
+        self._tokens: dict[tuple[str, str], tuple[str, str, str]] = {}
         self._pending = 0
 
     async def go(self) -> None:
         p, ws = self.poller, self.poller.model.workspace
-        stored = await p.cursors.get_cursor(ws, self.source.id, self.resource.type)
+        stored = await p.state.get_cursor(ws, self.source.id, self.resource.type)
+        if stored is None and self.source.backfill == "export":
+            await self._backfill()
+            stored = await p.state.get_cursor(ws, self.source.id, self.resource.type)
         params = SearchParams().count(self.resource.page_size).sort("_lastUpdated")
         if stored is not None:
             self.cursor = datetime.fromisoformat(stored)
             params = params.updated_since(self.cursor - self.source.overlap)
-        client = await p._client(self.source)
+        client = await p._clients.get(self.source)
         number = 0
         async for page in client.search_pages(self.resource.type, params):
             number += 1
@@ -152,7 +205,30 @@ class _Run:
             newest = min(newest, self.ceiling)
         if newest is not None and (self.cursor is None or newest > self.cursor):
             self.cursor = newest
-            await p.cursors.set_cursor(ws, self.source.id, self.resource.type, utc(newest))
+            await p.state.set_cursor(ws, self.source.id, self.resource.type, utc(newest))
+
+    async def _backfill(self) -> None:
+        """Load the source's types that have no cursor yet with a Bulk Data export; the
+        backfill hands each its cursor (the export's ``transactionTime``). The poll tasks of one
+        source wait for one backfill; the source's poll lease keeps other runners out."""
+        from ehrbridge.connectors.bulk import Backfill  # the backfill builds on this module
+
+        p, ws = self.poller, self.poller.model.workspace
+        async with p._backfills.setdefault(self.source.id, asyncio.Lock()):
+            missing = [
+                r.type
+                for r in self.source.resources
+                if await p.state.get_cursor(ws, self.source.id, r.type) is None
+            ]
+            if self.resource.type not in missing:
+                return  # another type's poll just backfilled this one
+            result = await Backfill(p.model, p.state, clock=p.clock).run(self.source, types=missing)
+        self.fetched += result.read
+        self.events += result.report.events
+        if not result.complete:
+            raise EhrbridgeError(
+                f"the $export backfill of {', '.join(missing)} is unfinished: {result.error}"
+            )
 
     def _add(self, page: dict[str, Any], name: str) -> None:
         entries = []
@@ -164,6 +240,9 @@ class _Run:
             position = f"entry[{i}]"
             entries.append(Entry(position=position, resource=resource))
             self._updated[(name, position)] = last_updated(resource)
+            rtype, rid = resource.get("resourceType"), resource.get("id")
+            if isinstance(rtype, str) and isinstance(rid, str):
+                self._tokens[(name, position)] = (rtype, rid, version_token(resource))
         self._units.append(Unit(file=name, kind="searchset", entries=entries))
         self._pending += len(entries)
         self.fetched += len(entries)
@@ -172,13 +251,24 @@ class _Run:
         if not self._pending:
             return
         p = self.poller
+        unchanged = await self._unchanged()
+        self.unchanged += len(unchanged)
+        units = [
+            Unit(
+                file=u.file,
+                kind=u.kind,
+                entries=[e for e in u.entries if (u.file, e.position) not in unchanged],
+            )
+            for u in self._units
+        ]
         importer = Importer(p.model, source=self.source.id, clock=p.clock)
-        report = await importer.import_units(self._units)
+        report = await importer.import_units([u for u in units if u.entries])
         self.events += report.events
         failed = {(e.file, e.position) for e in report.errors}
         if report.errors:
             first = report.errors[0]
             self.entry_error = f"{len(report.errors)} entries not imported, first: {first}"
+        await self._remember(failed | unchanged)
         for key, updated in self._updated.items():
             if key in failed and updated is not None:
                 limit = updated - _EPSILON
@@ -187,4 +277,32 @@ class _Run:
         if self.newest is not None:
             stored.append(self.newest)
         self.newest = max(stored, default=None)
-        self._units, self._updated, self._pending = [], {}, 0
+        self._units, self._updated, self._tokens, self._pending = [], {}, {}, 0
+
+    async def _unchanged(self) -> set[tuple[str, str]]:
+        """The entries read whose version is the one remembered as stored, or older than it (a
+        stale read from a lagging replica)."""
+        ws, state = self.poller.model.workspace, self.poller.state
+        by_type: dict[str, set[str]] = {}
+        for rtype, rid, _ in self._tokens.values():
+            by_type.setdefault(rtype, set()).add(rid)
+        known = {
+            (rtype, rid): token
+            for rtype, ids in by_type.items()
+            for rid, token in (await state.known_versions(ws, self.source.id, rtype, ids)).items()
+        }
+        return {
+            key
+            for key, (rtype, rid, token) in self._tokens.items()
+            if not is_newer(token, known.get((rtype, rid)))
+        }
+
+    async def _remember(self, skip: set[tuple[str, str]]) -> None:
+        """Remember the versions just stored (not those that failed or were already known)."""
+        ws, state = self.poller.model.workspace, self.poller.state
+        by_type: dict[str, dict[str, str]] = {}
+        for key, (rtype, rid, token) in self._tokens.items():
+            if key not in skip:
+                by_type.setdefault(rtype, {})[rid] = token
+        for rtype, tokens in by_type.items():
+            await state.remember_versions(ws, self.source.id, rtype, tokens)

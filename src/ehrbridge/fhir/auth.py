@@ -10,21 +10,20 @@ No secret (password, token, key, assertion) appears in a ``repr``, a message or 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import uuid4
 
 import httpx
 import jwt
-import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ehrbridge.errors import FhirAuthError, FhirUnavailable, InvalidInput
+from ehrbridge.oauth import AccessTokens
 
 #: https://datatracker.ietf.org/doc/html/rfc7523#section-2.2
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -150,17 +149,21 @@ class SmartBackendAuth:
         #: the key id in the JWKS the EHR holds for us, sent as the assertion's ``kid`` header
         self.kid = kid
         self.scope = scope
-        #: fetch a new token this many seconds before the current one expires
-        self.refresh_margin = refresh_margin
-        #: how many tokens this object has fetched
-        self.tokens_fetched = 0
         self._key = load_private_key(private_key, algorithm)
         self._clock = clock
-        self._timeout, self._transport = timeout, transport
-        self._http: httpx.AsyncClient | None = None  # opened on the first token request
-        self._lock = asyncio.Lock()
-        self._token: str | None = None
-        self._refresh_at = 0.0
+        self._tokens = AccessTokens(
+            token_url=token_url,
+            request=self._token_request,
+            operation="SMART token",
+            credential="client assertion",
+            auth_error=FhirAuthError,
+            unavailable=FhirUnavailable,
+            default_lifetime=300,
+            refresh_margin=refresh_margin,
+            timeout=timeout,
+            transport=transport,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -168,27 +171,23 @@ class SmartBackendAuth:
             f"algorithm={self.algorithm!r}, kid={self.kid!r}, scope={self.scope!r})"
         )
 
+    @property
+    def tokens_fetched(self) -> int:
+        """How many tokens this object has fetched."""
+        return self._tokens.tokens_fetched
+
     async def authorization(self) -> str | None:
         """``Bearer <access token>``, fetching a token when there is none or it expires soon."""
-        if self._token is None or self._clock() >= self._refresh_at:
-            async with self._lock:
-                # Concurrent callers wait here; the first fetches, the rest reuse its token.
-                if self._token is None or self._clock() >= self._refresh_at:
-                    await self._fetch_token()
-        return f"Bearer {self._token}"
+        return f"Bearer {await self._tokens.current()}"
 
     async def refresh(self, rejected: str | None) -> bool:
         """The FHIR server refused ``rejected``: fetch a new token unless one already came."""
-        async with self._lock:
-            if rejected == f"Bearer {self._token}" or self._token is None:
-                await self._fetch_token()
+        await self._tokens.renew(rejected.removeprefix("Bearer ") if rejected else None)
         return True
 
     async def aclose(self) -> None:
         """Close the connections to the token endpoint."""
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._tokens.aclose()
 
     def client_assertion(self) -> str:
         """A fresh signed JWT: iss = sub = client_id, aud = token URL, unique jti, exp <= 5 min."""
@@ -204,53 +203,11 @@ class SmartBackendAuth:
         headers = {"kid": self.kid} if self.kid else None
         return jwt.encode(claims, self._key, algorithm=self.algorithm, headers=headers)
 
-    async def _fetch_token(self) -> None:
-        operation = f"SMART token POST {httpx.URL(self.token_url).path}"
+    def _token_request(self) -> tuple[dict[str, str], dict[str, str]]:
         form = {
             "grant_type": "client_credentials",
             "scope": self.scope,
             "client_assertion_type": CLIENT_ASSERTION_TYPE,
             "client_assertion": self.client_assertion(),
         }
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self._timeout, transport=self._transport)
-        try:
-            response = await self._http.post(
-                self.token_url, data=form, headers={"Accept": "application/json"}
-            )
-        except httpx.TransportError as exc:
-            raise FhirUnavailable(
-                f"the token endpoint is unreachable ({type(exc).__name__})", operation=operation
-            ) from exc
-        body = _json_object(response)
-        status = response.status_code
-        if status != 200:
-            # OAuth errors (RFC 6749 §5.2) name the problem; they carry no secrets.
-            error = str(body.get("error", "no error code"))
-            description = body.get("error_description")
-            reason = f"{error}: {description}" if description else error
-            raise FhirAuthError(
-                f"the token endpoint refused the client assertion ({reason})",
-                operation=operation,
-                status=status,
-            )
-        token, expires_in = body.get("access_token"), body.get("expires_in", 300)
-        if not isinstance(token, str) or not token or not isinstance(expires_in, int | float):
-            raise FhirAuthError(
-                "the token response has no access_token or a bad expires_in",
-                operation=operation,
-                status=status,
-            )
-        # A token shorter-lived than twice the margin is renewed halfway through its life.
-        margin = min(self.refresh_margin, expires_in / 2)
-        self._token = token
-        self._refresh_at = self._clock() + expires_in - margin
-        self.tokens_fetched += 1
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return {}
-    return body if isinstance(body, dict) else {}
+        return form, {}

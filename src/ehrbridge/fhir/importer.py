@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,35 +47,34 @@ STATUSES: tuple[Status, ...] = ("created", "updated", "unchanged", "failed")
 #: Records remembered between units; beyond this the cache starts again from the store.
 CACHE_SIZE = 200_000
 _RELATIVE = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
-#: NDJSON files are imported in this order of their resource type, so a reference usually
-#: points at a record imported before it (Bulk Data writes one file per type).
-_TYPE_ORDER = {
-    t: i
-    for i, t in enumerate(
-        (
-            "Organization",
-            "Location",
-            "Practitioner",
-            "PractitionerRole",
-            "Patient",
-            "RelatedPerson",
-            "Coverage",
-            "Encounter",
-            "Condition",
-            "Procedure",
-            "Immunization",
-            "AllergyIntolerance",
-            "Medication",
-            "MedicationRequest",
-            "Observation",
-            "DiagnosticReport",
-            "Goal",
-            "CarePlan",
-            "Claim",
-            "ExplanationOfBenefit",
-        )
-    )
-}
+#: Resource types in reference order (a type refers to types before it), so NDJSON and Bulk
+#: Data export files (one per type) are imported with their references pointing backwards.
+TYPE_ORDER = (
+    "Organization",
+    "Location",
+    "Practitioner",
+    "PractitionerRole",
+    "Patient",
+    "RelatedPerson",
+    "Coverage",
+    "Appointment",
+    "Encounter",
+    "CareTeam",
+    "Condition",
+    "Procedure",
+    "Immunization",
+    "AllergyIntolerance",
+    "Medication",
+    "MedicationRequest",
+    "Observation",
+    "DiagnosticReport",
+    "ImagingStudy",
+    "Goal",
+    "CarePlan",
+    "Claim",
+    "ExplanationOfBenefit",
+)
+_TYPE_ORDER = {t: i for i, t in enumerate(TYPE_ORDER)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,6 +199,23 @@ class Importer:
         with self._deferred:
             for unit in units:
                 await self.import_unit(unit, report)
+            await self._retry_deferred(report)
+        return report
+
+    async def import_stream(
+        self,
+        units: AsyncIterable[Unit],
+        report: ImportReport,
+        on_unit: Callable[[Unit, ImportReport], None] | None = None,
+    ) -> ImportReport:
+        """Import units as they arrive (a file being downloaded, say) into ``report``, with the
+        same deferral of forward references as :meth:`import_paths`: references to later units
+        of the stream are settled (or failed) once it ends."""
+        with self._deferred:
+            async for unit in units:
+                await self.import_unit(unit, report)
+                if on_unit is not None:
+                    on_unit(unit, report)
             await self._retry_deferred(report)
         return report
 

@@ -22,6 +22,9 @@
 A ``file_drop`` source has a ``path`` (an existing folder) and an ``every`` instead of a
 ``base_url`` and ``resources``: it becomes one resource, :data:`FILES`, at that cadence.
 
+A ``rest`` source's resources each name an endpoint, its paging, incremental parameter and field
+mappings (docs/rest-connector.md); :mod:`ehrbridge.connectors.rest.spec` checks those parts.
+
 The optional ``runner:`` section holds timings and ``metrics: {port: 9464, host: 127.0.0.1}``.
 
 Every error names the file, the line and the key path, e.g. ``config.yaml:14:
@@ -31,6 +34,7 @@ Unknown keys are errors. Secrets are references only (:mod:`.secrets`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
@@ -38,6 +42,12 @@ from typing import Any, Literal
 
 import yaml
 
+from ehrbridge.connectors.rest.spec import (
+    RestResource,
+    RestSettings,
+    check_resource,
+    check_settings,
+)
 from ehrbridge.errors import InvalidInput
 from ehrbridge.runner.durations import parse_duration
 from ehrbridge.runner.schedule import BusinessHours, parse_days
@@ -48,6 +58,7 @@ SourceKind = Literal["fhir", "rest", "file_drop"]
 AuthKind = Literal["none", "basic", "bearer", "smart", "api_key", "oauth2"]
 #: the one resource of a ``file_drop`` source: every file in its folder
 FILES = "files"
+_ENTITY_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
 INLINE_SECRET = "inline secrets are not allowed; use {env: NAME} or {file: PATH}"  # noqa: S105
 
 #: per auth kind: its plain keys and its secret keys (references only)
@@ -57,8 +68,12 @@ _AUTH_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "bearer": (set(), {"token"}),
     "smart": ({"client_id", "token_url", "key_id", "algorithm", "scope"}, {"private_key"}),
     "api_key": ({"header"}, {"key"}),
-    "oauth2": ({"client_id", "token_url", "scope"}, {"client_secret"}),
+    "oauth2": ({"client_id", "token_url", "scope", "client_auth"}, {"client_secret"}),
 }
+#: the auth kinds a ``rest`` source takes
+_REST_AUTH = ("none", "basic", "bearer", "api_key", "oauth2")
+#: the source-wide keys of a ``rest`` source beyond the common ones
+_REST_SOURCE_KEYS = {"timezone", "dayfirst", "phone_region", "headers", "timeout"}
 _REQUIRED_AUTH = {
     "basic": {"username", "password"},
     "bearer": {"token"},
@@ -97,6 +112,8 @@ class ResourceConfig:
     every: timedelta
     #: results per page asked of the server
     page_size: int = 100
+    #: a ``rest`` source's endpoint, paging and field mappings
+    rest: RestResource | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +131,11 @@ class DataSourceConfig:
     overlap: timedelta = timedelta(minutes=5)
     #: the watched folder of a ``file_drop`` source (its ``base_url`` is then empty)
     path: Path | None = None
+    #: ``export``: a fhir source's types are first loaded with a Bulk Data ``$export`` backfill,
+    #: then polled from its ``transactionTime`` (``none``: the first poll reads everything)
+    backfill: Literal["none", "export"] = "none"
+    #: a ``rest`` source's defaults (time zone, day-first dates, phone region, headers)
+    rest: RestSettings | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -315,11 +337,13 @@ class _Checker:
     def source(self, value: Any, path: str) -> DataSourceConfig | None:
         if isinstance(value, dict) and value.get("kind") == "file_drop":
             return self.file_drop(value, path)
+        rest = isinstance(value, dict) and value.get("kind") == "rest"
         raw = self.mapping(
             value,
             path,
             {"id", "kind", "base_url"},
-            {"auth", "resources", "business_hours", "overlap"},
+            {"auth", "resources", "business_hours", "overlap"}
+            | (_REST_SOURCE_KEYS if rest else {"backfill"}),
         )
         if raw is None:
             return None
@@ -330,15 +354,25 @@ class _Checker:
             self.fail(f"{path}.kind", "expected fhir, rest or file_drop")
         base_url = self.text(raw.get("base_url"), f"{path}.base_url")
         auth = self.auth(raw.get("auth", {"kind": "none"}), f"{path}.auth")
+        if rest and auth is not None and auth.kind not in _REST_AUTH:
+            self.fail(f"{path}.auth.kind", f"a rest source takes {', '.join(_REST_AUTH)}")
+        settings = check_settings(self, raw, path) if rest else None
         resources = raw.get("resources") or []
         if not isinstance(resources, list):
             self.fail(f"{path}.resources", "expected a list")
             resources = []
-        checked = [self.resource(r, f"{path}.resources[{i}]") for i, r in enumerate(resources)]
+        checked = [
+            self.resource(r, f"{path}.resources[{i}]", rest=rest) for i, r in enumerate(resources)
+        ]
+        if rest:
+            self.unique_types(checked, path)
         hours = None
         if raw.get("business_hours") is not None:
             hours = self.hours(raw["business_hours"], f"{path}.business_hours")
         overlap = self.duration(raw.get("overlap", "5m"), f"{path}.overlap")
+        backfill = raw.get("backfill", "none")
+        if backfill not in ("none", "export"):
+            self.fail(f"{path}.backfill", "expected export (Bulk Data $export first) or none")
         if len(self.problems) > ok:
             return None
         assert source_id and base_url and auth and overlap is not None
@@ -350,7 +384,21 @@ class _Checker:
             resources=tuple(r for r in checked if r is not None),
             business_hours=hours,
             overlap=overlap,
+            rest=settings,
+            backfill=backfill,
         )
+
+    def unique_types(self, resources: list[ResourceConfig | None], path: str) -> None:
+        """A rest source's cursors and poll tasks are per resource type: one endpoint each."""
+        seen: set[str] = set()
+        for i, resource in enumerate(resources):
+            if resource is not None and resource.type in seen:
+                self.fail(
+                    f"{path}.resources[{i}].type",
+                    f"{resource.type} is polled from another endpoint of this source already",
+                )
+            if resource is not None:
+                seen.add(resource.type)
 
     def file_drop(self, value: dict[str, Any], path: str) -> DataSourceConfig | None:
         raw = self.mapping(value, path, {"id", "kind", "path", "every"}, {"business_hours"})
@@ -406,7 +454,9 @@ class _Checker:
                     settings[key] = checked
         return AuthConfig(kind=kind, settings=settings, secrets=secrets)
 
-    def resource(self, value: Any, path: str) -> ResourceConfig | None:
+    def resource(self, value: Any, path: str, *, rest: bool = False) -> ResourceConfig | None:
+        if rest:
+            return self.rest_resource(value, path)
         raw = self.mapping(value, path, {"type", "every"}, {"page_size"})
         if raw is None:
             return None
@@ -422,6 +472,25 @@ class _Checker:
         if resource_type is None or every is None:
             return None
         return ResourceConfig(type=resource_type, every=every, page_size=page_size)
+
+    def rest_resource(self, value: Any, path: str) -> ResourceConfig | None:
+        optional = {"path", "records", "id", "version", "params", "pagination", "incremental"}
+        raw = self.mapping(value, path, {"type", "every", "fields"}, optional | {"page_size"})
+        if raw is None:
+            return None
+        ok = len(self.problems)
+        resource_type = self.text(raw.get("type"), f"{path}.type") if "type" in raw else None
+        if resource_type is not None and not _ENTITY_TYPE.fullmatch(resource_type):
+            self.fail(f"{path}.type", "expected an entity type such as Appointment")
+        every = self.duration(raw.get("every"), f"{path}.every") if "every" in raw else None
+        if every is not None and every <= timedelta(0):
+            self.fail(f"{path}.every", "expected a duration above zero")
+        spec = check_resource(self, raw, path, resource_type or "")
+        if len(self.problems) > ok or resource_type is None or every is None:
+            return None
+        return ResourceConfig(
+            type=resource_type, every=every, page_size=spec.paging.size, rest=spec
+        )
 
     def hours(self, value: Any, path: str) -> BusinessHours | None:
         raw = self.mapping(value, path, {"start", "end"}, {"days", "timezone"})

@@ -55,6 +55,12 @@ class RunnerMetrics:
             SOURCE_TYPE,
             registry=self.registry,
         )
+        self.unchanged = Counter(
+            "ehrbridge_resources_unchanged",
+            "Resources read whose version was already stored, skipped before mapping.",
+            SOURCE_TYPE,
+            registry=self.registry,
+        )
         self.events = Counter(
             "ehrbridge_events_written",
             "Events written to the world model.",
@@ -78,6 +84,7 @@ class RunnerMetrics:
         labels = (outcome.source, outcome.resource_type)
         self.polls.labels(*labels, "ok" if outcome.ok else "failed").inc()
         self.fetched.labels(*labels).inc(outcome.fetched)
+        self.unchanged.labels(*labels).inc(outcome.unchanged)
         self.events.labels(*labels).inc(outcome.events)
         seconds = (outcome.finished_at - outcome.started_at).total_seconds()
         self.duration.labels(*labels).observe(max(seconds, 0.0))

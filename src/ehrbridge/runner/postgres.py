@@ -6,6 +6,7 @@ UPDATE … WHERE`` statement, decided by the database's clock, so exactly one ho
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +24,8 @@ WHERE leases.expires_at < now() OR leases.holder = excluded.holder
 RETURNING holder, expires_at
 """
 _OUTCOME_COLUMNS = (
-    "workspace, source, resource_type, started_at, finished_at, ok, error, fetched, events"
+    "workspace, source, resource_type, started_at, finished_at, ok, error, fetched, events, "
+    "unchanged"
 )
 
 
@@ -84,7 +86,7 @@ class PostgresRunnerStore:
     async def record_outcome(self, outcome: PollOutcome) -> None:
         o = outcome
         await self._fetch(
-            f"INSERT INTO poll_outcomes ({_OUTCOME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            f"INSERT INTO poll_outcomes ({_OUTCOME_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})",
             (
                 o.workspace,
                 o.source,
@@ -95,6 +97,7 @@ class PostgresRunnerStore:
                 o.error,
                 o.fetched,
                 o.events,
+                o.unchanged,
             ),
         )
 
@@ -119,6 +122,30 @@ class PostgresRunnerStore:
                 error=r[6],
                 fetched=r[7],
                 events=r[8],
+                unchanged=r[9],
             )
             for r in rows
         ]
+
+    async def known_versions(
+        self, workspace: str, source: str, resource_type: str, record_ids: Collection[str]
+    ) -> dict[str, str]:
+        rows = await self._fetch(
+            "SELECT record_id, token FROM record_versions WHERE workspace = %s AND source = %s "
+            "AND resource_type = %s AND record_id = ANY(%s)",
+            (workspace, source, resource_type, list(record_ids)),
+        )
+        return {row[0]: row[1] for row in rows}
+
+    async def remember_versions(
+        self, workspace: str, source: str, resource_type: str, tokens: Mapping[str, str]
+    ) -> None:
+        if not tokens:
+            return
+        await self._fetch(
+            "INSERT INTO record_versions (workspace, source, resource_type, record_id, token) "
+            "SELECT %s, %s, %s, r, t FROM unnest(%s::text[], %s::text[]) AS u(r, t) "
+            "ON CONFLICT (workspace, source, resource_type, record_id) "
+            "DO UPDATE SET token = excluded.token",
+            (workspace, source, resource_type, list(tokens), list(tokens.values())),
+        )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.connectors.file_drop import FileDropPoller
+from ehrbridge.connectors.rest.poller import RestPoller
 from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.runner.config import Timing, load_config
 from ehrbridge.runner.secrets import SecretRef
@@ -37,9 +38,10 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
     model = WorldModel(store, config.workspace)
     poller = FhirPoller(model, runner_store)
     drops = FileDropPoller(model)
+    rest = RestPoller(model, runner_store)
     runner = Runner(
         config,
-        pollers={"fhir": poller, "file_drop": drops},
+        pollers={"fhir": poller, "file_drop": drops, "rest": rest},
         outcomes=runner_store,
         leases=runner_store,
         config_path=config_path,
@@ -60,6 +62,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
             loop.remove_signal_handler(signum)
         await poller.aclose()
         await drops.aclose()
+        await rest.aclose()
         await store.close()
     return STOPPED
 

@@ -308,11 +308,12 @@ class Runner:
         self.metrics.record(outcome)
         log.log(
             logging.INFO if outcome.ok else logging.WARNING,
-            "poll %s %s: ok=%s fetched=%d events=%d%s",
+            "poll %s %s: ok=%s fetched=%d unchanged=%d events=%d%s",
             source.id,
             resource.type,
             outcome.ok,
             outcome.fetched,
+            outcome.unchanged,
             outcome.events,
             f" error={outcome.error}" if outcome.error else "",
         )

@@ -7,9 +7,11 @@ never both hold it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from ehrbridge.errors import StorageError
 from ehrbridge.runner.storage import Lease, PollOutcome
@@ -24,7 +26,8 @@ WHERE leases.expires_at < ? OR leases.holder = excluded.holder
 RETURNING holder, expires_at
 """
 _OUTCOME_COLUMNS = (
-    "workspace, source, resource_type, started_at, finished_at, ok, error, fetched, events"
+    "workspace, source, resource_type, started_at, finished_at, ok, error, fetched, events, "
+    "unchanged"
 )
 
 
@@ -39,6 +42,7 @@ def _outcome(row: Any) -> PollOutcome:
         error=row[6],
         fetched=row[7],
         events=row[8],
+        unchanged=row[9],
     )
 
 
@@ -131,11 +135,12 @@ class SQLiteRunnerStore:
             o.error,
             o.fetched,
             o.events,
+            o.unchanged,
         )
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO poll_outcomes ({_OUTCOME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", row
+                f"INSERT INTO poll_outcomes ({_OUTCOME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", row
             )
 
         await self.store.call(work)
@@ -153,6 +158,39 @@ class SQLiteRunnerStore:
             ).fetchall()
 
         return [_outcome(r) for r in await self.store.call(work)]
+
+    async def known_versions(
+        self, workspace: str, source: str, resource_type: str, record_ids: Collection[str]
+    ) -> dict[str, str]:
+        ids = orjson.dumps(list(record_ids)).decode()
+
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT record_id, token FROM record_versions WHERE workspace = ? AND source = ? "
+                "AND resource_type = ? AND record_id IN (SELECT value FROM json_each(?))",
+                (workspace, source, resource_type, ids),
+            ).fetchall()
+
+        return {row[0]: row[1] for row in await self.store.call(work)}
+
+    async def remember_versions(
+        self, workspace: str, source: str, resource_type: str, tokens: Mapping[str, str]
+    ) -> None:
+        rows = [(workspace, source, resource_type, rid, token) for rid, token in tokens.items()]
+
+        def work(conn: sqlite3.Connection) -> None:
+            _in_transaction(
+                conn,
+                lambda: conn.executemany(
+                    "INSERT INTO record_versions VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                    "(workspace, source, resource_type, record_id) "
+                    "DO UPDATE SET token = excluded.token",
+                    rows,
+                ),
+            )
+
+        if rows:
+            await self.store.call(work)
 
 
 def _in_transaction(conn: sqlite3.Connection, step: Callable[[], Any]) -> Any:

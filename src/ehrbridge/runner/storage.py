@@ -1,4 +1,4 @@
-"""The runner's storage port: leases, poll cursors and poll outcomes (DESIGN §4, §7).
+"""The runner's storage port: leases, cursors, poll outcomes, record versions (DESIGN §4, §7).
 
 Two adapters share the world model's database: :mod:`ehrbridge.runner.sqlite` and
 :mod:`ehrbridge.runner.postgres`; one contract suite proves both. :func:`open_runner_store` picks
@@ -7,6 +7,7 @@ the adapter for an opened world-model store.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -41,6 +42,8 @@ class PollOutcome:
     fetched: int = 0
     #: events written to the world model
     events: int = 0
+    #: resources read whose version was already stored (skipped before mapping)
+    unchanged: int = 0
 
 
 class Leases(Protocol):
@@ -81,7 +84,29 @@ class PollLog(Protocol):
         """The latest outcomes per (source, resource type), newest first within each."""
 
 
-class RunnerStore(Leases, Cursors, PollLog, Protocol):
+class RecordVersions(Protocol):
+    """The version of each record a data source sent that is stored in the world model.
+
+    A token is the source's version id or a digest of the record (:mod:`ehrbridge.connectors`
+    decides); a poll skips a record whose token is unchanged, before mapping or storing it.
+    """
+
+    async def known_versions(
+        self, workspace: str, source: str, resource_type: str, record_ids: Collection[str]
+    ) -> dict[str, str]:
+        """Record id -> stored token, for those of ``record_ids`` that have one."""
+
+    async def remember_versions(
+        self, workspace: str, source: str, resource_type: str, tokens: Mapping[str, str]
+    ) -> None:
+        """Store record id -> token (only after the records are stored in the world model)."""
+
+
+class PollState(Cursors, RecordVersions, Protocol):
+    """What a poller keeps between polls."""
+
+
+class RunnerStore(Leases, PollLog, PollState, Protocol):
     """Everything the runner stores."""
 
 

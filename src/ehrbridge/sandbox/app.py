@@ -6,10 +6,11 @@
     app.faults.set(errors=3)                     # the next 3 FHIR requests get 503
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as http: ...
 
-Under ``/fhir/R4`` the FHIR API; outside it ``POST /$reset`` (empty the server, clear the faults,
-seed again if seeding is on) and ``/$faults`` (``GET`` the plan and counts, ``POST`` a new plan as
-JSON, ``DELETE`` to clear). Dropped connections need a real socket (uvicorn): the app starts a
-response and closes it unfinished, which an in-process transport cannot turn into a reset.
+Under ``/fhir/R4`` the FHIR API, with Bulk Data ``$export`` (:mod:`.export`); outside it
+``POST /$reset`` (empty the server, clear the faults and exports, seed again if seeding is on)
+and ``/$faults`` (``GET`` the plan and counts, ``POST`` a new plan as JSON, ``DELETE`` to clear).
+Dropped connections need a real socket (uvicorn): the app starts a response and closes it
+unfinished, which an in-process transport cannot turn into a reset.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ehrbridge.sample import sample_bundle
+from ehrbridge.sandbox.export import FILE_SIZE, NDJSON, ExportJobs
 from ehrbridge.sandbox.faults import PASS, Decision, FaultPlan, Faults
 from ehrbridge.sandbox.messages import FHIR_JSON, FhirRequest, FhirResponse
 from ehrbridge.sandbox.outcome import OperationFailed, operation_outcome
@@ -58,6 +60,7 @@ class SandboxApp:
         seed: bool = True,
         store: ResourceStore | None = None,
         faults: Faults | None = None,
+        export_file_size: int = FILE_SIZE,
     ) -> None:
         #: the resources
         self.store = store or ResourceStore(db)
@@ -65,6 +68,8 @@ class SandboxApp:
         self.server = FhirServer(self.store)
         #: the fault plan; change it at any time (``app.faults.set(throttle=2)``)
         self.faults = faults or Faults()
+        #: Bulk Data export jobs and their files (``exports.file_size``: resources per file)
+        self.exports = ExportJobs(self.store, file_size=export_file_size)
         #: whether :meth:`reset` seeds the sample clinic again
         self.seeded = seed
         if seed and self.store.current("Patient", "pat-1001") is None:
@@ -73,6 +78,12 @@ class SandboxApp:
             routes=[
                 Route("/$reset", self._reset, methods=["POST"]),
                 Route("/$faults", self._faults, methods=["GET", "POST", "DELETE"]),
+                Route(BASE_PATH + "/$export", self._export, methods=["GET"]),
+                Route(BASE_PATH + "/Patient/$export", self._export, methods=["GET"]),
+                Route(
+                    BASE_PATH + "/$export-poll/{job}", self._export_poll, methods=["GET", "DELETE"]
+                ),
+                Route(BASE_PATH + "/$export-file/{job}/{name}", self._export_file, methods=["GET"]),
                 Route(BASE_PATH, self._fhir, methods=_METHODS),
                 Route(BASE_PATH + "/{path:path}", self._fhir, methods=_METHODS),
             ]
@@ -87,14 +98,16 @@ class SandboxApp:
         return response.body
 
     def reset(self) -> None:
-        """Forget every resource and fault; seed again if the app seeds."""
+        """Forget every resource, fault and export; seed again if the app seeds."""
+        self.exports.clear()
         self.store.clear()
         self.faults.clear()
         if self.seeded:
             self.seed()
 
     def close(self) -> None:
-        """Close the database."""
+        """Stop the exports, remove their files and close the database."""
+        self.exports.close()
         self.store.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -103,8 +116,13 @@ class SandboxApp:
             await self._router(scope, receive, send)
             return
         segments = [s for s in path[len(BASE_PATH) :].split("/") if s]
-        instance_read = scope["method"] == "GET" and len(segments) == 2
-        decision = self.faults.decide(scope["method"], instance_read=instance_read)
+        # A read (instance read or search) may be served stale; operations ($export) may not.
+        read = (
+            scope["method"] == "GET"
+            and len(segments) in (1, 2)
+            and not any(s.startswith("$") for s in segments)
+        )
+        decision = self.faults.decide(scope["method"], read=read)
         if decision.latency:
             await asyncio.sleep(decision.latency)
         if decision.drop_connection:
@@ -153,6 +171,40 @@ class SandboxApp:
         )
         response = self.server.handle(fhir_request, stale=decision.stale, drop=decision.drop_write)
         return _respond(response)
+
+    @staticmethod
+    def _base(request: Request) -> str:
+        return str(request.base_url).rstrip("/") + BASE_PATH
+
+    async def _export(self, request: Request) -> Response:
+        fhir_request = FhirRequest(
+            method="GET",
+            path=request.url.path.removeprefix(BASE_PATH + "/"),
+            query=tuple(request.query_params.multi_items()),
+            headers={k: request.headers[k] for k in ("prefer", "accept") if k in request.headers},
+            base=self._base(request),
+        )
+        patient_level = request.url.path.endswith("/Patient/$export")
+        try:
+            return _respond(self.exports.kick_off(fhir_request, patient_level=patient_level))
+        except OperationFailed as failed:
+            return _respond(FhirResponse(status=failed.status, body=failed.outcome))
+
+    async def _export_poll(self, request: Request) -> Response:
+        job = request.path_params["job"]
+        try:
+            if request.method == "DELETE":
+                return _respond(self.exports.cancel(job))
+            return _respond(self.exports.status(job))
+        except OperationFailed as failed:
+            return _respond(FhirResponse(status=failed.status, body=failed.outcome))
+
+    async def _export_file(self, request: Request) -> Response:
+        try:
+            path = self.exports.file(request.path_params["job"], request.path_params["name"])
+        except OperationFailed as failed:
+            return _respond(FhirResponse(status=failed.status, body=failed.outcome))
+        return FileResponse(path, media_type=NDJSON)
 
     async def _reset(self, request: Request) -> Response:
         self.reset()

@@ -4,7 +4,8 @@ Counted faults are exact, so a test can say "the next 3 requests get 503" and as
 request, in this order: added latency; an outage window (every request fails: 503 or a dropped
 connection); connection resets; bursts of 5xx; 429 with ``Retry-After``; the requests-per-second
 limit (429 beyond it, in one-second windows); then, for a request that passes, a stale read (an
-instance read served one version behind) or a dropped write (answered as stored, rolled back).
+instance read or a search served one version behind, like a lagging replica) or a dropped write
+(answered as stored, rolled back).
 :attr:`Faults.injected` counts what was injected, by kind.
 """
 
@@ -53,8 +54,9 @@ class FaultPlan:
     outage_mode: Literal["status", "drop"] = "status"
     #: the next N requests have their connection dropped mid-response
     resets: int = 0
-    #: the next N instance reads serve the version before the current one (a resource with one
-    #: version is served as it is; a deleted one as it was before the deletion)
+    #: the next N reads (instance reads and searches) serve the version before the current one
+    #: of each resource (one with one version is served as it is; a deleted one is read as it
+    #: was before the deletion)
     stale_reads: int = 0
     #: the next N writes are answered as stored but not stored
     dropped_writes: int = 0
@@ -109,7 +111,7 @@ class Decision:
     retry_after: int | None = None
     #: close the connection instead of answering
     drop_connection: bool = False
-    #: serve an instance read one version behind
+    #: serve a read (instance read or search) one version behind
     stale: bool = False
     #: answer a write as stored, but do not store it
     drop_write: bool = False
@@ -156,7 +158,7 @@ class Faults:
         with self._lock:
             return {"plan": asdict(self._plan), "injected": dict(self.injected)}
 
-    def decide(self, method: str, *, instance_read: bool) -> Decision:
+    def decide(self, method: str, *, read: bool) -> Decision:
         """What to do to the next FHIR request; consumes one count of the fault it gets."""
         with self._lock:
             plan, now = self._plan, self._clock()
@@ -166,7 +168,7 @@ class Faults:
             failure = self._failure(plan, now)
             if failure is not None:
                 return replace(failure, latency=latency)
-            if instance_read and plan.stale_reads:
+            if read and plan.stale_reads:
                 self._count(stale_reads=plan.stale_reads - 1)
                 self.injected["stale_read"] += 1
                 return Decision(latency=latency, stale=True)

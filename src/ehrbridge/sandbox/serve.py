@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from ehrbridge.sandbox.app import BASE_PATH, SandboxApp
+from ehrbridge.sockets import bind
 
 #: How long uvicorn may take to listen.
 START_TIMEOUT = 10.0
@@ -57,9 +57,7 @@ def serve(
 ) -> None:
     """Serve ``app`` in the foreground until SIGINT/SIGTERM; ``on_listening`` gets the FHIR base
     URL once the socket is bound (``port`` 0 picks a free port)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = bind(host, port)
     bound = sock.getsockname()
     on_listening(f"http://{host}:{bound[1]}{BASE_PATH}")
     try:

@@ -90,7 +90,7 @@ class FhirServer:
             raise OperationFailed(400, "not a valid resource id")
         match (method, len(segments)):
             case ("GET", 1):
-                return self.search(request, resource_type)
+                return self.search(request, resource_type, stale=stale)
             case ("POST", 1):
                 return self.create(request, resource_type)
             case ("GET", 2):
@@ -123,11 +123,19 @@ class FhirServer:
         """https://hl7.org/fhir/R4/http.html#read: 404 if unknown, 410 if deleted."""
         if stale:
             current = self.store.current(resource_type, id)
-            if current is not None and current.version > 1:
-                previous = self.store.version(resource_type, id, current.version - 1)
-                if previous is not None and not previous.deleted:
+            if current is not None:
+                previous = self._previous(current)
+                if not previous.deleted:
                     return self._resource(request, 200, previous)
         return self._resource(request, 200, self._existing(resource_type, id))
+
+    def _previous(self, current: Version) -> Version:
+        """The version before ``current`` (``current`` itself when it is the first)."""
+        if current.version > 1:
+            previous = self.store.version(current.type, current.id, current.version - 1)
+            if previous is not None:
+                return previous
+        return current
 
     def vread(self, request: FhirRequest, resource_type: str, id: str, vid: str) -> FhirResponse:
         """https://hl7.org/fhir/R4/http.html#vread"""
@@ -160,9 +168,15 @@ class FhirServer:
         body = {"resourceType": "Bundle", "type": "history", "total": len(entries)}
         return FhirResponse(status=200, body={**body, "entry": entries})
 
-    def search(self, request: FhirRequest, resource_type: str) -> FhirResponse:
-        """https://hl7.org/fhir/R4/http.html#search: one page, with ``self``/``next`` links."""
+    def search(
+        self, request: FhirRequest, resource_type: str, *, stale: bool = False
+    ) -> FhirResponse:
+        """https://hl7.org/fhir/R4/http.html#search: one page, with ``self``/``next`` links;
+        ``stale`` serves each match one version behind (matched on its current version)."""
         page = search.search(self.store, resource_type, request.query)
+        versions = page.versions
+        if stale:
+            versions = [p for p in map(self._previous, versions) if not p.deleted]
         url = f"{request.base}/{resource_type}"
         pairs = [(n, v) for n, v in request.query if n != "_cursor"]
         links = [{"relation": "self", "url": f"{url}?{urlencode(request.query)}".rstrip("?")}]
@@ -177,7 +191,7 @@ class FhirServer:
                 "resource": v.resource,
                 "search": {"mode": "match"},
             }
-            for v in page.versions
+            for v in versions
         ]
         body = {"resourceType": "Bundle", "type": "searchset", "total": page.total, "link": links}
         return FhirResponse(status=200, body={**body, "entry": entries} if entries else body)

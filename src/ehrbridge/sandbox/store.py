@@ -133,6 +133,18 @@ class ResourceStore:
         self._last = now
         return format_instant(now)
 
+    def reserve_instant(self) -> str:
+        """An instant that every write so far is at or before and every later write is after:
+        a Bulk Data export's ``transactionTime``."""
+        return self._tick()
+
+    def types(self) -> list[str]:
+        """The resource types with at least one resource that is not deleted, sorted."""
+        rows = self._db.execute(
+            "SELECT DISTINCT type FROM resource_current WHERE deleted = 0 ORDER BY type"
+        )
+        return [row[0] for row in rows]
+
     def current(self, resource_type: str, id: str) -> Version | None:
         """The current version (perhaps a deletion), or None if the resource never existed."""
         row = self._db.execute(
@@ -267,6 +279,30 @@ class ResourceStore:
             ]
         )
         return int(self._db.execute(sql, [resource_type, *args]).fetchone()[0])
+
+    def as_of(
+        self,
+        resource_type: str,
+        until: str,
+        *,
+        since: str | None = None,
+        after_id: str = "",
+        limit: int = 1000,
+    ) -> list[Version]:
+        """Resources of a type as they were at instant ``until``, by id, after ``after_id``.
+
+        Each resource's newest version written at or before ``until`` (left out when that version
+        is a deletion, or when ``since`` is given and it was written at or before ``since``):
+        a snapshot that later writes do not change, read in keyset pages of ``limit``.
+        """
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM resource_version v WHERE v.type = ? AND v.id > ?"
+            " AND v.version = (SELECT max(w.version) FROM resource_version w"
+            " WHERE w.type = v.type AND w.id = v.id AND w.last_updated <= ?)"
+            " AND v.deleted = 0 AND v.last_updated > ? ORDER BY v.id LIMIT ?",
+            (resource_type, after_id, until, since or "", limit),
+        )
+        return [_version(row) for row in rows]
 
     def clear(self) -> None:
         """Forget every resource."""

@@ -1,0 +1,496 @@
+"""The agent API over HTTP: FastAPI routes that adapt :class:`AgentService` (DESIGN §10-11).
+
+Routes hold no logic: each builds the operation's request model (the body, or the path and
+query), calls one :class:`~ehrbridge.api.service.AgentService` method as the key's principal with
+the request id and ``channel="http"``, and returns the response model as JSON. What the service
+raises becomes ``application/problem+json`` in one place (:mod:`ehrbridge.api.problems`).
+
+In front of the routes, :class:`~ehrbridge.api.edge.Edge` does what must happen before anything
+is parsed: request ids, the body limit, authentication, the media type, the log line and the
+last-resort 500 (see :mod:`ehrbridge.api.edge`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+from uuid import uuid4
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
+
+from ehrbridge import __version__
+from ehrbridge.api import problems
+from ehrbridge.api.edge import PRINCIPAL_KEY, REQUEST_ID_KEY, Edge, log_failure
+from ehrbridge.api.models import (
+    ENTITY_ID_PATTERN,
+    ENTITY_TYPE_PATTERN,
+    AmbientRequest,
+    AmbientResponse,
+    AppointmentBooking,
+    BookingConfirmation,
+    CallId,
+    EntityId,
+    EntityList,
+    EntitySearch,
+    EntityView,
+    ObservationWrite,
+    PatientSearch,
+    SlotList,
+    SlotSearch,
+    StateRequest,
+    Timeline,
+    TimelineRequest,
+    TranscriptAttach,
+    WriteResult,
+)
+from ehrbridge.api.ports import DEFAULT_MAX_BODY, ApiKeys, Principal
+from ehrbridge.api.service import AgentService
+from ehrbridge.errors import EhrbridgeError, InvalidInput, Unauthenticated
+
+#: the channel recorded in the audit entries of HTTP requests
+CHANNEL: Final = "http"
+# --- problems from the routes ----------------------------------------------------------------
+
+
+def _problem_response(
+    request: Request,
+    kind: problems.Kind,
+    detail: str,
+    errors: Sequence[problems.ProblemItem] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    request_id = str(request.scope.get(REQUEST_ID_KEY) or uuid4().hex)
+    return Response(
+        content=problems.problem_body(kind, detail, request_id, errors),
+        status_code=kind.status,
+        media_type=problems.PROBLEM_MEDIA_TYPE,
+        headers={**problems.problem_headers(kind), **(headers or {})},
+    )
+
+
+async def _on_service_error(request: Request, exc: Exception) -> Response:
+    kind = problems.classify(exc)
+    if not problems.is_expected(exc):
+        log_failure(request.scope, exc, str(request.scope.get(REQUEST_ID_KEY)))
+    return _problem_response(request, kind, problems.detail_of(exc, kind))
+
+
+async def _on_invalid_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    items = problems.validation_items(exc.errors())
+    return _problem_response(request, problems.VALIDATION, problems.validation_detail(items), items)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body" (a body that is not UTF-8, say): a validation
+        # failure like any other malformed body
+        items = [problems.ProblemItem(location="body", field="(body)", detail="not valid JSON")]
+        return _problem_response(
+            request, problems.VALIDATION, problems.validation_detail(items), items
+        )
+    kind = problems.for_status(exc.status_code)
+    detail = exc.detail if isinstance(exc.detail, str) else kind.title
+    allow = {"Allow": exc.headers["Allow"]} if exc.headers and "Allow" in exc.headers else None
+    return _problem_response(request, kind, detail, headers=allow)
+
+
+# --- who is asking ---------------------------------------------------------------------------
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerKey",
+    description="An API key (ehb_...): Authorization: Bearer <api key>",
+)
+_api_key = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="apiKeyHeader",
+    description="The same API key in X-API-Key, for clients that cannot set Authorization",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caller:
+    """The authenticated principal of a request and its request id."""
+
+    principal: Principal
+    request_id: str
+
+
+async def _caller(
+    request: Request,
+    _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _header_key: Annotated[str | None, Depends(_api_key)],
+) -> Caller:
+    # Edge authenticated the key before routing; the two schemes above only document it.
+    principal = request.scope.get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        raise Unauthenticated(problems.UNAUTHENTICATED_DETAIL)
+    return Caller(principal=principal, request_id=str(request.scope[REQUEST_ID_KEY]))
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=8,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Retry safely: the write is recorded once. The same as the body's "
+        "idempotency_key (give either; both must agree).",
+    ),
+]
+EntityTypePath = Annotated[
+    str, Path(pattern=ENTITY_TYPE_PATTERN, description="Entity type, e.g. Patient")
+]
+EntityIdPath = Annotated[
+    str, Path(pattern=ENTITY_ID_PATTERN, max_length=128, description="Entity id in its type")
+]
+
+
+class TranscriptBody(BaseModel):
+    """A call's transcript (the call is named by the path), kept as a Call entity at voice
+    level. The fields of :class:`~ehrbridge.api.models.TranscriptAttach` but ``call_id``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transcript: str = Field(min_length=1, description="The whole transcript text")
+    patient_id: EntityId | None = Field(default=None, description="The caller, if identified")
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    direction: Literal["inbound", "outbound"] | None = None
+    caller_phone: str | None = Field(default=None, min_length=3, max_length=32)
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+class Health(BaseModel):
+    """The process is up (no data, no authentication)."""
+
+    status: Literal["ok"] = "ok"
+
+
+def _json(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    # Serialised straight from the service's model: FastAPI does not validate it again.
+    return Response(
+        content=model.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _keyed(body: Any, header: str | None) -> Any:
+    """``body`` with the Idempotency-Key header as its idempotency key (they must agree)."""
+    if header is None:
+        return body
+    if body.idempotency_key not in (None, header):
+        raise InvalidInput("idempotency_key: differs from the Idempotency-Key header")
+    return body.model_copy(update={"idempotency_key": header})
+
+
+# --- the OpenAPI document --------------------------------------------------------------------
+
+_READ = problems.openapi_responses(401, 403, 404, 413, 422, 500, 503)
+_QUERY = problems.openapi_responses(401, 403, 404, 413, 415, 422, 500, 503)
+_WRITE = problems.openapi_responses(401, 403, 404, 409, 413, 415, 422, 500, 503)
+
+DESCRIPTION = """\
+The agent interface of ehrbridge: a voice agent's reads and writes of a clinic's world model.
+
+**Authentication.** Every `/v1/` route needs a workspace API key, as `Authorization: Bearer
+<api key>` or `X-API-Key: <api key>`. The key decides the workspace and role; nothing in a
+request names a workspace. Writes are recorded at voice confidence (confirmed 0.5, mentioned
+0.3, inferred 0.2) and reviewed before they reach the EHR.
+
+**Errors** are `application/problem+json` (RFC 9457) with `request_id`; they never contain
+submitted values. Every response carries `X-Request-Id` (send a 32-hex or UUID one to choose
+it); the audit trail records it.
+"""
+
+
+def _not_null_parameters(document: dict[str, Any]) -> None:
+    """An optional header or query parameter is absent, never ``null`` (a header or query
+    value cannot be null): ``anyOf [X, null]`` becomes ``X``."""
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                options = schema.get("anyOf")
+                if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+                    [kept] = [option for option in options if option != {"type": "null"}]
+                    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+                    parameter["schema"] = {**rest, **kept}
+
+
+def create_app(
+    service: AgentService,
+    keys: ApiKeys,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    mounts: Sequence[tuple[str, ASGIApp]] = (),
+) -> FastAPI:
+    """The HTTP API over ``service``, authenticating with ``keys``; ``mounts`` are further ASGI
+    apps served under a path (the MCP endpoint at ``/mcp``), behind the same body limit, request
+    ids and logging (they authenticate on their own)."""
+    app = FastAPI(
+        title="ehrbridge agent API",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        # FastAPI's own OpenTelemetry spans and logs (on whenever a provider is configured in
+        # the process) record URL paths, query strings and exception messages: patient data.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+
+    @app.get("/healthz", tags=["health"], response_model=Health)
+    async def healthz() -> Response:
+        """Liveness: the process answers. No authentication, no data."""
+        return _json(Health())
+
+    # --- ambient ---
+
+    @app.post(
+        "/v1/ambient/context",
+        tags=["ambient"],
+        response_model=AmbientResponse,
+        responses=_QUERY,
+        summary="Identify a caller by phone; their context",
+    )
+    async def ambient_context(body: AmbientRequest, caller: CallerDep) -> Response:
+        """The caller's context at call start: demographics, upcoming appointments, recent
+        encounters, active medications, coverage and pending unverified facts, each value with
+        its confidence and source, and the same as prompt-ready text. The phone number travels
+        in the body, never in a URL. Audited as ``ambient.context``."""
+        return _json(
+            await service.ambient_context(
+                caller.principal, body, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    # --- queried ---
+
+    @app.post(
+        "/v1/entities/search",
+        tags=["queried"],
+        response_model=EntityList,
+        responses=_QUERY,
+        summary="Search entities",
+    )
+    async def search_entities(body: EntitySearch, caller: CallerDep) -> Response:
+        """Entities by whole name words, identifier, phone or email. Audited as
+        ``entities.search``."""
+        return _json(
+            await service.search_entities(
+                caller.principal, body, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.post(
+        "/v1/patients/search",
+        tags=["queried"],
+        response_model=EntityList,
+        responses=_QUERY,
+        summary="Search patients",
+    )
+    async def search_patients(body: PatientSearch, caller: CallerDep) -> Response:
+        """Patients by name, birth date, identifier, phone, gender, address (in the body: they
+        are patient data). Audited as ``patients.search``."""
+        return _json(
+            await service.search_patients(
+                caller.principal, body, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.get(
+        "/v1/entities/{entity_type}/{entity_id}",
+        tags=["queried"],
+        response_model=EntityView,
+        responses=_READ,
+        summary="An entity's state",
+    )
+    async def entity_state(
+        entity_type: EntityTypePath,
+        entity_id: EntityIdPath,
+        caller: CallerDep,
+        as_of: Annotated[
+            AwareDatetime | None,
+            Query(description="The state as the world model knew it then (with a zone)"),
+        ] = None,
+    ) -> Response:
+        """Every field with its provenance, pending values and open conflicts; with
+        ``as_of``, as known at that time. Audited as ``entities.state``."""
+        request = StateRequest(entity_type=entity_type, entity_id=entity_id, as_of=as_of)
+        return _json(
+            await service.entity_state(
+                caller.principal, request, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.get(
+        "/v1/entities/{entity_type}/{entity_id}/timeline",
+        tags=["queried"],
+        response_model=Timeline,
+        responses=_READ,
+        summary="An entity's timeline",
+    )
+    async def entity_timeline(
+        entity_type: EntityTypePath,
+        entity_id: EntityIdPath,
+        caller: CallerDep,
+        after_version: Annotated[
+            int, Query(ge=0, description="Only events after this version")
+        ] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> Response:
+        """The entity's events, oldest first, with provenance; page with
+        ``after_version=next_version``. Audited as ``entities.timeline``."""
+        request = TimelineRequest(
+            entity_type=entity_type,
+            entity_id=entity_id,
+            after_version=after_version,
+            limit=limit,
+        )
+        return _json(
+            await service.entity_timeline(
+                caller.principal, request, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.post(
+        "/v1/slots/search",
+        tags=["queried"],
+        response_model=SlotList,
+        responses=_QUERY,
+        summary="Free appointment slots",
+    )
+    async def search_slots(body: SlotSearch, caller: CallerDep) -> Response:
+        """Free slots starting in ``[start, end)``, soonest first. Audited as
+        ``slots.search``."""
+        return _json(
+            await service.search_slots(
+                caller.principal, body, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    # --- extracted ---
+
+    @app.post(
+        "/v1/observations",
+        tags=["extracted"],
+        response_model=WriteResult,
+        responses=_WRITE,
+        summary="Record what the caller said",
+    )
+    async def write_observation(
+        body: ObservationWrite, caller: CallerDep, idempotency_key: IdempotencyHeader = None
+    ) -> Response:
+        """Facts heard on a call, about an existing entity or a new one, at a voice level;
+        answers at once with the entity's projected state. Audited as
+        ``observations.write``."""
+        request: ObservationWrite = _keyed(body, idempotency_key)
+        return _json(
+            await service.write_observation(
+                caller.principal, request, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.post(
+        "/v1/calls/{call_id}/transcript",
+        tags=["extracted"],
+        response_model=WriteResult,
+        responses=_WRITE,
+        summary="Attach a call's transcript",
+    )
+    async def attach_transcript(
+        call_id: Annotated[CallId, Path(description="The call, as the voice platform names it")],
+        body: TranscriptBody,
+        caller: CallerDep,
+    ) -> Response:
+        """Keep the call's transcript as its Call entity; the same text again writes nothing,
+        a longer one replaces it. Audited as ``transcripts.attach``."""
+        request = TranscriptAttach(call_id=call_id, **body.model_dump(exclude_unset=True))
+        return _json(
+            await service.attach_transcript(
+                caller.principal, request, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.post(
+        "/v1/appointments",
+        tags=["extracted"],
+        status_code=201,
+        response_model=BookingConfirmation,
+        responses={
+            200: {
+                "description": "A retry with the same idempotency key: the original booking",
+                "model": BookingConfirmation,
+            },
+            **_WRITE,
+        },
+        summary="Book an appointment",
+    )
+    async def book_appointment(
+        body: AppointmentBooking, caller: CallerDep, idempotency_key: IdempotencyHeader = None
+    ) -> Response:
+        """Book an appointment in the world model at once, at voice confidence, before any EHR
+        is involved: 201 with ``Location``; a retry with the same idempotency key answers 200
+        with the same booking. Audited as ``appointments.book``."""
+        request: AppointmentBooking = _keyed(body, idempotency_key)
+        booked = await service.book_appointment(
+            caller.principal, request, request_id=caller.request_id, channel=CHANNEL
+        )
+        return _json(
+            booked,
+            status_code=201 if booked.status == "recorded" else 200,
+            headers={"Location": f"/v1/entities/Appointment/{booked.appointment_id}"},
+        )
+
+    app.add_exception_handler(EhrbridgeError, _on_service_error)
+    app.add_exception_handler(RequestValidationError, _on_invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    for path, mounted in mounts:
+        app.mount(path, mounted)
+    app.add_middleware(
+        Edge,
+        keys=keys,
+        max_body_bytes=max_body_bytes,
+        fixed=["/openapi.json", *(path for path, _ in mounts)],
+    )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=[
+                    {"name": "ambient", "description": "The caller's context at call start"},
+                    {"name": "queried", "description": "Questions during the call"},
+                    {"name": "extracted", "description": "What the agent heard: voice writes"},
+                    {"name": "health", "description": "Liveness"},
+                ],
+            )
+            _not_null_parameters(document)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(problems.openapi_schemas())
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

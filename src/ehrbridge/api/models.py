@@ -1,0 +1,412 @@
+"""The agent API's requests and responses (DESIGN §10): pydantic models at the edge.
+
+The HTTP routes and MCP tools use these directly as their schemas, so each field says what it
+means and what it accepts. Entity states and events of the world model are turned into views
+here (:meth:`EntityView.of`, :meth:`EventView.of`); nothing in the world model depends on them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+
+from ehrbridge.worldmodel.events import Event, Source
+from ehrbridge.worldmodel.projection import EntityState, FieldValue
+
+#: ``Patient``, ``Appointment``, ``Slot``: a CamelCase entity type, as the world model spells it.
+ENTITY_TYPE_PATTERN = r"^[A-Z][A-Za-z0-9]{0,63}$"
+#: An entity id as the world model accepts it.
+ENTITY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+#: A field path such as ``phone.mobile``.
+FIELD_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
+
+EntityType = Annotated[
+    str, Field(pattern=ENTITY_TYPE_PATTERN, description="Entity type, e.g. Patient")
+]
+EntityId = Annotated[str, Field(pattern=ENTITY_ID_PATTERN, description="Entity id in its type")]
+CallId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=ENTITY_ID_PATTERN,
+        description="The call this belongs to, as the voice platform names it",
+    ),
+]
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Send the same key again to retry safely: the write is recorded once",
+    ),
+]
+#: The voice levels by name: confirmed 0.5, mentioned 0.3, inferred 0.2 (DESIGN §5.2).
+VoiceLevelName = Literal["confirmed", "mentioned", "inferred"]
+SourceKind = Literal["ehr", "voice", "operator", "review", "browser", "system"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- provenance ------------------------------------------------------------------------------
+
+
+class SourceView(_Model):
+    """Where a fact came from."""
+
+    kind: SourceKind = Field(description="ehr, voice, operator, review, browser or system")
+    id: str = Field(description="The data source, agent, operator or judge")
+    ref: str | None = Field(default=None, description="The record at that source, if any")
+
+    @classmethod
+    def of(cls, source: Source) -> SourceView:
+        return cls(kind=source.kind, id=source.id, ref=source.ref)
+
+
+class FieldView(_Model):
+    """A field's value with its provenance."""
+
+    value: JsonValue = Field(description="The value (JSON)")
+    confidence: float = Field(ge=0.0, le=1.0, description="0.0-1.0; voice facts are 0.5 or less")
+    source: SourceView
+    effective_at: datetime = Field(description="When it became true at the source")
+    event_id: str = Field(description="The event that asserted it")
+
+    @classmethod
+    def of(cls, value: FieldValue) -> FieldView:
+        return cls(
+            value=value.value,
+            confidence=value.confidence,
+            source=SourceView.of(value.source),
+            effective_at=value.effective_at,
+            event_id=value.event_id,
+        )
+
+
+class EntityView(_Model):
+    """An entity's projected state: every field with its provenance, and what is pending."""
+
+    entity_type: str
+    entity_id: str
+    version: int = Field(ge=0, description="Events in the entity's own log")
+    fields: dict[str, FieldView] = Field(description="Field path -> projected value")
+    pending: dict[str, list[FieldView]] = Field(
+        default_factory=dict,
+        description="Lower-confidence values that differ from the projected one (unverified)",
+    )
+    conflicts: list[str] = Field(
+        default_factory=list, description="Fields with an open conflict between trusted sources"
+    )
+    members: list[str] = Field(default_factory=list, description="Entity ids merged into this")
+    updated_at: datetime | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.entity_type}/{self.entity_id}"
+
+    @classmethod
+    def of(cls, state: EntityState) -> EntityView:
+        return cls(
+            entity_type=state.entity_type,
+            entity_id=state.entity_id,
+            version=state.version,
+            fields={path: FieldView.of(fv) for path, fv in sorted(state.fields.items())},
+            pending={
+                path: [FieldView.of(fv) for fv in values]
+                for path, values in sorted(state.pending.items())
+            },
+            conflicts=sorted({c.field for c in state.conflicts}),
+            members=list(state.members),
+            updated_at=state.updated_at,
+        )
+
+
+class EventView(_Model):
+    """One event of an entity's timeline, with its provenance."""
+
+    id: str
+    version: int = Field(description="The entity's version after this event")
+    event_type: str = Field(description="recorded, regraded, corrected, conflict_recorded, ...")
+    fields: list[str] = Field(description="The fields this event asserts")
+    data: dict[str, JsonValue] = Field(description="Field values, or the event's own document")
+    source: SourceView
+    confidence: float = Field(ge=0.0, le=1.0)
+    effective_at: datetime
+    recorded_at: datetime
+    supersedes: str | None = None
+    correlation_id: str | None = Field(default=None, description="The call, for voice events")
+    evidence: dict[str, JsonValue] | None = Field(
+        default=None, description="What supports it, e.g. the transcript span"
+    )
+
+    @classmethod
+    def of(cls, event: Event) -> EventView:
+        return cls(
+            id=event.id,
+            version=event.version,
+            event_type=event.event_type.value,
+            fields=list(event.fields),
+            data=dict(event.data),
+            source=SourceView.of(event.source),
+            confidence=event.confidence,
+            effective_at=event.effective_at,
+            recorded_at=event.recorded_at,
+            supersedes=event.supersedes,
+            correlation_id=event.correlation_id,
+            evidence=dict(event.evidence) if event.evidence is not None else None,
+        )
+
+
+# --- ambient ---------------------------------------------------------------------------------
+
+
+class AmbientRequest(_Model):
+    """Who is calling: the number as it reached the phone system."""
+
+    phone: str = Field(
+        min_length=3, max_length=32, description="E.164 (+16175550142) or as dialled"
+    )
+    region: str = Field(
+        default="US",
+        pattern=r"^[A-Z]{2}$",
+        description="Where a number without a country code was dialled (ISO 3166-1 alpha-2)",
+    )
+    prompt_budget: int | None = Field(
+        default=None,
+        ge=200,
+        le=50_000,
+        description="Characters of prompt-ready text; the service's default when absent",
+    )
+
+
+class PendingFact(_Model):
+    """An unverified value that differs from what the record says (it is being verified)."""
+
+    entity: str = Field(description="EntityType/entity_id")
+    field: str
+    value: FieldView
+
+
+class PatientContextView(_Model):
+    """What an agent needs at call start, every value with confidence and source."""
+
+    patient: EntityView = Field(description="Demographics and contact details")
+    upcoming_appointments: list[EntityView] = Field(description="Soonest first")
+    recent_encounters: list[EntityView] = Field(description="Latest first")
+    active_medications: list[EntityView]
+    coverage: list[EntityView] = Field(description="Active coverage")
+    pending: list[PendingFact] = Field(description="Unverified facts about the patient, et al.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Display names of referenced practitioners and locations, by reference",
+    )
+
+
+class CallerCandidate(_Model):
+    """One of several patients a number belongs to: just enough to ask who is calling."""
+
+    entity_id: str
+    given_name: str | None = Field(default=None, description="First given name")
+    birth_year: str | None = Field(default=None, description="Year of birth")
+
+
+class AmbientResponse(_Model):
+    """The caller's context, or why there is none."""
+
+    match: Literal["matched", "no_match", "ambiguous"] = Field(
+        description="matched: one patient; ambiguous: several share the number (see "
+        "candidates); no_match: no patient has it"
+    )
+    phone: str = Field(description="The number in E.164")
+    context: PatientContextView | None = None
+    candidates: list[CallerCandidate] = Field(default_factory=list)
+    prompt: str = Field(description="The context as prompt-ready text, within the budget")
+    truncated: bool = Field(default=False, description="Whether the prompt left something out")
+
+
+# --- queried ---------------------------------------------------------------------------------
+
+
+class EntitySearch(_Model):
+    """Find entities through the lookup index; every criterion given must match.
+
+    ``text`` matches whole family or given names (case and accents folded), not parts of words
+    or other fields; ``identifier`` is ``system|value`` or a bare MRN or NPI."""
+
+    entity_type: EntityType | None = None
+    text: str | None = Field(default=None, min_length=1, max_length=200)
+    identifier: str | None = Field(default=None, min_length=1, max_length=256)
+    phone: str | None = Field(default=None, min_length=3, max_length=32)
+    email: str | None = Field(default=None, min_length=3, max_length=256)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class PatientSearch(_Model):
+    """Patient search (the world model's PatientQuery); at least a name, a full birth date, an
+    identifier or a phone, which gender and address narrow down."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    birth_date: str | None = Field(
+        default=None, pattern=r"^\d{4}(-\d{2}(-\d{2})?)?$", description="YYYY[-MM[-DD]]"
+    )
+    identifier: str | None = Field(default=None, min_length=1, max_length=256)
+    phone: str | None = Field(default=None, min_length=3, max_length=32)
+    gender: Literal["male", "female", "other", "unknown"] | None = None
+    address: str | None = Field(default=None, min_length=1, max_length=200)
+    limit: int = Field(default=20, ge=1, le=50)
+
+
+class EntityList(_Model):
+    """Entities found, in entity id order."""
+
+    items: list[EntityView]
+    truncated: bool = Field(description="More matched than the limit")
+
+
+class StateRequest(_Model):
+    """One entity's state, now or as the world model knew it at a past time."""
+
+    entity_type: EntityType
+    entity_id: EntityId
+    as_of: AwareDatetime | None = Field(default=None, description="Replay to this time")
+
+
+class TimelineRequest(_Model):
+    """An entity's events, oldest first."""
+
+    entity_type: EntityType
+    entity_id: EntityId
+    after_version: int = Field(default=0, ge=0, description="Only events after this version")
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+class Timeline(_Model):
+    """An entity's log with provenance."""
+
+    entity_type: str
+    entity_id: str
+    events: list[EventView]
+    next_version: int | None = Field(description="Pass as after_version for more; None at end")
+
+
+class SlotSearch(_Model):
+    """Free appointment slots starting in a window."""
+
+    start: AwareDatetime = Field(description="Window start (slots starting at or after)")
+    end: AwareDatetime = Field(description="Window end (slots starting before)")
+    practitioner_id: EntityId | None = Field(default=None, description="Practitioner entity id")
+    location_id: EntityId | None = Field(default=None, description="Location entity id")
+    service_type: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Service type text or code"
+    )
+    limit: int = Field(default=20, ge=1, le=200)
+
+
+class SlotView(_Model):
+    """A free slot, from FHIR Slot and Schedule data."""
+
+    slot_id: str = Field(description="Slot entity id; pass it when booking")
+    schedule: str | None = Field(description="Schedule/<entity id>")
+    start: datetime
+    end: datetime
+    service_types: list[str] = Field(description="Service types (text, else code)")
+    practitioners: list[str] = Field(description="Practitioner/<id> of the schedule's actors")
+    locations: list[str] = Field(description="Location/<id> of the schedule's actors")
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class SlotList(_Model):
+    """Free slots, soonest first."""
+
+    items: list[SlotView]
+    truncated: bool
+
+
+# --- extracted -------------------------------------------------------------------------------
+
+
+class Evidence(_Model):
+    """The part of the call that supports a fact."""
+
+    transcript_span: str = Field(
+        min_length=1, max_length=4000, description="The words, as transcribed"
+    )
+    start_ms: int | None = Field(default=None, ge=0, description="Offset into the call")
+    end_ms: int | None = Field(default=None, ge=0)
+    speaker: Literal["caller", "agent"] | None = None
+
+
+class ObservationWrite(_Model):
+    """A fact heard on a call, about an existing entity or a new one."""
+
+    entity_type: EntityType
+    entity_id: EntityId | None = Field(
+        default=None, description="An existing entity; absent: a new entity is created"
+    )
+    fields: dict[Annotated[str, Field(pattern=FIELD_PATTERN, max_length=128)], JsonValue] = Field(
+        min_length=1,
+        max_length=50,
+        description="Field path -> value (docs/entities.md)",
+        # pydantic states the key pattern as patternProperties only, which lets any other key
+        # through; the model refuses them, and so must the schema
+        json_schema_extra={"additionalProperties": False},
+    )
+    level: VoiceLevelName = Field(
+        description="confirmed (0.5): the caller confirmed it; mentioned (0.3); inferred (0.2)"
+    )
+    call_id: CallId | None = None
+    evidence: Evidence | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+class WriteResult(_Model):
+    """What was recorded, and the entity's state right after."""
+
+    status: Literal["recorded", "duplicate"] = Field(
+        description="duplicate: the idempotency key was seen; nothing new was written"
+    )
+    event_id: str | None = Field(description="The event written (or found, for a duplicate)")
+    entity: EntityView
+
+
+class TranscriptAttach(_Model):
+    """A call's transcript, kept as a Call entity at voice level."""
+
+    call_id: CallId
+    transcript: str = Field(min_length=1, description="The whole transcript text")
+    patient_id: EntityId | None = Field(default=None, description="The caller, if identified")
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    direction: Literal["inbound", "outbound"] | None = None
+    caller_phone: str | None = Field(default=None, min_length=3, max_length=32)
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+class AppointmentBooking(_Model):
+    """Book an appointment from a call: recorded at once, at voice confidence."""
+
+    patient_id: EntityId
+    start: AwareDatetime | None = Field(default=None, description="Taken from the slot if absent")
+    end: AwareDatetime | None = Field(default=None, description="Taken from the slot if absent")
+    slot_id: EntityId | None = Field(default=None, description="A free slot to book")
+    service_type: str | None = Field(default=None, min_length=1, max_length=200)
+    practitioner_id: EntityId | None = None
+    location_id: EntityId | None = None
+    reason: str | None = Field(default=None, min_length=1, max_length=500)
+    level: VoiceLevelName = "confirmed"
+    call_id: CallId | None = None
+    evidence: Evidence | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+class BookingConfirmation(_Model):
+    """The booked appointment, before any EHR has seen it."""
+
+    status: Literal["recorded", "duplicate"]
+    appointment_id: str
+    appointment: EntityView

@@ -1,0 +1,118 @@
+"""Who is asking, what they may do, and what is written down about it (DESIGN §11).
+
+A request carries an API key; :class:`ApiKeys` turns it into a :class:`Principal` (its workspace
+and role). Every operation on patient data, read or write, leaves :class:`AuditEntry` records in
+the :class:`AuditLog`, one per entity touched. Both ports have a SQLite and a PostgreSQL adapter
+on the world model's database, proven by one contract suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+#: agent: reads patient data and writes at voice levels only (its write scope); operator: also
+#: reviews (approves, rejects, resolves); admin: also manages keys and reads the audit trail
+Role = Literal["agent", "operator", "admin"]
+ROLES: tuple[Role, ...] = ("agent", "operator", "admin")
+#: what an audited operation ended as
+Outcome = Literal["ok", "denied", "not_found", "invalid", "error"]
+#: entity types an agent key may write unless its write scope says otherwise
+DEFAULT_AGENT_WRITE_TYPES = frozenset({"Patient", "Appointment", "Call"})
+#: the largest request body the API accepts, by default (a 200,000-character transcript fits)
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Principal:
+    """An authenticated caller: every query it makes is scoped to its workspace."""
+
+    workspace: str
+    #: the key's public id (never the secret)
+    key_id: str
+    role: Role
+    #: the key's name, for people reading the audit trail
+    name: str = ""
+    #: entity types this key may write (the agent role's write scope)
+    write_types: frozenset[str] = DEFAULT_AGENT_WRITE_TYPES
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiKey:
+    """A key as stored: its id, workspace, role and scope; the secret only as a hash."""
+
+    key_id: str
+    workspace: str
+    role: Role
+    name: str
+    write_types: frozenset[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEntry:
+    """Who did what to which entity, when, and whether it touched patient data (no values)."""
+
+    workspace: str
+    at: datetime
+    #: the key that acted (``cli`` for the command line)
+    key_id: str
+    role: Role
+    #: the operation, e.g. ``ambient.context``, ``patients.search``, ``observations.write``
+    action: str
+    outcome: Outcome = "ok"
+    entity_type: str | None = None
+    entity_id: str | None = None
+    #: whether the operation read or wrote patient data (PHI)
+    phi: bool = True
+    #: ties the records of one request together
+    request_id: str | None = None
+    #: a few non-PHI details (counts, the channel: ``http`` or ``mcp``)
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class ApiKeys(Protocol):
+    """API keys per workspace, stored hashed; the secret is shown once, at creation."""
+
+    async def create_key(
+        self,
+        workspace: str,
+        role: Role,
+        *,
+        name: str = "",
+        write_types: frozenset[str] = DEFAULT_AGENT_WRITE_TYPES,
+    ) -> tuple[str, ApiKey]:
+        """A new key: ``(the secret to hand over, the stored key)``."""
+
+    async def authenticate(self, secret: str) -> Principal | None:
+        """The principal of a presented key; None when unknown, malformed or revoked."""
+
+    async def revoke_key(self, workspace: str, key_id: str) -> bool:
+        """Revoke a key of ``workspace``; False when it has no such key."""
+
+    async def list_keys(self, workspace: str) -> list[ApiKey]:
+        """The workspace's keys, revoked ones included, oldest first."""
+
+
+class AuditLog(Protocol):
+    """The audit trail: appended to, never changed."""
+
+    async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append ``entries`` (one transaction)."""
+
+    async def query_audit(
+        self,
+        workspace: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        key_id: str | None = None,
+        action: str | None = None,
+        entity_type: str | None = None,
+        entity_id: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Entries of ``workspace`` matching every filter given, newest first."""

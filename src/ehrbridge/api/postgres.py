@@ -1,0 +1,209 @@
+"""API keys and the audit trail on PostgreSQL, sharing the world-model store's pool.
+
+Authentication is one read by the ``key_id`` unique index (or none, on a cache hit); a batch of
+audit entries is one transaction, sent with ``executemany`` (pipelined by psycopg).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+
+from ehrbridge.api.ports import (
+    DEFAULT_AGENT_WRITE_TYPES,
+    ApiKey,
+    AuditEntry,
+    Principal,
+    Role,
+)
+from ehrbridge.api.storage import (
+    KeyCache,
+    StoredKey,
+    authenticate,
+    check_audit_entries,
+    check_query,
+    new_stored_key,
+)
+from ehrbridge.errors import StorageError
+from ehrbridge.worldmodel.postgres import PostgresStore
+
+_KEY_COLUMNS = "key_id, workspace, role, name, write_types, created_at, revoked_at"
+_AUDIT_COLUMNS = (
+    "workspace, at, key_id, role, action, outcome, entity_type, entity_id, phi, request_id, details"
+)
+
+
+class PostgresSecurityStore:
+    """API keys and the audit trail in the world model's PostgreSQL database."""
+
+    def __init__(self, store: PostgresStore, *, cache: KeyCache | None = None) -> None:
+        self.store = store
+        self.cache = cache or KeyCache()
+
+    async def _fetch(self, query: str, args: Sequence[Any]) -> list[Any]:
+        try:
+            async with self.store.pool.connection() as conn:
+                cur = await conn.execute(query.encode(), args)
+                return await cur.fetchall() if cur.description is not None else []
+        except psycopg.Error as exc:
+            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
+
+    # --- keys -------------------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        workspace: str,
+        role: Role,
+        *,
+        name: str = "",
+        write_types: frozenset[str] = DEFAULT_AGENT_WRITE_TYPES,
+    ) -> tuple[str, ApiKey]:
+        issued, key = new_stored_key(workspace, role, name, write_types, self.store.clock())
+        await self._fetch(
+            "INSERT INTO api_keys (key_id, workspace, role, name, write_types, secret_hash, "
+            "created_at) VALUES (%s, %s, %s, %s, %s::text[], %s, %s)",
+            (
+                key.key_id,
+                workspace,
+                key.role,
+                name,
+                sorted(write_types),
+                issued.secret_hash,
+                key.created_at,
+            ),
+        )
+        return issued.secret, key
+
+    async def authenticate(self, secret: str) -> Principal | None:
+        return await authenticate(secret, self.cache, self._read_key)
+
+    async def _read_key(self, key_id: str) -> StoredKey | None:
+        rows = await self._fetch(
+            "SELECT workspace, role, name, write_types, secret_hash, revoked_at "
+            "FROM api_keys WHERE key_id = %s",
+            (key_id,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        principal = Principal(
+            workspace=row[0], key_id=key_id, role=row[1], name=row[2], write_types=frozenset(row[3])
+        )
+        return StoredKey(secret_hash=row[4], principal=principal, revoked=row[5] is not None)
+
+    async def revoke_key(self, workspace: str, key_id: str) -> bool:
+        # revoking twice keeps the first revocation's time
+        rows = await self._fetch(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s) "
+            "WHERE workspace = %s AND key_id = %s RETURNING key_id",
+            (self.store.clock(), workspace, key_id),
+        )
+        self.cache.drop(key_id)
+        return bool(rows)
+
+    async def list_keys(self, workspace: str) -> list[ApiKey]:
+        rows = await self._fetch(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE workspace = %s ORDER BY created_at, id",
+            (workspace,),
+        )
+        return [
+            ApiKey(
+                key_id=r[0],
+                workspace=r[1],
+                role=r[2],
+                name=r[3],
+                write_types=frozenset(r[4]),
+                created_at=r[5],
+                revoked_at=r[6],
+            )
+            for r in rows
+        ]
+
+    # --- audit ------------------------------------------------------------------------------
+
+    async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        check_audit_entries(entries)
+        rows = [
+            (
+                e.workspace,
+                e.at,
+                e.key_id,
+                e.role,
+                e.action,
+                e.outcome,
+                e.entity_type,
+                e.entity_id,
+                e.phi,
+                e.request_id,
+                orjson.dumps(e.details).decode(),
+            )
+            for e in entries
+        ]
+        if not rows:
+            return
+        query = (
+            f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+        )
+        try:
+            async with (
+                self.store.pool.connection() as conn,
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
+                await cur.executemany(query.encode(), rows)
+        except psycopg.Error as exc:
+            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
+
+    async def query_audit(
+        self,
+        workspace: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        key_id: str | None = None,
+        action: str | None = None,
+        entity_type: str | None = None,
+        entity_id: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        check_query(since, until, limit)
+        where = ["workspace = %s"]
+        args: list[Any] = [workspace]
+        for clause, value in (
+            ("at >= %s", since),
+            ("at < %s", until),
+            ("key_id = %s", key_id),
+            ("action = %s", action),
+            ("entity_type = %s", entity_type),
+            ("entity_id = %s", entity_id),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        args.append(limit)
+        rows = await self._fetch(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
+            "ORDER BY at DESC, id DESC LIMIT %s",
+            args,
+        )
+        return [
+            AuditEntry(
+                workspace=r[0],
+                at=r[1],
+                key_id=r[2],
+                role=r[3],
+                action=r[4],
+                outcome=r[5],
+                entity_type=r[6],
+                entity_id=r[7],
+                phi=r[8],
+                request_id=r[9],
+                details=r[10],
+            )
+            for r in rows
+        ]

@@ -1,0 +1,531 @@
+"""The agent API's one facade: every operation authorised, scoped and audited (DESIGN §10-11).
+
+:class:`AgentService` knows nothing of HTTP or MCP: a route or a tool authenticates the key,
+builds the request model, calls one method with the :class:`~ehrbridge.api.ports.Principal`
+first, and maps the errors it raises (one place, see ``docs/agent-api.md``):
+
+- :class:`~ehrbridge.errors.PermissionDenied` - the role or write scope does not allow it;
+- :class:`~ehrbridge.errors.NotFound` - no such entity *in the principal's workspace*: an
+  entity of another workspace is refused exactly like one that does not exist;
+- :class:`~ehrbridge.errors.InvalidInput` (and :class:`~ehrbridge.errors.IdempotencyConflict`,
+  :class:`~ehrbridge.errors.SlotUnavailable`) - the request cannot be carried out as asked.
+
+The workspace always comes from the principal, never from the request. Every call leaves audit
+entries, written before the answer is returned (a failing audit log fails the request): one per
+entity read or written, ``phi`` for patient data; a call that touched no entity (a search that
+found nothing, a caller nobody matches) leaves one entry without an entity; a refused call
+leaves one entry with its outcome (``denied``, ``not_found``, ``invalid``, ``error``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+from uuid import uuid4
+
+from ehrbridge.api import ambient, extracted, queried
+from ehrbridge.api.models import (
+    AmbientRequest,
+    AmbientResponse,
+    AppointmentBooking,
+    BookingConfirmation,
+    EntityList,
+    EntitySearch,
+    EntityView,
+    ObservationWrite,
+    PatientSearch,
+    SlotList,
+    SlotSearch,
+    StateRequest,
+    Timeline,
+    TimelineRequest,
+    TranscriptAttach,
+    WriteResult,
+)
+from ehrbridge.api.permissions import Permission, require, require_voice_write
+from ehrbridge.api.ports import AuditEntry, AuditLog, Outcome, Principal
+from ehrbridge.api.prompt import DEFAULT_BUDGET, render_candidates, render_context, render_no_match
+from ehrbridge.api.slots import SlotIndex
+from ehrbridge.errors import (
+    IdempotencyConflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    SlotUnavailable,
+)
+from ehrbridge.worldmodel.model import WorldModel
+from ehrbridge.worldmodel.projection import EntityState
+from ehrbridge.worldmodel.store import Store
+
+T = TypeVar("T")
+#: Opens the world model of a workspace.
+WorldModels = Callable[[str], WorldModel]
+
+#: Entity types that hold no patient data: reading them is audited without the PHI flag.
+NON_PHI_TYPES = frozenset(
+    {
+        "Practitioner",
+        "Location",
+        "Organization",
+        "Schedule",
+        "Slot",
+        "HealthcareService",
+        "PractitionerRole",
+        "InsuranceProduct",
+        "Medication",
+    }
+)
+
+
+def is_phi(entity_type: str) -> bool:
+    """Whether entities of ``entity_type`` are patient data (everything not listed as not)."""
+    return entity_type not in NON_PHI_TYPES
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Sizes the service keeps to."""
+
+    #: characters of prompt-ready text when the request does not say
+    prompt_budget: int = DEFAULT_BUDGET
+    #: the longest transcript accepted
+    max_transcript_chars: int = 200_000
+    #: recent encounters in the ambient context
+    recent_encounters: int = 3
+
+
+@dataclass(kw_only=True)
+class _Trail:
+    """The audit entries of one call."""
+
+    principal: Principal
+    action: str
+    request_id: str
+    at: datetime
+    channel: str | None
+    entries: list[AuditEntry] = field(default_factory=list)
+
+    def entry(
+        self,
+        outcome: Outcome = "ok",
+        entity_type: str | None = None,
+        entity_id: str | None = None,
+        details: dict[str, str] | None = None,
+    ) -> AuditEntry:
+        details = dict(details or {})
+        if self.channel is not None:
+            details["channel"] = self.channel
+        return AuditEntry(
+            workspace=self.principal.workspace,
+            at=self.at,
+            key_id=self.principal.key_id,
+            role=self.principal.role,
+            action=self.action,
+            outcome=outcome,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            phi=entity_type is not None and is_phi(entity_type),
+            request_id=self.request_id,
+            details=details,
+        )
+
+    def touched(self, entity_type: str, entity_id: str, **details: str) -> None:
+        """One entity read or written."""
+        self.entries.append(self.entry("ok", entity_type, entity_id, details))
+
+    def states(self, states: list[EntityState]) -> None:
+        for s in states:
+            self.touched(s.entity_type, s.entity_id)
+
+
+class AgentService:
+    """The ambient, queried and extracted channels for authenticated principals."""
+
+    def __init__(
+        self,
+        models: WorldModels,
+        audit: AuditLog,
+        *,
+        limits: Limits = Limits(),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._models = models
+        self._audit = audit
+        self.limits = limits
+        self._clock = clock
+        self._slots: dict[str, SlotIndex] = {}
+
+    @classmethod
+    def on_store(
+        cls,
+        store: Store,
+        audit: AuditLog,
+        *,
+        limits: Limits = Limits(),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> AgentService:
+        """A service over every workspace of one store."""
+        return cls(
+            lambda workspace: WorldModel(store, workspace), audit, limits=limits, clock=clock
+        )
+
+    # --- the audited frame -------------------------------------------------------------------
+
+    async def _run(
+        self,
+        principal: Principal,
+        action: str,
+        permission: Permission,
+        work: Callable[[WorldModel, _Trail], Awaitable[T]],
+        *,
+        target: tuple[str | None, str | None] = (None, None),
+        request_id: str | None,
+        channel: str | None,
+    ) -> T:
+        trail = _Trail(
+            principal=principal,
+            action=action,
+            request_id=request_id or uuid4().hex,
+            at=self._clock(),
+            channel=channel,
+        )
+        outcome: Outcome
+        try:
+            require(principal, permission)
+            result = await work(self._models(principal.workspace), trail)
+        except PermissionDenied as exc:
+            outcome, target = "denied", (exc.entity_type or target[0], target[1])
+            raise
+        except NotFound:
+            outcome = "not_found"
+            raise
+        except (InvalidInput, IdempotencyConflict, SlotUnavailable):
+            outcome = "invalid"
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        else:
+            outcome = "ok"
+            if not trail.entries:
+                trail.entries.append(trail.entry("ok", *target, {"results": "0"}))
+            await self._audit.record_audit(trail.entries)
+            return result
+        finally:
+            if outcome != "ok":
+                await self._audit.record_audit([trail.entry(outcome, *target)])
+
+    def _slot_index(self, workspace: str) -> SlotIndex:
+        return self._slots.setdefault(workspace, SlotIndex())
+
+    # --- ambient -----------------------------------------------------------------------------
+
+    async def ambient_context(
+        self,
+        principal: Principal,
+        request: AmbientRequest,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> AmbientResponse:
+        """Identify the caller by phone; one patient gets their context (JSON and prompt text),
+        several get candidates, nobody gets ``no_match``. Audits ``ambient.context``: every
+        entity read (patient, related entities, labelled practitioners and locations)."""
+        budget = request.prompt_budget or self.limits.prompt_budget
+
+        async def work(model: WorldModel, trail: _Trail) -> AmbientResponse:
+            found = await ambient.identify(model, request.phone, request.region)
+            if len(found.patients) > 1:
+                candidates = [ambient.candidate(s) for s in found.patients]
+                trail.states(found.patients)
+                text = render_candidates(found.phone, candidates, budget=budget)
+                return AmbientResponse(
+                    match="ambiguous",
+                    phone=found.phone,
+                    candidates=candidates,
+                    prompt=text.text,
+                    truncated=text.truncated,
+                )
+            ctx = None
+            if found.patients:
+                ctx = await ambient.context(
+                    model,
+                    found.patients[0].entity_id,
+                    now=self._clock(),
+                    recent=self.limits.recent_encounters,
+                )
+            if ctx is None:
+                text = render_no_match(found.phone, budget=budget)
+                return AmbientResponse(
+                    match="no_match", phone=found.phone, prompt=text.text, truncated=text.truncated
+                )
+            trail.states(ctx.read)
+            text = render_context(ctx.view, budget=budget)
+            return AmbientResponse(
+                match="matched",
+                phone=found.phone,
+                context=ctx.view,
+                prompt=text.text,
+                truncated=text.truncated,
+            )
+
+        return await self._run(
+            principal,
+            "ambient.context",
+            "read",
+            work,
+            target=("Patient", None),
+            request_id=request_id,
+            channel=channel,
+        )
+
+    # --- queried -----------------------------------------------------------------------------
+
+    async def search_entities(
+        self,
+        principal: Principal,
+        request: EntitySearch,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> EntityList:
+        """Entities by name words, identifier, phone or email (see :mod:`.queried` for what the
+        index can answer). Audits ``entities.search``: one entry per entity returned."""
+
+        async def work(model: WorldModel, trail: _Trail) -> EntityList:
+            found = await queried.search_entities(model, request)
+            trail.states(found.states)
+            return EntityList(
+                items=[EntityView.of(s) for s in found.states], truncated=found.truncated
+            )
+
+        return await self._run(
+            principal,
+            "entities.search",
+            "read",
+            work,
+            target=(request.entity_type, None),
+            request_id=request_id,
+            channel=channel,
+        )
+
+    async def search_patients(
+        self,
+        principal: Principal,
+        request: PatientSearch,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> EntityList:
+        """Patients by name, birth date, identifier, phone, gender, address. Audits
+        ``patients.search``: one entry per patient returned."""
+
+        async def work(model: WorldModel, trail: _Trail) -> EntityList:
+            found = await queried.find_patients(model, request)
+            trail.states(found.states)
+            return EntityList(
+                items=[EntityView.of(s) for s in found.states], truncated=found.truncated
+            )
+
+        return await self._run(
+            principal,
+            "patients.search",
+            "read",
+            work,
+            target=("Patient", None),
+            request_id=request_id,
+            channel=channel,
+        )
+
+    async def entity_state(
+        self,
+        principal: Principal,
+        request: StateRequest,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> EntityView:
+        """An entity's projected state, now or as of a past time. Audits ``entities.state``."""
+
+        async def work(model: WorldModel, trail: _Trail) -> EntityView:
+            state = await model.state(request.entity_type, request.entity_id, as_of=request.as_of)
+            if state is None:
+                raise NotFound(f"no {request.entity_type}/{request.entity_id}")
+            trail.touched(state.entity_type, state.entity_id)
+            return EntityView.of(state)
+
+        return await self._run(
+            principal,
+            "entities.state",
+            "read",
+            work,
+            target=(request.entity_type, request.entity_id),
+            request_id=request_id,
+            channel=channel,
+        )
+
+    async def entity_timeline(
+        self,
+        principal: Principal,
+        request: TimelineRequest,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> Timeline:
+        """An entity's events with provenance, oldest first. Audits ``entities.timeline``."""
+
+        async def work(model: WorldModel, trail: _Trail) -> Timeline:
+            result = await queried.timeline(
+                model,
+                request.entity_type,
+                request.entity_id,
+                after_version=request.after_version,
+                limit=request.limit,
+            )
+            trail.touched(request.entity_type, request.entity_id)
+            return result
+
+        return await self._run(
+            principal,
+            "entities.timeline",
+            "read",
+            work,
+            target=(request.entity_type, request.entity_id),
+            request_id=request_id,
+            channel=channel,
+        )
+
+    async def search_slots(
+        self,
+        principal: Principal,
+        request: SlotSearch,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> SlotList:
+        """Free slots in a window (see :mod:`.slots`). Audits ``slots.search``: one entry per
+        slot returned, without the PHI flag."""
+
+        async def work(model: WorldModel, trail: _Trail) -> SlotList:
+            if request.end <= request.start:
+                raise InvalidInput("end: must be after start")
+            index = self._slot_index(model.workspace)
+            await index.refresh(model)
+            items, truncated = index.search(request)
+            for item in items:
+                trail.touched("Slot", item.slot_id)
+            return SlotList(items=items, truncated=truncated)
+
+        return await self._run(
+            principal,
+            "slots.search",
+            "read",
+            work,
+            target=("Slot", None),
+            request_id=request_id,
+            channel=channel,
+        )
+
+    # --- extracted ---------------------------------------------------------------------------
+
+    async def write_observation(
+        self,
+        principal: Principal,
+        request: ObservationWrite,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> WriteResult:
+        """Record what the caller said about an entity (new or existing) at a voice level;
+        returns the projected state at once. Audits ``observations.write``."""
+
+        async def work(model: WorldModel, trail: _Trail) -> WriteResult:
+            level = extracted.level_named(request.level)
+            require_voice_write(principal, request.entity_type, level)
+            result = await extracted.write_observation(
+                model, request, level=level, agent=principal.key_id
+            )
+            trail.touched(result.entity.entity_type, result.entity.entity_id, status=result.status)
+            return result
+
+        return await self._run(
+            principal,
+            "observations.write",
+            "write.voice",
+            work,
+            target=(request.entity_type, request.entity_id),
+            request_id=request_id,
+            channel=channel,
+        )
+
+    async def attach_transcript(
+        self,
+        principal: Principal,
+        request: TranscriptAttach,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> WriteResult:
+        """Keep a call's transcript as its ``Call`` entity. Audits ``transcripts.attach``."""
+
+        async def work(model: WorldModel, trail: _Trail) -> WriteResult:
+            require_voice_write(principal, "Call", extracted.LEVELS["confirmed"])
+            result = await extracted.attach_transcript(
+                model,
+                request,
+                agent=principal.key_id,
+                max_chars=self.limits.max_transcript_chars,
+            )
+            trail.touched("Call", request.call_id, status=result.status)
+            return result
+
+        return await self._run(
+            principal,
+            "transcripts.attach",
+            "write.voice",
+            work,
+            target=("Call", request.call_id),
+            request_id=request_id,
+            channel=channel,
+        )
+
+    async def book_appointment(
+        self,
+        principal: Principal,
+        request: AppointmentBooking,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> BookingConfirmation:
+        """Book an appointment in the world model at voice confidence, before any EHR is
+        involved; with a slot, only while it is free. Audits ``appointments.book``."""
+
+        async def work(model: WorldModel, trail: _Trail) -> BookingConfirmation:
+            level = extracted.level_named(request.level)
+            require_voice_write(principal, "Appointment", level)
+            result = await extracted.book_appointment(
+                model,
+                request,
+                level=level,
+                agent=principal.key_id,
+                slots=self._slot_index(model.workspace),
+            )
+            appointment = result.entity
+            trail.touched("Appointment", appointment.entity_id, status=result.status)
+            return BookingConfirmation(
+                status=result.status,
+                appointment_id=appointment.entity_id,
+                appointment=appointment,
+            )
+
+        return await self._run(
+            principal,
+            "appointments.book",
+            "write.voice",
+            work,
+            target=("Appointment", None),
+            request_id=request_id,
+            channel=channel,
+        )

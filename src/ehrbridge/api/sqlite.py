@@ -1,0 +1,294 @@
+"""API keys and the audit trail on SQLite, sharing the world-model store's connection and thread.
+
+Authentication is one read by the ``key_id`` unique index (or none, on a cache hit). A batch of
+audit entries is written in one ``BEGIN IMMEDIATE`` transaction, shared with the batches of other
+requests that arrive while the previous commit runs (a group commit); each call returns once its
+own entries are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ehrbridge.api.ports import (
+    DEFAULT_AGENT_WRITE_TYPES,
+    ApiKey,
+    AuditEntry,
+    Principal,
+    Role,
+)
+from ehrbridge.api.storage import (
+    KeyCache,
+    StoredKey,
+    authenticate,
+    check_audit_entries,
+    check_query,
+    new_stored_key,
+)
+from ehrbridge.errors import StorageError
+from ehrbridge.worldmodel.sqlite import SQLiteStore
+from ehrbridge.worldmodel.store import utc
+
+_KEY_COLUMNS = "key_id, workspace, role, name, write_types, created_at, revoked_at"
+_AUDIT_COLUMNS = (
+    "workspace, at, key_id, role, action, outcome, entity_type, entity_id, phi, request_id, details"
+)
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        key_id=row[0],
+        workspace=row[1],
+        role=row[2],
+        name=row[3],
+        write_types=frozenset(orjson.loads(row[4])),
+        created_at=datetime.fromisoformat(row[5]),
+        revoked_at=None if row[6] is None else datetime.fromisoformat(row[6]),
+    )
+
+
+def _entry(row: Any) -> AuditEntry:
+    return AuditEntry(
+        workspace=row[0],
+        at=datetime.fromisoformat(row[1]),
+        key_id=row[2],
+        role=row[3],
+        action=row[4],
+        outcome=row[5],
+        entity_type=row[6],
+        entity_id=row[7],
+        phi=bool(row[8]),
+        request_id=row[9],
+        details=orjson.loads(row[10]),
+    )
+
+
+#: audit rows of one call, and the future its caller waits on
+_Waiting = tuple[list[tuple[Any, ...]], asyncio.Future[None]]
+
+
+class SQLiteSecurityStore:
+    """API keys and the audit trail in the world model's SQLite file."""
+
+    def __init__(self, store: SQLiteStore, *, cache: KeyCache | None = None) -> None:
+        self.store = store
+        self.cache = cache or KeyCache()
+        #: audit rows waiting for the next commit, with who waits for it
+        self._pending: list[_Waiting] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        try:
+            return await self.store.call(fn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
+
+    # --- keys -------------------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        workspace: str,
+        role: Role,
+        *,
+        name: str = "",
+        write_types: frozenset[str] = DEFAULT_AGENT_WRITE_TYPES,
+    ) -> tuple[str, ApiKey]:
+        issued, key = new_stored_key(workspace, role, name, write_types, self.store.clock())
+        row = (
+            key.key_id,
+            workspace,
+            key.role,
+            name,
+            orjson.dumps(sorted(write_types)).decode(),
+            issued.secret_hash,
+            utc(key.created_at),
+        )
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_keys (key_id, workspace, role, name, write_types, secret_hash, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+        await self._call(work)
+        return issued.secret, key
+
+    async def authenticate(self, secret: str) -> Principal | None:
+        return await authenticate(secret, self.cache, self._read_key)
+
+    async def _read_key(self, key_id: str) -> StoredKey | None:
+        def work(conn: sqlite3.Connection) -> Any:
+            return conn.execute(
+                "SELECT workspace, role, name, write_types, secret_hash, revoked_at "
+                "FROM api_keys WHERE key_id = ?",
+                (key_id,),
+            ).fetchone()
+
+        row = await self._call(work)
+        if row is None:
+            return None
+        principal = Principal(
+            workspace=row[0],
+            key_id=key_id,
+            role=row[1],
+            name=row[2],
+            write_types=frozenset(orjson.loads(row[3])),
+        )
+        return StoredKey(secret_hash=row[4], principal=principal, revoked=row[5] is not None)
+
+    async def revoke_key(self, workspace: str, key_id: str) -> bool:
+        now = utc(self.store.clock())
+
+        def work(conn: sqlite3.Connection) -> bool:
+            # revoking twice keeps the first revocation's time
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) "
+                "WHERE workspace = ? AND key_id = ?",
+                (now, workspace, key_id),
+            )
+            return cur.rowcount > 0
+
+        revoked: bool = await self._call(work)
+        self.cache.drop(key_id)
+        return revoked
+
+    async def list_keys(self, workspace: str) -> list[ApiKey]:
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE workspace = ? ORDER BY created_at, id",
+                (workspace,),
+            ).fetchall()
+
+        return [_key(r) for r in await self._call(work)]
+
+    # --- audit ------------------------------------------------------------------------------
+
+    async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        check_audit_entries(entries)
+        rows = [
+            (
+                e.workspace,
+                utc(e.at),
+                e.key_id,
+                e.role,
+                e.action,
+                e.outcome,
+                e.entity_type,
+                e.entity_id,
+                int(e.phi),
+                e.request_id,
+                orjson.dumps(e.details).decode(),
+            )
+            for e in entries
+        ]
+        if not rows:
+            return
+        # Group commit: rows that arrive while a commit runs go together in the next one, so
+        # concurrent requests share a transaction; each caller still returns only once its own
+        # rows are committed (or raises if that commit failed).
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending())
+        await asyncio.shield(done)
+
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._commit(batch)
+            except BaseException:
+                for _, waiter in [*batch, *self._pending]:
+                    waiter.cancel()
+                raise
+
+    async def _commit(
+        self, batch: list[tuple[list[tuple[Any, ...]], asyncio.Future[None]]]
+    ) -> None:
+        """One transaction for the whole batch; if it fails, each caller's rows on their own,
+        so one caller's bad rows never fail another's."""
+        try:
+            await self._call(_insert_audit([row for rows, _ in batch for row in rows]))
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            for rows, waiter in batch:
+                try:
+                    await self._call(_insert_audit(rows))
+                except Exception as alone:
+                    _settle(waiter, alone)
+                else:
+                    _settle(waiter, None)
+        else:
+            for _, waiter in batch:
+                _settle(waiter, None)
+
+    async def query_audit(
+        self,
+        workspace: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        key_id: str | None = None,
+        action: str | None = None,
+        entity_type: str | None = None,
+        entity_id: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        check_query(since, until, limit)
+        where = ["workspace = ?"]
+        args: list[Any] = [workspace]
+        for clause, value in (
+            ("at >= ?", None if since is None else utc(since)),
+            ("at < ?", None if until is None else utc(until)),
+            ("key_id = ?", key_id),
+            ("action = ?", action),
+            ("entity_type = ?", entity_type),
+            ("entity_id = ?", entity_id),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        query = (
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
+            "ORDER BY at DESC, id DESC LIMIT ?"
+        )
+        args.append(limit)
+
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(query, args).fetchall()
+
+        return [_entry(r) for r in await self._call(work)]
+
+
+def _insert_audit(rows: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
+    def work(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES ({', '.join('?' * 11)})",
+                rows,
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    return work
+
+
+def _settle(waiter: asyncio.Future[None], error: Exception | None) -> None:
+    if waiter.done():
+        return
+    if error is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(error)

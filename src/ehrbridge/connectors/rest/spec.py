@@ -1,0 +1,546 @@
+"""What a ``kind: rest`` data source says: resources, paging, incremental reads, field mappings.
+
+The runner's config checker (:mod:`ehrbridge.runner.config`) reads the YAML and calls
+:func:`check_resource` and :func:`check_settings` with itself as the :class:`Checks`, so every
+problem names the file, the line and the key path. Everything here is plain frozen data (JMESPath
+expressions and patterns are kept as text and compiled where used), so two loads of one file
+compare equal and the runner does not restart unchanged poll tasks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jmespath
+import phonenumbers
+from jmespath.exceptions import IncompleteExpressionError, JMESPathError, ParseError
+
+from ehrbridge.worldmodel.entities import spec_for
+
+PagingStyle = Literal["none", "page", "offset", "cursor", "link", "next_url"]
+PAGING_STYLES: tuple[PagingStyle, ...] = ("none", "page", "offset", "cursor", "link", "next_url")
+CursorFormat = Literal["iso", "date", "epoch", "epoch_ms"]
+#: how a reference field finds the entity it points to
+LinkBy = Literal["record", "mrn", "phone", "email", "identifier"]
+LINK_BY: tuple[LinkBy, ...] = ("record", "mrn", "phone", "email", "identifier")
+#: transforms that take no argument (``transform: lower``)
+SIMPLE_TRANSFORMS = frozenset(
+    {
+        "strip",
+        "lower",
+        "upper",
+        "string",
+        "number",
+        "integer",
+        "boolean",
+        "list",
+        "date",
+        "datetime",
+        "phone",
+    }
+)
+#: transforms with an argument (``transform: {map: {...}}``)
+ARGUMENT_TRANSFORMS = frozenset(
+    {"map", "keywords", "date", "datetime", "phone", "name", "join", "split", "prefix"}
+)
+_ALL_TRANSFORMS = sorted(SIMPLE_TRANSFORMS | ARGUMENT_TRANSFORMS)
+_FIELD = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+_PARAM = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
+_ENTITY_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transform:
+    """One step of a field's transform chain."""
+
+    #: ``datetime``, ``map``, ``keywords``, ``name``, ...
+    name: str
+    #: code maps: source value (compared folded: case and spaces ignored) -> canonical value
+    table: tuple[tuple[str, Any], ...] = ()
+    #: ``keywords``: canonical value -> patterns, first match wins
+    patterns: tuple[tuple[Any, tuple[str, ...]], ...] = ()
+    #: ``map``/``keywords``: the value when nothing matches (``has_default`` says if given)
+    default: Any = None
+    has_default: bool = False
+    #: ``datetime``/``date``: a strptime format tried first, day-first reading, time zone
+    format: str | None = None
+    dayfirst: bool | None = None
+    timezone: str | None = None
+    #: ``phone``: the region numbers are dialled from; ``name``: ``given`` or ``family``;
+    #: ``join``/``split``: the separator; ``prefix``: the text put in front
+    arg: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Link:
+    """How a reference field finds its entity: by the source's own record, or an identity key."""
+
+    #: the entity type pointed to, e.g. ``Patient``
+    type: str
+    by: LinkBy = "record"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldMap:
+    """One canonical field and where its value comes from."""
+
+    #: the canonical field path, e.g. ``start`` or ``name.family`` (docs/entities.md)
+    name: str
+    #: JMESPath into the record; None when the field is a constant
+    path: str | None = None
+    #: a constant value (``value:``), used instead of ``path``
+    value: Any = None
+    #: used when the path finds nothing (``default:``)
+    default: Any = None
+    transforms: tuple[Transform, ...] = ()
+    #: a record without this field is refused (and, for links, one whose entity is not found)
+    required: bool = False
+    link: Link | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paging:
+    """How the pages of a resource are walked."""
+
+    style: PagingStyle = "none"
+    #: page number / offset / cursor query parameter
+    param: str | None = None
+    #: query parameter carrying the page size, and the size asked for
+    size_param: str | None = None
+    size: int = 100
+    #: ``page``: the number of the first page
+    start: int = 1
+    #: ``cursor``/``next_url``: JMESPath into the body for the next cursor or URL
+    next: str | None = None
+    #: a poll reading more pages than this fails (a server that never stops)
+    max_pages: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Incremental:
+    """Ask only for records changed since the stored cursor."""
+
+    #: the query parameter carrying ``cursor - overlap``
+    param: str
+    #: JMESPath to the record's last-changed time; the cursor becomes the newest stored
+    field: str
+    #: how the parameter is written
+    format: CursorFormat = "iso"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestResource:
+    """One endpoint of a REST data source, mapped to one canonical entity type."""
+
+    type: str
+    path: str
+    #: JMESPath to the record list in a page body (``@`` when the body is the list)
+    records: str = "@"
+    #: JMESPath to a record's id at the source
+    id: str = "id"
+    #: JMESPath to a record's version or ETag (with the id, a dedup token)
+    version: str | None = None
+    #: constant query parameters
+    params: tuple[tuple[str, str], ...] = ()
+    paging: Paging = field(default_factory=Paging)
+    incremental: Incremental | None = None
+    fields: tuple[FieldMap, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestSettings:
+    """Source-wide defaults of a REST data source."""
+
+    #: the time zone of date-times without an offset
+    timezone: str = "UTC"
+    #: read ``03/04/2026`` as 3 April
+    dayfirst: bool = False
+    #: the region phone numbers without a country code are dialled from
+    phone_region: str = "US"
+    #: extra request headers (not secrets: those go in ``auth``)
+    headers: tuple[tuple[str, str], ...] = ()
+    #: per-request timeout
+    timeout: timedelta = timedelta(seconds=30)
+
+
+class Checks(Protocol):
+    """What the config checker offers: problems with their lines, and small validators."""
+
+    def fail(self, path: str, problem: str) -> None:
+        """Record a problem at a key path."""
+
+    def mapping(
+        self, value: Any, path: str, required: set[str], optional: set[str]
+    ) -> dict[str, Any] | None:
+        """``value`` as a mapping with only known keys, or None (problems recorded)."""
+
+    def text(self, value: Any, path: str) -> str | None:
+        """A non-empty string, or None (problem recorded)."""
+
+    def duration(self, value: Any, path: str) -> timedelta | None:
+        """A duration such as ``30s``, or None (problem recorded)."""
+
+
+def check_settings(c: Checks, raw: dict[str, Any], path: str) -> RestSettings:
+    """The source-wide keys ``timezone``, ``dayfirst``, ``phone_region``, ``headers``,
+    ``timeout`` of a REST source (problems recorded on ``c``)."""
+    out = RestSettings()
+    zone = raw.get("timezone", "UTC")
+    if not _zone_ok(zone):
+        c.fail(f"{path}.timezone", "expected an IANA time zone such as America/New_York")
+    dayfirst = raw.get("dayfirst", False)
+    if not isinstance(dayfirst, bool):
+        c.fail(f"{path}.dayfirst", "expected true or false")
+    region = raw.get("phone_region", "US")
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        c.fail(f"{path}.phone_region", "expected a region code such as US or GB")
+    headers: list[tuple[str, str]] = []
+    raw_headers = raw.get("headers", {})
+    if not isinstance(raw_headers, dict):
+        c.fail(f"{path}.headers", "expected a mapping of header names to values")
+    else:
+        for name, value in raw_headers.items():
+            if name.lower() in ("authorization", "cookie") or isinstance(value, dict):
+                c.fail(f"{path}.headers.{name}", "credentials belong in auth, as references")
+            elif not isinstance(value, str | int):
+                c.fail(f"{path}.headers.{name}", "expected a string")
+            else:
+                headers.append((str(name), str(value)))
+    timeout = c.duration(raw.get("timeout", "30s"), f"{path}.timeout")
+    if isinstance(zone, str) and isinstance(dayfirst, bool) and isinstance(region, str):
+        out = RestSettings(
+            timezone=zone,
+            dayfirst=dayfirst,
+            phone_region=region,
+            headers=tuple(headers),
+            timeout=timeout or out.timeout,
+        )
+    return out
+
+
+_RESOURCE_KEYS = {
+    "path",
+    "records",
+    "id",
+    "version",
+    "params",
+    "pagination",
+    "incremental",
+    "fields",
+    "page_size",
+}
+
+
+def check_resource(c: Checks, raw: dict[str, Any], path: str, entity_type: str) -> RestResource:
+    """The REST part of one resource entry (``type`` and ``every`` are the checker's)."""
+    endpoint = c.text(raw.get("path"), f"{path}.path") if "path" in raw else None
+    if "path" not in raw:
+        c.fail(path, "missing key 'path'")
+    exprs = {}
+    for key, default in (("records", "@"), ("id", "id"), ("version", None)):
+        given = raw.get(key, default)
+        exprs[key] = _expression(c, given, f"{path}.{key}") if given is not None else None
+    params: list[tuple[str, str]] = []
+    raw_params = raw.get("params", {})
+    if not isinstance(raw_params, dict):
+        c.fail(f"{path}.params", "expected a mapping of query parameters to values")
+    else:
+        for name, value in raw_params.items():
+            if isinstance(value, dict | list) or value is None:
+                c.fail(f"{path}.params.{name}", "expected a plain value")
+            else:
+                params.append(
+                    (str(name), str(value).lower() if isinstance(value, bool) else str(value))
+                )
+    paging = _paging(c, raw.get("pagination", {"style": "none"}), f"{path}.pagination")
+    if "page_size" in raw:
+        c.fail(f"{path}.page_size", "a rest resource sets its page size in pagination.size")
+    incremental = None
+    if raw.get("incremental") is not None:
+        incremental = _incremental(c, raw["incremental"], f"{path}.incremental")
+    fields = _fields(c, raw.get("fields"), f"{path}.fields", entity_type)
+    return RestResource(
+        type=entity_type,
+        path=endpoint or "/",
+        records=exprs["records"] or "@",
+        id=exprs["id"] or "id",
+        version=exprs["version"],
+        params=tuple(params),
+        paging=paging or Paging(),
+        incremental=incremental,
+        fields=fields,
+    )
+
+
+def _paging(c: Checks, value: Any, path: str) -> Paging | None:
+    style = value.get("style") if isinstance(value, dict) else None
+    if style not in PAGING_STYLES:
+        c.fail(f"{path}.style" if isinstance(value, dict) else path, _one_of(PAGING_STYLES))
+        return None
+    optional = {
+        "none": set(),
+        "page": {"param", "size_param", "size", "start"},
+        "offset": {"param", "size_param", "size"},
+        "cursor": {"param", "size_param", "size"},
+        "link": {"size_param", "size"},
+        "next_url": {"size_param", "size"},
+    }[style] | {"max_pages"}
+    required = {"style"} | ({"next"} if style in ("cursor", "next_url") else set())
+    raw = c.mapping(value, path, required, optional)
+    if raw is None:
+        return None
+    default_param = {"page": "page", "offset": "offset", "cursor": "cursor"}.get(style)
+    param = raw.get("param", default_param)
+    for key in ("param", "size_param"):
+        if key in raw and (not isinstance(raw[key], str) or not _PARAM.fullmatch(raw[key])):
+            c.fail(f"{path}.{key}", "expected a query parameter name")
+    numbers = {}
+    for key, default, least in (("size", 100, 1), ("start", 1, 0), ("max_pages", 1000, 1)):
+        number = raw.get(key, default)
+        if not isinstance(number, int) or isinstance(number, bool) or number < least:
+            c.fail(f"{path}.{key}", f"expected a whole number of at least {least}")
+            number = default
+        numbers[key] = number
+    nxt = _expression(c, raw["next"], f"{path}.next") if "next" in raw else None
+    return Paging(
+        style=style,
+        param=param,
+        size_param=raw.get("size_param"),
+        size=numbers["size"],
+        start=numbers["start"],
+        next=nxt,
+        max_pages=numbers["max_pages"],
+    )
+
+
+def _incremental(c: Checks, value: Any, path: str) -> Incremental | None:
+    raw = c.mapping(value, path, {"param", "field"}, {"format"})
+    if raw is None:
+        return None
+    param = raw.get("param")
+    if "param" in raw and (not isinstance(param, str) or not _PARAM.fullmatch(param)):
+        c.fail(f"{path}.param", "expected a query parameter name")
+        param = None
+    expr = _expression(c, raw["field"], f"{path}.field") if "field" in raw else None
+    fmt = raw.get("format", "iso")
+    if fmt not in ("iso", "date", "epoch", "epoch_ms"):
+        c.fail(f"{path}.format", "expected iso, date, epoch or epoch_ms")
+        return None
+    if not isinstance(param, str) or expr is None:
+        return None
+    return Incremental(param=param, field=expr, format=fmt)
+
+
+def _fields(c: Checks, value: Any, path: str, entity_type: str) -> tuple[FieldMap, ...]:
+    if not isinstance(value, dict) or not value:
+        c.fail(path, "expected a mapping of canonical fields to their sources")
+        return ()
+    out = []
+    for name, spec in value.items():
+        where = f"{path}.{name}"
+        if not isinstance(name, str) or not _FIELD.fullmatch(name):
+            c.fail(where, "not a canonical field path like 'name.family' (docs/entities.md)")
+            continue
+        checked = _field(c, name, spec, where, entity_type)
+        if checked is not None:
+            out.append(checked)
+    return tuple(out)
+
+
+def _field(c: Checks, name: str, value: Any, path: str, entity_type: str) -> FieldMap | None:
+    if isinstance(value, str):  # the short form: ``status: state``
+        value = {"path": value}
+    raw = c.mapping(
+        value, path, set(), {"path", "value", "default", "transform", "required", "link"}
+    )
+    if raw is None:
+        return None
+    if ("path" in raw) == ("value" in raw):
+        c.fail(path, "give either path (JMESPath into the record) or value (a constant)")
+        return None
+    expr = _expression(c, raw["path"], f"{path}.path") if "path" in raw else None
+    steps = raw.get("transform", [])
+    if not isinstance(steps, list):
+        steps = [steps]
+    transforms = []
+    for i, step in enumerate(steps):
+        where = (
+            f"{path}.transform"
+            if not isinstance(raw.get("transform"), list)
+            else f"{path}.transform[{i}]"
+        )
+        checked = _transform(c, step, where, entity_type, name)
+        if checked is not None:
+            transforms.append(checked)
+    required = raw.get("required", False)
+    if not isinstance(required, bool):
+        c.fail(f"{path}.required", "expected true or false")
+        required = False
+    link = _link(c, raw["link"], f"{path}.link") if "link" in raw else None
+    for key in ("value", "default"):
+        if isinstance(raw.get(key), dict):
+            c.fail(f"{path}.{key}", "expected a plain value or a list")
+    return FieldMap(
+        name=name,
+        path=expr,
+        value=raw.get("value"),
+        default=raw.get("default"),
+        transforms=tuple(transforms),
+        required=required,
+        link=link,
+    )
+
+
+def _link(c: Checks, value: Any, path: str) -> Link | None:
+    raw = c.mapping(value, path, {"type"}, {"by"})
+    if raw is None:
+        return None
+    kind = raw.get("type")
+    if "type" in raw and (not isinstance(kind, str) or not _ENTITY_TYPE.fullmatch(kind)):
+        c.fail(f"{path}.type", "expected an entity type such as Patient")
+        return None
+    by = raw.get("by", "record")
+    if by not in LINK_BY:
+        c.fail(f"{path}.by", _one_of(LINK_BY))
+        return None
+    return Link(type=str(kind), by=by) if isinstance(kind, str) else None
+
+
+def _transform(c: Checks, value: Any, path: str, entity_type: str, field: str) -> Transform | None:
+    if isinstance(value, str):
+        if value not in SIMPLE_TRANSFORMS:
+            c.fail(
+                path,
+                f"unknown transform {value!r}; {_one_of(_ALL_TRANSFORMS)}",
+            )
+            return None
+        return Transform(name=value)
+    if not isinstance(value, dict) or not value:
+        c.fail(path, "expected a transform name or a mapping such as {map: {...}}")
+        return None
+    names = [k for k in value if k in ARGUMENT_TRANSFORMS]
+    if len(names) != 1:
+        c.fail(path, f"expected one transform key; {_one_of(sorted(ARGUMENT_TRANSFORMS))}")
+        return None
+    name = names[0]
+    extra = {"default"} if name in ("map", "keywords") else set()
+    raw = c.mapping(value, path, {name}, extra)
+    if raw is None:
+        return None
+    arg = raw[name]
+    where = f"{path}.{name}"
+    has_default = "default" in raw
+    default = raw.get("default")
+    codes = _codes(entity_type, field)
+    if name == "map":
+        if not isinstance(arg, dict) or not arg:
+            c.fail(where, "expected a mapping of source values to canonical values")
+            return None
+        table = tuple((fold_key(str(k)), v) for k, v in arg.items())
+        _check_codes(c, where, codes, [v for _, v in table] + ([default] if has_default else []))
+        return Transform(name=name, table=table, default=default, has_default=has_default)
+    if name == "keywords":
+        if not isinstance(arg, dict) or not arg:
+            c.fail(where, "expected a mapping of canonical values to lists of words or patterns")
+            return None
+        patterns = []
+        for target, words in arg.items():
+            words = [words] if isinstance(words, str) else words
+            if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
+                c.fail(f"{where}.{target}", "expected a list of words or patterns")
+                continue
+            for word in words:
+                try:
+                    re.compile(word)
+                except re.error as exc:
+                    c.fail(f"{where}.{target}", f"not a valid pattern: {exc}")
+            patterns.append((target, tuple(words)))
+        _check_codes(c, where, codes, [t for t, _ in patterns] + ([default] if has_default else []))
+        return Transform(
+            name=name, patterns=tuple(patterns), default=default, has_default=has_default
+        )
+    if name in ("date", "datetime"):
+        opts = c.mapping(arg, where, set(), {"format", "dayfirst", "timezone"})
+        if opts is None:
+            return None
+        fmt, dayfirst, zone = opts.get("format"), opts.get("dayfirst"), opts.get("timezone")
+        if fmt is not None and not isinstance(fmt, str):
+            c.fail(f"{where}.format", "expected a strptime format such as '%d.%m.%Y %H:%M'")
+        if dayfirst is not None and not isinstance(dayfirst, bool):
+            c.fail(f"{where}.dayfirst", "expected true or false")
+        if zone is not None and not _zone_ok(zone):
+            c.fail(f"{where}.timezone", "expected an IANA time zone such as America/New_York")
+        return Transform(name=name, format=fmt, dayfirst=dayfirst, timezone=zone)
+    if name == "phone":
+        if arg not in phonenumbers.SUPPORTED_REGIONS:
+            c.fail(where, "expected a region code such as US or GB")
+            return None
+        return Transform(name=name, arg=arg)
+    if name == "name":
+        if arg not in ("given", "family"):
+            c.fail(where, "expected given or family")
+            return None
+        return Transform(name=name, arg=arg)
+    if not isinstance(arg, str):  # join, split, prefix
+        c.fail(where, "expected a string")
+        return None
+    return Transform(name=name, arg=arg)
+
+
+def _expression(c: Checks, value: Any, path: str) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        c.fail(path, "expected a JMESPath expression such as data.items")
+        return None
+    try:
+        jmespath.compile(value)
+    except IncompleteExpressionError:
+        c.fail(path, "not a valid JMESPath expression: it ends too early")
+        return None
+    except ParseError as exc:
+        c.fail(path, f"not a valid JMESPath expression: {exc.msg} at position {exc.lex_position}")
+        return None
+    except JMESPathError as exc:
+        c.fail(path, f"not a valid JMESPath expression: {str(exc).splitlines()[0]}")
+        return None
+    return value
+
+
+def _codes(entity_type: str, field: str) -> tuple[str, ...]:
+    spec = spec_for(entity_type)
+    known = spec.field(field) if spec is not None else None
+    return known.codes if known is not None and known.kind == "code" else ()
+
+
+def _check_codes(c: Checks, path: str, codes: tuple[str, ...], values: list[Any]) -> None:
+    if not codes:
+        return
+    bad = sorted({str(v) for v in values if v is not None and v not in codes})
+    if bad:
+        c.fail(path, f"not a code of this field: {', '.join(bad)} (one of {', '.join(codes)})")
+
+
+def _zone_ok(zone: Any) -> bool:
+    if not isinstance(zone, str) or not zone:
+        return False
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def fold_key(text: str) -> str:
+    """How ``map`` keys and values are compared: case and runs of spaces ignored.
+
+    >>> fold_key("  Follow  Up ")
+    'follow up'
+    """
+    return " ".join(text.casefold().split())
+
+
+def _one_of(options: tuple[str, ...] | list[str]) -> str:
+    return f"expected one of {', '.join(options)}"

@@ -1,0 +1,114 @@
+"""``ehrbridge demo``'s sync: the sample clinic in an in-process sandbox EHR, pulled into the world
+model by the connector runner, as ``ehrbridge run`` would with a config naming the sandbox.
+
+The sandbox serves on a loopback socket from a background thread; the runner polls it with the
+FHIR poller, one loop per resource type, and stops once every type has had a clean poll (a type
+polled before the records it refers to fails its entries and is polled again, as in production).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+
+from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.errors import EhrbridgeError
+from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig
+from ehrbridge.runner.poller import Poller
+from ehrbridge.runner.service import Runner
+from ehrbridge.runner.storage import PollOutcome, RunnerStore
+from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
+from ehrbridge.worldmodel.model import WorldModel
+
+#: how often each resource type is polled during the demo's sync
+DEMO_CADENCE = timedelta(milliseconds=300)
+#: the sync gives up after this long
+SYNC_TIMEOUT = 60.0
+
+
+class SyncFailed(EhrbridgeError):
+    """The demo's sync did not finish."""
+
+
+def sample_counts() -> Counter[str]:
+    """Resources per type in the sample clinic (what the seeded sandbox holds)."""
+    bundle = orjson.loads(sample_bundle().read_bytes())
+    return Counter(e["resource"]["resourceType"] for e in bundle["entry"])
+
+
+@contextmanager
+def sandbox_ehr() -> Iterator[str]:
+    """A sandbox EHR seeded with the sample clinic, on a free loopback port; yields its base."""
+    from ehrbridge.sandbox.app import SandboxApp
+    from ehrbridge.sandbox.serve import running_sandbox
+
+    with tempfile.TemporaryDirectory(prefix="ehrbridge-sandbox-") as folder:
+        app = SandboxApp(Path(folder) / "sandbox.db", seed=True)
+        try:
+            with running_sandbox(app) as base_url:
+                yield base_url
+        finally:
+            app.close()
+
+
+def sandbox_source(base_url: str, types: list[str]) -> DataSourceConfig:
+    """The data source the demo polls: the sandbox, every type at :data:`DEMO_CADENCE`."""
+    return DataSourceConfig(
+        id=SAMPLE_SOURCE,
+        kind="fhir",
+        base_url=base_url,
+        resources=tuple(ResourceConfig(type=t, every=DEMO_CADENCE, page_size=50) for t in types),
+    )
+
+
+class _Watched:
+    """A poller that reports each outcome, and stops the runner once every type polled clean."""
+
+    def __init__(self, inner: Poller, types: set[str], report: Callable[[PollOutcome], None]):
+        self.inner, self.waiting, self.report = inner, set(types), report
+        self.runner: Runner | None = None
+
+    async def poll(self, source: DataSourceConfig, resource: ResourceConfig) -> PollOutcome:
+        outcome = await self.inner.poll(source, resource)
+        self.report(outcome)
+        if outcome.ok:
+            self.waiting.discard(resource.type)
+        if not self.waiting and self.runner is not None:
+            self.runner.stop()
+        return outcome
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def sync(
+    model: WorldModel,
+    runner_store: RunnerStore,
+    database: str,
+    base_url: str,
+    types: list[str],
+    report: Callable[[PollOutcome], None],
+) -> None:
+    """Run the connector runner against ``base_url`` until every type has polled clean."""
+    source = sandbox_source(base_url, types)
+    config = RunnerConfig(workspace=model.workspace, database=database, data_sources=(source,))
+    watched = _Watched(FhirPoller(model, runner_store), set(types), report)
+    runner = Runner(config, pollers={"fhir": watched}, outcomes=runner_store, leases=runner_store)
+    watched.runner = runner
+    try:
+        async with asyncio.timeout(SYNC_TIMEOUT):
+            await runner.run()
+    except TimeoutError:
+        raise SyncFailed(
+            f"the sync did not finish in {SYNC_TIMEOUT:.0f} s; still waiting for "
+            f"{', '.join(sorted(watched.waiting))}"
+        ) from None
+    finally:
+        await watched.aclose()
