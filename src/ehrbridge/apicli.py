@@ -128,12 +128,13 @@ def create(
     except InvalidInput as exc:
         raise _fail(f"--write-types: {exc}") from None
 
+    def audit(key: ApiKey) -> list[AuditEntry]:
+        return [_cli_entry(workspace, "keys.create", key.key_id, "ok", {"role": key.role})]
+
     async def work(security: SecurityStore) -> tuple[str, ApiKey]:
-        secret, key = await security.create_key(workspace, role.value, name=name, write_types=scope)
-        await security.record_audit(
-            [_cli_entry(workspace, "keys.create", key.key_id, "ok", {"role": key.role})]
+        return await security.create_key(
+            workspace, role.value, name=name, write_types=scope, audit=audit
         )
-        return secret, key
 
     secret, key = _run(db, work)
     named = f" ({escape(key.name)})" if key.name else ""
@@ -179,11 +180,12 @@ def revoke(
     if not is_key_id(key_id):
         raise _fail(f"{key_id!r} is not a key id (12 lowercase hex digits, see `keys list`)")
 
-    async def work(security: SecurityStore) -> bool:
-        revoked = await security.revoke_key(workspace, key_id)
+    def audit(revoked: bool) -> list[AuditEntry]:
         outcome: Outcome = "ok" if revoked else "not_found"
-        await security.record_audit([_cli_entry(workspace, "keys.revoke", key_id, outcome, {})])
-        return revoked
+        return [_cli_entry(workspace, "keys.revoke", key_id, outcome, {})]
+
+    async def work(security: SecurityStore) -> bool:
+        return await security.revoke_key(workspace, key_id, audit=audit)
 
     if not _run(db, work):
         raise _fail(f"no key {key_id} in workspace {workspace}", 1)

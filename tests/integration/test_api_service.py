@@ -27,8 +27,9 @@ from ehrbridge.api.models import (
     TimelineRequest,
     TranscriptAttach,
 )
-from ehrbridge.api.ports import AuditEntry, Principal, Role
+from ehrbridge.api.ports import AuditEntry, AuditLog, Principal, Role
 from ehrbridge.api.service import AgentService
+from ehrbridge.api.storage import open_security_store
 from ehrbridge.errors import (
     IdempotencyConflict,
     InvalidInput,
@@ -48,46 +49,35 @@ SLOTS = Path(__file__).parent.parent / "fixtures" / "api" / "schedule-slots.json
 DEC_1 = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-class MemoryAudit:
-    """The audit log as a list (the real adapters have their own contract tests)."""
+class StoredAudit:
+    """The store's audit trail (a write stores its entries in its own transaction), read back
+    oldest first."""
 
-    def __init__(self) -> None:
-        self.entries: list[AuditEntry] = []
+    def __init__(self, security: AuditLog) -> None:
+        self.security = security
 
     async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
-        self.entries.extend(entries)
+        await self.security.record_audit(entries)
 
-    async def query_audit(
-        self,
-        workspace: str,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        key_id: str | None = None,
-        action: str | None = None,
-        entity_type: str | None = None,
-        entity_id: str | None = None,
-        limit: int = 100,
-    ) -> list[AuditEntry]:
-        found = [
+    async def query_audit(self, workspace: str, **filters: Any) -> list[AuditEntry]:
+        return await self.security.query_audit(workspace, **filters)
+
+    async def all(self) -> list[AuditEntry]:
+        """Every entry, of both workspaces."""
+        return [
             e
-            for e in reversed(self.entries)
-            if e.workspace == workspace
-            and (action is None or e.action == action)
-            and (key_id is None or e.key_id == key_id)
-            and (entity_type is None or e.entity_type == entity_type)
-            and (entity_id is None or e.entity_id == entity_id)
+            for workspace in (WS, OTHER)
+            for e in reversed(await self.security.query_audit(workspace, limit=10_000))
         ]
-        return found[:limit]
 
-    def of(self, action: str) -> list[AuditEntry]:
-        return [e for e in self.entries if e.action == action]
+    async def of(self, action: str) -> list[AuditEntry]:
+        return [e for e in await self.all() if e.action == action]
 
 
 @dataclass
 class Clinic:
     service: AgentService
-    audit: MemoryAudit
+    audit: StoredAudit
     ids: dict[str, str]  #: sample external id -> entity id, in WS
     other_ids: dict[str, str]  #: the same in OTHER
     clock: FakeClock
@@ -126,7 +116,7 @@ async def _import(store: Store, workspace: str, paths: list[Path]) -> dict[str, 
 async def clinic(store: Store, clock: FakeClock) -> Clinic:
     ids = await _import(store, WS, [sample_bundle(), SLOTS])
     other_ids = await _import(store, OTHER, [sample_bundle()])
-    audit = MemoryAudit()
+    audit = StoredAudit(open_security_store(store))
     return Clinic(
         service=AgentService.on_store(store, audit, clock=clock),
         audit=audit,
@@ -213,7 +203,7 @@ async def test_unknown_caller_is_no_match(clinic: Clinic) -> None:
     )
     assert (answer.match, answer.context, answer.candidates) == ("no_match", None, [])
     assert "matches no patient" in answer.prompt
-    (entry,) = clinic.audit.of("ambient.context")
+    (entry,) = await clinic.audit.of("ambient.context")
     assert (entry.outcome, entry.entity_id) == ("ok", None)
 
 
@@ -246,7 +236,7 @@ async def test_shared_number_gives_candidates_without_context(clinic: Clinic, st
         ("Miriam", "1962"),
     ]
     assert "1990-06-21" not in answer.prompt
-    entries = clinic.audit.of("ambient.context")
+    entries = await clinic.audit.of("ambient.context")
     assert len(entries) == 2
     assert {e.entity_type for e in entries} == {"Patient"}
     assert all(e.phi for e in entries)
@@ -255,7 +245,7 @@ async def test_shared_number_gives_candidates_without_context(clinic: Clinic, st
 async def test_invalid_phone_is_refused_and_audited(clinic: Clinic) -> None:
     with pytest.raises(InvalidInput, match="not a phone number"):
         await clinic.service.ambient_context(clinic.agent(), AmbientRequest(phone="hello"))
-    (entry,) = clinic.audit.of("ambient.context")
+    (entry,) = await clinic.audit.of("ambient.context")
     assert entry.outcome == "invalid"
 
 
@@ -263,7 +253,7 @@ async def test_ambient_audits_every_entity_read(clinic: Clinic) -> None:
     await clinic.service.ambient_context(
         clinic.agent(), AmbientRequest(phone="+16175550142"), request_id="r1", channel="mcp"
     )
-    entries = clinic.audit.of("ambient.context")
+    entries = await clinic.audit.of("ambient.context")
     read = {(e.entity_type, e.entity_id) for e in entries}
     assert ("Patient", clinic.ids["pat-1001"]) in read
     assert ("Appointment", clinic.ids["appt-4004"]) in read
@@ -300,7 +290,7 @@ async def test_entity_search_by_name_words_phone_and_identifier(clinic: Clinic) 
     assert len(capped.items) == 1 and capped.truncated
     with pytest.raises(InvalidInput):
         await svc.search_entities(agent, EntitySearch(entity_type="Patient"))
-    entries = clinic.audit.of("entities.search")
+    entries = await clinic.audit.of("entities.search")
     assert [e.outcome for e in entries].count("invalid") == 1
     # Two Santos searches found pat-1003; the capped one found whichever of the two sorts first
     # (entity ids are random), and only that one is audited.
@@ -314,12 +304,12 @@ async def test_patient_search_audits_one_entry_per_patient(clinic: Clinic) -> No
         clinic.agent(), PatientSearch(birth_date="1990-06-21")
     )
     assert {p.entity_id for p in found.items} == {clinic.ids["pat-1004"], clinic.ids["pat-1005"]}
-    entries = clinic.audit.of("patients.search")
+    entries = await clinic.audit.of("patients.search")
     assert sorted(str(e.entity_id) for e in entries) == sorted(p.entity_id for p in found.items)
     assert all(e.phi and e.outcome == "ok" for e in entries)
     nobody = await clinic.service.search_patients(clinic.agent(), PatientSearch(name="Nobody"))
     assert nobody.items == []
-    assert clinic.audit.of("patients.search")[-1].details["results"] == "0"
+    assert (await clinic.audit.of("patients.search"))[-1].details["results"] == "0"
 
 
 async def test_timeline_and_state_as_of(clinic: Clinic) -> None:
@@ -363,7 +353,7 @@ async def test_timeline_and_state_as_of(clinic: Clinic) -> None:
         clinic.agent(), StateRequest(entity_type="Patient", entity_id=maria, as_of=before)
     )
     assert (then.version, then.pending) == (1, {})
-    assert {e.action for e in clinic.audit.entries} >= {"entities.timeline", "entities.state"}
+    assert {e.action for e in await clinic.audit.all()} >= {"entities.timeline", "entities.state"}
 
 
 async def test_free_slots_in_a_window_with_filters(clinic: Clinic) -> None:
@@ -391,7 +381,7 @@ async def test_free_slots_in_a_window_with_filters(clinic: Clinic) -> None:
         agent, week.model_copy(update={"location_id": clinic.ids["loc-3002"]})
     )
     assert [s.slot_id for s in quincy.items] == [clinic.ids["slot-9004"]]
-    entries = clinic.audit.of("slots.search")
+    entries = await clinic.audit.of("slots.search")
     assert all(e.entity_type == "Slot" and not e.phi for e in entries)
     assert len(entries) == 3 + 1 + 1 + 1
 
@@ -426,7 +416,7 @@ async def test_write_to_a_new_entity_and_an_existing_one(clinic: Clinic) -> None
     assert again.entity.entity_id == new.entity.entity_id
     assert again.entity.fields["email"].confidence == 0.2
     assert again.entity.version == 2
-    entries = clinic.audit.of("observations.write")
+    entries = await clinic.audit.of("observations.write")
     assert [(e.entity_id, e.outcome, e.phi) for e in entries] == [
         (new.entity.entity_id, "ok", True),
         (new.entity.entity_id, "ok", True),
@@ -468,7 +458,7 @@ async def test_a_retried_write_is_recorded_once(clinic: Clinic) -> None:
         await svc.write_observation(
             agent, existing.model_copy(update={"fields": {"language": "fr"}})
         )
-    assert clinic.audit.of("observations.write")[-1].outcome == "invalid"
+    assert (await clinic.audit.of("observations.write"))[-1].outcome == "invalid"
 
 
 async def test_writing_outside_the_write_scope_is_denied_and_audited(clinic: Clinic) -> None:
@@ -479,7 +469,7 @@ async def test_writing_outside_the_write_scope_is_denied_and_audited(clinic: Cli
     )
     with pytest.raises(PermissionDenied, match="outside its write scope"):
         await clinic.service.write_observation(clinic.agent(), request)
-    (entry,) = clinic.audit.of("observations.write")
+    (entry,) = await clinic.audit.of("observations.write")
     assert (entry.outcome, entry.entity_type) == ("denied", "MedicationOrder")
     # a narrower scope: this key may write calls only
     calls_only = clinic.agent(write_types=frozenset({"Call"}))
@@ -492,7 +482,7 @@ async def test_writing_outside_the_write_scope_is_denied_and_audited(clinic: Cli
                 end=DEC_1 + timedelta(minutes=20),
             ),
         )
-    assert clinic.audit.of("appointments.book")[-1].outcome == "denied"
+    assert (await clinic.audit.of("appointments.book"))[-1].outcome == "denied"
     # an operator key is not limited to the agent's write scope
     written = await clinic.service.write_observation(principal("operator"), request)
     assert written.entity.fields["status"].confidence == 0.5
@@ -514,7 +504,8 @@ async def test_writing_at_a_level_above_voice_is_refused(clinic: Clinic) -> None
     for role in ("agent", "admin"):
         with pytest.raises(PermissionDenied, match="voice levels only"):
             await clinic.service.write_observation(principal(role), smuggled)
-    assert [e.outcome for e in clinic.audit.of("observations.write")] == ["denied", "denied"]
+    writes = await clinic.audit.of("observations.write")
+    assert [e.outcome for e in writes] == ["denied", "denied"]
     state = await clinic.service.entity_state(
         clinic.agent(), StateRequest(entity_type="Patient", entity_id=clinic.ids["pat-1001"])
     )
@@ -559,7 +550,7 @@ async def test_booking_a_slot_confirms_at_once_and_takes_the_slot(clinic: Clinic
     upcoming = [a.entity_id for a in answer.context.upcoming_appointments]
     assert upcoming[0] == confirmation.appointment_id
     assert "(voice 0.5, unverified)" in answer.prompt
-    outcomes = [(e.outcome, e.entity_id) for e in clinic.audit.of("appointments.book")]
+    outcomes = [(e.outcome, e.entity_id) for e in (await clinic.audit.of("appointments.book"))]
     assert outcomes[:2] == [
         ("ok", confirmation.appointment_id),
         ("ok", confirmation.appointment_id),
@@ -573,7 +564,9 @@ async def test_two_servers_booking_one_slot_at_once_book_it_once(
     """Two API processes (own connections, own slot indexes) book the same free slot at the
     same moment for two callers: one booking, one SlotUnavailable."""
     servers = [clinic.service]
-    servers += [AgentService.on_store(await make_store(), MemoryAudit()) for _ in range(2)]
+    for _ in range(2):
+        own = await make_store()
+        servers.append(AgentService.on_store(own, open_security_store(own)))
     slot = clinic.ids["slot-9001"]
     week = SlotSearch(start=DEC_1, end=DEC_1 + timedelta(days=7))
     for server in servers:  # every process has looked at the slots: each believes it free
@@ -645,7 +638,7 @@ async def test_attach_a_transcript_as_a_call(clinic: Clinic) -> None:
     longer = request.model_copy(update={"transcript": request.transcript + "\nAgent: Bye."})
     updated = await svc.attach_transcript(agent, longer)
     assert (updated.status, updated.entity.version) == ("recorded", 2)
-    entries = clinic.audit.of("transcripts.attach")
+    entries = await clinic.audit.of("transcripts.attach")
     assert [(e.entity_type, e.entity_id, e.phi) for e in entries] == [("Call", "call-42", True)] * 3
     with pytest.raises(PermissionDenied):
         await svc.attach_transcript(clinic.agent(write_types=frozenset({"Patient"})), request)
@@ -709,7 +702,7 @@ async def test_a_key_of_one_workspace_learns_nothing_of_another(clinic: Clinic) 
     assert answer.context is not None
     assert answer.context.patient.entity_id == clinic.other_ids["pat-1001"]
     # every audit entry of the rival's calls is in the rival's workspace
-    rival_entries = [e for e in clinic.audit.entries if e.key_id == rival.key_id]
+    rival_entries = [e for e in await clinic.audit.all() if e.key_id == rival.key_id]
     assert rival_entries and all(e.workspace == OTHER for e in rival_entries)
     read = {e.entity_id for e in rival_entries if e.outcome == "ok"}
     assert read and not read & set(clinic.ids.values())
@@ -731,7 +724,7 @@ async def test_every_role_may_read_and_write_voice_facts(clinic: Clinic, role: R
         ),
     )
     assert written.entity.pending["language"][0].value == "fr"
-    assert {e.role for e in clinic.audit.entries} == {role}
+    assert {e.role for e in await clinic.audit.all()} == {role}
 
 
 async def test_each_operation_leaves_its_audit_entries(clinic: Clinic) -> None:
@@ -768,10 +761,12 @@ async def test_each_operation_leaves_its_audit_entries(clinic: Clinic) -> None:
             agent, StateRequest(entity_type="Encounter", entity_id="missing"), request_id="q10"
         )
 
+    everything = await clinic.audit.all()
+
     def summary(request_id: str) -> list[tuple[str, str, str | None, bool]]:
         return sorted(
             (e.action, e.outcome, e.entity_type, e.phi)
-            for e in clinic.audit.entries
+            for e in everything
             if e.request_id == request_id
         )
 
@@ -785,11 +780,11 @@ async def test_each_operation_leaves_its_audit_entries(clinic: Clinic) -> None:
     assert summary("q8") == [("transcripts.attach", "ok", "Call", True)]
     assert summary("q9") == [("appointments.book", "ok", "Appointment", True)]
     assert summary("q10") == [("entities.state", "not_found", "Encounter", True)]
-    by_request = {e.request_id: e for e in clinic.audit.entries}
+    by_request = {e.request_id: e for e in await clinic.audit.all()}
     assert by_request["q7"].entity_id == written.entity.entity_id
     assert by_request["q9"].entity_id == booked.appointment_id
     assert by_request["q10"].entity_id == "missing"
-    assert all(e.at == clinic.clock.now and e.key_id == agent.key_id for e in clinic.audit.entries)
+    assert all(e.at == clinic.clock.now and e.key_id == agent.key_id for e in everything)
     # the audit log answers per workspace and entity
     trail = await clinic.audit.query_audit(WS, entity_type="Patient", entity_id=maria)
     assert {e.action for e in trail} >= {

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import FakeClock, MakeStore
 
 from ehrbridge.api.keys import parse_key
-from ehrbridge.api.ports import DEFAULT_AGENT_WRITE_TYPES, AuditEntry
+from ehrbridge.api.ports import DEFAULT_AGENT_WRITE_TYPES, ApiKey, AuditEntry, Outcome
 from ehrbridge.api.storage import KeyCache, SecurityStore, open_security_store
 from ehrbridge.errors import InvalidInput, StorageError
 from ehrbridge.worldmodel.sqlite import SQLiteStore
@@ -200,6 +200,55 @@ async def test_a_key_with_bad_fields_is_refused(security: SecurityStore) -> None
     with pytest.raises(InvalidInput, match="name"):
         await security.create_key("ws", "agent", name="a\nb")
     assert await security.list_keys("ws") == []
+
+
+async def test_key_changes_and_their_audit_entries_are_one_transaction(
+    security: SecurityStore, clock: FakeClock
+) -> None:
+    def created(key: ApiKey) -> list[AuditEntry]:
+        return [key_entry("keys.create", key.key_id, "ok", clock.now)]
+
+    def revoked(found: bool) -> list[AuditEntry]:
+        return [key_entry("keys.revoke", "k", "ok" if found else "not_found", clock.now)]
+
+    _, key = await security.create_key("ws", "agent", audit=created)
+    assert await security.revoke_key("ws", key.key_id, audit=revoked)
+    assert not await security.revoke_key("ws", "000000000000", audit=revoked)
+    trail = [(e.action, e.outcome, e.entity_id) for e in await security.query_audit("ws")]
+    assert trail == [
+        ("keys.revoke", "not_found", "k"),
+        ("keys.revoke", "ok", "k"),
+        ("keys.create", "ok", key.key_id),
+    ]
+    # an entry that cannot be stored takes the change with it
+    zoneless = clock.now.replace(tzinfo=None)
+    with pytest.raises(InvalidInput):
+        await security.create_key(
+            "ws2", "agent", audit=lambda k: [key_entry("keys.create", k.key_id, "ok", zoneless)]
+        )
+    assert await security.list_keys("ws2") == []
+    secret, other = await security.create_key("ws2", "agent")
+    with pytest.raises(InvalidInput):
+        await security.revoke_key(
+            "ws2", other.key_id, audit=lambda _: [key_entry("keys.revoke", "k", "ok", zoneless)]
+        )
+    assert [k.revoked_at for k in await security.list_keys("ws2")] == [None]
+    assert await security.authenticate(secret) is not None
+    assert await security.query_audit("ws2") == []
+
+
+def key_entry(action: str, key_id: str, outcome: Outcome, at: datetime) -> AuditEntry:
+    return AuditEntry(
+        workspace="ws",
+        at=at,
+        key_id="cli",
+        role="admin",
+        action=action,
+        outcome=outcome,
+        entity_type="ApiKey",
+        entity_id=key_id,
+        phi=False,
+    )
 
 
 # --- audit ----------------------------------------------------------------------------------

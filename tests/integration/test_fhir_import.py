@@ -13,6 +13,7 @@ import orjson
 import pytest
 from tests.synthea import FIXTURES
 
+from ehrbridge.audit import WriteAudit
 from ehrbridge.errors import StorageError
 from ehrbridge.fhir.importer import Importer, ImportReport
 from ehrbridge.fhir.reader import Entry, Unit
@@ -497,11 +498,13 @@ class _FailingStore(SQLiteStore):
     good = 1
     appends = 0
 
-    async def append(self, workspace: str, items: Sequence[Submission]) -> list[AppendResult]:
+    async def append(
+        self, workspace: str, items: Sequence[Submission], *, audit: WriteAudit | None = None
+    ) -> list[AppendResult]:
         if self.appends >= self.good:
             raise StorageError("append failed: disk I/O error")
         self.appends += 1
-        return await super().append(workspace, items)
+        return await super().append(workspace, items, audit=audit)
 
 
 async def test_a_database_error_while_writing_stops_the_import(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from tests.fhir_server import MedplumServer
 
+from ehrbridge.audit import WriteAudit
 from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.errors import StorageError
 from ehrbridge.fhir.client import FhirClient
@@ -29,11 +30,13 @@ class FailingAppends:
         self.store = store
         self.failures = failures
 
-    async def append(self, workspace: str, items: Sequence[Submission]) -> list[AppendResult]:
+    async def append(
+        self, workspace: str, items: Sequence[Submission], *, audit: WriteAudit | None = None
+    ) -> list[AppendResult]:
         if self.failures:
             self.failures -= 1
             raise StorageError("append failed: OperationalError")
-        return await self.store.append(workspace, items)
+        return await self.store.append(workspace, items, audit=audit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

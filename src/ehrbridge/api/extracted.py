@@ -41,6 +41,7 @@ from ehrbridge.api.models import (
     WriteResult,
 )
 from ehrbridge.api.slots import SlotIndex
+from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import Level
 from ehrbridge.errors import IdempotencyConflict, InvalidInput, NotFound, SlotUnavailable
 from ehrbridge.runner.storage import open_runner_store
@@ -118,8 +119,10 @@ async def write(
     call_id: str | None,
     evidence: dict[str, Any] | None,
     idempotency_key: str | None,
+    audit: WriteAudit,
 ) -> tuple[Literal["recorded", "duplicate"], Event]:
-    """Write one voice event; a retry under the same idempotency key is a duplicate."""
+    """Write one voice event (with ``audit``'s entries in its transaction); a retry under the
+    same idempotency key is a duplicate of the event first written, and writes nothing."""
     key = store_key(agent, idempotency_key)
     try:
         result = await model.write_voice(
@@ -131,6 +134,7 @@ async def write(
             call_id=call_id,
             evidence=evidence,
             idempotency_key=key,
+            audit=audit,
         )
     except IdempotencyConflict:
         held = await _held(model, entity_type, entity_id, key)
@@ -167,7 +171,12 @@ async def _result(
 
 
 async def write_observation(
-    model: WorldModel, request: ObservationWrite, *, level: Level, agent: str
+    model: WorldModel,
+    request: ObservationWrite,
+    *,
+    level: Level,
+    agent: str,
+    audit: WriteAudit,
 ) -> WriteResult:
     """Record ``request``'s fields on an existing entity, or on a new one."""
     if request.entity_id is not None:
@@ -186,12 +195,18 @@ async def write_observation(
         call_id=request.call_id,
         evidence=evidence_of(request.evidence),
         idempotency_key=request.idempotency_key,
+        audit=audit,
     )
     return await _result(model, status, event)
 
 
 async def attach_transcript(
-    model: WorldModel, request: TranscriptAttach, *, agent: str, max_chars: int
+    model: WorldModel,
+    request: TranscriptAttach,
+    *,
+    agent: str,
+    max_chars: int,
+    audit: WriteAudit,
 ) -> WriteResult:
     """Keep a call's transcript as the ``Call`` entity of that call."""
     if len(request.transcript) > max_chars:
@@ -224,6 +239,7 @@ async def attach_transcript(
         call_id=request.call_id,
         evidence=None,
         idempotency_key=f"transcript:{request.call_id}:{digest}",
+        audit=audit,
     )
     return await _result(model, status, event)
 
@@ -262,6 +278,7 @@ async def book_appointment(
     level: Level,
     agent: str,
     slots: SlotIndex,
+    audit: WriteAudit,
 ) -> WriteResult:
     """Record a booked Appointment at once; with a slot, only if the slot is free."""
     patient = await existing(model, "Patient", request.patient_id)
@@ -310,5 +327,6 @@ async def book_appointment(
             call_id=request.call_id,
             evidence=evidence_of(request.evidence),
             idempotency_key=request.idempotency_key,
+            audit=audit,
         )
     return await _result(model, status, event)

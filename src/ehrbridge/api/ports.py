@@ -8,17 +8,27 @@ on the world model's database, proven by one contract suite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
-#: agent: reads patient data and writes at voice levels only (its write scope); operator: also
-#: reviews (approves, rejects, resolves); admin: also manages keys and reads the audit trail
-Role = Literal["agent", "operator", "admin"]
+from ehrbridge.audit import AuditEntry, Outcome, Role
+
+__all__ = [
+    "DEFAULT_AGENT_WRITE_TYPES",
+    "DEFAULT_MAX_BODY",
+    "ROLES",
+    "ApiKey",
+    "ApiKeys",
+    "AuditEntry",
+    "AuditLog",
+    "Outcome",
+    "Principal",
+    "Role",
+]
+
 ROLES: tuple[Role, ...] = ("agent", "operator", "admin")
-#: what an audited operation ended as
-Outcome = Literal["ok", "denied", "not_found", "invalid", "error"]
 #: entity types an agent key may write unless its write scope says otherwise
 DEFAULT_AGENT_WRITE_TYPES = frozenset({"Patient", "Appointment", "Call"})
 #: the largest request body the API accepts, by default (a 200,000-character transcript fits)
@@ -52,28 +62,6 @@ class ApiKey:
     revoked_at: datetime | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class AuditEntry:
-    """Who did what to which entity, when, and whether it touched patient data (no values)."""
-
-    workspace: str
-    at: datetime
-    #: the key that acted (``cli`` for the command line)
-    key_id: str
-    role: Role
-    #: the operation, e.g. ``ambient.context``, ``patients.search``, ``observations.write``
-    action: str
-    outcome: Outcome = "ok"
-    entity_type: str | None = None
-    entity_id: str | None = None
-    #: whether the operation read or wrote patient data (PHI)
-    phi: bool = True
-    #: ties the records of one request together
-    request_id: str | None = None
-    #: a few non-PHI details (counts, the channel: ``http`` or ``mcp``)
-    details: dict[str, str] = field(default_factory=dict)
-
-
 class ApiKeys(Protocol):
     """API keys per workspace, stored hashed; the secret is shown once, at creation."""
 
@@ -84,14 +72,23 @@ class ApiKeys(Protocol):
         *,
         name: str = "",
         write_types: frozenset[str] = DEFAULT_AGENT_WRITE_TYPES,
+        audit: Callable[[ApiKey], Sequence[AuditEntry]] | None = None,
     ) -> tuple[str, ApiKey]:
-        """A new key: ``(the secret to hand over, the stored key)``."""
+        """A new key: ``(the secret to hand over, the stored key)``; ``audit``'s entries for
+        it are stored in the same transaction."""
 
     async def authenticate(self, secret: str) -> Principal | None:
         """The principal of a presented key; None when unknown, malformed or revoked."""
 
-    async def revoke_key(self, workspace: str, key_id: str) -> bool:
-        """Revoke a key of ``workspace``; False when it has no such key."""
+    async def revoke_key(
+        self,
+        workspace: str,
+        key_id: str,
+        *,
+        audit: Callable[[bool], Sequence[AuditEntry]] | None = None,
+    ) -> bool:
+        """Revoke a key of ``workspace``; False when it has no such key. ``audit``'s entries
+        for the answer are stored in the same transaction."""
 
     async def list_keys(self, workspace: str) -> list[ApiKey]:
         """The workspace's keys, revoked ones included, oldest first."""

@@ -6,11 +6,10 @@ audit entries is one transaction, sent with ``executemany`` (pipelined by psycop
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
 
 from ehrbridge.api.ports import (
@@ -24,17 +23,14 @@ from ehrbridge.api.storage import (
     KeyCache,
     StoredKey,
     authenticate,
-    check_audit_entries,
     check_query,
     new_stored_key,
 )
+from ehrbridge.audit import AUDIT_COLUMNS, check_audit_entries, insert_postgres
 from ehrbridge.errors import StorageError
 from ehrbridge.worldmodel.postgres import PostgresStore
 
 _KEY_COLUMNS = "key_id, workspace, role, name, write_types, created_at, revoked_at"
-_AUDIT_COLUMNS = (
-    "workspace, at, key_id, role, action, outcome, entity_type, entity_id, phi, request_id, details"
-)
 
 
 class PostgresSecurityStore:
@@ -44,11 +40,21 @@ class PostgresSecurityStore:
         self.store = store
         self.cache = cache or KeyCache()
 
-    async def _fetch(self, query: str, args: Sequence[Any]) -> list[Any]:
+    async def _fetch(
+        self,
+        query: str,
+        args: Sequence[Any],
+        audit: Callable[[list[Any]], Sequence[AuditEntry]] | None = None,
+    ) -> list[Any]:
+        """The rows ``query`` returns; with ``audit``, its entries for them are stored in the
+        same transaction."""
         try:
-            async with self.store.pool.connection() as conn:
+            async with self.store.pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(query.encode(), args)
-                return await cur.fetchall() if cur.description is not None else []
+                rows = await cur.fetchall() if cur.description is not None else []
+                if audit is not None:
+                    await insert_postgres(conn, audit(rows))
+                return rows
         except psycopg.Error as exc:
             raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
 
@@ -61,6 +67,7 @@ class PostgresSecurityStore:
         *,
         name: str = "",
         write_types: frozenset[str] = DEFAULT_AGENT_WRITE_TYPES,
+        audit: Callable[[ApiKey], Sequence[AuditEntry]] | None = None,
     ) -> tuple[str, ApiKey]:
         issued, key = new_stored_key(workspace, role, name, write_types, self.store.clock())
         await self._fetch(
@@ -75,6 +82,7 @@ class PostgresSecurityStore:
                 issued.secret_hash,
                 key.created_at,
             ),
+            None if audit is None else lambda _: audit(key),
         )
         return issued.secret, key
 
@@ -95,12 +103,19 @@ class PostgresSecurityStore:
         )
         return StoredKey(secret_hash=row[4], principal=principal, revoked=row[5] is not None)
 
-    async def revoke_key(self, workspace: str, key_id: str) -> bool:
+    async def revoke_key(
+        self,
+        workspace: str,
+        key_id: str,
+        *,
+        audit: Callable[[bool], Sequence[AuditEntry]] | None = None,
+    ) -> bool:
         # revoking twice keeps the first revocation's time
         rows = await self._fetch(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s) "
             "WHERE workspace = %s AND key_id = %s RETURNING key_id",
             (self.store.clock(), workspace, key_id),
+            None if audit is None else lambda found: audit(bool(found)),
         )
         self.cache.drop(key_id)
         return bool(rows)
@@ -127,35 +142,11 @@ class PostgresSecurityStore:
 
     async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
         check_audit_entries(entries)
-        rows = [
-            (
-                e.workspace,
-                e.at,
-                e.key_id,
-                e.role,
-                e.action,
-                e.outcome,
-                e.entity_type,
-                e.entity_id,
-                e.phi,
-                e.request_id,
-                orjson.dumps(e.details).decode(),
-            )
-            for e in entries
-        ]
-        if not rows:
+        if not entries:
             return
-        query = (
-            f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
-        )
         try:
-            async with (
-                self.store.pool.connection() as conn,
-                conn.transaction(),
-                conn.cursor() as cur,
-            ):
-                await cur.executemany(query.encode(), rows)
+            async with self.store.pool.connection() as conn, conn.transaction():
+                await insert_postgres(conn, entries)
         except psycopg.Error as exc:
             raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
 
@@ -187,7 +178,7 @@ class PostgresSecurityStore:
                 args.append(value)
         args.append(limit)
         rows = await self._fetch(
-            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
+            f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
             "ORDER BY at DESC, id DESC LIMIT %s",
             args,
         )

@@ -14,12 +14,14 @@ The workspace always comes from the principal, never from the request. Every cal
 entries, written before the answer is returned (a failing audit log fails the request): one per
 entity read or written, ``phi`` for patient data; a call that touched no entity (a search that
 found nothing, a caller nobody matches) leaves one entry without an entity; a refused call
-leaves one entry with its outcome (``denied``, ``not_found``, ``invalid``, ``error``).
+leaves one entry with its outcome (``denied``, ``not_found``, ``invalid``, ``error``). A write's
+entry is stored in the write's own transaction (:data:`~ehrbridge.audit.WriteAudit`), so no
+crash can leave a write without its audit record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -56,6 +58,7 @@ from ehrbridge.errors import (
     SlotUnavailable,
 )
 from ehrbridge.worldmodel.model import WorldModel
+from ehrbridge.worldmodel.planner import AppendResult
 from ehrbridge.worldmodel.projection import EntityState
 from ehrbridge.worldmodel.store import Store
 
@@ -105,7 +108,12 @@ class _Trail:
     request_id: str
     at: datetime
     channel: str | None
+    #: entries still to be recorded
     entries: list[AuditEntry] = field(default_factory=list)
+    #: entries already stored, with the write they record
+    stored: list[AuditEntry] = field(default_factory=list)
+    #: what the last write attempt would store: its event ids and entries
+    _staged: tuple[frozenset[str], list[AuditEntry]] = (frozenset(), [])
 
     def entry(
         self,
@@ -138,6 +146,32 @@ class _Trail:
     def states(self, states: list[EntityState]) -> None:
         for s in states:
             self.touched(s.entity_type, s.entity_id)
+
+    def write_audit(self, results: Sequence[AppendResult]) -> list[AuditEntry]:
+        """The :data:`~ehrbridge.audit.WriteAudit` of this call's write: one entry per entity
+        written. Called inside the write's transaction, once per attempt."""
+        entries = [
+            self.entry(
+                "ok",
+                r.entity_type,
+                r.entity_id,
+                {"status": "duplicate" if r.status == "duplicate" else "recorded"},
+            )
+            for r in results
+        ]
+        self._staged = (frozenset(e.id for r in results for e in r.events), entries)
+        return entries
+
+    def written(self, result: WriteResult) -> None:
+        """After the write: its entries were stored with it, unless the write was answered by
+        an earlier one (a retried idempotency key), which writes nothing and is recorded like a
+        read."""
+        event_ids, entries = self._staged
+        if result.event_id in event_ids:
+            self.stored.extend(entries)
+        else:
+            entity = result.entity
+            self.touched(entity.entity_type, entity.entity_id, status=result.status)
 
 
 class AgentService:
@@ -191,7 +225,9 @@ class AgentService:
             at=self._clock(),
             channel=channel,
         )
-        outcome: Outcome
+        # None: the call was cancelled (the client went away) or the process is stopping; what
+        # it wrote was audited with the write, and it answered nothing.
+        outcome: Outcome | None = None
         try:
             require(principal, permission)
             result = await work(self._models(principal.workspace), trail)
@@ -209,12 +245,13 @@ class AgentService:
             raise
         else:
             outcome = "ok"
-            if not trail.entries:
+            if not trail.entries and not trail.stored:
                 trail.entries.append(trail.entry("ok", *target, {"results": "0"}))
-            await self._audit.record_audit(trail.entries)
+            if trail.entries:
+                await self._audit.record_audit(trail.entries)
             return result
         finally:
-            if outcome != "ok":
+            if outcome is not None and outcome != "ok":
                 await self._audit.record_audit([trail.entry(outcome, *target)])
 
     def _slot_index(self, workspace: str) -> SlotIndex:
@@ -445,9 +482,9 @@ class AgentService:
             level = extracted.level_named(request.level)
             require_voice_write(principal, request.entity_type, level)
             result = await extracted.write_observation(
-                model, request, level=level, agent=principal.key_id
+                model, request, level=level, agent=principal.key_id, audit=trail.write_audit
             )
-            trail.touched(result.entity.entity_type, result.entity.entity_id, status=result.status)
+            trail.written(result)
             return result
 
         return await self._run(
@@ -477,8 +514,9 @@ class AgentService:
                 request,
                 agent=principal.key_id,
                 max_chars=self.limits.max_transcript_chars,
+                audit=trail.write_audit,
             )
-            trail.touched("Call", request.call_id, status=result.status)
+            trail.written(result)
             return result
 
         return await self._run(
@@ -511,9 +549,10 @@ class AgentService:
                 level=level,
                 agent=principal.key_id,
                 slots=self._slot_index(model.workspace),
+                audit=trail.write_audit,
             )
+            trail.written(result)
             appointment = result.entity
-            trail.touched("Appointment", appointment.entity_id, status=result.status)
             return BookingConfirmation(
                 status=result.status,
                 appointment_id=appointment.entity_id,

@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -27,18 +27,23 @@ from ehrbridge.api.storage import (
     KeyCache,
     StoredKey,
     authenticate,
-    check_audit_entries,
     check_query,
     new_stored_key,
+)
+from ehrbridge.audit import (
+    AUDIT_COLUMNS,
+    SQLITE_INSERT,
+    check_audit_entries,
+    insert_sqlite,
+    sqlite_row,
 )
 from ehrbridge.errors import StorageError
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import utc
 
+T = TypeVar("T")
+
 _KEY_COLUMNS = "key_id, workspace, role, name, write_types, created_at, revoked_at"
-_AUDIT_COLUMNS = (
-    "workspace, at, key_id, role, action, outcome, entity_type, entity_id, phi, request_id, details"
-)
 
 
 def _key(row: Any) -> ApiKey:
@@ -98,6 +103,7 @@ class SQLiteSecurityStore:
         *,
         name: str = "",
         write_types: frozenset[str] = DEFAULT_AGENT_WRITE_TYPES,
+        audit: Callable[[ApiKey], Sequence[AuditEntry]] | None = None,
     ) -> tuple[str, ApiKey]:
         issued, key = new_stored_key(workspace, role, name, write_types, self.store.clock())
         row = (
@@ -116,8 +122,10 @@ class SQLiteSecurityStore:
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
+            if audit is not None:
+                insert_sqlite(conn, audit(key))
 
-        await self._call(work)
+        await self._call(_transaction(work))
         return issued.secret, key
 
     async def authenticate(self, secret: str) -> Principal | None:
@@ -143,7 +151,13 @@ class SQLiteSecurityStore:
         )
         return StoredKey(secret_hash=row[4], principal=principal, revoked=row[5] is not None)
 
-    async def revoke_key(self, workspace: str, key_id: str) -> bool:
+    async def revoke_key(
+        self,
+        workspace: str,
+        key_id: str,
+        *,
+        audit: Callable[[bool], Sequence[AuditEntry]] | None = None,
+    ) -> bool:
         now = utc(self.store.clock())
 
         def work(conn: sqlite3.Connection) -> bool:
@@ -153,9 +167,11 @@ class SQLiteSecurityStore:
                 "WHERE workspace = ? AND key_id = ?",
                 (now, workspace, key_id),
             )
+            if audit is not None:
+                insert_sqlite(conn, audit(cur.rowcount > 0))
             return cur.rowcount > 0
 
-        revoked: bool = await self._call(work)
+        revoked: bool = await self._call(_transaction(work))
         self.cache.drop(key_id)
         return revoked
 
@@ -172,22 +188,7 @@ class SQLiteSecurityStore:
 
     async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
         check_audit_entries(entries)
-        rows = [
-            (
-                e.workspace,
-                utc(e.at),
-                e.key_id,
-                e.role,
-                e.action,
-                e.outcome,
-                e.entity_type,
-                e.entity_id,
-                int(e.phi),
-                e.request_id,
-                orjson.dumps(e.details).decode(),
-            )
-            for e in entries
-        ]
+        rows = [sqlite_row(e) for e in entries]
         if not rows:
             return
         # Group commit: rows that arrive while a commit runs go together in the next one, so
@@ -258,7 +259,7 @@ class SQLiteSecurityStore:
                 where.append(clause)
                 args.append(value)
         query = (
-            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
+            f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
             "ORDER BY at DESC, id DESC LIMIT ?"
         )
         args.append(limit)
@@ -271,16 +272,23 @@ class SQLiteSecurityStore:
 
 def _insert_audit(rows: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
     def work(conn: sqlite3.Connection) -> None:
+        conn.executemany(SQLITE_INSERT, rows)
+
+    return _transaction(work)
+
+
+def _transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` in one ``BEGIN IMMEDIATE`` transaction."""
+
+    def work(conn: sqlite3.Connection) -> T:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES ({', '.join('?' * 11)})",
-                rows,
-            )
+            result = fn(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        return result
 
     return work
 

@@ -14,13 +14,13 @@ Unknown key ids are not cached: a flood of made-up keys costs reads, never memor
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from ehrbridge.api import keys
-from ehrbridge.api.ports import ApiKey, ApiKeys, AuditEntry, AuditLog, Principal
+from ehrbridge.api.ports import ApiKey, ApiKeys, AuditLog, Principal
 from ehrbridge.errors import InvalidInput
 from ehrbridge.worldmodel.store import Store
 
@@ -117,13 +117,6 @@ def new_stored_key(
         created_at=created_at,
     )
     return issued, key
-
-
-def check_audit_entries(entries: Sequence[AuditEntry]) -> None:
-    """Refuse entries whose time has no zone (it would be stored as the wrong instant)."""
-    for entry in entries:
-        if entry.at.tzinfo is None:
-            raise InvalidInput("an audit entry's time must carry a time zone")
 
 
 def check_query(since: datetime | None, until: datetime | None, limit: int) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, VOICE_LEVELS, Level, Thresholds
 from ehrbridge.errors import ConcurrencyError, InvalidInput, NotFound, WriteRace
 from ehrbridge.worldmodel.events import (
@@ -61,13 +62,16 @@ class WorldModel:
 
     # --- writing ----------------------------------------------------------------------------
 
-    async def record(self, items: Sequence[Submission]) -> list[AppendResult]:
-        """Append atomically. A batch without version expectations is retried when it loses a
-        race (another writer created the same entity or record first)."""
+    async def record(
+        self, items: Sequence[Submission], *, audit: WriteAudit | None = None
+    ) -> list[AppendResult]:
+        """Append atomically (with ``audit``'s entries in the same transaction). A batch
+        without version expectations is retried when it loses a race (another writer created
+        the same entity or record first)."""
         optimistic = any(isinstance(i, NewEvent) and i.expected_version is not None for i in items)
         for attempt in range(_RETRIES):
             try:
-                return await self.store.append(self.workspace, items)
+                return await self.store.append(self.workspace, items, audit=audit)
             except WriteRace:
                 if attempt == _RETRIES - 1:
                     raise
@@ -157,8 +161,10 @@ class WorldModel:
         evidence: Mapping[str, Any] | None = None,
         effective_at: datetime | None = None,
         idempotency_key: str | None = None,
+        audit: WriteAudit | None = None,
     ) -> AppendResult:
-        """A fact the voice agent captured, at a voice level (DESIGN §5.2)."""
+        """A fact the voice agent captured, at a voice level (DESIGN §5.2); ``audit`` as for
+        :meth:`record`."""
         if level not in VOICE_LEVELS:
             raise InvalidInput(f"a voice fact is written at a voice level, not {level.name}")
         (result,) = await self.record(
@@ -175,7 +181,8 @@ class WorldModel:
                     evidence=evidence,
                     idempotency_key=idempotency_key,
                 )
-            ]
+            ],
+            audit=audit,
         )
         return result
 

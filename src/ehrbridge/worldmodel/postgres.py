@@ -17,6 +17,7 @@ import psycopg
 from psycopg import AsyncConnection, errors, sql
 from psycopg_pool import AsyncConnectionPool
 
+from ehrbridge.audit import WriteAudit, insert_postgres
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
 from ehrbridge.errors import InvalidInput, StorageError
 from ehrbridge.worldmodel import migrations
@@ -137,7 +138,9 @@ class PostgresStore:
 
     # --- writing ----------------------------------------------------------------------------
 
-    async def append(self, workspace: str, items: Sequence[Submission]) -> list[AppendResult]:
+    async def append(
+        self, workspace: str, items: Sequence[Submission], *, audit: WriteAudit | None = None
+    ) -> list[AppendResult]:
         items = list(items)
         try:
             async with self._pool.connection() as conn, conn.transaction():
@@ -160,6 +163,13 @@ class PostgresStore:
                     conflict_window=self.conflict_window,
                 ).plan(items)
                 await self._save(conn, workspace, plan)
+                if audit is not None:
+                    try:
+                        await insert_postgres(conn, audit(plan.results))
+                    except psycopg.Error as exc:  # not a race, even when a constraint refused it
+                        raise StorageError(
+                            f"the write's audit entries failed: {type(exc).__name__}"
+                        ) from exc
                 return plan.results
         except (errors.UniqueViolation, errors.DeadlockDetected) as exc:
             constraint = exc.diag.constraint_name or type(exc).__name__

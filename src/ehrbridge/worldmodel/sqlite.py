@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ehrbridge.audit import WriteAudit, insert_sqlite
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
 from ehrbridge.errors import StorageError
 from ehrbridge.worldmodel import migrations
@@ -153,10 +154,14 @@ class SQLiteStore:
 
     # --- writing ----------------------------------------------------------------------------
 
-    async def append(self, workspace: str, items: Sequence[Submission]) -> list[AppendResult]:
-        return await self._run(self._append, workspace, list(items))
+    async def append(
+        self, workspace: str, items: Sequence[Submission], *, audit: WriteAudit | None = None
+    ) -> list[AppendResult]:
+        return await self._run(self._append, workspace, list(items), audit)
 
-    def _append(self, workspace: str, items: list[Submission]) -> list[AppendResult]:
+    def _append(
+        self, workspace: str, items: list[Submission], audit: WriteAudit | None
+    ) -> list[AppendResult]:
         with self._write(items) as conn:
             loaded = self._load(conn, workspace, items)
             row = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
@@ -170,6 +175,11 @@ class SQLiteStore:
                 conflict_window=self.conflict_window,
             ).plan(items)
             self._save(conn, workspace, plan)
+            if audit is not None:
+                try:
+                    insert_sqlite(conn, audit(plan.results))
+                except sqlite3.Error as exc:  # not a race, even when a constraint refused it
+                    raise StorageError(f"the write's audit entries failed: {exc}") from exc
             return plan.results
 
     def _load(self, conn: sqlite3.Connection, workspace: str, items: list[Submission]) -> Loaded:

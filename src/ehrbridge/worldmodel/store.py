@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import Thresholds
 from ehrbridge.worldmodel.events import Event, EventType, RecordKey, Source
 from ehrbridge.worldmodel.packing import pack_ledger, pack_state, unpack_ledger, unpack_state
@@ -62,8 +63,12 @@ class Counts:
 class EventLog(Protocol):
     """Append and read events."""
 
-    async def append(self, workspace: str, items: Sequence[Submission]) -> list[AppendResult]:
-        """Record a batch atomically: every event with its projection, or nothing."""
+    async def append(
+        self, workspace: str, items: Sequence[Submission], *, audit: WriteAudit | None = None
+    ) -> list[AppendResult]:
+        """Record a batch atomically: every event with its projection, or nothing; with
+        ``audit``, the entries it returns for the results go into the audit trail in the same
+        transaction."""
 
     async def read_entity(
         self, workspace: str, entity_type: str, entity_id: str, *, until: datetime | None = None
