@@ -102,7 +102,7 @@ async def load(server: SandboxServer, patients: int = 3) -> list[str]:
 async def test_a_backfill_imports_every_file_and_hands_over_to_polling(
     server: SandboxServer, store: Store
 ) -> None:
-    await load(server)
+    patients = await load(server)
     cursors = open_runner_store(store)
     result = await backfill(store).run(source(server))
     assert result.complete and result.error is None, result.error
@@ -122,13 +122,19 @@ async def test_a_backfill_imports_every_file_and_hands_over_to_polling(
     assert state.since == dict.fromkeys(TYPES, result.transaction_time)
     assert server.app.exports.jobs() == []  # deleted on the server once done
 
-    # Polling goes on from the transactionTime: everything it reads again is unchanged.
+    # The backfill remembered each record's version, as a poll does.
+    versions = await cursors.known_versions("clinic", "ehr", "Patient", patients)
+    assert sorted(versions) == sorted(patients)
+    assert all(v.startswith("v:") for v in versions.values())
+    # Polling goes on from the transactionTime: everything it reads again (the overlap) is
+    # skipped by version, before mapping.
     poller = FhirPoller(WorldModel(store, "clinic"), cursors)
     try:
         outcome = await poller.poll(source(server), source(server).resources[1])
     finally:
         await poller.aclose()
     assert outcome.ok and outcome.events == 0
+    assert outcome.fetched == outcome.unchanged == 3
 
 
 async def test_a_poll_cursor_already_past_the_transaction_time_stays(
@@ -249,6 +255,9 @@ async def test_entries_that_never_import_leave_the_job_unfinished(
     assert "Flag/missing" in result.error
     assert result.report.total("failed") == 1
     assert await cursors.get_cursor("clinic", "ehr", "Basic") is None
+    # the version of what was stored is remembered, never that of what failed
+    assert list(await cursors.known_versions("clinic", "ehr", "Flag", ["f1"])) == ["f1"]
+    assert await cursors.known_versions("clinic", "ehr", "Basic", ["b1"]) == {}
     state = BackfillState.loads(await cursors.get_cursor("clinic", "ehr", EXPORT_CURSOR))
     assert state.job is not None and len(state.job.completed) == 1 and state.since == {}
 
@@ -291,8 +300,10 @@ async def test_a_source_with_backfill_export_starts_with_an_export_then_polls(
         first = await poller.poll(with_export, with_export.resources[1])
         assert first.ok, first.error
         # the export brought every type (one event per resource) and handed each its cursor;
-        # the Patient poll then read its type again from there (within the overlap)
+        # the Patient poll then read its type again from there (within the overlap), each
+        # record skipped by the version the export remembered
         assert first.events == 1 + 3 * 3 and first.fetched == first.events + 3
+        assert first.unchanged == 3
         for resource_type in TYPES:
             assert await state.get_cursor("clinic", "ehr", resource_type) is not None
         done = BackfillState.loads(await state.get_cursor("clinic", "ehr", EXPORT_CURSOR))

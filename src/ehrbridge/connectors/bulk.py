@@ -43,14 +43,21 @@ from typing import Any, Protocol
 
 import orjson
 
-from ehrbridge.connectors.fhir import fhir_auth
+from ehrbridge.connectors.fhir import (
+    EntryKey,
+    Versioned,
+    fhir_auth,
+    remember,
+    unchanged,
+    versioned,
+)
 from ehrbridge.errors import EhrbridgeError, ExportFailed, FhirNotFound, InvalidInput
 from ehrbridge.fhir.bulk import BulkClient, Manifest, OutputFile
 from ehrbridge.fhir.importer import TYPE_ORDER, Importer, ImportReport
 from ehrbridge.fhir.reader import CHUNK, Unit
 from ehrbridge.runner.config import DataSourceConfig
 from ehrbridge.runner.service import new_holder
-from ehrbridge.runner.storage import Cursors, Leases
+from ehrbridge.runner.storage import Leases, PollState
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import utc
 
@@ -186,7 +193,7 @@ class Backfill:
     def __init__(
         self,
         model: WorldModel,
-        cursors: Cursors,
+        cursors: PollState,
         *,
         client_for: Callable[[DataSourceConfig], BulkClient] | None = None,
         progress: BackfillProgress | None = None,
@@ -198,6 +205,7 @@ class Backfill:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.model = model
+        #: poll cursors, and the versions of the records stored (as the poller remembers them)
         self.cursors = cursors
         #: with leases, one backfill of a source at a time (lease ``backfill:<source>``)
         self.leases = leases
@@ -339,7 +347,9 @@ class Backfill:
         while pending and (before is None or len(pending) < before):
             before = len(pending)
             for output in pending:
-                report = await self._import_file(client, importer, output, manifest, result)
+                report = await self._import_file(
+                    client, importer, source.id, output, manifest, result
+                )
                 last[output.url] = report
                 result.imported_files += 1
                 result.report.events += report.events
@@ -365,19 +375,32 @@ class Backfill:
         self,
         client: BulkClient,
         importer: Importer,
+        source: str,
         output: OutputFile,
         manifest: Manifest,
         result: BackfillResult,
     ) -> ImportReport:
-        """One file, streamed in units; its own report (the run's report gets its counts)."""
+        """One file, streamed in units; its own report (the run's report gets its counts). The
+        versions of the entries stored are remembered, so the first polls after the backfill
+        skip them by version (except where a newer version is remembered already)."""
+        read: dict[EntryKey, Versioned] = {}
 
         def advance(unit: Unit, _: ImportReport) -> None:
             result.read += len(unit.entries)
+            for entry in unit.entries:
+                token = None if entry.resource is None else versioned(entry.resource)
+                if token is not None:
+                    read[(unit.file, entry.position)] = token
             self.progress.unit(output, unit, result.read)
 
         report = ImportReport(files=1)
         async with contextlib.aclosing(client.units(output, manifest, chunk=self.chunk)) as units:
-            return await importer.import_stream(units, report, advance)
+            await importer.import_stream(units, report, advance)
+        ws = self.model.workspace
+        failed = {(e.file, e.position) for e in report.errors}
+        kept = await unchanged(self.cursors, ws, source, read)
+        await remember(self.cursors, ws, source, read, failed | kept)
+        return report
 
     async def _finish(
         self,

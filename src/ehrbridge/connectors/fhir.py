@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,13 +36,18 @@ from ehrbridge.fhir.importer import Importer, last_updated
 from ehrbridge.fhir.reader import Entry, Unit
 from ehrbridge.fhir.search import SearchParams
 from ehrbridge.runner.config import AuthConfig, DataSourceConfig, ResourceConfig
-from ehrbridge.runner.storage import PollOutcome, PollState
+from ehrbridge.runner.storage import PollOutcome, PollState, RecordVersions
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import utc
 
 #: Import after this many resources have been read, so memory stays bounded on a backfill.
 BATCH = 2000
 _EPSILON = timedelta(microseconds=1)
+
+#: an entry read: (unit name, position in it)
+EntryKey = tuple[str, str]
+#: what is remembered of an entry read: (resource type, id, version token)
+Versioned = tuple[str, str, str]
 
 
 def version_token(resource: Mapping[str, Any]) -> str:
@@ -176,8 +181,8 @@ class _Run:
         self.newest: datetime | None = None
         self._units: list[Unit] = []
         self._updated: dict[tuple[str, str], datetime | None] = {}
-        #: (unit, position) -> (resource type, id, version token) of the entries read
-        self._tokens: dict[tuple[str, str], tuple[str, str, str]] = {}
+        #: the version of each entry read
+        self._tokens: dict[EntryKey, Versioned] = {}
         self._pending = 0
 
     async def go(self) -> None:
@@ -240,9 +245,9 @@ class _Run:
             position = f"entry[{i}]"
             entries.append(Entry(position=position, resource=resource))
             self._updated[(name, position)] = last_updated(resource)
-            rtype, rid = resource.get("resourceType"), resource.get("id")
-            if isinstance(rtype, str) and isinstance(rid, str):
-                self._tokens[(name, position)] = (rtype, rid, version_token(resource))
+            token = versioned(resource)
+            if token is not None:
+                self._tokens[(name, position)] = token
         self._units.append(Unit(file=name, kind="searchset", entries=entries))
         self._pending += len(entries)
         self.fetched += len(entries)
@@ -280,29 +285,54 @@ class _Run:
         self._units, self._updated, self._tokens, self._pending = [], {}, {}, 0
 
     async def _unchanged(self) -> set[tuple[str, str]]:
-        """The entries read whose version is the one remembered as stored, or older than it (a
-        stale read from a lagging replica)."""
-        ws, state = self.poller.model.workspace, self.poller.state
-        by_type: dict[str, set[str]] = {}
-        for rtype, rid, _ in self._tokens.values():
-            by_type.setdefault(rtype, set()).add(rid)
-        known = {
-            (rtype, rid): token
-            for rtype, ids in by_type.items()
-            for rid, token in (await state.known_versions(ws, self.source.id, rtype, ids)).items()
-        }
-        return {
-            key
-            for key, (rtype, rid, token) in self._tokens.items()
-            if not is_newer(token, known.get((rtype, rid)))
-        }
+        ws = self.poller.model.workspace
+        return await unchanged(self.poller.state, ws, self.source.id, self._tokens)
 
     async def _remember(self, skip: set[tuple[str, str]]) -> None:
-        """Remember the versions just stored (not those that failed or were already known)."""
-        ws, state = self.poller.model.workspace, self.poller.state
-        by_type: dict[str, dict[str, str]] = {}
-        for key, (rtype, rid, token) in self._tokens.items():
-            if key not in skip:
-                by_type.setdefault(rtype, {})[rid] = token
-        for rtype, tokens in by_type.items():
-            await state.remember_versions(ws, self.source.id, rtype, tokens)
+        ws = self.poller.model.workspace
+        await remember(self.poller.state, ws, self.source.id, self._tokens, skip)
+
+
+def versioned(resource: Mapping[str, Any]) -> Versioned | None:
+    """The resource's type, id and :func:`version_token`; None without a type or id."""
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    if isinstance(rtype, str) and isinstance(rid, str):
+        return rtype, rid, version_token(resource)
+    return None
+
+
+async def unchanged(
+    state: RecordVersions, workspace: str, source: str, read: Mapping[EntryKey, Versioned]
+) -> set[EntryKey]:
+    """The entries read whose version is the one remembered as stored, or older than it (a stale
+    read from a lagging replica)."""
+    by_type: dict[str, set[str]] = {}
+    for rtype, rid, _ in read.values():
+        by_type.setdefault(rtype, set()).add(rid)
+    known = {
+        (rtype, rid): token
+        for rtype, ids in by_type.items()
+        for rid, token in (await state.known_versions(workspace, source, rtype, ids)).items()
+    }
+    return {
+        key
+        for key, (rtype, rid, token) in read.items()
+        if not is_newer(token, known.get((rtype, rid)))
+    }
+
+
+async def remember(
+    state: RecordVersions,
+    workspace: str,
+    source: str,
+    read: Mapping[EntryKey, Versioned],
+    skip: Collection[EntryKey],
+) -> None:
+    """Remember the versions of the entries read and stored (``skip``: those that failed or
+    were not newer than the one remembered)."""
+    by_type: dict[str, dict[str, str]] = {}
+    for key, (rtype, rid, token) in read.items():
+        if key not in skip:
+            by_type.setdefault(rtype, {})[rid] = token
+    for rtype, tokens in by_type.items():
+        await state.remember_versions(workspace, source, rtype, tokens)
