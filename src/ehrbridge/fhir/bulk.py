@@ -26,7 +26,6 @@ to file URLs only when the manifest says ``requiresAccessToken``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -42,15 +41,15 @@ from ehrbridge.fhir.auth import Auth, NoAuth
 from ehrbridge.fhir.client import DEFAULT_TIMEOUT, FHIR_JSON
 from ehrbridge.fhir.http import (
     RETRY_STATUSES,
+    Retries,
     RetryPolicy,
     describe,
     error_for,
     outcome_issues,
     retry_after_seconds,
+    transport_problem,
 )
 from ehrbridge.fhir.reader import CHUNK, MAX_LINE_BYTES, Entry, Unit
-
-log = logging.getLogger(__name__)
 
 NDJSON = "application/fhir+ndjson"
 
@@ -394,49 +393,38 @@ class BulkClient:
         """Send one request, retrying transient failures; a 2xx response or an error (with
         ``failure`` as its message for a status other than 404/410 that is not transient)."""
         operation = f"{name} {method} {httpx.URL(url).path}"
-        retries, waited, refreshed = 0, 0.0, False
+        retries = Retries(
+            self.retry, operation, unavailable=FhirUnavailable, sleep=self._sleep, now=self._now
+        )
+        refreshed = False
         while True:
             request_headers = dict(headers)
             authorization = await self.auth.authorization() if credentials else None
             if authorization is not None:
                 request_headers["Authorization"] = authorization
             request = self._http.build_request(method, url, params=params, headers=request_headers)
-            retry_after: float | None = None
-            status: int | None = None
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                problem = type(exc).__name__
-            else:
-                status = response.status_code
-                if response.is_success:
-                    return response
-                await response.aread()
-                await response.aclose()
-                if status == 401 and credentials and not refreshed:
-                    refreshed = True
-                    if await self.auth.refresh(authorization):
-                        continue
-                if not _transient(response):
-                    error = error_for(response, describe(response.request, name), write=False)
-                    if failure is None or status in (401, 403, 404, 410):
-                        raise error
-                    raise ExportFailed(
-                        failure, operation=error.operation, status=status, issues=error.issues
-                    )
-                problem = f"HTTP {status}"
-                retry_after = retry_after_seconds(response.headers.get("retry-after"), self._now())
-            retries += 1
-            delay = self.retry.delay(retries, retry_after, waited)
-            if delay is None:
-                raise FhirUnavailable(
-                    f"still failing after {retries - 1} retries: {problem}",
-                    operation=operation,
-                    status=status,
+                await retries.wait(transport_problem(exc))
+                continue
+            status = response.status_code
+            if response.is_success:
+                return response
+            await response.aread()
+            await response.aclose()
+            if status == 401 and credentials and not refreshed:
+                refreshed = True
+                if await self.auth.refresh(authorization):
+                    continue
+            if not _transient(response):
+                error = error_for(response, describe(response.request, name), write=False)
+                if failure is None or status in (401, 403, 404, 410):
+                    raise error
+                raise ExportFailed(
+                    failure, operation=error.operation, status=status, issues=error.issues
                 )
-            log.warning("%s: %s; retry %d in %.1fs", operation, problem, retries, delay)
-            await self._sleep(delay)
-            waited += delay
+            await retries.wait(f"HTTP {status}", response)
 
 
 _ACCEPT_JSON = {"Accept": "application/json"}

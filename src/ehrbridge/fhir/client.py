@@ -16,7 +16,6 @@ is swappable: unit tests pass an ``httpx.MockTransport``, integration tests a re
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,15 +32,14 @@ from ehrbridge.fhir.auth import Auth, NoAuth
 from ehrbridge.fhir.http import (
     RETRY_STATUSES,
     Resource,
+    Retries,
     RetryPolicy,
     decode_resource,
     describe,
     error_for,
-    retry_after_seconds,
+    transport_problem,
 )
 from ehrbridge.fhir.search import SearchInput, SearchParams
-
-log = logging.getLogger(__name__)
 
 #: Timeouts unless the caller gives others: 10 s to connect, 30 s for each read, write and pool.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -345,54 +343,41 @@ class FhirClient:
             content = orjson.dumps(body)
             request_headers.setdefault("Content-Type", FHIR_JSON)
         operation = f"{name} {method} {httpx.URL(url).path}"
-        retries, waited, refreshed = 0, 0.0, False
+        retries = Retries(
+            self.retry, operation, unavailable=FhirUnavailable, sleep=self._sleep, now=self._now
+        )
+        refreshed = False
         while True:
             authorization = await self.auth.authorization()
             if authorization is not None:
                 request_headers["Authorization"] = authorization
-            retry_after: float | None = None
-            status: int | None = None
             try:
                 response = await self._http.request(
                     method, url, params=params, content=content, headers=request_headers
                 )
             except httpx.TransportError as exc:
-                # A refused or timed-out connect never reached the server; anything later may have.
-                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                problem = f"{type(exc).__name__} ({'timed out' if _timed_out(exc) else 'failed'})"
+                problem = transport_problem(exc)
                 if write:
+                    # A refused or timed-out connect never reached the server; anything later
+                    # may have.
+                    sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                     where = "the write may have reached the server" if sent else "nothing was sent"
                     raise FhirUnavailable(
                         f"{problem}; {where}", operation=operation, may_have_reached_server=sent
                     ) from exc
-            else:
-                status = response.status_code
-                if status == 401 and not write and not refreshed:
-                    refreshed = True
-                    if await self.auth.refresh(authorization):
-                        continue
-                if response.is_success:
-                    return response
-                if write or status not in RETRY_STATUSES:
-                    raise error_for(response, describe(response.request, name), write=write)
-                problem = f"HTTP {status}"
-                retry_after = retry_after_seconds(response.headers.get("retry-after"), self._now())
-            retries += 1
-            delay = self.retry.delay(retries, retry_after, waited)
-            if delay is None:
-                raise FhirUnavailable(
-                    f"still failing after {retries - 1} retries: {problem}",
-                    operation=operation,
-                    status=status,
-                )
-            log.warning("%s: %s; retry %d in %.1fs", operation, problem, retries, delay)
-            await self._sleep(delay)
-            waited += delay
+                await retries.wait(problem)
+                continue
+            status = response.status_code
+            if status == 401 and not write and not refreshed:
+                refreshed = True
+                if await self.auth.refresh(authorization):
+                    continue
+            if response.is_success:
+                return response
+            if write or status not in RETRY_STATUSES:
+                raise error_for(response, describe(response.request, name), write=write)
+            await retries.wait(f"HTTP {status}", response)
 
 
 def _if_match(version_id: str | None) -> dict[str, str]:
     return {} if version_id is None else {"If-Match": f'W/"{version_id}"'}
-
-
-def _timed_out(exc: httpx.TransportError) -> bool:
-    return isinstance(exc, httpx.TimeoutException)

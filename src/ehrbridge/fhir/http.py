@@ -8,7 +8,8 @@ response body, except the issue texts of an OperationOutcome.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import logging
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -26,6 +27,8 @@ from ehrbridge.errors import (
     FhirUnavailable,
     OutcomeIssue,
 )
+
+log = logging.getLogger(__name__)
 
 #: A FHIR resource as parsed JSON.
 Resource = dict[str, Any]
@@ -91,6 +94,60 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     except (TypeError, ValueError):
         return None
     return max((when - now).total_seconds(), 0.0)
+
+
+class Retries:
+    """The retries of one idempotent request under a :class:`RetryPolicy`.
+
+    The request loop calls :meth:`wait` after each transient failure: it waits the policy's delay
+    (or what ``Retry-After`` asks) and returns for the next attempt, or raises ``unavailable``'s
+    error once the policy allows no more. The FHIR client, the Bulk Data client and the REST
+    connector share it; each keeps its own rules for what is transient.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        operation: str,
+        *,
+        unavailable: Callable[..., Exception],
+        sleep: Callable[[float], Awaitable[object]],
+        now: Callable[[], datetime],
+    ) -> None:
+        self.policy = policy
+        self.operation = operation
+        self.unavailable = unavailable
+        self.sleep = sleep
+        self.now = now
+        #: retries so far
+        self.count = 0
+        #: seconds waited so far
+        self.waited = 0.0
+
+    async def wait(self, problem: str, response: httpx.Response | None = None) -> None:
+        """After a failed attempt (``problem``; the ``response`` if there was one): wait for the
+        next, or raise."""
+        status = None if response is None else response.status_code
+        retry_after = None
+        if response is not None:
+            retry_after = retry_after_seconds(response.headers.get("retry-after"), self.now())
+        self.count += 1
+        delay = self.policy.delay(self.count, retry_after, self.waited)
+        if delay is None:
+            raise self.unavailable(
+                f"still failing after {self.count - 1} retries: {problem}",
+                operation=self.operation,
+                status=status,
+            )
+        log.warning("%s: %s; retry %d in %.1fs", self.operation, problem, self.count, delay)
+        await self.sleep(delay)
+        self.waited += delay
+
+
+def transport_problem(exc: httpx.TransportError) -> str:
+    """What went wrong with a request that got no response, for messages (never its URL)."""
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    return f"{type(exc).__name__} ({'timed out' if timed_out else 'failed'})"
 
 
 def describe(request: httpx.Request, name: str) -> str:

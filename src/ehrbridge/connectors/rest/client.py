@@ -9,7 +9,6 @@ once. This is the one place where an HTTP response becomes JSON or a
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,9 +24,7 @@ from ehrbridge.errors import (
     RestSourceError,
     RestUnavailable,
 )
-from ehrbridge.fhir.http import RETRY_STATUSES, RetryPolicy, retry_after_seconds
-
-log = logging.getLogger(__name__)
+from ehrbridge.fhir.http import RETRY_STATUSES, Retries, RetryPolicy, transport_problem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,43 +80,31 @@ class RestClient:
     async def get(self, url: httpx.URL, params: Sequence[tuple[str, str]] = ()) -> Response:
         """GET ``url`` with ``params``; the JSON body, or a :class:`RestSourceError`."""
         operation = f"GET {url.path}"
-        retries, waited, refreshed = 0, 0.0, False
+        retries = Retries(
+            self.retry, operation, unavailable=RestUnavailable, sleep=self._sleep, now=self._now
+        )
+        refreshed = False
         while True:
             creds = await self.auth.headers()
-            retry_after: float | None = None
-            status: int | None = None
             try:
                 response = await self._http.get(
                     url, params=list(params) or None, headers={**self._headers, **creds}
                 )
             except httpx.TransportError as exc:
-                timed_out = isinstance(exc, httpx.TimeoutException)
-                problem = f"{type(exc).__name__} ({'timed out' if timed_out else 'failed'})"
-            else:
-                status = response.status_code
-                if status == 401 and not refreshed:
-                    refreshed = True
-                    if await self.auth.refresh(creds):
-                        continue
-                if response.is_success:
-                    return Response(
-                        body=_json(response, operation), headers=response.headers, url=response.url
-                    )
-                if status not in RETRY_STATUSES:
-                    raise _error(response, operation)
-                problem = f"HTTP {status}"
-                retry_after = retry_after_seconds(response.headers.get("retry-after"), self._now())
-            retries += 1
-            delay = self.retry.delay(retries, retry_after, waited)
-            if delay is None:
-                raise RestUnavailable(
-                    f"still failing after {retries - 1} retries: {problem}",
-                    operation=operation,
-                    status=status,
+                await retries.wait(transport_problem(exc))
+                continue
+            status = response.status_code
+            if status == 401 and not refreshed:
+                refreshed = True
+                if await self.auth.refresh(creds):
+                    continue
+            if response.is_success:
+                return Response(
+                    body=_json(response, operation), headers=response.headers, url=response.url
                 )
-            log.warning("%s: %s; retry %d in %.1fs", operation, problem, retries, delay)
-            await self._sleep(delay)
-            waited += delay
+            if status not in RETRY_STATUSES:
+                raise _error(response, operation)
+            await retries.wait(f"HTTP {status}", response)
 
 
 def _kind(response: httpx.Response) -> str:
