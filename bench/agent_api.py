@@ -1,4 +1,4 @@
-"""``python -m bench.agent_api [--patients N] [--clients C] [--requests R]``.
+"""``python -m bench.agent_api [--patients N] [--clients C] [--requests R] [--workers W]``.
 
 The agent API at N patients (default 100,000) on SQLite. Each patient has an EHR record, a pending
 voice fact, an upcoming appointment, two past encounters, an active medication and a coverage, so
@@ -7,7 +7,8 @@ an ambient context reads what it would in a clinic. Loaded through ``store.appen
 - ``api_identify_caller_p50`` / ``_p99`` (ms): ``WorldModel.identify_caller`` in process, for
   random patients' mobile numbers; the target is p99 <= 2 ms.
 - ``api_ambient_context_p50`` / ``_p99`` (ms): ``POST /v1/ambient/context`` over loopback HTTP to
-  ``ehrbridge serve`` (its own process) from C concurrent clients, as C calls in progress would
+  ``ehrbridge serve`` (its own processes: ``--workers W``, by default what ``ehrbridge serve``
+  starts by default, one per CPU) from C concurrent clients, as C calls in progress would
   send them: each client waits a think time (``--think``, jittered ±50%) between its requests; R
   requests in all. Baseline: the same call in process (``AgentService.ambient_context``, one at a
   time, in this process). Target p99 <= 20 ms.
@@ -42,6 +43,7 @@ from bench.patients import DATA_SOURCE, WORKSPACE, batches, make_patient, submis
 from bench.report import Metric, emit, machine, percentile, progress
 from ehrbridge.api.models import AmbientRequest, ObservationWrite
 from ehrbridge.api.ports import Principal
+from ehrbridge.api.serve import default_workers
 from ehrbridge.api.service import AgentService
 from ehrbridge.api.storage import open_security_store
 from ehrbridge.worldmodel.events import Observation, RecordKey
@@ -132,11 +134,13 @@ def emit_latency(name: str, samples: list[float], baseline: list[float] | None) 
 
 
 @contextmanager
-def api_process(db: Path) -> Iterator[str]:
-    """``ehrbridge serve`` on a free loopback port over ``db``; yields its base URL."""
+def api_process(db: Path, workers: int | None = None) -> Iterator[str]:
+    """``ehrbridge serve`` on a free loopback port over ``db`` (with ``--workers`` when given);
+    yields its base URL."""
     command = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "serve"]
+    options = [] if workers is None else ["--workers", str(workers)]
     process = subprocess.Popen(  # noqa: S603 (fixed arguments)
-        [*command, "--db", f"sqlite:///{db}", "--port", "0"],
+        [*command, "--db", f"sqlite:///{db}", "--port", "0", *options],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -251,6 +255,12 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--think", type=float, default=0.25, help="seconds each client waits between requests"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="ehrbridge serve --workers (default: its default, one process per CPU)",
+    )
     args = parser.parse_args(argv)
     emit(machine())
     rng = random.Random(7)
@@ -289,7 +299,9 @@ async def main(argv: list[str] | None = None) -> int:
             )
         finally:
             await store.close()
-        with api_process(db) as url:
+        workers = default_workers() if args.workers is None else args.workers
+        progress(f"ehrbridge serve with {workers} worker process(es)")
+        with api_process(db, args.workers) as url:
             bodies = [{"phone": rng.choice(people)[1]} for _ in range(args.requests)]
             path = "/v1/ambient/context"
             ambient_http = await over_http(url, secret, path, bodies, args.clients, args.think)

@@ -6,6 +6,18 @@ with the MCP endpoint mounted at ``/mcp`` when :mod:`ehrbridge.api.mcp` offers o
 until SIGINT or SIGTERM. Once the socket is bound it prints the URL it listens on (``--port 0``
 picks a free port).
 
+``--workers N`` (default: one per CPU this process may run on, at most
+:data:`MAX_DEFAULT_WORKERS`) serves from N processes: one process serves the API on one core, and
+the API keeps no state between requests (MCP runs stateless), so processes add capacity. This
+process then only supervises: it checks the port is free and opens the database once (creating
+and migrating it), binds one ``SO_REUSEPORT`` socket per worker on the port, starts the workers
+(spawned, each with its own store connection, key cache and audit group commit), prints the URL
+once every worker listens, starts a worker again if one dies, and on SIGINT or SIGTERM stops them
+all gracefully. The kernel spreads new connections over the workers' sockets; with one shared
+socket, asyncio's accept loop let one process take a whole burst of keep-alive connections and
+the others none. SQLite serialises the workers' writes (WAL, ``BEGIN IMMEDIATE``, a busy
+timeout).
+
 uvicorn's access log is off: it writes every request's path and query, and paths carry entity
 and call ids. The app logs one line per request itself (method, route template, status,
 duration, request id). Also runnable as ``python -m ehrbridge.api.serve``.
@@ -15,9 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,6 +55,13 @@ if TYPE_CHECKING:
 
 #: where the MCP endpoint is mounted
 MCP_PATH = "/mcp"
+#: most worker processes ``--workers`` defaults to: SQLite has one writer, and every request
+#: commits audit rows, so more processes than this mostly wait for each other's commits
+MAX_DEFAULT_WORKERS = 4
+#: how long a stopping worker may finish its requests before it is killed (seconds)
+STOP_TIMEOUT = 30.0
+#: the kernel's queue of connections not yet accepted, per listening socket
+BACKLOG = 2048
 
 console = Console(stderr=True)
 logger = logging.getLogger(__name__)
@@ -55,6 +80,30 @@ def mcp_mounts(service: AgentService, keys: ApiKeys) -> list[tuple[str, ASGIApp]
         logger.warning("MCP not mounted: ehrbridge.api.mcp is unavailable (%s)", exc.name)
         return []
     return [(MCP_PATH, streamable_http_app(service, keys))]
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on, at most :data:`MAX_DEFAULT_WORKERS`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
+
+
+def bind_shared(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``: one per worker, the kernel
+    spreading new connections over them. Named TCP for ``TCP_NODELAY``, as :func:`bind`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def url_of(sock: socket.socket, host: str) -> str:
@@ -122,6 +171,194 @@ async def serve(
         await store.close()
 
 
+def _worker(
+    db: str,
+    sock: socket.socket,
+    max_body: int,
+    prompt_budget: int | None,
+    ready: Connection,
+) -> None:  # pragma: no cover (runs in a worker process; the acceptance tests start them)
+    """A worker process: :func:`serve` on its socket, telling the supervisor when it listens."""
+    configure_logging()
+
+    def listening() -> None:
+        ready.send(os.getpid())
+        ready.close()
+
+    try:
+        asyncio.run(
+            serve(db, sock, max_body=max_body, prompt_budget=prompt_budget, on_listening=listening)
+        )
+    except KeyboardInterrupt:
+        pass  # a Ctrl-C reaches the whole process group; the supervisor stops as well
+    except EhrbridgeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2 if isinstance(exc, InvalidInput) else 1)
+    finally:
+        sock.close()
+
+
+async def _prepare(db: str) -> None:
+    """Open the database once before the workers do: it is created and migrated here, not by
+    several processes at once, and a bad ``--db`` fails before any worker starts."""
+    from ehrbridge.api.storage import open_security_store
+
+    store = await open_store(db)
+    try:
+        open_security_store(store)
+    finally:
+        await store.close()
+
+
+@dataclass
+class _Worker:
+    """One worker process and the socket it accepts on (kept here, to give to a replacement)."""
+
+    sock: socket.socket
+    process: BaseProcess | None = None
+    ready: Connection | None = None
+    pid: int = 0
+    listening: bool = False
+
+
+@dataclass
+class Supervisor:
+    """Runs :func:`serve` in one spawned process per socket until SIGINT or SIGTERM."""
+
+    db: str
+    sockets: list[socket.socket]
+    max_body: int = DEFAULT_MAX_BODY
+    prompt_budget: int | None = None
+    on_listening: Callable[[], None] = lambda: None
+    workers: list[_Worker] = field(init=False)
+    #: the signal that stopped the supervisor, if any
+    stopped_by: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.workers = [_Worker(sock=sock) for sock in self.sockets]
+        self._context = multiprocessing.get_context("spawn")
+
+    def _start(self, worker: _Worker) -> None:
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_worker,
+            args=(self.db, worker.sock, self.max_body, self.prompt_budget, sender),
+            name="ehrbridge-api-worker",
+        )
+        process.start()
+        sender.close()
+        worker.process, worker.ready, worker.pid, worker.listening = process, receiver, 0, False
+
+    def run(self) -> int:
+        """Serve until a signal; the exit status (0 after SIGTERM, 130 after SIGINT, else the
+        status of a worker that could not start)."""
+        wakeup_in, wakeup_out = socket.socketpair()
+        wakeup_in.setblocking(False)
+        wakeup_out.setblocking(False)
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        old_fd = signal.set_wakeup_fd(wakeup_out.fileno(), warn_on_full_buffer=False)
+
+        def stop(sig: int, frame: FrameType | None) -> None:
+            if self.stopped_by is None:
+                self.stopped_by = sig
+
+        for sig in previous:
+            signal.signal(sig, stop)
+        try:
+            for worker in self.workers:
+                self._start(worker)
+            return self._supervise(wakeup_in)
+        finally:
+            self._stop_all()
+            signal.set_wakeup_fd(old_fd)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            wakeup_in.close()
+            wakeup_out.close()
+
+    def _supervise(self, wakeup: socket.socket) -> int:
+        announced = False
+        while self.stopped_by is None:
+            waiting: list[Any] = [wakeup]
+            for worker in self.workers:
+                assert worker.process is not None
+                waiting.append(worker.process.sentinel)
+                if worker.ready is not None:
+                    waiting.append(worker.ready)
+            for ready in wait(waiting):
+                if ready is wakeup:
+                    while True:  # drain: the signal handler has set stopped_by
+                        try:
+                            if not wakeup.recv(64):
+                                break
+                        except BlockingIOError:
+                            break
+            for worker in self.workers:
+                status = self._check(worker)
+                if status is not None:
+                    return status
+            if not announced and all(w.listening for w in self.workers):
+                announced = True
+                pids = ", ".join(str(w.pid) for w in self.workers)
+                logger.info("serving from %d worker processes (pids %s)", len(self.workers), pids)
+                self.on_listening()
+        return 130 if self.stopped_by == signal.SIGINT else 0
+
+    def _check(self, worker: _Worker) -> int | None:
+        """Take note of a worker that listens or has exited; a status to exit with when a
+        worker could not start."""
+        assert worker.process is not None
+        if worker.ready is not None and worker.ready.poll():
+            try:
+                worker.pid = worker.ready.recv()
+                worker.listening = True
+            except EOFError:
+                pass  # it exited before it listened: its sentinel says so
+            worker.ready.close()
+            worker.ready = None
+        if worker.process.is_alive() or self.stopped_by is not None:
+            return None
+        code = worker.process.exitcode
+        if not worker.listening:
+            logger.error("a worker process exited with status %s before it listened", code)
+            return code if code else 1
+        logger.warning(
+            "worker process %d exited with status %s; starting another", worker.pid, code
+        )
+        self._start(worker)
+        return None
+
+    def _stop_all(self) -> None:
+        running = [
+            w.process for w in self.workers if w.process is not None and w.process.is_alive()
+        ]
+        for process in running:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in running:
+            process.join(STOP_TIMEOUT)
+            if process.is_alive():
+                logger.warning("worker process %s did not stop in time; killed", process.pid)
+                process.kill()
+                process.join()
+        for worker in self.workers:
+            if worker.ready is not None:
+                worker.ready.close()
+                worker.ready = None
+
+
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=64,
+        help=f"server processes (default: one per CPU, at most {MAX_DEFAULT_WORKERS})",
+        show_default=False,
+    ),
+]
+
+
 def serve_command(
     db: DbOption = DEFAULT_URL,
     host: Annotated[str, typer.Option("--host", help="the address to listen on")] = "127.0.0.1",
@@ -135,6 +372,7 @@ def serve_command(
             "--prompt-budget", min=200, max=50_000, help="characters of prompt-ready context"
         ),
     ] = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Serve the agent API over HTTP (OpenAPI at /openapi.json; MCP at /mcp)."""
     try:
@@ -149,10 +387,27 @@ def serve_command(
         print(f"ehrbridge API listening on {url} (OpenAPI: {url}/openapi.json)", flush=True)
 
     configure_logging()
+    count = default_workers() if workers is None else workers
     try:
-        asyncio.run(
-            serve(db, sock, max_body=max_body, prompt_budget=prompt_budget, on_listening=listening)
-        )
+        if count == 1:
+            asyncio.run(
+                serve(
+                    db, sock, max_body=max_body, prompt_budget=prompt_budget, on_listening=listening
+                )
+            )
+            return
+        shared = _shared_sockets(sock, host, count)
+        try:
+            asyncio.run(_prepare(db))
+            supervisor = Supervisor(
+                db, shared, max_body=max_body, prompt_budget=prompt_budget, on_listening=listening
+            )
+            status = supervisor.run()
+        finally:
+            for each in shared:
+                each.close()
+        if status:
+            raise typer.Exit(status)
     except InvalidInput as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -163,6 +418,28 @@ def serve_command(
         raise typer.Exit(130) from None
     finally:
         sock.close()
+
+
+def _shared_sockets(probe: socket.socket, host: str, count: int) -> list[socket.socket]:
+    """``count`` listening ``SO_REUSEPORT`` sockets on the port ``probe`` holds.
+
+    ``probe`` was bound without ``SO_REUSEPORT``, so a port in use was refused (even by another
+    ``ehrbridge serve``, which would otherwise join the group and share the port); it is
+    released for the workers' sockets."""
+    port = probe.getsockname()[1]
+    probe.close()
+    shared: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = bind_shared(host, port)
+            shared.append(sock)
+            sock.listen(BACKLOG)
+    except OSError as exc:
+        for sock in shared:
+            sock.close()
+        console.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}")
+        raise typer.Exit(1) from None
+    return shared
 
 
 if __name__ == "__main__":
