@@ -264,6 +264,46 @@ async def test_metrics_are_served_while_the_runner_runs(runner_store: RunnerStor
         await asyncio.open_connection("127.0.0.1", port)
 
 
+async def test_metrics_with_a_token_answer_only_scrapes_that_present_it(
+    runner_store: RunnerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METRICS_TOKEN", "scrape-me-7f3a")
+    section = "runner: {metrics: {port: 0, token: {env: METRICS_TOKEN}}}\n"
+    runner = make_runner(runner_store, FakePoller(), parse_config(CONFIG + section))
+    service = asyncio.create_task(runner.run())
+    try:
+        await until(lambda: runner.metrics_server is not None)
+        assert runner.metrics_server is not None
+        url = f"http://127.0.0.1:{runner.metrics_server.port}/metrics"
+        async with httpx.AsyncClient() as client:
+            refused = [
+                await client.get(url),
+                await client.get(url, headers={"Authorization": "Bearer wrong"}),
+                await client.get(url, headers={"Authorization": "Basic c2NyYXBlLW1lLTdmM2E="}),
+                await client.get(url, headers={"Authorization": "Bearer scrape-me-7f3"}),
+            ]
+            allowed = await client.get(url, headers={"Authorization": "Bearer scrape-me-7f3a"})
+        for response in refused:
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert "ehrbridge_" not in response.text
+        assert allowed.status_code == 200 and "ehrbridge_polls_total" in allowed.text
+    finally:
+        runner.stop()
+        await asyncio.wait_for(service, 5)
+
+
+async def test_a_metrics_token_that_cannot_be_read_stops_the_start(
+    runner_store: RunnerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("METRICS_TOKEN", raising=False)
+    section = "runner: {metrics: {port: 0, token: {env: METRICS_TOKEN}}}\n"
+    poller = FakePoller()
+    with pytest.raises(InvalidInput, match="environment variable METRICS_TOKEN is not set"):
+        await make_runner(runner_store, poller, parse_config(CONFIG + section)).run()
+    assert poller.polls == []
+
+
 async def test_a_metrics_port_in_use_stops_the_start(runner_store: RunnerStore) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -193,8 +193,11 @@ def test_the_runner_section_can_serve_metrics() -> None:
     config = parse_config(VALID + "runner:\n  lease_ttl: 30s\n  metrics: {port: 9464}\n")
     assert config.metrics == MetricsConfig(host="127.0.0.1", port=9464)
     assert config.timing.lease_ttl == timedelta(seconds=30)
-    config = parse_config(VALID + "runner: {metrics: {host: 0.0.0.0, port: 0}}\n")
-    assert config.metrics == MetricsConfig(host="0.0.0.0", port=0)  # noqa: S104
+    config = parse_config(
+        VALID + "runner: {metrics: {host: 0.0.0.0, port: 0, token: {env: METRICS_TOKEN}}}\n"
+    )
+    assert config.metrics is not None and config.metrics.host == "0.0.0.0"  # noqa: S104
+    assert config.metrics.token is not None and config.metrics.token.env == "METRICS_TOKEN"
     assert parse_config(VALID).metrics is None
 
 
@@ -218,6 +221,17 @@ def test_the_runner_section_can_serve_metrics() -> None:
             "config.yaml:24: runner.metrics: missing key 'port'",
         ),
         ("runner:\n  metrics: 9464\n", "config.yaml:24: runner.metrics: expected a mapping"),
+        (
+            "runner:\n  metrics: {host: 10.0.0.5, port: 9464}\n",
+            "config.yaml:24: runner.metrics.token: required when host is not loopback "
+            "(10.0.0.5): scrapers from elsewhere present it as a Bearer token, e.g. "
+            "token: {env: METRICS_TOKEN}",
+        ),
+        (
+            "runner:\n  metrics: {port: 9464, token: s3cret}\n",
+            "config.yaml:24: runner.metrics.token: inline secrets are not allowed; use "
+            "{env: NAME} or {file: PATH}",
+        ),
     ],
 )
 def test_a_bad_metrics_section_names_key_and_line(section: str, expected: str) -> None:

@@ -34,6 +34,7 @@ Unknown keys are errors. Secrets are references only (:mod:`.secrets`).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import time, timedelta
@@ -158,6 +159,8 @@ class MetricsConfig:
     host: str = "127.0.0.1"
     #: 0 picks a free port
     port: int = 9464
+    #: the Bearer token a scrape must present; required unless ``host`` is loopback
+    token: SecretRef | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,7 +308,7 @@ class _Checker:
         return Timing(**found)  # type: ignore[arg-type]
 
     def metrics(self, value: Any, path: str) -> MetricsConfig | None:
-        raw = self.mapping(value, path, {"port"}, {"host"})
+        raw = self.mapping(value, path, {"port"}, {"host", "token"})
         if raw is None:
             return None
         ok = len(self.problems)
@@ -315,9 +318,16 @@ class _Checker:
         ):
             self.fail(f"{path}.port", "expected a port number from 0 to 65535")
         host = self.text(raw["host"], f"{path}.host") if "host" in raw else "127.0.0.1"
+        token = self.secret(raw["token"], f"{path}.token") if "token" in raw else None
+        if "token" not in raw and host is not None and not _loopback(host):
+            self.fail(
+                f"{path}.token",
+                f"required when host is not loopback ({host}): scrapers from elsewhere present "
+                "it as a Bearer token, e.g. token: {env: METRICS_TOKEN}",
+            )
         if len(self.problems) > ok or host is None or not isinstance(port, int):
             return None
-        return MetricsConfig(host=host, port=port)
+        return MetricsConfig(host=host, port=port, token=token)
 
     def database(self, value: Any) -> str | SecretRef | None:
         if isinstance(value, dict):
@@ -526,3 +536,17 @@ class _Checker:
 
 def _at(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback name or address (only this machine can connect).
+
+    >>> _loopback("127.0.0.1"), _loopback("::1"), _loopback("localhost"), _loopback("0.0.0.0")
+    (True, True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -8,19 +8,26 @@ The health gauges are derived at scrape time with :func:`~ehrbridge.runner.healt
 from the outcomes the runner knows: those loaded from the poll log (:meth:`RunnerMetrics.seed`,
 refreshed by the runner's ``metrics`` loop, so polls by other runners count too) and those it
 recorded since. The lag therefore grows between polls, as it should.
+
+With a token (``runner.metrics.token``, required off loopback) a scrape must present it as
+``Authorization: Bearer <token>`` (compared in constant time); anything else gets 401 with
+``WWW-Authenticate: Bearer``. The endpoint logs no requests.
 """
 
 from __future__ import annotations
 
+import hmac
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import get_args
-from wsgiref.simple_server import WSGIServer
+from typing import Any, get_args
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from ehrbridge.runner.health import HealthPolicy, Status, source_health
 from ehrbridge.runner.storage import PollOutcome
@@ -101,9 +108,19 @@ class RunnerMetrics:
         with self._lock:
             return list(self._outcomes)
 
-    def serve(self, host: str, port: int) -> MetricsServer:
-        """Serve ``GET /metrics`` on ``host:port`` (0: any free port) in a background thread."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, *, token: str | None = None) -> MetricsServer:
+        """Serve ``GET /metrics`` on ``host:port`` (0: any free port) in a background thread;
+        with ``token``, only to scrapes that present it as a Bearer token."""
+        app = make_wsgi_app(self.registry)
+        if token is not None:
+            app = _bearer_only(app, token)
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+        server = make_server(host, port, app, Server, handler_class=_Quiet)
+        thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+        thread.start()
         return MetricsServer(server=server, thread=thread)
 
 
@@ -124,6 +141,35 @@ class MetricsServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
+
+
+class _Quiet(WSGIRequestHandler):
+    """No request log lines (the runner logs what it does itself)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _bearer_only(app: Any, token: str) -> Any:
+    """``app`` behind a Bearer token check."""
+    expected = f"Bearer {token}".encode()
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        presented = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        if hmac.compare_digest(presented, expected):
+            return app(environ, start_response)
+        body = b"a Bearer token is required\n"
+        start_response(
+            "401 Unauthorized",
+            [
+                ("WWW-Authenticate", 'Bearer realm="ehrbridge runner metrics"'),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]
+
+    return guarded
 
 
 class _HealthCollector:

@@ -132,7 +132,8 @@ class Runner:
         if wanted is None:
             return
         try:
-            self.metrics_server = self.metrics.serve(wanted.host, wanted.port)
+            token = None if wanted.token is None else wanted.token.resolve()
+            self.metrics_server = self.metrics.serve(wanted.host, wanted.port, token=token)
         except OSError as exc:
             raise InvalidInput(
                 f"runner.metrics: cannot serve on {wanted.host}:{wanted.port}: {exc.strerror}"
