@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ehrbridge.api.models import (
     CallerCandidate,
-    EntityView,
-    FieldView,
     PatientContextView,
-    PendingFact,
+    entity_data,
+    field_data,
 )
 from ehrbridge.errors import InvalidInput
 from ehrbridge.worldmodel.context import PatientContext, patient_context
@@ -81,19 +81,23 @@ async def context(
         *ctx.coverage,
     ]
     labels, labelled = await _labels(model, related)
-    view = PatientContextView(
-        patient=EntityView.of(ctx.patient),
-        upcoming_appointments=[EntityView.of(s) for s in ctx.upcoming_appointments],
-        recent_encounters=[EntityView.of(s) for s in ctx.recent_encounters],
-        active_medications=[EntityView.of(s) for s in ctx.active_medications],
-        coverage=[EntityView.of(s) for s in ctx.coverage],
-        pending=_pending(ctx),
-        labels=labels,
+    # One validation of the whole document: building each nested view on its own cost more
+    view = PatientContextView.model_validate(
+        {
+            "patient": entity_data(ctx.patient),
+            "upcoming_appointments": [entity_data(s) for s in ctx.upcoming_appointments],
+            "recent_encounters": [entity_data(s) for s in ctx.recent_encounters],
+            "active_medications": [entity_data(s) for s in ctx.active_medications],
+            "coverage": [entity_data(s) for s in ctx.coverage],
+            "pending": _pending(ctx),
+            "labels": labels,
+        }
     )
     return Context(view=view, read=[ctx.patient, *related, *labelled])
 
 
-def _pending(ctx: PatientContext) -> list[PendingFact]:
+def _pending(ctx: PatientContext) -> list[dict[str, Any]]:
+    """The context's :class:`~ehrbridge.api.models.PendingFact` items, as plain data."""
     facts = []
     for state in (
         ctx.patient,
@@ -103,7 +107,7 @@ def _pending(ctx: PatientContext) -> list[PendingFact]:
     ):
         ref = f"{state.entity_type}/{state.entity_id}"
         for path, values in sorted(state.pending.items()):
-            facts += [PendingFact(entity=ref, field=path, value=FieldView.of(v)) for v in values]
+            facts += [{"entity": ref, "field": path, "value": field_data(v)} for v in values]
     return facts
 
 

@@ -8,7 +8,7 @@ here (:meth:`EntityView.of`, :meth:`EventView.of`); nothing in the world model d
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
@@ -79,13 +79,7 @@ class FieldView(_Model):
 
     @classmethod
     def of(cls, value: FieldValue) -> FieldView:
-        return cls(
-            value=value.value,
-            confidence=value.confidence,
-            source=SourceView.of(value.source),
-            effective_at=value.effective_at,
-            event_id=value.event_id,
-        )
+        return cls.model_validate(field_data(value))
 
 
 class EntityView(_Model):
@@ -111,19 +105,37 @@ class EntityView(_Model):
 
     @classmethod
     def of(cls, state: EntityState) -> EntityView:
-        return cls(
-            entity_type=state.entity_type,
-            entity_id=state.entity_id,
-            version=state.version,
-            fields={path: FieldView.of(fv) for path, fv in sorted(state.fields.items())},
-            pending={
-                path: [FieldView.of(fv) for fv in values]
-                for path, values in sorted(state.pending.items())
-            },
-            conflicts=sorted({c.field for c in state.conflicts}),
-            members=list(state.members),
-            updated_at=state.updated_at,
-        )
+        return cls.model_validate(entity_data(state))
+
+
+def field_data(value: FieldValue) -> dict[str, Any]:
+    """A :class:`FieldView`'s fields as plain data, for validating many views in one call."""
+    source = value.source
+    return {
+        "value": value.value,
+        "confidence": value.confidence,
+        "source": {"kind": source.kind, "id": source.id, "ref": source.ref},
+        "effective_at": value.effective_at,
+        "event_id": value.event_id,
+    }
+
+
+def entity_data(state: EntityState) -> dict[str, Any]:
+    """An :class:`EntityView`'s fields as plain data: pydantic validates a nested document in
+    one call faster than it builds each nested view on its own (:meth:`EntityView.of`)."""
+    return {
+        "entity_type": state.entity_type,
+        "entity_id": state.entity_id,
+        "version": state.version,
+        "fields": {path: field_data(fv) for path, fv in sorted(state.fields.items())},
+        "pending": {
+            path: [field_data(fv) for fv in values]
+            for path, values in sorted(state.pending.items())
+        },
+        "conflicts": sorted({c.field for c in state.conflicts}),
+        "members": list(state.members),
+        "updated_at": state.updated_at,
+    }
 
 
 class EventView(_Model):
