@@ -35,14 +35,15 @@ async def pg(clock: FakeClock) -> AsyncIterator[PostgresStore]:
 class Reader:
     """A log follower: remembers its position and everything it was handed."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, types: frozenset[str] | None) -> None:
         self.store = store
+        self.types = types
         self.position = START
         self.seen: list[Event] = []
 
     async def catch_up(self) -> None:
         while True:
-            page = await self.store.read_log(WS, self.position, limit=1)
+            page = await self.store.read_log(WS, self.position, limit=1, entity_types=self.types)
             if not page.events:
                 return
             self.seen += page.events
@@ -84,9 +85,13 @@ async def connect(schema: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
     )
 
 
-async def test_reader_does_not_skip_an_event_that_commits_late(pg: PostgresStore) -> None:
+@pytest.mark.parametrize("types", [None, frozenset({"Patient"})], ids=["all", "filtered"])
+async def test_reader_does_not_skip_an_event_that_commits_late(
+    pg: PostgresStore, types: frozenset[str] | None
+) -> None:
+    """Whether it reads the whole log or the events of some types only."""
     assert pg.schema is not None
-    reader = Reader(pg)
+    reader = Reader(pg, types)
     a_conn = await connect(pg.schema)
     spy = await connect(pg.schema)
     try:

@@ -167,6 +167,39 @@ async def test_log_is_read_in_order_with_paging(store: Store, clock: FakeClock) 
     assert [e.id for e in page.events] == [more[0].events[0].id]
 
 
+async def test_a_log_read_of_some_entity_types(store: Store) -> None:
+    """Only events of the types asked for, in log order; a page that is not full moves past the
+    other types' events, so they are never looked at again."""
+    written: dict[str, list[str]] = {"Patient": [], "Slot": [], "Schedule": []}
+    for i in range(9):
+        entity_type = ("Patient", "Slot", "Patient", "Schedule")[i % 4]
+        (result,) = await store.append(WS, [say({"n": i}, entity_type=entity_type)])
+        written[entity_type] += [e.id for e in result.events]
+    wanted = {"Slot", "Schedule"}
+    pages, position = [], START
+    while True:
+        page = await store.read_log(WS, position, limit=2, entity_types=wanted)
+        assert page.position >= position
+        position = page.position
+        if not page.events:
+            break
+        pages.append([(e.entity_type, e.id) for e in page.events])
+    read = [event for page in pages for event in page]
+    assert {t for t, _ in read} == wanted
+    assert sorted(i for _, i in read) == sorted(written["Slot"] + written["Schedule"])
+    assert [len(p) for p in pages] == [2, 2]
+    # The reader stands after the newest event, a Patient's, and reads on from there.
+    newest = (await read_whole_log(store))[-1]
+    assert newest.entity_type == "Patient"
+    assert position == LogPosition(tx=newest.tx, seq=newest.seq)
+    await store.append(WS, [say({"n": 10})])
+    (slot,) = await store.append(WS, [say({"n": 11}, entity_type="Slot")])
+    page = await store.read_log(WS, position, entity_types=wanted)
+    assert [e.id for e in page.events] == [e.id for e in slot.events]
+    assert (await store.read_log("nobody", START, entity_types=wanted)).events == []
+    assert (await store.read_log(WS, START, entity_types=set())).events == []
+
+
 # --- optimistic concurrency --------------------------------------------------------------------
 
 

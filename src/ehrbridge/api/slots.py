@@ -6,12 +6,13 @@ Slot's ``schedule.reference`` is ``Schedule/<entity id>`` and a Schedule's ``act
 are ``Practitioner/<id>`` and ``Location/<id>``.
 
 The world model's lookup index has no key for them (no names, phones or patient references), so
-:class:`SlotIndex` follows the workspace's event log (``Store.read_log``) and keeps every Slot
-and Schedule it has seen, re-reading an entity's projected state only when the log shows a new
-event for it. The first search of a workspace reads its whole log once; later ones read only
-what was appended since. It also notes which slots appointments booked through the agent API
-hold (``Appointment.slot``), so a slot booked on a call is not offered again before the EHR
-marks it busy.
+:class:`SlotIndex` follows the workspace's event log (``Store.read_log``), asking the database
+for the Slot, Schedule and Appointment events only, and keeps every Slot and Schedule it has
+seen, re-reading an entity's projected state only when the log shows a new event for it. The
+first search of a workspace reads those events once; later ones read only what was appended
+since. It also notes which slots appointments booked through the agent API hold
+(``Appointment.slot``), so a slot booked on a call is not offered again before the EHR marks it
+busy.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from ehrbridge.worldmodel.store import START, LogPosition
 #: Appointment statuses that no longer hold their slot.
 RELEASED = frozenset({"cancelled", "noshow", "entered-in-error"})
 _PAGE = 1000
+#: the entity types whose events the index follows
+FOLLOWED = frozenset({"Slot", "Schedule", "Appointment"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,7 +139,9 @@ class SlotIndex:
         async with self.lock:
             dirty: set[tuple[str, str]] = set()
             while True:
-                page = await model.store.read_log(model.workspace, self.position, _PAGE)
+                page = await model.store.read_log(
+                    model.workspace, self.position, _PAGE, entity_types=FOLLOWED
+                )
                 for event in page.events:
                     if event.entity_type in ("Slot", "Schedule"):
                         dirty.add((event.entity_type, event.entity_id))

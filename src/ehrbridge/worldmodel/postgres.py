@@ -9,7 +9,7 @@ commits late is never skipped by a reader that has moved on.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,7 @@ from ehrbridge.worldmodel.store import (
     event_from_row,
     event_row,
     ledger_from_json,
+    log_page,
     rebuild_writes,
     record_from_row,
     record_update,
@@ -57,6 +58,9 @@ from ehrbridge.worldmodel.store import (
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK = 0x45485242  # advisory lock key: one migrator at a time
+#: an event whose transaction no running transaction precedes: every event before it in log
+#: order has committed (or never will), so a reader that stops here skips nothing
+_SETTLED = "tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
 
 class PostgresStore:
@@ -311,17 +315,38 @@ class PostgresStore:
             args.append(until)
         return [event_from_row(r) for r in await self._rows(query + " ORDER BY version", args)]
 
-    async def read_log(self, workspace: str, after: LogPosition, limit: int = 1000) -> LogPage:
+    async def read_log(
+        self,
+        workspace: str,
+        after: LogPosition,
+        limit: int = 1000,
+        *,
+        entity_types: Collection[str] | None = None,
+    ) -> LogPage:
+        if entity_types is None:
+            rows = await self._rows(
+                f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s "
+                f"AND (tx, seq) > (%s, %s) AND {_SETTLED} ORDER BY tx, seq LIMIT %s",
+                (workspace, after.tx, after.seq, limit),
+            )
+            return log_page(rows, after, limit, None)
+        # The newest settled event first: every event up to it is settled, so the filtered
+        # read up to it sees all of them; later ones are read next time.
+        head = await self._rows(
+            f"SELECT tx, seq FROM events WHERE workspace = %s AND {_SETTLED} "
+            "ORDER BY tx DESC, seq DESC LIMIT 1",
+            (workspace,),
+        )
+        if not head:
+            return LogPage(events=[], position=after)
+        (head_tx, head_seq), types = head[0], sorted(entity_types)
         rows = await self._rows(
             f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s "
-            "AND (tx, seq) > (%s, %s) "
-            "AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+            "AND (tx, seq) > (%s, %s) AND (tx, seq) <= (%s, %s) AND entity_type = ANY(%s) "
             "ORDER BY tx, seq LIMIT %s",
-            (workspace, after.tx, after.seq, limit),
+            (workspace, after.tx, after.seq, head_tx, head_seq, types, limit),
         )
-        events = [event_from_row(r) for r in rows]
-        position = LogPosition(tx=events[-1].tx, seq=events[-1].seq) if events else after
-        return LogPage(events=events, position=position)
+        return log_page(rows, after, limit, LogPosition(tx=head_tx, seq=head_seq))
 
     async def get_state(
         self, workspace: str, entity_type: str, entity_id: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -46,6 +46,7 @@ from ehrbridge.worldmodel.store import (
     event_from_row,
     event_row,
     ledger_from_json,
+    log_page,
     rebuild_writes,
     record_from_row,
     record_update,
@@ -285,18 +286,48 @@ class SQLiteStore:
             args.append(utc(until))
         return [event_from_row(r) for r in self.conn.execute(sql + " ORDER BY version", args)]
 
-    async def read_log(self, workspace: str, after: LogPosition, limit: int = 1000) -> LogPage:
-        return await self._run(self._read_log, workspace, after, limit)
+    async def read_log(
+        self,
+        workspace: str,
+        after: LogPosition,
+        limit: int = 1000,
+        *,
+        entity_types: Collection[str] | None = None,
+    ) -> LogPage:
+        return await self._run(self._read_log, workspace, after, limit, entity_types)
 
-    def _read_log(self, workspace: str, after: LogPosition, limit: int) -> LogPage:
+    def _read_log(
+        self,
+        workspace: str,
+        after: LogPosition,
+        limit: int,
+        entity_types: Collection[str] | None,
+    ) -> LogPage:
+        # Every tx is 0 here, so log order is seq order: a seq range, which the (workspace, tx,
+        # seq) index serves as one (a (tx, seq) row comparison would scan the whole log).
+        since = after.seq if after.tx == 0 else (-1 if after.tx < 0 else 1 << 62)
+        if entity_types is None:
+            rows = self.conn.execute(
+                f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace=? AND tx=0 "
+                "AND seq > ? ORDER BY seq LIMIT ?",
+                (workspace, since, limit),
+            ).fetchall()
+            return log_page(rows, after, limit, None)
+        # The newest event first: the filtered read stops there, so one appended meanwhile (by
+        # another process) is beyond the page's position and read next time.
+        head = self.conn.execute(
+            "SELECT max(seq) FROM events WHERE workspace=? AND tx=0", (workspace,)
+        ).fetchone()[0]
+        if head is None:
+            return LogPage(events=[], position=after)
+        types = sorted(entity_types)
         rows = self.conn.execute(
-            f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace=? AND (tx, seq) > (?, ?) "
-            "ORDER BY tx, seq LIMIT ?",
-            (workspace, after.tx, after.seq, limit),
+            f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace=? AND tx=0 AND seq > ? "
+            f"AND seq <= ? AND entity_type IN ({','.join('?' * len(types))}) "
+            "ORDER BY seq LIMIT ?",
+            (workspace, since, head, *types, limit),
         ).fetchall()
-        events = [event_from_row(r) for r in rows]
-        position = LogPosition(tx=events[-1].tx, seq=events[-1].seq) if events else after
-        return LogPage(events=events, position=position)
+        return log_page(rows, after, limit, LogPosition(tx=0, seq=head))
 
     async def get_state(
         self, workspace: str, entity_type: str, entity_id: str

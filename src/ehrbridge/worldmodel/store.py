@@ -6,7 +6,7 @@ Two adapters implement it, :mod:`ehrbridge.worldmodel.sqlite` (the embedded defa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -75,8 +75,19 @@ class EventLog(Protocol):
     ) -> list[Event]:
         """An entity's own events in order; with ``until``, those recorded by then."""
 
-    async def read_log(self, workspace: str, after: LogPosition, limit: int = 1000) -> LogPage:
-        """Events after ``after`` in log order; never skips one that commits later."""
+    async def read_log(
+        self,
+        workspace: str,
+        after: LogPosition,
+        limit: int = 1000,
+        *,
+        entity_types: Collection[str] | None = None,
+    ) -> LogPage:
+        """Events after ``after`` in log order; never skips one that commits later.
+
+        With ``entity_types``, only the events of those types, filtered by the database: a page
+        that is not full moves its position to the newest event the read looked past, so a
+        follower of a few types never reads the others' events again."""
 
 
 class StateStore(Protocol):
@@ -176,6 +187,18 @@ def _json(value: Any) -> Any:
 
 def _time(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def log_page(
+    rows: Sequence[Sequence[Any]], after: LogPosition, limit: int, head: LogPosition | None
+) -> LogPage:
+    """A page of :meth:`EventLog.read_log` from its rows; ``head`` (a filtered read's newest
+    event looked past) is the position of a page that is not full."""
+    events = [event_from_row(r) for r in rows]
+    position = LogPosition(tx=events[-1].tx, seq=events[-1].seq) if events else after
+    if head is not None and len(events) < limit:
+        position = max(position, head)
+    return LogPage(events=events, position=position)
 
 
 def event_from_row(row: Sequence[Any]) -> Event:
