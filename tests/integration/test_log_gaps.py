@@ -149,3 +149,76 @@ async def test_reader_does_not_skip_an_event_that_commits_late(
     # The reader's position never moved backwards.
     positions = [LogPosition(tx=e.tx, seq=e.seq) for e in reader.seen]
     assert positions == sorted(positions)
+
+
+async def store_append(pg: PostgresStore, entity_id: str) -> Event:
+    (result,) = await pg.append(
+        WS,
+        [
+            NewEvent(
+                workspace=WS,
+                entity_type="Patient",
+                entity_id=entity_id,
+                data={"language": "fr"},
+                source=Source(kind="voice", id="agent-1"),
+                confidence=0.5,
+                effective_at=T9,
+            )
+        ],
+    )
+    (event,) = result.events
+    return event
+
+
+@pytest.mark.parametrize("types", [None, frozenset({"Patient"})], ids=["all", "filtered"])
+async def test_a_long_transaction_that_writes_no_events_does_not_hold_the_reader_back(
+    pg: PostgresStore, types: frozenset[str] | None
+) -> None:
+    """A transaction elsewhere on the server (another table, an older transaction id) stays
+    open while events are appended: the reader still reads them."""
+    assert pg.schema is not None
+    reader = Reader(pg, types)
+    other = await connect(pg.schema)
+    try:
+        await other.execute("BEGIN")
+        await other.execute("CREATE TEMP TABLE busy (n int)")
+        await other.execute("INSERT INTO busy VALUES (1)")  # it has a transaction id now
+        first = await store_append(pg, "p1")
+        second = await store_append(pg, "p2")
+        await reader.catch_up()
+        assert [e.id for e in reader.seen] == [first.id, second.id]
+    finally:
+        await other.execute("ROLLBACK")
+        await other.close()
+
+
+async def test_a_writer_that_has_the_lock_but_no_transaction_id_yet_is_not_skipped(
+    pg: PostgresStore,
+) -> None:
+    """A writer takes the events table's lock before its transaction id: while it holds the lock
+    the reader reads what committed, and the writer's event, committed later, comes next."""
+    assert pg.schema is not None
+    reader = Reader(pg, None)
+    writer = await connect(pg.schema)
+    try:
+        await writer.execute("BEGIN")
+        await writer.execute("LOCK TABLE events IN ROW EXCLUSIVE MODE")
+        committed = await store_append(pg, "p1")
+        await reader.catch_up()
+        assert [e.id for e in reader.seen] == [committed.id]
+        cur = await writer.execute("SELECT nextval('events_seq')")
+        row = await cur.fetchone()
+        assert row is not None
+        late = raw_event(int(str(row[0])), "late")
+        await writer.execute(
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({','.join(['%s'] * 20)})",
+            event_row(late),
+        )
+        after = await store_append(pg, "p2")  # commits before the writer does
+        await reader.catch_up()
+        assert late.id not in {e.id for e in reader.seen}
+        await writer.execute("COMMIT")
+        await reader.catch_up()
+    finally:
+        await writer.close()
+    assert [e.id for e in reader.seen] == [committed.id, late.id, after.id]

@@ -2,8 +2,16 @@
 
 psycopg 3, async, pooled. An append locks the rows it touches (``FOR UPDATE``), so writers of
 different entities run in parallel. Every event row carries its transaction id; the log is read in
-(tx, seq) order and only below the oldest transaction still running, so a sequence value that
-commits late is never skipped by a reader that has moved on.
+(tx, seq) order and only below the oldest transaction that may still add events, so a sequence
+value that commits late is never skipped by a reader that has moved on.
+
+Which transactions may still add events: an append takes the ``events`` table's ROW EXCLUSIVE
+lock *before* its transaction id (as any ``INSERT`` does), so a writer either holds that lock now
+or gets an id above the current snapshot's ``xmax``. A reader (:meth:`PostgresStore._settled`)
+takes ``xmax`` and the ids of the lock's holders from ``pg_locks`` in one statement, then reads
+in a later one: every event below the smaller of the two has committed by then, or never will.
+Transactions that never touch ``events`` (other tables, other databases of the server) do not
+hold readers back, however long they run.
 """
 
 from __future__ import annotations
@@ -58,9 +66,15 @@ from ehrbridge.worldmodel.store import (
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK = 0x45485242  # advisory lock key: one migrator at a time
-#: an event whose transaction no running transaction precedes: every event before it in log
-#: order has committed (or never will), so a reader that stops here skips nothing
-_SETTLED = "tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+#: the next transaction id, and the (32-bit) ids of the transactions holding the events table's
+#: ROW EXCLUSIVE lock: the writers that may still add events (see the module's docstring)
+_WRITERS = (
+    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, array("
+    "SELECT x.transactionid::text::bigint FROM pg_locks l JOIN pg_locks x "
+    "ON x.virtualtransaction = l.virtualtransaction AND x.locktype = 'transactionid' "
+    "WHERE l.locktype = 'relation' AND l.relation = 'events'::regclass "
+    "AND l.mode = 'RowExclusiveLock')"
+)
 
 
 class PostgresStore:
@@ -148,6 +162,8 @@ class PostgresStore:
         items = list(items)
         try:
             async with self._pool.connection() as conn, conn.transaction():
+                # The table lock before the transaction id: log readers count on it.
+                await conn.execute("LOCK TABLE events IN ROW EXCLUSIVE MODE")
                 cur = await conn.execute("SELECT pg_current_xact_id()::text::bigint")
                 tx_row = await cur.fetchone()
                 assert tx_row is not None
@@ -315,6 +331,12 @@ class PostgresStore:
             args.append(until)
         return [event_from_row(r) for r in await self._rows(query + " ORDER BY version", args)]
 
+    async def _settled(self) -> int:
+        """A transaction id below which every event has committed or never will: the next id,
+        or the oldest id among the writers still holding the events table's lock."""
+        ((xmax, writers),) = await self._rows(_WRITERS, ())
+        return min([int(xmax), *(_widen(int(x), int(xmax)) for x in writers)])
+
     async def read_log(
         self,
         workspace: str,
@@ -326,16 +348,16 @@ class PostgresStore:
         if entity_types is None:
             rows = await self._rows(
                 f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s "
-                f"AND (tx, seq) > (%s, %s) AND {_SETTLED} ORDER BY tx, seq LIMIT %s",
-                (workspace, after.tx, after.seq, limit),
+                "AND (tx, seq) > (%s, %s) AND tx < %s ORDER BY tx, seq LIMIT %s",
+                (workspace, after.tx, after.seq, await self._settled(), limit),
             )
             return log_page(rows, after, limit, None)
         # The newest settled event first: every event up to it is settled, so the filtered
         # read up to it sees all of them; later ones are read next time.
         head = await self._rows(
-            f"SELECT tx, seq FROM events WHERE workspace = %s AND {_SETTLED} "
+            "SELECT tx, seq FROM events WHERE workspace = %s AND tx < %s "
             "ORDER BY tx DESC, seq DESC LIMIT 1",
-            (workspace,),
+            (workspace, await self._settled()),
         )
         if not head:
             return LogPage(events=[], position=after)
@@ -465,3 +487,17 @@ class PostgresStore:
                 return len(writes)
         except psycopg.Error as exc:
             raise StorageError(f"rebuild failed: {type(exc).__name__}") from exc
+
+
+def _widen(xid: int, near: int) -> int:
+    """The 64-bit transaction id (epoch and all) of the 32-bit ``xid`` closest to ``near``.
+
+    >>> _widen(7, (3 << 32) + 100), _widen(0xFFFFFFF0, (3 << 32) + 5)
+    (12884901895, 12884901872)
+    """
+    full = (near & ~0xFFFFFFFF) | xid
+    if full - near > 1 << 31:
+        full -= 1 << 32
+    elif near - full > 1 << 31:
+        full += 1 << 32
+    return full
