@@ -40,7 +40,7 @@ def index() -> SlotIndex:
     }.items():
         found = read_slot(slot_id, resource, 1.0)
         assert found is not None
-        idx.slots[slot_id] = found
+        idx.put_slot(found)
     return idx
 
 

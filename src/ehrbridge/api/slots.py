@@ -18,6 +18,7 @@ busy.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -133,6 +134,23 @@ class SlotIndex:
     #: held while a booking checks its slot and writes, in this process (across processes, a
     #: lease: :func:`ehrbridge.api.extracted.book_appointment`)
     booking: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the slots by (start, id), rebuilt after the slots change
+    _order: list[Slot] | None = None
+    _starts: list[datetime] = field(default_factory=list)
+
+    def put_slot(self, slot: Slot) -> None:
+        self.slots[slot.slot_id] = slot
+        self._order = None
+
+    def drop_slot(self, slot_id: str) -> None:
+        if self.slots.pop(slot_id, None) is not None:
+            self._order = None
+
+    def _by_start(self) -> tuple[list[Slot], list[datetime]]:
+        if self._order is None or len(self._order) != len(self.slots):
+            self._order = sorted(self.slots.values(), key=lambda s: (s.start, s.slot_id))
+            self._starts = [s.start for s in self._order]
+        return self._order, self._starts
 
     async def refresh(self, model: WorldModel) -> None:
         """Read the log from where the index stands; re-read changed Slots and Schedules."""
@@ -165,15 +183,15 @@ class SlotIndex:
         state = await model.state(entity_type, entity_id)
         resource = state.fields.get("resource") if state is not None else None
         if state is None or resource is None or not isinstance(resource.value, Mapping):
-            self.slots.pop(entity_id, None)
+            self.drop_slot(entity_id)
             self.schedules.pop(entity_id, None)
             return
         if entity_type == "Slot":
             slot = read_slot(entity_id, resource.value, resource.confidence)
             if slot is None:
-                self.slots.pop(entity_id, None)
+                self.drop_slot(entity_id)
             else:
-                self.slots[entity_id] = slot
+                self.put_slot(slot)
         else:
             self.schedules[entity_id] = read_schedule(resource.value)
 
@@ -217,9 +235,12 @@ class SlotIndex:
         """Free slots starting in the query's window that match its filters, soonest first;
         and whether more matched than its limit."""
         wanted_service = query.service_type.casefold() if query.service_type else None
-        found = []
-        for slot in self.slots.values():
-            if not (query.start <= slot.start < query.end) or not self.is_free(slot):
+        found: list[SlotView] = []
+        order, starts = self._by_start()
+        for slot in order[bisect_left(starts, query.start) :]:
+            if slot.start >= query.end or len(found) > query.limit:
+                break
+            if not self.is_free(slot):
                 continue
             view = self.view(slot)
             if query.practitioner_id and (
@@ -231,5 +252,4 @@ class SlotIndex:
             if wanted_service and wanted_service not in {s.casefold() for s in view.service_types}:
                 continue
             found.append(view)
-        found.sort(key=lambda v: (v.start, v.slot_id))
         return found[: query.limit], len(found) > query.limit
