@@ -62,6 +62,10 @@ MAX_DEFAULT_WORKERS = 4
 STOP_TIMEOUT = 30.0
 #: the kernel's queue of connections not yet accepted, per listening socket
 BACKLOG = 2048
+#: how long (seconds) a thread that wants the GIL waits before the running one must yield it.
+#: A server process has two busy threads, the event loop and the store's SQLite thread; at
+#: Python's 5 ms each hand-over can wait up to 5 ms, with a SQLite write lock held meanwhile.
+GIL_SWITCH_INTERVAL = 0.0005
 
 console = Console(stderr=True)
 logger = logging.getLogger(__name__)
@@ -180,6 +184,7 @@ def _worker(
 ) -> None:  # pragma: no cover (runs in a worker process; the acceptance tests start them)
     """A worker process: :func:`serve` on its socket, telling the supervisor when it listens."""
     configure_logging()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
     def listening() -> None:
         ready.send(os.getpid())
@@ -390,6 +395,7 @@ def serve_command(
     count = default_workers() if workers is None else workers
     try:
         if count == 1:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
             asyncio.run(
                 serve(
                     db, sock, max_body=max_body, prompt_budget=prompt_budget, on_listening=listening
