@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -379,3 +380,29 @@ def test_concurrent_writes_through_two_workers_all_land_and_are_audited(tmp_path
     assert event_ids <= logged  # every write landed
     assert len(audited) == total  # and each was audited once
     assert len(set(audited)) == total
+
+
+@needs_proc
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves the supervisor no chance to stop its workers: they stop themselves."""
+    db = tmp_path / "wm.db"
+    asyncio.run(_clinic(db))
+    process, _ = _start(db, "--workers", "2")
+    workers = _workers(process.pid)
+    assert len(workers) == 2
+    process.kill()
+    process.communicate(timeout=60)
+    for _ in range(600):  # a liveness bound, not a timing assertion
+        if not [pid for pid in workers if _alive(pid)]:
+            break
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

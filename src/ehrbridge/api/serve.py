@@ -26,6 +26,7 @@ duration, request id). Also runnable as ``python -m ehrbridge.api.serve``.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -66,6 +67,8 @@ BACKLOG = 2048
 #: A server process has two busy threads, the event loop and the store's SQLite thread; at
 #: Python's 5 ms each hand-over can wait up to 5 ms, with a SQLite write lock held meanwhile.
 GIL_SWITCH_INTERVAL = 0.0005
+#: prctl(2) option: the signal a process gets when its parent dies (Linux)
+PR_SET_PDEATHSIG = 1
 
 console = Console(stderr=True)
 logger = logging.getLogger(__name__)
@@ -181,8 +184,10 @@ def _worker(
     max_body: int,
     prompt_budget: int | None,
     ready: Connection,
+    supervisor: int,
 ) -> None:  # pragma: no cover (runs in a worker process; the acceptance tests start them)
     """A worker process: :func:`serve` on its socket, telling the supervisor when it listens."""
+    _stop_with_parent(supervisor)
     configure_logging()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
@@ -201,6 +206,18 @@ def _worker(
         sys.exit(2 if isinstance(exc, InvalidInput) else 1)
     finally:
         sock.close()
+
+
+def _stop_with_parent(supervisor: int) -> None:  # pragma: no cover (in a worker process)
+    """SIGTERM this worker when its supervisor dies, even by SIGKILL (Linux's parent-death
+    signal), so no orphan keeps serving the port; a no-op where prctl is missing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _prepare(db: str) -> None:
@@ -247,7 +264,7 @@ class Supervisor:
         receiver, sender = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_worker,
-            args=(self.db, worker.sock, self.max_body, self.prompt_budget, sender),
+            args=(self.db, worker.sock, self.max_body, self.prompt_budget, sender, os.getpid()),
             name="ehrbridge-api-worker",
         )
         process.start()
