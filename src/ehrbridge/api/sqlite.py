@@ -94,6 +94,14 @@ class SQLiteSecurityStore:
         except sqlite3.Error as exc:
             raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
 
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in one write transaction (the store's writer turn, see
+        :meth:`SQLiteStore.writing`)."""
+        try:
+            return await self.store.transaction(fn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
+
     # --- keys -------------------------------------------------------------------------------
 
     async def create_key(
@@ -125,7 +133,7 @@ class SQLiteSecurityStore:
             if audit is not None:
                 insert_sqlite(conn, audit(key))
 
-        await self._call(_transaction(work))
+        await self._write(work)
         return issued.secret, key
 
     async def authenticate(self, secret: str) -> Principal | None:
@@ -171,7 +179,7 @@ class SQLiteSecurityStore:
                 insert_sqlite(conn, audit(cur.rowcount > 0))
             return cur.rowcount > 0
 
-        revoked: bool = await self._call(_transaction(work))
+        revoked: bool = await self._write(work)
         self.cache.drop(key_id)
         return revoked
 
@@ -216,14 +224,14 @@ class SQLiteSecurityStore:
         """One transaction for the whole batch; if it fails, each caller's rows on their own,
         so one caller's bad rows never fail another's."""
         try:
-            await self._call(_insert_audit([row for rows, _ in batch for row in rows]))
+            await self._write(_insert_audit([row for rows, _ in batch for row in rows]))
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], exc)
                 return
             for rows, waiter in batch:
                 try:
-                    await self._call(_insert_audit(rows))
+                    await self._write(_insert_audit(rows))
                 except Exception as alone:
                     _settle(waiter, alone)
                 else:
@@ -273,22 +281,6 @@ class SQLiteSecurityStore:
 def _insert_audit(rows: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
     def work(conn: sqlite3.Connection) -> None:
         conn.executemany(SQLITE_INSERT, rows)
-
-    return _transaction(work)
-
-
-def _transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
-    """``fn`` in one ``BEGIN IMMEDIATE`` transaction."""
-
-    def work(conn: sqlite3.Connection) -> T:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return result
 
     return work
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -46,6 +46,9 @@ def _outcome(row: Any) -> PollOutcome:
     )
 
 
+T = TypeVar("T")
+
+
 class SQLiteRunnerStore:
     """Leases, cursors and poll outcomes in the world model's SQLite file."""
 
@@ -60,14 +63,11 @@ class SQLiteRunnerStore:
         now = self.clock()
 
         def work(conn: sqlite3.Connection) -> Any:
-            return _in_transaction(
-                conn,
-                lambda: conn.execute(
-                    _ACQUIRE, (workspace, name, holder, utc(now + ttl), utc(now))
-                ).fetchone(),
-            )
+            return conn.execute(
+                _ACQUIRE, (workspace, name, holder, utc(now + ttl), utc(now))
+            ).fetchone()
 
-        row = await self.store.call(work)
+        row = await self._write(work)
         if row is None:
             return None
         return Lease(name=name, holder=row[0], expires_at=datetime.fromisoformat(row[1]))
@@ -80,7 +80,8 @@ class SQLiteRunnerStore:
             )
             return cur.rowcount > 0
 
-        return await self.store.call(work)
+        released: bool = await self._write(work)
+        return released
 
     async def holder(self, workspace: str, name: str) -> Lease | None:
         now = utc(self.clock())
@@ -121,7 +122,7 @@ class SQLiteRunnerStore:
                 (workspace, source, resource_type, cursor, now),
             )
 
-        await self.store.call(work)
+        await self._write(work)
 
     async def record_outcome(self, outcome: PollOutcome) -> None:
         o = outcome
@@ -143,7 +144,7 @@ class SQLiteRunnerStore:
                 f"INSERT INTO poll_outcomes ({_OUTCOME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", row
             )
 
-        await self.store.call(work)
+        await self._write(work)
 
     async def recent_outcomes(
         self, workspace: str, source: str | None = None, limit: int = 50
@@ -179,32 +180,20 @@ class SQLiteRunnerStore:
         rows = [(workspace, source, resource_type, rid, token) for rid, token in tokens.items()]
 
         def work(conn: sqlite3.Connection) -> None:
-            _in_transaction(
-                conn,
-                lambda: conn.executemany(
-                    "INSERT INTO record_versions VALUES (?, ?, ?, ?, ?) ON CONFLICT "
-                    "(workspace, source, resource_type, record_id) "
-                    "DO UPDATE SET token = excluded.token",
-                    rows,
-                ),
+            conn.executemany(
+                "INSERT INTO record_versions VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                "(workspace, source, resource_type, record_id) "
+                "DO UPDATE SET token = excluded.token",
+                rows,
             )
 
         if rows:
-            await self.store.call(work)
+            await self._write(work)
 
-
-def _in_transaction(conn: sqlite3.Connection, step: Callable[[], Any]) -> Any:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot start a write: {exc}") from exc
-    try:
-        result = step()
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        conn.execute("ROLLBACK")
-        raise StorageError(f"runner storage failed: {type(exc).__name__}") from exc
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return result
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in one write transaction (the store's writer turn, see
+        :meth:`SQLiteStore.writing`)."""
+        try:
+            return await self.store.transaction(fn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"runner storage failed: {type(exc).__name__}") from exc
