@@ -1,15 +1,18 @@
 """``python -m bench.sqlite_writers [--processes P] [--writes W] [--hold-ms H]``.
 
 How long a write waits for its turn when several processes write to one SQLite file, as
-``ehrbridge serve --workers``, runners and the command line do. Each of P processes (default 3)
-opens the store (``SQLiteStore``) on one file and runs W write transactions (default 300) through
-``SQLiteStore.transaction``: seven 200-byte rows and about H ms of work inside the transaction
-(default 1 ms, like an append's planning), then a 0.5 ms pause.
+``ehrbridge serve --workers``, runners and the command line do. Every process opens the store
+(``SQLiteStore``) on one file and runs write transactions through ``SQLiteStore.transaction``:
+seven 200-byte rows and some CPU work inside the transaction. Each metric's value is with the
+writers queueing on the lock file (the store as shipped); its baseline is the same run when they
+do not take it and only SQLite's busy wait (sleeps of 1, 2, 5, 10 ... 100 ms) separates them.
 
-- ``sqlite_write_p50`` / ``_p99`` (ms): the time of one such transaction, waiting included, with
-  the writers queueing on the lock file (the store as shipped). Baseline: the same transactions
-  when the writers do not take the lock file and only SQLite's busy wait (which sleeps in steps
-  of 1, 2, 5, 10 ... 100 ms) separates them.
+- ``sqlite_write_p50`` / ``_p99`` (ms), *even*: P processes (default 3), W transactions each
+  (default 300) of about H ms (default 1 ms, like an append's planning), 0.5 ms apart.
+- ``sqlite_short_write_p99`` / ``_max`` (ms), *bulk*: one process writes 60 transactions of
+  50 ms back to back (an import), another 300 of 1 ms, 5 ms apart (the API): the short writer's
+  times. With the busy wait alone the bulk writer can take the lock again and again before the
+  sleeping short writer wakes.
 
 JSON lines on stdout (``bench/report.py``), progress on stderr.
 """
@@ -38,7 +41,9 @@ def busy(hold_ms: float) -> None:
         pass
 
 
-async def writer(path: Path, writes: int, hold_ms: float, lock_file: bool) -> list[float]:
+async def writer(
+    path: Path, writes: int, hold_ms: float, pause: float, lock_file: bool
+) -> list[float]:
     store = await SQLiteStore.open(path)
     if not lock_file and store._writer_lock is not None:  # SQLite's busy wait alone
         os.close(store._writer_lock)
@@ -54,32 +59,38 @@ async def writer(path: Path, writes: int, hold_ms: float, lock_file: bool) -> li
             started = time.perf_counter()
             await store.transaction(work)
             samples.append((time.perf_counter() - started) * 1000)
-            await asyncio.sleep(0.0005)
+            await asyncio.sleep(pause)
     finally:
         await store.close()
     return samples
 
 
+#: one writer process: (transactions, ms of work in each, seconds between them)
+Writer = tuple[int, float, float]
+
+
 def process(
-    path: Path, writes: int, hold_ms: float, lock_file: bool, out: Queue[list[float]]
+    path: Path, spec: Writer, lock_file: bool, out: Queue[tuple[Writer, list[float]]]
 ) -> None:
-    out.put(asyncio.run(writer(path, writes, hold_ms, lock_file)))
+    writes, hold_ms, pause = spec
+    out.put((spec, asyncio.run(writer(path, writes, hold_ms, pause, lock_file))))
 
 
-def run(folder: Path, processes: int, writes: int, hold_ms: float, lock_file: bool) -> list[float]:
-    path = folder / f"writers-{'lock' if lock_file else 'busy'}.db"
+def run(folder: Path, name: str, specs: list[Writer], lock_file: bool) -> dict[Writer, list[float]]:
+    """Each writer's transaction times (by its spec)."""
+    path = folder / f"{name}-{'lock' if lock_file else 'busy'}.db"
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("CREATE TABLE bench_rows (id INTEGER PRIMARY KEY, body TEXT)")
     context = multiprocessing.get_context("spawn")
-    out: Queue[list[float]] = context.Queue()
-    workers = [
-        context.Process(target=process, args=(path, writes, hold_ms, lock_file, out))
-        for _ in range(processes)
-    ]
+    out: Queue[tuple[Writer, list[float]]] = context.Queue()
+    workers = [context.Process(target=process, args=(path, spec, lock_file, out)) for spec in specs]
     for worker in workers:
         worker.start()
-    samples = [sample for _ in workers for sample in out.get()]
+    samples: dict[Writer, list[float]] = {}
+    for _ in workers:
+        spec, times = out.get()
+        samples.setdefault(spec, []).extend(times)
     for worker in workers:
         worker.join()
     return samples
@@ -92,21 +103,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-ms", type=float, default=1.0)
     args = parser.parse_args(argv)
     emit(machine())
+    even: list[Writer] = [(args.writes, args.hold_ms, 0.0005)] * args.processes
+    short: Writer = (300, 1.0, 0.005)
+    bulk: list[Writer] = [(60, 50.0, 0.0), short]
+    results: dict[tuple[str, bool], dict[Writer, list[float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        progress("busy wait alone (baseline)")
-        baseline = run(Path(folder), args.processes, args.writes, args.hold_ms, lock_file=False)
-        progress("writers queueing on the lock file")
-        queued = run(Path(folder), args.processes, args.writes, args.hold_ms, lock_file=True)
+        for name, specs in (("even", even), ("bulk", bulk)):
+            for lock_file in (False, True):
+                progress(f"{name}: {'the lock file' if lock_file else 'the busy wait alone'}")
+                results[(name, lock_file)] = run(Path(folder), name, specs, lock_file)
+
+    def metric(name: str, value: float, baseline: float) -> None:
+        emit(Metric(metric=name, value=value, unit="ms", baseline=baseline, backend="sqlite"))
+
+    queued, alone = (
+        [t for times in results[("even", lock)].values() for t in times] for lock in (True, False)
+    )
     for pct in (50, 99):
-        emit(
-            Metric(
-                metric=f"sqlite_write_p{pct}",
-                value=percentile(queued, pct),
-                unit="ms",
-                baseline=percentile(baseline, pct),
-                backend="sqlite",
-            )
-        )
+        metric(f"sqlite_write_p{pct}", percentile(queued, pct), percentile(alone, pct))
+    queued, alone = (results[("bulk", lf)][short] for lf in (True, False))
+    metric("sqlite_short_write_p99", percentile(queued, 99), percentile(alone, 99))
+    metric("sqlite_short_write_max", max(queued), max(alone))
     return 0
 
 
