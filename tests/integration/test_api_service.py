@@ -584,6 +584,16 @@ async def test_two_servers_booking_one_slot_at_once_book_it_once(
     assert all(isinstance(r, SlotUnavailable) for r in results if r not in booked)
 
 
+async def test_a_server_builds_the_slot_indexes_ahead(clinic: Clinic) -> None:
+    """What ``ehrbridge serve`` does as it starts: every workspace's slots indexed, so the first
+    search needs only what was written since; nothing is audited (no patient data is read)."""
+    service = clinic.service
+    assert await service.warm_slots([WS, OTHER]) == 6  # the clinic's slots; the rival has none
+    week = SlotSearch(start=DEC_1, end=DEC_1 + timedelta(days=7))
+    assert (await service.search_slots(clinic.agent(), week)).items
+    assert [e.action for e in await clinic.audit.all()] == ["slots.search"] * 3
+
+
 async def test_booking_without_a_slot_and_its_checks(clinic: Clinic) -> None:
     svc, agent = clinic.service, clinic.agent()
     start = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)

@@ -33,6 +33,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -53,6 +54,7 @@ from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
 
 if TYPE_CHECKING:
     from ehrbridge.api.service import AgentService
+    from ehrbridge.worldmodel.store import Store
 
 #: where the MCP endpoint is mounted
 MCP_PATH = "/mcp"
@@ -173,9 +175,31 @@ async def serve(
         app = create_app(
             service, security, max_body_bytes=max_body, mounts=mcp_mounts(service, security)
         )
-        await _Server(uvicorn_config(app), on_listening).serve(sockets=[sock])
+        warming: set[asyncio.Task[None]] = set()
+
+        def listening() -> None:
+            on_listening()
+            task = asyncio.get_running_loop().create_task(_warm(service, store))
+            warming.add(task)
+            task.add_done_callback(warming.discard)
+
+        await _Server(uvicorn_config(app), listening).serve(sockets=[sock])
+        for task in warming:
+            task.cancel()
     finally:
         await store.close()
+
+
+async def _warm(service: AgentService, store: Store) -> None:
+    """Build the slot indexes in the background once the server listens (a failure is logged,
+    and the first search builds them instead)."""
+    try:
+        started = time.perf_counter()
+        slots = await service.warm_slots(await store.workspaces())
+        elapsed = time.perf_counter() - started
+        logger.info("slot index ready: %d slots (%.1f s)", slots, elapsed)
+    except Exception as exc:  # a background task: never the server's end, never a value logged
+        logger.warning("slot index not built ahead: %s", type(exc).__name__)
 
 
 def _worker(

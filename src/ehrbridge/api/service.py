@@ -21,7 +21,7 @@ crash can leave a write without its audit record.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -256,6 +256,17 @@ class AgentService:
 
     def _slot_index(self, workspace: str) -> SlotIndex:
         return self._slots.setdefault(workspace, SlotIndex())
+
+    async def warm_slots(self, workspaces: Iterable[str]) -> int:
+        """Build the slot index of each workspace now (a server does it as it starts), so no
+        caller's first slot search waits for it; the slots indexed. Not audited: it reads no
+        patient data and returns none."""
+        indexed = 0
+        for workspace in workspaces:
+            index = self._slot_index(workspace)
+            await index.refresh(self._models(workspace))
+            indexed += len(index.slots)
+        return indexed
 
     # --- ambient -----------------------------------------------------------------------------
 
