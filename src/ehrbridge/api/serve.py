@@ -100,21 +100,6 @@ def default_workers() -> int:
     return max(1, min(cpus, MAX_DEFAULT_WORKERS))
 
 
-def bind_shared(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``: one per worker, the kernel
-    spreading new connections over them. Named TCP for ``TCP_NODELAY``, as :func:`bind`."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def url_of(sock: socket.socket, host: str) -> str:
     """The base URL a client uses for the bound ``sock``."""
     port = sock.getsockname()[1]
@@ -478,7 +463,7 @@ def _shared_sockets(probe: socket.socket, host: str, count: int) -> list[socket.
     shared: list[socket.socket] = []
     try:
         for _ in range(count):
-            sock = bind_shared(host, port)
+            sock = bind(host, port, reuse_port=True)
             shared.append(sock)
             sock.listen(BACKLOG)
     except OSError as exc:
