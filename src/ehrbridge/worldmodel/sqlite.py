@@ -118,9 +118,14 @@ class SQLiteStore:
             conn.execute("PRAGMA foreign_keys=ON")
             self._conn = conn
             if self.path not in ("", ":memory:") and fcntl is not None:
-                self._writer_lock = os.open(f"{self.path}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+                # as SQLite does for -wal and -shm: whoever may write the file may take a turn
+                mode = os.stat(self.path).st_mode & 0o666
+                self._writer_lock = os.open(f"{self.path}-writer", os.O_RDWR | os.O_CREAT, mode)
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
+            if self._writer_lock is not None:
+                os.close(self._writer_lock)
+                self._writer_lock = None
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
 
     def _migrate(self) -> None:
