@@ -129,7 +129,8 @@ def test_serves_the_api_and_mcp_until_sigterm(server: Server) -> None:
         assert planted not in logged
     assert "POST /v1/ambient/context 200" in logged
     assert "POST /mcp 200" in logged
-    assert "slot index ready: 0 slots" in logged  # built as the server started
+    # built as the server started (or, on a very slow machine, stopped by the SIGTERM first)
+    assert "slot index ready: 0 slots" in logged or "slot index not built ahead: the" in logged
 
 
 def test_the_command_offers_its_options_and_reports_a_busy_port(tmp_path: Path) -> None:

@@ -183,6 +183,9 @@ async def _warm(service: AgentService, store: Store) -> None:
         slots = await service.warm_slots(await store.workspaces())
         elapsed = time.perf_counter() - started
         logger.info("slot index ready: %d slots (%.1f s)", slots, elapsed)
+    except asyncio.CancelledError:
+        logger.info("slot index not built ahead: the server stopped first")
+        raise
     except Exception as exc:  # a background task: never the server's end, never a value logged
         logger.warning("slot index not built ahead: %s", type(exc).__name__)
 
