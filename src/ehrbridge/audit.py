@@ -75,6 +75,24 @@ def check_audit_entries(entries: Sequence[AuditEntry]) -> None:
             raise InvalidInput("an audit entry's time must carry a time zone")
 
 
+def audit_select(
+    mark: str, workspace: str, filters: Sequence[tuple[str, Any]], limit: int
+) -> tuple[str, list[Any]]:
+    """The audit trail query of both backends, newest first: ``workspace``, and each of the
+    ``filters`` (``("at >=", since)``, ``("key_id =", key)``, ...) whose value is not None, with
+    ``mark`` (``?`` or ``%s``) as the placeholder; the SQL and its arguments."""
+    where, args = [f"workspace = {mark}"], [workspace]
+    for clause, value in filters:
+        if value is not None:
+            where.append(f"{clause} {mark}")
+            args.append(value)
+    query = (
+        f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
+        f"ORDER BY at DESC, id DESC LIMIT {mark}"
+    )
+    return query, [*args, limit]
+
+
 def insert_sqlite(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
     """Insert ``entries`` in the transaction open on ``conn``."""
     check_audit_entries(entries)

@@ -26,7 +26,7 @@ from ehrbridge.api.storage import (
     check_query,
     new_stored_key,
 )
-from ehrbridge.audit import AUDIT_COLUMNS, check_audit_entries, insert_postgres
+from ehrbridge.audit import audit_select, check_audit_entries, insert_postgres
 from ehrbridge.errors import StorageError
 from ehrbridge.worldmodel.postgres import PostgresStore
 
@@ -163,25 +163,15 @@ class PostgresSecurityStore:
         limit: int = 100,
     ) -> list[AuditEntry]:
         check_query(since, until, limit)
-        where = ["workspace = %s"]
-        args: list[Any] = [workspace]
-        for clause, value in (
-            ("at >= %s", since),
-            ("at < %s", until),
-            ("key_id = %s", key_id),
-            ("action = %s", action),
-            ("entity_type = %s", entity_type),
-            ("entity_id = %s", entity_id),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        args.append(limit)
-        rows = await self._fetch(
-            f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
-            "ORDER BY at DESC, id DESC LIMIT %s",
-            args,
-        )
+        filters = [
+            ("at >=", since),
+            ("at <", until),
+            ("key_id =", key_id),
+            ("action =", action),
+            ("entity_type =", entity_type),
+            ("entity_id =", entity_id),
+        ]
+        rows = await self._fetch(*audit_select("%s", workspace, filters, limit))
         return [
             AuditEntry(
                 workspace=r[0],

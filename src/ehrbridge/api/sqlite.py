@@ -31,8 +31,8 @@ from ehrbridge.api.storage import (
     new_stored_key,
 )
 from ehrbridge.audit import (
-    AUDIT_COLUMNS,
     SQLITE_INSERT,
+    audit_select,
     check_audit_entries,
     insert_sqlite,
     sqlite_row,
@@ -253,24 +253,15 @@ class SQLiteSecurityStore:
         limit: int = 100,
     ) -> list[AuditEntry]:
         check_query(since, until, limit)
-        where = ["workspace = ?"]
-        args: list[Any] = [workspace]
-        for clause, value in (
-            ("at >= ?", None if since is None else utc(since)),
-            ("at < ?", None if until is None else utc(until)),
-            ("key_id = ?", key_id),
-            ("action = ?", action),
-            ("entity_type = ?", entity_type),
-            ("entity_id = ?", entity_id),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        query = (
-            f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
-            "ORDER BY at DESC, id DESC LIMIT ?"
-        )
-        args.append(limit)
+        filters = [
+            ("at >=", None if since is None else utc(since)),
+            ("at <", None if until is None else utc(until)),
+            ("key_id =", key_id),
+            ("action =", action),
+            ("entity_type =", entity_type),
+            ("entity_id =", entity_id),
+        ]
+        query, args = audit_select("?", workspace, filters, limit)
 
         def work(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(query, args).fetchall()
