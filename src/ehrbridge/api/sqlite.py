@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -41,7 +41,8 @@ from ehrbridge.errors import StorageError
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import utc
 
-T = TypeVar("T")
+#: what a failed read or write says
+_FAILED = "security storage failed"
 
 _KEY_COLUMNS = "key_id, workspace, role, name, write_types, created_at, revoked_at"
 
@@ -92,15 +93,7 @@ class SQLiteSecurityStore:
         try:
             return await self.store.call(fn)
         except sqlite3.Error as exc:
-            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn`` in one write transaction (the store's writer turn, see
-        :meth:`SQLiteStore.writing`)."""
-        try:
-            return await self.store.transaction(fn)
-        except sqlite3.Error as exc:
-            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
+            raise StorageError(f"{_FAILED}: {type(exc).__name__}") from exc
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -133,7 +126,7 @@ class SQLiteSecurityStore:
             if audit is not None:
                 insert_sqlite(conn, audit(key))
 
-        await self._write(work)
+        await self.store.transaction(work, failure=_FAILED)
         return issued.secret, key
 
     async def authenticate(self, secret: str) -> Principal | None:
@@ -179,7 +172,7 @@ class SQLiteSecurityStore:
                 insert_sqlite(conn, audit(cur.rowcount > 0))
             return cur.rowcount > 0
 
-        revoked: bool = await self._write(work)
+        revoked: bool = await self.store.transaction(work, failure=_FAILED)
         self.cache.drop(key_id)
         return revoked
 
@@ -224,14 +217,16 @@ class SQLiteSecurityStore:
         """One transaction for the whole batch; if it fails, each caller's rows on their own,
         so one caller's bad rows never fail another's."""
         try:
-            await self._write(_insert_audit([row for rows, _ in batch for row in rows]))
+            await self.store.transaction(
+                _insert_audit([row for rows, _ in batch for row in rows]), failure=_FAILED
+            )
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], exc)
                 return
             for rows, waiter in batch:
                 try:
-                    await self._write(_insert_audit(rows))
+                    await self.store.transaction(_insert_audit(rows), failure=_FAILED)
                 except Exception as alone:
                     _settle(waiter, alone)
                 else:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from ehrbridge.errors import StorageError
 from ehrbridge.runner.storage import Lease, PollOutcome
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import utc
@@ -46,7 +45,8 @@ def _outcome(row: Any) -> PollOutcome:
     )
 
 
-T = TypeVar("T")
+#: what a failed write says
+_FAILED = "runner storage failed"
 
 
 class SQLiteRunnerStore:
@@ -67,7 +67,7 @@ class SQLiteRunnerStore:
                 _ACQUIRE, (workspace, name, holder, utc(now + ttl), utc(now))
             ).fetchone()
 
-        row = await self._write(work)
+        row = await self.store.transaction(work, failure=_FAILED)
         if row is None:
             return None
         return Lease(name=name, holder=row[0], expires_at=datetime.fromisoformat(row[1]))
@@ -80,7 +80,7 @@ class SQLiteRunnerStore:
             )
             return cur.rowcount > 0
 
-        released: bool = await self._write(work)
+        released: bool = await self.store.transaction(work, failure=_FAILED)
         return released
 
     async def holder(self, workspace: str, name: str) -> Lease | None:
@@ -122,7 +122,7 @@ class SQLiteRunnerStore:
                 (workspace, source, resource_type, cursor, now),
             )
 
-        await self._write(work)
+        await self.store.transaction(work, failure=_FAILED)
 
     async def record_outcome(self, outcome: PollOutcome) -> None:
         o = outcome
@@ -144,7 +144,7 @@ class SQLiteRunnerStore:
                 f"INSERT INTO poll_outcomes ({_OUTCOME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", row
             )
 
-        await self._write(work)
+        await self.store.transaction(work, failure=_FAILED)
 
     async def recent_outcomes(
         self, workspace: str, source: str | None = None, limit: int = 50
@@ -188,12 +188,4 @@ class SQLiteRunnerStore:
             )
 
         if rows:
-            await self._write(work)
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn`` in one write transaction (the store's writer turn, see
-        :meth:`SQLiteStore.writing`)."""
-        try:
-            return await self.store.transaction(fn)
-        except sqlite3.Error as exc:
-            raise StorageError(f"runner storage failed: {type(exc).__name__}") from exc
+            await self.store.transaction(work, failure=_FAILED)

@@ -179,15 +179,21 @@ class SQLiteStore:
                 assert fcntl is not None
                 fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
 
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def transaction(
+        self, fn: Callable[[sqlite3.Connection], T], *, failure: str = "write failed"
+    ) -> T:
         """Run ``fn`` in one write transaction (:meth:`writing`) on the store's thread (for
-        adapters that share the database)."""
+        adapters that share the database); a SQLite error becomes a :class:`StorageError`
+        saying ``failure`` and the error's kind (never its message, which may quote values)."""
 
         def work() -> T:
             with self.writing() as conn:
                 return fn(conn)
 
-        return await self._run(work)
+        try:
+            return await self._run(work)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{failure}: {type(exc).__name__}") from exc
 
     @contextmanager
     def _write(self, items: Sequence[Submission] = ()) -> Iterator[sqlite3.Connection]:
