@@ -9,12 +9,23 @@ Memory stays bounded: NDJSON is read a line at a time (a line longer than
 :data:`MAX_LINE_BYTES` is reported and skipped without being held), and a Bundle file, which must
 be parsed whole, is refused above :data:`MAX_BUNDLE_BYTES` with a message that says to use NDJSON.
 A file that cannot be read at all becomes a unit with a file-level ``error`` and no entries.
+
+What the world model cannot store is refused here, as that entry's error naming where: a resource
+nested deeper than :data:`MAX_DEPTH`, a NUL character (``\\u0000``) or a lone surrogate in any
+text. A UTF-8 byte-order mark at the start of a file is skipped. Positions are 1-based:
+``entry[0]`` is a Bundle's first entry, ``line 3`` the file's third line (blank lines counted).
+
+A file holds each record (resource type and id) once: a later entry with the same record and the
+same content is imported once, quietly; with different content it fails, naming the first copy's
+position (so which one is right is never chosen silently). The first copy is imported, except in
+a transaction, which then fails whole (FHIR: a transaction's entries may not overlap).
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +33,16 @@ from typing import IO, Any, Literal, cast
 
 import orjson
 
+from ehrbridge.worldmodel.canonical import Location, path_text, text_problem
+
+#: The deepest a resource may nest (objects and arrays, the resource itself being level 1): a
+#: few levels under what the world model stores (:data:`ehrbridge.worldmodel.canonical.MAX_DEPTH`),
+#: for the levels mapping adds. FHIR resources nest about 10 levels; a Questionnaire's items a few
+#: more each.
+MAX_DEPTH = 100
+#: Records remembered per NDJSON file to find duplicates; past this, the rest of the file is not
+#: checked (about 150 bytes each).
+MAX_TRACKED = 1_000_000
 #: The largest Bundle file read (uncompressed): a Bundle is parsed whole, NDJSON is streamed.
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 #: The longest NDJSON line (one resource) read.
@@ -32,6 +53,9 @@ CHUNK = 500
 UnitKind = Literal["transaction", "batch", "collection", "searchset", "ndjson"]
 BUNDLE_TYPES: frozenset[str] = frozenset({"transaction", "batch", "collection", "searchset"})
 _NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+_BOM = b"\xef\xbb\xbf"
+#: orjson's position at the end of its messages: about the line parsed, not the file's line
+_JSON_AT = re.compile(r": line (\d+) column (\d+) \(char \d+\)$")
 _JSON_SUFFIXES = (".json",)
 
 
@@ -44,6 +68,7 @@ class Entry:
     full_url: str | None = None  #: the Bundle entry's ``fullUrl``
     request: dict[str, Any] | None = None  #: the Bundle entry's ``request`` (method, url, ...)
     error: str | None = None  #: why the entry is unusable (then ``resource`` is None)
+    resource_type: str = ""  #: for an unusable entry, its resource's type when known
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,10 +150,11 @@ def read_ndjson(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
         yield Unit(file=name, kind="ndjson", error=f"cannot read: {_reason(exc)}")
         return
     entries: list[Entry] = []
+    seen = _Seen()
     try:
         with stream, raw:
             for number, line in _lines(stream):
-                entry = _ndjson_entry(number, line)
+                entry = _ndjson_entry(number, line, seen)
                 if entry is not None:
                     entries.append(entry)
                 if len(entries) >= chunk:
@@ -148,6 +174,8 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
         if not line:
             return
         number += 1
+        if number == 1:
+            line = line.removeprefix(_BOM)
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
             while (rest := stream.readline(io.DEFAULT_BUFFER_SIZE * 16)) and not rest.endswith(
                 b"\n"
@@ -158,7 +186,7 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
         yield number, line
 
 
-def _ndjson_entry(number: int, line: bytes | None) -> Entry | None:
+def _ndjson_entry(number: int, line: bytes | None, seen: _Seen) -> Entry | None:
     position = f"line {number}"
     if line is None:
         return Entry(position=position, error=f"longer than {MAX_LINE_BYTES} bytes")
@@ -167,16 +195,113 @@ def _ndjson_entry(number: int, line: bytes | None) -> Entry | None:
     try:
         resource = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        return Entry(position=position, error=f"not JSON: {exc}")
-    return _resource_entry(position, resource, None)
+        return Entry(position=position, error=_not_json(exc, line=False))
+    entry = _resource_entry(position, resource, None, texts=b"\\u0000" in line)
+    return seen.check(entry)
 
 
-def _resource_entry(position: str, resource: object, full_url: str | None) -> Entry:
+def _not_json(exc: orjson.JSONDecodeError, *, line: bool) -> str:
+    """orjson's message, its position made the file's: for an NDJSON line (``line=False``) the
+    column only, since orjson counts lines of the text it was given, which is one line."""
+    message = str(exc)
+    if "not valid UTF-8" in message:
+        return "not JSON: not UTF-8 text"
+    at = _JSON_AT.search(message)
+    if at is None or line:
+        return f"not JSON: {message}"
+    return f"not JSON at column {at.group(2)}: {message[: at.start()]}"
+
+
+def _resource_entry(
+    position: str, resource: object, full_url: str | None, *, texts: bool = True
+) -> Entry:
+    """The entry of a parsed resource, or why it is unusable; ``texts`` when its strings may
+    hold a NUL (its JSON has a ``\\u0000``), so they are looked at."""
     if not isinstance(resource, dict):
         return Entry(position=position, error="not a JSON object")
-    if not isinstance(resource.get("resourceType"), str) or not resource["resourceType"]:
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
         return Entry(position=position, error="resourceType: missing")
+    problem = _unstorable(resource, texts=texts)
+    if problem is not None:
+        where, what = problem
+        known = resource_type if text_problem(resource_type) is None else ""
+        at = path_text(where)
+        return Entry(
+            position=position,
+            error=f"{known or 'resource'}{'' if at[:1] == '[' else '.'}{at}: {what}",
+            resource_type=known,
+        )
     return Entry(position=position, resource=resource, full_url=full_url)
+
+
+def _unstorable(resource: dict[str, Any], *, texts: bool) -> tuple[Location, str] | None:
+    """Where ``resource`` nests deeper than :data:`MAX_DEPTH` or (``texts``) holds a text no
+    store can (a NUL, a lone surrogate), and what; None when it is fine."""
+    deep = _deeper_than(resource, MAX_DEPTH)
+    if not deep and not texts:
+        return None
+    return _locate(resource, 1, texts)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for item in node.values() if isinstance(node, dict) else node:
+            if isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+    return False
+
+
+def _locate(node: Any, depth: int, texts: bool) -> tuple[Location, str] | None:
+    """The first problem under ``node`` in document order (recursion stops at the limit)."""
+    if depth > MAX_DEPTH:
+        return (), f"nested deeper than {MAX_DEPTH} levels (the most a resource may nest)"
+    pairs = node.items() if isinstance(node, dict) else enumerate(node)
+    for step, value in pairs:
+        if texts and isinstance(step, str) and (problem := text_problem(step)) is not None:
+            return (step,), f"a key: {problem}"
+        if isinstance(value, str):
+            if texts and (problem := text_problem(value)) is not None:
+                return (step,), problem
+        elif isinstance(value, dict | list) and (found := _locate(value, depth + 1, texts)):
+            return (step, *found[0]), found[1]
+    return None
+
+
+class _Seen:
+    """The records of one file so far, to find a record given twice (see the module)."""
+
+    def __init__(self, *, transaction: bool = False) -> None:
+        self.transaction = transaction
+        #: hash of (type, id) -> (position, hash of the resource's sorted JSON)
+        self._seen: dict[int, tuple[str, int]] = {}
+
+    def check(self, entry: Entry) -> Entry:
+        """``entry``, or an error entry when its record came earlier with other content."""
+        if entry.resource is None or len(self._seen) >= MAX_TRACKED:
+            return entry
+        record = (str(entry.resource["resourceType"]), entry_id(entry))
+        if not record[1]:
+            return entry
+        content = hash(orjson.dumps(entry.resource, option=orjson.OPT_SORT_KEYS))
+        first = self._seen.setdefault(hash(record), (entry.position, content))
+        if first[0] == entry.position or first[1] == content:
+            return entry
+        rule = (
+            "a transaction may hold a record once"
+            if self.transaction
+            else "only the first copy is imported"
+        )
+        return Entry(
+            position=entry.position,
+            full_url=entry.full_url,
+            error=f"{record[0]}/{record[1]} is also at {first[0]}, with different content: {rule}",
+            resource_type=record[0],
+        )
 
 
 def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
@@ -185,7 +310,7 @@ def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
     try:
         stream, handle = _open(path)
         with stream, handle:
-            raw = stream.read(MAX_BUNDLE_BYTES + 1)
+            raw = stream.read(MAX_BUNDLE_BYTES + 1).removeprefix(_BOM)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         yield Unit(file=name, kind="batch", error=f"cannot read: {_reason(exc)}")
         return
@@ -200,16 +325,18 @@ def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        yield Unit(file=name, kind="batch", error=f"not JSON: {exc}")
+        yield Unit(file=name, kind="batch", error=_not_json(exc, line=True))
         return
+    texts = b"\\u0000" in raw
     del raw
     problem = _bundle_problem(doc)
     if problem:
         yield Unit(file=name, kind="batch", error=problem)
         return
     kind: UnitKind = doc["type"]
-    read = (_bundle_entry(i, e) for i, e in enumerate(doc.get("entry") or []))
-    entries = [e for e in read if e is not None]
+    seen = _Seen(transaction=kind == "transaction")
+    read = (_bundle_entry(i, e, texts) for i, e in enumerate(doc.get("entry") or []))
+    entries = [seen.check(e) for e in read if e is not None]
     full_urls = {
         e.full_url: (str(e.resource["resourceType"]), entry_id(e))
         for e in entries
@@ -248,7 +375,7 @@ def _bundle_problem(doc: Any) -> str | None:
     return None
 
 
-def _bundle_entry(index: int, entry: object) -> Entry | None:
+def _bundle_entry(index: int, entry: object, texts: bool) -> Entry | None:
     position = f"entry[{index}]"
     if not isinstance(entry, dict):
         return Entry(position=position, error="not a JSON object")
@@ -263,7 +390,7 @@ def _bundle_entry(index: int, entry: object) -> Entry | None:
         why = f" (a {method} is not imported)" if method in ("DELETE", "GET", "HEAD") else ""
         return Entry(position=position, full_url=full_url, error=f"resource: missing{why}")
     request = entry.get("request")
-    found = _resource_entry(position, entry["resource"], full_url)
+    found = _resource_entry(position, entry["resource"], full_url, texts=texts)
     if isinstance(request, dict) and found.resource is not None:
         return Entry(position=position, resource=found.resource, full_url=full_url, request=request)
     return found
