@@ -126,7 +126,7 @@ async def test_a_record_twice_with_other_content_keeps_the_first_and_names_both(
     report = await run(store, path)
     assert errors(report) == [
         "dup.json: entry[2]: Patient/x is also at entry[0], with different content: only the "
-        "first copy is imported"
+        "first copy is taken"
     ]
     assert report.counts["Patient"] == {"created": 2, "failed": 1}
     assert await family(store, "x") == "First"

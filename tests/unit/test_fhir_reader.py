@@ -302,7 +302,7 @@ def test_a_record_twice_with_other_content_fails_naming_the_first(tmp_path: Path
     assert [e.resource for e in got[:3]] == [a, patient("y"), a]  # identical: read, imported once
     assert got[3].resource is None and got[3].resource_type == "Patient"
     assert got[3].error == (
-        "Patient/x is also at entry[0], with different content: only the first copy is imported"
+        "Patient/x is also at entry[0], with different content: only the first copy is taken"
     )
     transaction = entries(write(tmp_path / "tx.json", bundle("transaction", a, b)))
     assert transaction[1].error == (
@@ -319,5 +319,5 @@ def test_ndjson_duplicates_are_found_across_chunks(tmp_path: Path) -> None:
     got = entries(path, chunk=2)
     assert [e.error for e in got[:4]] == [None] * 4
     assert got[4].error == (
-        "Patient/x is also at line 1, with different content: only the first copy is imported"
+        "Patient/x is also at line 1, with different content: only the first copy is taken"
     )

@@ -364,7 +364,7 @@ class Importer:
                 continue
             reason = (
                 f"{item.key.ref} is also at {kept.entry.position}, with different content: "
-                "only the first copy is imported"
+                "only the first copy is taken"
             )
             failures.append((item.entry, item.resource_type, reason))
         return list(first.values())

@@ -17,7 +17,7 @@ text. A UTF-8 byte-order mark at the start of a file is skipped. Positions are 1
 
 A file holds each record (resource type and id) once: a later entry with the same record and the
 same content is imported once, quietly; with different content it fails, naming the first copy's
-position (so which one is right is never chosen silently). The first copy is imported, except in
+position (so which one is right is never chosen silently). The first copy is taken (imported if it is valid), except in
 a transaction, which then fails whole (FHIR: a transaction's entries may not overlap).
 """
 
@@ -294,7 +294,7 @@ class _Seen:
         rule = (
             "a transaction may hold a record once"
             if self.transaction
-            else "only the first copy is imported"
+            else "only the first copy is taken"
         )
         return Entry(
             position=entry.position,
