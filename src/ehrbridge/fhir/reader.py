@@ -17,8 +17,9 @@ text. A UTF-8 byte-order mark at the start of a file is skipped. Positions are 1
 
 A file holds each record (resource type and id) once: a later entry with the same record and the
 same content is imported once, quietly; with different content it fails, naming the first copy's
-position (so which one is right is never chosen silently). The first copy is taken (imported if it is valid), except in
-a transaction, which then fails whole (FHIR: a transaction's entries may not overlap).
+position (so which one is right is never chosen silently). The first copy is taken (imported if
+it is valid), except in a transaction, which then fails whole (FHIR: a transaction's entries may
+not overlap).
 """
 
 from __future__ import annotations
