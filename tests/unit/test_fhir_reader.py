@@ -220,11 +220,17 @@ def test_a_resource_nested_too_deep_is_that_entrys_error(tmp_path: Path, depth: 
     assert deep.resource_type == "Basic"
 
 
-def test_the_deepest_resource_allowed_is_read(tmp_path: Path) -> None:
-    ok = basic("ok", nested(reader.MAX_DEPTH - 1))
-    over = basic("over", nested(reader.MAX_DEPTH))
-    path = tmp_path / "x.ndjson"
-    path.write_bytes(orjson.dumps(ok) + b"\n" + orjson.dumps(over) + b"\n")
+@pytest.mark.parametrize("wide", [0, 300])  # few brackets, and many (measured by orjson)
+@pytest.mark.parametrize("kind", ["ndjson", "bundle"])
+def test_the_deepest_resource_allowed_is_read(tmp_path: Path, wide: int, kind: str) -> None:
+    width = [{"text": str(i)} for i in range(wide)]
+    ok = {**basic("ok", nested(reader.MAX_DEPTH - 1)), "note": width}
+    over = {**basic("over", nested(reader.MAX_DEPTH)), "note": width}
+    if kind == "ndjson":
+        path = tmp_path / "x.ndjson"
+        path.write_bytes(orjson.dumps(ok) + b"\n" + orjson.dumps(over) + b"\n")
+    else:
+        path = write(tmp_path / "x.json", bundle("batch", ok, over))
     (first, second) = entries(path)
     assert first.resource == ok
     assert second.error is not None and "nested deeper" in second.error
@@ -321,3 +327,8 @@ def test_ndjson_duplicates_are_found_across_chunks(tmp_path: Path) -> None:
     assert got[4].error == (
         "Patient/x is also at line 1, with different content: only the first copy is taken"
     )
+
+
+def test_the_resource_limit_leaves_room_for_what_mapping_and_storing_add() -> None:
+    # a generic entity's data is {"resource": ...}; the stores' ledger wraps a value in ~4 more
+    assert reader.MAX_DEPTH + 8 <= MAX_DEPTH

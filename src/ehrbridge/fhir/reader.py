@@ -41,6 +41,8 @@ from ehrbridge.worldmodel.canonical import Location, path_text, text_problem
 #: for the levels mapping adds. FHIR resources nest about 10 levels; a Questionnaire's items a few
 #: more each.
 MAX_DEPTH = 100
+#: The deepest orjson writes (it refuses deeper documents); see :func:`_shallow`.
+_ORJSON_DEPTH = 254
 #: Records remembered per NDJSON file to find duplicates; past this, the rest of the file is not
 #: checked (about 150 bytes each).
 MAX_TRACKED = 1_000_000
@@ -197,7 +199,7 @@ def _ndjson_entry(number: int, line: bytes | None, seen: _Seen) -> Entry | None:
         resource = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return Entry(position=position, error=_not_json(exc, line=False))
-    entry = _resource_entry(position, resource, None, texts=b"\\u0000" in line)
+    entry = _resource_entry(position, resource, None, texts=b"\\u0000" in line, raw=line)
     return seen.check(entry)
 
 
@@ -214,16 +216,22 @@ def _not_json(exc: orjson.JSONDecodeError, *, line: bool) -> str:
 
 
 def _resource_entry(
-    position: str, resource: object, full_url: str | None, *, texts: bool = True
+    position: str,
+    resource: object,
+    full_url: str | None,
+    *,
+    texts: bool = True,
+    raw: bytes | None = None,
 ) -> Entry:
     """The entry of a parsed resource, or why it is unusable; ``texts`` when its strings may
-    hold a NUL (its JSON has a ``\\u0000``), so they are looked at."""
+    hold a NUL (its JSON has a ``\\u0000``), so they are looked at; ``raw`` its JSON text
+    when known."""
     if not isinstance(resource, dict):
         return Entry(position=position, error="not a JSON object")
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         return Entry(position=position, error="resourceType: missing")
-    problem = _unstorable(resource, texts=texts)
+    problem = _unstorable(resource, texts=texts, shallow=_shallow(resource, raw))
     if problem is not None:
         where, what = problem
         known = resource_type if text_problem(resource_type) is None else ""
@@ -236,25 +244,40 @@ def _resource_entry(
     return Entry(position=position, resource=resource, full_url=full_url)
 
 
-def _unstorable(resource: dict[str, Any], *, texts: bool) -> tuple[Location, str] | None:
+def _shallow(resource: dict[str, Any], raw: bytes | None) -> bool:
+    """True when ``resource`` does not nest deeper than :data:`MAX_DEPTH`, measured in C.
+
+    Most resources have fewer brackets than that in their JSON. For the others orjson measures:
+    it refuses to write anything nested deeper than :data:`_ORJSON_DEPTH`, so the resource inside
+    ``_ORJSON_DEPTH - MAX_DEPTH`` arrays is written exactly when it nests at most
+    :data:`MAX_DEPTH` (the tests hold both edges, so a change of orjson's limit shows). A walk in
+    Python costs about ten times as much on the large resources (claims, reports)."""
+    if raw is None:
+        try:
+            raw = orjson.dumps(resource)
+        except TypeError:  # nested past orjson's limit
+            return False
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return True
+    wrapped: Any = resource
+    for _ in range(_ORJSON_DEPTH - MAX_DEPTH):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except TypeError:
+        return False
+    return True
+
+
+def _unstorable(
+    resource: dict[str, Any], *, texts: bool, shallow: bool
+) -> tuple[Location, str] | None:
     """Where ``resource`` nests deeper than :data:`MAX_DEPTH` or (``texts``) holds a text no
     store can (a NUL, a lone surrogate), and what; None when it is fine."""
-    deep = _deeper_than(resource, MAX_DEPTH)
+    deep = not shallow
     if not deep and not texts:
         return None
     return _locate(resource, 1, texts)
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        for item in node.values() if isinstance(node, dict) else node:
-            if isinstance(item, dict | list):
-                stack.append((item, depth + 1))
-    return False
 
 
 def _locate(node: Any, depth: int, texts: bool) -> tuple[Location, str] | None:
@@ -274,12 +297,17 @@ def _locate(node: Any, depth: int, texts: bool) -> tuple[Location, str] | None:
 
 
 class _Seen:
-    """The records of one file so far, to find a record given twice (see the module)."""
+    """The records of one file so far, to find a record given twice (see the module).
 
-    def __init__(self, *, transaction: bool = False) -> None:
+    A Bundle is in memory whole, so its copies are compared as parsed, only when a record comes
+    again. An NDJSON file is not: each line leaves a digest of its resource (its JSON with sorted
+    keys), at most :data:`MAX_TRACKED` of them."""
+
+    def __init__(self, *, bundle: bool = False, transaction: bool = False) -> None:
+        self.bundle = bundle
         self.transaction = transaction
-        #: hash of (type, id) -> (position, hash of the resource's sorted JSON)
-        self._seen: dict[int, tuple[str, int]] = {}
+        #: hash of (type, id) -> (position, the resource (Bundle) or its digest (NDJSON))
+        self._seen: dict[int, tuple[str, object]] = {}
 
     def check(self, entry: Entry) -> Entry:
         """``entry``, or an error entry when its record came earlier with other content."""
@@ -288,7 +316,11 @@ class _Seen:
         record = (str(entry.resource["resourceType"]), entry_id(entry))
         if not record[1]:
             return entry
-        content = hash(orjson.dumps(entry.resource, option=orjson.OPT_SORT_KEYS))
+        content: object = (
+            entry.resource
+            if self.bundle
+            else hash(orjson.dumps(entry.resource, option=orjson.OPT_SORT_KEYS))
+        )
         first = self._seen.setdefault(hash(record), (entry.position, content))
         if first[0] == entry.position or first[1] == content:
             return entry
@@ -335,7 +367,7 @@ def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
         yield Unit(file=name, kind="batch", error=problem)
         return
     kind: UnitKind = doc["type"]
-    seen = _Seen(transaction=kind == "transaction")
+    seen = _Seen(bundle=True, transaction=kind == "transaction")
     read = (_bundle_entry(i, e, texts) for i, e in enumerate(doc.get("entry") or []))
     entries = [seen.check(e) for e in read if e is not None]
     full_urls = {
