@@ -199,7 +199,7 @@ def _ndjson_entry(number: int, line: bytes | None, seen: _Seen) -> Entry | None:
         resource = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return Entry(position=position, error=_not_json(exc, line=False))
-    entry = _resource_entry(position, resource, None, texts=b"\\u0000" in line, raw=line)
+    entry = resource_entry(position, resource, raw=line)
     return seen.check(entry)
 
 
@@ -215,23 +215,24 @@ def _not_json(exc: orjson.JSONDecodeError, *, line: bool) -> str:
     return f"not JSON at column {at.group(2)}: {message[: at.start()]}"
 
 
-def _resource_entry(
-    position: str,
-    resource: object,
-    full_url: str | None,
-    *,
-    texts: bool = True,
-    raw: bytes | None = None,
+def resource_entry(
+    position: str, resource: object, full_url: str | None = None, *, raw: bytes | None = None
 ) -> Entry:
-    """The entry of a parsed resource, or why it is unusable; ``texts`` when its strings may
-    hold a NUL (its JSON has a ``\\u0000``), so they are looked at; ``raw`` its JSON text
-    when known."""
+    """The entry of a parsed resource, or why it is unusable (not an object, no resourceType,
+    nested deeper than :data:`MAX_DEPTH`, a NUL or lone surrogate in a text), naming where;
+    ``raw`` is its JSON text when the caller has it (an NDJSON line). Every reader of FHIR input
+    makes its entries here (files, Bulk Data downloads, search pages)."""
     if not isinstance(resource, dict):
         return Entry(position=position, error="not a JSON object")
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         return Entry(position=position, error="resourceType: missing")
-    problem = _unstorable(resource, texts=texts, shallow=_shallow(resource, raw))
+    if raw is None:
+        try:
+            raw = orjson.dumps(resource)
+        except TypeError:  # nested past orjson's limit, or a lone surrogate: _locate says which
+            raw = None
+    problem = _unstorable(resource, raw)
     if problem is not None:
         where, what = problem
         known = resource_type if text_problem(resource_type) is None else ""
@@ -244,19 +245,15 @@ def _resource_entry(
     return Entry(position=position, resource=resource, full_url=full_url)
 
 
-def _shallow(resource: dict[str, Any], raw: bytes | None) -> bool:
-    """True when ``resource`` does not nest deeper than :data:`MAX_DEPTH`, measured in C.
+def _shallow(resource: dict[str, Any], raw: bytes) -> bool:
+    """True when ``resource`` (written as ``raw``) does not nest deeper than :data:`MAX_DEPTH`,
+    measured in C.
 
     Most resources have fewer brackets than that in their JSON. For the others orjson measures:
     it refuses to write anything nested deeper than :data:`_ORJSON_DEPTH`, so the resource inside
     ``_ORJSON_DEPTH - MAX_DEPTH`` arrays is written exactly when it nests at most
     :data:`MAX_DEPTH` (the tests hold both edges, so a change of orjson's limit shows). A walk in
     Python costs about ten times as much on the large resources (claims, reports)."""
-    if raw is None:
-        try:
-            raw = orjson.dumps(resource)
-        except TypeError:  # nested past orjson's limit
-            return False
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return True
     wrapped: Any = resource
@@ -269,13 +266,13 @@ def _shallow(resource: dict[str, Any], raw: bytes | None) -> bool:
     return True
 
 
-def _unstorable(
-    resource: dict[str, Any], *, texts: bool, shallow: bool
-) -> tuple[Location, str] | None:
-    """Where ``resource`` nests deeper than :data:`MAX_DEPTH` or (``texts``) holds a text no
-    store can (a NUL, a lone surrogate), and what; None when it is fine."""
-    deep = not shallow
-    if not deep and not texts:
+def _unstorable(resource: dict[str, Any], raw: bytes | None) -> tuple[Location, str] | None:
+    """Where ``resource`` nests deeper than :data:`MAX_DEPTH` or holds a text no store can (a
+    NUL, a lone surrogate), and what; None when it is fine. Only a resource whose JSON could not
+    be written, is deep, or has a ``\\u0000`` (a NUL, or a backslash before ``u0000``) is
+    walked."""
+    texts = raw is None or b"\\u0000" in raw
+    if raw is not None and not texts and _shallow(resource, raw):
         return None
     return _locate(resource, 1, texts)
 
@@ -360,7 +357,6 @@ def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
     except orjson.JSONDecodeError as exc:
         yield Unit(file=name, kind="batch", error=_not_json(exc, line=True))
         return
-    texts = b"\\u0000" in raw
     del raw
     problem = _bundle_problem(doc)
     if problem:
@@ -368,7 +364,7 @@ def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
         return
     kind: UnitKind = doc["type"]
     seen = _Seen(bundle=True, transaction=kind == "transaction")
-    read = (_bundle_entry(i, e, texts) for i, e in enumerate(doc.get("entry") or []))
+    read = (_bundle_entry(i, e) for i, e in enumerate(doc.get("entry") or []))
     entries = [seen.check(e) for e in read if e is not None]
     full_urls = {
         e.full_url: (str(e.resource["resourceType"]), entry_id(e))
@@ -408,7 +404,7 @@ def _bundle_problem(doc: Any) -> str | None:
     return None
 
 
-def _bundle_entry(index: int, entry: object, texts: bool) -> Entry | None:
+def _bundle_entry(index: int, entry: object) -> Entry | None:
     position = f"entry[{index}]"
     if not isinstance(entry, dict):
         return Entry(position=position, error="not a JSON object")
@@ -423,7 +419,7 @@ def _bundle_entry(index: int, entry: object, texts: bool) -> Entry | None:
         why = f" (a {method} is not imported)" if method in ("DELETE", "GET", "HEAD") else ""
         return Entry(position=position, full_url=full_url, error=f"resource: missing{why}")
     request = entry.get("request")
-    found = _resource_entry(position, entry["resource"], full_url, texts=texts)
+    found = resource_entry(position, entry["resource"], full_url)
     if isinstance(request, dict) and found.resource is not None:
         return Entry(position=position, resource=found.resource, full_url=full_url, request=request)
     return found
