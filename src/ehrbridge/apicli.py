@@ -59,9 +59,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _run(db: str, work: Callable[[SecurityStore], Awaitable[T]]) -> T:
+def _run(db: str, work: Callable[[SecurityStore], Awaitable[T]], *, create: bool = False) -> T:
     async def main() -> T:
-        store = await open_store(db)
+        # only a key's creation may create the database; reads never do
+        store = await open_store(db, create=create)
         try:
             # a command reads what is stored now, never a cached key
             return await work(open_security_store(store, cache=KeyCache(timedelta(0))))
@@ -136,7 +137,7 @@ def create(
             workspace, role.value, name=name, write_types=scope, audit=audit
         )
 
-    secret, key = _run(db, work)
+    secret, key = _run(db, work, create=True)
     named = f" ({escape(key.name)})" if key.name else ""
     console.print(
         f"created {key.role} key [bold]{key.key_id}[/bold]{named} in workspace "

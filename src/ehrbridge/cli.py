@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ehrbridge.api.mcpcli import mcp_command
@@ -32,7 +34,7 @@ from ehrbridge.progress import summary_table as counts_table
 from ehrbridge.runner.health import SourceHealth, source_health
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
-from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
+from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store, redacted
 from ehrbridge.worldmodel.context import PatientContext, patient_context
 from ehrbridge.worldmodel.model import WorldModel, parse_entity
 from ehrbridge.worldmodel.projection import EntityState, FieldValue
@@ -56,9 +58,14 @@ WorkspaceOption = Annotated[
 ]
 
 
-def _run(db: str, workspace: str, work: Callable[[WorldModel], Awaitable[T]]) -> T:
+def _run(
+    db: str, workspace: str, work: Callable[[WorldModel], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run ``work`` on the world model at ``db``; only commands that write (``create``: init,
+    import, demo) create a database that is not there."""
+
     async def main() -> T:
-        store = await open_store(db)
+        store = await open_store(db, create=create)
         try:
             return await work(WorldModel(store, workspace))
         finally:
@@ -86,7 +93,8 @@ def state_table(state: EntityState, title: str | None = None) -> Table:
     table = Table(title=title or f"{state.entity_type}/{state.entity_id} (v{state.version})")
     for column in ("field", "value", "confidence", "source", "effective at"):
         table.add_column(column)
-    for path, fv in state.fields.items():
+    # One order on every backend (PostgreSQL's jsonb does not keep the stored order).
+    for path, fv in sorted(state.fields.items()):
         style = _bucket_style(fv.confidence)
         table.add_row(
             path,
@@ -95,7 +103,7 @@ def state_table(state: EntityState, title: str | None = None) -> Table:
             _source(fv),
             fv.effective_at.isoformat(timespec="minutes"),
         )
-    for path, waiting in state.pending.items():
+    for path, waiting in sorted(state.pending.items()):
         for fv in waiting:
             table.add_row(
                 f"[yellow]{path} (pending)[/yellow]",
@@ -148,8 +156,8 @@ def init(db: DbOption = DEFAULT_URL) -> None:
     async def work(model: WorldModel) -> None:
         del model
 
-    _run(db, "default", work)
-    console.print(f"world model ready at {db}")
+    _run(db, "default", work, create=True)
+    console.print(f"world model ready at {escape(redacted(db))}")
 
 
 @app.command("import")
@@ -186,7 +194,7 @@ def import_(
         console.print("[red]error:[/red] no .json, .ndjson or .jsonl files under the given paths")
         raise typer.Exit(2)
     policy: Literal["keep", "refuse"] = "keep" if unmapped == "keep" else "refuse"
-    report = _run(db, workspace, lambda model: _import(model, files, source, policy))
+    report = _run(db, workspace, lambda model: _import(model, files, source, policy), create=True)
     if errors is not None:
         errors.write_bytes(dumps_errors(report.errors))
     if report.errors:
@@ -205,12 +213,41 @@ async def _import(
         )
     elapsed = time.perf_counter() - started
     console.print(counts_table(report.counts))
-    console.print(
-        f"imported {report.resources:,} resources from {report.files} files in "
-        f"{elapsed:.1f} s: {report.events:,} events written"
-    )
+    console.print(import_summary(report, elapsed))
     show_errors(console, report.errors)
     return report
+
+
+def import_summary(report: ImportReport, elapsed: float) -> str:
+    """The line under the import's table: what was read and imported, what failed.
+
+    >>> r = ImportReport(files=1)
+    >>> r.count("(file)", "failed")
+    >>> import_summary(r, 0.04)
+    'imported 0 resources from 1 file in 0.0 s: 0 events written; 1 file could not be read'
+    >>> r = ImportReport(files=2, events=3)
+    >>> r.count("Patient", "created", 3); r.count("Patient", "failed")
+    >>> import_summary(r, 1.25)
+    'imported 3 of 4 resources from 2 files in 1.2 s: 3 events written; 1 resource failed'
+    """
+    unreadable = report.counts.get("(file)", Counter())["failed"]
+    read = report.resources - unreadable
+    failed = report.total("failed") - unreadable
+    imported = read - failed
+    of = f"{imported:,} of {read:,}" if failed else f"{imported:,}"
+    line = (
+        f"imported {of} {_plural(read, 'resource')} from {report.files:,} "
+        f"{_plural(report.files, 'file')} in {elapsed:.1f} s: {report.events:,} "
+        f"{_plural(report.events, 'event')} written"
+    )
+    problems = [f"{failed:,} {_plural(failed, 'resource')} failed"] if failed else []
+    if unreadable:
+        problems.append(f"{unreadable:,} {_plural(unreadable, 'file')} could not be read")
+    return "; ".join([line, *problems])
+
+
+def _plural(n: int, noun: str) -> str:
+    return noun if n == 1 else f"{noun}s"
 
 
 @app.command()
@@ -423,7 +460,7 @@ def demo(
     level = runner_log.level
     runner_log.setLevel(logging.ERROR)
     try:
-        ctx = _run(url, "default", work)
+        ctx = _run(url, "default", work, create=True)
     finally:
         runner_log.setLevel(level)
     if ctx is None:

@@ -129,6 +129,7 @@ def test_bad_input_is_refused_with_a_clear_error(db: str, tmp_path: Path) -> Non
 
 
 def test_unknown_entity_and_bad_reference(db: str) -> None:
+    invoke("init", "--db", db)
     result = runner.invoke(app, ["show", "Patient/nope", "--db", db])
     assert result.exit_code == 1
     assert "no Patient/nope" in result.output

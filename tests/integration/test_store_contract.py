@@ -423,9 +423,9 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     ("confidence -0.1", {"confidence": -0.1}, "confidence"),
     ("confidence NaN", {"confidence": math.nan}, "confidence"),
     ("confidence True", {"confidence": True}, "confidence"),
-    ("data with a set", {"data": {"note": {"a", "b"}}}, "data"),
-    ("data with a datetime", {"data": {"note": T9}}, "data"),
-    ("data with NaN", {"data": {"note": math.nan}}, "data"),
+    ("data with a set", {"data": {"note": {"a", "b"}}}, "data.note"),
+    ("data with a datetime", {"data": {"note": T9}}, "data.note"),
+    ("data with NaN", {"data": {"note": math.nan}}, "data.note"),
     ("naive effective_at", {"effective_at": datetime(2026, 11, 20, 9, 0)}, "effective_at"),
 ]
 
@@ -456,8 +456,8 @@ async def test_malformed_event_is_refused_naming_the_field(
     [
         pytest.param({"entity_type": ""}, "entity_type", id="missing entity_type"),
         pytest.param({"confidence": 1.5}, "confidence", id="confidence 1.5"),
-        pytest.param({"data": {"note": {"a"}}}, "data", id="data with a set"),
-        pytest.param({"data": {"note": math.inf}}, "data", id="data with infinity"),
+        pytest.param({"data": {"note": {"a"}}}, "data.note", id="data with a set"),
+        pytest.param({"data": {"note": math.inf}}, "data.note", id="data with infinity"),
         pytest.param(
             {"effective_at": datetime(2026, 11, 20, 9, 0)}, "effective_at", id="naive time"
         ),

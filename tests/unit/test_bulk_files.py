@@ -122,3 +122,19 @@ async def test_error_files_are_read_as_issues() -> None:
     m = manifest([], errors=["/e.ndjson"])
     async with BulkClient(BASE, transport=httpx.MockTransport(server)) as client:
         assert await client.error_issues(m) == ["error processing: Patient/9"]
+
+
+async def test_a_bom_nul_and_deep_nesting_are_read_as_files_are() -> None:
+    nul = b'{"resourceType": "Patient", "id": "n", "name": [{"family": "a\\u0000b"}]}'
+    deep = b'{"resourceType": "Basic", "id": "d", "x": ' + b"[" * 300 + b"]" * 300 + b"}"
+    body = b"\xef\xbb\xbf" + patient(1) + b"\n" + nul + b"\n" + deep + b"\n" + patient(2)
+    server = FileServer({"/fhir/f/1.ndjson": body}, piece=9)
+    entries = [e for u in await read(server, manifest(["/f/1.ndjson"])) for e in u.entries]
+    assert [e.resource["id"] if e.resource else e.error for e in entries] == [
+        "p1",
+        "Patient.name[0].family: a NUL character (U+0000) is not allowed",
+        "Basic.x"
+        + "[0]" * 11
+        + "...: nested deeper than 100 levels (the most a resource may nest)",
+        "p2",
+    ]

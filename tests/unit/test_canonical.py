@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -12,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ehrbridge.worldmodel.canonical import _canonical, canonical_json, content_hash
+from ehrbridge.worldmodel.canonical import (
+    MAX_DEPTH,
+    JsonProblem,
+    _canonical,
+    canonical_json,
+    content_hash,
+)
 
 SCALARS = (
     st.none()
@@ -34,10 +41,19 @@ def slow(value: Any) -> bytes:
     return orjson.dumps(_canonical(value), option=orjson.OPT_SORT_KEYS)
 
 
+def outcome(make: Callable[[Any], bytes], value: Any) -> bytes | str:
+    """The bytes made, or the problem named."""
+    try:
+        return make(value)
+    except JsonProblem as exc:
+        return str(exc)
+
+
 @settings(max_examples=400)
 @given(JSON)
 def test_fast_path_equals_the_full_rebuild(value: Any) -> None:
-    assert canonical_json(value) == slow(value)
+    # the same bytes, or the same refusal (st.text() draws NULs and lone surrogates)
+    assert outcome(canonical_json, value) == outcome(slow, value)
 
 
 @pytest.mark.parametrize(
@@ -69,3 +85,45 @@ def test_a_uuid_is_its_string_on_both_paths() -> None:
 def test_python_objects_orjson_could_convert_are_refused_too(bad: object) -> None:
     with pytest.raises(ValueError, match="not a JSON value"):
         canonical_json({"value": bad})
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """``depth`` levels of arrays (the outermost counted) around ``leaf``."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("document", "where"),
+    [
+        ({"name.family": "Nul\x00Name"}, "name.family"),
+        ({"resource": {"name": [{"given": ["a", "b\x00"]}]}}, "resource.name[0].given[1]"),
+        ({"x": {"key\x00": 1}}, "x[?]"),  # a NUL in a key: the key itself is not shown
+        ({"a\\u0000b": "c\x00"}, "[?]"),  # the escape written out is text, the NUL is not
+    ],
+)
+def test_a_nul_anywhere_is_refused_naming_where(document: dict[str, Any], where: str) -> None:
+    with pytest.raises(JsonProblem) as caught:
+        canonical_json(document)
+    assert str(caught.value) == f"{where}: a NUL character (U+0000) is not allowed"
+    assert "Nul" not in str(caught.value)
+
+
+def test_the_text_of_a_backslash_u0000_is_not_a_nul() -> None:
+    assert canonical_json({"a": "\\u0000"}) == b'{"a":"\\\\u0000"}'
+
+
+@pytest.mark.parametrize("bad", ["\ud800", 2**64, -(2**63) - 1])
+def test_what_no_store_can_hold_is_refused(bad: object) -> None:
+    with pytest.raises(JsonProblem, match=r"^x\[0\]: "):
+        canonical_json({"x": [bad]})
+
+
+@pytest.mark.parametrize("leaf", [1, "é", None])  # the fast path, the slow path (twice)
+def test_nesting_is_refused_past_the_limit_on_every_path(leaf: Any) -> None:
+    canonical_json(nested(MAX_DEPTH, leaf))
+    for depth in (MAX_DEPTH + 1, 254, 255, 5000):
+        with pytest.raises(JsonProblem, match=f"nested deeper than {MAX_DEPTH} levels"):
+            canonical_json(nested(depth, leaf))

@@ -90,7 +90,10 @@ def test_an_inline_secret_is_refused_without_showing_it() -> None:
 def test_a_password_in_the_database_url_is_refused() -> None:
     text = VALID.replace("sqlite:///ehrbridge.db", "postgresql://app:s3cret@db/ehr")
     (problem,) = errors_of(text)
-    assert problem.startswith("config.yaml:2: database: a password in the URL")
+    assert problem == (
+        "config.yaml:2: database: a password in the URL is not allowed (no inline secrets): give "
+        "the whole URL as a secret, e.g. database: {env: EHRBRIDGE_DB} or {file: PATH}"
+    )
     assert "s3cret" not in problem
 
 

@@ -33,7 +33,7 @@ from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer, last_updated
-from ehrbridge.fhir.reader import Entry, Unit
+from ehrbridge.fhir.reader import Unit, resource_entry
 from ehrbridge.fhir.search import SearchParams
 from ehrbridge.runner.config import AuthConfig, DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import PollOutcome, PollState, RecordVersions
@@ -243,7 +243,7 @@ class _Run:
             if mode != "match" or not isinstance(resource, dict):
                 continue
             position = f"entry[{i}]"
-            entries.append(Entry(position=position, resource=resource))
+            entries.append(resource_entry(position, resource))  # refuses what no store can hold
             self._updated[(name, position)] = last_updated(resource)
             token = versioned(resource)
             if token is not None:

@@ -49,7 +49,7 @@ from ehrbridge.fhir.http import (
     retry_after_seconds,
     transport_problem,
 )
-from ehrbridge.fhir.reader import CHUNK, MAX_LINE_BYTES, Entry, Unit
+from ehrbridge.fhir.reader import CHUNK, MAX_LINE_BYTES, Entry, Unit, resource_entry
 
 NDJSON = "application/fhir+ndjson"
 
@@ -487,12 +487,11 @@ def _entry(number: int, line: bytes | None) -> Entry | None:
         return Entry(position=position, error=f"longer than {MAX_LINE_BYTES} bytes")
     if not line.strip():
         return None
+    if number == 1:
+        line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as files may have
     try:
         resource = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return Entry(position=position, error=f"not JSON: {exc}")
-    if not isinstance(resource, dict):
-        return Entry(position=position, error="not a JSON object")
-    if not isinstance(resource.get("resourceType"), str) or not resource["resourceType"]:
-        return Entry(position=position, error="resourceType: missing")
-    return Entry(position=position, resource=resource)
+    # what no store can hold (deep nesting, a NUL) fails here, naming where, as in files
+    return resource_entry(position, resource, raw=line)

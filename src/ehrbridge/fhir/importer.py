@@ -288,7 +288,7 @@ class Importer:
         if unit.atomic and failures:
             self._fail_transaction(unit, items, failures, report)
             return
-        items = self._last_of_each_record(items, report)
+        items = self._once_each_record(items, failures, report)
         assigned: list[RecordKey] = []
         written = False
         try:
@@ -322,7 +322,7 @@ class Importer:
         failures: list[tuple[Entry, str, str]] = []
         for entry in unit.entries:
             if entry.resource is None:
-                failures.append((entry, "", entry.error or "no resource"))
+                failures.append((entry, entry.resource_type, entry.error or "no resource"))
                 continue
             resource_type = str(entry.resource["resourceType"])
             external_id = entry_id(entry)
@@ -342,16 +342,32 @@ class Importer:
         return items, failures
 
     @staticmethod
-    def _last_of_each_record(items: list[_Item], report: ImportReport) -> list[_Item]:
-        """A record twice in one unit: the last copy wins (as a FHIR batch would apply them in
-        order); the earlier ones count as unchanged."""
-        last = {item.key: i for i, item in enumerate(items)}
-        if len(last) == len(items):
+    def _once_each_record(
+        items: list[_Item], failures: list[tuple[Entry, str, str]], report: ImportReport
+    ) -> list[_Item]:
+        """A record twice in one unit: an identical copy counts as unchanged; a copy with other
+        content fails, naming the first copy's position (which one is right is never chosen
+        silently), and in a transaction that fails the whole unit. The reader does the same
+        across the units of a file (:mod:`ehrbridge.fhir.reader`); this covers units made
+        elsewhere (pages of a FHIR search)."""
+        first: dict[RecordKey, _Item] = {}
+        for item in items:
+            first.setdefault(item.key, item)
+        if len(first) == len(items):
             return items
-        for i, item in enumerate(items):
-            if last[item.key] != i:
+        for item in items:
+            kept = first[item.key]
+            if kept is item:
+                continue
+            if kept.entry.resource == item.entry.resource:
                 report.count(item.resource_type, "unchanged")
-        return [item for i, item in enumerate(items) if last[item.key] == i]
+                continue
+            reason = (
+                f"{item.key.ref} is also at {kept.entry.position}, with different content: "
+                "only the first copy is taken"
+            )
+            failures.append((item.entry, item.resource_type, reason))
+        return list(first.values())
 
     async def _assign(
         self,

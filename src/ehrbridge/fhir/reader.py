@@ -9,12 +9,24 @@ Memory stays bounded: NDJSON is read a line at a time (a line longer than
 :data:`MAX_LINE_BYTES` is reported and skipped without being held), and a Bundle file, which must
 be parsed whole, is refused above :data:`MAX_BUNDLE_BYTES` with a message that says to use NDJSON.
 A file that cannot be read at all becomes a unit with a file-level ``error`` and no entries.
+
+What the world model cannot store is refused here, as that entry's error naming where: a resource
+nested deeper than :data:`MAX_DEPTH`, a NUL character (``\\u0000``) or a lone surrogate in any
+text. A UTF-8 byte-order mark at the start of a file is skipped. Positions are 1-based:
+``entry[0]`` is a Bundle's first entry, ``line 3`` the file's third line (blank lines counted).
+
+A file holds each record (resource type and id) once: a later entry with the same record and the
+same content is imported once, quietly; with different content it fails, naming the first copy's
+position (so which one is right is never chosen silently). The first copy is taken (imported if
+it is valid), except in a transaction, which then fails whole (FHIR: a transaction's entries may
+not overlap).
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +34,18 @@ from typing import IO, Any, Literal, cast
 
 import orjson
 
+from ehrbridge.worldmodel.canonical import Location, path_text, text_problem
+
+#: The deepest a resource may nest (objects and arrays, the resource itself being level 1): a
+#: few levels under what the world model stores (:data:`ehrbridge.worldmodel.canonical.MAX_DEPTH`),
+#: for the levels mapping adds. FHIR resources nest about 10 levels; a Questionnaire's items a few
+#: more each.
+MAX_DEPTH = 100
+#: The deepest orjson writes (it refuses deeper documents); see :func:`_shallow`.
+_ORJSON_DEPTH = 254
+#: Records remembered per NDJSON file to find duplicates; past this, the rest of the file is not
+#: checked (about 150 bytes each).
+MAX_TRACKED = 1_000_000
 #: The largest Bundle file read (uncompressed): a Bundle is parsed whole, NDJSON is streamed.
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 #: The longest NDJSON line (one resource) read.
@@ -32,6 +56,9 @@ CHUNK = 500
 UnitKind = Literal["transaction", "batch", "collection", "searchset", "ndjson"]
 BUNDLE_TYPES: frozenset[str] = frozenset({"transaction", "batch", "collection", "searchset"})
 _NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+_BOM = b"\xef\xbb\xbf"
+#: orjson's position at the end of its messages: about the line parsed, not the file's line
+_JSON_AT = re.compile(r": line (\d+) column (\d+) \(char \d+\)$")
 _JSON_SUFFIXES = (".json",)
 
 
@@ -44,6 +71,7 @@ class Entry:
     full_url: str | None = None  #: the Bundle entry's ``fullUrl``
     request: dict[str, Any] | None = None  #: the Bundle entry's ``request`` (method, url, ...)
     error: str | None = None  #: why the entry is unusable (then ``resource`` is None)
+    resource_type: str = ""  #: for an unusable entry, its resource's type when known
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,10 +153,11 @@ def read_ndjson(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
         yield Unit(file=name, kind="ndjson", error=f"cannot read: {_reason(exc)}")
         return
     entries: list[Entry] = []
+    seen = _Seen()
     try:
         with stream, raw:
             for number, line in _lines(stream):
-                entry = _ndjson_entry(number, line)
+                entry = _ndjson_entry(number, line, seen)
                 if entry is not None:
                     entries.append(entry)
                 if len(entries) >= chunk:
@@ -148,6 +177,8 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
         if not line:
             return
         number += 1
+        if number == 1:
+            line = line.removeprefix(_BOM)
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
             while (rest := stream.readline(io.DEFAULT_BUFFER_SIZE * 16)) and not rest.endswith(
                 b"\n"
@@ -158,7 +189,7 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
         yield number, line
 
 
-def _ndjson_entry(number: int, line: bytes | None) -> Entry | None:
+def _ndjson_entry(number: int, line: bytes | None, seen: _Seen) -> Entry | None:
     position = f"line {number}"
     if line is None:
         return Entry(position=position, error=f"longer than {MAX_LINE_BYTES} bytes")
@@ -167,16 +198,140 @@ def _ndjson_entry(number: int, line: bytes | None) -> Entry | None:
     try:
         resource = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        return Entry(position=position, error=f"not JSON: {exc}")
-    return _resource_entry(position, resource, None)
+        return Entry(position=position, error=_not_json(exc, line=False))
+    entry = resource_entry(position, resource, raw=line)
+    return seen.check(entry)
 
 
-def _resource_entry(position: str, resource: object, full_url: str | None) -> Entry:
+def _not_json(exc: orjson.JSONDecodeError, *, line: bool) -> str:
+    """orjson's message, its position made the file's: for an NDJSON line (``line=False``) the
+    column only, since orjson counts lines of the text it was given, which is one line."""
+    message = str(exc)
+    if "not valid UTF-8" in message:
+        return "not JSON: not UTF-8 text"
+    at = _JSON_AT.search(message)
+    if at is None or line:
+        return f"not JSON: {message}"
+    return f"not JSON at column {at.group(2)}: {message[: at.start()]}"
+
+
+def resource_entry(
+    position: str, resource: object, full_url: str | None = None, *, raw: bytes | None = None
+) -> Entry:
+    """The entry of a parsed resource, or why it is unusable (not an object, no resourceType,
+    nested deeper than :data:`MAX_DEPTH`, a NUL or lone surrogate in a text), naming where;
+    ``raw`` is its JSON text when the caller has it (an NDJSON line). Every reader of FHIR input
+    makes its entries here (files, Bulk Data downloads, search pages)."""
     if not isinstance(resource, dict):
         return Entry(position=position, error="not a JSON object")
-    if not isinstance(resource.get("resourceType"), str) or not resource["resourceType"]:
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
         return Entry(position=position, error="resourceType: missing")
+    if raw is None:
+        try:
+            raw = orjson.dumps(resource)
+        except TypeError:  # nested past orjson's limit, or a lone surrogate: _locate says which
+            raw = None
+    problem = _unstorable(resource, raw)
+    if problem is not None:
+        where, what = problem
+        known = resource_type if text_problem(resource_type) is None else ""
+        at = path_text(where)
+        return Entry(
+            position=position,
+            error=f"{known or 'resource'}{'' if at[:1] == '[' else '.'}{at}: {what}",
+            resource_type=known,
+        )
     return Entry(position=position, resource=resource, full_url=full_url)
+
+
+def _shallow(resource: dict[str, Any], raw: bytes) -> bool:
+    """True when ``resource`` (written as ``raw``) does not nest deeper than :data:`MAX_DEPTH`,
+    measured in C.
+
+    Most resources have fewer brackets than that in their JSON. For the others orjson measures:
+    it refuses to write anything nested deeper than :data:`_ORJSON_DEPTH`, so the resource inside
+    ``_ORJSON_DEPTH - MAX_DEPTH`` arrays is written exactly when it nests at most
+    :data:`MAX_DEPTH` (the tests hold both edges, so a change of orjson's limit shows). A walk in
+    Python costs about ten times as much on the large resources (claims, reports)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return True
+    wrapped: Any = resource
+    for _ in range(_ORJSON_DEPTH - MAX_DEPTH):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except TypeError:
+        return False
+    return True
+
+
+def _unstorable(resource: dict[str, Any], raw: bytes | None) -> tuple[Location, str] | None:
+    """Where ``resource`` nests deeper than :data:`MAX_DEPTH` or holds a text no store can (a
+    NUL, a lone surrogate), and what; None when it is fine. Only a resource whose JSON could not
+    be written, is deep, or has a ``\\u0000`` (a NUL, or a backslash before ``u0000``) is
+    walked."""
+    texts = raw is None or b"\\u0000" in raw
+    if raw is not None and not texts and _shallow(resource, raw):
+        return None
+    return _locate(resource, 1, texts)
+
+
+def _locate(node: Any, depth: int, texts: bool) -> tuple[Location, str] | None:
+    """The first problem under ``node`` in document order (recursion stops at the limit)."""
+    if depth > MAX_DEPTH:
+        return (), f"nested deeper than {MAX_DEPTH} levels (the most a resource may nest)"
+    pairs = node.items() if isinstance(node, dict) else enumerate(node)
+    for step, value in pairs:
+        if texts and isinstance(step, str) and (problem := text_problem(step)) is not None:
+            return (step,), f"a key: {problem}"
+        if isinstance(value, str):
+            if texts and (problem := text_problem(value)) is not None:
+                return (step,), problem
+        elif isinstance(value, dict | list) and (found := _locate(value, depth + 1, texts)):
+            return (step, *found[0]), found[1]
+    return None
+
+
+class _Seen:
+    """The records of one file so far, to find a record given twice (see the module).
+
+    A Bundle is in memory whole, so its copies are compared as parsed, only when a record comes
+    again. An NDJSON file is not: each line leaves a digest of its resource (its JSON with sorted
+    keys), at most :data:`MAX_TRACKED` of them."""
+
+    def __init__(self, *, bundle: bool = False, transaction: bool = False) -> None:
+        self.bundle = bundle
+        self.transaction = transaction
+        #: hash of (type, id) -> (position, the resource (Bundle) or its digest (NDJSON))
+        self._seen: dict[int, tuple[str, object]] = {}
+
+    def check(self, entry: Entry) -> Entry:
+        """``entry``, or an error entry when its record came earlier with other content."""
+        if entry.resource is None or len(self._seen) >= MAX_TRACKED:
+            return entry
+        record = (str(entry.resource["resourceType"]), entry_id(entry))
+        if not record[1]:
+            return entry
+        content: object = (
+            entry.resource
+            if self.bundle
+            else hash(orjson.dumps(entry.resource, option=orjson.OPT_SORT_KEYS))
+        )
+        first = self._seen.setdefault(hash(record), (entry.position, content))
+        if first[0] == entry.position or first[1] == content:
+            return entry
+        rule = (
+            "a transaction may hold a record once"
+            if self.transaction
+            else "only the first copy is taken"
+        )
+        return Entry(
+            position=entry.position,
+            full_url=entry.full_url,
+            error=f"{record[0]}/{record[1]} is also at {first[0]}, with different content: {rule}",
+            resource_type=record[0],
+        )
 
 
 def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
@@ -185,7 +340,7 @@ def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
     try:
         stream, handle = _open(path)
         with stream, handle:
-            raw = stream.read(MAX_BUNDLE_BYTES + 1)
+            raw = stream.read(MAX_BUNDLE_BYTES + 1).removeprefix(_BOM)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         yield Unit(file=name, kind="batch", error=f"cannot read: {_reason(exc)}")
         return
@@ -200,7 +355,7 @@ def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        yield Unit(file=name, kind="batch", error=f"not JSON: {exc}")
+        yield Unit(file=name, kind="batch", error=_not_json(exc, line=True))
         return
     del raw
     problem = _bundle_problem(doc)
@@ -208,8 +363,9 @@ def read_bundle(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
         yield Unit(file=name, kind="batch", error=problem)
         return
     kind: UnitKind = doc["type"]
+    seen = _Seen(bundle=True, transaction=kind == "transaction")
     read = (_bundle_entry(i, e) for i, e in enumerate(doc.get("entry") or []))
-    entries = [e for e in read if e is not None]
+    entries = [seen.check(e) for e in read if e is not None]
     full_urls = {
         e.full_url: (str(e.resource["resourceType"]), entry_id(e))
         for e in entries
@@ -263,7 +419,7 @@ def _bundle_entry(index: int, entry: object) -> Entry | None:
         why = f" (a {method} is not imported)" if method in ("DELETE", "GET", "HEAD") else ""
         return Entry(position=position, full_url=full_url, error=f"resource: missing{why}")
     request = entry.get("request")
-    found = _resource_entry(position, entry["resource"], full_url)
+    found = resource_entry(position, entry["resource"], full_url)
     if isinstance(request, dict) and found.resource is not None:
         return Entry(position=position, resource=found.resource, full_url=full_url, request=request)
     return found

@@ -340,7 +340,11 @@ class _Checker:
             return None
         userinfo = url.split("://", 1)[1].split("@", 1)
         if len(userinfo) == 2 and ":" in userinfo[0]:
-            self.fail("database", f"a password in the URL is an {INLINE_SECRET}")
+            self.fail(
+                "database",
+                "a password in the URL is not allowed (no inline secrets): give the whole URL "
+                "as a secret, e.g. database: {env: EHRBRIDGE_DB} or {file: PATH}",
+            )
             return None
         return url
 

@@ -22,11 +22,13 @@ import orjson
 
 from ehrbridge.errors import InvalidEvent
 from ehrbridge.worldmodel.canonical import (
+    JsonProblem,
     canonical_json,
     canonical_value,
-    content_hash,
     digest,
     is_volatile,
+    path_text,
+    text_problem,
 )
 from ehrbridge.worldmodel.entities import validate_fields
 
@@ -175,8 +177,12 @@ def event_hash(event: NewEvent, canonical_data: bytes | None = None) -> str:
     """The content hash of what an event says (not when it was recorded).
 
     ``canonical_data`` is ``canonical_json(event.data)`` when the caller has it already, so the
-    data is not made canonical twice; the hash is the same either way."""
-    data: Any = dict(event.data) if canonical_data is None else orjson.Fragment(canonical_data)
+    data is not made canonical twice; the hash is the same either way. The data is made
+    canonical on its own so that the head's one level around it does not count against
+    :data:`~ehrbridge.worldmodel.canonical.MAX_DEPTH`."""
+    if canonical_data is None:
+        canonical_data = canonical_json(dict(event.data))
+    data = orjson.Fragment(canonical_data)
     head = {
         "entity": f"{event.entity_type}/{event.entity_id}",
         "type": event.event_type.value,
@@ -187,8 +193,6 @@ def event_hash(event: NewEvent, canonical_data: bytes | None = None) -> str:
         "effective_at": event.effective_at.isoformat(),
         "supersedes": event.supersedes,
     }
-    if canonical_data is None:
-        return content_hash(head)
     # The data is canonical already; only the small head needs making canonical.
     return digest(orjson.dumps(canonical_value(head), option=orjson.OPT_SORT_KEYS))
 
@@ -222,8 +226,45 @@ def _check_json(name: str, value: object) -> None:
         raise InvalidEvent(name, "must be a JSON object")
     try:
         canonical_json(value)
+    except JsonProblem as exc:
+        raise json_problem(name, exc) from None
     except (ValueError, TypeError) as exc:
         raise InvalidEvent(name, f"not JSON: {exc}") from None
+
+
+def json_problem(name: str, exc: JsonProblem) -> InvalidEvent:
+    """The error for a document ``name`` (``data``, ``evidence``) that no store can hold:
+    ``invalid event: data.name.family: a NUL character (U+0000) is not allowed``."""
+    where = path_text(exc.where)
+    if where and not where.startswith("["):
+        where = f".{where}"
+    return InvalidEvent(f"{name}{where}", exc.problem)
+
+
+def check_keys(item: NewEvent | Observation) -> None:
+    """Raise :class:`InvalidEvent` for a text the store looks rows up by (ids, record keys,
+    idempotency keys) that no store can hold: called before those lookups, so the error names
+    the field; :func:`validate_event` and :func:`validate_observation` check the rest."""
+    if isinstance(item, Observation):
+        for name in ("data_source", "resource_type", "external_id"):
+            _check_text(f"record.{name}", getattr(item.record, name, None))
+        _check_text("entity_id", item.entity_id)
+        return
+    _check_text("entity_type", item.entity_type)
+    _check_text("entity_id", item.entity_id)
+    _check_text("idempotency_key", item.idempotency_key)
+    if isinstance(item.data, Mapping) and isinstance(item.data.get("member"), str):
+        _check_text("data.member", item.data["member"])
+
+
+def _check_text(name: str, value: object) -> None:
+    """A string column (ids, sources, keys): a string every store can hold, or absent."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidEvent(name, "must be a string")
+    if (problem := text_problem(value)) is not None:
+        raise InvalidEvent(name, problem)
 
 
 def _check_data(
@@ -257,6 +298,14 @@ def validate_event(event: NewEvent, workspace: str) -> None:
         raise InvalidEvent("source", "must be a Source with a known kind")
     if not event.source.id:
         raise InvalidEvent("source.id", "must not be empty")
+    for name, text in (
+        ("source.id", event.source.id),
+        ("source.ref", event.source.ref),
+        ("supersedes", event.supersedes),
+        ("correlation_id", event.correlation_id),
+        ("idempotency_key", event.idempotency_key),
+    ):
+        _check_text(name, text)
     asserted = event.asserted
     # Only assertions carry entity fields; other events' data is their own small document.
     if asserted:
@@ -295,10 +344,12 @@ def validate_observation(obs: Observation, workspace: str, *, json_checked: bool
         value = getattr(obs.record, name, None)
         if not isinstance(value, str) or not value or len(value) > 256:
             raise InvalidEvent(f"record.{name}", "must be a non-empty string of at most 256")
+        _check_text(f"record.{name}", value)
     if obs.kind not in SOURCE_KINDS:
         raise InvalidEvent("kind", f"{obs.kind!r} is not a source kind")
     _check_confidence(obs.confidence)
     _check_time("effective_at", obs.effective_at)
     if obs.entity_id is not None and not _ENTITY_ID.fullmatch(obs.entity_id):
         raise InvalidEvent("entity_id", "not 1-128 letters, digits, '.', '_', ':', '-'")
+    _check_text("correlation_id", obs.correlation_id)
     _check_data(obs.entity_type, obs.data, (), json_checked=json_checked)

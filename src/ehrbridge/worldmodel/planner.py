@@ -22,7 +22,7 @@ from ehrbridge.errors import (
     RecordClaimed,
     WriteRace,
 )
-from ehrbridge.worldmodel.canonical import canonical_json, is_volatile
+from ehrbridge.worldmodel.canonical import JsonProblem, canonical_json, is_volatile
 from ehrbridge.worldmodel.canonical import digest as canonical_digest
 from ehrbridge.worldmodel.events import (
     Event,
@@ -31,7 +31,9 @@ from ehrbridge.worldmodel.events import (
     Observation,
     RecordKey,
     Source,
+    check_keys,
     event_hash,
+    json_problem,
     new_id,
     validate_event,
     validate_observation,
@@ -118,6 +120,7 @@ def needed(items: Sequence[Submission]) -> tuple[set[EntityKey], set[RecordKey],
     records: set[RecordKey] = set()
     keys: set[str] = set()
     for item in items:
+        check_keys(item)  # before any lookup, so a bad key is named, not a database error
         if isinstance(item, Observation):
             records.add(item.record)
             continue
@@ -134,6 +137,8 @@ def canonical_snapshot(obs: Observation) -> tuple[dict[str, Any], bytes, str]:
     snapshot = {k: v for k, v in obs.data.items() if not is_volatile(k)}
     try:
         canonical = canonical_json(snapshot)
+    except JsonProblem as exc:
+        raise json_problem("data", exc) from None
     except (ValueError, TypeError) as exc:
         raise InvalidEvent("data", f"not JSON: {exc}") from None
     return snapshot, canonical, canonical_digest(canonical)

@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover (not on Windows: SQLite's busy wait alon
 
 from ehrbridge.audit import WriteAudit, insert_sqlite
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import StorageError
+from ehrbridge.errors import InvalidInput, StorageError
 from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
@@ -232,6 +232,8 @@ class SQLiteStore:
                 yield conn
         except sqlite3.IntegrityError as exc:
             raise race_error(items, str(exc)) from exc
+        except sqlite3.DataError as exc:  # a value SQLite cannot take: bad input, not a retry
+            raise InvalidInput(f"the database cannot store a value of this input: {exc}") from exc
 
     # --- writing ----------------------------------------------------------------------------
 
