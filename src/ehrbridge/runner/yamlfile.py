@@ -7,8 +7,10 @@ Reading is bounded, so a hostile or broken file costs little and always ends in 
 - nesting at most :data:`MAX_DEPTH` deep, checked on the parser's events before any tree is
   built (PyYAML's composer recurses once per level);
 - at most :data:`MAX_ALIASES` aliases (``*name``), and at most :data:`MAX_VALUES` values once
-  they are expanded: nine anchors each aliasing the previous nine times (a "billion laughs")
-  is refused after :data:`MAX_VALUES` steps instead of expanding to 9⁹ values.
+  they are expanded, measured on the composed graph (where an alias is one shared node) before
+  anything is expanded: nine anchors each aliasing the previous nine times (a "billion laughs")
+  is refused after measuring ten nodes instead of expanding to 9⁹ values. An alias inside the
+  value it names is refused there too.
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ def read_yaml(text: str) -> LocatedYaml:
     out = LocatedYaml(data=None)
     if node is None:
         return out
+    _measure(node)
     out.lines[""] = node.start_mark.line + 1
-    out.data = _Builder(out).plain(node, "", 0)
+    out.data = _Builder(out).plain(node, "")
     return out
 
 
@@ -104,28 +107,60 @@ def _check_shape(events: Iterator[yaml.Event]) -> None:
                 raise YamlRefused(line, f"more than {MAX_ALIASES} aliases")
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _measure(root: yaml.Node) -> None:
+    """Refuse a document that would expand past :data:`MAX_VALUES` values or :data:`MAX_DEPTH`
+    levels, or that contains itself, before expanding anything.
+
+    An alias is the anchor's node object again, so the document is a graph: each distinct node
+    is measured once (its expanded size and height from its children's), without recursion.
+    """
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    #: nodes being measured: the ancestors of the node taken from the stack
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key, line = id(node), node.start_mark.line + 1
+        if children_done:
+            children = _children(node)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            height[key] = 1 + max((height[id(child)] for child in children), default=0)
+            open_nodes.discard(key)
+            if size[key] > MAX_VALUES:
+                raise YamlRefused(
+                    line, f"more than {MAX_VALUES:,} values once its aliases are expanded"
+                )
+            if height[key] > MAX_DEPTH + 1:  # a collection of scalars is two high
+                raise YamlRefused(line, f"nested more than {MAX_DEPTH} levels deep through aliases")
+        elif key in open_nodes:
+            raise YamlRefused(line, "an alias inside the value it names")
+        elif key not in size:
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node) if id(child) not in size)
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
 class _Builder:
-    """Turns composed nodes into plain data, counting values as aliases expand."""
+    """Turns composed nodes into plain data (:func:`_measure` has bounded the work)."""
 
     def __init__(self, out: LocatedYaml) -> None:
         self.out = out
-        self.values = 0
         self.constructor = SafeConstructor()
 
-    def plain(self, node: yaml.Node, path: str, depth: int) -> Any:
-        line = node.start_mark.line + 1
-        self.values += 1
-        if self.values > MAX_VALUES:
-            raise YamlRefused(
-                line, f"more than {MAX_VALUES:,} values once its aliases are expanded", path
-            )
-        if depth > MAX_DEPTH:
-            # Aliases nest one tree inside another (or inside itself): deeper than the text.
-            raise YamlRefused(line, f"nested more than {MAX_DEPTH} levels deep", path)
+    def plain(self, node: yaml.Node, path: str) -> Any:
         if isinstance(node, yaml.MappingNode):
             mapping: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -139,14 +174,14 @@ class _Builder:
                 if key in mapping:
                     self.out.problems.append((key_line, child, "duplicate key"))
                 self.out.lines[child] = key_line
-                mapping[key] = self.plain(value_node, child, depth + 1)
+                mapping[key] = self.plain(value_node, child)
             return mapping
         if isinstance(node, yaml.SequenceNode):
             items = []
             for index, item in enumerate(node.value):
                 child = f"{path}[{index}]"
                 self.out.lines[child] = item.start_mark.line + 1
-                items.append(self.plain(item, child, depth + 1))
+                items.append(self.plain(item, child))
             return items
         return self.scalar(node, path)
 
