@@ -466,3 +466,10 @@ def test_smart_settings_the_runner_cannot_use_are_refused(
 def test_a_file_drop_cadence_has_the_same_floor(tmp_path: Path) -> None:
     text = file_drop(f"    kind: file_drop\n    path: {tmp_path}\n    every: 10ms\n")
     assert errors_of(text) == ["config.yaml:7: data_sources[0].every: " + CADENCE]
+
+
+def test_the_example_in_the_docs_is_valid(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "runner.md").read_text(encoding="utf-8")
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(example.replace("/srv/ehrbridge/inbox", str(tmp_path)), name="runner.md")
+    assert [s.id for s in config.data_sources] == ["ehr", "lab", "inbox"]
