@@ -231,6 +231,13 @@ TZ = "    timezone: America/New_York\n"
          R.format(line=13) + ".records: a JMESPath expression is at most 500 characters"),
         ("records: data.items", "records: '" + "(" * 240 + "a" + ")" * 240 + "'", None),
         ("booked: booked", "booked: booked, '[': booked", None),
+        # a JMESPath error names the kind of token, not the token (it is part of the value)
+        ("records: data.items", "records: 'secret7 secret7'",
+         R.format(line=13) + ".records: not a valid JMESPath expression: unexpected "
+         "unquoted_identifier at position 8"),
+        ("records: data.items", "records: 'secret7$'",
+         R.format(line=13) + ".records: not a valid JMESPath expression: an unknown character "
+         "or an unclosed quote at position 7"),
     ],
 )  # fmt: skip
 def test_values_the_runner_cannot_use_are_refused(old: str, new: str, expected: str | None) -> None:

@@ -17,7 +17,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jmespath
 import phonenumbers
-from jmespath.exceptions import IncompleteExpressionError, JMESPathError, ParseError
+from jmespath.exceptions import (
+    IncompleteExpressionError,
+    JMESPathError,
+    LexerError,
+    ParseError,
+)
 
 from ehrbridge.worldmodel.entities import spec_for
 
@@ -524,11 +529,22 @@ def _expression(c: Checks, value: Any, path: str) -> str | None:
     except IncompleteExpressionError:
         c.fail(path, "not a valid JMESPath expression: it ends too early")
         return None
-    except ParseError as exc:
-        c.fail(path, f"not a valid JMESPath expression: {exc.msg} at position {exc.lex_position}")
+    except LexerError as exc:
+        c.fail(
+            path,
+            "not a valid JMESPath expression: an unknown character or an unclosed quote at "
+            f"position {exc.lexer_position}",
+        )
         return None
-    except JMESPathError as exc:
-        c.fail(path, f"not a valid JMESPath expression: {str(exc).splitlines()[0]}")
+    except ParseError as exc:
+        # "Unexpected token: <the token>" would show part of the value: name its kind instead.
+        what = exc.msg
+        if what.startswith("Unexpected token"):
+            what = f"unexpected {str(exc.token_type).lower()}"
+        c.fail(path, f"not a valid JMESPath expression: {what} at position {exc.lex_position}")
+        return None
+    except JMESPathError:
+        c.fail(path, "not a valid JMESPath expression")
         return None
     except RecursionError:
         c.fail(path, "not a valid JMESPath expression: nested too deeply")
