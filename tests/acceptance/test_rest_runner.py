@@ -45,7 +45,7 @@ def test_the_runner_polls_rest_sources_from_a_config_file(
     db = tmp_path / "wm.db"
     config = tmp_path / "runner.yaml"
     text = CONFIG.format(origin=server.origin, database=f"sqlite:///{db}")
-    config.write_text(text.replace("every: 1m", "every: 200ms"))
+    config.write_text(text.replace("every: 1m", "every: 1s"))
     process = subprocess.Popen(  # noqa: S603 (fixed arguments)
         [*COMMAND, str(config)],
         stdout=subprocess.PIPE,

@@ -24,7 +24,7 @@ data_sources:
     kind: fhir
     base_url: http://127.0.0.1:9/fhir
     resources:
-      - {{type: Patient, every: 100ms}}
+      - {{type: Patient, every: 1s}}
 """
 COMMAND = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "run", "--config"]
 
@@ -73,6 +73,47 @@ def test_an_invalid_config_is_refused_at_start_naming_key_and_line(tmp_path: Pat
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 2
     assert f"{config}:6: data_sources[0].token: unknown key 'token'" in out
+
+
+def _alias_bomb() -> str:
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        # refused before expanding: a5 is the first anchor past 100,000 values (of 9^9)
+        (_alias_bomb(), ":14: more than 100,000 values once its aliases are expanded"),
+        ("deep: " + "[" * 50_000 + "]" * 50_000 + "\n", ":9: nested more than 40 levels deep"),
+    ],
+    ids=["alias-bomb", "50000-deep"],
+)
+def test_a_hostile_config_exits_2_with_where_not_a_traceback(
+    tmp_path: Path, extra: str, expected: str
+) -> None:
+    config = tmp_path / "runner.yaml"
+    config.write_text(CONFIG.format(db=tmp_path / "wm.db") + extra)
+    process = start(config)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, out
+    assert f"cannot start: {config}{expected}" in out
+    assert "Traceback" not in out and "lol" not in out
+
+
+def test_an_unusable_value_exits_2_naming_each_key(tmp_path: Path) -> None:
+    config = tmp_path / "runner.yaml"
+    text = CONFIG.format(db=tmp_path / "wm.db").replace("every: 1s", "every: 99999999999999999999h")
+    text = text.replace("http://127.0.0.1:9/fhir", "file:///etc/passwd")
+    config.write_text(text.replace("type: Patient", "type: NotAType"))
+    process = start(config)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, out
+    assert "Traceback" not in out
+    assert f"{config}:6: data_sources[0].base_url: expected an absolute http or https URL" in out
+    assert f"{config}:8: data_sources[0].resources[0].type: not a FHIR R4 resource type" in out
+    assert f"{config}:8: data_sources[0].resources[0].every: longer than the longest" in out
 
 
 def test_the_runner_keeps_request_urls_out_of_its_logs() -> None:

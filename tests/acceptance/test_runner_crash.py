@@ -54,7 +54,7 @@ data_sources:
 
 
 def config(tmp_path: Path, db: Path, base_url: str) -> Path:
-    resources = "\n".join(f"      - {{type: {t}, every: 200ms, page_size: 5}}" for t in TYPES)
+    resources = "\n".join(f"      - {{type: {t}, every: 1s, page_size: 5}}" for t in TYPES)
     path = tmp_path / "runner.yaml"
     path.write_text(CONFIG.format(db=db, base_url=base_url, resources=resources))
     return path

@@ -30,7 +30,7 @@ data_sources:
     kind: fhir
     base_url: {base_url}
     resources:
-      - {{type: Patient, every: 200ms}}
+      - {{type: Patient, every: 1s}}
 """
 FAMILIES = ["Santos", "Okafor", "Lindqvist", "Haddad", "Moreau", "Tanaka", "Kowalski"]
 

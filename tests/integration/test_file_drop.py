@@ -176,7 +176,7 @@ async def test_the_runner_polls_a_file_drop_source(store: Store, tmp_path: Path)
     (inbox / "p.ndjson").write_bytes(ndjson(patient("p1", "Santos")))
     config = parse_config(
         "workspace: clinic\ndatabase: sqlite:///x.db\ndata_sources:\n"
-        f"  - {{id: drop, kind: file_drop, path: '{inbox}', every: 50ms}}\n"
+        f"  - {{id: drop, kind: file_drop, path: '{inbox}', every: 1s}}\n"
     )
     runner_store = open_runner_store(store)
     runner = Runner(

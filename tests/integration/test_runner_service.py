@@ -7,6 +7,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,8 +40,20 @@ data_sources:
     kind: fhir
     base_url: http://127.0.0.1:1/fhir
     resources:
-      - {type: Patient, every: 10ms}
+      - {type: Patient, every: 1s}
 """
+#: faster than the config allows (at least 1s), so the tests need not wait
+FAST_POLL = timedelta(milliseconds=10)
+
+
+def fast_config(text: str) -> RunnerConfig:
+    """``text`` loaded, each poll's cadence then set to :data:`FAST_POLL`."""
+    config = parse_config(text)
+    sources = tuple(
+        replace(s, resources=tuple(replace(r, every=FAST_POLL) for r in s.resources))
+        for s in config.data_sources
+    )
+    return replace(config, data_sources=sources)
 
 
 class FakePoller:
@@ -109,7 +122,7 @@ async def test_named_loops_and_a_graceful_stop_that_finishes_the_poll(
     runner_store: RunnerStore,
 ) -> None:
     poller = FakePoller()
-    runner = make_runner(runner_store, poller, parse_config(CONFIG))
+    runner = make_runner(runner_store, poller, fast_config(CONFIG))
     service = asyncio.create_task(runner.run())
     await until(lambda: poller.finished >= 2)
     names = {t.get_name() for t in asyncio.all_tasks()}
@@ -135,7 +148,7 @@ async def test_a_loop_that_dies_stops_the_runner_loudly(
 ) -> None:
     poller = FakePoller()
     poller.fail_with = RuntimeError("bug in the poller")
-    runner = make_runner(runner_store, poller, parse_config(CONFIG))
+    runner = make_runner(runner_store, poller, fast_config(CONFIG))
     with pytest.raises(LoopFailed) as caught:
         await asyncio.wait_for(runner.run(), 5)
     assert caught.value.loop == "poll:ehr:Patient"
@@ -151,17 +164,52 @@ async def test_config_refresh_picks_up_changes_and_keeps_the_old_config_when_inv
     path = tmp_path / "runner.yaml"
     path.write_text(CONFIG)
     poller = FakePoller()
-    runner = make_runner(runner_store, poller, parse_config(CONFIG), config_path=path)
+    runner = make_runner(runner_store, poller, fast_config(CONFIG), config_path=path)
     service = asyncio.create_task(runner.run())
     try:
         await until(lambda: ("ehr", "Patient") in poller.polls)
         caplog.set_level(logging.ERROR, logger="ehrbridge.runner")
-        path.write_text(CONFIG.replace("every: 10ms", "every: often"))
+        path.write_text(CONFIG.replace("every: 1s", "every: often"))
         await until(lambda: any("not valid" in r.getMessage() for r in caplog.records))
         assert "runner.yaml:8: data_sources[0].resources[0].every" in caplog.text
-        assert runner.config == parse_config(CONFIG)
-        path.write_text(CONFIG + "      - {type: Encounter, every: 10ms}\n")
+        assert runner.config == fast_config(CONFIG)
+        path.write_text(CONFIG + "      - {type: Encounter, every: 1s}\n")
         await until(lambda: ("ehr", "Encounter") in poller.polls)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(service, 5)
+
+
+def alias_bomb() -> str:
+    """Nine anchors, each aliasing the one before nine times: 9^9 values once expanded."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    return CONFIG + "\n".join(lines) + "\n"
+
+
+async def test_an_alias_bomb_written_over_the_config_is_refused_and_polling_goes_on(
+    runner_store: RunnerStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "runner.yaml"
+    path.write_text(CONFIG)
+    poller = FakePoller()
+    config = fast_config(CONFIG)
+    runner = make_runner(runner_store, poller, config, config_path=path)
+    service = asyncio.create_task(runner.run())
+    try:
+        await until(lambda: poller.finished > 0)
+        caplog.set_level(logging.ERROR, logger="ehrbridge.runner")
+        path.write_text(alias_bomb())
+        await until(lambda: any("not valid" in r.getMessage() for r in caplog.records))
+        # Refused before expanding, at a5 (line 14): the first anchor past 100,000 values.
+        assert "runner.yaml:14: more than 100,000 values once its aliases are expanded" in (
+            caplog.text
+        )
+        assert "lol" not in caplog.text
+        # The refresh loop lives on, and so does polling, with the running config.
+        polled = poller.finished
+        await until(lambda: poller.finished >= polled + 3)
+        assert runner.config == config and not service.done()
     finally:
         runner.stop()
         await asyncio.wait_for(service, 5)
@@ -169,7 +217,7 @@ async def test_config_refresh_picks_up_changes_and_keeps_the_old_config_when_inv
 
 async def test_no_poll_outside_business_hours(runner_store: RunnerStore) -> None:
     hours = '    business_hours: {days: sat-sun, start: "00:00", end: "23:59"}\n'
-    config = parse_config(CONFIG.replace("    resources:\n", hours + "    resources:\n"))
+    config = fast_config(CONFIG.replace("    resources:\n", hours + "    resources:\n"))
     poller = FakePoller()
     monday = datetime(2026, 11, 23, 12, tzinfo=UTC)
     runner = make_runner(runner_store, poller, config, clock=lambda: monday)
@@ -181,7 +229,7 @@ async def test_no_poll_outside_business_hours(runner_store: RunnerStore) -> None
 
 
 async def test_one_runner_polls_a_source_at_a_time(runner_store: RunnerStore) -> None:
-    config = parse_config(CONFIG)
+    config = fast_config(CONFIG)
     pollers = [FakePoller(), FakePoller()]
     runners = [
         make_runner(runner_store, p, config, holder=f"runner-{i}") for i, p in enumerate(pollers)
@@ -195,7 +243,7 @@ async def test_one_runner_polls_a_source_at_a_time(runner_store: RunnerStore) ->
 
 
 async def test_a_long_poll_keeps_its_lease(runner_store: RunnerStore) -> None:
-    config = parse_config(CONFIG)
+    config = fast_config(CONFIG)
     short = Timing(lease_ttl=timedelta(milliseconds=600), watch_every=timedelta(seconds=1))
     holding, waiting = FakePoller(), FakePoller()
     holding.hold = asyncio.Event()
@@ -232,7 +280,7 @@ async def test_metrics_are_served_while_the_runner_runs(runner_store: RunnerStor
             error="FhirUnavailable: HTTP 503",
         )
     )
-    config = parse_config(CONFIG + "runner: {metrics: {host: 127.0.0.1, port: 0}}\n")
+    config = fast_config(CONFIG + "runner: {metrics: {host: 127.0.0.1, port: 0}}\n")
     poller = FakePoller()
     runner = make_runner(runner_store, poller, config)
     service = asyncio.create_task(runner.run())
@@ -269,7 +317,7 @@ async def test_metrics_with_a_token_answer_only_scrapes_that_present_it(
 ) -> None:
     monkeypatch.setenv("METRICS_TOKEN", "scrape-me-7f3a")
     section = "runner: {metrics: {port: 0, token: {env: METRICS_TOKEN}}}\n"
-    runner = make_runner(runner_store, FakePoller(), parse_config(CONFIG + section))
+    runner = make_runner(runner_store, FakePoller(), fast_config(CONFIG + section))
     service = asyncio.create_task(runner.run())
     try:
         await until(lambda: runner.metrics_server is not None)
@@ -300,7 +348,7 @@ async def test_a_metrics_token_that_cannot_be_read_stops_the_start(
     section = "runner: {metrics: {port: 0, token: {env: METRICS_TOKEN}}}\n"
     poller = FakePoller()
     with pytest.raises(InvalidInput, match="environment variable METRICS_TOKEN is not set"):
-        await make_runner(runner_store, poller, parse_config(CONFIG + section)).run()
+        await make_runner(runner_store, poller, fast_config(CONFIG + section)).run()
     assert poller.polls == []
 
 
@@ -309,7 +357,7 @@ async def test_a_metrics_port_in_use_stops_the_start(runner_store: RunnerStore) 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = parse_config(CONFIG + f"runner: {{metrics: {{port: {port}}}}}\n")
+        config = fast_config(CONFIG + f"runner: {{metrics: {{port: {port}}}}}\n")
         poller = FakePoller()
         with pytest.raises(InvalidInput, match=f"runner.metrics: cannot serve on 127.0.0.1:{port}"):
             await make_runner(runner_store, poller, config).run()

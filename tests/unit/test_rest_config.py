@@ -114,13 +114,13 @@ R = "config.yaml:{line}: data_sources[0].resources[0]"
         ("style: cursor, next: meta.next_cursor, param: cursor", "style: link, param: page",
          R.format(line=15) + ".pagination.param: unknown key 'param'"),
         ("transform: datetime", "transform: datetyme",
-         R.format(line=18) + ".fields.start.transform: unknown transform 'datetyme'; "
+         R.format(line=18) + ".fields.start.transform: unknown transform; "
          "expected one of boolean, date, datetime, integer, join, keywords, list, lower, "
          "map, name, number, phone, prefix, split, string, strip, upper"),
         ("cxl: cancelled", "cxl: canceled",
-         R.format(line=21) + ".fields.status.transform.map: not a code of this field: "
-         "canceled (one of proposed, pending, booked, arrived, fulfilled, cancelled, "
-         "noshow, entered-in-error, checked-in, waitlist)"),
+         R.format(line=21) + ".fields.status.transform.map: a value is not a code of this "
+         "field; use proposed, pending, booked, arrived, fulfilled, cancelled, noshow, "
+         "entered-in-error, checked-in, waitlist"),
         ("by: mrn", "by: ssn",
          R.format(line=22) + ".fields.patient.link.by: expected one of record, mrn, phone, email, "
          "identifier"),
@@ -152,7 +152,7 @@ R = "config.yaml:{line}: data_sources[0].resources[0]"
          P.format(line=7) + ".auth.key: inline secrets are not allowed; use {env: NAME} or "
          "{file: PATH}"),
         ("kind: api_key, header: X-Api-Key, key: {env: SCHED_KEY}",
-         "kind: smart, client_id: x, token_url: y, private_key: {env: K}",
+         "kind: smart, client_id: x, token_url: 'https://x.test/t', private_key: {env: K}",
          P.format(line=7) + ".auth.kind: a rest source takes none, basic, bearer, api_key, oauth2"),
         ("timezone: America/New_York", "timezone: Mars/Base",
          P.format(line=8) + ".timezone: expected an IANA time zone such as America/New_York"),
@@ -172,7 +172,7 @@ def test_a_type_polled_twice_from_one_source_is_refused() -> None:
     start = VALID.index("      - type: Appointment")
     text = VALID + VALID[start:]
     assert errors_of(text) == [
-        "config.yaml:23: data_sources[0].resources[1].type: Appointment is polled from another "
+        "config.yaml:23: data_sources[0].resources[1].type: this type is polled from another "
         "endpoint of this source already"
     ]
 
@@ -194,4 +194,69 @@ def test_the_example_in_the_docs_is_valid() -> None:
     assert source.kind == "rest" and [r.type for r in source.resources] == [
         "Patient",
         "Appointment",
+    ]
+
+
+TZ = "    timezone: America/New_York\n"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("https://sched.example.com/api/v2", "sched.example.com/api",
+         P.format(line=6) + ".base_url: expected an absolute http or https URL such as "
+         "https://ehr.example.org/fhir"),
+        ("every: 1m", "every: 1ms", R.format(line=11) + ".every: expected at least 1s: a poll "
+         "runs at most once a second (docs/runner.md)"),
+        ("path: /appointments", "path: https://elsewhere.example/x",
+         R.format(line=12) + ".path: expected a path under the base URL such as /appointments"),
+        ("path: /appointments", "path: /appointments?all=1",
+         R.format(line=12) + ".path: expected a path under the base URL such as /appointments"),
+        ("param: cursor}", "param: cursor, size: 100000000000000000000}",
+         R.format(line=15) + ".pagination.size: expected a whole number from 1 to 10,000"),
+        ("param: cursor}", "param: cursor, max_pages: 0}",
+         R.format(line=15) + ".pagination.max_pages: expected a whole number from 1 to 1,000,000"),
+        (TZ, TZ + "    timeout: 1ms\n", P.format(line=9) + ".timeout: expected at least 1s"),
+        (TZ, TZ + "    timeout: 99999999999999999999999h\n",
+         P.format(line=9) + ".timeout: longer than the longest duration allowed, 366d"),
+        (TZ, TZ + "    phone_region: [US]\n",
+         P.format(line=9) + ".phone_region: expected a region code such as US or GB"),
+        (TZ, TZ + "    headers: {X-Tenant: \"a\\nb\"}\n",
+         P.format(line=9) + ".headers.X-Tenant: a header value is one line of printable text"),
+        (TZ, TZ + "    headers: {X Tenant: a}\n",
+         P.format(line=9) + ".headers.X Tenant: not an HTTP header name"),
+        ("header: X-Api-Key", "header: X Api Key",
+         P.format(line=7) + ".auth.header: expected an HTTP header name such as X-Api-Key"),
+        ("records: data.items", "records: " + "(" * 600 + "a" + ")" * 600,
+         R.format(line=13) + ".records: a JMESPath expression is at most 500 characters"),
+        ("records: data.items", "records: '" + "(" * 240 + "a" + ")" * 240 + "'", None),
+        ("booked: booked", "booked: booked, '[': booked", None),
+        # a JMESPath error names the kind of token, not the token (it is part of the value)
+        ("records: data.items", "records: 'secret7 secret7'",
+         R.format(line=13) + ".records: not a valid JMESPath expression: unexpected "
+         "unquoted_identifier at position 8"),
+        ("records: data.items", "records: 'secret7$'",
+         R.format(line=13) + ".records: not a valid JMESPath expression: an unknown character "
+         "or an unclosed quote at position 7"),
+    ],
+)  # fmt: skip
+def test_values_the_runner_cannot_use_are_refused(old: str, new: str, expected: str | None) -> None:
+    assert old in VALID
+    text = VALID.replace(old, new, 1)
+    if expected is None:  # an edge the loader accepts
+        parse_config(text)
+    else:
+        assert errors_of(text) == [expected]
+
+
+def test_a_pattern_too_long_for_the_regex_parser_is_a_config_error() -> None:
+    # 400 nested groups make re.compile raise RecursionError: refused by length before that.
+    deep = "(" * 400 + "a" + ")" * 400
+    text = VALID.replace(
+        "transform: {map: {booked: booked, cxl: cancelled}, default: proposed}",
+        f"transform: {{keywords: {{booked: ['{deep}']}}}}",
+    )
+    assert errors_of(text) == [
+        R.format(line=21) + ".fields.status.transform.keywords.booked: a pattern is at most 500 "
+        "characters"
     ]

@@ -15,6 +15,7 @@ from ehrbridge.runner.config import (
     parse_config,
 )
 from ehrbridge.runner.secrets import SecretRef
+from ehrbridge.runner.yamlfile import read_yaml
 
 VALID = """\
 workspace: clinic
@@ -116,7 +117,7 @@ def test_unknown_keys_are_named_with_their_line() -> None:
         ("days: mon-fri", "days: weekdays", "config.yaml:9: data_sources[0].business_hours.days"),
         ("America/New_York", "Mars/Base", "config.yaml:9: data_sources[0].business_hours.tim"),
         ('start: "07:00"', "start: noon", "config.yaml:9: data_sources[0].business_hours.sta"),
-        ("  - id: lab\n", "  - id: ehr\n", "config.yaml:13: data_sources[1].id: duplicate"),
+        ("  - id: lab\n", "  - id: ehr\n", "config.yaml:13: data_sources[1].id: the same id as an"),
         ("token: {env: EHR_TOKEN}", "token: {vault: x}", "config.yaml:7: data_sources[0].auth.tok"),
         ("database: sqlite:///ehrbridge.db\n", "", "config.yaml:1: missing key 'database'"),
         ("overlap: 2m", "backfill: bulk", "config.yaml:8: data_sources[0].backfill: expected ex"),
@@ -226,8 +227,8 @@ def test_the_runner_section_can_serve_metrics() -> None:
         ("runner:\n  metrics: 9464\n", "config.yaml:24: runner.metrics: expected a mapping"),
         (
             "runner:\n  metrics: {host: 10.0.0.5, port: 9464}\n",
-            "config.yaml:24: runner.metrics.token: required when host is not loopback "
-            "(10.0.0.5): scrapers from elsewhere present it as a Bearer token, e.g. "
+            "config.yaml:24: runner.metrics.token: required when host is not loopback: "
+            "scrapers from elsewhere present it as a Bearer token, e.g. "
             "token: {env: METRICS_TOKEN}",
         ),
         (
@@ -258,7 +259,7 @@ def test_a_file_drop_source_needs_an_existing_folder(tmp_path: Path) -> None:
     ]
     missing = tmp_path / "nowhere"
     assert errors_of(file_drop(f"    kind: file_drop\n    path: {missing}\n    every: 30s\n")) == [
-        f"config.yaml:6: data_sources[0].path: '{missing}' is not an existing folder"
+        "config.yaml:6: data_sources[0].path: not an existing folder"
     ]
     a_file = tmp_path / "a.json"
     a_file.write_text("{}")
@@ -266,6 +267,212 @@ def test_a_file_drop_source_needs_an_existing_folder(tmp_path: Path) -> None:
         file_drop(f"    kind: file_drop\n    path: {a_file}\n    every: 0s\n    base_url: x\n")
     ) == [
         "config.yaml:8: data_sources[0].base_url: unknown key 'base_url'",
-        f"config.yaml:6: data_sources[0].path: '{a_file}' is not an existing folder",
-        "config.yaml:7: data_sources[0].every: expected a duration above zero",
+        "config.yaml:6: data_sources[0].path: not an existing folder",
+        "config.yaml:7: data_sources[0].every: expected at least 1s: a poll runs at most once a "
+        "second (docs/runner.md)",
     ]
+
+
+# --- files the loader must refuse quickly, with where (issue 10, defects 2 and 8) ----------------
+
+HEAD = "workspace: clinic\ndatabase: sqlite:///x.db\n"
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """Nine anchors, each aliasing the one before nine times: 9^9 values once expanded."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return HEAD + "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    # Measured on the graph of ten distinct nodes: a5 (line 8) is the first with more than
+    # 100,000 values once expanded (9^6 of them), so the file is refused there.
+    assert errors_of(alias_bomb()) == [
+        "config.yaml:8: more than 100,000 values once its aliases are expanded"
+    ]
+    assert len(read_yaml(alias_bomb(5)).data["a4"]) == 9  # 9^5 values: read
+
+
+def test_nesting_deeper_through_aliases_than_in_the_text_is_refused() -> None:
+    lines = ["a0: &a0 " + "[" * 10 + "x" + "]" * 10]
+    lines += [f"a{i}: &a{i} " + "[" * 10 + f"*a{i - 1}" + "]" * 10 for i in range(1, 5)]
+    assert errors_of(HEAD + "\n".join(lines) + "\n") == [
+        "config.yaml:7: nested more than 40 levels deep through aliases"
+    ]
+
+
+def test_too_many_aliases_are_refused() -> None:
+    text = HEAD + "x: &x 1\nys: [" + ", ".join(["*x"] * 1001) + "]\n"
+    assert errors_of(text) == ["config.yaml:4: more than 1000 aliases"]
+
+
+def test_an_alias_inside_itself_is_refused() -> None:
+    assert errors_of(HEAD + "loop: &loop [a, {b: *loop}]\n") == [
+        "config.yaml:3: an alias inside the value it names"
+    ]
+
+
+@pytest.mark.parametrize("opener", ["[", "{a: ", "- "])
+def test_deep_nesting_is_refused_with_its_line(opener: str) -> None:
+    closer = {"[": "]", "{a: ": "}", "- ": ""}[opener]
+    # Flow mappings deeper than about 1,000 characters are refused by PyYAML's scanner already.
+    depth = {"[": 50_000, "{a: ": 100, "- ": 45}[opener]
+    if opener == "- ":  # block style: each level one more indent, on its own line
+        body = "\n" + "".join(" " * i + "-\n" for i in range(depth))
+    else:
+        body = opener * depth + "x" + closer * depth + "\n"
+    assert errors_of(HEAD + "data_sources: " + body) == [
+        "config.yaml:" + ("3" if opener != "- " else "43") + ": nested more than 40 levels deep"
+    ]
+
+
+def test_a_file_too_large_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "runner.yaml"
+    path.write_text(VALID + "#" * 1_000_000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [f"{path}:1: the file is larger than 1,000,000 bytes"]
+
+
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "runner.yaml"
+    path.write_bytes(VALID.replace("runner", "r\xfcnner").encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [f"{path}:18: not UTF-8 text"]
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "runner.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + VALID.encode())
+    assert load_config(path) == parse_config(VALID, name=str(path))
+    assert parse_config("\ufeff" + VALID) == parse_config(VALID)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["!!int abc", "!!timestamp soon", "!!binary '%%%'", "!!float x", "!!python/name:os.system",
+     "1" * 5000],
+)  # fmt: skip
+def test_a_value_yaml_cannot_construct_is_named(value: str) -> None:
+    problems = errors_of(VALID.replace("overlap: 2m", f"overlap: {value}"))
+    assert problems[0].startswith("config.yaml:8: data_sources[0].overlap: "), problems
+    assert "abc" not in str(problems) and "soon" not in str(problems)
+
+
+def test_a_character_yaml_does_not_allow_is_named_by_line() -> None:
+    assert errors_of(VALID.replace("runner", "run\x07ner")) == [
+        "config.yaml:18: a character that YAML does not allow"
+    ]
+
+
+# --- values the runner cannot use (issue 10, defect 7) -------------------------------------------
+
+P0 = "config.yaml:{line}: data_sources[0]"
+CADENCE = "expected at least 1s: a poll runs at most once a second (docs/runner.md)"
+NOT_HTTP = "expected an absolute http or https URL such as https://ehr.example.org/fhir"
+BASE_URL = P0.format(line=6) + ".base_url: "
+TOO_LONG = "longer than the longest duration allowed, 366d"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("https://ehr.example.org/fhir/R4", "not a url", BASE_URL + NOT_HTTP),
+        ("https://ehr.example.org/fhir/R4", "file:///etc/passwd", BASE_URL + NOT_HTTP),
+        ("https://ehr.example.org/fhir/R4", "https://", BASE_URL + NOT_HTTP),
+        ("https://ehr.example.org/fhir/R4", "https://ehr:4x3/fhir",
+         P0.format(line=6) + ".base_url: not a valid URL"),
+        ("https://ehr.example.org/fhir/R4", "https://me:pw@ehr.example.org/fhir",
+         P0.format(line=6) + ".base_url: a user or password in the URL is an inline secrets are "
+         "not allowed; use {env: NAME} or {file: PATH}; put credentials in auth"),
+        ("https://ehr.example.org/fhir/R4", "https://ehr.example.org/fhir?x=1",
+         P0.format(line=6) + ".base_url: a base URL has no query or fragment"),
+        ("https://ehr.example.org/fhir/R4", '"https://ehr.example.org/a b"',
+         P0.format(line=6) + ".base_url: a URL has no spaces or control characters"),
+        ("{type: Patient,", "{type: NotAType,", P0.format(line=11) + ".resources[0].type: not a "
+         "FHIR R4 resource type (https://hl7.org/fhir/R4/resourcelist.html)"),
+        ("{type: Patient,", "{type: Patients,", P0.format(line=11) + ".resources[0].type: not a "
+         "FHIR R4 resource type (did you mean Patient? https://hl7.org/fhir/R4/resourcelist.html)"),
+        ("every: 5m}", "every: 1ms}", P0.format(line=11) + ".resources[0].every: " + CADENCE),
+        ("every: 5m}", "every: 999ms}", P0.format(line=11) + ".resources[0].every: " + CADENCE),
+        ("every: 5m}", "every: 99999999999999999999h}",
+         P0.format(line=11) + ".resources[0].every: " + TOO_LONG),
+        ("every: 5m}", "every: 367d}", P0.format(line=11) + ".resources[0].every: " + TOO_LONG),
+        ("overlap: 2m", "overlap: 1000000000000000000000000d",
+         P0.format(line=8) + ".overlap: longer than the longest duration allowed, 366d"),
+        ("page_size: 50", "page_size: 100000000000000000000000000000",
+         P0.format(line=12) + ".resources[1].page_size: expected a whole number from 1 to 10,000"),
+        ("page_size: 50", "page_size: 2.5",
+         P0.format(line=12) + ".resources[1].page_size: expected a whole number from 1 to 10,000"),
+        ("workspace: clinic", "workspace: My Clinic!", "config.yaml:1: workspace: expected "
+         "lower-case letters, digits, _ and - (up to 63)"),
+        ("  - id: ehr\n", "  - id: ehr one\n", P0.format(line=4) + ".id: expected letters, "
+         "digits, _, . and - (up to 64), e.g. ehr"),
+        ("{kind: bearer,", "{kind: [bearer],", P0.format(line=7) + ".auth.kind: expected one of "
+         "none, basic, bearer, smart, api_key, oauth2"),
+    ],
+)  # fmt: skip
+def test_a_value_the_runner_cannot_use_is_refused(old: str, new: str, expected: str) -> None:
+    assert old in VALID
+    assert errors_of(VALID.replace(old, new, 1)) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("runner: {refresh_every: 1ms}", "config.yaml:23: runner.refresh_every: expected at "
+         "least 1s"),
+        ("runner: {lease_ttl: 0s}", "config.yaml:23: runner.lease_ttl: expected at least 1s"),
+        ("runner: {lease_ttl: 9999999999999999d}",
+         "config.yaml:23: runner.lease_ttl: longer than the longest duration allowed, 366d"),
+    ],
+)  # fmt: skip
+def test_the_runner_timings_are_bounded(section: str, expected: str) -> None:
+    assert errors_of(VALID + section + "\n") == [expected]
+
+
+SMART = """\
+workspace: clinic
+database: sqlite:///x.db
+data_sources:
+  - id: lab
+    kind: fhir
+    base_url: https://lab.example.org/fhir
+    auth:
+      kind: smart
+      client_id: ehrbridge
+      token_url: https://lab.example.org/oauth/token
+      algorithm: RS384
+      private_key: {file: /run/secrets/lab-key.pem}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("https://lab.example.org/oauth/token", "/oauth/token", ".token_url: " + NOT_HTTP),
+        ("https://lab.example.org/oauth/token", "gopher://lab/token", ".token_url: " + NOT_HTTP),
+        ("algorithm: RS384", "algorithm: HS256", ".algorithm: expected RS384 or ES384"),
+    ],
+)
+def test_smart_settings_the_runner_cannot_use_are_refused(
+    old: str, new: str, expected: str
+) -> None:
+    problems = errors_of(SMART.replace(old, new))
+    assert problems == [
+        f"config.yaml:{11 if 'algo' in old else 10}: data_sources[0].auth{expected}"
+    ]
+
+
+def test_a_file_drop_cadence_has_the_same_floor(tmp_path: Path) -> None:
+    text = file_drop(f"    kind: file_drop\n    path: {tmp_path}\n    every: 10ms\n")
+    assert errors_of(text) == ["config.yaml:7: data_sources[0].every: " + CADENCE]
+
+
+def test_the_example_in_the_docs_is_valid(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "runner.md").read_text(encoding="utf-8")
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(example.replace("/srv/ehrbridge/inbox", str(tmp_path)), name="runner.md")
+    assert [s.id for s in config.data_sources] == ["ehr", "lab", "inbox"]

@@ -28,12 +28,18 @@ mappings (docs/rest-connector.md); :mod:`ehrbridge.connectors.rest.spec` checks 
 The optional ``runner:`` section holds timings and ``metrics: {port: 9464, host: 127.0.0.1}``.
 
 Every error names the file, the line and the key path, e.g. ``config.yaml:14:
-data_sources[1].auth.token: inline secrets are not allowed; use {env: NAME} or {file: PATH}``.
-Unknown keys are errors. Secrets are references only (:mod:`.secrets`).
+data_sources[1].auth.token: inline secrets are not allowed; use {env: NAME} or {file: PATH}``,
+and never shows a value. Unknown keys are errors. Secrets are references only (:mod:`.secrets`).
+
+Only values the runner can use are accepted: absolute ``http``/``https`` URLs, FHIR R4 resource
+types, cadences of at least :data:`MIN_EVERY`, durations up to a year, bounded page sizes. Any
+file, however broken or hostile (an alias bomb, 50,000 levels of nesting, bytes that are not
+UTF-8), ends in a :class:`ConfigError` quickly: reading is bounded (:mod:`.yamlfile`).
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -41,7 +47,7 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+import httpx
 
 from ehrbridge.connectors.rest.spec import (
     RestResource,
@@ -50,16 +56,31 @@ from ehrbridge.connectors.rest.spec import (
     check_settings,
 )
 from ehrbridge.errors import InvalidInput
-from ehrbridge.runner.durations import parse_duration
+from ehrbridge.fhir.mapping.resource_types import R4_RESOURCE_TYPES
+from ehrbridge.runner.durations import format_duration, parse_duration
 from ehrbridge.runner.schedule import BusinessHours, parse_days
 from ehrbridge.runner.secrets import SecretRef
-from ehrbridge.runner.yamlfile import LocatedYaml, read_yaml
+from ehrbridge.runner.yamlfile import LocatedYaml, YamlRefused, read_yaml
 
 SourceKind = Literal["fhir", "rest", "file_drop"]
 AuthKind = Literal["none", "basic", "bearer", "smart", "api_key", "oauth2"]
 #: the one resource of a ``file_drop`` source: every file in its folder
 FILES = "files"
 _ENTITY_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+#: as the world model takes them (``worldmodel.events``)
+_WORKSPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: a data source id names tasks, leases, metric labels and provenance
+_SOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: an HTTP header name (RFC 9110 token)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+#: the largest config file read, in bytes
+MAX_BYTES = 1_000_000
+#: the shortest cadence of a poll: more often is load on the source, not fresher data
+MIN_EVERY = timedelta(seconds=1)
+#: the shortest lease, config refresh and request timeout
+MIN_TIMING = timedelta(seconds=1)
+#: the largest page asked of a server
+MAX_PAGE_SIZE = 10_000
 INLINE_SECRET = "inline secrets are not allowed; use {env: NAME} or {file: PATH}"  # noqa: S105
 
 #: per auth kind: its plain keys and its secret keys (references only)
@@ -71,6 +92,8 @@ _AUTH_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "api_key": ({"header"}, {"key"}),
     "oauth2": ({"client_id", "token_url", "scope", "client_auth"}, {"client_secret"}),
 }
+#: the plain auth settings that must be one of a few values
+_AUTH_CHOICES = {"algorithm": ("RS384", "ES384"), "client_auth": ("basic", "body")}
 #: the auth kinds a ``rest`` source takes
 _REST_AUTH = ("none", "basic", "bearer", "api_key", "oauth2")
 #: the source-wide keys of a ``rest`` source beyond the common ones
@@ -178,23 +201,33 @@ class RunnerConfig:
 
 
 def load_config(path: Path) -> RunnerConfig:
-    """Read and validate the config at ``path``; a :class:`ConfigError` lists every problem."""
+    """Read and validate the config at ``path``; a :class:`ConfigError` lists every problem.
+
+    At most :data:`MAX_BYTES` are read (a FIFO or ``/dev/zero`` ends too); UTF-8, with or
+    without a byte-order mark.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config: {exc.strerror}"]) from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError([f"{path}:1: the file is larger than {MAX_BYTES:,} bytes"])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text"]) from None
     return parse_config(text, name=str(path))
 
 
 def parse_config(text: str, *, name: str = "config.yaml") -> RunnerConfig:
     """Validate config ``text`` (``name`` is used in errors)."""
     try:
-        doc = read_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError([f"{name}:{line}: {problem}"]) from None
+        doc = read_yaml(text.removeprefix("\ufeff"))
+    except YamlRefused as exc:
+        where = f"{exc.path}: " if exc.path else ""
+        raise ConfigError([f"{name}:{exc.line}: {where}{exc.problem}"]) from None
     checker = _Checker(doc, name)
     config = checker.config()
     if checker.problems:
@@ -234,14 +267,48 @@ class _Checker:
         self.fail(path, "expected a non-empty string")
         return None
 
-    def duration(self, value: Any, path: str) -> timedelta | None:
+    def duration(
+        self, value: Any, path: str, *, at_least: timedelta = timedelta(0), what: str = ""
+    ) -> timedelta | None:
         try:
             if not isinstance(value, str):
                 raise ValueError("expected a duration such as 30s, 5m or 1h")
-            return parse_duration(value)
+            found = parse_duration(value)
         except ValueError as exc:
             self.fail(path, str(exc))
             return None
+        if found < at_least:
+            self.fail(path, f"expected at least {format_duration(at_least)}{what}")
+            return None
+        return found
+
+    def cadence(self, value: Any, path: str) -> timedelta | None:
+        """A poll's ``every``: at least :data:`MIN_EVERY` (docs/runner.md)."""
+        return self.duration(
+            value,
+            path,
+            at_least=MIN_EVERY,
+            what=": a poll runs at most once a second (docs/runner.md)",
+        )
+
+    def url(self, value: Any, path: str) -> str | None:
+        """An absolute ``http``/``https`` URL with a host, and no credentials, query or
+        fragment (a value the HTTP client can use as it is)."""
+        text = self.text(value, path)
+        if text is None:
+            return None
+        problem = _url_problem(text)
+        if problem is not None:
+            self.fail(path, problem)
+            return None
+        return text
+
+    def number(self, value: Any, path: str, least: int, most: int) -> int | None:
+        """A whole number from ``least`` to ``most``."""
+        if isinstance(value, int) and not isinstance(value, bool) and least <= value <= most:
+            return value
+        self.fail(path, f"expected a whole number from {least:,} to {most:,}")
+        return None
 
     def secret(self, value: Any, path: str) -> SecretRef | None:
         if not isinstance(value, dict):
@@ -264,6 +331,9 @@ class _Checker:
         if top is None:
             return None
         workspace = self.text(top.get("workspace"), "workspace") if "workspace" in top else None
+        if workspace is not None and not _WORKSPACE.fullmatch(workspace):
+            self.fail("workspace", "expected lower-case letters, digits, _ and - (up to 63)")
+            workspace = None
         database = self.database(top["database"]) if "database" in top else None
         sources = top.get("data_sources") or []
         if not isinstance(sources, list):
@@ -273,7 +343,7 @@ class _Checker:
         seen: set[str] = set()
         for i, source in enumerate(checked):
             if source is not None and source.id in seen:
-                self.fail(f"data_sources[{i}].id", f"duplicate data source id {source.id!r}")
+                self.fail(f"data_sources[{i}].id", "the same id as an earlier data source")
             if source is not None:
                 seen.add(source.id)
         runner = top.get("runner") or {}
@@ -298,12 +368,12 @@ class _Checker:
         if raw is None:
             return None
         known = raw.keys() & {"lease_ttl", "refresh_every"}
-        found = {key: self.duration(raw[key], f"runner.{key}") for key in known}
+        found = {
+            key: self.duration(raw[key], f"runner.{key}", at_least=MIN_TIMING) for key in known
+        }
         if len(known) < len(raw.keys() - {"metrics"}):
             return None
-        if any(d is None or d <= timedelta(0) for d in found.values()):
-            if all(d is not None for d in found.values()):
-                self.fail("runner", "durations must be above zero")
+        if any(d is None for d in found.values()):
             return None
         return Timing(**found)  # type: ignore[arg-type]
 
@@ -322,8 +392,8 @@ class _Checker:
         if "token" not in raw and host is not None and not _loopback(host):
             self.fail(
                 f"{path}.token",
-                f"required when host is not loopback ({host}): scrapers from elsewhere present "
-                "it as a Bearer token, e.g. token: {env: METRICS_TOKEN}",
+                "required when host is not loopback: scrapers from elsewhere present it as a "
+                "Bearer token, e.g. token: {env: METRICS_TOKEN}",
             )
         if len(self.problems) > ok or host is None or not isinstance(port, int):
             return None
@@ -362,11 +432,11 @@ class _Checker:
         if raw is None:
             return None
         ok = len(self.problems)
-        source_id = self.text(raw.get("id"), f"{path}.id")
+        source_id = self.source_id(raw.get("id"), f"{path}.id")
         kind = raw.get("kind")
         if "kind" in raw and kind not in ("fhir", "rest", "file_drop"):
             self.fail(f"{path}.kind", "expected fhir, rest or file_drop")
-        base_url = self.text(raw.get("base_url"), f"{path}.base_url")
+        base_url = self.url(raw.get("base_url"), f"{path}.base_url")
         auth = self.auth(raw.get("auth", {"kind": "none"}), f"{path}.auth")
         if rest and auth is not None and auth.kind not in _REST_AUTH:
             self.fail(f"{path}.auth.kind", f"a rest source takes {', '.join(_REST_AUTH)}")
@@ -376,7 +446,7 @@ class _Checker:
             self.fail(f"{path}.resources", "expected a list")
             resources = []
         checked = [
-            self.resource(r, f"{path}.resources[{i}]", rest=rest) for i, r in enumerate(resources)
+            self.resource(r, f"{path}.resources[{i}]", kind=kind) for i, r in enumerate(resources)
         ]
         if rest:
             self.unique_types(checked, path)
@@ -402,6 +472,13 @@ class _Checker:
             backfill=backfill,
         )
 
+    def source_id(self, value: Any, path: str) -> str | None:
+        source_id = self.text(value, path)
+        if source_id is not None and not _SOURCE_ID.fullmatch(source_id):
+            self.fail(path, "expected letters, digits, _, . and - (up to 64), e.g. ehr")
+            return None
+        return source_id
+
     def unique_types(self, resources: list[ResourceConfig | None], path: str) -> None:
         """A rest source's cursors and poll tasks are per resource type: one endpoint each."""
         seen: set[str] = set()
@@ -409,7 +486,7 @@ class _Checker:
             if resource is not None and resource.type in seen:
                 self.fail(
                     f"{path}.resources[{i}].type",
-                    f"{resource.type} is polled from another endpoint of this source already",
+                    "this type is polled from another endpoint of this source already",
                 )
             if resource is not None:
                 seen.add(resource.type)
@@ -419,15 +496,13 @@ class _Checker:
         if raw is None:
             return None
         ok = len(self.problems)
-        source_id = self.text(raw.get("id"), f"{path}.id")
+        source_id = self.source_id(raw.get("id"), f"{path}.id")
         folder = None
         if "path" in raw:
             folder = self.text(raw["path"], f"{path}.path")
-        if folder is not None and not Path(folder).is_dir():
-            self.fail(f"{path}.path", f"{folder!r} is not an existing folder")
-        every = self.duration(raw.get("every"), f"{path}.every") if "every" in raw else None
-        if every is not None and every <= timedelta(0):
-            self.fail(f"{path}.every", "expected a duration above zero")
+        if folder is not None and not _is_dir(folder):
+            self.fail(f"{path}.path", "not an existing folder")
+        every = self.cadence(raw.get("every"), f"{path}.every") if "every" in raw else None
         hours = None
         if raw.get("business_hours") is not None:
             hours = self.hours(raw["business_hours"], f"{path}.business_hours")
@@ -444,7 +519,7 @@ class _Checker:
 
     def auth(self, value: Any, path: str) -> AuthConfig | None:
         kind = value.get("kind") if isinstance(value, dict) else None
-        if kind not in _AUTH_KEYS:
+        if not isinstance(kind, str) or kind not in _AUTH_KEYS:
             if isinstance(value, dict) and "kind" in value:
                 self.fail(f"{path}.kind", f"expected one of {', '.join(_AUTH_KEYS)}")
             else:
@@ -463,27 +538,39 @@ class _Checker:
                 if ref is not None:
                     secrets[key] = ref
             elif key in plain:
-                checked = self.text(item, _at(path, key))
+                checked = self.setting(key, item, _at(path, key))
                 if checked is not None:
                     settings[key] = checked
-        return AuthConfig(kind=kind, settings=settings, secrets=secrets)
+        return AuthConfig(kind=kind, settings=settings, secrets=secrets)  # type: ignore[arg-type]  # a key of _AUTH_KEYS
 
-    def resource(self, value: Any, path: str, *, rest: bool = False) -> ResourceConfig | None:
-        if rest:
+    def setting(self, key: str, value: Any, path: str) -> str | None:
+        """A plain auth setting: a URL, one of a few choices, a header name, or text."""
+        if key == "token_url":
+            return self.url(value, path)
+        checked = self.text(value, path)
+        if checked is None:
+            return None
+        if key in _AUTH_CHOICES and checked not in _AUTH_CHOICES[key]:
+            self.fail(path, f"expected {' or '.join(_AUTH_CHOICES[key])}")
+            return None
+        if key == "header" and not _HEADER_NAME.fullmatch(checked):
+            self.fail(path, "expected an HTTP header name such as X-Api-Key")
+            return None
+        return checked
+
+    def resource(self, value: Any, path: str, *, kind: Any = "fhir") -> ResourceConfig | None:
+        if kind == "rest":
             return self.rest_resource(value, path)
         raw = self.mapping(value, path, {"type", "every"}, {"page_size"})
         if raw is None:
             return None
-        resource_type = self.text(raw.get("type"), f"{path}.type")
-        every = self.duration(raw.get("every"), f"{path}.every")
-        page_size = raw.get("page_size", 100)
-        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 1:
-            self.fail(f"{path}.page_size", "expected a positive whole number")
-            return None
-        if every is not None and every <= timedelta(0):
-            self.fail(f"{path}.every", "expected a duration above zero")
-            return None
-        if resource_type is None or every is None:
+        ok = len(self.problems)
+        resource_type = self.text(raw.get("type"), f"{path}.type") if "type" in raw else None
+        if resource_type is not None and resource_type not in R4_RESOURCE_TYPES:
+            self.fail(f"{path}.type", _not_a_resource_type(resource_type))
+        every = self.cadence(raw.get("every"), f"{path}.every") if "every" in raw else None
+        page_size = self.number(raw.get("page_size", 100), f"{path}.page_size", 1, MAX_PAGE_SIZE)
+        if len(self.problems) > ok or resource_type is None or every is None or page_size is None:
             return None
         return ResourceConfig(type=resource_type, every=every, page_size=page_size)
 
@@ -496,9 +583,7 @@ class _Checker:
         resource_type = self.text(raw.get("type"), f"{path}.type") if "type" in raw else None
         if resource_type is not None and not _ENTITY_TYPE.fullmatch(resource_type):
             self.fail(f"{path}.type", "expected an entity type such as Appointment")
-        every = self.duration(raw.get("every"), f"{path}.every") if "every" in raw else None
-        if every is not None and every <= timedelta(0):
-            self.fail(f"{path}.every", "expected a duration above zero")
+        every = self.cadence(raw.get("every"), f"{path}.every") if "every" in raw else None
         spec = check_resource(self, raw, path, resource_type or "")
         if len(self.problems) > ok or resource_type is None or every is None:
             return None
@@ -522,8 +607,8 @@ class _Checker:
             hours = BusinessHours(
                 days=days, start=start or time(0), end=end or time(0), timezone=str(zone)
             )
-        except ValueError as exc:
-            self.fail(f"{path}.timezone", str(exc))
+        except ValueError:
+            self.fail(f"{path}.timezone", "expected an IANA time zone such as America/New_York")
             return None
         return hours if len(self.problems) == ok else None
 
@@ -540,6 +625,46 @@ class _Checker:
 
 def _at(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a server's base or token URL, or None.
+
+    >>> [_url_problem(u) for u in ("https://ehr.example.org/fhir", "not a url")]
+    [None, 'expected an absolute http or https URL such as https://ehr.example.org/fhir']
+    >>> _url_problem("file:///etc/passwd")
+    'expected an absolute http or https URL such as https://ehr.example.org/fhir'
+    """
+    if not url.lower().startswith(("http://", "https://")):
+        return "expected an absolute http or https URL such as https://ehr.example.org/fhir"
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        return "a URL has no spaces or control characters"
+    try:
+        parsed = httpx.URL(url)
+        host = parsed.host
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return "not a valid URL"
+    if parsed.scheme not in ("http", "https") or not host:
+        return "expected an absolute http or https URL such as https://ehr.example.org/fhir"
+    if parsed.userinfo:
+        return f"a user or password in the URL is an {INLINE_SECRET}; put credentials in auth"
+    if parsed.query or parsed.fragment or "?" in url or "#" in url:
+        return "a base URL has no query or fragment"
+    return None
+
+
+def _not_a_resource_type(name: str) -> str:
+    """The problem with a type that is not a FHIR R4 resource type, with the nearest one."""
+    near = difflib.get_close_matches(name, R4_RESOURCE_TYPES, n=1) if len(name) <= 64 else []
+    hint = f"did you mean {near[0]}? " if near else ""
+    return f"not a FHIR R4 resource type ({hint}https://hl7.org/fhir/R4/resourcelist.html)"
+
+
+def _is_dir(folder: str) -> bool:
+    try:
+        return Path(folder).is_dir()
+    except (OSError, ValueError):  # a NUL in the path, a name too long
+        return False
 
 
 def _loopback(host: str) -> bool:

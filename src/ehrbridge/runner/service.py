@@ -174,12 +174,15 @@ class Runner:
             if mtime == seen and not due:
                 continue
             seen, last_read = mtime, self.clock()
-            self._reload(self.config_path)
+            await self._reload(self.config_path)
 
-    def _reload(self, path: Path) -> None:
+    async def _reload(self, path: Path) -> None:
         try:
-            fresh = load_config(path)
+            # Reading is bounded (runner.yamlfile), and off the event loop, so no file can hold
+            # up the poll loops while it is read.
+            fresh = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
+            # The problems name file, line and key, never a value.
             log.error("config %s is not valid; keeping the running config:\n%s", path, exc)
             return
         if fresh == self.config:

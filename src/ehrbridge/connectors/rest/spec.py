@@ -17,7 +17,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jmespath
 import phonenumbers
-from jmespath.exceptions import IncompleteExpressionError, JMESPathError, ParseError
+from jmespath.exceptions import (
+    IncompleteExpressionError,
+    JMESPathError,
+    LexerError,
+    ParseError,
+)
 
 from ehrbridge.worldmodel.entities import spec_for
 
@@ -51,6 +56,21 @@ _ALL_TRANSFORMS = sorted(SIMPLE_TRANSFORMS | ARGUMENT_TRANSFORMS)
 _FIELD = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _PARAM = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
 _ENTITY_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+#: an HTTP header name (RFC 9110 token) and value (one line of visible characters)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\U0010ffff]{0,4096}$")
+#: a resource path under the base URL: no scheme, query, fragment, spaces or control characters
+_ENDPOINT = re.compile(r"^/?[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,1024}$")
+#: the longest JMESPath expression or keyword pattern (both parsers recurse per nesting level)
+MAX_EXPRESSION = 500
+#: the shortest per-request timeout
+MIN_TIMEOUT = timedelta(seconds=1)
+#: bounds of the pagination numbers
+_PAGING_NUMBERS = (
+    ("size", 100, 1, 10_000),
+    ("start", 1, 0, 1_000_000),
+    ("max_pages", 1000, 1, 1_000_000),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,8 +201,11 @@ class Checks(Protocol):
     def text(self, value: Any, path: str) -> str | None:
         """A non-empty string, or None (problem recorded)."""
 
-    def duration(self, value: Any, path: str) -> timedelta | None:
-        """A duration such as ``30s``, or None (problem recorded)."""
+    def duration(
+        self, value: Any, path: str, *, at_least: timedelta = timedelta(0), what: str = ""
+    ) -> timedelta | None:
+        """A duration such as ``30s`` of at least ``at_least``, or None (problem recorded;
+        ``what`` is added to the problem when it is too short)."""
 
 
 def check_settings(c: Checks, raw: dict[str, Any], path: str) -> RestSettings:
@@ -196,7 +219,7 @@ def check_settings(c: Checks, raw: dict[str, Any], path: str) -> RestSettings:
     if not isinstance(dayfirst, bool):
         c.fail(f"{path}.dayfirst", "expected true or false")
     region = raw.get("phone_region", "US")
-    if region not in phonenumbers.SUPPORTED_REGIONS:
+    if not isinstance(region, str) or region not in phonenumbers.SUPPORTED_REGIONS:
         c.fail(f"{path}.phone_region", "expected a region code such as US or GB")
     headers: list[tuple[str, str]] = []
     raw_headers = raw.get("headers", {})
@@ -206,11 +229,15 @@ def check_settings(c: Checks, raw: dict[str, Any], path: str) -> RestSettings:
         for name, value in raw_headers.items():
             if name.lower() in ("authorization", "cookie") or isinstance(value, dict):
                 c.fail(f"{path}.headers.{name}", "credentials belong in auth, as references")
-            elif not isinstance(value, str | int):
+            elif not _HEADER_NAME.fullmatch(name):
+                c.fail(f"{path}.headers.{name}", "not an HTTP header name")
+            elif isinstance(value, bool) or not isinstance(value, str | int):
                 c.fail(f"{path}.headers.{name}", "expected a string")
+            elif not _HEADER_VALUE.fullmatch(str(value)):
+                c.fail(f"{path}.headers.{name}", "a header value is one line of printable text")
             else:
                 headers.append((str(name), str(value)))
-    timeout = c.duration(raw.get("timeout", "30s"), f"{path}.timeout")
+    timeout = c.duration(raw.get("timeout", "30s"), f"{path}.timeout", at_least=MIN_TIMEOUT)
     if isinstance(zone, str) and isinstance(dayfirst, bool) and isinstance(region, str):
         out = RestSettings(
             timezone=zone,
@@ -240,6 +267,9 @@ def check_resource(c: Checks, raw: dict[str, Any], path: str, entity_type: str) 
     endpoint = c.text(raw.get("path"), f"{path}.path") if "path" in raw else None
     if "path" not in raw:
         c.fail(path, "missing key 'path'")
+    elif endpoint is not None and (not _ENDPOINT.fullmatch(endpoint) or "://" in endpoint):
+        c.fail(f"{path}.path", "expected a path under the base URL such as /appointments")
+        endpoint = None
     exprs = {}
     for key, default in (("records", "@"), ("id", "id"), ("version", None)):
         given = raw.get(key, default)
@@ -299,10 +329,10 @@ def _paging(c: Checks, value: Any, path: str) -> Paging | None:
         if key in raw and (not isinstance(raw[key], str) or not _PARAM.fullmatch(raw[key])):
             c.fail(f"{path}.{key}", "expected a query parameter name")
     numbers = {}
-    for key, default, least in (("size", 100, 1), ("start", 1, 0), ("max_pages", 1000, 1)):
+    for key, default, least, most in _PAGING_NUMBERS:
         number = raw.get(key, default)
-        if not isinstance(number, int) or isinstance(number, bool) or number < least:
-            c.fail(f"{path}.{key}", f"expected a whole number of at least {least}")
+        if not isinstance(number, int) or isinstance(number, bool) or not least <= number <= most:
+            c.fail(f"{path}.{key}", f"expected a whole number from {least:,} to {most:,}")
             number = default
         numbers[key] = number
     nxt = _expression(c, raw["next"], f"{path}.next") if "next" in raw else None
@@ -413,10 +443,7 @@ def _link(c: Checks, value: Any, path: str) -> Link | None:
 def _transform(c: Checks, value: Any, path: str, entity_type: str, field: str) -> Transform | None:
     if isinstance(value, str):
         if value not in SIMPLE_TRANSFORMS:
-            c.fail(
-                path,
-                f"unknown transform {value!r}; {_one_of(_ALL_TRANSFORMS)}",
-            )
+            c.fail(path, f"unknown transform; {_one_of(_ALL_TRANSFORMS)}")
             return None
         return Transform(name=value)
     if not isinstance(value, dict) or not value:
@@ -454,10 +481,9 @@ def _transform(c: Checks, value: Any, path: str, entity_type: str, field: str) -
                 c.fail(f"{where}.{target}", "expected a list of words or patterns")
                 continue
             for word in words:
-                try:
-                    re.compile(word)
-                except re.error as exc:
-                    c.fail(f"{where}.{target}", f"not a valid pattern: {exc}")
+                problem = _pattern_problem(word)
+                if problem is not None:
+                    c.fail(f"{where}.{target}", problem)
             patterns.append((target, tuple(words)))
         _check_codes(c, where, codes, [t for t, _ in patterns] + ([default] if has_default else []))
         return Transform(
@@ -476,7 +502,7 @@ def _transform(c: Checks, value: Any, path: str, entity_type: str, field: str) -
             c.fail(f"{where}.timezone", "expected an IANA time zone such as America/New_York")
         return Transform(name=name, format=fmt, dayfirst=dayfirst, timezone=zone)
     if name == "phone":
-        if arg not in phonenumbers.SUPPORTED_REGIONS:
+        if not isinstance(arg, str) or arg not in phonenumbers.SUPPORTED_REGIONS:
             c.fail(where, "expected a region code such as US or GB")
             return None
         return Transform(name=name, arg=arg)
@@ -495,18 +521,48 @@ def _expression(c: Checks, value: Any, path: str) -> str | None:
     if not isinstance(value, str) or not value.strip():
         c.fail(path, "expected a JMESPath expression such as data.items")
         return None
+    if len(value) > MAX_EXPRESSION:
+        c.fail(path, f"a JMESPath expression is at most {MAX_EXPRESSION} characters")
+        return None
     try:
         jmespath.compile(value)
     except IncompleteExpressionError:
         c.fail(path, "not a valid JMESPath expression: it ends too early")
         return None
-    except ParseError as exc:
-        c.fail(path, f"not a valid JMESPath expression: {exc.msg} at position {exc.lex_position}")
+    except LexerError as exc:
+        c.fail(
+            path,
+            "not a valid JMESPath expression: an unknown character or an unclosed quote at "
+            f"position {exc.lexer_position}",
+        )
         return None
-    except JMESPathError as exc:
-        c.fail(path, f"not a valid JMESPath expression: {str(exc).splitlines()[0]}")
+    except ParseError as exc:
+        # "Unexpected token: <the token>" would show part of the value: name its kind instead.
+        what = exc.msg
+        if what.startswith("Unexpected token"):
+            what = f"unexpected {str(exc.token_type).lower()}"
+        c.fail(path, f"not a valid JMESPath expression: {what} at position {exc.lex_position}")
+        return None
+    except JMESPathError:
+        c.fail(path, "not a valid JMESPath expression")
+        return None
+    except RecursionError:
+        c.fail(path, "not a valid JMESPath expression: nested too deeply")
         return None
     return value
+
+
+def _pattern_problem(word: str) -> str | None:
+    """Why ``word`` is not a usable ``keywords`` pattern, or None."""
+    if len(word) > MAX_EXPRESSION:
+        return f"a pattern is at most {MAX_EXPRESSION} characters"
+    try:
+        re.compile(word)
+    except re.error as exc:
+        return f"not a valid pattern: {exc.msg} at position {exc.pos}"
+    except (RecursionError, OverflowError, ValueError):
+        return "not a valid pattern: nested too deeply or repeated too often"
+    return None
 
 
 def _codes(entity_type: str, field: str) -> tuple[str, ...]:
@@ -518,9 +574,9 @@ def _codes(entity_type: str, field: str) -> tuple[str, ...]:
 def _check_codes(c: Checks, path: str, codes: tuple[str, ...], values: list[Any]) -> None:
     if not codes:
         return
-    bad = sorted({str(v) for v in values if v is not None and v not in codes})
+    bad = [v for v in values if v is not None and v not in codes]
     if bad:
-        c.fail(path, f"not a code of this field: {', '.join(bad)} (one of {', '.join(codes)})")
+        c.fail(path, f"a value is not a code of this field; use {', '.join(codes)}")
 
 
 def _zone_ok(zone: Any) -> bool:
