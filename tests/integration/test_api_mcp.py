@@ -342,7 +342,7 @@ async def test_refusals_are_tool_errors_with_the_service_messages(served: Served
     assert error_text(bad_phone).startswith("invalid input: ")
     assert "hello" not in error_text(bad_phone)
     assert error_text(taken) == "slot unavailable: slot_id: the slot is not free"
-    assert error_text(backwards) == "invalid input: end: must be after start"
+    assert error_text(backwards) == "invalid input: end: Value error, must be after start"
     for result in (missing, bad_schema, bad_phone, taken, backwards):
         assert result.meta is not None and len(result.meta[REQUEST_ID_META_KEY]) == 32
 
