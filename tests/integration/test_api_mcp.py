@@ -335,7 +335,7 @@ async def test_refusals_are_tool_errors_with_the_service_messages(served: Served
     schema_text = error_text(bad_schema)
     assert schema_text.startswith("invalid input: ")
     assert "level: Input should be 'confirmed', 'mentioned' or 'inferred'" in schema_text
-    assert "x: Extra inputs are not permitted" in schema_text
+    assert "(unknown field): Extra inputs are not permitted" in schema_text
     assert "fields.[key]: String should match pattern" in schema_text
     assert "Bad Path" not in schema_text  # a refused key is submitted data: not echoed
     assert "verified" not in schema_text.replace("'", " ").split()  # the value given: not echoed
