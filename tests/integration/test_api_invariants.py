@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import JsonValue
 from tests.conftest import POSTGRES_DSN, MakeStore
 from tests.integration import test_api_http, test_api_service
@@ -362,3 +364,116 @@ async def test_two_processes_through_both_routes_book_each_slot_once(
         for claim in claim_keys("Appointment", state.values):
             holding.setdefault(claim, []).append(entity_id)
     assert {ref: len(ids) for ref, ids in holding.items()} == {f"Slot/{s}": 1 for s in slots}
+
+
+# --- the class: any sequence of writes through both routes ------------------------------------
+
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["book", "observe", "cancel", "rebook"]),
+        st.sampled_from(["slot-9001", "slot-9002", "slot-9003", "slot-9004"]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(operations=OPERATIONS)
+async def test_any_sequence_of_writes_books_each_slot_at_most_once(
+    clinic: Clinic, store: Store, operations: list[tuple[str, str]]
+) -> None:
+    """Bookings, generic writes naming a slot, cancellations and cancelled appointments taking
+    their slot back, in any order: a write succeeds exactly when the slot is free at its source
+    and held by nobody, and afterwards no slot has two holders."""
+    svc, agent = clinic.service, clinic.agent()
+    model = WorldModel(store, WS)
+    mine: list[str] = []  # appointments this example wrote, oldest first
+    for how, name in operations:
+        slot = clinic.ids[name]
+        ref = f"Slot/{slot}"
+        holders = {
+            a
+            for a in mine
+            if (state := await model.state("Appointment", a)) is not None
+            and ref in claim_keys("Appointment", state.values)
+        }
+        already = {
+            entity_id
+            for entity_id in {e.entity_id for e in (await store.read_log(WS, START, 10_000)).events}
+            if (state := await model.state("Appointment", entity_id)) is not None
+            and ref in claim_keys("Appointment", state.values)
+        }
+        takeable = name != "slot-9002" and not already
+        try:
+            if how == "book":
+                done = await svc.book_appointment(
+                    agent, AppointmentBooking(patient_id=clinic.ids["pat-1001"], slot_id=slot)
+                )
+                mine.append(done.appointment_id)
+            elif how == "observe":
+                result = await svc.write_observation(
+                    agent,
+                    ObservationWrite(
+                        entity_type="Appointment",
+                        fields={"status": "booked", "slot": ref},
+                        level="confirmed",
+                    ),
+                )
+                mine.append(result.entity.entity_id)
+            elif how == "cancel":
+                for appointment in holders:
+                    await svc.write_observation(
+                        agent,
+                        ObservationWrite(
+                            entity_type="Appointment",
+                            entity_id=appointment,
+                            fields={"status": "cancelled"},
+                            level="confirmed",
+                        ),
+                    )
+                continue
+            else:
+                # a cancelled appointment of this slot takes it back
+                cancelled = [
+                    a
+                    for a in mine
+                    if a not in holders
+                    and (state := await model.state("Appointment", a)) is not None
+                    and state.values.get("slot") == ref
+                ]
+                if not cancelled:
+                    continue
+                await svc.write_observation(
+                    agent,
+                    ObservationWrite(
+                        entity_type="Appointment",
+                        entity_id=cancelled[0],
+                        fields={"status": "booked", "slot": ref},
+                        level="confirmed",
+                    ),
+                )
+            assert takeable, (how, name)
+        except SlotUnavailable:
+            assert not takeable, (how, name)
+    claims: dict[str, int] = {}
+    for entity_id in {e.entity_id for e in (await store.read_log(WS, START, 10_000)).events}:
+        state = await model.state("Appointment", entity_id)
+        for claim in claim_keys("Appointment", state.values) if state is not None else ():
+            claims[claim] = claims.get(claim, 0) + 1
+    assert all(n == 1 for n in claims.values()), claims
+    # leave the clinic as the next example expects it: every slot released
+    for entity_id in {e.entity_id for e in (await store.read_log(WS, START, 10_000)).events}:
+        state = await model.state("Appointment", entity_id)
+        if state is not None and claim_keys("Appointment", state.values):
+            await model.write_voice(
+                "Appointment",
+                entity_id,
+                {"status": "cancelled"},
+                level=Level.VOICE_CONFIRMED,
+                agent="cleanup",
+            )
