@@ -8,7 +8,8 @@
     │   └── MappingError        a FHIR resource or entity that cannot be mapped (names the element)
     ├── NotFound                no such entity / conflict / record in this workspace
     ├── ConcurrencyError        an optimistic-concurrency check failed (someone wrote first)
-    │   └── WriteRace           a unique key caught two writers racing; the batch may be retried
+    │   ├── WriteRace           a unique key caught two writers racing; the batch may be retried
+    │   └── RecordClaimed       another writer linked a new record to another entity first
     ├── IdempotencyConflict     an idempotency key was reused for different content
     ├── SlotUnavailable         the appointment slot asked for is not free (taken, busy, gone)
     ├── AuthError               who is asking, or what they may do, stops the request
@@ -98,6 +99,21 @@ class WriteRace(ConcurrencyError):
         #: the database constraint that caught the race (names columns, never values)
         self.constraint = constraint
         EhrbridgeError.__init__(self, f"{type(self).__doc__} ({constraint})")
+
+
+class RecordClaimed(ConcurrencyError):
+    """Another writer linked the record to another entity first; resolve again and retry."""
+
+    def __init__(self, record: str) -> None:
+        self.entity = ""
+        self.expected, self.actual = -1, None
+        #: ``data source ResourceType/external id`` (a source's own id, never patient data)
+        self.record = record
+        EhrbridgeError.__init__(
+            self,
+            f"{record} was linked to another entity by a concurrent writer; the references "
+            "translated for it are stale: resolve the batch again and retry",
+        )
 
 
 class IdempotencyConflict(EhrbridgeError):

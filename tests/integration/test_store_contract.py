@@ -16,9 +16,10 @@ from typing import Any, cast
 import pytest
 from tests.conftest import FakeClock, MakeStore
 
-from ehrbridge.errors import ConcurrencyError, IdempotencyConflict, InvalidEvent
+from ehrbridge.errors import ConcurrencyError, IdempotencyConflict, InvalidEvent, RecordClaimed
 from ehrbridge.worldmodel import projection
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Observation, RecordKey, Source
+from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import START, Counts, LogPosition, Store
 
 WS = "clinic"
@@ -595,13 +596,75 @@ async def test_a_record_missing_from_a_poll_is_not_deleted(store: Store) -> None
 
 async def test_same_record_always_maps_to_the_same_entity(store: Store) -> None:
     first = await store.append(WS, [snapshot({"name.family": "Diaz"}, entity_id="p1")])
-    # A later snapshot naming another entity still lands on the record's entity.
-    second = await store.append(
-        WS,
-        [snapshot({"name.family": "Díaz"}, entity_id="p2", effective_at=T9 + timedelta(hours=1))],
-    )
-    assert first[0].entity_id == second[0].entity_id == "p1"
+    later = T9 + timedelta(hours=1)
+    # A later snapshot naming no entity, or the record's own, lands on the record's entity.
+    second = await store.append(WS, [snapshot({"name.family": "Díaz"}, effective_at=later)])
+    third = await store.append(WS, [snapshot({"name.family": "Dias"}, entity_id="p1")])
+    assert first[0].entity_id == second[0].entity_id == third[0].entity_id == "p1"
+
+
+async def test_a_snapshot_naming_another_entity_for_a_known_record_is_refused(
+    store: Store,
+) -> None:
+    """A writer that chose an entity for a record it believed new (and translated references
+    to it) learns that another writer linked the record first; nothing of its batch is kept,
+    where keeping either entity silently would leave references pointing nowhere."""
+    await store.append(WS, [snapshot({"name.family": "Diaz"}, entity_id="p1")])
+    other = snapshot({"name.family": "Diaz"}, external_id="456", entity_id="p3")
+    stale = snapshot({"name.family": "Díaz"}, entity_id="p2")
+    with pytest.raises(RecordClaimed) as caught:
+        await store.append(WS, [other, stale])
+    assert caught.value.record == "ehr Patient/123"
     assert await store.get_state(WS, "Patient", "p2") is None
+    assert await store.get_state(WS, "Patient", "p3") is None
+    assert (await store.counts(WS)).events == 1
+
+
+async def test_racing_writers_choosing_entities_for_one_new_record(make_store: MakeStore) -> None:
+    """Two writers each link a new record to an entity of their choosing at the same moment:
+    one wins, the other is told so (after the model's retry of a lost race) and writes nothing."""
+    one, two = WorldModel(await make_store(), WS), WorldModel(await make_store(), WS)
+    for n in range(5):
+        outcomes = await asyncio.gather(
+            *(
+                model.ingest(
+                    [snapshot({"name.family": "Diaz"}, external_id=f"r{n}", entity_id=f"{e}{n}")],
+                    decisions=[None],
+                )
+                for model, e in ((one, "a"), (two, "b"))
+            ),
+            return_exceptions=True,
+        )
+        won = [o for o in outcomes if not isinstance(o, BaseException)]
+        lost = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(won) == 1, outcomes
+        assert len(lost) == 1 and isinstance(lost[0], RecordClaimed), outcomes
+        key = RecordKey(data_source="ehr", resource_type="Patient", external_id=f"r{n}")
+        record = await one.store.get_record(WS, key)
+        assert record is not None and record.entity_id == won[0][0].result.entity_id
+    assert (await one.store.counts(WS)).entities == {"Patient": 5}
+
+
+async def test_one_resolution_at_a_time_across_connections(make_store: MakeStore) -> None:
+    one, two = await make_store(), await make_store()
+    entered = asyncio.Event()
+    async with one.resolving(WS):
+
+        async def second() -> None:
+            async with two.resolving(WS):
+                entered.set()
+
+        waiting = asyncio.create_task(second())
+        await asyncio.sleep(0.2)
+        assert not entered.is_set(), "a second writer resolved while the first held the lock"
+    await asyncio.wait_for(waiting, 30)
+    assert entered.is_set()
+    # Released on an error too.
+    with pytest.raises(RuntimeError):
+        async with one.resolving(WS):
+            raise RuntimeError("boom")
+    async with two.resolving(WS):
+        pass
 
 
 async def test_record_entities_maps_known_records_and_leaves_out_the_rest(store: Store) -> None:

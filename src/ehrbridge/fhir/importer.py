@@ -27,6 +27,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import IO, Any, Literal
 
 import orjson
 
-from ehrbridge.errors import InvalidInput
+from ehrbridge.errors import InvalidInput, RecordClaimed
 from ehrbridge.fhir.mapping import Mapped, reference_paths, to_entity
 from ehrbridge.fhir.reader import CHUNK, Entry, Unit, entry_id, expand, is_ndjson, read_units
 from ehrbridge.worldmodel.entities import spec_for
@@ -46,6 +47,9 @@ Status = Literal["created", "updated", "unchanged", "failed"]
 STATUSES: tuple[Status, ...] = ("created", "updated", "unchanged", "failed")
 #: Records remembered between units; beyond this the cache starts again from the store.
 CACHE_SIZE = 200_000
+#: Attempts at a unit whose new records concurrent writers keep linking first (each attempt
+#: after the first follows a commit of theirs, so this is only reached by a livelock).
+CLAIM_ATTEMPTS = 10
 _RELATIVE = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 #: Resource types in reference order (a type refers to types before it), so NDJSON and Bulk
 #: Data export files (one per type) are imported with their references pointing backwards.
@@ -101,6 +105,13 @@ class ImportReport:
 
     def count(self, resource_type: str, status: Status, n: int = 1) -> None:
         self.counts.setdefault(resource_type, Counter())[status] += n
+
+    def add(self, other: ImportReport) -> None:
+        """Count ``other``'s entries, errors and events in this report too."""
+        for resource_type, counts in other.counts.items():
+            self.counts.setdefault(resource_type, Counter()).update(counts)
+        self.errors += other.errors
+        self.events += other.events
 
     def total(self, status: Status) -> int:
         return sum(c[status] for c in self.counts.values())
@@ -167,6 +178,8 @@ class Importer:
         #: entries whose references point at records not imported yet, for a later pass
         self._deferred = _Deferred()
         self._deferring = True
+        #: the current unit's entries to defer once it is imported (not at each attempt)
+        self._to_defer: list[Entry] = []
 
     # --- the whole import --------------------------------------------------------------------
 
@@ -231,13 +244,45 @@ class Importer:
         self._deferring = True
 
     async def import_unit(self, unit: Unit, report: ImportReport) -> None:
-        """Import one unit into ``report``."""
+        """Import one unit into ``report``.
+
+        Another writer (an importer, a runner) may link a record that is new to this one while
+        it translates references to the entity it chose: the store refuses the unit
+        (:class:`RecordClaimed`) and it is imported again from the start against what that
+        writer stored, its counts and deferrals kept only from the attempt that succeeded."""
         if unit.error is not None:
             report.errors.append(
                 EntryError(file=unit.file, position="file", resource_type="", reason=unit.error)
             )
             report.count("(file)", "failed")
             return
+        for attempt in range(1, CLAIM_ATTEMPTS + 1):
+            trial = ImportReport()
+            self._to_defer = []
+            try:
+                async with self._resolution(unit):
+                    await self._import_once(unit, trial)
+            except RecordClaimed:
+                if attempt == CLAIM_ATTEMPTS:
+                    raise
+                continue
+            for entry in self._to_defer:
+                self._deferred.add(unit, entry)
+            report.add(trial)
+            return
+
+    def _resolution(self, unit: Unit) -> AbstractAsyncContextManager[None]:
+        """The store's resolution lock for a unit that may resolve new Patients or
+        Practitioners against those known, so that a concurrent writer's new ones are either
+        seen by the matching or see this unit's (docs/design.md, "Concurrent writers")."""
+        if self.resolve and any(
+            entry.resource is not None and entry.resource.get("resourceType") in RESOLVED_TYPES
+            for entry in unit.entries
+        ):
+            return self.model.store.resolving(self.model.workspace)
+        return nullcontext()
+
+    async def _import_once(self, unit: Unit, report: ImportReport) -> None:
         self._bad = {}
         items, failures = self._map(unit)
         if unit.atomic and failures:
@@ -393,7 +438,7 @@ class Importer:
         """Defer an item whose reference may still arrive; fail it otherwise."""
         pending = isinstance(reason, _Dangling) and reason.pending
         if pending and self._deferring and not unit.atomic:
-            self._deferred.add(unit, item.entry)
+            self._to_defer.append(item.entry)
             self._bad[item.key] = True
         else:
             failures.append((item.entry, item.resource_type, str(reason)))

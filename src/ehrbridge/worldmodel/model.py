@@ -8,13 +8,14 @@ correct, resolve a conflict, merge, identify a caller) and turns each into event
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, VOICE_LEVELS, Level, Thresholds
-from ehrbridge.errors import ConcurrencyError, InvalidInput, NotFound, WriteRace
+from ehrbridge.errors import ConcurrencyError, InvalidInput, NotFound, RecordClaimed, WriteRace
 from ehrbridge.worldmodel.events import (
     Event,
     EventType,
@@ -72,6 +73,8 @@ class WorldModel:
         for attempt in range(_RETRIES):
             try:
                 return await self.store.append(self.workspace, items, audit=audit)
+            except RecordClaimed:
+                raise  # the same batch would fail again: the caller must resolve anew
             except WriteRace:
                 if attempt == _RETRIES - 1:
                     raise
@@ -97,20 +100,23 @@ class WorldModel:
         if decisions is not None:
             if len(decisions) != len(observations):
                 raise InvalidInput("one decision per observation")
-            prepared = list(observations)
+            results = await self.record(observations)
         else:
-            decisions, prepared = [], []
-            for obs in observations:
-                decision = None
-                if resolve and obs.entity_id is None and obs.entity_type in RESOLVED_TYPES:
-                    known = await self.store.get_record(self.workspace, obs.record)
-                    if known is None:
-                        decision = await self.match(obs.entity_type, obs.data)
-                        if decision is not None and decision.kind == "certain":
-                            obs = _with_entity(obs, str(decision.entity_id))
-                decisions.append(decision)
-                prepared.append(obs)
-        results = await self.record(prepared)
+            resolving = resolve and any(
+                obs.entity_id is None and obs.entity_type in RESOLVED_TYPES for obs in observations
+            )
+            for attempt in range(_RETRIES):
+                try:
+                    # Matching and writing under the resolution lock: see Store.resolving.
+                    async with self.store.resolving(self.workspace) if resolving else nullcontext():
+                        decisions, prepared = await self._resolved(observations, resolve=resolve)
+                        results = await self.record(prepared)
+                    break
+                except RecordClaimed:
+                    # A concurrent writer linked a record we resolved; resolve against it.
+                    if attempt == _RETRIES - 1:
+                        raise
+        assert decisions is not None
         candidates = [
             NewEvent(
                 workspace=self.workspace,
@@ -128,6 +134,25 @@ class WorldModel:
         if candidates:
             await self.record(candidates)
         return [IngestResult(result=r, match=d) for r, d in zip(results, decisions, strict=True)]
+
+    async def _resolved(
+        self, observations: Sequence[Observation], *, resolve: bool
+    ) -> tuple[list[MatchDecision | None], list[Observation]]:
+        """The resolution decision of each observation, and the observations linked to the
+        entity of each certain match."""
+        decisions: list[MatchDecision | None] = []
+        prepared: list[Observation] = []
+        for obs in observations:
+            decision = None
+            if resolve and obs.entity_id is None and obs.entity_type in RESOLVED_TYPES:
+                known = await self.store.get_record(self.workspace, obs.record)
+                if known is None:
+                    decision = await self.match(obs.entity_type, obs.data)
+                    if decision is not None and decision.kind == "certain":
+                        obs = _with_entity(obs, str(decision.entity_id))
+            decisions.append(decision)
+            prepared.append(obs)
+        return decisions, prepared
 
     async def match(
         self,

@@ -19,6 +19,7 @@ from ehrbridge.errors import (
     IdempotencyConflict,
     InvalidEvent,
     InvalidInput,
+    RecordClaimed,
     WriteRace,
 )
 from ehrbridge.worldmodel.canonical import canonical_json, is_volatile
@@ -320,6 +321,11 @@ class Planner:
                 f"{obs.record.data_source} {obs.record.ref} is a {held.entity_type}, "
                 f"not a {obs.entity_type}"
             )
+        if held is not None and obs.entity_id is not None and obs.entity_id != held.entity_id:
+            # The caller chose the entity (and translated references to it) believing the
+            # record new; another writer linked it first. Keeping either silently would leave
+            # references to an entity that does not exist (docs/design.md, "Concurrent writers").
+            raise RecordClaimed(f"{obs.record.data_source} {obs.record.ref}")
         if held is not None and held.content_hash == digest:
             return AppendResult(
                 status="unchanged", entity_type=held.entity_type, entity_id=held.entity_id

@@ -17,7 +17,8 @@ hold readers back, however long they run.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,6 +77,12 @@ _WRITERS = (
     "WHERE l.locktype = 'relation' AND l.relation = 'events'::regclass "
     "AND l.mode = 'RowExclusiveLock')"
 )
+
+
+#: The resolution lock of a workspace, per schema (tests and tenants share one server).
+_RESOLVE_KEY = "hashtextextended(current_schema() || ':resolve:' || %s, 0)"
+_RESOLVE_LOCK = f"SELECT pg_advisory_lock({_RESOLVE_KEY})".encode()
+_RESOLVE_UNLOCK = f"SELECT pg_advisory_unlock({_RESOLVE_KEY})".encode()
 
 
 class PostgresStore:
@@ -154,6 +161,19 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self._pool.close()
+
+    @asynccontextmanager
+    async def resolving(self, workspace: str) -> AsyncIterator[None]:
+        """The resolution lock (see the port): a session advisory lock named for the schema
+        and the workspace, on a connection of its own held meanwhile. A connection that is
+        lost lets the lock go with it."""
+        async with self._pool.connection() as conn:
+            name = (workspace,)
+            await conn.execute(_RESOLVE_LOCK, name)
+            try:
+                yield
+            finally:
+                await conn.execute(_RESOLVE_UNLOCK, name)
 
     # --- writing ----------------------------------------------------------------------------
 

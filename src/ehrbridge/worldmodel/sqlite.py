@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,6 +75,10 @@ T = TypeVar("T")
 _CHUNK = 500  # SQLite allows 32766 variables; keep IN-lists modest
 
 
+#: how often a writer waiting for the resolution lock tries again (seconds)
+_RESOLVE_POLL = 0.005
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -99,6 +103,8 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         #: the open lock file writers queue on (None in memory)
         self._writer_lock: int | None = None
+        #: the resolution lock of an in-memory database (see :meth:`resolving`)
+        self._resolving = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path, **options: Any) -> SQLiteStore:
@@ -179,6 +185,30 @@ class SQLiteStore:
             if self._writer_lock is not None:
                 assert fcntl is not None
                 fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
+
+    @asynccontextmanager
+    async def resolving(self, workspace: str) -> AsyncIterator[None]:
+        """The resolution lock (see the port): ``flock`` on ``<db>-resolve``, one per file.
+
+        Polled rather than waited for in a thread, so a cancelled waiter leaves nothing behind
+        that could take the lock later; in memory, a lock of this store object."""
+        del workspace  # one lock per file: resolutions are short, workspaces rarely race
+        if self.path in ("", ":memory:") or fcntl is None:
+            async with self._resolving:
+                yield
+            return
+        mode = os.stat(self.path).st_mode & 0o666
+        fd = os.open(f"{self.path}-resolve", os.O_RDWR | os.O_CREAT, mode)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(_RESOLVE_POLL)
+            yield
+        finally:
+            os.close(fd)  # closing the file lets the lock go
 
     async def transaction(
         self, fn: Callable[[sqlite3.Connection], T], *, failure: str = "write failed"

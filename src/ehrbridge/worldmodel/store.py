@@ -7,6 +7,7 @@ Two adapters implement it, :mod:`ehrbridge.worldmodel.sqlite` (the embedded defa
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -123,6 +124,12 @@ class StateStore(Protocol):
 
 class Store(EventLog, StateStore, Protocol):
     """The whole port, plus lifecycle and rebuild."""
+
+    def resolving(self, workspace: str) -> AbstractAsyncContextManager[None]:
+        """Hold the workspace's resolution lock, across processes: a writer that resolves new
+        records against the entities known (matching) and writes them holds it from the first
+        read to the commit, so two writers never both create one person (docs/design.md,
+        "Concurrent writers"). Writes that resolve nothing need not take it."""
 
     async def rebuild(self, workspace: str) -> int:
         """Recompute every projection from the log; returns the number of entities."""
