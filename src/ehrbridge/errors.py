@@ -120,8 +120,9 @@ class IdempotencyConflict(EhrbridgeError):
     """The idempotency key was already used for an event with different content."""
 
     def __init__(self, key: str) -> None:
+        #: the key (not in the message: callers build keys from call data)
         self.key = key
-        super().__init__(f"idempotency key {key!r} was already used for different content")
+        super().__init__("the idempotency key was already used for different content")
 
 
 class SlotUnavailable(EhrbridgeError):

@@ -331,18 +331,18 @@ async def test_refusals_are_tool_errors_with_the_service_messages(served: Served
             "search_slots",
             {"start": "2026-12-02T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
         )
-    assert error_text(missing) == "not found: no Patient/nobody"
+    assert error_text(missing) == "not found: no such Patient in this workspace"
     schema_text = error_text(bad_schema)
     assert schema_text.startswith("invalid input: ")
     assert "level: Input should be 'confirmed', 'mentioned' or 'inferred'" in schema_text
-    assert "x: Extra inputs are not permitted" in schema_text
+    assert "(unknown field): Extra inputs are not permitted" in schema_text
     assert "fields.[key]: String should match pattern" in schema_text
     assert "Bad Path" not in schema_text  # a refused key is submitted data: not echoed
     assert "verified" not in schema_text.replace("'", " ").split()  # the value given: not echoed
     assert error_text(bad_phone).startswith("invalid input: ")
     assert "hello" not in error_text(bad_phone)
-    assert error_text(taken).startswith("slot unavailable: Slot/")
-    assert error_text(backwards) == "invalid input: end: must be after start"
+    assert error_text(taken) == "slot unavailable: slot_id: the slot is not free"
+    assert error_text(backwards) == "invalid input: end: Value error, must be after start"
     for result in (missing, bad_schema, bad_phone, taken, backwards):
         assert result.meta is not None and len(result.meta[REQUEST_ID_META_KEY]) == 32
 
@@ -403,8 +403,8 @@ async def test_a_key_of_one_workspace_never_sees_another(served: Served) -> None
     assert ambient.structured_content is not None
     assert ambient.structured_content["context"]["patient"]["entity_id"] == rival_maria
     # a WS entity is refused exactly like one that does not exist
-    assert error_text(state) == f"not found: no Patient/{maria}"
-    assert error_text(unknown) == "not found: no Patient/no-such-id"
+    assert error_text(state) == "not found: no such Patient in this workspace"
+    assert error_text(unknown) == error_text(state)
     assert error_text(timeline).startswith("not found: ")
     assert error_text(write).startswith("not found: ")
     assert found.structured_content is not None

@@ -16,6 +16,7 @@ EXPECTED_TABLES = {
     "events",
     "entities",
     "entity_keys",
+    "entity_claims",
     "source_records",
     "open_conflicts",
     "leases",

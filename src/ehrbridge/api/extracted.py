@@ -24,14 +24,12 @@ optionally the practitioner, location, service type, reason and the ``slot`` boo
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal
-from uuid import uuid4
 
+from ehrbridge.api.invariants import checked
 from ehrbridge.api.models import (
     AppointmentBooking,
     EntityView,
@@ -44,7 +42,6 @@ from ehrbridge.api.slots import SlotIndex
 from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import Level
 from ehrbridge.errors import IdempotencyConflict, InvalidInput, NotFound, SlotUnavailable
-from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.events import Event, new_id
 from ehrbridge.worldmodel.matching import normalize_phone
 from ehrbridge.worldmodel.model import WorldModel
@@ -72,7 +69,7 @@ def level_named(name: str) -> Level:
     try:
         return Level.named(name)
     except ValueError:
-        raise InvalidInput(f"level: unknown level {name[:32]!r}") from None
+        raise InvalidInput("level: not a level name") from None
 
 
 def store_key(agent: str, key: str | None) -> str | None:
@@ -97,14 +94,16 @@ def evidence_of(evidence: Evidence | None) -> dict[str, Any] | None:
     return evidence.model_dump(exclude_none=True) if evidence is not None else None
 
 
-async def existing(model: WorldModel, entity_type: str, entity_id: str) -> EntityState:
-    """The entity (a merged one as its survivor); :class:`NotFound` when this workspace has no
-    such entity."""
+async def existing(
+    model: WorldModel, entity_type: str, entity_id: str, *, where: str = "entity_id"
+) -> EntityState:
+    """The entity (a merged one as its survivor); :class:`NotFound` naming the request field
+    ``where`` (never the id) when this workspace has no such entity."""
     state = await model.state(entity_type, entity_id)
     if state is not None and state.merged_into:
         state = await model.state(entity_type, state.merged_into)
     if state is None:
-        raise NotFound(f"no {entity_type}/{entity_id}")
+        raise NotFound(f"{where}: no such {entity_type} in this workspace")
     return state
 
 
@@ -120,10 +119,15 @@ async def write(
     evidence: dict[str, Any] | None,
     idempotency_key: str | None,
     audit: WriteAudit,
+    slots: SlotIndex,
+    names: Mapping[str, str] | None = None,
 ) -> tuple[Literal["recorded", "duplicate"], Event]:
-    """Write one voice event (with ``audit``'s entries in its transaction); a retry under the
-    same idempotency key is a duplicate of the event first written, and writes nothing."""
+    """Write one voice event (with ``audit``'s entries in its transaction): the one way the
+    agent API writes, so every write keeps :mod:`.invariants` (``names``: how the request
+    calls the data's fields, for the errors). A retry under the same idempotency key is a
+    duplicate of the event first written, and writes nothing."""
     key = store_key(agent, idempotency_key)
+    data = await checked(model, slots, entity_type, entity_id, data, names=names)
     try:
         result = await model.write_voice(
             entity_type,
@@ -136,6 +140,10 @@ async def write(
             idempotency_key=key,
             audit=audit,
         )
+    except SlotUnavailable as exc:
+        # the store's claim: another booking of the slot committed after the check
+        where = names.get("slot", "fields.slot") if names else "fields.slot"
+        raise SlotUnavailable(exc.slot, f"{where}: the slot is not free") from None
     except IdempotencyConflict:
         held = await _held(model, entity_type, entity_id, key)
         wanted = (dict(data), level.value, call_id, evidence, agent)
@@ -177,6 +185,7 @@ async def write_observation(
     level: Level,
     agent: str,
     audit: WriteAudit,
+    slots: SlotIndex,
 ) -> WriteResult:
     """Record ``request``'s fields on an existing entity, or on a new one."""
     if request.entity_id is not None:
@@ -196,6 +205,7 @@ async def write_observation(
         evidence=evidence_of(request.evidence),
         idempotency_key=request.idempotency_key,
         audit=audit,
+        slots=slots,
     )
     return await _result(model, status, event)
 
@@ -207,14 +217,14 @@ async def attach_transcript(
     agent: str,
     max_chars: int,
     audit: WriteAudit,
+    slots: SlotIndex,
 ) -> WriteResult:
     """Keep a call's transcript as the ``Call`` entity of that call."""
     if len(request.transcript) > max_chars:
         raise InvalidInput(f"transcript: longer than {max_chars} characters")
     data: dict[str, Any] = {"transcript": request.transcript, "call_id": request.call_id}
     if request.patient_id is not None:
-        patient = await existing(model, "Patient", request.patient_id)
-        data["patient"] = f"Patient/{patient.entity_id}"
+        data["patient"] = f"Patient/{request.patient_id}"
     if request.caller_phone is not None:
         phone = normalize_phone(request.caller_phone)
         if phone is None:
@@ -240,35 +250,27 @@ async def attach_transcript(
         evidence=None,
         idempotency_key=f"transcript:{request.call_id}:{digest}",
         audit=audit,
+        slots=slots,
+        names=TRANSCRIPT_NAMES,
     )
     return await _result(model, status, event)
 
 
-#: how long a booking may hold its slot's claim (a process that dies holding it lets go then)
-CLAIM_TTL = timedelta(seconds=30)
-#: how long a booking waits for another process's booking of the same slot to finish
-CLAIM_WAIT = 5.0
-
-
-@asynccontextmanager
-async def _claimed(model: WorldModel, slot_id: str | None) -> AsyncIterator[None]:
-    """Across processes, one booking of a slot at a time: a lease ``book:Slot/<id>`` on the
-    shared database around the check and the write (the slot index's lock covers one process).
-    The booking that waits then reads the other's Appointment and finds the slot taken."""
-    if slot_id is None:
-        yield
-        return
-    leases = open_runner_store(model.store)
-    name, holder = f"book:Slot/{slot_id}", uuid4().hex
-    deadline = asyncio.get_running_loop().time() + CLAIM_WAIT
-    while await leases.acquire(model.workspace, name, holder, CLAIM_TTL) is None:
-        if asyncio.get_running_loop().time() > deadline:
-            raise SlotUnavailable(f"Slot/{slot_id}", f"Slot/{slot_id} is being booked by a call")
-        await asyncio.sleep(0.02)
-    try:
-        yield
-    finally:
-        await leases.release(model.workspace, name, holder)
+#: how a transcript's errors name its fields
+TRANSCRIPT_NAMES: Mapping[str, str] = {
+    "patient": "patient_id",
+    "started_at": "started_at",
+    "ended_at": "ended_at",
+}
+#: how a booking's errors name its fields
+BOOKING_NAMES: Mapping[str, str] = {
+    "patient": "patient_id",
+    "practitioner": "practitioner_id",
+    "location": "location_id",
+    "slot": "slot_id",
+    "start": "start",
+    "end": "end",
+}
 
 
 async def book_appointment(
@@ -280,53 +282,47 @@ async def book_appointment(
     slots: SlotIndex,
     audit: WriteAudit,
 ) -> WriteResult:
-    """Record a booked Appointment at once; with a slot, only if the slot is free."""
-    patient = await existing(model, "Patient", request.patient_id)
-    data: dict[str, Any] = {"status": "booked", "patient": f"Patient/{patient.entity_id}"}
+    """Record a booked Appointment at once; with a slot, only if the slot is free (checked by
+    :func:`write`, held by the store's claim of the slot)."""
+    data: dict[str, Any] = {"status": "booked", "patient": f"Patient/{request.patient_id}"}
     for field, entity_type in (("practitioner", "Practitioner"), ("location", "Location")):
         wanted = getattr(request, f"{field}_id")
         if wanted is not None:
-            data[field] = f"{entity_type}/{(await existing(model, entity_type, wanted)).entity_id}"
+            data[field] = f"{entity_type}/{wanted}"
     key = request.idempotency_key
     entity_id = derived_id(agent, key) if key else new_id()
-    async with slots.booking, _claimed(model, request.slot_id):
-        start, end = request.start, request.end
-        if request.slot_id is not None:
-            await slots.refresh(model)
-            slot = slots.slots.get(request.slot_id)
-            ref = f"Slot/{request.slot_id}"
-            if slot is None:
-                raise NotFound(f"no {ref}")
-            if not slots.is_free(slot, ignoring=entity_id):
-                raise SlotUnavailable(ref)
+    start, end = request.start, request.end
+    if request.slot_id is not None:
+        await existing(model, "Slot", request.slot_id, where="slot_id")
+        await slots.refresh(model)
+        slot = slots.slots.get(request.slot_id)
+        if slot is not None:
             start, end = start or slot.start, end or slot.end
-            if (start, end) != (slot.start, slot.end):
-                raise InvalidInput("start and end: not the slot's")
-            data["slot"] = ref
             view = slots.view(slot)
             for field, refs in (("practitioner", view.practitioners), ("location", view.locations)):
                 if field not in data and len(refs) == 1:
                     data[field] = refs[0]
-        if start is None or end is None:
-            raise InvalidInput("start and end: needed when no slot is given")
-        if end <= start:
-            raise InvalidInput("end: must be after start")
-        data["start"], data["end"] = start.isoformat(), end.isoformat()
-        data["minutes_duration"] = int((end - start).total_seconds() // 60)
-        if request.service_type is not None:
-            data["service_type"] = request.service_type
-        if request.reason is not None:
-            data["reason"] = request.reason
-        status, event = await write(
-            model,
-            "Appointment",
-            entity_id,
-            data,
-            level=level,
-            agent=agent,
-            call_id=request.call_id,
-            evidence=evidence_of(request.evidence),
-            idempotency_key=request.idempotency_key,
-            audit=audit,
-        )
+        data["slot"] = f"Slot/{request.slot_id}"
+    if start is None or end is None:
+        raise InvalidInput("start and end: needed when no slot is given")
+    data["start"], data["end"] = start.isoformat(), end.isoformat()
+    data["minutes_duration"] = max(0, int((end - start).total_seconds() // 60))
+    if request.service_type is not None:
+        data["service_type"] = request.service_type
+    if request.reason is not None:
+        data["reason"] = request.reason
+    status, event = await write(
+        model,
+        "Appointment",
+        entity_id,
+        data,
+        level=level,
+        agent=agent,
+        call_id=request.call_id,
+        evidence=evidence_of(request.evidence),
+        idempotency_key=request.idempotency_key,
+        audit=audit,
+        slots=slots,
+        names=BOOKING_NAMES,
+    )
     return await _result(model, status, event)

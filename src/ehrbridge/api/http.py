@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
@@ -37,7 +37,6 @@ from ehrbridge.api.models import (
     AppointmentBooking,
     BookingConfirmation,
     CallId,
-    EntityId,
     EntityList,
     EntitySearch,
     EntityView,
@@ -49,6 +48,7 @@ from ehrbridge.api.models import (
     Timeline,
     TimelineRequest,
     TranscriptAttach,
+    TranscriptBody,
     WriteResult,
 )
 from ehrbridge.api.ports import DEFAULT_MAX_BODY, ApiKeys, Principal
@@ -159,21 +159,6 @@ EntityIdPath = Annotated[
 ]
 
 
-class TranscriptBody(BaseModel):
-    """A call's transcript (the call is named by the path), kept as a Call entity at voice
-    level. The fields of :class:`~ehrbridge.api.models.TranscriptAttach` but ``call_id``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    transcript: str = Field(min_length=1, description="The whole transcript text")
-    patient_id: EntityId | None = Field(default=None, description="The caller, if identified")
-    started_at: AwareDatetime | None = None
-    ended_at: AwareDatetime | None = None
-    direction: Literal["inbound", "outbound"] | None = None
-    caller_phone: str | None = Field(default=None, min_length=3, max_length=32)
-    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-
-
 class Health(BaseModel):
     """The process is up (no data, no authentication)."""
 
@@ -252,6 +237,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        # operation ids are the routes' names (ambient_context, write_observation, ...): what a
+        # generated client calls its functions, the same names as the MCP tools
+        generate_unique_id_function=lambda route: route.name,
         # FastAPI's own OpenTelemetry spans and logs (on whenever a provider is configured in
         # the process) record URL paths, query strings and exception messages: patient data.
         telemetry={"tracing": False, "metrics": False, "logs": False},

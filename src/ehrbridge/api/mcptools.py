@@ -45,6 +45,7 @@ from ehrbridge.api.models import (
     WriteResult,
 )
 from ehrbridge.api.ports import Principal
+from ehrbridge.api.problems import redacted_location
 from ehrbridge.api.service import AgentService
 from ehrbridge.errors import (
     ConcurrencyError,
@@ -309,8 +310,7 @@ level: Input should be 'confirmed', 'mentioned' or 'inferred'
     """
     problems = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        parts = [str(part) for part in error["loc"]]
-        kept = [p for i, p in enumerate(parts) if parts[i + 1 : i + 2] != ["[key]"]]
+        kept = redacted_location(error["loc"], error["type"])
         problems.append(f"{'.'.join(kept) or '(arguments)'}: {error['msg']}")
     return "; ".join(problems)
 

@@ -7,10 +7,18 @@ here (:meth:`EntityView.of`, :meth:`EventView.of`); nothing in the world model d
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    field_validator,
+)
 
 from ehrbridge.worldmodel.events import Event, Source
 from ehrbridge.worldmodel.projection import EntityState, FieldValue
@@ -44,6 +52,30 @@ IdempotencyKey = Annotated[
         description="Send the same key again to retry safely: the write is recorded once",
     ),
 ]
+
+
+def is_partial_date(value: str) -> bool:
+    """``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` naming a real year, month or day.
+
+    >>> [is_partial_date(v) for v in ("1984", "1984-02", "1984-02-29", "1984-02-30", "1984-13")]
+    [True, True, True, False, False]
+    """
+    parts = value.split("-")
+    if not 1 <= len(parts) <= 3 or not all(p.isascii() and p.isdigit() for p in parts):
+        return False
+    if [len(p) for p in parts] != [4, 2, 2][: len(parts)]:
+        return False
+    try:
+        date(
+            int(parts[0]),
+            int(parts[1]) if len(parts) > 1 else 1,
+            int(parts[2]) if len(parts) > 2 else 1,
+        )
+    except ValueError:
+        return False
+    return True
+
+
 #: The voice levels by name: confirmed 0.5, mentioned 0.3, inferred 0.2 (DESIGN §5.2).
 VoiceLevelName = Literal["confirmed", "mentioned", "inferred"]
 SourceKind = Literal["ehr", "voice", "operator", "review", "browser", "system"]
@@ -51,6 +83,59 @@ SourceKind = Literal["ehr", "voice", "operator", "review", "browser", "system"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+#: the largest integer a request may hold: what every JSON reader can represent (2^53 - 1)
+MAX_INT = 2**53 - 1
+#: how deep a value in a request may nest (lists and objects)
+MAX_DEPTH = 32
+
+
+def _problem_in(value: object, depth: int = 0) -> str | None:
+    """What makes a request value unstorable, or None: a NUL character in a string or key
+    (PostgreSQL cannot store one), an integer past :data:`MAX_INT`, nesting past
+    :data:`MAX_DEPTH`.
+
+    >>> _problem_in({"a": ["x", 1]}), _problem_in(["a" + chr(0)]), _problem_in(2**64)
+    (None, 'must not contain a NUL character (\\\\u0000)', 'must be at most 9007199254740991')
+    """
+    if isinstance(value, str):
+        return "must not contain a NUL character (\\u0000)" if "\x00" in value else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return f"must be at most {MAX_INT}" if abs(value) > MAX_INT else None
+    if isinstance(value, list | tuple | dict):
+        if depth >= MAX_DEPTH:
+            return f"must not nest deeper than {MAX_DEPTH} levels"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            problem = _problem_in(key, depth + 1) if isinstance(key, str) else None
+            if (problem := problem or _problem_in(item, depth + 1)) is not None:
+                return problem
+    return None
+
+
+class _Request(_Model):
+    """A request: every value is storable on every backend (no NUL character, no integer past
+    :data:`MAX_INT`, no deep nesting), refused at the edge as a validation error naming the
+    field, never deep in a database as a 5xx."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        problem = _problem_in(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+def _after(start: Any, end: Any, *, strictly: bool, start_name: str) -> None:
+    """Refuse a range whose ``end`` is before its ``start`` (or at it, ``strictly``)."""
+    if start is None or end is None:
+        return
+    if end < start or (strictly and end == start):
+        raise ValueError(f"must be {'after' if strictly else 'at or after'} {start_name}")
 
 
 # --- provenance ------------------------------------------------------------------------------
@@ -177,7 +262,7 @@ class EventView(_Model):
 # --- ambient ---------------------------------------------------------------------------------
 
 
-class AmbientRequest(_Model):
+class AmbientRequest(_Request):
     """Who is calling: the number as it reached the phone system."""
 
     phone: str = Field(
@@ -244,7 +329,7 @@ class AmbientResponse(_Model):
 # --- queried ---------------------------------------------------------------------------------
 
 
-class EntitySearch(_Model):
+class EntitySearch(_Request):
     """Find entities through the lookup index; every criterion given must match.
 
     ``text`` matches whole family or given names (case and accents folded), not parts of words
@@ -258,7 +343,7 @@ class EntitySearch(_Model):
     limit: int = Field(default=20, ge=1, le=100)
 
 
-class PatientSearch(_Model):
+class PatientSearch(_Request):
     """Patient search (the world model's PatientQuery); at least a name, a full birth date, an
     identifier or a phone, which gender and address narrow down."""
 
@@ -272,6 +357,13 @@ class PatientSearch(_Model):
     address: str | None = Field(default=None, min_length=1, max_length=200)
     limit: int = Field(default=20, ge=1, le=50)
 
+    @field_validator("birth_date")
+    @classmethod
+    def _real_date(cls, value: str | None) -> str | None:
+        if value is not None and not is_partial_date(value):
+            raise ValueError("not a calendar date (YYYY, YYYY-MM or YYYY-MM-DD)")
+        return value
+
 
 class EntityList(_Model):
     """Entities found, in entity id order."""
@@ -280,7 +372,7 @@ class EntityList(_Model):
     truncated: bool = Field(description="More matched than the limit")
 
 
-class StateRequest(_Model):
+class StateRequest(_Request):
     """One entity's state, now or as the world model knew it at a past time."""
 
     entity_type: EntityType
@@ -288,7 +380,7 @@ class StateRequest(_Model):
     as_of: AwareDatetime | None = Field(default=None, description="Replay to this time")
 
 
-class TimelineRequest(_Model):
+class TimelineRequest(_Request):
     """An entity's events, oldest first."""
 
     entity_type: EntityType
@@ -306,7 +398,7 @@ class Timeline(_Model):
     next_version: int | None = Field(description="Pass as after_version for more; None at end")
 
 
-class SlotSearch(_Model):
+class SlotSearch(_Request):
     """Free appointment slots starting in a window."""
 
     start: AwareDatetime = Field(description="Window start (slots starting at or after)")
@@ -317,6 +409,12 @@ class SlotSearch(_Model):
         default=None, min_length=1, max_length=200, description="Service type text or code"
     )
     limit: int = Field(default=20, ge=1, le=200)
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        _after(info.data.get("start"), value, strictly=True, start_name="start")
+        return value
 
 
 class SlotView(_Model):
@@ -342,18 +440,33 @@ class SlotList(_Model):
 # --- extracted -------------------------------------------------------------------------------
 
 
-class Evidence(_Model):
+class Evidence(_Request):
     """The part of the call that supports a fact."""
 
     transcript_span: str = Field(
         min_length=1, max_length=4000, description="The words, as transcribed"
     )
-    start_ms: int | None = Field(default=None, ge=0, description="Offset into the call")
-    end_ms: int | None = Field(default=None, ge=0)
+    start_ms: int | None = Field(
+        default=None, ge=0, le=MAX_INT, description="Offset into the call, in milliseconds"
+    )
+    end_ms: int | None = Field(default=None, ge=0, le=MAX_INT, description="Not before start_ms")
     speaker: Literal["caller", "agent"] | None = None
 
+    @field_validator("end_ms")
+    @classmethod
+    def _end_not_before_start(cls, value: int | None, info: ValidationInfo) -> int | None:
+        _after(info.data.get("start_ms"), value, strictly=False, start_name="start_ms")
+        return value
 
-class ObservationWrite(_Model):
+
+def _field_map_schema(schema: dict[str, Any]) -> None:
+    """``fields`` as a map whose keys match :data:`FIELD_PATTERN` (``propertyNames``)."""
+    schema.pop("patternProperties", None)
+    schema["additionalProperties"] = True
+    schema["propertyNames"] = {"type": "string", "pattern": FIELD_PATTERN, "maxLength": 128}
+
+
+class ObservationWrite(_Request):
     """A fact heard on a call, about an existing entity or a new one."""
 
     entity_type: EntityType
@@ -363,10 +476,13 @@ class ObservationWrite(_Model):
     fields: dict[Annotated[str, Field(pattern=FIELD_PATTERN, max_length=128)], JsonValue] = Field(
         min_length=1,
         max_length=50,
-        description="Field path -> value (docs/entities.md)",
-        # pydantic states the key pattern as patternProperties only, which lets any other key
-        # through; the model refuses them, and so must the schema
-        json_schema_extra={"additionalProperties": False},
+        description="Field path -> value (docs/entities.md), e.g. "
+        '{"phone.mobile": "+16175550199"}; paths match ' + FIELD_PATTERN,
+        # pydantic states the key pattern as patternProperties; client generators make an
+        # object with patternProperties (and no properties) an empty model that always sends
+        # {} (openapi-python-client does). The schema says it as JSON Schema 2020-12 and
+        # OpenAPI 3.1 do: a map of any values whose keys (propertyNames) match the pattern.
+        json_schema_extra=_field_map_schema,
     )
     level: VoiceLevelName = Field(
         description="confirmed (0.5): the caller confirmed it; mentioned (0.3); inferred (0.2)"
@@ -386,20 +502,32 @@ class WriteResult(_Model):
     entity: EntityView
 
 
-class TranscriptAttach(_Model):
-    """A call's transcript, kept as a Call entity at voice level."""
+class TranscriptBody(_Request):
+    """A call's transcript (the call is named by the path), kept as a Call entity at voice
+    level."""
 
-    call_id: CallId
     transcript: str = Field(min_length=1, description="The whole transcript text")
     patient_id: EntityId | None = Field(default=None, description="The caller, if identified")
     started_at: AwareDatetime | None = None
-    ended_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = Field(default=None, description="Not before started_at")
     direction: Literal["inbound", "outbound"] | None = None
     caller_phone: str | None = Field(default=None, min_length=3, max_length=32)
     language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
+    @field_validator("ended_at")
+    @classmethod
+    def _ended_after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        _after(info.data.get("started_at"), value, strictly=False, start_name="started_at")
+        return value
 
-class AppointmentBooking(_Model):
+
+class TranscriptAttach(TranscriptBody):
+    """A call's transcript, kept as a Call entity at voice level."""
+
+    call_id: CallId
+
+
+class AppointmentBooking(_Request):
     """Book an appointment from a call: recorded at once, at voice confidence."""
 
     patient_id: EntityId
@@ -414,6 +542,12 @@ class AppointmentBooking(_Model):
     call_id: CallId | None = None
     evidence: Evidence | None = None
     idempotency_key: IdempotencyKey | None = None
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        _after(info.data.get("start"), value, strictly=True, start_name="start")
+        return value
 
 
 class BookingConfirmation(_Model):

@@ -148,9 +148,20 @@ def detail_of(exc: Exception, kind: Kind) -> str:
     return str(exc)
 
 
-def redacted_location(loc: Sequence[int | str]) -> list[str]:
-    """A pydantic error location without the dict keys it quotes (a key is submitted data)."""
+#: what a location names instead of an unknown field's name (the name is submitted data)
+UNKNOWN_FIELD: Final = "(unknown field)"
+
+
+def redacted_location(loc: Sequence[int | str], error_type: str | None = None) -> list[str]:
+    """A pydantic error location without the dict keys it quotes, or the name of an unknown
+    field (``extra_forbidden``): both are submitted data.
+
+    >>> redacted_location(("body", "evidence", "Maria"), "extra_forbidden")
+    ['body', 'evidence', '(unknown field)']
+    """
     parts = [str(part) for part in loc]
+    if error_type == "extra_forbidden" and parts:
+        parts[-1] = UNKNOWN_FIELD
     return [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1] == "[key]")]
 
 
@@ -167,7 +178,7 @@ def validation_items(errors: Sequence[Any]) -> list[ProblemItem]:
                 ProblemItem(location="body", field="(body)", detail="the body is not valid JSON")
             )
             continue
-        parts = redacted_location(tuple(error.get("loc", ())))
+        parts = redacted_location(tuple(error.get("loc", ())), error.get("type"))
         location = parts[0] if parts and parts[0] in ("body", "query", "path", "header") else None
         path = parts[1:] if location else parts
         field = ".".join(path) or "(body)"

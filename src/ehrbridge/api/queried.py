@@ -107,7 +107,7 @@ async def require_state(model: WorldModel, entity_type: str, entity_id: str) -> 
     (the same whether it exists in another workspace or nowhere)."""
     state = await model.state(entity_type, entity_id)
     if state is None:
-        raise NotFound(f"no {entity_type}/{entity_id}")
+        raise NotFound(f"no such {entity_type} in this workspace")
     return state
 
 
@@ -117,7 +117,7 @@ async def timeline(
     """The entity's own events after ``after_version``, oldest first, at most ``limit``."""
     events: list[Event] = await model.events(entity_type, entity_id)
     if not events:
-        raise NotFound(f"no {entity_type}/{entity_id}")
+        raise NotFound(f"no such {entity_type} in this workspace")
     page = [e for e in events if e.version > after_version][:limit]
     more = bool(page) and page[-1].version < events[-1].version
     return Timeline(

@@ -400,7 +400,7 @@ class AgentService:
         async def work(model: WorldModel, trail: _Trail) -> EntityView:
             state = await model.state(request.entity_type, request.entity_id, as_of=request.as_of)
             if state is None:
-                raise NotFound(f"no {request.entity_type}/{request.entity_id}")
+                raise NotFound(f"no such {request.entity_type} in this workspace")
             trail.touched(state.entity_type, state.entity_id)
             return EntityView.of(state)
 
@@ -493,7 +493,12 @@ class AgentService:
             level = extracted.level_named(request.level)
             require_voice_write(principal, request.entity_type, level)
             result = await extracted.write_observation(
-                model, request, level=level, agent=principal.key_id, audit=trail.write_audit
+                model,
+                request,
+                level=level,
+                agent=principal.key_id,
+                audit=trail.write_audit,
+                slots=self._slot_index(model.workspace),
             )
             trail.written(result)
             return result
@@ -526,6 +531,7 @@ class AgentService:
                 agent=principal.key_id,
                 max_chars=self.limits.max_transcript_chars,
                 audit=trail.write_audit,
+                slots=self._slot_index(model.workspace),
             )
             trail.written(result)
             return result

@@ -26,10 +26,11 @@ from typing import Any
 
 from ehrbridge.api.models import SlotSearch, SlotView
 from ehrbridge.worldmodel.model import WorldModel
+from ehrbridge.worldmodel.planner import SLOT_RELEASED
 from ehrbridge.worldmodel.store import START, LogPosition
 
 #: Appointment statuses that no longer hold their slot.
-RELEASED = frozenset({"cancelled", "noshow", "entered-in-error"})
+RELEASED = SLOT_RELEASED
 _PAGE = 1000
 #: the entity types whose events the index follows
 FOLLOWED = frozenset({"Slot", "Schedule", "Appointment"})
@@ -131,9 +132,6 @@ class SlotIndex:
     #: appointment id -> its latest status seen in the log
     appointment_status: dict[str, str] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: held while a booking checks its slot and writes, in this process (across processes, a
-    #: lease: :func:`ehrbridge.api.extracted.book_appointment`)
-    booking: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: the slots by (start, id), rebuilt after the slots change
     _order: list[Slot] | None = None
     _starts: list[datetime] = field(default_factory=list)

@@ -111,6 +111,39 @@ def index_keys(entity_type: str, values: Mapping[str, Any]) -> frozenset[str]:
     return lookup_keys(entity_type, values) | refs
 
 
+#: Appointment statuses that no longer hold the slot they name.
+SLOT_RELEASED = frozenset({"cancelled", "noshow", "entered-in-error"})
+
+
+def claim_keys(entity_type: str, values: Mapping[str, Any]) -> frozenset[str]:
+    """What an entity's projected ``values`` hold exclusively in its workspace: an Appointment
+    that names a ``slot`` (``Slot/<id>``) and is not released claims that slot. The store keeps
+    claims under a unique key, written in the write's own transaction, so no two entities hold
+    one claim (the second claimant's write fails with :class:`~ehrbridge.errors.SlotUnavailable`).
+
+    >>> sorted(claim_keys("Appointment", {"slot": "Slot/s1", "status": "booked"}))
+    ['Slot/s1']
+    >>> claim_keys("Appointment", {"slot": "Slot/s1", "status": "cancelled"})
+    frozenset()
+    >>> claim_keys("Encounter", {"slot": "Slot/s1"}), claim_keys("Appointment", {})
+    (frozenset(), frozenset())
+    """
+    slot = values.get("slot")
+    if entity_type != "Appointment" or not isinstance(slot, str) or not slot.startswith("Slot/"):
+        return frozenset()
+    return frozenset() if values.get("status") in SLOT_RELEASED else frozenset({slot})
+
+
+def claim_rows(workspace: str, writes: Sequence[EntityWrite]) -> list[tuple[str, str, str, str]]:
+    """The ``entity_claims`` rows of ``writes``: (workspace, claim, entity_type, entity_id)."""
+    return [
+        (workspace, claim, w.state.entity_type, w.state.entity_id)
+        for w in writes
+        if w.state.merged_into is None
+        for claim in sorted(claim_keys(w.state.entity_type, w.state.values))
+    ]
+
+
 def needed(items: Sequence[Submission]) -> tuple[set[EntityKey], set[RecordKey], set[str]]:
     """The entity keys, record keys and idempotency keys a batch needs loaded.
 

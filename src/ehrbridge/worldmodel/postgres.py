@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ehrbridge.audit import WriteAudit, insert_postgres
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import InvalidInput, StorageError
+from ehrbridge.errors import InvalidInput, SlotUnavailable, StorageError
 from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
@@ -39,6 +39,7 @@ from ehrbridge.worldmodel.planner import (
     Planner,
     RecordRow,
     Submission,
+    claim_rows,
     needed,
     observed,
     race_error,
@@ -317,11 +318,15 @@ class PostgresStore:
 
     @staticmethod
     async def _save_entities(
-        cur: psycopg.AsyncCursor[Any], workspace: str, writes: Sequence[EntityWrite]
+        cur: psycopg.AsyncCursor[Any],
+        workspace: str,
+        writes: Sequence[EntityWrite],
+        *,
+        rebuilding: bool = False,
     ) -> None:
         rows = entity_rows(workspace, writes)
         if rows.stale:
-            for table in ("entity_keys", "open_conflicts"):
+            for table in ("entity_keys", "open_conflicts", "entity_claims"):
                 await cur.executemany(
                     f"DELETE FROM {table} WHERE workspace = %s AND entity_type = %s "
                     "AND entity_id = %s",
@@ -342,6 +347,15 @@ class PostgresStore:
             await cur.executemany(
                 "INSERT INTO open_conflicts VALUES (%s,%s,%s,%s,%s,%s)", rows.conflicts
             )
+        for claim in claim_rows(workspace, writes):
+            # waits for a concurrent writer of the same claim: its commit takes the claim
+            await cur.execute(
+                "INSERT INTO entity_claims VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING", claim
+            )
+            # a rebuild keeps the first claimant of a claim the log gives twice (written
+            # before claims were kept); a write never takes another entity's claim
+            if cur.rowcount == 0 and not rebuilding:
+                raise SlotUnavailable(claim[1])
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -505,7 +519,8 @@ class PostgresStore:
             async with self._pool.connection() as conn, conn.transaction():
                 # Stop appends to this workspace while its projections are recomputed.
                 await conn.execute(
-                    "LOCK TABLE entities, entity_keys, open_conflicts IN SHARE ROW EXCLUSIVE MODE"
+                    "LOCK TABLE entities, entity_keys, open_conflicts, entity_claims "
+                    "IN SHARE ROW EXCLUSIVE MODE"
                 )
                 cur = await conn.execute(
                     f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE workspace = %s "
@@ -517,10 +532,10 @@ class PostgresStore:
                     event = event_from_row(row)
                     grouped.setdefault((event.entity_type, event.entity_id), []).append(event)
                 writes = rebuild_writes(workspace, grouped, self.thresholds)
-                for table in ("entities", "entity_keys", "open_conflicts"):
+                for table in ("entities", "entity_keys", "open_conflicts", "entity_claims"):
                     await conn.execute(f"DELETE FROM {table} WHERE workspace = %s", (workspace,))
                 async with conn.cursor() as c:
-                    await self._save_entities(c, workspace, writes)
+                    await self._save_entities(c, workspace, writes, rebuilding=True)
                 return len(writes)
         except psycopg.Error as exc:
             raise StorageError(f"rebuild failed: {type(exc).__name__}") from exc

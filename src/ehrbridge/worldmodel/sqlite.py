@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover (not on Windows: SQLite's busy wait alon
 
 from ehrbridge.audit import WriteAudit, insert_sqlite
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import InvalidInput, StorageError
+from ehrbridge.errors import InvalidInput, SlotUnavailable, StorageError
 from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
@@ -44,6 +44,7 @@ from ehrbridge.worldmodel.planner import (
     Planner,
     RecordRow,
     Submission,
+    claim_rows,
     needed,
     observed,
     race_error,
@@ -336,10 +337,14 @@ class SQLiteStore:
 
     @staticmethod
     def _save_entities(
-        conn: sqlite3.Connection, workspace: str, writes: Sequence[EntityWrite]
+        conn: sqlite3.Connection,
+        workspace: str,
+        writes: Sequence[EntityWrite],
+        *,
+        rebuilding: bool = False,
     ) -> None:
         rows = entity_rows(workspace, writes)
-        for table in ("entity_keys", "open_conflicts"):
+        for table in ("entity_keys", "open_conflicts", "entity_claims"):
             conn.executemany(
                 f"DELETE FROM {table} WHERE workspace=? AND entity_type=? AND entity_id=?",
                 rows.stale,
@@ -347,6 +352,14 @@ class SQLiteStore:
         conn.executemany("INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?,?)", rows.entities)
         conn.executemany("INSERT INTO entity_keys VALUES (?,?,?,?)", rows.keys)
         conn.executemany("INSERT INTO open_conflicts VALUES (?,?,?,?,?,?)", rows.conflicts)
+        for claim in claim_rows(workspace, writes):
+            taken = conn.execute(
+                "INSERT INTO entity_claims VALUES (?,?,?,?) ON CONFLICT DO NOTHING", claim
+            )
+            # a rebuild keeps the first claimant of a claim the log gives twice (written
+            # before claims were kept); a write never takes another entity's claim
+            if taken.rowcount == 0 and not rebuilding:
+                raise SlotUnavailable(claim[1])
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -540,7 +553,8 @@ class SQLiteStore:
             conn.execute("DELETE FROM entities WHERE workspace=?", (workspace,))
             conn.execute("DELETE FROM entity_keys WHERE workspace=?", (workspace,))
             conn.execute("DELETE FROM open_conflicts WHERE workspace=?", (workspace,))
-            self._save_entities(conn, workspace, writes)
+            conn.execute("DELETE FROM entity_claims WHERE workspace=?", (workspace,))
+            self._save_entities(conn, workspace, writes, rebuilding=True)
             return len(writes)
 
     async def close(self) -> None:
