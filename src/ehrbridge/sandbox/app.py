@@ -28,7 +28,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ehrbridge.sample import sample_bundle
+from ehrbridge.sample import sample_bundles
 from ehrbridge.sandbox.export import FILE_SIZE, NDJSON, ExportJobs
 from ehrbridge.sandbox.faults import PASS, Decision, FaultPlan, Faults
 from ehrbridge.sandbox.messages import FHIR_JSON, FhirRequest, FhirResponse
@@ -92,13 +92,16 @@ class SandboxApp:
             ]
         )
 
-    def seed(self) -> dict[str, Any]:
-        """Load the sample clinic, as the transaction Bundle it is; returns the response."""
-        bundle = orjson.loads(sample_bundle().read_bytes())
-        response = self.server.handle(FhirRequest(method="POST", path="", body=bundle))
-        if response.status != 200 or response.body is None:
-            raise RuntimeError(f"the sample clinic did not load: HTTP {response.status}")
-        return response.body
+    def seed(self) -> list[dict[str, Any]]:
+        """Load the sample clinic, each Bundle as the transaction it is; returns the responses."""
+        answers = []
+        for path in sample_bundles():
+            bundle = orjson.loads(path.read_bytes())
+            response = self.server.handle(FhirRequest(method="POST", path="", body=bundle))
+            if response.status != 200 or response.body is None:
+                raise RuntimeError(f"the sample {path.name} did not load: HTTP {response.status}")
+            answers.append(response.body)
+        return answers
 
     def reset(self) -> None:
         """Forget every resource, fault and export; seed again if the app seeds."""

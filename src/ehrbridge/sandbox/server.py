@@ -294,7 +294,8 @@ class FhirServer:
         self, request: FhirRequest, resource_type: str, *, id: str | None = None
     ) -> FhirResponse:
         """https://hl7.org/fhir/R4/http.html#create; with ``If-None-Exist`` a conditional create
-        (one match: 200 with it; several: 412). ``id`` is one a transaction assigned."""
+        (one match: 200 with it; several: 412). ``id`` is one a transaction assigned. (A
+        conditional update that matches nothing creates through here too, as the PUT it is.)"""
         resource = self._body(request, resource_type)
         criteria = request.headers.get("if-none-exist")
         if criteria:
@@ -305,7 +306,8 @@ class FhirServer:
                 return self._resource(request, 200, found[0])
         resource.pop("id", None)
         validate(resource)
-        version = self.store.put(resource_type, id or str(uuid4()), resource, method="POST")
+        method = "PUT" if request.method == "PUT" else "POST"
+        version = self.store.put(resource_type, id or str(uuid4()), resource, method=method)
         return self._resource(request, 201, version)
 
     def create_entry(self, request: FhirRequest, id: str) -> FhirResponse:
