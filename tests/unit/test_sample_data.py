@@ -235,7 +235,7 @@ def test_the_booked_appointments_hold_busy_slots_and_no_free_slot_overlaps_one()
         else:
             schedule = SCHEDULES[resource["schedule"]["reference"].removeprefix("Schedule/")]
             actors = [a["reference"] for a in schedule["actor"]]
-        return next(a for a in actors if a.startswith("Practitioner/"))
+        return str(next(a for a in actors if a.startswith("Practitioner/")))
 
     busy = {(practitioner(s), *_slot_times(s)) for s in SLOTS if s["status"] == "busy"}
     assert busy == {(practitioner(a), *_slot_times(a)) for a in booked}
