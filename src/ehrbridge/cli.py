@@ -33,7 +33,7 @@ from ehrbridge.progress import file_progress, show_errors, sync_progress
 from ehrbridge.progress import summary_table as counts_table
 from ehrbridge.runner.health import SourceHealth, source_health
 from ehrbridge.runner.storage import open_runner_store
-from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
+from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
 from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store, redacted
 from ehrbridge.worldmodel.context import PatientContext, patient_context
 from ehrbridge.worldmodel.model import WorldModel, parse_entity
@@ -180,15 +180,15 @@ def import_(
 ) -> None:
     """Import FHIR files into the world model (idempotent: unchanged resources write nothing).
 
-    Without PATHS, imports the bundled sample clinic (as data source "sandbox-ehr"). A
-    transaction Bundle is all or nothing; other Bundles and NDJSON keep their good entries and
-    report the bad ones.
+    Without PATHS, imports the bundled sample clinic and its schedules (as data source
+    "sandbox-ehr"). A transaction Bundle is all or nothing; other Bundles and NDJSON keep their
+    good entries and report the bad ones.
     """
     if unmapped not in ("keep", "refuse"):
         console.print("[red]error:[/red] --unmapped: expected keep or refuse")
         raise typer.Exit(2)
     if not paths:
-        paths, source = [sample_bundle()], SAMPLE_SOURCE
+        paths, source = sample_bundles(), SAMPLE_SOURCE
     files = order_files(expand(paths))
     if not files:
         console.print("[red]error:[/red] no .json, .ndjson or .jsonl files under the given paths")

@@ -24,7 +24,7 @@ from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConf
 from ehrbridge.runner.poller import Poller
 from ehrbridge.runner.service import Runner
 from ehrbridge.runner.storage import PollOutcome, RunnerStore
-from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
+from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
 from ehrbridge.worldmodel.model import WorldModel
 
 #: how often each resource type is polled during the demo's sync
@@ -39,8 +39,11 @@ class SyncFailed(EhrbridgeError):
 
 def sample_counts() -> Counter[str]:
     """Resources per type in the sample clinic (what the seeded sandbox holds)."""
-    bundle = orjson.loads(sample_bundle().read_bytes())
-    return Counter(e["resource"]["resourceType"] for e in bundle["entry"])
+    counts: Counter[str] = Counter()
+    for path in sample_bundles():
+        bundle = orjson.loads(path.read_bytes())
+        counts.update(e["resource"]["resourceType"] for e in bundle["entry"])
+    return counts
 
 
 @contextmanager

@@ -33,7 +33,7 @@ def test_demo_shows_a_patient_with_provenance_and_a_pending_voice_fact(
     # synced from the in-process sandbox EHR through the connector runner
     assert "the connector runner is polling it" in out
     assert re.search(r"Observation\s+━+\s+6/6\s+in sync", out), out
-    assert "world model: 39 entities, 39 events" in out
+    assert "world model: 117 entities, 117 events" in out
     assert "identified: Patient/" in out
     assert "phone.mobile (pending)" in out
     assert "+16175550199" in out
@@ -52,10 +52,10 @@ def test_import_is_idempotent_and_status_counts(db: str) -> None:
     assert re.search(r"Patient\s+│\s+6\s+│\s+0\s+│\s+0\s+│\s+0", first), first
     second = invoke("import", "--db", db)
     assert ": 0 events written" in second
-    assert re.search(r"total\s+│\s+0\s+│\s+0\s+│\s+39\s+│\s+0", second), second
+    assert re.search(r"total\s+│\s+0\s+│\s+0\s+│\s+117\s+│\s+0", second), second
     status = invoke("status", "--db", db)
     assert re.search(r"Patient\s+│\s+6", status)
-    assert "events: 39" in status
+    assert "events: 117" in status
     assert "open conflicts: 0" in status
 
 
@@ -70,7 +70,7 @@ def test_show_events_and_rebuild(db: str) -> None:
     timeline = invoke("events", patient.group(1), "--db", db)
     assert "recorded" in timeline
     assert "voice:demo-agent" in timeline
-    assert "rebuilt 39 entities" in invoke("rebuild", "--db", db)
+    assert "rebuilt 117 entities" in invoke("rebuild", "--db", db)
     assert invoke("show", patient.group(1), "--db", db) == before_rebuild
     past = runner.invoke(app, ["show", patient.group(1), "--db", db, "--as-of", "2020-01-01"])
     assert past.exit_code == 1

@@ -1,18 +1,20 @@
-"""The bundled sample clinic (`ehrbridge/sample/clinic.json`, a FHIR transaction Bundle) is
-valid, consistent and fictional; read here as the records it maps to."""
+"""The bundled sample clinic (`ehrbridge/sample/clinic.json` and `schedule.json`, FHIR
+transaction Bundles) is valid, consistent and fictional; read here as the records it maps to."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from ehrbridge.api.slots import read_schedule, read_slot
 from ehrbridge.fhir.mapping import to_entity
-from ehrbridge.sample import sample_bundle
+from ehrbridge.sample import sample_bundle, sample_bundles, schedule_bundle
 from ehrbridge.worldmodel.entities import ENTITY_TYPES, spec_for, validate_fields
 
 #: FHIR resource type each entity type is imported from.
@@ -31,12 +33,17 @@ _FICTIONAL_PHONE = re.compile(r"\+1[2-9]\d\d55501\d\d")
 _FICTIONAL_EMAIL = re.compile(r"[^@\s]+@([a-z0-9-]+\.)*example\.(com|org|net)")
 
 
-def _load() -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(sample_bundle().read_text(encoding="utf-8"))
+def _load(path: Any = None) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((path or sample_bundle()).read_text(encoding="utf-8"))
     return document
 
 
 SAMPLE = _load()
+SCHEDULE = _load(schedule_bundle())
+#: Slots and Schedules have no entity mapping: they are imported as generic entities.
+GENERIC = [e["resource"] for e in SCHEDULE["entry"]]
+SLOTS = [r for r in GENERIC if r["resourceType"] == "Slot"]
+SCHEDULES = {r["id"]: r for r in GENERIC if r["resourceType"] == "Schedule"}
 
 
 def _record(entry: dict[str, Any]) -> dict[str, Any]:
@@ -62,9 +69,10 @@ def _record_id(record: dict[str, Any]) -> str:
     return f"{record['resource_type']}/{record['external_id']}"
 
 
-def test_a_transaction_of_idempotent_puts() -> None:
-    assert SAMPLE["resourceType"] == "Bundle" and SAMPLE["type"] == "transaction"
-    for entry in SAMPLE["entry"]:
+@pytest.mark.parametrize("bundle", [SAMPLE, SCHEDULE], ids=["clinic", "schedule"])
+def test_a_transaction_of_idempotent_puts(bundle: dict[str, Any]) -> None:
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+    for entry in bundle["entry"]:
         resource = entry["resource"]
         assert entry["request"] == {
             "method": "PUT",
@@ -83,6 +91,9 @@ def test_record_counts() -> None:
         "LabResult": 6,
         "InsurancePlan": 4,
     }
+    assert Counter(r["resourceType"] for r in GENERIC) == {"Schedule": 3, "Slot": 75}
+    assert Counter(s["status"] for s in SLOTS) == {"free": 72, "busy": 3}
+    assert [p.name for p in sample_bundles()] == ["clinic.json", "schedule.json"]
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=_record_id)
@@ -167,3 +178,92 @@ def test_contact_details_are_fictional() -> None:
                 assert _FICTIONAL_PHONE.fullmatch(value), f"{_record_id(record)} {path}"
             if field.kind == "email":
                 assert _FICTIONAL_EMAIL.fullmatch(value), f"{_record_id(record)} {path}"
+
+
+def _slot_times(slot: dict[str, Any]) -> tuple[datetime, datetime]:
+    return datetime.fromisoformat(slot["start"]), datetime.fromisoformat(slot["end"])
+
+
+def test_every_practitioner_has_a_schedule_at_a_sample_location() -> None:
+    known = {_record_id(record) for record in RECORDS}
+    practitioners = {_record_id(p) for p in _by_type("Practitioner")}
+    seen = set()
+    for schedule in SCHEDULES.values():
+        actors = [a["reference"] for a in schedule["actor"]]
+        assert all(a in known for a in actors), schedule["id"]
+        seen |= {a for a in actors if a.startswith("Practitioner/")}
+        assert read_schedule(schedule).active
+    assert seen == practitioners
+
+
+def test_slots_are_well_formed_and_within_their_locations_hours() -> None:
+    locations = {r["external_id"]: r for r in _by_type("Location")}
+    hours = {
+        loc["id"]: loc["hoursOfOperation"]
+        for loc in (e["resource"] for e in SAMPLE["entry"])
+        if loc["resourceType"] == "Location"
+    }
+    for slot in SLOTS:
+        parsed = read_slot(slot["id"], slot, 1.0)
+        assert parsed is not None, slot["id"]
+        assert slot["schedule"]["reference"].removeprefix("Schedule/") in SCHEDULES
+        start, end = _slot_times(slot)
+        assert end - start in (timedelta(minutes=20), timedelta(minutes=30)), slot["id"]
+        schedule = SCHEDULES[slot["schedule"]["reference"].removeprefix("Schedule/")]
+        location = next(a["reference"] for a in schedule["actor"] if "Location/" in a["reference"])
+        location_id = location.removeprefix("Location/")
+        assert location_id in locations
+        local = start.astimezone(ZoneInfo("America/New_York"))
+        assert start.utcoffset() == local.utcoffset(), slot["id"]  # the clinic's own offset
+        day = local.strftime("%a").lower()
+        opening = [h for h in hours[location_id] if day in h["daysOfWeek"]]
+        assert opening, slot["id"]
+        assert opening[0]["openingTime"] <= local.strftime("%H:%M:%S"), slot["id"]
+        assert end.astimezone(local.tzinfo).strftime("%H:%M:%S") <= opening[0]["closingTime"]
+
+
+def test_the_booked_appointments_hold_busy_slots_and_no_free_slot_overlaps_one() -> None:
+    booked = [
+        a
+        for a in (e["resource"] for e in SAMPLE["entry"])
+        if a["resourceType"] == "Appointment" and a["status"] == "booked"
+    ]
+
+    def practitioner(resource: dict[str, Any]) -> str:
+        if resource["resourceType"] == "Appointment":
+            actors = [p["actor"]["reference"] for p in resource["participant"]]
+        else:
+            schedule = SCHEDULES[resource["schedule"]["reference"].removeprefix("Schedule/")]
+            actors = [a["reference"] for a in schedule["actor"]]
+        return str(next(a for a in actors if a.startswith("Practitioner/")))
+
+    busy = {(practitioner(s), *_slot_times(s)) for s in SLOTS if s["status"] == "busy"}
+    assert busy == {(practitioner(a), *_slot_times(a)) for a in booked}
+    for slot in (s for s in SLOTS if s["status"] == "free"):
+        start, end = _slot_times(slot)
+        for appointment in booked:
+            a_start, a_end = _slot_times(appointment)
+            same = practitioner(appointment) == practitioner(slot)
+            assert not (same and start < a_end and a_start < end), slot["id"]
+
+
+def test_free_slots_cover_the_four_weeks_after_the_snapshot() -> None:
+    """Dates are fixed (the sample is a snapshot): free slots every weekday of the four weeks
+    that start on the Monday after it, for every practitioner, and in the week
+    docs/agent-api.md searches."""
+    snapshot = max(datetime.fromisoformat(record["effective_at"]) for record in RECORDS)
+    free = sorted(_slot_times(s)[0] for s in SLOTS if s["status"] == "free")
+    assert snapshot < free[0] and free[-1] - snapshot < timedelta(weeks=5)
+    weekdays = {start.date() for start in free}
+    assert len(weekdays) == 20 and all(day.weekday() < 5 for day in weekdays)
+    documented = [
+        start
+        for start in free
+        if datetime(2026, 12, 1, tzinfo=UTC) <= start < datetime(2026, 12, 8, tzinfo=UTC)
+    ]
+    assert len(documented) >= 10
+    for schedule_id in SCHEDULES:
+        assert any(
+            s["schedule"]["reference"] == f"Schedule/{schedule_id}" and s["status"] == "free"
+            for s in SLOTS
+        )

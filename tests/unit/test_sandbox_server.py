@@ -4,6 +4,7 @@ paging across versions, seeding, transactions, conditional and no-op writes, ref
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -207,3 +208,200 @@ async def test_http_details(app: SandboxApp) -> None:
         unknown = await http.get(f"{BASE}/Patient/nobody")
         assert unknown.status_code == 404
         assert unknown.json()["issue"][0]["code"] == "not-found"
+
+
+# -- query parameters on writes, conditional update, patch and delete ----------------------------
+
+
+@pytest.fixture
+async def http(app: SandboxApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=BASE + "/"
+    ) as client:
+        yield client
+
+
+def mrn(value: str, **extra: object) -> Resource:
+    return patient("Okafor", identifier=[{"system": "s", "value": value}], **extra)
+
+
+async def count(http: httpx.AsyncClient, **query: str) -> int:
+    response = await http.get("Patient", params={**query, "_count": "0"})
+    assert response.status_code == 200
+    total: int = response.json()["total"]
+    return total
+
+
+async def test_query_parameters_on_a_write_are_refused_never_ignored(
+    http: httpx.AsyncClient,
+) -> None:
+    """fhirpy's get_or_create sends ``POST Patient?identifier=...``: it must not quietly create
+    a duplicate."""
+    assert (await http.post("Patient", json=mrn("1"))).status_code == 201
+    refused = await http.post("Patient", params={"identifier": "s|1"}, json=mrn("1"))
+    assert refused.status_code == 400
+    text = refused.json()["issue"][0]["details"]["text"]
+    assert text == (
+        "create takes no query parameter identifier; for a conditional create send the "
+        "criteria in If-None-Exist"
+    )
+    id = (await http.get("Patient")).json()["entry"][0]["resource"]["id"]
+    for method, body in (("PUT", {**mrn("1"), "id": id}), ("DELETE", None)):
+        response = await http.request(method, f"Patient/{id}", params={"x": "1"}, json=body)
+        assert response.status_code == 400, method
+    patched = await http.patch(
+        f"Patient/{id}?x=1", json=[], headers={"Content-Type": "application/json-patch+json"}
+    )
+    assert patched.status_code == 400
+    assert (await http.get(f"Patient/{id}", params={"_summary": "true"})).status_code == 400
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": mrn("1"), "request": {"method": "POST", "url": "Patient?identifier=s|1"}}
+        ],
+    }
+    in_a_transaction = await http.post("", json=bundle)
+    assert in_a_transaction.status_code == 400
+    assert await count(http) == 1
+    version = (await http.get(f"Patient/{id}")).json()["meta"]["versionId"]
+    assert version == "1"
+
+
+async def test_conditional_update_creates_updates_or_refuses(http: httpx.AsyncClient) -> None:
+    """https://hl7.org/fhir/R4/http.html#cond-update"""
+    created = await http.put("Patient", params={"identifier": "s|1"}, json=mrn("1"))
+    assert created.status_code == 201, created.text
+    id = created.json()["id"]
+    updated = await http.put(
+        "Patient", params={"identifier": "s|1"}, json=mrn("1", gender="female")
+    )
+    assert (updated.status_code, updated.json()["id"]) == (200, id)
+    assert updated.headers["etag"] == 'W/"2"'
+    same_id = await http.put("Patient?identifier=s|1", json={**mrn("1"), "id": id})
+    assert (same_id.status_code, same_id.json()["meta"]["versionId"]) == (200, "3")
+    other_id = await http.put("Patient?identifier=s|1", json={**mrn("1"), "id": "other"})
+    assert other_id.status_code == 400
+    stale = await http.put("Patient?identifier=s|1", json=mrn("1"), headers={"If-Match": 'W/"1"'})
+    assert stale.status_code == 412
+    # No match, with an id: update as create; an id that exists but does not match: 409.
+    as_create = await http.put("Patient?identifier=s|2", json={**mrn("2"), "id": "given-id"})
+    assert (as_create.status_code, as_create.json()["id"]) == (201, "given-id")
+    taken = await http.put("Patient?identifier=s|3", json={**mrn("3"), "id": "given-id"})
+    assert taken.status_code == 409
+    await http.post("Patient", json=mrn("2"))
+    several = await http.put("Patient?identifier=s|2", json=mrn("2"))
+    assert several.status_code == 412
+    for criteria in ("", "_count=1", "_sort=family"):
+        refused = await http.put(f"Patient?{criteria}".rstrip("?"), json=mrn("9"))
+        assert refused.status_code == 400, criteria
+    assert await count(http) == 3
+
+
+async def test_conditional_patch_and_delete(http: httpx.AsyncClient) -> None:
+    await http.post("Patient", json=mrn("1"))
+    await http.post("Patient", json=mrn("2"))
+    await http.post("Patient", json=mrn("2"))
+    json_patch = {"Content-Type": "application/json-patch+json"}
+    ops = [{"op": "add", "path": "/active", "value": True}]
+    patched = await http.patch("Patient?identifier=s|1", json=ops, headers=json_patch)
+    assert (patched.status_code, patched.json()["active"]) == (200, True)
+    for criteria, status in (("s|9", 404), ("s|2", 412)):
+        response = await http.patch(f"Patient?identifier={criteria}", json=ops, headers=json_patch)
+        assert response.status_code == status
+    assert (await http.delete("Patient?identifier=s|2")).status_code == 412
+    assert (await http.delete("Patient?identifier=s|9")).status_code == 404
+    assert (await http.delete("Patient?identifier=s|1")).status_code == 200
+    assert await count(http) == 2
+
+
+async def test_a_conditional_update_in_a_transaction_resolves_its_full_url(
+    http: httpx.AsyncClient,
+) -> None:
+    urn = f"urn:uuid:{uuid4()}"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": urn, "resource": mrn("7"), "request": {"method": "PUT", "url": "Patient?identifier=s|7"}},  # noqa: E501
+            {
+                "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": urn}},  # noqa: E501
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }  # fmt: skip
+    for status in ("201 Created", "200 OK"):  # creates, then matches and updates
+        response = await http.post("", json=bundle)
+        assert response.status_code == 200, response.text
+        entries = response.json()["entry"]
+        assert entries[0]["response"]["status"] == status
+        id = entries[0]["resource"]["id"]
+        subject = entries[1]["resource"]["subject"]["reference"]
+        assert subject == f"Patient/{id}"
+    assert await count(http) == 1
+
+
+# -- history and conditional reads -----------------------------------------------------------
+
+
+async def test_history_records_what_wrote_each_version_at_every_level(
+    http: httpx.AsyncClient,
+) -> None:
+    created = (await http.post("Patient", json=mrn("1"))).json()
+    id = created["id"]
+    await http.put(f"Patient/{id}", json={**created, "gender": "male"})
+    await http.patch(
+        f"Patient/{id}",
+        json=[{"op": "add", "path": "/active", "value": True}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    await http.delete(f"Patient/{id}")
+    await http.put("Patient/by-put", json={**mrn("2"), "id": "by-put"})
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    await http.post("Observation", json=observation)
+
+    def steps(bundle: dict[str, Any]) -> list[tuple[str, str, str]]:
+        return [
+            (e["request"]["method"], e["request"]["url"], e["response"]["status"])
+            for e in bundle["entry"]
+        ]
+
+    instance = (await http.get(f"Patient/{id}/_history")).json()
+    assert steps(instance) == [
+        ("DELETE", f"Patient/{id}", "200 OK"),
+        ("PATCH", f"Patient/{id}", "200 OK"),
+        ("PUT", f"Patient/{id}", "200 OK"),
+        ("POST", "Patient", "201 Created"),
+    ]
+    assert instance["entry"][-1]["response"]["location"] == f"Patient/{id}/_history/1"
+    of_type = (await http.get("Patient/_history")).json()
+    assert of_type["total"] == 5
+    assert steps(of_type)[0] == ("PUT", "Patient/by-put", "201 Created")
+    system = (await http.get("_history")).json()
+    assert system["total"] == 6 and system["entry"][0]["request"]["url"] == "Observation"
+    # _count pages newest first through next links; every version once.
+    seen, url = [], "_history?_count=4"
+    while url:
+        page = (await http.get(url)).json()
+        seen += [(e["fullUrl"], e["response"]["etag"]) for e in page["entry"]]
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), "")
+    assert seen == [(e["fullUrl"], e["response"]["etag"]) for e in system["entry"]]
+    # _since keeps versions written at or after it.
+    since = of_type["entry"][1]["response"]["lastModified"]
+    recent = (await http.get("Patient/_history", params={"_since": since})).json()
+    assert recent["total"] == 2
+    assert (await http.get("_history", params={"_at": "2026"})).status_code == 400
+    assert (await http.get("_history", params={"_since": "yesterday"})).status_code == 400
+
+
+async def test_if_none_match_on_a_read_answers_304(http: httpx.AsyncClient) -> None:
+    """https://hl7.org/fhir/R4/http.html#cread; fhirpy's refresh sends the bare versionId."""
+    id = (await http.post("Patient", json=mrn("1"))).json()["id"]
+    for tag in ('W/"1"', '"1"', "1", "*", 'W/"7", W/"1"'):
+        response = await http.get(f"Patient/{id}", headers={"If-None-Match": tag})
+        assert (response.status_code, response.content) == (304, b""), tag
+        assert response.headers["etag"] == 'W/"1"'
+    changed = await http.get(f"Patient/{id}", headers={"If-None-Match": 'W/"0"'})
+    assert changed.status_code == 200 and changed.json()["id"] == id
+    vread = await http.get(f"Patient/{id}/_history/1", headers={"If-None-Match": 'W/"1"'})
+    assert vread.status_code == 304

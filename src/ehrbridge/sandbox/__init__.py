@@ -13,6 +13,7 @@ The demo and the connector's fault tests run against it, in-process or as ``ehrb
     bundles.py      batch and transaction (atomic, urn:uuid references resolved)
     faults.py       the fault plan and its deterministic counters
     export.py       Bulk Data $export: kick-off, status polling, NDJSON files, a consistent snapshot
+    capabilities.py the CapabilityStatement, built from the tables above
     app.py          the ASGI app (Starlette): routes adapt requests, faults wrap them
 
 The FHIR base is ``/fhir/R4``; outside it, ``POST /$reset`` empties the server (and re-seeds it
@@ -21,6 +22,7 @@ when seeding is on) and ``GET/POST/DELETE /$faults`` reads, sets and clears the 
 Differences from a full server, on purpose: unknown search parameters and modifiers are refused
 with 400 and an OperationOutcome (a silent "match nothing" would hide connector bugs); validation
 covers the elements the connector writes, not whole profiles; stale reads serve instance reads
-and searches one version behind (a lagging replica). Not served: type- and system-level
-``_history`` and ``_include`` (the connector uses neither).
+and searches one version behind (a lagging replica). Not served: ``_include``, ``_revinclude``,
+``_summary``, ``_elements``, XML (each refused with an OperationOutcome). What is served, exactly:
+``GET [base]/metadata`` and docs/sandbox.md.
 """

@@ -6,7 +6,8 @@
     app.faults.set(errors=3)                     # the next 3 FHIR requests get 503
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as http: ...
 
-Under ``/fhir/R4`` the FHIR API, with Bulk Data ``$export`` (:mod:`.export`); outside it
+Under ``/fhir/R4`` the FHIR API (``/metadata`` its CapabilityStatement; ``POST [type]/_search``
+with a form body), with Bulk Data ``$export`` (:mod:`.export`); outside it
 ``POST /$reset`` (empty the server, clear the faults and exports, seed again if seeding is on)
 and ``/$faults`` (``GET`` the plan and counts, ``POST`` a new plan as JSON, ``DELETE`` to clear).
 Dropped connections need a real socket (uvicorn): the app starts a response and closes it
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.applications import Starlette
@@ -26,7 +28,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ehrbridge.sample import sample_bundle
+from ehrbridge.sample import sample_bundles
 from ehrbridge.sandbox.export import FILE_SIZE, NDJSON, ExportJobs
 from ehrbridge.sandbox.faults import PASS, Decision, FaultPlan, Faults
 from ehrbridge.sandbox.messages import FHIR_JSON, FhirRequest, FhirResponse
@@ -37,6 +39,7 @@ from ehrbridge.sandbox.store import ResourceStore
 BASE_PATH = "/fhir/R4"
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+_FORM = "application/x-www-form-urlencoded"
 _FAULT_KEY = "ehrbridge.sandbox.fault"
 
 
@@ -89,13 +92,16 @@ class SandboxApp:
             ]
         )
 
-    def seed(self) -> dict[str, Any]:
-        """Load the sample clinic, as the transaction Bundle it is; returns the response."""
-        bundle = orjson.loads(sample_bundle().read_bytes())
-        response = self.server.handle(FhirRequest(method="POST", path="", body=bundle))
-        if response.status != 200 or response.body is None:
-            raise RuntimeError(f"the sample clinic did not load: HTTP {response.status}")
-        return response.body
+    def seed(self) -> list[dict[str, Any]]:
+        """Load the sample clinic, each Bundle as the transaction it is; returns the responses."""
+        answers = []
+        for path in sample_bundles():
+            bundle = orjson.loads(path.read_bytes())
+            response = self.server.handle(FhirRequest(method="POST", path="", body=bundle))
+            if response.status != 200 or response.body is None:
+                raise RuntimeError(f"the sample {path.name} did not load: HTTP {response.status}")
+            answers.append(response.body)
+        return answers
 
     def reset(self) -> None:
         """Forget every resource, fault and export; seed again if the app seeds."""
@@ -144,7 +150,18 @@ class SandboxApp:
         decision: Decision = request.scope.get(_FAULT_KEY, PASS)
         raw = await request.body()
         body = None
+        query = list(request.query_params.multi_items())
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        path = request.path_params.get("path", "")
+        if request.method == "POST" and path.rstrip("/").endswith("/_search"):
+            # https://hl7.org/fhir/R4/http.html#search: the form's parameters join the URL's.
+            if raw and content_type != _FORM:
+                return _failure(415, f"POST [type]/_search needs Content-Type: {_FORM}")
+            try:
+                query += parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
+            except (UnicodeDecodeError, ValueError):
+                return _failure(400, "the form body is not application/x-www-form-urlencoded")
+            raw = b""
         if raw:
             if request.method == "PATCH":
                 if content_type != "application/json-patch+json":
@@ -163,8 +180,8 @@ class SandboxApp:
         base = str(request.base_url).rstrip("/") + BASE_PATH
         fhir_request = FhirRequest(
             method=request.method,
-            path=request.path_params.get("path", ""),
-            query=tuple(request.query_params.multi_items()),
+            path=path,
+            query=tuple(query),
             headers=headers,
             body=body,
             base=base,

@@ -9,6 +9,7 @@ in the Bundle's order. A batch runs each entry on its own, each in its own savep
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 from uuid import uuid4
@@ -132,6 +133,20 @@ def _transaction(server: FhirServer, entries: list[Any], base: str) -> FhirRespo
                     target = f"{segments[0]}/{found[0].id}"
         elif req.method == "PUT" and len(segments) == 2:
             target = req.path
+        elif req.method == "PUT" and len(segments) == 1 and isinstance(req.body, dict):
+            # A conditional update: its fullUrl is the match, or the id it will create.
+            found = server.find(segments[0], req.query) if req.query else []
+            given = req.body.get("id")
+            if len(found) == 1:
+                target = f"{segments[0]}/{found[0].id}"
+            elif not found and given is None:
+                given = str(uuid4())
+                requests[i] = replace(req, body={**req.body, "id": given})
+                target = f"{segments[0]}/{given}"
+            elif not found and isinstance(given, str):
+                target = f"{segments[0]}/{given}"
+            else:
+                continue
         else:
             continue
         if isinstance(full_url, str) and full_url:
@@ -142,13 +157,10 @@ def _transaction(server: FhirServer, entries: list[Any], base: str) -> FhirRespo
         for i in order:
             req = requests[i]
             if ids and req.body is not None:
-                req = FhirRequest(
-                    method=req.method, path=req.path, query=req.query, headers=req.headers,
-                    body=_rewrite(req.body, ids), base=req.base,
-                )  # fmt: skip
+                req = replace(req, body=_rewrite(req.body, ids))
             try:
                 if i in assigned:
-                    response = server.create(req, req.path, id=assigned[i])
+                    response = server.create_entry(req, assigned[i])
                 else:
                     response = server.dispatch(req)
             except OperationFailed as failed:

@@ -4,6 +4,10 @@ https://hl7.org/fhir/R4/search.html: string (starts-with, case- and accent-insen
 ``:exact``, ``:contains``), token (``system|code``; ``:not``), reference (``Patient/<id>`` or a
 bare id), date (prefixes). Comma-separated values are alternatives (OR); repeated parameters all
 apply (AND).
+
+These tables are the one truth about search: the search code, the CapabilityStatement
+(:mod:`.capabilities`) and the table in ``docs/sandbox.md`` (checked by a test) are all read
+from :func:`search_params`. Every parameter of a type is also a ``_sort`` key (:func:`sort_values`).
 """
 
 from __future__ import annotations
@@ -13,13 +17,27 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ehrbridge.fhir.mapping.resource_types import R4_RESOURCE_TYPES
 from ehrbridge.sandbox import dates
 from ehrbridge.sandbox.outcome import OperationFailed
 
 Resource = dict[str, Any]
 #: Parameter kinds.
 STRING, TOKEN, REFERENCE, DATE, PHONE = "string", "token", "reference", "date", "phone"
-_MODIFIERS = {STRING: ("", "exact", "contains"), TOKEN: ("", "not"), PHONE: ("",)}
+#: The modifiers each kind takes ("" is none).
+MODIFIERS = {
+    STRING: ("", "exact", "contains"), TOKEN: ("", "not"), REFERENCE: ("",), DATE: ("",),
+    PHONE: ("",),
+}  # fmt: skip
+#: The FHIR search parameter type of each kind (CapabilityStatement ``searchParam.type``):
+#: ``phone`` is a token to FHIR, matched on its last ten digits here.
+FHIR_TYPES = {
+    STRING: "string",
+    TOKEN: "token",
+    REFERENCE: "reference",
+    DATE: "date",
+    PHONE: "token",
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +50,8 @@ class Param:
     values: Callable[[Resource], Iterator[Any]]
     #: for a reference parameter, the type a bare id refers to
     target: str | None = None
+    #: what it searches, in the CapabilityStatement and docs/sandbox.md
+    doc: str = ""
 
 
 def _list(value: object) -> list[Any]:
@@ -90,53 +110,123 @@ def _status(resource: Resource) -> Iterator[Any]:
 
 
 _COMMON: dict[str, Param] = {
-    "status": Param(TOKEN, _status),
-    "subject": Param(REFERENCE, _field("subject")),
-    "patient": Param(REFERENCE, _field("subject"), "Patient"),
-    "identifier": Param(TOKEN, _field("identifier")),
-    "code": Param(TOKEN, _field("code")),
-    "encounter": Param(REFERENCE, _field("encounter"), "Encounter"),
+    "status": Param(TOKEN, _status, doc="status"),
+    "subject": Param(REFERENCE, _field("subject"), doc="subject"),
+    "patient": Param(REFERENCE, _field("subject"), "Patient", doc="subject, a Patient"),
+    "identifier": Param(TOKEN, _field("identifier"), doc="identifier"),
+    "code": Param(TOKEN, _field("code"), doc="code"),
+    "encounter": Param(REFERENCE, _field("encounter"), "Encounter", doc="encounter"),
 }
 _PERSON: dict[str, Param] = {
-    "name": Param(STRING, _names(None)),
-    "family": Param(STRING, _names("family")),
-    "given": Param(STRING, _names("given")),
-    "birthdate": Param(DATE, _period("birthDate")),
-    "gender": Param(TOKEN, _field("gender")),
-    "phone": Param(PHONE, _telecom("phone")),
-    "email": Param(TOKEN, _telecom("email")),
-    "telecom": Param(PHONE, _telecom(None)),
-    "address-postalcode": Param(STRING, _field("address", "postalCode")),
-    "address-city": Param(STRING, _field("address", "city")),
+    "name": Param(STRING, _names(None), doc="name: family, given, text, prefix, suffix"),
+    "family": Param(STRING, _names("family"), doc="name.family"),
+    "given": Param(STRING, _names("given"), doc="name.given"),
+    "birthdate": Param(DATE, _period("birthDate"), doc="birthDate"),
+    "gender": Param(TOKEN, _field("gender"), doc="gender"),
+    "phone": Param(PHONE, _telecom("phone"), doc="telecom (phone), last 10 digits"),
+    "email": Param(TOKEN, _telecom("email"), doc="telecom (email)"),
+    "telecom": Param(PHONE, _telecom(None), doc="telecom, last 10 digits"),
+    "address-postalcode": Param(STRING, _field("address", "postalCode"), doc="address.postalCode"),
+    "address-city": Param(STRING, _field("address", "city"), doc="address.city"),
 }
 #: Per resource type, the parameters beyond the common ones.
 PARAMS: dict[str, dict[str, Param]] = {
     "Patient": _PERSON,
     "Practitioner": _PERSON,
-    "Encounter": {"date": Param(DATE, _period("period"))},
+    "Encounter": {"date": Param(DATE, _period("period"), doc="period")},
     "Appointment": {
-        "date": Param(DATE, _period("start")),
-        "patient": Param(REFERENCE, _field("participant", "actor"), "Patient"),
-        "actor": Param(REFERENCE, _field("participant", "actor")),
-        "practitioner": Param(REFERENCE, _field("participant", "actor"), "Practitioner"),
+        "date": Param(DATE, _period("start"), doc="start"),
+        "patient": Param(
+            REFERENCE, _field("participant", "actor"), "Patient", doc="participant.actor, a Patient"
+        ),
+        "actor": Param(REFERENCE, _field("participant", "actor"), doc="participant.actor"),
+        "practitioner": Param(
+            REFERENCE,
+            _field("participant", "actor"),
+            "Practitioner",
+            doc="participant.actor, a Practitioner",
+        ),
     },
-    "Observation": {"date": Param(DATE, _period("effectiveDateTime", "effectivePeriod"))},
-    "MedicationRequest": {"authoredon": Param(DATE, _period("authoredOn"))},
+    "Observation": {
+        "date": Param(DATE, _period("effectiveDateTime", "effectivePeriod"), doc="effective[x]")
+    },
+    "MedicationRequest": {"authoredon": Param(DATE, _period("authoredOn"), doc="authoredOn")},
     "Coverage": {
-        "patient": Param(REFERENCE, _field("beneficiary"), "Patient"),
-        "beneficiary": Param(REFERENCE, _field("beneficiary"), "Patient"),
+        "patient": Param(REFERENCE, _field("beneficiary"), "Patient", doc="beneficiary"),
+        "beneficiary": Param(REFERENCE, _field("beneficiary"), "Patient", doc="beneficiary"),
     },
-    "AllergyIntolerance": {"patient": Param(REFERENCE, _field("patient"), "Patient")},
-    "Immunization": {"patient": Param(REFERENCE, _field("patient"), "Patient")},
+    "AllergyIntolerance": {
+        "patient": Param(REFERENCE, _field("patient"), "Patient", doc="patient")
+    },
+    "Immunization": {"patient": Param(REFERENCE, _field("patient"), "Patient", doc="patient")},
 }
+
+
+#: The resource types the sandbox serves: every R4 type (others answer 404).
+TYPES: tuple[str, ...] = tuple(sorted(R4_RESOURCE_TYPES))
+
+
+def search_params(resource_type: str) -> dict[str, Param]:
+    """Every search parameter of a type beyond ``_id`` and ``_lastUpdated``, by name, sorted:
+    the common ones and the type's own.
+
+    >>> list(search_params("Encounter"))
+    ['code', 'date', 'encounter', 'identifier', 'patient', 'status', 'subject']
+    """
+    merged = {**_COMMON, **PARAMS.get(resource_type, {})}
+    return dict(sorted(merged.items()))
 
 
 def lookup(resource_type: str, name: str) -> Param:
     """The parameter ``name`` of a type; 400 if the sandbox does not know it."""
-    param = PARAMS.get(resource_type, {}).get(name) or _COMMON.get(name)
+    param = search_params(resource_type).get(name)
     if param is None:
         raise OperationFailed(400, f"unknown search parameter {name!r} for {resource_type}")
     return param
+
+
+def sort_values(param: Param, resource: Resource) -> list[str]:
+    """A resource's values of ``param`` as strings that sort as the parameter's values do:
+    folded text, UTC instants (a period by its start), codes, references, digits.
+
+    >>> sort_values(search_params("Patient")["family"], {"name": [{"family": "Núñez"}]})
+    ['nunez']
+    >>> sort_values(search_params("Patient")["birthdate"], {"birthDate": "1984-03"})
+    ['1984-03-01T00:00:00.000000Z']
+    """
+    out: list[str] = []
+    for value in param.values(resource):
+        if param.kind == DATE:
+            for part in value if isinstance(value, tuple) else (value,):
+                found = dates.date_range(part) if isinstance(part, str) else None
+                if found is not None:
+                    out.append(found[0].strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+                    break
+        elif param.kind == STRING and isinstance(value, str):
+            out.append(fold(value))
+        elif param.kind == PHONE and isinstance(value, str):
+            out.append(_digits(value)[-10:])
+        elif param.kind == REFERENCE and isinstance(value, dict):
+            if isinstance(value.get("reference"), str):
+                out.append(value["reference"])
+        else:
+            out.extend(_codes(value))
+    return out
+
+
+def _codes(value: Any) -> Iterator[str]:
+    if isinstance(value, bool):
+        yield "true" if value else "false"
+    elif isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        if "coding" in value:
+            for coding in _list(value.get("coding")):
+                yield from _codes(coding)
+        elif isinstance(value.get("value"), str):
+            yield value["value"]
+        elif isinstance(value.get("code"), str):
+            yield value["code"]
 
 
 def fold(text: str) -> str:
@@ -203,7 +293,7 @@ def _date_matches(prefix: str, wanted: dates.Range, value: Any) -> bool:
 
 def matcher(param: Param, modifier: str, raw: str) -> Callable[[Resource], bool]:
     """A predicate for one parameter occurrence (its comma-separated values are OR-ed)."""
-    if modifier not in _MODIFIERS.get(param.kind, ("",)):
+    if modifier not in MODIFIERS[param.kind]:
         raise OperationFailed(400, f"unsupported search modifier :{modifier}")
     alternatives = [v.replace("\\,", ",") for v in raw.split(",")] if raw else [""]
     if param.kind == DATE:

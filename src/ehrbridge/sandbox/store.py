@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS resource_version (
     last_updated TEXT NOT NULL,
     deleted INTEGER NOT NULL,
     json BLOB,
+    method TEXT,
+    status INTEGER,
     PRIMARY KEY (type, id, version)
 );
 CREATE TABLE IF NOT EXISTS resource_current (
@@ -47,8 +49,18 @@ CREATE TABLE IF NOT EXISTS resource_current (
 CREATE INDEX IF NOT EXISTS resource_current_by_updated
     ON resource_current (type, deleted, last_updated, id);
 """
+# Added after the first release: a sandbox file kept across runs gets them on open (its older
+# versions keep NULL, and history derives their method and status as it used to).
+_ADDED_COLUMNS = {"method": "TEXT", "status": "INTEGER"}
+_HISTORY_INDEXES = """
+CREATE INDEX IF NOT EXISTS resource_version_by_updated ON resource_version (last_updated);
+CREATE INDEX IF NOT EXISTS resource_version_by_type_updated
+    ON resource_version (type, last_updated);
+"""
 
-_COLUMNS = "v.type, v.id, v.version, v.last_updated, v.deleted, v.json"
+_COLUMNS = "v.type, v.id, v.version, v.last_updated, v.deleted, v.json, v.method, v.status"
+#: The interactions a version can record (``Bundle.entry.request.method`` of its history entry).
+METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
 def format_instant(when: datetime) -> str:
@@ -76,10 +88,16 @@ class Version:
     deleted: bool
     #: the resource with ``meta.versionId`` and ``meta.lastUpdated`` set
     resource: dict[str, Any] | None
+    #: the interaction that wrote it: POST, PUT, PATCH or DELETE
+    method: str = "PUT"
+    #: the HTTP status it was answered with: 201 when it created the resource, else 200
+    status: int = 200
 
 
 def _version(row: tuple[Any, ...]) -> Version:
-    type_, id_, version, last_updated, deleted, body = row
+    type_, id_, version, last_updated, deleted, body, method, status = row
+    if method is None:  # written before methods were recorded
+        method = "DELETE" if deleted else ("POST" if version == 1 else "PUT")
     return Version(
         type=type_,
         id=id_,
@@ -87,6 +105,8 @@ def _version(row: tuple[Any, ...]) -> Version:
         last_updated=last_updated,
         deleted=bool(deleted),
         resource=None if body is None else orjson.loads(body),
+        method=method,
+        status=status or (201 if version == 1 and not deleted else 200),
     )
 
 
@@ -101,6 +121,11 @@ class ResourceStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(resource_version)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE resource_version ADD COLUMN {column} {kind}")
+        self._db.executescript(_HISTORY_INDEXES)
         self._now = now or (lambda: datetime.now(UTC))
         self._savepoints = count()
         newest = self._db.execute("SELECT max(last_updated) FROM resource_version").fetchone()[0]
@@ -171,21 +196,30 @@ class ResourceStore:
         )
         return [_version(row) for row in rows]
 
-    def put(self, resource_type: str, id: str, resource: dict[str, Any]) -> Version:
-        """Store a new version of ``resource`` (a copy gets the server's ``meta``)."""
-        return self._append(resource_type, id, resource)
+    def put(
+        self, resource_type: str, id: str, resource: dict[str, Any], *, method: str = "PUT"
+    ) -> Version:
+        """Store a new version of ``resource`` (a copy gets the server's ``meta``), written by
+        ``method`` (POST, PUT or PATCH)."""
+        return self._append(resource_type, id, resource, method)
 
     def delete(self, resource_type: str, id: str) -> Version:
         """Store a deletion as the resource's new version."""
-        return self._append(resource_type, id, None)
+        return self._append(resource_type, id, None, "DELETE")
 
-    def _append(self, resource_type: str, id: str, resource: dict[str, Any] | None) -> Version:
+    def _append(
+        self, resource_type: str, id: str, resource: dict[str, Any] | None, method: str
+    ) -> Version:
+        if method not in METHODS:
+            raise ValueError(f"unsupported method {method!r}")
         with self.atomic():
             row = self._db.execute(
-                "SELECT version FROM resource_current WHERE type = ? AND id = ?",
+                "SELECT version, deleted FROM resource_current WHERE type = ? AND id = ?",
                 (resource_type, id),
             ).fetchone()
             version = 1 if row is None else row[0] + 1
+            # A write creates the resource when it is new or was deleted (update as create).
+            status = 201 if resource is not None and (row is None or row[1]) else 200
             last_updated = self._tick()
             body = None
             if resource is not None:
@@ -196,9 +230,10 @@ class ResourceStore:
             deleted = resource is None
             # The (type, id, version) key refuses a second writer of the same version.
             self._db.execute(
-                "INSERT INTO resource_version (type, id, version, last_updated, deleted, json)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (resource_type, id, version, last_updated, deleted, body),
+                "INSERT INTO resource_version"
+                " (type, id, version, last_updated, deleted, json, method, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (resource_type, id, version, last_updated, deleted, body, method, status),
             )
             self._db.execute(
                 "INSERT INTO resource_current (type, id, version, last_updated, deleted)"
@@ -214,6 +249,8 @@ class ResourceStore:
             last_updated=last_updated,
             deleted=deleted,
             resource=resource,
+            method=method,
+            status=status,
         )
 
     @staticmethod
@@ -240,11 +277,13 @@ class ResourceStore:
         ids: tuple[str, ...] = (),
         after: tuple[str, str] | None = None,
         limit: int | None = None,
+        descending: bool = False,
     ) -> Iterator[Version]:
         """Current, not deleted resources of a type, by ``lastUpdated`` then id, streamed.
 
         ``where`` holds (operator, instant) bounds on ``lastUpdated`` (operators ``>=``, ``<``);
-        ``after`` starts past a (lastUpdated, id) key, for keyset paging; ``limit`` stops early.
+        ``after`` starts past a (lastUpdated, id) key, for keyset paging; ``limit`` stops early;
+        ``descending`` reverses the order (and ``after`` then means before).
         """
         filters, args = self._filters(where, ids)
         sql = [
@@ -254,9 +293,14 @@ class ResourceStore:
         ]
         args.insert(0, resource_type)
         if after is not None:
-            sql.append("AND (c.last_updated > ? OR (c.last_updated = ? AND c.id > ?))")
+            past = "<" if descending else ">"
+            sql.append(f"AND (c.last_updated {past} ? OR (c.last_updated = ? AND c.id {past} ?))")
             args.extend((after[0], after[0], after[1]))
-        sql.append("ORDER BY c.last_updated, c.id")
+        sql.append(
+            "ORDER BY c.last_updated DESC, c.id DESC"
+            if descending
+            else "ORDER BY c.last_updated, c.id"
+        )
         if limit is not None:
             sql.append("LIMIT ?")
             args.append(limit)
@@ -303,6 +347,46 @@ class ResourceStore:
             (resource_type, after_id, until, since or "", limit),
         )
         return [_version(row) for row in rows]
+
+    def changes(
+        self,
+        resource_type: str | None = None,
+        *,
+        since: str | None = None,
+        before: str | None = None,
+        limit: int = 1000,
+    ) -> list[Version]:
+        """Versions of one type (or of every type), newest first: type- and system-level history.
+
+        ``since`` keeps versions written at or after that instant (R4's ``_since``); ``before``
+        those written before it
+        (a keyset cursor: instants are unique over all writes, :meth:`_tick`).
+        """
+        sql = [f"SELECT {_COLUMNS} FROM resource_version v WHERE 1 = 1"]
+        args: list[Any] = []
+        for clause, value in (
+            ("AND v.type = ?", resource_type),
+            ("AND v.last_updated >= ?", since),
+            ("AND v.last_updated < ?", before),
+        ):
+            if value is not None:
+                sql.append(clause)
+                args.append(value)
+        sql.append("ORDER BY v.last_updated DESC LIMIT ?")
+        args.append(limit)
+        return [_version(row) for row in self._db.execute(" ".join(sql), args)]
+
+    def count_changes(self, resource_type: str | None = None, *, since: str | None = None) -> int:
+        """How many versions :meth:`changes` would yield without a cursor or limit."""
+        sql = ["SELECT count(*) FROM resource_version v WHERE 1 = 1"]
+        args: list[Any] = []
+        if resource_type is not None:
+            sql.append("AND v.type = ?")
+            args.append(resource_type)
+        if since is not None:
+            sql.append("AND v.last_updated >= ?")
+            args.append(since)
+        return int(self._db.execute(" ".join(sql), args).fetchone()[0])
 
     def clear(self) -> None:
         """Forget every resource."""
