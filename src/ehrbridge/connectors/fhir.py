@@ -35,6 +35,7 @@ from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer, last_updated
 from ehrbridge.fhir.reader import Entry, Unit
 from ehrbridge.fhir.search import SearchParams
+from ehrbridge.runner.budget import BudgetRegistry
 from ehrbridge.runner.config import AuthConfig, DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import PollOutcome, PollState, RecordVersions
 from ehrbridge.worldmodel.model import WorldModel
@@ -127,17 +128,24 @@ class FhirPoller:
         client_for: Callable[[DataSourceConfig], FhirClient] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         batch: int = BATCH,
+        budgets: BudgetRegistry | None = None,
     ) -> None:
         self.model = model
         #: cursors and remembered record versions
         self.state = state
         self.clock = clock
         self.batch = batch
+        #: each source's request budget (none: requests are not paced); a ``client_for`` given
+        #: makes its own clients, and paces them if it sends through ``budgets.transport``
+        self.budgets = budgets
         #: one backfill at a time per source (``backfill: export``)
         self._backfills: dict[str, asyncio.Lock] = {}
-        self._clients = SourceClients(
-            client_for or (lambda source: FhirClient(source.base_url, auth=fhir_auth(source.auth)))
-        )
+        self._clients = SourceClients(client_for or self._client)
+
+    def _client(self, source: DataSourceConfig) -> FhirClient:
+        budgets = self.budgets
+        transport = None if budgets is None else budgets.transport(source.id, source.budget)
+        return FhirClient(source.base_url, auth=fhir_auth(source.auth), transport=transport)
 
     async def aclose(self) -> None:
         """Close every client."""
