@@ -225,6 +225,7 @@ class _Run:
         backfill hands each its cursor (the export's ``transactionTime``). The poll tasks of one
         source wait for one backfill; the source's poll lease keeps other runners out."""
         from ehrbridge.connectors.bulk import Backfill  # the backfill builds on this module
+        from ehrbridge.fhir.bulk import BulkClient
 
         p, ws = self.poller, self.poller.model.workspace
         async with p._backfills.setdefault(self.source.id, asyncio.Lock()):
@@ -235,7 +236,18 @@ class _Run:
             ]
             if self.resource.type not in missing:
                 return  # another type's poll just backfilled this one
-            result = await Backfill(p.model, p.state, clock=p.clock).run(self.source, types=missing)
+            budgets = p.budgets
+            client_for = None
+            if budgets is not None:  # the export's kick-off, status polls and downloads too
+
+                def client_for(source: DataSourceConfig) -> BulkClient:
+                    transport = budgets.transport(source.id, source.budget)
+                    return BulkClient(
+                        source.base_url, auth=fhir_auth(source.auth), transport=transport
+                    )
+
+            backfill = Backfill(p.model, p.state, clock=p.clock, client_for=client_for)
+            result = await backfill.run(self.source, types=missing)
         self.fetched += result.read
         self.events += result.report.events
         if not result.complete:
