@@ -8,6 +8,9 @@ entry that failed (it is read again next time, e.g. once the Patient it refers t
 poll cut short leaves the cursor where it was; the next one reads the same pages again for free.
 With ``backfill: export`` a type without a cursor is first loaded through a Bulk Data export
 (:mod:`ehrbridge.connectors.bulk`), which hands it the export's ``transactionTime`` as its cursor.
+Every request to a source (searches, pages, the export) goes under the source's request budget
+(:mod:`ehrbridge.runner.budget`) when the poller has a :class:`BudgetRegistry`, as ``ehrbridge
+run`` gives it.
 
 Dedup happens twice. Before mapping, a resource whose version token (:func:`version_token`:
 ``meta.versionId`` with ``meta.lastUpdated``, or a digest of the resource when it has no version)
