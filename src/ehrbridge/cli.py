@@ -8,7 +8,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -335,24 +335,60 @@ def status(db: DbOption = DEFAULT_URL, workspace: WorkspaceOption = "default") -
     console.print(f"events: {counts.events}   open conflicts: {counts.open_conflicts}")
     if health:
         console.print(health_table(health))
+        failing = failing_types_table(health)
+        if failing is not None:
+            console.print(failing)
+
+
+_HEALTH_STYLE = {"healthy": "green", "degraded": "yellow", "down": "red"}
 
 
 def health_table(health: list[SourceHealth]) -> Table:
-    """Health per data source, from the runner's recorded polls."""
+    """Health per data source, from the runner's recorded polls; a degraded one names the
+    resource types that are failing."""
     table = Table(title="data sources")
-    for column in ("source", "health", "last poll", "lag", "errors in a row", "last error"):
+    columns = ("source", "health", "failing types", "last poll", "lag", "errors in a row")
+    for column in (*columns, "last error"):
         table.add_column(column)
-    style = {"healthy": "green", "degraded": "yellow", "down": "red"}
     for h in health:
         table.add_row(
             h.source,
-            f"[{style[h.status]}]{h.status}[/{style[h.status]}]",
+            _styled(h.status),
+            ", ".join(h.failing),
             h.last_poll.isoformat(timespec="seconds") if h.last_poll else "never",
-            str(h.lag).split(".")[0] if h.lag is not None else "no success yet",
+            _lag(h.lag),
             str(h.consecutive_errors),
             h.last_error or "",
         )
     return table
+
+
+def failing_types_table(health: list[SourceHealth]) -> Table | None:
+    """The resource types that are not healthy, one row each (None when all are)."""
+    failing = [t for h in health for t in h.types if t.status != "healthy"]
+    if not failing:
+        return None
+    table = Table(title="failing resource types")
+    for column in ("source", "resource type", "health", "lag", "errors in a row", "last error"):
+        table.add_column(column)
+    for t in failing:
+        table.add_row(
+            t.source,
+            t.resource_type,
+            _styled(t.status),
+            _lag(t.lag),
+            str(t.consecutive_errors),
+            t.last_error or "",
+        )
+    return table
+
+
+def _styled(status: str) -> str:
+    return f"[{_HEALTH_STYLE[status]}]{status}[/{_HEALTH_STYLE[status]}]"
+
+
+def _lag(lag: timedelta | None) -> str:
+    return str(lag).split(".")[0] if lag is not None else "no success yet"
 
 
 @app.command()

@@ -17,6 +17,7 @@ from ehrbridge.errors import EhrbridgeError
 from ehrbridge.fhir.bulk import BulkClient, OutputFile, PollPolicy
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.http import Resource
+from ehrbridge.runner.budget import BudgetRegistry
 from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sandbox.export import FILE_SIZE
@@ -280,8 +281,9 @@ async def test_one_backfill_of_a_source_at_a_time(server: SandboxServer, store: 
     assert await leases.holder("clinic", "backfill:ehr") is None
 
 
+@pytest.mark.parametrize("paced", [False, True], ids=["unpaced", "paced"])
 async def test_a_source_with_backfill_export_starts_with_an_export_then_polls(
-    server: SandboxServer, store: Store
+    server: SandboxServer, store: Store, paced: bool
 ) -> None:
     """``backfill: export``: the first poll of a type without a cursor runs the backfill for
     every such type of the source; the polls after it read only what changed since."""
@@ -295,7 +297,9 @@ async def test_a_source_with_backfill_export_starts_with_an_export_then_polls(
         backfill="export",
         resources=tuple(ResourceConfig(type=t, every=timedelta(minutes=5)) for t in TYPES),
     )
-    poller = FhirPoller(model, state)
+    # ehrbridge run paces the export (kick-off, status polls, downloads) under the source's budget
+    budgets = BudgetRegistry(state, "clinic") if paced else None
+    poller = FhirPoller(model, state, budgets=budgets)
     try:
         first = await poller.poll(with_export, with_export.resources[1])
         assert first.ok, first.error

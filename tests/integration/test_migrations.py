@@ -23,6 +23,7 @@ EXPECTED_TABLES = {
     "cursors",
     "poll_outcomes",
     "record_versions",
+    "request_budgets",
     "api_keys",
     "audit_log",
 }

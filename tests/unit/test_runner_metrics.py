@@ -90,6 +90,25 @@ def test_health_gauges_are_derived_at_scrape_time() -> None:
     assert samples(metrics)["ehrbridge_source_lag_seconds", labels(source="lab")] == 120
 
 
+def test_health_per_resource_type_names_the_failing_type() -> None:
+    metrics = RunnerMetrics(clock=lambda: T0 + timedelta(minutes=5))
+    for minute in (0, 1, 2):
+        metrics.record(outcome(minute, kind="Patient"))
+        metrics.record(outcome(minute, ok=False, kind="Encounter"))
+    got = samples(metrics)
+    # One type down among good ones: the source is degraded, not down.
+    assert got["ehrbridge_source_health", labels(source="ehr", state="degraded")] == 1
+    assert got["ehrbridge_source_health", labels(source="ehr", state="down")] == 0
+    encounter = labels(source="ehr", resource_type="Encounter")
+    patient = labels(source="ehr", resource_type="Patient")
+    assert got["ehrbridge_resource_type_health", encounter | {("state", "down")}] == 1
+    assert got["ehrbridge_resource_type_health", patient | {("state", "healthy")}] == 1
+    assert got["ehrbridge_resource_type_consecutive_errors", encounter] == 3
+    assert got["ehrbridge_resource_type_consecutive_errors", patient] == 0
+    assert got["ehrbridge_resource_type_lag_seconds", patient] == 180
+    assert ("ehrbridge_resource_type_lag_seconds", encounter) not in got
+
+
 def test_seeding_replaces_the_outcomes_health_is_derived_from() -> None:
     metrics = RunnerMetrics(clock=lambda: T0 + timedelta(minutes=5))
     metrics.record(outcome(0, ok=False))

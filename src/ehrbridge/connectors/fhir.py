@@ -8,6 +8,9 @@ entry that failed (it is read again next time, e.g. once the Patient it refers t
 poll cut short leaves the cursor where it was; the next one reads the same pages again for free.
 With ``backfill: export`` a type without a cursor is first loaded through a Bulk Data export
 (:mod:`ehrbridge.connectors.bulk`), which hands it the export's ``transactionTime`` as its cursor.
+Every request to a source (searches, pages, the export) goes under the source's request budget
+(:mod:`ehrbridge.runner.budget`) when the poller has a :class:`BudgetRegistry`, as ``ehrbridge
+run`` gives it.
 
 Dedup happens twice. Before mapping, a resource whose version token (:func:`version_token`:
 ``meta.versionId`` with ``meta.lastUpdated``, or a digest of the resource when it has no version)
@@ -35,6 +38,7 @@ from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer, last_updated
 from ehrbridge.fhir.reader import Unit, resource_entry
 from ehrbridge.fhir.search import SearchParams
+from ehrbridge.runner.budget import BudgetRegistry
 from ehrbridge.runner.config import AuthConfig, DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import PollOutcome, PollState, RecordVersions
 from ehrbridge.worldmodel.model import WorldModel
@@ -127,17 +131,24 @@ class FhirPoller:
         client_for: Callable[[DataSourceConfig], FhirClient] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         batch: int = BATCH,
+        budgets: BudgetRegistry | None = None,
     ) -> None:
         self.model = model
         #: cursors and remembered record versions
         self.state = state
         self.clock = clock
         self.batch = batch
+        #: each source's request budget (none: requests are not paced); a ``client_for`` given
+        #: makes its own clients, and paces them if it sends through ``budgets.transport``
+        self.budgets = budgets
         #: one backfill at a time per source (``backfill: export``)
         self._backfills: dict[str, asyncio.Lock] = {}
-        self._clients = SourceClients(
-            client_for or (lambda source: FhirClient(source.base_url, auth=fhir_auth(source.auth)))
-        )
+        self._clients = SourceClients(client_for or self._client)
+
+    def _client(self, source: DataSourceConfig) -> FhirClient:
+        budgets = self.budgets
+        transport = None if budgets is None else budgets.transport(source.id, source.budget)
+        return FhirClient(source.base_url, auth=fhir_auth(source.auth), transport=transport)
 
     async def aclose(self) -> None:
         """Close every client."""
@@ -217,6 +228,7 @@ class _Run:
         backfill hands each its cursor (the export's ``transactionTime``). The poll tasks of one
         source wait for one backfill; the source's poll lease keeps other runners out."""
         from ehrbridge.connectors.bulk import Backfill  # the backfill builds on this module
+        from ehrbridge.fhir.bulk import BulkClient
 
         p, ws = self.poller, self.poller.model.workspace
         async with p._backfills.setdefault(self.source.id, asyncio.Lock()):
@@ -227,7 +239,18 @@ class _Run:
             ]
             if self.resource.type not in missing:
                 return  # another type's poll just backfilled this one
-            result = await Backfill(p.model, p.state, clock=p.clock).run(self.source, types=missing)
+            budgets = p.budgets
+            client_for = None
+            if budgets is not None:  # the export's kick-off, status polls and downloads too
+
+                def client_for(source: DataSourceConfig) -> BulkClient:
+                    transport = budgets.transport(source.id, source.budget)
+                    return BulkClient(
+                        source.base_url, auth=fhir_auth(source.auth), transport=transport
+                    )
+
+            backfill = Backfill(p.model, p.state, clock=p.clock, client_for=client_for)
+            result = await backfill.run(self.source, types=missing)
         self.fetched += result.read
         self.events += result.report.events
         if not result.complete:

@@ -57,6 +57,7 @@ from ehrbridge.connectors.rest.spec import (
 )
 from ehrbridge.errors import InvalidInput
 from ehrbridge.fhir.mapping.resource_types import R4_RESOURCE_TYPES
+from ehrbridge.runner.budget import DEFAULT_BUDGET, MAX_CONCURRENCY, RequestBudget, parse_rate
 from ehrbridge.runner.durations import format_duration, parse_duration
 from ehrbridge.runner.schedule import BusinessHours, parse_days
 from ehrbridge.runner.secrets import SecretRef
@@ -160,6 +161,8 @@ class DataSourceConfig:
     backfill: Literal["none", "export"] = "none"
     #: a ``rest`` source's defaults (time zone, day-first dates, phone region, headers)
     rest: RestSettings | None = None
+    #: how fast and how many at once requests may go to it (``budget: {rate: 5/s}``)
+    budget: RequestBudget = DEFAULT_BUDGET
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -426,7 +429,7 @@ class _Checker:
             value,
             path,
             {"id", "kind", "base_url"},
-            {"auth", "resources", "business_hours", "overlap"}
+            {"auth", "resources", "business_hours", "overlap", "budget"}
             | (_REST_SOURCE_KEYS if rest else {"backfill"}),
         )
         if raw is None:
@@ -457,6 +460,7 @@ class _Checker:
         backfill = raw.get("backfill", "none")
         if backfill not in ("none", "export"):
             self.fail(f"{path}.backfill", "expected export (Bulk Data $export first) or none")
+        budget = self.budget(raw["budget"], f"{path}.budget") if "budget" in raw else None
         if len(self.problems) > ok:
             return None
         assert source_id and base_url and auth and overlap is not None
@@ -470,6 +474,7 @@ class _Checker:
             overlap=overlap,
             rest=settings,
             backfill=backfill,
+            budget=budget or DEFAULT_BUDGET,
         )
 
     def source_id(self, value: Any, path: str) -> str | None:
@@ -478,6 +483,29 @@ class _Checker:
             self.fail(path, "expected letters, digits, _, . and - (up to 64), e.g. ehr")
             return None
         return source_id
+
+    def budget(self, value: Any, path: str) -> RequestBudget | None:
+        """``{rate: 5/s, concurrency: 2}``; an unset key keeps :data:`DEFAULT_BUDGET`'s."""
+        raw = self.mapping(value, path, set(), {"rate", "concurrency"})
+        if raw is None:
+            return None
+        rate, concurrency = DEFAULT_BUDGET.rate, raw.get("concurrency", DEFAULT_BUDGET.concurrency)
+        if "rate" in raw:
+            try:
+                if not isinstance(raw["rate"], str):
+                    raise ValueError("expected a rate such as 5/s, 120/min or 1000/h")
+                rate = parse_rate(raw["rate"])
+            except ValueError as exc:
+                self.fail(f"{path}.rate", str(exc))
+                return None
+        if (
+            not isinstance(concurrency, int)
+            or isinstance(concurrency, bool)
+            or not 1 <= concurrency <= MAX_CONCURRENCY
+        ):
+            self.fail(f"{path}.concurrency", f"expected a whole number from 1 to {MAX_CONCURRENCY}")
+            return None
+        return RequestBudget(rate=rate, concurrency=concurrency)
 
     def unique_types(self, resources: list[ResourceConfig | None], path: str) -> None:
         """A rest source's cursors and poll tasks are per resource type: one endpoint each."""

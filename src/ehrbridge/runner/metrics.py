@@ -1,4 +1,5 @@
-"""Prometheus metrics of the runner: poll counters, durations, and health per data source.
+"""Prometheus metrics of the runner: poll counters, durations, and health per data source and
+per (data source, resource type).
 
 Each :class:`RunnerMetrics` has its own ``CollectorRegistry`` (never the global one), so tests
 and several runners in one process don't collide. Labels are data source ids, resource types and
@@ -206,6 +207,21 @@ class _HealthCollector:
             "When the source's last poll finished (Unix time).",
             labels=["source"],
         )
+        type_state = GaugeMetricFamily(
+            "ehrbridge_resource_type_health",
+            "1 for the resource type's health state (healthy, degraded, down), 0 for the others.",
+            labels=[*SOURCE_TYPE, "state"],
+        )
+        type_lag = GaugeMetricFamily(
+            "ehrbridge_resource_type_lag_seconds",
+            "Seconds since the resource type last polled successfully.",
+            labels=list(SOURCE_TYPE),
+        )
+        type_errors = GaugeMetricFamily(
+            "ehrbridge_resource_type_consecutive_errors",
+            "Failed polls of the resource type in a row.",
+            labels=list(SOURCE_TYPE),
+        )
         for health in source_health(self.outcomes(), self.clock(), self.policy):
             for name in STATES:
                 state.add_metric([health.source, name], 1.0 if health.status == name else 0.0)
@@ -214,4 +230,11 @@ class _HealthCollector:
             errors.add_metric([health.source], float(health.consecutive_errors))
             if health.last_poll is not None:
                 last.add_metric([health.source], health.last_poll.timestamp())
-        yield from (state, lag, errors, last)
+            for part in health.types:
+                labels = [part.source, part.resource_type]
+                for name in STATES:
+                    type_state.add_metric([*labels, name], 1.0 if part.status == name else 0.0)
+                if part.lag is not None:
+                    type_lag.add_metric(labels, part.lag.total_seconds())
+                type_errors.add_metric(labels, float(part.consecutive_errors))
+        yield from (state, lag, errors, last, type_state, type_lag, type_errors)

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from ehrbridge.errors import StorageError
-from ehrbridge.runner.storage import Lease, PollOutcome
+from ehrbridge.runner.storage import MAX_PAUSE, Lease, PollOutcome
 from ehrbridge.worldmodel.postgres import PostgresStore
 
 _ACQUIRE = """
@@ -22,6 +22,19 @@ ON CONFLICT (workspace, name) DO UPDATE
 SET holder = excluded.holder, expires_at = excluded.expires_at
 WHERE leases.expires_at < now() OR leases.holder = excluded.holder
 RETURNING holder, expires_at
+"""
+# A slot is due when its time has come (by the database's clock, the one all runners share), or
+# lies beyond any pause (a database clock that went back).
+_TAKE_SLOT = """
+INSERT INTO request_budgets (workspace, name, next_at) VALUES (%s, %s, now() + %s)
+ON CONFLICT (workspace, name) DO UPDATE SET next_at = excluded.next_at
+WHERE request_budgets.next_at <= now() OR request_budgets.next_at > now() + %s
+RETURNING 1
+"""
+_PAUSE = """
+INSERT INTO request_budgets (workspace, name, next_at) VALUES (%s, %s, now() + %s)
+ON CONFLICT (workspace, name) DO UPDATE
+SET next_at = greatest(request_budgets.next_at, excluded.next_at)
 """
 _OUTCOME_COLUMNS = (
     "workspace, source, resource_type, started_at, finished_at, ok, error, fetched, events, "
@@ -149,3 +162,16 @@ class PostgresRunnerStore:
             "DO UPDATE SET token = excluded.token",
             (workspace, source, resource_type, list(tokens), list(tokens.values())),
         )
+
+    async def take_slot(self, workspace: str, name: str, interval: timedelta) -> timedelta:
+        if await self._fetch(_TAKE_SLOT, (workspace, name, interval, interval + MAX_PAUSE)):
+            return timedelta(0)
+        rows = await self._fetch(
+            "SELECT greatest(extract(epoch FROM next_at - now()), 0)::float8 "
+            "FROM request_budgets WHERE workspace = %s AND name = %s",
+            (workspace, name),
+        )
+        return timedelta(seconds=rows[0][0]) if rows else timedelta(0)
+
+    async def pause(self, workspace: str, name: str, delay: timedelta) -> None:
+        await self._fetch(_PAUSE, (workspace, name, min(delay, MAX_PAUSE)))

@@ -12,6 +12,7 @@ from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.connectors.file_drop import FileDropPoller
 from ehrbridge.connectors.rest.poller import RestPoller
 from ehrbridge.errors import EhrbridgeError, InvalidInput
+from ehrbridge.runner.budget import BudgetRegistry
 from ehrbridge.runner.config import Timing, load_config
 from ehrbridge.runner.secrets import SecretRef
 from ehrbridge.runner.service import LoopFailed, Runner
@@ -36,9 +37,11 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         return NOT_STARTED
     runner_store = open_runner_store(store)
     model = WorldModel(store, config.workspace)
-    poller = FhirPoller(model, runner_store)
+    # One budget per data source for the whole process; its pace is shared through the database.
+    budgets = BudgetRegistry(runner_store, config.workspace)
+    poller = FhirPoller(model, runner_store, budgets=budgets)
     drops = FileDropPoller(model)
-    rest = RestPoller(model, runner_store)
+    rest = RestPoller(model, runner_store, budgets=budgets)
     runner = Runner(
         config,
         pollers={"fhir": poller, "file_drop": drops, "rest": rest},

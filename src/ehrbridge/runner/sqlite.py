@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ehrbridge.runner.storage import Lease, PollOutcome
+from ehrbridge.runner.storage import MAX_PAUSE, Lease, PollOutcome
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import utc
 
@@ -23,6 +23,17 @@ ON CONFLICT (workspace, name) DO UPDATE
 SET holder = excluded.holder, expires_at = excluded.expires_at
 WHERE leases.expires_at < ? OR leases.holder = excluded.holder
 RETURNING holder, expires_at
+"""
+# A slot is due when its time has come, or lies beyond any pause (a wall clock that went back).
+_TAKE_SLOT = """
+INSERT INTO request_budgets (workspace, name, next_at) VALUES (?, ?, ?)
+ON CONFLICT (workspace, name) DO UPDATE SET next_at = excluded.next_at
+WHERE request_budgets.next_at <= ? OR request_budgets.next_at > ?
+RETURNING next_at
+"""
+_PAUSE = """
+INSERT INTO request_budgets (workspace, name, next_at) VALUES (?, ?, ?)
+ON CONFLICT (workspace, name) DO UPDATE SET next_at = max(next_at, excluded.next_at)
 """
 _OUTCOME_COLUMNS = (
     "workspace, source, resource_type, started_at, finished_at, ok, error, fetched, events, "
@@ -189,3 +200,30 @@ class SQLiteRunnerStore:
 
         if rows:
             await self.store.transaction(work, failure=_FAILED)
+
+    async def take_slot(self, workspace: str, name: str, interval: timedelta) -> timedelta:
+        # Unix seconds of the process clock: every runner on a SQLite file is on one host.
+        now = self.clock().timestamp()
+        step = interval.total_seconds()
+        stale = now + step + MAX_PAUSE.total_seconds()
+
+        def work(conn: sqlite3.Connection) -> float:
+            taken = conn.execute(_TAKE_SLOT, (workspace, name, now + step, now, stale)).fetchone()
+            if taken is not None:
+                return 0.0
+            row = conn.execute(
+                "SELECT next_at FROM request_budgets WHERE workspace = ? AND name = ?",
+                (workspace, name),
+            ).fetchone()
+            return max(float(row[0]) - now, 0.0)
+
+        wait: float = await self.store.transaction(work, failure=_FAILED)
+        return timedelta(seconds=wait)
+
+    async def pause(self, workspace: str, name: str, delay: timedelta) -> None:
+        until = self.clock().timestamp() + min(delay, MAX_PAUSE).total_seconds()
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(_PAUSE, (workspace, name, until))
+
+        await self.store.transaction(work, failure=_FAILED)

@@ -1,4 +1,5 @@
-"""The runner's storage port: leases, cursors, poll outcomes, record versions (DESIGN §4, §7).
+"""The runner's storage port: leases, cursors, poll outcomes, record versions and request budgets
+(DESIGN §4, §7).
 
 Two adapters share the world model's database: :mod:`ehrbridge.runner.sqlite` and
 :mod:`ehrbridge.runner.postgres`; one contract suite proves both. :func:`open_runner_store` picks
@@ -102,11 +103,33 @@ class RecordVersions(Protocol):
         """Store record id -> token (only after the records are stored in the world model)."""
 
 
+#: the longest pause a budget takes (a ``Retry-After`` asking for more is cut to it); a slot further
+#: off than this and one interval is taken as left by a clock that went back, and is due
+MAX_PAUSE = timedelta(minutes=10)
+
+
+class Budgets(Protocol):
+    """The pace of each request budget, shared by every runner on the database
+    (:mod:`ehrbridge.runner.budget` builds on it).
+
+    A budget is a name (``source:<id>``, later ``sink:<id>``) and the earliest moment its next
+    request may start. Both methods are one atomic statement, so runners never both take a slot.
+    """
+
+    async def take_slot(self, workspace: str, name: str, interval: timedelta) -> timedelta:
+        """Take the next request slot if it has come: then move it ``interval`` on and return
+        zero. Otherwise take nothing and return how long until it comes."""
+
+    async def pause(self, workspace: str, name: str, delay: timedelta) -> None:
+        """No slot for ``delay`` from now (a ``429``'s ``Retry-After``), unless one is
+        already further off."""
+
+
 class PollState(Cursors, RecordVersions, Protocol):
     """What a poller keeps between polls."""
 
 
-class RunnerStore(Leases, PollLog, PollState, Protocol):
+class RunnerStore(Leases, PollLog, PollState, Budgets, Protocol):
     """Everything the runner stores."""
 
 

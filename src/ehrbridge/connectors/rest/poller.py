@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import httpx
 import orjson
@@ -39,6 +40,7 @@ from ehrbridge.connectors.rest.spec import CursorFormat, RestResource, RestSetti
 from ehrbridge.connectors.rest.transforms import Context
 from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.runner.budget import BudgetRegistry
 from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import PollOutcome, PollState
 from ehrbridge.worldmodel.events import Observation, RecordKey, validate_observation
@@ -70,17 +72,23 @@ def client_for(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     retry: RetryPolicy | None = None,
+    budgets: BudgetRegistry | None = None,
 ) -> RestClient:
-    """A client for a REST source's base URL, auth and headers."""
+    """A client for a REST source's base URL, auth and headers; with ``budgets``, its requests
+    (not the token requests of its auth) go under the source's request budget."""
     settings = source.rest or RestSettings()
+    data = transport if budgets is None else budgets.transport(source.id, source.budget, transport)
     return RestClient(
         source.base_url,
         auth=rest_auth(source.auth, transport=transport),
         headers=settings.headers,
         timeout=settings.timeout.total_seconds(),
-        transport=transport,
+        transport=data,
         retry=retry,
     )
+
+
+_default_client = client_for
 
 
 def cursor_param(moment: datetime, fmt: CursorFormat) -> str:
@@ -109,16 +117,19 @@ class RestPoller:
         model: WorldModel,
         state: PollState,
         *,
-        client_for: Callable[[DataSourceConfig], RestClient] = client_for,
+        client_for: Callable[[DataSourceConfig], RestClient] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         batch: int = BATCH,
+        budgets: BudgetRegistry | None = None,
     ) -> None:
         self.model = model
         #: cursors and the remembered version of each stored record
         self.state = state
         self.clock = clock
         self.batch = batch
-        self._clients = SourceClients(client_for)
+        #: each source's request budget, for the default ``client_for`` (none: not paced)
+        self.budgets = budgets
+        self._clients = SourceClients(client_for or partial(_default_client, budgets=budgets))
         #: the problems of the last poll per (source, resource type), for reports and tests
         self.problems: dict[tuple[str, str], list[RecordProblem]] = {}
 
