@@ -52,7 +52,7 @@ def test_init_and_import_create_the_database(tmp_path: Path) -> None:
     assert "world model ready at" in invoke("init", "--db", db)
     other = f"sqlite:///{tmp_path / 'other.db'}"
     invoke("import", "--db", other)
-    assert "events: 39" in invoke("status", "--db", other)
+    assert "events: 117" in invoke("status", "--db", other)  # the sample clinic and schedules
 
 
 def test_a_sqlite_url_with_two_slashes_suggests_three(tmp_path: Path) -> None:
