@@ -8,7 +8,6 @@ first writer's, so the loser must translate its references again (``RecordClaime
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import subprocess
 import sys
@@ -21,13 +20,12 @@ import psycopg
 import pytest
 from tests.conftest import BACKENDS, POSTGRES_DSN, new_schema
 from tests.synthea import patient_bundles
+from tests.worldstate import named, references
 
 from ehrbridge.worldmodel.backends import open_store
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-c", "from ehrbridge.cli import main; main()"]
-#: an entity reference as the importer writes it: ``Type/<26 hex digits>``
-_REF = re.compile(r"^([A-Z][A-Za-z]+)/([0-9a-f]{26})$")
 
 
 class Database:
@@ -90,19 +88,6 @@ def run_at_once(url: str, inputs: list[list[str]]) -> None:
         assert proc.returncode == 0, out[-3000:]
 
 
-def references(node: Any) -> Iterator[tuple[str, str]]:
-    """Every entity reference in a JSON value."""
-    if isinstance(node, str):
-        if match := _REF.match(node):
-            yield match.group(1), match.group(2)
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from references(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from references(value)
-
-
 async def state_of(db: Database) -> dict[str, Any]:
     """What an import left, independent of the entity ids it drew: every entity named by its
     source records, with its projected values and its references named the same way; the
@@ -119,22 +104,13 @@ async def state_of(db: Database) -> dict[str, Any]:
         data = orjson.loads(data) if isinstance(data, str | bytes) else data
         dangling += sum(1 for ref in references(data) if ref not in entities)
 
-    def named(value: Any) -> Any:
-        if isinstance(value, str) and (match := _REF.match(value)):
-            return names.get((match.group(1), match.group(2)), f"nowhere:{match.group(1)}")
-        if isinstance(value, dict):
-            return {k: named(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [named(v) for v in value]
-        return value
-
     store = await open_store(db.url)
     try:
         states = {}
         for key, name in names.items():
             state = await store.get_state("default", *key)
             assert state is not None, f"{key[0]} of {name} has records but no state"
-            states[name] = named(state.values)
+            states[name] = named(state.values, names)
     finally:
         await store.close()
     (events,) = db.rows("SELECT count(*) FROM events")[0]

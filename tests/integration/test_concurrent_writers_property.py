@@ -7,9 +7,7 @@ pointing nowhere. The processes' version is tests/integration/test_concurrent_im
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conftest import BACKENDS, POSTGRES_DSN, new_schema
+from tests.worldstate import named, references
 
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.worldmodel.events import RecordKey
@@ -26,7 +25,6 @@ from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import START, Store
 
 WS = "default"
-_REF = re.compile(r"^([A-Z][A-Za-z]+)/([0-9a-f]{26})$")
 FAMILIES = ["Santos", "Okafor", "Lindqvist", "Haddad"]
 
 
@@ -101,18 +99,6 @@ def record_keys(work: list[tuple[str, list[frozenset[int]]]]) -> list[RecordKey]
     return sorted(keys, key=lambda k: (k.data_source, k.resource_type, k.external_id))
 
 
-def references(node: Any) -> Iterator[tuple[str, str]]:
-    if isinstance(node, str):
-        if match := _REF.match(node):
-            yield match.group(1), match.group(2)
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from references(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from references(value)
-
-
 async def state_of(store: Store, keys: list[RecordKey]) -> dict[str, Any]:
     """What the imports left, by the store's port alone and independent of entity ids."""
     names: dict[tuple[str, str], list[str]] = {}
@@ -126,20 +112,11 @@ async def state_of(store: Store, keys: list[RecordKey]) -> dict[str, Any]:
     entities = {(e.entity_type, e.entity_id) for e in events}
     dangling = sum(1 for e in events for ref in references(e.data) if ref not in entities)
 
-    def named(value: Any) -> Any:
-        if isinstance(value, str) and (match := _REF.match(value)):
-            return named_as.get((match.group(1), match.group(2)), "nowhere")
-        if isinstance(value, dict):
-            return {k: named(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [named(v) for v in value]
-        return value
-
     states = {}
     for entity, name in named_as.items():
         state = await store.get_state(WS, *entity)
         assert state is not None
-        states[name] = named(state.values)
+        states[name] = named(state.values, named_as)
     return {
         "entities": len(entities),
         "dangling": dangling,
