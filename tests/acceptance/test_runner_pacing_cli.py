@@ -64,7 +64,7 @@ def test_two_runner_processes_keep_the_sources_budget(
     # The sandbox admits 4 a second; the source's budget is 3 (a real EHR's limit, with margin).
     sandbox.app.faults.set(FaultPlan(rate_limit=4))
     db = tmp_path / "wm.db"
-    resources = "\n".join(f"      - {{type: {t}, every: 100ms}}" for t in TYPES)
+    resources = "\n".join(f"      - {{type: {t}, every: 1s}}" for t in TYPES)
     config = tmp_path / "runner.yaml"
     config.write_text(CONFIG.format(db=db, base_url=sandbox.base_url, resources=resources))
     runners = [
