@@ -64,6 +64,7 @@ from ehrbridge.worldmodel.store import (
     record_update,
     record_values,
     state_from_json,
+    unstorable,
 )
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -83,19 +84,6 @@ _WRITERS = (
 _RESOLVE_KEY = "hashtextextended(current_schema() || ':resolve:' || %s, 0)"
 _RESOLVE_LOCK = f"SELECT pg_advisory_lock({_RESOLVE_KEY})".encode()
 _RESOLVE_UNLOCK = f"SELECT pg_advisory_unlock({_RESOLVE_KEY})".encode()
-
-
-def refused(exc: psycopg.DataError) -> InvalidInput:
-    """A value PostgreSQL cannot take (SQLSTATE class 22: a NUL or a character the database's
-    encoding lacks, a number out of range; or psycopg's own refusal of a NUL) is bad input, never
-    "retry later": the same write fails again. The world model's validation refuses these first
-    (:mod:`ehrbridge.worldmodel.canonical`); this is the safety net. Names the kind, never the
-    message, which may quote the value."""
-    return InvalidInput(
-        f"the database cannot store a value of this input ({type(exc).__name__}, e.g. a NUL "
-        "character U+0000 or a character the database's encoding lacks): change the input, "
-        "retrying will not help"
-    )
 
 
 class PostgresStore:
@@ -229,7 +217,7 @@ class PostgresStore:
             constraint = exc.diag.constraint_name or type(exc).__name__
             raise race_error(items, constraint) from exc
         except psycopg.DataError as exc:
-            raise refused(exc) from exc
+            raise unstorable(exc) from exc
         except psycopg.Error as exc:
             raise StorageError(f"append failed: {type(exc).__name__}") from exc
 
@@ -365,7 +353,7 @@ class PostgresStore:
                 cur = await conn.execute(query.encode(), args)
                 return await cur.fetchall()
         except psycopg.DataError as exc:
-            raise refused(exc) from exc
+            raise unstorable(exc) from exc
         except psycopg.Error as exc:
             raise StorageError(f"read failed: {type(exc).__name__}") from exc
 

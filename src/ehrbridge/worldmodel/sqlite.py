@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover (not on Windows: SQLite's busy wait alon
 
 from ehrbridge.audit import WriteAudit, insert_sqlite
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import InvalidInput, SlotUnavailable, StorageError
+from ehrbridge.errors import SlotUnavailable, StorageError
 from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
@@ -68,6 +68,7 @@ from ehrbridge.worldmodel.store import (
     record_update,
     record_values,
     state_from_json,
+    unstorable,
     utc,
 )
 
@@ -197,6 +198,8 @@ class SQLiteStore:
             async with self._resolving:
                 yield
             return
+        # A descriptor of its own per hold: two holders in this process sharing one would not
+        # exclude each other (flock locks belong to the open file, not the process).
         mode = os.stat(self.path).st_mode & 0o666
         fd = os.open(f"{self.path}-resolve", os.O_RDWR | os.O_CREAT, mode)
         try:
@@ -233,8 +236,8 @@ class SQLiteStore:
                 yield conn
         except sqlite3.IntegrityError as exc:
             raise race_error(items, str(exc)) from exc
-        except sqlite3.DataError as exc:  # a value SQLite cannot take: bad input, not a retry
-            raise InvalidInput(f"the database cannot store a value of this input: {exc}") from exc
+        except sqlite3.DataError as exc:
+            raise unstorable(exc) from exc
 
     # --- writing ----------------------------------------------------------------------------
 

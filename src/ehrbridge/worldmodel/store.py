@@ -16,6 +16,7 @@ import orjson
 
 from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import Thresholds
+from ehrbridge.errors import InvalidInput
 from ehrbridge.worldmodel.events import Event, EventType, RecordKey, Source
 from ehrbridge.worldmodel.packing import pack_ledger, pack_state, unpack_ledger, unpack_state
 from ehrbridge.worldmodel.planner import (
@@ -142,6 +143,19 @@ class Store(EventLog, StateStore, Protocol):
 
 
 # --- row codec shared by the adapters -------------------------------------------------------
+
+
+def unstorable(exc: Exception) -> InvalidInput:
+    """A value the database cannot take (a NUL or a character its encoding lacks, a number
+    out of range) is bad input, never "retry later": the same write fails again. The world
+    model's validation refuses these first (:mod:`ehrbridge.worldmodel.canonical`); the
+    adapters translate their driver's data errors with this as the safety net. Names the
+    error's kind, never its message, which may quote the value."""
+    return InvalidInput(
+        f"the database cannot store a value of this input ({type(exc).__name__}, e.g. a NUL "
+        "character U+0000 or a character the database's encoding lacks): change the input, "
+        "retrying will not help"
+    )
 
 
 def utc(moment: datetime) -> str:
