@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from ehrbridge.connectors.fhir import FhirPoller
-from ehrbridge.errors import EhrbridgeError
+from ehrbridge.errors import SyncFailed
 from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig
 from ehrbridge.runner.poller import Poller
 from ehrbridge.runner.service import Runner
@@ -31,10 +31,6 @@ from ehrbridge.worldmodel.model import WorldModel
 DEMO_CADENCE = timedelta(milliseconds=300)
 #: the sync gives up after this long
 SYNC_TIMEOUT = 60.0
-
-
-class SyncFailed(EhrbridgeError):
-    """The demo's sync did not finish."""
 
 
 def sample_counts() -> Counter[str]:

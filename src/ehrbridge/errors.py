@@ -5,7 +5,8 @@
     EhrbridgeError
     ├── InvalidInput            bad input from a caller, a file or a config
     │   ├── InvalidEvent        an event that may not be written (names the field)
-    │   └── MappingError        a FHIR resource or entity that cannot be mapped (names the element)
+    │   ├── MappingError        a FHIR resource or entity that cannot be mapped (names the element)
+    │   └── ConfigError         the runner's config file is not valid (one line per problem)
     ├── NotFound                no such entity / conflict / record in this workspace
     ├── ConcurrencyError        an optimistic-concurrency check failed (someone wrote first)
     │   ├── WriteRace           a unique key caught two writers racing; the batch may be retried
@@ -24,10 +25,12 @@
     │   ├── FhirUnavailable     unreachable, timed out, or still failing after the retries
     │   ├── FhirProtocolError   the response is not FHIR (an HTML page, truncated JSON, wrong type)
     │   └── ExportFailed        a Bulk Data export failed on the server (start a new one)
-    └── RestSourceError         a custom REST source refused a request or sent something unusable
-        ├── RestAuthError       401/403, or the OAuth2 token endpoint refused our client
-        ├── RestUnavailable     unreachable, timed out, or 429/5xx after the retries
-        └── RestProtocolError   not JSON, an HTML page, records not a list, a bad next link
+    ├── RestSourceError         a custom REST source refused a request or sent something unusable
+    │   ├── RestAuthError       401/403, or the OAuth2 token endpoint refused our client
+    │   ├── RestUnavailable     unreachable, timed out, or 429/5xx after the retries
+    │   └── RestProtocolError   not JSON, an HTML page, records not a list, a bad next link
+    ├── LoopFailed              a runner loop died (names the loop)
+    └── SyncFailed              the demo's sync did not finish
 
 Each class's docstring is its default message. Errors carry structured fields (ids, versions),
 never patient data.
@@ -68,6 +71,15 @@ class MappingError(InvalidInput):
         #: what is wrong, never the value itself (values are PHI)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class ConfigError(InvalidInput):
+    """The runner's config is not valid."""
+
+    def __init__(self, problems: list[str]) -> None:
+        #: one line per problem: ``file:line: key.path: what is wrong``
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 class NotFound(EhrbridgeError):
@@ -271,3 +283,16 @@ class RestUnavailable(RestSourceError):
 
 class RestProtocolError(RestSourceError):
     """The REST data source sent something that is not the JSON the config describes."""
+
+
+class LoopFailed(EhrbridgeError):
+    """A runner loop died."""
+
+    def __init__(self, loop: str, cause: BaseException) -> None:
+        #: the loop's name, e.g. ``poll:ehr:Patient``
+        self.loop = loop
+        super().__init__(f"loop {loop} died: {type(cause).__name__}: {cause}")
+
+
+class SyncFailed(EhrbridgeError):
+    """The demo's sync did not finish."""

@@ -29,7 +29,7 @@ from rich.progress import (
 )
 
 from ehrbridge.connectors.bulk import Backfill, BackfillResult
-from ehrbridge.errors import EhrbridgeError, InvalidInput
+from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from ehrbridge.fhir.bulk import Manifest, OutputFile
 from ehrbridge.fhir.client import FhirClient
@@ -37,7 +37,7 @@ from ehrbridge.fhir.importer import ImportReport, dumps_errors
 from ehrbridge.fhir.push import PUSH_CHUNK, Pusher
 from ehrbridge.fhir.reader import Unit, expand
 from ehrbridge.progress import file_progress, show_errors, summary_table
-from ehrbridge.runner.config import ConfigError, load_config
+from ehrbridge.runner.config import load_config
 from ehrbridge.runner.secrets import SecretRef
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.backends import open_store

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ehrbridge.errors import InvalidInput
+from ehrbridge.errors import InvalidInput, LoopFailed
 from ehrbridge.runner.config import (
     DataSourceConfig,
     ResourceConfig,
@@ -23,7 +23,7 @@ from ehrbridge.runner.config import (
     Timing,
     parse_config,
 )
-from ehrbridge.runner.service import RESERVED_LOOPS, LoopFailed, Runner
+from ehrbridge.runner.service import RESERVED_LOOPS, Runner
 from ehrbridge.runner.storage import PollOutcome, RunnerStore, open_runner_store
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 

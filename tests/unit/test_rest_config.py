@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ehrbridge.connectors.rest.spec import FieldMap, Incremental, Link, Paging, Transform
-from ehrbridge.runner.config import ConfigError, parse_config
+from ehrbridge.errors import ConfigError
+from ehrbridge.runner.config import parse_config
 
 VALID = """\
 workspace: clinic

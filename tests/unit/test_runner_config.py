@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from ehrbridge.errors import ConfigError
 from ehrbridge.runner.config import (
     FILES,
-    ConfigError,
     MetricsConfig,
     load_config,
     parse_config,

@@ -38,8 +38,8 @@ from ehrbridge.audit import (
     sqlite_row,
 )
 from ehrbridge.errors import StorageError
+from ehrbridge.times import utc
 from ehrbridge.worldmodel.sqlite import SQLiteStore
-from ehrbridge.worldmodel.store import utc
 
 #: what a failed read or write says
 _FAILED = "security storage failed"

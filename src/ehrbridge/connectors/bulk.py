@@ -55,11 +55,11 @@ from ehrbridge.errors import EhrbridgeError, ExportFailed, FhirNotFound, Invalid
 from ehrbridge.fhir.bulk import BulkClient, Manifest, OutputFile
 from ehrbridge.fhir.importer import TYPE_ORDER, Importer, ImportReport
 from ehrbridge.fhir.reader import CHUNK, Unit
+from ehrbridge.leases import Leases, new_holder
 from ehrbridge.runner.config import DataSourceConfig
-from ehrbridge.runner.service import new_holder
-from ehrbridge.runner.storage import Leases, PollState
+from ehrbridge.runner.storage import PollState
+from ehrbridge.times import utc
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.store import utc
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from ehrbridge.fhir.search import SearchParams
 from ehrbridge.runner.budget import BudgetRegistry
 from ehrbridge.runner.config import AuthConfig, DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import PollOutcome, PollState, RecordVersions
+from ehrbridge.times import utc
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.store import utc
 
 #: Import after this many resources have been read, so memory stays bounded on a backfill.
 BATCH = 2000

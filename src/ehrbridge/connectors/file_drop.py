@@ -28,8 +28,8 @@ from ehrbridge.fhir.importer import Importer, ImportReport, dumps_errors, order_
 from ehrbridge.fhir.reader import is_fhir_file
 from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import PollOutcome
+from ehrbridge.times import utc
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.store import utc
 
 DONE, FAILED = "done", "failed"
 REPORT_SUFFIX = ".report.json"

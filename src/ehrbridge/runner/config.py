@@ -55,7 +55,7 @@ from ehrbridge.connectors.rest.spec import (
     check_resource,
     check_settings,
 )
-from ehrbridge.errors import InvalidInput
+from ehrbridge.errors import ConfigError
 from ehrbridge.fhir.mapping.resource_types import R4_RESOURCE_TYPES
 from ehrbridge.runner.budget import DEFAULT_BUDGET, MAX_CONCURRENCY, RequestBudget, parse_rate
 from ehrbridge.runner.durations import format_duration, parse_duration
@@ -106,15 +106,6 @@ _REQUIRED_AUTH = {
     "api_key": {"key"},
     "oauth2": {"client_id", "token_url", "client_secret"},
 }
-
-
-class ConfigError(InvalidInput):
-    """The runner's config is not valid."""
-
-    def __init__(self, problems: list[str]) -> None:
-        #: one line per problem: ``file:line: key.path: what is wrong``
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,8 @@ from typing import Any
 import psycopg
 
 from ehrbridge.errors import StorageError
-from ehrbridge.runner.storage import MAX_PAUSE, Lease, PollOutcome
+from ehrbridge.leases import Lease
+from ehrbridge.runner.storage import MAX_PAUSE, PollOutcome
 from ehrbridge.worldmodel.postgres import PostgresStore
 
 _ACQUIRE = """

@@ -11,11 +11,11 @@ from pathlib import Path
 from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.connectors.file_drop import FileDropPoller
 from ehrbridge.connectors.rest.poller import RestPoller
-from ehrbridge.errors import EhrbridgeError, InvalidInput
+from ehrbridge.errors import EhrbridgeError, InvalidInput, LoopFailed
 from ehrbridge.runner.budget import BudgetRegistry
 from ehrbridge.runner.config import Timing, load_config
 from ehrbridge.runner.secrets import SecretRef
-from ehrbridge.runner.service import LoopFailed, Runner
+from ehrbridge.runner.service import Runner
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.backends import open_store
 from ehrbridge.worldmodel.model import WorldModel

@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ehrbridge.errors import EhrbridgeError, InvalidInput, StorageError
+from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput, LoopFailed, StorageError
+from ehrbridge.leases import Leases, new_holder
 from ehrbridge.runner.config import (
-    ConfigError,
     DataSourceConfig,
     ResourceConfig,
     RunnerConfig,
@@ -42,27 +39,13 @@ from ehrbridge.runner.config import (
 )
 from ehrbridge.runner.metrics import MetricsServer, RunnerMetrics
 from ehrbridge.runner.poller import Poller
-from ehrbridge.runner.storage import Leases, PollLog
+from ehrbridge.runner.storage import PollLog
 
 log = logging.getLogger("ehrbridge.runner")
 #: the loops that come later; each holds its name until then
 RESERVED_LOOPS = ("review", "dispatch", "reconcile")
 #: how often the ``metrics`` loop reloads the recent poll outcomes (a usual scrape interval)
 METRICS_REFRESH = timedelta(seconds=15)
-
-
-class LoopFailed(EhrbridgeError):
-    """A runner loop died."""
-
-    def __init__(self, loop: str, cause: BaseException) -> None:
-        #: the loop's name, e.g. ``poll:ehr:Patient``
-        self.loop = loop
-        super().__init__(f"loop {loop} died: {type(cause).__name__}: {cause}")
-
-
-def new_holder() -> str:
-    """A name for this runner process, unique across hosts and restarts."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class Runner:

@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 
-from ehrbridge.runner.storage import MAX_PAUSE, Lease, PollOutcome
+from ehrbridge.leases import Lease
+from ehrbridge.runner.storage import MAX_PAUSE, PollOutcome
+from ehrbridge.times import utc
 from ehrbridge.worldmodel.sqlite import SQLiteStore
-from ehrbridge.worldmodel.store import utc
 
 _ACQUIRE = """
 INSERT INTO leases (workspace, name, holder, expires_at) VALUES (?, ?, ?, ?)

@@ -14,17 +14,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from ehrbridge.errors import InvalidInput
+from ehrbridge.leases import Leases
 from ehrbridge.worldmodel.store import Store
-
-
-@dataclass(frozen=True, kw_only=True)
-class Lease:
-    """A named lease held by one holder until it expires (or is released)."""
-
-    name: str
-    #: who holds it, e.g. ``runner-<host>-<pid>-<random>``
-    holder: str
-    expires_at: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,20 +36,6 @@ class PollOutcome:
     events: int = 0
     #: resources read whose version was already stored (skipped before mapping)
     unchanged: int = 0
-
-
-class Leases(Protocol):
-    """Leases that let exactly one runner do a piece of work at a time."""
-
-    async def acquire(self, workspace: str, name: str, holder: str, ttl: timedelta) -> Lease | None:
-        """Take the lease, or renew it when ``holder`` has it, for ``ttl``; None when another
-        holder has an unexpired lease. Atomic."""
-
-    async def release(self, workspace: str, name: str, holder: str) -> bool:
-        """Give the lease up; False when ``holder`` did not hold it."""
-
-    async def holder(self, workspace: str, name: str) -> Lease | None:
-        """The unexpired lease of that name, if any."""
 
 
 class Cursors(Protocol):

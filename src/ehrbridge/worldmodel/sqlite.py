@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover (not on Windows: SQLite's busy wait alon
 from ehrbridge.audit import WriteAudit, insert_sqlite
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
 from ehrbridge.errors import SlotUnavailable, StorageError
+from ehrbridge.times import utc
 from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
@@ -69,7 +70,6 @@ from ehrbridge.worldmodel.store import (
     record_values,
     state_from_json,
     unstorable,
-    utc,
 )
 
 T = TypeVar("T")

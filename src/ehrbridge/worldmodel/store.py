@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -17,6 +17,7 @@ import orjson
 from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import Thresholds
 from ehrbridge.errors import InvalidInput
+from ehrbridge.times import utc
 from ehrbridge.worldmodel.events import Event, EventType, RecordKey, Source
 from ehrbridge.worldmodel.packing import pack_ledger, pack_state, unpack_ledger, unpack_state
 from ehrbridge.worldmodel.planner import (
@@ -156,11 +157,6 @@ def unstorable(exc: Exception) -> InvalidInput:
         "character U+0000 or a character the database's encoding lacks): change the input, "
         "retrying will not help"
     )
-
-
-def utc(moment: datetime) -> str:
-    """A timestamp as ISO text in UTC, fixed width so text order is time order."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def dumps(value: Any) -> str:

@@ -43,9 +43,9 @@ from ehrbridge.fhir.http import RetryPolicy
 from ehrbridge.runner.budget import BudgetRegistry
 from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import PollOutcome, PollState
+from ehrbridge.times import utc
 from ehrbridge.worldmodel.events import Observation, RecordKey, validate_observation
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.store import utc
 
 #: Records observed in one store transaction.
 BATCH = 500
