@@ -1,6 +1,6 @@
 """``python -m bench.budget_overhead [--requests N] [--dsn DSN]``: what a request budget costs.
 
-Every poll request of a data source goes through its budget (``ehrbridge.runner.budget``): a seat,
+Every poll request of a data source goes through its budget (``ehrbridge.budget``): a seat,
 and a slot taken from the database (one conditional upsert) so that every runner keeps to the
 source's rate together. This measures that bookkeeping with a budget far above what is sent
 (a million a second, more than the config allows, so no request ever waits for its slot), on
@@ -33,7 +33,7 @@ import httpx
 from bench.backends import DEFAULT_DSN
 from bench.report import Metric, emit, machine, progress
 from bench.runner_poll import sandbox_process
-from ehrbridge.runner.budget import BudgetRegistry, RequestBudget
+from ehrbridge.budget import BudgetRegistry, RequestBudget
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store

@@ -30,10 +30,10 @@ import orjson
 from bench.fhir_import import synthea_bundles
 from bench.report import Metric, emit, machine, progress
 from ehrbridge.connectors.bulk import Backfill
+from ehrbridge.connectors.source import DataSourceConfig
 from ehrbridge.fhir.bulk import Manifest, OutputFile
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Unit
-from ehrbridge.runner.config import DataSourceConfig
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sandbox.app import SandboxApp
 from ehrbridge.sandbox.export import FILE_SIZE

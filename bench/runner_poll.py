@@ -39,9 +39,10 @@ import orjson
 
 from bench.report import Metric, emit, machine, percentile, progress
 from ehrbridge.connectors.fhir import FhirPoller
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig
+from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
+from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.service import Runner
-from ehrbridge.runner.storage import PollOutcome, RunnerStore, open_runner_store
+from ehrbridge.runner.storage import RunnerStore, open_runner_store
 from ehrbridge.sandbox.store import ResourceStore
 from ehrbridge.worldmodel.canonical import canonical_json, digest
 from ehrbridge.worldmodel.model import WorldModel

@@ -19,11 +19,11 @@ from pathlib import Path
 import orjson
 
 from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.source import DataSourceConfig, Poller, PollOutcome, ResourceConfig
 from ehrbridge.errors import SyncFailed
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig
-from ehrbridge.runner.poller import Poller
+from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.service import Runner
-from ehrbridge.runner.storage import PollOutcome, RunnerStore
+from ehrbridge.runner.storage import RunnerStore
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
 from ehrbridge.worldmodel.model import WorldModel
 

@@ -29,6 +29,7 @@ from rich.progress import (
 )
 
 from ehrbridge.connectors.bulk import Backfill, BackfillResult
+from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from ehrbridge.fhir.bulk import Manifest, OutputFile
@@ -37,8 +38,7 @@ from ehrbridge.fhir.importer import ImportReport, dumps_errors
 from ehrbridge.fhir.push import PUSH_CHUNK, Pusher
 from ehrbridge.fhir.reader import Unit, expand
 from ehrbridge.progress import file_progress, show_errors, summary_table
-from ehrbridge.runner.config import load_config
-from ehrbridge.runner.secrets import SecretRef
+from ehrbridge.runner.configfile import load_config
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.backends import open_store
 from ehrbridge.worldmodel.model import WorldModel

@@ -21,8 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ehrbridge.connectors.source import PollOutcome
 from ehrbridge.fhir.reader import Unit
-from ehrbridge.runner.storage import PollOutcome
 
 #: Errors listed on the terminal; the rest go to the ``--errors`` file.
 SHOWN_ERRORS = 20

@@ -11,7 +11,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ehrbridge.cli import app
-from ehrbridge.runner.storage import PollOutcome, open_runner_store
+from ehrbridge.connectors.source import PollOutcome
+from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 GOOD = ["Patient", "Practitioner", "Location", "Appointment"]

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from ehrbridge.errors import ConfigError
 from ehrbridge.fhir.mapping.resource_types import R4_RESOURCE_TYPES
-from ehrbridge.runner.config import RunnerConfig, load_config, parse_config
+from ehrbridge.runner.config import RunnerConfig
+from ehrbridge.runner.configfile import load_config, parse_config
 
 #: an existing folder for ``file_drop`` sources
 FOLDER = tempfile.gettempdir()

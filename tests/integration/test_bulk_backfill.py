@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from tests.sandbox_server import SandboxServer
 
+from ehrbridge.budget import BudgetRegistry
 from ehrbridge.connectors.bulk import EXPORT_CURSOR, Backfill, BackfillState
 from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.errors import EhrbridgeError
 from ehrbridge.fhir.bulk import BulkClient, OutputFile, PollPolicy
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.http import Resource
-from ehrbridge.runner.budget import BudgetRegistry
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sandbox.export import FILE_SIZE
 from ehrbridge.worldmodel.model import WorldModel

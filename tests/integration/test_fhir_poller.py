@@ -11,9 +11,9 @@ from tests.fhir_server import MedplumServer
 
 from ehrbridge.audit import WriteAudit
 from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.errors import StorageError
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import AppendResult, Submission

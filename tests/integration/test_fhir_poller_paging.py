@@ -13,8 +13,8 @@ import orjson
 from tests.integration.test_fhir_poller import FailingAppends
 
 from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.sqlite import SQLiteStore

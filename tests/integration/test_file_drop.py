@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from ehrbridge.connectors.file_drop import FileDropPoller
-from ehrbridge.runner.config import FILES, DataSourceConfig, ResourceConfig, parse_config
+from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
+from ehrbridge.runner.configfile import FILES, parse_config
 from ehrbridge.runner.service import Runner
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.model import WorldModel

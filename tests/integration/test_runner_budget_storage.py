@@ -12,8 +12,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tests.conftest import FakeClock, MakeStore
 
+from ehrbridge.budget import MAX_PAUSE
 from ehrbridge.runner.sqlite import SQLiteRunnerStore
-from ehrbridge.runner.storage import MAX_PAUSE, RunnerStore, open_runner_store
+from ehrbridge.runner.storage import RunnerStore, open_runner_store
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 

@@ -14,9 +14,10 @@ import pytest
 from tests.sandbox_server import SandboxServer
 
 from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.http import RetryPolicy
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig
+from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.health import SourceHealth, source_health
 from ehrbridge.runner.service import Runner
 from ehrbridge.runner.storage import RunnerStore, open_runner_store

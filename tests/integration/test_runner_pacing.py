@@ -19,11 +19,12 @@ import httpx
 import pytest
 from tests.conftest import MakeStore
 
+from ehrbridge.budget import BudgetRegistry, RequestBudget
 from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.http import RetryPolicy
-from ehrbridge.runner.budget import BudgetRegistry, RequestBudget
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig, Timing
+from ehrbridge.runner.config import RunnerConfig, Timing
 from ehrbridge.runner.health import source_health
 from ehrbridge.runner.service import Runner
 from ehrbridge.runner.storage import RunnerStore, open_runner_store

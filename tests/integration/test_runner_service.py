@@ -15,16 +15,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
 from ehrbridge.errors import InvalidInput, LoopFailed
-from ehrbridge.runner.config import (
-    DataSourceConfig,
-    ResourceConfig,
-    RunnerConfig,
-    Timing,
-    parse_config,
-)
+from ehrbridge.runner.config import RunnerConfig, Timing
+from ehrbridge.runner.configfile import parse_config
 from ehrbridge.runner.service import RESERVED_LOOPS, Runner
-from ehrbridge.runner.storage import PollOutcome, RunnerStore, open_runner_store
+from ehrbridge.runner.storage import RunnerStore, open_runner_store
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 FAST = Timing(

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from tests.conftest import MakeStore
 
-from ehrbridge.runner.storage import PollOutcome, RunnerStore, open_runner_store
+from ehrbridge.connectors.source import PollOutcome
+from ehrbridge.runner.storage import RunnerStore, open_runner_store
 from ehrbridge.worldmodel.store import Store
 
 MINUTE = timedelta(minutes=1)

@@ -7,9 +7,8 @@ import pytest
 from tests.rest_sources import BETA_CLIENT, BETA_SECRET, RestSources
 
 from ehrbridge.connectors.rest.auth import ClientCredentialsAuth, rest_auth
+from ehrbridge.connectors.source import AuthConfig, SecretRef
 from ehrbridge.errors import InvalidInput, RestAuthError
-from ehrbridge.runner.config import AuthConfig
-from ehrbridge.runner.secrets import SecretRef
 
 TOKEN_URL = "http://sources.test/beta/oauth/token"
 

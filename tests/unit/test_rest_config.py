@@ -9,7 +9,7 @@ import pytest
 
 from ehrbridge.connectors.rest.spec import FieldMap, Incremental, Link, Paging, Transform
 from ehrbridge.errors import ConfigError
-from ehrbridge.runner.config import parse_config
+from ehrbridge.runner.configfile import parse_config
 
 VALID = """\
 workspace: clinic

@@ -9,14 +9,14 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from ehrbridge.runner.budget import (
+from ehrbridge.budget import (
     DEFAULT_PAUSE,
+    MAX_PAUSE,
     BudgetRegistry,
     RequestBudget,
     source_budget,
 )
 from ehrbridge.runner.sqlite import SQLiteRunnerStore
-from ehrbridge.runner.storage import MAX_PAUSE
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 FAST = RequestBudget(rate=1000, concurrency=2)

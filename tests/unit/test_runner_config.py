@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import ConfigError
-from ehrbridge.runner.config import (
-    FILES,
-    MetricsConfig,
-    load_config,
-    parse_config,
-)
-from ehrbridge.runner.secrets import SecretRef
+from ehrbridge.runner.config import MetricsConfig
+from ehrbridge.runner.configfile import FILES, load_config, parse_config
 from ehrbridge.runner.yamlfile import read_yaml
 
 VALID = """\
@@ -168,7 +164,7 @@ def test_a_file_secret_is_read_at_use(tmp_path: Path) -> None:
 def test_business_hours_in_a_time_zone_and_past_midnight() -> None:
     from datetime import UTC, datetime
 
-    from ehrbridge.runner.schedule import BusinessHours, parse_days
+    from ehrbridge.connectors.schedule import BusinessHours, parse_days
 
     new_york = BusinessHours(
         days=parse_days("mon-fri"), start=time(7), end=time(19), timezone="America/New_York"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ehrbridge.budget import DEFAULT_BUDGET, MAX_CONCURRENCY, RequestBudget
 from ehrbridge.errors import ConfigError
-from ehrbridge.runner.budget import DEFAULT_BUDGET, MAX_CONCURRENCY, RequestBudget
-from ehrbridge.runner.config import parse_config
+from ehrbridge.runner.configfile import parse_config
 
 CONFIG = """\
 workspace: clinic

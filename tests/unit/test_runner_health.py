@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ehrbridge.connectors.source import PollOutcome
 from ehrbridge.runner.health import HealthPolicy, source_health, type_health
-from ehrbridge.runner.storage import PollOutcome
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 

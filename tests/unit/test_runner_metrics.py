@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ehrbridge.connectors.source import PollOutcome
 from ehrbridge.runner.metrics import RunnerMetrics
-from ehrbridge.runner.storage import PollOutcome
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ https://hl7.org/fhir/uv/bulkdata/export.html. One backfill of a data source: kic
 manifest, then stream each output file into the FHIR importer, Organizations and Practitioners
 before Patients before the resources that refer to them.
 
-The job's state is kept through the runner's :class:`~ehrbridge.runner.storage.Cursors` port under
-the resource type :data:`EXPORT_CURSOR`, as JSON, and saved at each step: the status URL once
+The job's state is kept through the :class:`~ehrbridge.connectors.source.Cursors` port under the
+resource type :data:`EXPORT_CURSOR`, as JSON, and saved at each step: the status URL once
 kicked off, the manifest once done, and each file once its import committed. A restart with an
 unfinished job resumes it: it polls the same status URL (or reuses the saved manifest) and
 imports only the files not completed yet. When the server no longer knows the job (404: deleted
@@ -21,7 +21,7 @@ resolves). What still fails ends the backfill with an error and leaves the job u
 next run imports just those files again, and neither ``_since`` nor the poll cursors move past
 data that was not stored, as with the FHIR poller's cursor.
 
-With :class:`~ehrbridge.runner.storage.Leases`, a run holds the lease ``backfill:<source>``, so
+With :class:`~ehrbridge.leases.Leases`, a run holds the lease ``backfill:<source>``, so
 two backfills of one source never interleave their saved state.
 
 When every file is completed: the ``transactionTime`` becomes the ``_since`` of the next
@@ -51,13 +51,12 @@ from ehrbridge.connectors.fhir import (
     unchanged,
     versioned,
 )
+from ehrbridge.connectors.source import DataSourceConfig, PollState
 from ehrbridge.errors import EhrbridgeError, ExportFailed, FhirNotFound, InvalidInput
 from ehrbridge.fhir.bulk import BulkClient, Manifest, OutputFile
 from ehrbridge.fhir.importer import TYPE_ORDER, Importer, ImportReport
 from ehrbridge.fhir.reader import CHUNK, Unit
 from ehrbridge.leases import Leases, new_holder
-from ehrbridge.runner.config import DataSourceConfig
-from ehrbridge.runner.storage import PollState
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.model import WorldModel
 

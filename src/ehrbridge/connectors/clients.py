@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from ehrbridge.runner.config import DataSourceConfig
+from ehrbridge.connectors.source import DataSourceConfig
 
 
 class Closable(Protocol):

@@ -9,7 +9,7 @@ poll cut short leaves the cursor where it was; the next one reads the same pages
 With ``backfill: export`` a type without a cursor is first loaded through a Bulk Data export
 (:mod:`ehrbridge.connectors.bulk`), which hands it the export's ``transactionTime`` as its cursor.
 Every request to a source (searches, pages, the export) goes under the source's request budget
-(:mod:`ehrbridge.runner.budget`) when the poller has a :class:`BudgetRegistry`, as ``ehrbridge
+(:mod:`ehrbridge.budget`) when the poller has a :class:`BudgetRegistry`, as ``ehrbridge
 run`` gives it.
 
 Dedup happens twice. Before mapping, a resource whose version token (:func:`version_token`:
@@ -31,16 +31,22 @@ from typing import Any
 
 import orjson
 
+from ehrbridge.budget import BudgetRegistry
 from ehrbridge.connectors.clients import SourceClients
+from ehrbridge.connectors.source import (
+    AuthConfig,
+    DataSourceConfig,
+    PollOutcome,
+    PollState,
+    RecordVersions,
+    ResourceConfig,
+)
 from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer, last_updated
 from ehrbridge.fhir.reader import Unit, resource_entry
 from ehrbridge.fhir.search import SearchParams
-from ehrbridge.runner.budget import BudgetRegistry
-from ehrbridge.runner.config import AuthConfig, DataSourceConfig, ResourceConfig
-from ehrbridge.runner.storage import PollOutcome, PollState, RecordVersions
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.model import WorldModel
 

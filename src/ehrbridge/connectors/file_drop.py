@@ -23,11 +23,10 @@ from typing import Any
 
 import orjson
 
+from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
 from ehrbridge.errors import EhrbridgeError
 from ehrbridge.fhir.importer import Importer, ImportReport, dumps_errors, order_files
 from ehrbridge.fhir.reader import is_fhir_file
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
-from ehrbridge.runner.storage import PollOutcome
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.model import WorldModel
 

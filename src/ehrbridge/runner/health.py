@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from ehrbridge.runner.storage import PollOutcome
+from ehrbridge.connectors.source import PollOutcome
 
 Status = Literal["healthy", "degraded", "down"]
 _RANK: dict[Status, int] = {"healthy": 0, "degraded": 1, "down": 2}

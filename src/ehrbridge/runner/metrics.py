@@ -30,8 +30,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_a
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from ehrbridge.connectors.source import PollOutcome
 from ehrbridge.runner.health import HealthPolicy, Status, source_health
-from ehrbridge.runner.storage import PollOutcome
 
 #: poll durations in seconds: a poll takes from milliseconds (nothing new) to minutes (backfill)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

@@ -12,9 +12,10 @@ from typing import Any
 
 import psycopg
 
+from ehrbridge.budget import MAX_PAUSE
+from ehrbridge.connectors.source import PollOutcome
 from ehrbridge.errors import StorageError
 from ehrbridge.leases import Lease
-from ehrbridge.runner.storage import MAX_PAUSE, PollOutcome
 from ehrbridge.worldmodel.postgres import PostgresStore
 
 _ACQUIRE = """

@@ -8,13 +8,14 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from ehrbridge.budget import BudgetRegistry
 from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.connectors.file_drop import FileDropPoller
 from ehrbridge.connectors.rest.poller import RestPoller
+from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import EhrbridgeError, InvalidInput, LoopFailed
-from ehrbridge.runner.budget import BudgetRegistry
-from ehrbridge.runner.config import Timing, load_config
-from ehrbridge.runner.secrets import SecretRef
+from ehrbridge.runner.config import Timing
+from ehrbridge.runner.configfile import load_config
 from ehrbridge.runner.service import Runner
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.backends import open_store

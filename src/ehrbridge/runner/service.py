@@ -28,17 +28,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ehrbridge.connectors.source import DataSourceConfig, Poller, ResourceConfig
 from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput, LoopFailed, StorageError
 from ehrbridge.leases import Leases, new_holder
-from ehrbridge.runner.config import (
-    DataSourceConfig,
-    ResourceConfig,
-    RunnerConfig,
-    Timing,
-    load_config,
-)
+from ehrbridge.runner.config import RunnerConfig, Timing
+from ehrbridge.runner.configfile import load_config
 from ehrbridge.runner.metrics import MetricsServer, RunnerMetrics
-from ehrbridge.runner.poller import Poller
 from ehrbridge.runner.storage import PollLog
 
 log = logging.getLogger("ehrbridge.runner")

@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
+from ehrbridge.budget import MAX_PAUSE
+from ehrbridge.connectors.source import PollOutcome
 from ehrbridge.leases import Lease
-from ehrbridge.runner.storage import MAX_PAUSE, PollOutcome
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 

@@ -17,10 +17,9 @@ from urllib.parse import quote
 
 import httpx
 
+from ehrbridge.connectors.source import AuthConfig, SecretRef
 from ehrbridge.errors import InvalidInput, RestAuthError, RestUnavailable
 from ehrbridge.oauth import AccessTokens
-from ehrbridge.runner.config import AuthConfig
-from ehrbridge.runner.secrets import SecretRef
 
 
 class RestAuth(Protocol):

@@ -24,6 +24,7 @@ from functools import partial
 import httpx
 import orjson
 
+from ehrbridge.budget import BudgetRegistry
 from ehrbridge.connectors.clients import SourceClients
 from ehrbridge.connectors.rest.auth import rest_auth
 from ehrbridge.connectors.rest.client import RestClient
@@ -38,11 +39,9 @@ from ehrbridge.connectors.rest.mapping import (
 from ehrbridge.connectors.rest.paging import pages, search
 from ehrbridge.connectors.rest.spec import CursorFormat, RestResource, RestSettings
 from ehrbridge.connectors.rest.transforms import Context
+from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, PollState, ResourceConfig
 from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.fhir.http import RetryPolicy
-from ehrbridge.runner.budget import BudgetRegistry
-from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
-from ehrbridge.runner.storage import PollOutcome, PollState
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.events import Observation, RecordKey, validate_observation
 from ehrbridge.worldmodel.model import WorldModel

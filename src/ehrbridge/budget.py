@@ -4,7 +4,7 @@ A data source's budget (``budget: {rate: 5/s, concurrency: 2}`` in the runner co
 :data:`DEFAULT_BUDGET` when unset) holds for the whole source::
 
     every runner on the database ── the pace: one row, ``request_budgets``
-         │                          (:class:`~ehrbridge.runner.storage.Budgets`)
+         │                          (:class:`Budgets`)
     every poll task in a process ── one :class:`Budget` (from the process's
          │                          :class:`BudgetRegistry`): the concurrency, and one task at a
          │                          time asks the database for the next slot
@@ -33,12 +33,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Protocol, cast
 
 import httpx
 
 from ehrbridge.fhir.http import retry_after_seconds
-from ehrbridge.runner.storage import MAX_PAUSE, Budgets
 
 log = logging.getLogger("ehrbridge.runner")
 
@@ -52,6 +51,28 @@ DEFAULT_PAUSE = timedelta(seconds=1)
 _LATE = 0.001
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)", re.ASCII)
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+#: the longest pause a budget takes (a ``Retry-After`` asking for more is cut to it); a slot further
+#: off than this and one interval is taken as left by a clock that went back, and is due
+MAX_PAUSE = timedelta(minutes=10)
+
+
+class Budgets(Protocol):
+    """The pace of each request budget, shared by every runner on the database
+    (:mod:`ehrbridge.budget` builds on it).
+
+    A budget is a name (``source:<id>``, later ``sink:<id>``) and the earliest moment its next
+    request may start. Both methods are one atomic statement, so runners never both take a slot.
+    """
+
+    async def take_slot(self, workspace: str, name: str, interval: timedelta) -> timedelta:
+        """Take the next request slot if it has come: then move it ``interval`` on and return
+        zero. Otherwise take nothing and return how long until it comes."""
+
+    async def pause(self, workspace: str, name: str, delay: timedelta) -> None:
+        """No slot for ``delay`` from now (a ``429``'s ``Retry-After``), unless one is
+        already further off."""
 
 
 @dataclass(frozen=True, kw_only=True)
