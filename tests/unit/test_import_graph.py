@@ -1,0 +1,91 @@
+"""The layers' arrows point inward: every import in ``src/ehrbridge`` (top-level, inside a
+function or under ``TYPE_CHECKING``) is checked against the rules below."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import ehrbridge
+
+SRC = Path(ehrbridge.__file__).parent
+
+#: what the world model may import besides itself: the base modules
+WORLDMODEL_MAY_IMPORT = ("errors", "confidence", "times", "leases", "audit", "worldmodel")
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(text: str, module: str, *, package: bool = False) -> list[tuple[int, str]]:
+    """(line, imported module) for every import in a module's text, at any depth."""
+    here = module if package else module.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = here.split(".")
+                anchor = parts[: len(parts) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            # ``from ehrbridge import runner`` imports the submodule
+            names = [f"{base}.{alias.name}" for alias in node.names] if base == "ehrbridge" else []
+            found.extend((node.lineno, name) for name in names or [base])
+    return found
+
+
+def _file_imports(path: Path) -> list[tuple[int, str]]:
+    text = path.read_text(encoding="utf-8")
+    return _imports(text, _module(path), package=path.name == "__init__.py")
+
+
+def _layer(name: str) -> str | None:
+    """``ehrbridge.runner.config`` -> ``runner``; None outside the package."""
+    parts = name.split(".")
+    if parts[0] != "ehrbridge" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def _violations() -> list[str]:
+    wrong: list[str] = []
+    for path in sorted(SRC.rglob("*.py")):
+        own = _layer(_module(path))
+        for line, name in _file_imports(path):
+            layer = _layer(name)
+            if layer is None:
+                continue
+            where = f"{path.relative_to(SRC.parent)}:{line}: imports {name}"
+            if own == "worldmodel" and layer not in WORLDMODEL_MAY_IMPORT:
+                wrong.append(f"{where} (the world model imports only base modules)")
+            if own == "connectors" and layer == "runner":
+                wrong.append(f"{where} (connectors never import the runner)")
+    return wrong
+
+
+def test_the_layers_import_inward() -> None:
+    assert _violations() == []
+
+
+def test_the_check_sees_every_kind_of_import() -> None:
+    text = (
+        "from typing import TYPE_CHECKING\n"
+        "from . import store\n"
+        "from ehrbridge import runner\n"
+        "if TYPE_CHECKING:\n"
+        "    from ehrbridge.api.service import AgentService\n"
+        "def f():\n"
+        "    import ehrbridge.fhir.client\n"
+    )
+    names = {name for _, name in _imports(text, "ehrbridge.worldmodel.example")}
+    assert names == {
+        "typing",
+        "ehrbridge.worldmodel",
+        "ehrbridge.runner",
+        "ehrbridge.api.service",
+        "ehrbridge.fhir.client",
+    }
