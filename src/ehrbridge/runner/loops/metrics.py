@@ -1,0 +1,54 @@
+"""The ``metrics`` loop and the ``/metrics`` endpoint it feeds (only with ``runner.metrics``).
+
+The loop reloads the recent poll outcomes that the health gauges are derived from, so polls by
+other runners count (DESIGN §7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from ehrbridge.errors import InvalidInput, StorageError
+from ehrbridge.runner.config import MetricsConfig
+from ehrbridge.runner.loops import pause
+from ehrbridge.runner.metrics import MetricsServer, RunnerMetrics
+from ehrbridge.runner.storage import PollLog
+
+log = logging.getLogger("ehrbridge.runner")
+#: how often the ``metrics`` loop reloads the recent poll outcomes (a usual scrape interval)
+METRICS_REFRESH = timedelta(seconds=15)
+
+
+class MetricsLoop:
+    """Seeds ``metrics`` from the workspace's recent poll outcomes every :data:`METRICS_REFRESH`."""
+
+    name = "metrics"
+
+    def __init__(self, metrics: RunnerMetrics, outcomes: PollLog, workspace: str) -> None:
+        self.metrics = metrics
+        self.outcomes = outcomes
+        self.workspace = workspace
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while True:
+            try:
+                self.metrics.seed(await self.outcomes.recent_outcomes(self.workspace))
+            except StorageError as exc:
+                log.warning("metrics: could not read the poll outcomes: %s", exc)
+            if await pause(METRICS_REFRESH, stop):
+                return
+
+
+def serve_metrics(wanted: MetricsConfig, metrics: RunnerMetrics) -> MetricsServer:
+    """Serve ``GET /metrics`` as ``runner.metrics`` asks; :class:`InvalidInput` when it cannot."""
+    try:
+        token = None if wanted.token is None else wanted.token.resolve()
+        server = metrics.serve(wanted.host, wanted.port, token=token)
+    except OSError as exc:
+        raise InvalidInput(
+            f"runner.metrics: cannot serve on {wanted.host}:{wanted.port}: {exc.strerror}"
+        ) from exc
+    log.info("metrics on http://%s:%d/metrics", wanted.host, server.port)
+    return server
