@@ -22,7 +22,7 @@ from tests.rest_sources import (  # the fixtures are used by name
 )
 
 from ehrbridge.connectors.rest.poller import RestPoller, client_for
-from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig, parse_config
 from ehrbridge.runner.storage import RunnerStore, open_runner_store
 from ehrbridge.worldmodel.events import RecordKey

@@ -21,7 +21,7 @@ from tests.conftest import MakeStore
 
 from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.budget import BudgetRegistry, RequestBudget
 from ehrbridge.runner.config import DataSourceConfig, ResourceConfig, RunnerConfig, Timing
 from ehrbridge.runner.health import source_health

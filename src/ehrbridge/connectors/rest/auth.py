@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from ehrbridge.errors import InvalidInput, RestAuthError, RestUnavailable
-from ehrbridge.oauth import AccessTokens
+from ehrbridge.http.oauth import AccessTokens
 from ehrbridge.runner.config import AuthConfig
 from ehrbridge.runner.secrets import SecretRef
 

@@ -39,7 +39,7 @@ from ehrbridge.connectors.rest.paging import pages, search
 from ehrbridge.connectors.rest.spec import CursorFormat, RestResource, RestSettings
 from ehrbridge.connectors.rest.transforms import Context
 from ehrbridge.errors import EhrbridgeError, InvalidInput
-from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.budget import BudgetRegistry
 from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import PollOutcome, PollState
