@@ -17,7 +17,7 @@ A data source's budget (``budget: {rate: 5/s, concurrency: 2}`` in the runner co
   so for polls that is the source's bound.
 - **429.** A ``429`` moves the pace past its ``Retry-After`` (:data:`DEFAULT_PAUSE` without one):
   no task of any runner sends to that source until then. The retry driver
-  (:mod:`ehrbridge.fhir.http`) waits and retries the one request as before.
+  (:mod:`ehrbridge.http.retry`) waits and retries the one request as before.
 
 The transport works under any ``httpx`` client (FHIR, REST, later the sinks: a sink's budget is
 a budget of another name, ``sink:<id>``).
@@ -37,7 +37,7 @@ from typing import Protocol, cast
 
 import httpx
 
-from ehrbridge.fhir.http import retry_after_seconds
+from ehrbridge.http.retry import retry_after_seconds
 
 log = logging.getLogger("ehrbridge.runner")
 

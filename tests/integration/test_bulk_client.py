@@ -15,7 +15,7 @@ from tests.sandbox_server import SandboxServer
 from ehrbridge.errors import ExportFailed, FhirError, FhirNotFound, FhirUnavailable
 from ehrbridge.fhir.bulk import BulkClient, Manifest, OutputFile, PollPolicy
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.sandbox.export import FILE_SIZE
 
 

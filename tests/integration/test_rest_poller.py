@@ -23,7 +23,7 @@ from tests.rest_sources import (  # the fixtures are used by name
 
 from ehrbridge.connectors.rest.poller import RestPoller, client_for
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
-from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.configfile import parse_config
 from ehrbridge.runner.storage import RunnerStore, open_runner_store

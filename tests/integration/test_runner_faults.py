@@ -16,7 +16,7 @@ from tests.sandbox_server import SandboxServer
 from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.health import SourceHealth, source_health
 from ehrbridge.runner.service import Runner

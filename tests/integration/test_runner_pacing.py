@@ -23,7 +23,7 @@ from ehrbridge.budget import BudgetRegistry, RequestBudget
 from ehrbridge.connectors.fhir import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.config import RunnerConfig, Timing
 from ehrbridge.runner.health import source_health
 from ehrbridge.runner.service import Runner

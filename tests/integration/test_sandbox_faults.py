@@ -14,7 +14,8 @@ from tests.sandbox_server import SandboxServer
 
 from ehrbridge.errors import FhirNotFound, FhirUnavailable
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.http import Resource, RetryPolicy
+from ehrbridge.fhir.http import Resource
+from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.sandbox.faults import FaultPlan
 
 

@@ -18,7 +18,7 @@ from ehrbridge.errors import (
     FhirUnavailable,
 )
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.http.retry import RetryPolicy
 
 BASE = "https://ehr.test/fhir/R4"
 NOW = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)

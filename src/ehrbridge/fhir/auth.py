@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ehrbridge.errors import FhirAuthError, FhirUnavailable, InvalidInput
-from ehrbridge.oauth import AccessTokens
+from ehrbridge.http.oauth import AccessTokens
 
 #: https://datatracker.ietf.org/doc/html/rfc7523#section-2.2
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

@@ -39,17 +39,15 @@ import orjson
 from ehrbridge.errors import ExportFailed, FhirProtocolError, FhirUnavailable
 from ehrbridge.fhir.auth import Auth, NoAuth
 from ehrbridge.fhir.client import DEFAULT_TIMEOUT, FHIR_JSON
-from ehrbridge.fhir.http import (
+from ehrbridge.fhir.http import describe, error_for, outcome_issues
+from ehrbridge.fhir.reader import CHUNK, MAX_LINE_BYTES, Entry, Unit, resource_entry
+from ehrbridge.http.retry import (
     RETRY_STATUSES,
     Retries,
     RetryPolicy,
-    describe,
-    error_for,
-    outcome_issues,
     retry_after_seconds,
     transport_problem,
 )
-from ehrbridge.fhir.reader import CHUNK, MAX_LINE_BYTES, Entry, Unit, resource_entry
 
 NDJSON = "application/fhir+ndjson"
 

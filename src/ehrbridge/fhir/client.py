@@ -29,17 +29,9 @@ import orjson
 
 from ehrbridge.errors import FhirProtocolError, FhirUnavailable, InvalidInput
 from ehrbridge.fhir.auth import Auth, NoAuth
-from ehrbridge.fhir.http import (
-    RETRY_STATUSES,
-    Resource,
-    Retries,
-    RetryPolicy,
-    decode_resource,
-    describe,
-    error_for,
-    transport_problem,
-)
+from ehrbridge.fhir.http import Resource, decode_resource, describe, error_for
 from ehrbridge.fhir.search import SearchInput, SearchParams
+from ehrbridge.http.retry import RETRY_STATUSES, Retries, RetryPolicy, transport_problem
 
 #: Timeouts unless the caller gives others: 10 s to connect, 30 s for each read, write and pool.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)

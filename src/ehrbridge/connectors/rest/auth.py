@@ -19,7 +19,7 @@ import httpx
 
 from ehrbridge.connectors.source import AuthConfig, SecretRef
 from ehrbridge.errors import InvalidInput, RestAuthError, RestUnavailable
-from ehrbridge.oauth import AccessTokens
+from ehrbridge.http.oauth import AccessTokens
 
 
 class RestAuth(Protocol):

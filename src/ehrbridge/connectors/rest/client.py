@@ -1,7 +1,7 @@
 """The REST connector's HTTP boundary: GET with retries, credentials, and JSON or a clear error.
 
 Reads are retried on 429, 5xx and connection errors, honouring ``Retry-After``, with the FHIR
-client's :class:`~ehrbridge.fhir.http.RetryPolicy`; a 401 makes the auth fetch new credentials
+client's :class:`~ehrbridge.http.retry.RetryPolicy`; a 401 makes the auth fetch new credentials
 once. This is the one place where an HTTP response becomes JSON or a
 :class:`~ehrbridge.errors.RestSourceError`.
 """
@@ -24,7 +24,7 @@ from ehrbridge.errors import (
     RestSourceError,
     RestUnavailable,
 )
-from ehrbridge.fhir.http import RETRY_STATUSES, Retries, RetryPolicy, transport_problem
+from ehrbridge.http.retry import RETRY_STATUSES, Retries, RetryPolicy, transport_problem
 
 
 @dataclass(frozen=True, kw_only=True)

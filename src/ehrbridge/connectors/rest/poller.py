@@ -41,7 +41,7 @@ from ehrbridge.connectors.rest.spec import CursorFormat, RestResource, RestSetti
 from ehrbridge.connectors.rest.transforms import Context
 from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, PollState, ResourceConfig
 from ehrbridge.errors import EhrbridgeError, InvalidInput
-from ehrbridge.fhir.http import RetryPolicy
+from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.events import Observation, RecordKey, validate_observation
 from ehrbridge.worldmodel.model import WorldModel
