@@ -28,6 +28,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from ehrbridge.clierrors import cli_errors
 from ehrbridge.connectors.bulk import Backfill, BackfillResult
 from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
@@ -152,11 +153,8 @@ def push(
                 )
 
     started = time.perf_counter()
-    try:
+    with cli_errors(console, invalid=1, interrupted=None):
         report = asyncio.run(work())
-    except EhrbridgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
     elapsed = time.perf_counter() - started
     console.print(summary_table(report.counts))
     console.print(
