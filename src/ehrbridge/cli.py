@@ -23,10 +23,11 @@ from ehrbridge.apicli import audit_app, keys_app
 from ehrbridge.clierrors import cli_errors
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.importer import Importer, ImportReport, dumps_errors, order_files
+from ehrbridge.fhir.importer import Importer, order_files
 from ehrbridge.fhir.mapping import to_entity
 from ehrbridge.fhir.patients import search_fhir_patients
 from ehrbridge.fhir.reader import expand
+from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.fhircli import app as fhir_app
 from ehrbridge.logs import configure_logging
 from ehrbridge.progress import file_progress, show_errors, sync_progress

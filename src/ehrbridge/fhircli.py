@@ -34,9 +34,9 @@ from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from ehrbridge.fhir.bulk import Manifest, OutputFile
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.importer import ImportReport, dumps_errors
 from ehrbridge.fhir.push import PUSH_CHUNK, Pusher
 from ehrbridge.fhir.reader import Unit, expand
+from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.progress import file_progress, show_errors, summary_table
 from ehrbridge.runner.config import load_config
 from ehrbridge.runner.secrets import SecretRef

@@ -24,8 +24,9 @@ from typing import Any
 import orjson
 
 from ehrbridge.errors import EhrbridgeError
-from ehrbridge.fhir.importer import Importer, ImportReport, dumps_errors, order_files
+from ehrbridge.fhir.importer import Importer, order_files
 from ehrbridge.fhir.reader import is_fhir_file
+from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.runner.config import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.storage import PollOutcome
 from ehrbridge.times import utc
