@@ -28,7 +28,8 @@ from ehrbridge.api.storage import (
     SecurityStore,
     open_security_store,
 )
-from ehrbridge.errors import EhrbridgeError, InvalidInput
+from ehrbridge.clierrors import cli_errors
+from ehrbridge.errors import InvalidInput
 from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
 
 T = TypeVar("T")
@@ -69,12 +70,8 @@ def _run(db: str, work: Callable[[SecurityStore], Awaitable[T]], *, create: bool
         finally:
             await store.close()
 
-    try:
+    with cli_errors(console, escaped=True, interrupted=None):
         return asyncio.run(main())
-    except InvalidInput as exc:
-        raise _fail(str(exc)) from None
-    except EhrbridgeError as exc:
-        raise _fail(str(exc), 1) from None
 
 
 def _cli_entry(

@@ -20,13 +20,14 @@ from rich.table import Table
 from ehrbridge.api.mcpcli import mcp_command
 from ehrbridge.api.serve import serve_command
 from ehrbridge.apicli import audit_app, keys_app
+from ehrbridge.clierrors import cli_errors
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
-from ehrbridge.errors import EhrbridgeError
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.importer import Importer, ImportReport, dumps_errors, order_files
+from ehrbridge.fhir.importer import Importer, order_files
 from ehrbridge.fhir.mapping import to_entity
 from ehrbridge.fhir.patients import search_fhir_patients
 from ehrbridge.fhir.reader import expand
+from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.fhircli import app as fhir_app
 from ehrbridge.logs import configure_logging
 from ehrbridge.progress import file_progress, show_errors, sync_progress
@@ -71,11 +72,9 @@ def _run(
         finally:
             await store.close()
 
-    try:
+    # every error exits 1 here, invalid input included; Ctrl-C is left to click
+    with cli_errors(console, invalid=1, interrupted=None):
         return asyncio.run(main())
-    except EhrbridgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
 
 
 def _source(fv: FieldValue) -> str:
@@ -267,7 +266,8 @@ def patients(
     workspace: WorkspaceOption = "default",
 ) -> None:
     """Find patients by demographics, in the world model or (with --server) on a FHIR server."""
-    try:
+    # any error in the query's options is a usage error: exit 2
+    with cli_errors(console, failed=2, interrupted=None):
         query = PatientQuery(
             name=name,
             birth_date=birth_date,
@@ -276,9 +276,6 @@ def patients(
             gender=gender,
             address=address,
         )
-    except EhrbridgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     table = Table(title=f"patients matching {query.fhir_params()}")
     for column in ("id", "name", "birth date", "gender", "phone"):
         table.add_column(column)
@@ -299,11 +296,8 @@ def _fhir_search(server: str, query: PatientQuery, limit: int) -> list[dict[str,
         async with FhirClient(server) as client:
             return await search_fhir_patients(client, query, limit=limit)
 
-    try:
+    with cli_errors(console, invalid=1, interrupted=None):
         return asyncio.run(work())
-    except EhrbridgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
 
 
 def _patient_cells(values: Mapping[str, Any]) -> tuple[str, str, str, str]:
@@ -549,11 +543,8 @@ def run(
 
 
 def _entity(ref: str) -> tuple[str, str]:
-    try:
+    with cli_errors(console, failed=2, interrupted=None):
         return parse_entity(ref)
-    except EhrbridgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 def main() -> None:

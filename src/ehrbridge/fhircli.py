@@ -28,15 +28,16 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from ehrbridge.clierrors import cli_errors
 from ehrbridge.connectors.bulk import Backfill, BackfillResult
 from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from ehrbridge.fhir.bulk import Manifest, OutputFile
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.importer import ImportReport, dumps_errors
 from ehrbridge.fhir.push import PUSH_CHUNK, Pusher
 from ehrbridge.fhir.reader import Unit, expand
+from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.progress import file_progress, show_errors, summary_table
 from ehrbridge.runner.configfile import load_config
 from ehrbridge.runner.storage import open_runner_store
@@ -152,11 +153,8 @@ def push(
                 )
 
     started = time.perf_counter()
-    try:
+    with cli_errors(console, invalid=1, interrupted=None):
         report = asyncio.run(work())
-    except EhrbridgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
     elapsed = time.perf_counter() - started
     console.print(summary_table(report.counts))
     console.print(

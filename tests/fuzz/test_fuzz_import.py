@@ -36,7 +36,8 @@ from hypothesis import strategies as st
 from tests.conftest import POSTGRES_DSN, new_schema
 from tests.synthea import FIXTURES
 
-from ehrbridge.fhir.importer import Importer, ImportReport
+from ehrbridge.fhir.importer import Importer
+from ehrbridge.fhir.report import ImportReport
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.sqlite import SQLiteStore

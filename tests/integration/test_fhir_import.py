@@ -15,8 +15,9 @@ from tests.synthea import FIXTURES
 
 from ehrbridge.audit import WriteAudit
 from ehrbridge.errors import StorageError
-from ehrbridge.fhir.importer import Importer, ImportReport
+from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Entry, Unit
+from ehrbridge.fhir.report import ImportReport
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import AppendResult, Submission

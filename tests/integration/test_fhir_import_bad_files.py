@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ehrbridge.fhir.importer import Importer, ImportReport
+from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import MAX_DEPTH
+from ehrbridge.fhir.report import ImportReport
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ehrbridge.fhir.importer import _json_references, _path_text, _replaced
+from ehrbridge.fhir.references import json_references, path_text, replaced
 
 _leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from(["x", "Patient/1"]))
 _keys = st.sampled_from(["reference", "contained", "item", "subject", "a"])
@@ -50,7 +50,7 @@ def test_copy_on_write_translation_equals_a_full_rebuild(doc: dict[str, Any]) ->
     before = copy.deepcopy(doc)
     seen: list[str] = []
     expected = _rebuilt(doc, "", seen)
-    found = list(_json_references(doc))
-    assert [_path_text(where) for _, where in found] == seen
-    assert _replaced(doc, [(where, f"T/{ref}") for ref, where in found]) == expected
+    found = list(json_references(doc))
+    assert [path_text(where) for _, where in found] == seen
+    assert replaced(doc, [(where, f"T/{ref}") for ref, where in found]) == expected
     assert doc == before

@@ -17,7 +17,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ehrbridge.errors import EhrbridgeError, InvalidInput, Unauthenticated
+from ehrbridge.clierrors import cli_errors
+from ehrbridge.errors import Unauthenticated
 from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
 
 #: the environment variable that holds the API key
@@ -56,21 +57,14 @@ def mcp_command(db: DbOption = DEFAULT_URL) -> None:
             "(create one with: ehrbridge keys create)"
         )
         raise typer.Exit(2)
-    try:
-        asyncio.run(serve_stdio(db, secret))
-    except Unauthenticated:
-        console.print(
-            f"[red]error:[/red] {API_KEY_ENV} is not a valid API key (unknown or revoked)"
-        )
-        raise typer.Exit(2) from None
-    except InvalidInput as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except EhrbridgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    with cli_errors(console):
+        try:
+            asyncio.run(serve_stdio(db, secret))
+        except Unauthenticated:  # this command's own message: the key is the only input
+            console.print(
+                f"[red]error:[/red] {API_KEY_ENV} is not a valid API key (unknown or revoked)"
+            )
+            raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from rich.console import Console
 from starlette.types import ASGIApp
 
 from ehrbridge.api.ports import DEFAULT_MAX_BODY, ApiKeys
+from ehrbridge.clierrors import cli_errors
 from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.logs import configure_logging
 from ehrbridge.sockets import bind
@@ -423,34 +424,35 @@ def serve_command(
     configure_logging()
     count = default_workers() if workers is None else workers
     try:
-        if count == 1:
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-            asyncio.run(
-                serve(
-                    db, sock, max_body=max_body, prompt_budget=prompt_budget, on_listening=listening
+        with cli_errors(console):
+            if count == 1:
+                sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+                asyncio.run(
+                    serve(
+                        db,
+                        sock,
+                        max_body=max_body,
+                        prompt_budget=prompt_budget,
+                        on_listening=listening,
+                    )
                 )
-            )
-            return
-        shared = _shared_sockets(sock, host, count)
-        try:
-            asyncio.run(_prepare(db))
-            supervisor = Supervisor(
-                db, shared, max_body=max_body, prompt_budget=prompt_budget, on_listening=listening
-            )
-            status = supervisor.run()
-        finally:
-            for each in shared:
-                each.close()
-        if status:
-            raise typer.Exit(status)
-    except InvalidInput as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except EhrbridgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+                return
+            shared = _shared_sockets(sock, host, count)
+            try:
+                asyncio.run(_prepare(db))
+                supervisor = Supervisor(
+                    db,
+                    shared,
+                    max_body=max_body,
+                    prompt_budget=prompt_budget,
+                    on_listening=listening,
+                )
+                status = supervisor.run()
+            finally:
+                for each in shared:
+                    each.close()
+            if status:
+                raise typer.Exit(status)
     finally:
         sock.close()
 

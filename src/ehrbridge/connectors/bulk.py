@@ -54,8 +54,9 @@ from ehrbridge.connectors.fhir import (
 from ehrbridge.connectors.source import DataSourceConfig, PollState
 from ehrbridge.errors import EhrbridgeError, ExportFailed, FhirNotFound, InvalidInput
 from ehrbridge.fhir.bulk import BulkClient, Manifest, OutputFile
-from ehrbridge.fhir.importer import TYPE_ORDER, Importer, ImportReport
+from ehrbridge.fhir.importer import TYPE_ORDER, Importer
 from ehrbridge.fhir.reader import CHUNK, Unit
+from ehrbridge.fhir.report import ImportReport
 from ehrbridge.leases import Leases, new_holder
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.model import WorldModel

@@ -25,8 +25,9 @@ import orjson
 
 from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
 from ehrbridge.errors import EhrbridgeError
-from ehrbridge.fhir.importer import Importer, ImportReport, dumps_errors, order_files
+from ehrbridge.fhir.importer import Importer, order_files
 from ehrbridge.fhir.reader import is_fhir_file
+from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.model import WorldModel
 

@@ -23,12 +23,10 @@ store's Python (and, on PostgreSQL, the event loop between round trips) is waiti
 
 from __future__ import annotations
 
-import re
 import tempfile
-from collections import Counter
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -38,19 +36,25 @@ import orjson
 from ehrbridge.errors import InvalidInput, RecordClaimed
 from ehrbridge.fhir.mapping import Mapped, reference_paths, to_entity
 from ehrbridge.fhir.reader import CHUNK, Entry, Unit, entry_id, expand, is_ndjson, read_units
+from ehrbridge.fhir.references import (
+    RELATIVE,
+    Location,
+    generic_references,
+    json_references,
+    path_text,
+    replaced,
+)
+from ehrbridge.fhir.report import EntryError, ImportReport, Status
 from ehrbridge.worldmodel.entities import spec_for
 from ehrbridge.worldmodel.events import Observation, RecordKey, new_id, validate_observation
 from ehrbridge.worldmodel.matching import MatchDecision
 from ehrbridge.worldmodel.model import RESOLVED_TYPES, WorldModel, candidate_keys
 
-Status = Literal["created", "updated", "unchanged", "failed"]
-STATUSES: tuple[Status, ...] = ("created", "updated", "unchanged", "failed")
 #: Records remembered between units; beyond this the cache starts again from the store.
 CACHE_SIZE = 200_000
 #: Attempts at a unit whose new records concurrent writers keep linking first (each attempt
 #: after the first follows a commit of theirs, so this is only reached by a livelock).
 CLAIM_ATTEMPTS = 10
-_RELATIVE = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 #: Resource types in reference order (a type refers to types before it), so NDJSON and Bulk
 #: Data export files (one per type) are imported with their references pointing backwards.
 TYPE_ORDER = (
@@ -81,55 +85,11 @@ TYPE_ORDER = (
 _TYPE_ORDER = {t: i for i, t in enumerate(TYPE_ORDER)}
 
 
-@dataclass(frozen=True, kw_only=True)
-class EntryError:
-    """One entry that was not imported, and why."""
-
-    file: str
-    position: str  #: ``entry[3]``, ``line 12`` or ``file``
-    resource_type: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.position}: {self.reason}"
-
-
-@dataclass(kw_only=True)
-class ImportReport:
-    """What an import did, per resource type and entry."""
-
-    counts: dict[str, Counter[str]] = field(default_factory=dict)  #: resource type -> status -> n
-    errors: list[EntryError] = field(default_factory=list)
-    events: int = 0  #: events written
-    files: int = 0
-
-    def count(self, resource_type: str, status: Status, n: int = 1) -> None:
-        self.counts.setdefault(resource_type, Counter())[status] += n
-
-    def add(self, other: ImportReport) -> None:
-        """Count ``other``'s entries, errors and events in this report too."""
-        for resource_type, counts in other.counts.items():
-            self.counts.setdefault(resource_type, Counter()).update(counts)
-        self.errors += other.errors
-        self.events += other.events
-
-    def total(self, status: Status) -> int:
-        return sum(c[status] for c in self.counts.values())
-
-    @property
-    def resources(self) -> int:
-        return sum(sum(c.values()) for c in self.counts.values())
-
-
 _STATUS: dict[str, Status] = {
     "created": "created",
     "unchanged": "unchanged",
     "duplicate": "unchanged",
 }
-
-
-#: Where a value sits in a JSON document: the keys and list indexes leading to it.
-Location = tuple[str | int, ...]
 
 
 class _Dangling(InvalidInput):
@@ -403,7 +363,7 @@ class Importer:
             ready.append(item)
         refs: set[str] = set()
         for item in ready:
-            item.refs = _generic_references(item.mapped)
+            item.refs = generic_references(item.mapped)
             refs.update(ref for ref, _ in item.refs)
             for value in reference_paths(item.mapped).values():
                 refs.update(value if isinstance(value, list) else [value])
@@ -525,7 +485,7 @@ class Importer:
         ``#id``, absolute URLs). Raises :class:`_Dangling` for a ``urn:`` not in the Bundle."""
         if ref in unit.full_urls:
             resource_type, external_id = unit.full_urls[ref]
-        elif match := _RELATIVE.match(ref):
+        elif match := RELATIVE.match(ref):
             resource_type, external_id = match.group(1), match.group(2)
         elif ref.startswith("urn:"):
             raise _Dangling(f"reference {ref!r} is not a fullUrl of this Bundle")
@@ -576,7 +536,7 @@ class Importer:
                     f"{mapped.entity_type}.{path}: {exc}", pending=exc.pending
                 ) from None
         if spec_for(mapped.entity_type) is None and isinstance(data.get("resource"), dict):
-            refs = item.refs if item.refs is not None else _generic_references(mapped)
+            refs = item.refs if item.refs is not None else generic_references(mapped)
             data["resource"] = self._translate_json(unit, data["resource"], refs)
         return data
 
@@ -588,7 +548,7 @@ class Importer:
         self, unit: Unit, resource: dict[str, Any], refs: list[tuple[str, Location]]
     ) -> dict[str, Any]:
         """``resource`` with every reference in ``refs`` (all of its own, see
-        :func:`_json_references`) translated; contained and absolute ones are left as they are.
+        :func:`json_references`) translated; contained and absolute ones are left as they are.
         Only the objects and lists on the way to a changed reference are copied."""
         changes: list[tuple[Location, str]] = []
         for ref, where in refs:
@@ -597,8 +557,8 @@ class Importer:
                 if key is not None:
                     changes.append((where, self._entity_ref(unit, ref)))
             except _Dangling as exc:
-                raise _Dangling(f"{_path_text(where)}: {exc}", pending=exc.pending) from None
-        return _replaced(resource, changes)
+                raise _Dangling(f"{path_text(where)}: {exc}", pending=exc.pending) from None
+        return replaced(resource, changes)
 
     # --- failures ----------------------------------------------------------------------------
 
@@ -658,7 +618,7 @@ class _Deferred:
         assert entry.resource is not None
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="ehrbridge-deferred-")  # noqa: SIM115 (closed by drain or __exit__)
-        refs = {ref for ref, _ in _json_references(entry.resource)}
+        refs = {ref for ref, _ in json_references(entry.resource)}
         line = {
             "file": unit.file,
             "kind": unit.kind,
@@ -704,65 +664,6 @@ def _unit_of(lines: list[dict[str, Any]]) -> Unit:
     )
 
 
-def _generic_references(mapped: Mapped) -> list[tuple[str, Location]]:
-    """The references inside a generic entity's resource, with where they are in it."""
-    resource = mapped.data.get("resource")
-    if spec_for(mapped.entity_type) is not None or not isinstance(resource, dict):
-        return []
-    return list(_json_references(resource))
-
-
-def _json_references(node: Any, where: Location = ()) -> Iterator[tuple[str, Location]]:
-    """``(reference, location)`` of every ``reference`` string in ``node``, in document order,
-    leaving out contained resources (they refer to each other locally)."""
-    if isinstance(node, list):
-        for i, value in enumerate(node):
-            if isinstance(value, dict | list):
-                yield from _json_references(value, (*where, i))
-    elif isinstance(node, dict):
-        for name, value in node.items():
-            if name == "reference" and isinstance(value, str):
-                yield value, (*where, name)
-            elif name != "contained" and isinstance(value, dict | list):
-                yield from _json_references(value, (*where, name))
-
-
-def _path_text(where: Location) -> str:
-    """A location as text, the way errors name it.
-
-    >>> _path_text(("item", 0, "encounter", 1, "reference"))
-    'item[0].encounter[1].reference'
-    """
-    text = ""
-    for step in where:
-        text = f"{text}[{step}]" if isinstance(step, int) else f"{text}.{step}" if text else step
-    return text
-
-
-def _replaced(document: dict[str, Any], changes: list[tuple[Location, Any]]) -> dict[str, Any]:
-    """A copy of ``document`` with the value at each location replaced; what no change passes
-    through is shared with ``document``, which is left as it was.
-
-    >>> doc = {"a": [{"reference": "x"}, {"reference": "y"}], "b": {"c": 1}}
-    >>> new = _replaced(doc, [(("a", 1, "reference"), "z")])
-    >>> new, doc["a"][1], new["b"] is doc["b"], new["a"][0] is doc["a"][0]
-    ({'a': [{'reference': 'x'}, {'reference': 'z'}], 'b': {'c': 1}}, {'reference': 'y'}, True, True)
-    """
-    out = dict(document)
-    copied = {id(out)}  # containers already copied (alive in ``out``, so ids stay unique)
-    for where, value in changes:
-        node: Any = out
-        for step in where[:-1]:
-            child = node[step]
-            if id(child) not in copied:
-                child = dict(child) if isinstance(child, dict) else list(child)
-                node[step] = child
-                copied.add(id(child))
-            node = child
-        node[where[-1]] = value
-    return out
-
-
 def last_updated(resource: Mapping[str, Any]) -> datetime | None:
     """A resource's ``meta.lastUpdated`` as an aware datetime; None when absent or malformed."""
     meta = resource.get("meta")
@@ -798,19 +699,3 @@ def _first_type(path: Path) -> str:
     if unit is None or not unit.entries or unit.entries[0].resource is None:
         return ""
     return str(unit.entries[0].resource.get("resourceType", ""))
-
-
-def dumps_errors(errors: Iterable[EntryError]) -> bytes:
-    """The errors as NDJSON, for a report file."""
-    return b"".join(
-        orjson.dumps(
-            {
-                "file": e.file,
-                "position": e.position,
-                "resourceType": e.resource_type,
-                "reason": e.reason,
-            }
-        )
-        + b"\n"
-        for e in errors
-    )

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from ehrbridge.errors import FhirError, InvalidInput
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.fhir.importer import EntryError, ImportReport, Status
 from ehrbridge.fhir.reader import CHUNK, Entry, Unit, expand, read_units
+from ehrbridge.fhir.report import EntryError, ImportReport, Status
 
 Mode = Literal["batch", "transaction"]
 #: Entries per Bundle sent for non-transaction input.
