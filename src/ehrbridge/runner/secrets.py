@@ -1,4 +1,5 @@
-"""Secret references: a config names where a secret lives, never the secret itself (DESIGN §11).
+"""Secret references: a config names where a secret lives, never the secret itself
+(docs/design.md §11).
 
 A reference is ``{env: NAME}`` (an environment variable) or ``{file: PATH}`` (a file, read when
 the secret is needed). The value is read at use and never kept on the reference, so no repr, log

@@ -1,5 +1,5 @@
 """The runner's storage port: leases, cursors, poll outcomes, record versions and request budgets
-(DESIGN §4, §7).
+(docs/design.md §4, §7).
 
 Two adapters share the world model's database: :mod:`ehrbridge.runner.sqlite` and
 :mod:`ehrbridge.runner.postgres`; one contract suite proves both. :func:`open_runner_store` picks
