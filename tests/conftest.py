@@ -1,4 +1,4 @@
-"""Shared fixtures: a fake clock and the world-model store on every backend (DESIGN §4)."""
+"""Shared fixtures: a fake clock and the world-model store on every backend (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The audit trail's record, and how it is stored beside the world model (DESIGN §11).
+"""The audit trail's record, and how it is stored beside the world model (docs/design.md §11).
 
 An :class:`AuditEntry` says who did what to which entity, when, and whether it touched patient
 data, never the values. The API's security stores append entries on their own; a write to the

@@ -1,4 +1,4 @@
-"""Named confidence levels and buckets (DESIGN §5.2).
+"""Named confidence levels and buckets (docs/design.md §5.2).
 
 >>> Level.VOICE_CONFIRMED.value
 0.5

@@ -1,4 +1,4 @@
-"""API keys and the audit trail, one contract on both backends (DESIGN §11)."""
+"""API keys and the audit trail, one contract on both backends (docs/design.md §11)."""
 
 from __future__ import annotations
 

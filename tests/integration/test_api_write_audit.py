@@ -1,4 +1,4 @@
-"""A write and its audit record are one transaction (DESIGN §11), on both backends.
+"""A write and its audit record are one transaction (docs/design.md §11), on both backends.
 
 The invariant: the world model never holds a voice write whose audit record is missing, and the
 audit trail never records a write that is not in the world model. Two faults would break it if

@@ -1,4 +1,4 @@
-"""Importing FHIR Bundles and NDJSON into the world model, on every backend (DESIGN §6)."""
+"""Importing FHIR Bundles and NDJSON into the world model, on every backend (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A log reader never skips an event whose transaction commits after a later one (DESIGN §4).
+"""A log reader never skips an event whose transaction commits after a later one
+(docs/design.md §4).
 
 On PostgreSQL a sequence value is taken when a transaction asks for it, not when it commits, so
 "everything after seq N" can miss a row that commits late. Here transaction A takes a sequence

@@ -1,4 +1,4 @@
-"""The storage contract (DESIGN §4, §5.5, §5.7), proved on SQLite and PostgreSQL alike.
+"""The storage contract (docs/design.md §4, §5.5, §5.7), proved on SQLite and PostgreSQL alike.
 
 Every test takes the ``store`` (or ``make_store``) fixture, which is parametrised over both
 backends in ``conftest.py``.
@@ -265,7 +265,7 @@ async def test_concurrent_unconditional_writers_lose_nothing(make_store: MakeSto
 async def test_concurrent_first_observations_of_a_record_make_one_entity(
     make_store: MakeStore,
 ) -> None:
-    """Same source + same external id -> same entity, always (DESIGN §5.5), even when two
+    """Same source + same external id -> same entity, always (docs/design.md §5.5), even when two
     runners see a new record at the same moment."""
     one = await make_store()
     two = await make_store()

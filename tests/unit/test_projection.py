@@ -1,5 +1,5 @@
-"""Projection (DESIGN §5.3): the six worked examples, and the incremental ledger held equal to the
-specification (:func:`projection.project`) and to a rebuild by a property test."""
+"""Projection (docs/design.md §5.3): the six worked examples, and the incremental ledger held
+equal to the specification (:func:`projection.project`) and to a rebuild by a property test."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The agent interface (DESIGN §10, §11): ambient, queried and extracted channels over HTTP and
-MCP, with API keys, roles, workspace isolation and an audit trail.
+"""The agent interface (docs/design.md §10, §11): ambient, queried and extracted channels over
+HTTP and MCP, with API keys, roles, workspace isolation and an audit trail.
 
 ::
 

@@ -1,4 +1,5 @@
-"""The ambient channel (DESIGN §10): who is calling, and their context, while the phone rings.
+"""The ambient channel (docs/design.md §10): who is calling, and their context, while the phone
+rings.
 
 The caller is identified by phone through the world model's lookup index. One patient gets a
 compact context (:class:`~ehrbridge.api.models.PatientContextView`); several patients sharing

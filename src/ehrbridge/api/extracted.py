@@ -1,4 +1,4 @@
-"""The extracted channel (DESIGN §10): what the agent heard, written at voice confidence.
+"""The extracted channel (docs/design.md §10): what the agent heard, written at voice confidence.
 
 Every write is one voice event (:meth:`WorldModel.write_voice`) whose source is
 ``voice:<the key id>``, with the call as its correlation id and the transcript span as its

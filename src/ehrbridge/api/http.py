@@ -1,4 +1,4 @@
-"""The agent API over HTTP: FastAPI routes that adapt :class:`AgentService` (DESIGN §10-11).
+"""The agent API over HTTP: FastAPI routes that adapt :class:`AgentService` (docs/design.md §10-11).
 
 Routes hold no logic: each builds the operation's request model (the body, or the path and
 query), calls one :class:`~ehrbridge.api.service.AgentService` method as the key's principal with

@@ -1,4 +1,4 @@
-"""What every agent-API write keeps true, checked in one place (DESIGN §10).
+"""What every agent-API write keeps true, checked in one place (docs/design.md §10).
 
 Every write of the extracted channel (an observation, a transcript, a booking) goes through
 :func:`checked`, called by :func:`ehrbridge.api.extracted.write`, the one function that writes;

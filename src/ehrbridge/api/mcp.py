@@ -1,4 +1,4 @@
-"""The agent API's MCP tools over streamable HTTP and stdio (DESIGN §10-11).
+"""The agent API's MCP tools over streamable HTTP and stdio (docs/design.md §10-11).
 
 The tools themselves (one per :class:`~ehrbridge.api.service.AgentService` operation, schemas
 from the request and response models, errors as tool errors) are :mod:`ehrbridge.api.mcptools`'s;

@@ -1,4 +1,4 @@
-"""The agent API's requests and responses (DESIGN §10): pydantic models at the edge.
+"""The agent API's requests and responses (docs/design.md §10): pydantic models at the edge.
 
 The HTTP routes and MCP tools use these directly as their schemas, so each field says what it
 means and what it accepts. Entity states and events of the world model are turned into views
@@ -76,7 +76,7 @@ def is_partial_date(value: str) -> bool:
     return True
 
 
-#: The voice levels by name: confirmed 0.5, mentioned 0.3, inferred 0.2 (DESIGN §5.2).
+#: The voice levels by name: confirmed 0.5, mentioned 0.3, inferred 0.2 (docs/design.md §5.2).
 VoiceLevelName = Literal["confirmed", "mentioned", "inferred"]
 SourceKind = Literal["ehr", "voice", "operator", "review", "browser", "system"]
 

@@ -1,4 +1,4 @@
-"""What each role may do (DESIGN §11): a small table, and the checks every operation makes.
+"""What each role may do (docs/design.md §11): a small table, and the checks every operation makes.
 
 >>> from ehrbridge.api.ports import Principal
 >>> agent = Principal(workspace="clinic", key_id="k1", role="agent")

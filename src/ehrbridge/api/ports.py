@@ -1,4 +1,4 @@
-"""Who is asking, what they may do, and what is written down about it (DESIGN §11).
+"""Who is asking, what they may do, and what is written down about it (docs/design.md §11).
 
 A request carries an API key; :class:`ApiKeys` turns it into a :class:`Principal` (its workspace
 and role). Every operation on patient data, read or write, leaves :class:`AuditEntry` records in

@@ -1,4 +1,4 @@
-"""The ambient context as prompt-ready text, kept within a character budget (DESIGN §10).
+"""The ambient context as prompt-ready text, kept within a character budget (docs/design.md §10).
 
 Sections, in the order printed: demographics, pending facts, upcoming appointments, active
 medications, coverage, recent encounters. Every line ends with its provenance: the source kind
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ehrbridge.api.models import CallerCandidate, EntityView, FieldView, PatientContextView
 
-#: Confidence from which a value counts as verified (the trusted bucket, DESIGN §5.2).
+#: Confidence from which a value counts as verified (the trusted bucket, docs/design.md §5.2).
 TRUSTED = 0.8
 #: The default budget in characters.
 DEFAULT_BUDGET = 2000

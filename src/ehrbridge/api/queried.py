@@ -1,4 +1,4 @@
-"""The queried channel (DESIGN §10): search and read entities while the call goes on.
+"""The queried channel (docs/design.md §10): search and read entities while the call goes on.
 
 Everything is found through the world model's lookup index (``matching.lookup_keys``), so a
 search answers in index lookups rather than scans. That decides what can be searched:

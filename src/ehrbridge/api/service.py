@@ -1,4 +1,5 @@
-"""The agent API's one facade: every operation authorised, scoped and audited (DESIGN §10-11).
+"""The agent API's one facade: every operation authorised, scoped and audited
+(docs/design.md §10-11).
 
 :class:`AgentService` knows nothing of HTTP or MCP: a route or a tool authenticates the key,
 builds the request model, calls one method with the :class:`~ehrbridge.api.ports.Principal`

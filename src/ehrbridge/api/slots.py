@@ -1,4 +1,4 @@
-"""Available appointment slots from FHIR Slot and Schedule data (DESIGN §5.6, §10).
+"""Available appointment slots from FHIR Slot and Schedule data (docs/design.md §5.6, §10).
 
 FHIR Slot and Schedule have no first-class mapping: the importer keeps each as a generic entity
 (``{"resource": <the resource>}``) with its references translated to entity references, so a

@@ -1,4 +1,4 @@
-"""Where keys and the audit trail are stored: the world model's database (DESIGN §4, §11).
+"""Where keys and the audit trail are stored: the world model's database (docs/design.md §4, §11).
 
 Two adapters, :mod:`ehrbridge.api.sqlite` and :mod:`ehrbridge.api.postgres`, implement both
 :class:`~ehrbridge.api.ports.ApiKeys` and :class:`~ehrbridge.api.ports.AuditLog`; one contract

@@ -6,9 +6,9 @@ its cadence and implements :class:`PollState` on its database; connectors depend
 never on the runner.
 
 Secret references (:class:`SecretRef`): a config names where a secret lives, never the secret
-itself (DESIGN §11). A reference is ``{env: NAME}`` (an environment variable) or ``{file: PATH}``
-(a file, read when the secret is needed). The value is read at use and never kept on the
-reference, so no repr, log line or error can show it.
+itself (docs/design.md §11). A reference is ``{env: NAME}`` (an environment variable) or
+``{file: PATH}`` (a file, read when the secret is needed). The value is read at use and never
+kept on the reference, so no repr, log line or error can show it.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""The FHIR R4 layer (DESIGN §6): client, auth, mappings to entities, bundle/NDJSON import."""
+"""The FHIR R4 layer (docs/design.md §6): client, auth, mappings to entities, bundle/NDJSON
+import."""

@@ -1,4 +1,4 @@
-"""Importing FHIR Bundles and NDJSON into the world model (DESIGN §6).
+"""Importing FHIR Bundles and NDJSON into the world model (docs/design.md §6).
 
 Each resource becomes a source record ``(data source, resource type, id)`` observed by the world
 model: unchanged content writes nothing, so importing the same files again writes zero events.

@@ -1,4 +1,4 @@
-"""Pushing FHIR files to a FHIR server, as transactions or batches in chunks (DESIGN §6).
+"""Pushing FHIR files to a FHIR server, as transactions or batches in chunks (docs/design.md §6).
 
 A transaction Bundle is sent whole, as it is: all or nothing at the server. Every other unit
 (batch, collection and searchset Bundles, NDJSON) is sent in Bundles of ``chunk`` entries, as

@@ -1,1 +1,1 @@
-"""The connector runner (DESIGN §7): config, loops, leases, cursors and poll outcomes."""
+"""The connector runner (docs/design.md §7): config, loops, leases, cursors and poll outcomes."""

@@ -1,4 +1,4 @@
-"""Health per (data source, resource type), and a summary per data source (DESIGN §7, §12).
+"""Health per (data source, resource type), and a summary per data source (docs/design.md §7, §12).
 
 A pure function of the outcomes and the time: no state of its own, so ``ehrbridge status``, the
 runner and the tests all see the same answer.

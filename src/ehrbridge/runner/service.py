@@ -1,4 +1,4 @@
-"""The runner service: named loops under one supervisor (DESIGN §7).
+"""The runner service: named loops under one supervisor (docs/design.md §7).
 
 ::
 

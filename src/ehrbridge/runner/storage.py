@@ -1,6 +1,7 @@
 """The runner's storage port: leases, cursors, poll outcomes, record versions and request budgets
-(DESIGN §4, §7). The connectors' part of it (:class:`~ehrbridge.connectors.source.PollState`) is
-declared in the connector contract, the budgets' in :mod:`ehrbridge.budget`.
+(docs/design.md §4, §7). The connectors' part of it
+(:class:`~ehrbridge.connectors.source.PollState`) is declared in the connector
+contract, the budgets' in :mod:`ehrbridge.budget`.
 
 Two adapters share the world model's database: :mod:`ehrbridge.runner.sqlite` and
 :mod:`ehrbridge.runner.postgres`; one contract suite proves both. :func:`open_runner_store` picks

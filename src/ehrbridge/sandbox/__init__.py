@@ -1,4 +1,4 @@
-"""The sandbox EHR: a FHIR R4 server persisted in SQLite, with fault injection (DESIGN §7).
+"""The sandbox EHR: a FHIR R4 server persisted in SQLite, with fault injection (docs/design.md §7).
 
 The demo and the connector's fault tests run against it, in-process or as ``ehrbridge sandbox``.
 

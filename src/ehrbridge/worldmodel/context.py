@@ -1,4 +1,5 @@
-"""A patient's context: what a voice agent needs at call start (DESIGN §10, ambient channel)."""
+"""A patient's context: what a voice agent needs at call start (docs/design.md §10, ambient
+channel)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The first-class entity types (DESIGN §5.6) and their internal representation.
+"""The first-class entity types (docs/design.md §5.6) and their internal representation.
 
 An entity's state is a flat mapping ``{field_path: json_value}``: keys are dotted paths such as
 ``name.family`` and values are JSON values (string, number, boolean, list of strings, or an object

@@ -1,4 +1,4 @@
-"""The event record (DESIGN §5.1) and what callers submit to be recorded.
+"""The event record (docs/design.md §5.1) and what callers submit to be recorded.
 
 An :class:`Event` is immutable and never deleted. Callers submit either a :class:`NewEvent` (an
 assertion, a re-grade, a correction, an operator decision) or an :class:`Observation` (a source's
@@ -113,7 +113,7 @@ class NewEvent:
     data: Mapping[str, Any] = field(default_factory=dict)  #: field path -> JSON value
     fields: tuple[str, ...] | None = None  #: the fields asserted; default: the keys of ``data``
     source: Source  #: who says so
-    confidence: float  #: 0.0-1.0 (DESIGN §5.2)
+    confidence: float  #: 0.0-1.0 (docs/design.md §5.2)
     effective_at: datetime  #: when it became true at the source
     supersedes: str | None = None  #: the event this one supersedes
     correlation_id: str | None = None  #: e.g. the call
@@ -131,7 +131,8 @@ class NewEvent:
 
 @dataclass(frozen=True, kw_only=True)
 class Observation:
-    """A source's full snapshot of one record, to be deduplicated and diffed (DESIGN §5.5)."""
+    """A source's full snapshot of one record, to be deduplicated and diffed
+    (docs/design.md §5.5)."""
 
     workspace: str
     record: RecordKey  #: which record at which source

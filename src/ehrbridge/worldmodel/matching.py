@@ -1,4 +1,4 @@
-"""Identity matching: lookup keys, demographic scoring and match decisions (DESIGN §5.5).
+"""Identity matching: lookup keys, demographic scoring and match decisions (docs/design.md §5.5).
 
 Everything here is a pure function over flat entity state (``{field_path: json_value}``); the
 store decides what to do with the result. The flow is:

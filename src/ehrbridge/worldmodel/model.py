@@ -1,4 +1,4 @@
-"""The world model service: what the rest of ehrbridge calls (DESIGN §5).
+"""The world model service: what the rest of ehrbridge calls (docs/design.md §5).
 
 It speaks in domain operations (observe a record, write a voice fact, verify, approve, reject,
 correct, resolve a conflict, merge, identify a caller) and turns each into events on a
@@ -28,7 +28,7 @@ from ehrbridge.worldmodel.planner import AppendResult, Submission
 from ehrbridge.worldmodel.projection import EntityState, Ledger, replay
 from ehrbridge.worldmodel.store import Store
 
-#: Entity types resolved across sources by identifiers and demographics (DESIGN §5.5).
+#: Entity types resolved across sources by identifiers and demographics (docs/design.md §5.5).
 RESOLVED_TYPES = frozenset({"Patient", "Practitioner"})
 #: Lookup-key prefixes used to find resolution candidates.
 _CANDIDATE_KEYS = ("id:", "mrn:", "npi:", "phone:", "email:", "dob:")
@@ -188,7 +188,7 @@ class WorldModel:
         idempotency_key: str | None = None,
         audit: WriteAudit | None = None,
     ) -> AppendResult:
-        """A fact the voice agent captured, at a voice level (DESIGN §5.2); ``audit`` as for
+        """A fact the voice agent captured, at a voice level (docs/design.md §5.2); ``audit`` as for
         :meth:`record`."""
         if level not in VOICE_LEVELS:
             raise InvalidInput(f"a voice fact is written at a voice level, not {level.name}")
@@ -214,7 +214,8 @@ class WorldModel:
     async def regrade(
         self, entity: str, target: str, level: Level | float, *, by: Source, reason: str = ""
     ) -> AppendResult:
-        """Re-grade an earlier event: verified 0.8, approved 0.95, rejected 0.0 (DESIGN §8)."""
+        """Re-grade an earlier event: verified 0.8, approved 0.95, rejected 0.0
+        (docs/design.md §8)."""
         entity_type, entity_id = parse_entity(entity)
         await self._event(entity_type, entity_id, target)
         confidence = level.value if isinstance(level, Level) else float(level)

@@ -462,7 +462,8 @@ class Planner:
         self._touched[(event.entity_type, member.entity_id)] = None
 
     def _conflicts(self, ledger: Ledger, event: Event) -> Iterable[Event]:
-        """Conflict events for trusted sources that disagree within the window (DESIGN §5.4)."""
+        """Conflict events for trusted sources that disagree within the window
+        (docs/design.md §5.4)."""
         fields = list(event.fields)
         if event.event_type is EventType.REGRADED:
             target = str(event.data["target"])

@@ -1,4 +1,4 @@
-"""The PostgreSQL adapter: scale-out storage shared by several runner processes (DESIGN §4).
+"""The PostgreSQL adapter: scale-out storage shared by several runner processes (docs/design.md §4).
 
 psycopg 3, async, pooled. An append locks the rows it touches (``FOR UPDATE``), so writers of
 different entities run in parallel. Every event row carries its transaction id; the log is read in

@@ -1,4 +1,5 @@
-"""Projection: an entity's state as a pure, deterministic function of its events (DESIGN §5.3).
+"""Projection: an entity's state as a pure, deterministic function of its events
+(docs/design.md §5.3).
 
 Per field:
 
@@ -98,7 +99,7 @@ class FieldValue:
 
 @dataclass(frozen=True, kw_only=True)
 class OpenConflict:
-    """A disagreement between trusted sources waiting for an operator (DESIGN §5.4)."""
+    """A disagreement between trusted sources waiting for an operator (docs/design.md §5.4)."""
 
     conflict_id: str  #: the id of the ``conflict_recorded`` event
     field: str
@@ -348,7 +349,8 @@ class Ledger:
         }
 
     def absorb(self, member: Ledger) -> set[str]:
-        """Fold a merged member's ledger in (DESIGN §5.5: merges are events and can be undone)."""
+        """Fold a merged member's ledger in (docs/design.md §5.5: merges are events and can be
+        undone)."""
         touched: set[str] = set()
         for path, items in member.assertions.items():
             mine = self.assertions.setdefault(path, [])

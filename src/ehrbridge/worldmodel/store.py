@@ -1,4 +1,4 @@
-"""The storage port: what the world model needs of a database (DESIGN §4).
+"""The storage port: what the world model needs of a database (docs/design.md §4).
 
 Two adapters implement it, :mod:`ehrbridge.worldmodel.sqlite` (the embedded default) and
 :mod:`ehrbridge.worldmodel.postgres` (scale-out); one contract suite proves both.

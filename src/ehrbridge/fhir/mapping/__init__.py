@@ -1,4 +1,4 @@
-"""Mappings between FHIR R4 resources and entity data, both directions (DESIGN §5.6).
+"""Mappings between FHIR R4 resources and entity data, both directions (docs/design.md §5.6).
 
 One module per entity type; this registry picks the mapping by resource type (reading) or entity
 type (writing). What each mapping keeps and drops is in ``docs/fhir-mappings.md``.

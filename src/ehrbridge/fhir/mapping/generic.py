@@ -1,4 +1,4 @@
-"""Resources without a first-class mapping, kept whole as generic entities (DESIGN §5.6).
+"""Resources without a first-class mapping, kept whole as generic entities (docs/design.md §5.6).
 
 The entity's data is ``{"resource": <the resource without id and meta>, "patient": <reference>}``;
 ``patient`` is the resource's ``subject``, ``patient`` or ``beneficiary`` reference when it points

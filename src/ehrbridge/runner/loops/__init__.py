@@ -1,4 +1,4 @@
-"""The runner's loops, one module each, and the protocol they share (DESIGN §7).
+"""The runner's loops, one module each, and the protocol they share (docs/design.md §7).
 
 A loop is a name and ``async run(stop)``: it works until ``stop`` is set, finishes the step it
 is in and returns. Raising is a bug that stops the whole runner

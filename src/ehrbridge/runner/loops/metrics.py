@@ -1,7 +1,7 @@
 """The ``metrics`` loop and the ``/metrics`` endpoint it feeds (only with ``runner.metrics``).
 
 The loop reloads the recent poll outcomes that the health gauges are derived from, so polls by
-other runners count (DESIGN §7).
+other runners count (docs/design.md §7).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``poll`` loop: one task per (data source, resource type) (DESIGN §7).
+"""The ``poll`` loop: one task per (data source, resource type) (docs/design.md §7).
 
 Each task polls at its resource's cadence, inside the source's business hours, under the
 source's lease (renewed while a long poll runs), records the outcome and feeds the metrics. A

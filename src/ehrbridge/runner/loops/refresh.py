@@ -1,4 +1,5 @@
-"""The ``config-refresh`` loop: reloads the config file on change and periodically (DESIGN §7).
+"""The ``config-refresh`` loop: reloads the config file on change and periodically
+(docs/design.md §7).
 
 An invalid file keeps the running config (and the log says why); a new database, workspace or
 metrics address takes effect on restart. The other loops read the running config from

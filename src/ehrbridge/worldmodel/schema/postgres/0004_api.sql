@@ -1,4 +1,4 @@
--- The agent interface, version 4 (PostgreSQL): API keys and the audit trail (DESIGN §11).
+-- The agent interface, version 4 (PostgreSQL): API keys and the audit trail (docs/design.md §11).
 
 -- A key is stored as the SHA-256 of the whole key string; the key itself is shown once, at
 -- creation. A revoked key keeps its row.

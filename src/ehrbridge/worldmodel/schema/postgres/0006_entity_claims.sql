@@ -1,4 +1,4 @@
--- Exclusive claims, version 6 (PostgreSQL): what one entity of a workspace holds and no other may (DESIGN §5.6,
+-- Exclusive claims, version 6 (PostgreSQL): what one entity of a workspace holds and no other may (docs/design.md §5.6,
 -- §10). A booked Appointment that names a slot claims it (planner.claim_keys); the claim is
 -- written in the write's own transaction, so two writers booking one slot cannot both commit,
 -- whichever process or API route they come through. Claims are derived from the projections:

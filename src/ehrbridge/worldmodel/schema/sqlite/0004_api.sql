@@ -1,4 +1,4 @@
--- The agent interface, version 4 (SQLite): API keys and the audit trail (DESIGN §11).
+-- The agent interface, version 4 (SQLite): API keys and the audit trail (docs/design.md §11).
 -- Timestamps are ISO-8601 text in UTC, fixed width, so text order is time order.
 
 -- A key is stored as the SHA-256 of the whole key string; the key itself is shown once, at
