@@ -123,6 +123,10 @@ async def test_an_outage_turns_health_down_holds_the_cursor_and_recovers(
         return await patients(store) == count and (await running.health()).status == "healthy"
 
     await wait_until(lambda: synced(3))
+    # The poll that wrote the last patient may still be storing its cursor: read it once a
+    # poll that began after that has been recorded.
+    settled = datetime.now(UTC)
+    await wait_until(lambda: _polled_after(running, settled))
     cursor = await running.cursor()
     assert cursor is not None
 
@@ -182,6 +186,10 @@ async def _injected(running: Running, kind: str, count: int) -> bool:
 
 async def _patients_are(store: Store, count: int) -> bool:
     return await patients(store) == count
+
+
+async def _polled_after(running: Running, moment: datetime) -> bool:
+    return any(o.started_at >= moment for o in await running.store.recent_outcomes(WS))
 
 
 async def _polls_since(running: Running, count: int) -> bool:
