@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 
@@ -19,28 +19,10 @@ pytest_plugins = ["tests.fhir_server", "tests.sandbox_server"]
 #: The PostgreSQL server the ``postgres`` tests use (CI runs one on 127.0.0.1:5432).
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
-#: When the fake clock starts.
-CLOCK_START = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
-
-
-class FakeClock:
-    """A clock the test moves by hand: set ``now`` or call :meth:`advance`."""
-
-    def __init__(self, now: datetime = CLOCK_START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta = timedelta(minutes=1)) -> datetime:
-        """Move the clock forward by ``delta``; returns the new time."""
-        self.now += delta
-        return self.now
 
 
 #: Opens one more connection (a store object) to the test's database.
