@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
-from tests.conftest import FakeClock
 from tests.integration.test_api_service import DEC_1, OTHER, SLOTS, WS, _import
 
 from ehrbridge.api.http import create_app
@@ -36,6 +35,7 @@ from ehrbridge.api.service import AgentService
 from ehrbridge.api.storage import KeyCache, SecurityStore, open_security_store
 from ehrbridge.errors import StorageError
 from ehrbridge.sample import sample_bundle
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.store import Store
 
 MARIA_PHONE = "+16175550142"

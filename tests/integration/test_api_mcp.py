@@ -29,7 +29,6 @@ from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import ASGIApp
-from tests.conftest import FakeClock
 from tests.integration.test_api_service import DEC_1, OTHER, SLOTS, WS, _import
 
 from ehrbridge.api.mcp import (
@@ -58,6 +57,7 @@ from ehrbridge.api.service import AgentService
 from ehrbridge.api.storage import SecurityStore, open_security_store
 from ehrbridge.errors import Unauthenticated
 from ehrbridge.sample import sample_bundle
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.store import Store
 
 MARIA_PHONE = "+16175550142"

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import FakeClock
 from tests.integration.test_api_mcp import serving
 from tests.integration.test_api_service import SLOTS, WS, _import
 
@@ -27,6 +26,7 @@ from ehrbridge.api.http import create_app
 from ehrbridge.api.service import AgentService
 from ehrbridge.api.storage import open_security_store
 from ehrbridge.sample import sample_bundle
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.store import Store
 
 #: the generator, pinned

@@ -15,7 +15,6 @@ import httpx
 import pytest
 import uvicorn
 from starlette.types import ASGIApp
-from tests.conftest import FakeClock
 from tests.integration.test_api_http import FailingAudit
 from tests.integration.test_api_service import DEC_1, SLOTS, WS, _import
 
@@ -24,6 +23,7 @@ from ehrbridge.api.serve import mcp_mounts, uvicorn_config
 from ehrbridge.api.service import AgentService
 from ehrbridge.api.storage import open_security_store
 from ehrbridge.sample import sample_bundle
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.store import Store
 
 GIVEN, FAMILY = "Ottoline", "Quillfeather"

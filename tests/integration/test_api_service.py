@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tests.conftest import FakeClock, MakeStore
+from tests.conftest import MakeStore
 
 from ehrbridge.api.models import (
     AmbientRequest,
@@ -39,6 +39,7 @@ from ehrbridge.errors import (
 )
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.events import Observation, RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store

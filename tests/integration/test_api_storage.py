@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from tests.conftest import FakeClock, MakeStore
+from tests.conftest import MakeStore
 
 from ehrbridge.api.keys import parse_key
 from ehrbridge.api.ports import DEFAULT_AGENT_WRITE_TYPES, ApiKey, AuditEntry, Outcome
 from ehrbridge.api.storage import KeyCache, SecurityStore, open_security_store
 from ehrbridge.errors import InvalidInput, StorageError
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 

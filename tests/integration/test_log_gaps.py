@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from tests.conftest import POSTGRES_DSN, FakeClock, new_schema
+from tests.conftest import POSTGRES_DSN, new_schema
 
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Source, event_hash, new_id
 from ehrbridge.worldmodel.postgres import PostgresStore
 from ehrbridge.worldmodel.store import EVENT_COLUMNS, START, LogPosition, event_row

@@ -10,11 +10,12 @@ from itertools import pairwise
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from tests.conftest import FakeClock, MakeStore
+from tests.conftest import MakeStore
 
 from ehrbridge.budget import MAX_PAUSE
 from ehrbridge.runner.sqlite import SQLiteRunnerStore
 from ehrbridge.runner.storage import RunnerStore, open_runner_store
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 

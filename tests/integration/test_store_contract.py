@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from tests.conftest import FakeClock, MakeStore
+from tests.conftest import MakeStore
 
 from ehrbridge.errors import ConcurrencyError, IdempotencyConflict, InvalidEvent, RecordClaimed
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel import projection
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Observation, RecordKey, Source
 from ehrbridge.worldmodel.model import WorldModel

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.conftest import FakeClock
 
 from ehrbridge.confidence import Level
 from ehrbridge.errors import InvalidInput, NotFound
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.events import EventType, Observation, RecordKey, Source
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store

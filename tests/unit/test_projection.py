@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conftest import FakeClock
 
+from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel import projection
 from ehrbridge.worldmodel.events import (
     ASSERTING,
