@@ -137,7 +137,7 @@ def emit_latency(name: str, samples: list[float], baseline: list[float] | None) 
 def api_process(db: Path, workers: int | None = None) -> Iterator[str]:
     """``ehrbridge serve`` on a free loopback port over ``db`` (with ``--workers`` when given);
     yields its base URL."""
-    command = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "serve"]
+    command = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "serve"]
     options = [] if workers is None else ["--workers", str(workers)]
     process = subprocess.Popen(  # noqa: S603 (fixed arguments)
         [*command, "--db", f"sqlite:///{db}", "--port", "0", *options],

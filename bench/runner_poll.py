@@ -118,7 +118,7 @@ def seed(db: Path, records: int) -> list[dict[str, Any]]:
 @contextmanager
 def sandbox_process(db: Path) -> Iterator[str]:
     """``ehrbridge sandbox`` on a free port over ``db``; yields its FHIR base URL."""
-    command = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "sandbox"]
+    command = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "sandbox"]
     process = subprocess.Popen(  # noqa: S603 (fixed arguments)
         [*command, "--port", "0", "--db", str(db), "--no-seed"],
         stdout=subprocess.PIPE,

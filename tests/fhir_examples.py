@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ehrbridge.fhir.mapping import Mapped, practitioner_role_to_fhir, to_fhir
-from tests.synthea import FIXTURES, synthea_dir
+from tests.paths import FIXTURES
+from tests.synthea import synthea_dir
 
 EXAMPLES = FIXTURES / "fhir"
 #: The resource types the mappings turn into first-class entities (Observation: laboratory only).

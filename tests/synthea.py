@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures"
+from tests.paths import REPO
+
 _CANDIDATES = (
     os.environ.get("EHRBRIDGE_SYNTHEA", ""),
     str(REPO.parent / "shared" / "data" / "synthea-r4"),

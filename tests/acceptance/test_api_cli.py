@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from ehrbridge.api.keys import hash_key
 from ehrbridge.api.ports import AuditEntry, Principal
 from ehrbridge.api.storage import KeyCache, SecurityStore, open_security_store
-from ehrbridge.cli import app
+from ehrbridge.cli.main import app
 from ehrbridge.worldmodel.backends import open_store
 
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """``ehrbridge mcp``: the MCP tools over stdio in a real process, driven by the SDK's client.
 
-The command is started as a desktop client would start it (``python -m ehrbridge.api.mcpcli``
+The command is started as a desktop client would start it (``python -m ehrbridge.cli.mcp``
 with ``--db`` and the key in ``EHRBRIDGE_API_KEY``); without a valid key it refuses to start.
 """
 
@@ -27,7 +27,7 @@ from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 WS = "clinic"
-COMMAND = [sys.executable, "-m", "ehrbridge.api.mcpcli"]
+COMMAND = [sys.executable, "-m", "ehrbridge.cli.mcp"]
 MARIA_PHONE = "+16175550142"
 
 

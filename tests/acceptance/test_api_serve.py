@@ -22,8 +22,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ehrbridge.api.serve import serve_command, url_of
+from ehrbridge.api.serve import url_of
 from ehrbridge.api.storage import open_security_store
+from ehrbridge.cli.serve import serve_command
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
 from ehrbridge.sockets import bind
@@ -36,7 +37,7 @@ MARIA_PHONE = "+16175550142"
 #: ``ehrbridge serve``, as cli.py registers it
 COMMAND = (
     "import typer\n"
-    "from ehrbridge.api.serve import serve_command\n"
+    "from ehrbridge.cli.serve import serve_command\n"
     "app = typer.Typer()\n"
     "app.command('serve')(serve_command)\n"
     "app.command('other')(lambda: None)\n"

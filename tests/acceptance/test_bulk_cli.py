@@ -11,7 +11,7 @@ import pytest
 from tests.sandbox_server import SandboxServer
 from typer.testing import CliRunner
 
-from ehrbridge.cli import app
+from ehrbridge.cli.main import app
 from ehrbridge.sample import sample_bundle
 
 CONFIG = """\

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from ehrbridge.cli import app
+from ehrbridge.cli.main import app
 
 runner = CliRunner()
 

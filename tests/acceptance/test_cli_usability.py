@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import BACKENDS, POSTGRES_DSN, new_schema
 from typer.testing import CliRunner
 
-from ehrbridge.cli import app
+from ehrbridge.cli.main import app
 
 runner = CliRunner()
 

@@ -25,7 +25,7 @@ from tests.rest_sources import (  # the fixtures are used by name
 
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 
-COMMAND = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "run", "--config"]
+COMMAND = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "run", "--config"]
 WANTED = {("alpha", "Patient"), ("alpha", "Appointment"), ("beta", "Appointment")}
 WANTED |= {("gamma", "Appointment")}
 
@@ -71,7 +71,9 @@ def test_the_runner_polls_rest_sources_from_a_config_file(
     log = "".join(seen) + out
     # no secret and no patient data in the log
     assert not any(secret in log for secret in SECRETS.values())
-    assert "Santos" not in log and "555" not in log
+    # the patients' phones are 617-555-01xx in every form the sources send; a bare "555" could
+    # be a log timestamp's milliseconds
+    assert "Santos" not in log and not re.search(r"555\D{0,2}01", log)
     assert asyncio.run(counts(db)) == {
         "Patient": len(PATIENTS),
         "Appointment": 3 * len(APPOINTMENTS),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ehrbridge.cli import app
+from ehrbridge.cli.main import app
 from ehrbridge.logs import QUIET_LOGGERS, configure_logging
 
 CONFIG = """\
@@ -26,7 +26,7 @@ data_sources:
     resources:
       - {{type: Patient, every: 1s}}
 """
-COMMAND = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "run", "--config"]
+COMMAND = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "run", "--config"]
 
 
 def start(config: Path) -> subprocess.Popen[str]:

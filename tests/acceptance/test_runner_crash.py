@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from tests.paths import FIXTURES
 from tests.sandbox_server import SandboxServer
-from tests.synthea import FIXTURES
 
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.sandbox.faults import FaultPlan
@@ -25,7 +25,7 @@ from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.slow
-COMMAND = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "run", "--config"]
+COMMAND = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "run", "--config"]
 BUNDLES = sorted((FIXTURES / "synthea").glob("*.json"))
 TYPES = [
     "Patient",

@@ -18,7 +18,7 @@ from tests.sandbox_server import SandboxServer
 from ehrbridge.sandbox.faults import FaultPlan
 
 pytestmark = [pytest.mark.slow]
-COMMAND = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "run", "--config"]
+COMMAND = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "run", "--config"]
 TYPES = [
     "Patient", "Practitioner", "Organization", "Location", "Encounter", "Observation",
     "Condition", "Procedure", "MedicationRequest", "Immunization", "AllergyIntolerance",

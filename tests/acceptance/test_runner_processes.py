@@ -20,7 +20,7 @@ from tests.conftest import POSTGRES_DSN, new_schema
 from tests.fhir_server import MedplumServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.fhir_server, pytest.mark.slow]
-COMMAND = [sys.executable, "-c", "from ehrbridge.cli import main; main()", "run", "--config"]
+COMMAND = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "run", "--config"]
 CONFIG = """\
 workspace: clinic
 database: {dsn}?options=-csearch_path%3D{schema}

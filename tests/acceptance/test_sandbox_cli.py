@@ -12,7 +12,7 @@ import httpx
 
 def test_sandbox_serves_the_seeded_clinic_and_keeps_its_file(tmp_path: Path) -> None:
     db = tmp_path / "sandbox.db"
-    command = [sys.executable, "-c", "from ehrbridge.cli import main; main()"]
+    command = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()"]
     args = ["sandbox", "--port", "0", "--db", str(db)]
     process = subprocess.Popen(  # noqa: S603 (fixed arguments)
         [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

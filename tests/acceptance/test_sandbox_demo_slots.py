@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from ehrbridge.api.http import create_app
 from ehrbridge.api.service import AgentService
 from ehrbridge.api.storage import KeyCache, open_security_store
-from ehrbridge.cli import app
+from ehrbridge.cli.main import app
 from ehrbridge.worldmodel.backends import open_store
 
 runner = CliRunner()

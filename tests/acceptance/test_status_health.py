@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from ehrbridge.cli import app
+from ehrbridge.cli.main import app
 from ehrbridge.connectors.source import PollOutcome
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.sqlite import SQLiteStore

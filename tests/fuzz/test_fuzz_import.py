@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from tests.conftest import POSTGRES_DSN, new_schema
-from tests.synthea import FIXTURES
+from tests.paths import FIXTURES
 
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.report import ImportReport

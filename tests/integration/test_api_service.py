@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from tests.conftest import MakeStore
+from tests.paths import FIXTURES
 
 from ehrbridge.api.models import (
     AmbientRequest,
@@ -46,7 +47,7 @@ from ehrbridge.worldmodel.store import Store
 
 WS = "clinic"
 OTHER = "rival"
-SLOTS = Path(__file__).parent.parent / "fixtures" / "api" / "schedule-slots.json"
+SLOTS = FIXTURES / "api" / "schedule-slots.json"
 DEC_1 = datetime(2026, 12, 1, tzinfo=UTC)
 
 

@@ -25,7 +25,7 @@ from tests.worldstate import named, references
 from ehrbridge.worldmodel.backends import open_store
 
 pytestmark = pytest.mark.slow
-CLI = [sys.executable, "-c", "from ehrbridge.cli import main; main()"]
+CLI = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()"]
 
 
 class Database:

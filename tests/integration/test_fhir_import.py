@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.synthea import FIXTURES
+from tests.paths import FIXTURES
 
 from ehrbridge.audit import WriteAudit
 from ehrbridge.errors import StorageError

@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 from tests.fhir_server import MedplumServer
-from tests.synthea import FIXTURES
+from tests.paths import FIXTURES
 from typer.testing import CliRunner
 
-from ehrbridge.cli import app
+from ehrbridge.cli.main import app
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.push import Pusher
 

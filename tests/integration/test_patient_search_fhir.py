@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from tests.fhir_server import MedplumServer
-from tests.synthea import FIXTURES
+from tests.paths import FIXTURES
 from typer.testing import CliRunner
 
-from ehrbridge.cli import app
+from ehrbridge.cli.main import app
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.patients import search_fhir_patients

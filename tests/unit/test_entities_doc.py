@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from tests.paths import DOCS
 
 from ehrbridge.worldmodel.entities import ENTITY_TYPES, EntityTypeSpec
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "entities.md"
+DOC = DOCS / "entities.md"
 _ROW = re.compile(r"^\| `(?P<path>[^`]+)` \| (?P<type>[^|]+?) \|")
 _FHIR = re.compile(r"^FHIR R4: \*\*(?P<fhir>.+)\*\*$")
 

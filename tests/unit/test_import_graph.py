@@ -64,6 +64,8 @@ def _violations() -> list[str]:
                 wrong.append(f"{where} (the world model imports only base modules)")
             if own == "connectors" and layer == "runner":
                 wrong.append(f"{where} (connectors never import the runner)")
+            if own != "cli" and layer == "cli":
+                wrong.append(f"{where} (only the command line imports the command line)")
     return wrong
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
+from tests.paths import DOCS
 
 from ehrbridge.connectors.rest.spec import FieldMap, Incremental, Link, Paging, Transform
 from ehrbridge.errors import ConfigError
@@ -189,7 +189,7 @@ def test_the_rest_keys_are_refused_on_a_fhir_source() -> None:
 
 
 def test_the_example_in_the_docs_is_valid() -> None:
-    doc = (Path(__file__).parents[2] / "docs" / "rest-connector.md").read_text(encoding="utf-8")
+    doc = (DOCS / "rest-connector.md").read_text(encoding="utf-8")
     example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
     (source,) = parse_config(example, name="rest-connector.md").data_sources
     assert source.kind == "rest" and [r.type for r in source.resources] == [

@@ -6,6 +6,7 @@ from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
+from tests.paths import DOCS
 
 from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import ConfigError
@@ -468,7 +469,7 @@ def test_a_file_drop_cadence_has_the_same_floor(tmp_path: Path) -> None:
 
 
 def test_the_example_in_the_docs_is_valid(tmp_path: Path) -> None:
-    doc = (Path(__file__).parents[2] / "docs" / "runner.md").read_text(encoding="utf-8")
+    doc = (DOCS / "runner.md").read_text(encoding="utf-8")
     example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = parse_config(example.replace("/srv/ehrbridge/inbox", str(tmp_path)), name="runner.md")
     assert [s.id for s in config.data_sources] == ["ehr", "lab", "inbox"]

@@ -4,11 +4,12 @@ table holds is in the document's list, and the list names none the server does n
 from __future__ import annotations
 
 import re
-from pathlib import Path
+
+from tests.paths import DOCS
 
 from ehrbridge.sandbox.params import PARAMS, TYPES, search_params
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "sandbox.md"
+DOC = DOCS / "sandbox.md"
 
 
 def documented_parameters() -> set[str]:

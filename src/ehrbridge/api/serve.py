@@ -20,7 +20,7 @@ timeout).
 
 uvicorn's access log is off: it writes every request's path and query, and paths carry entity
 and call ids. The app logs one line per request itself (method, route template, status,
-duration, request id). Also runnable as ``python -m ehrbridge.api.serve``.
+duration, request id).
 """
 
 from __future__ import annotations
@@ -39,19 +39,16 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
 import uvicorn
 from rich.console import Console
 from starlette.types import ASGIApp
 
 from ehrbridge.api.ports import DEFAULT_MAX_BODY, ApiKeys
-from ehrbridge.clierrors import cli_errors
 from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.logs import configure_logging
-from ehrbridge.sockets import bind
-from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
+from ehrbridge.worldmodel.backends import open_store
 
 if TYPE_CHECKING:
     from ehrbridge.api.service import AgentService
@@ -75,10 +72,6 @@ PR_SET_PDEATHSIG = 1
 
 console = Console(stderr=True)
 logger = logging.getLogger(__name__)
-
-DbOption = Annotated[
-    str, typer.Option("--db", envvar="EHRBRIDGE_DB", help="sqlite:///file.db or postgresql://...")
-]
 
 
 def mcp_mounts(service: AgentService, keys: ApiKeys) -> list[tuple[str, ASGIApp]]:
@@ -233,7 +226,7 @@ def _stop_with_parent(supervisor: int) -> None:  # pragma: no cover (in a worker
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _prepare(db: str) -> None:
+async def prepare_database(db: str) -> None:
     """Open the database once before the workers do: it is created and migrated here, not by
     several processes at once, and a bad ``--db`` fails before any worker starts."""
     from ehrbridge.api.storage import open_security_store
@@ -380,104 +373,3 @@ class Supervisor:
             if worker.ready is not None:
                 worker.ready.close()
                 worker.ready = None
-
-
-WorkersOption = Annotated[
-    int | None,
-    typer.Option(
-        "--workers",
-        min=1,
-        max=64,
-        help=f"server processes (default: one per CPU, at most {MAX_DEFAULT_WORKERS})",
-        show_default=False,
-    ),
-]
-
-
-def serve_command(
-    db: DbOption = DEFAULT_URL,
-    host: Annotated[str, typer.Option("--host", help="the address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0: any free port")] = 8000,
-    max_body: Annotated[
-        int, typer.Option("--max-body", min=1024, help="largest request body, in bytes")
-    ] = DEFAULT_MAX_BODY,
-    prompt_budget: Annotated[
-        int | None,
-        typer.Option(
-            "--prompt-budget", min=200, max=50_000, help="characters of prompt-ready context"
-        ),
-    ] = None,
-    workers: WorkersOption = None,
-) -> None:
-    """Serve the agent API over HTTP (OpenAPI at /openapi.json; MCP at /mcp)."""
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        console.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}")
-        raise typer.Exit(1) from None
-    url = url_of(sock, host)
-
-    def listening() -> None:
-        # stdout: the one line a script (or a test) reads to find the server
-        print(f"ehrbridge API listening on {url} (OpenAPI: {url}/openapi.json)", flush=True)
-
-    configure_logging()
-    count = default_workers() if workers is None else workers
-    try:
-        with cli_errors(console):
-            if count == 1:
-                sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-                asyncio.run(
-                    serve(
-                        db,
-                        sock,
-                        max_body=max_body,
-                        prompt_budget=prompt_budget,
-                        on_listening=listening,
-                    )
-                )
-                return
-            shared = _shared_sockets(sock, host, count)
-            try:
-                asyncio.run(_prepare(db))
-                supervisor = Supervisor(
-                    db,
-                    shared,
-                    max_body=max_body,
-                    prompt_budget=prompt_budget,
-                    on_listening=listening,
-                )
-                status = supervisor.run()
-            finally:
-                for each in shared:
-                    each.close()
-            if status:
-                raise typer.Exit(status)
-    finally:
-        sock.close()
-
-
-def _shared_sockets(probe: socket.socket, host: str, count: int) -> list[socket.socket]:
-    """``count`` listening ``SO_REUSEPORT`` sockets on the port ``probe`` holds.
-
-    ``probe`` was bound without ``SO_REUSEPORT``, so a port in use was refused (even by another
-    ``ehrbridge serve``, which would otherwise join the group and share the port); it is
-    released for the workers' sockets."""
-    port = probe.getsockname()[1]
-    probe.close()
-    shared: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = bind(host, port, reuse_port=True)
-            shared.append(sock)
-            sock.listen(BACKLOG)
-    except OSError as exc:
-        for sock in shared:
-            sock.close()
-        console.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}")
-        raise typer.Exit(1) from None
-    return shared
-
-
-if __name__ == "__main__":
-    typer.run(serve_command)

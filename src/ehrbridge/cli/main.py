@@ -17,10 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ehrbridge.api.mcpcli import mcp_command
-from ehrbridge.api.serve import serve_command
-from ehrbridge.apicli import audit_app, keys_app
-from ehrbridge.clierrors import cli_errors
+from ehrbridge.cli.errors import cli_errors
+from ehrbridge.cli.fhir import app as fhir_app
+from ehrbridge.cli.keys import audit_app, keys_app
+from ehrbridge.cli.mcp import mcp_command
+from ehrbridge.cli.options import DbOption, WorkspaceOption
+from ehrbridge.cli.progress import file_progress, show_errors, sync_progress
+from ehrbridge.cli.progress import summary_table as counts_table
+from ehrbridge.cli.serve import serve_command
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer, order_files
@@ -28,10 +32,7 @@ from ehrbridge.fhir.mapping import to_entity
 from ehrbridge.fhir.patients import search_fhir_patients
 from ehrbridge.fhir.reader import expand
 from ehrbridge.fhir.report import ImportReport, dumps_errors
-from ehrbridge.fhircli import app as fhir_app
 from ehrbridge.logs import configure_logging
-from ehrbridge.progress import file_progress, show_errors, sync_progress
-from ehrbridge.progress import summary_table as counts_table
 from ehrbridge.runner.health import SourceHealth, source_health
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
@@ -50,13 +51,6 @@ app.add_typer(audit_app, name="audit")
 app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)
 console = Console()
-
-DbOption = Annotated[
-    str, typer.Option("--db", envvar="EHRBRIDGE_DB", help="sqlite:///file.db or postgresql://...")
-]
-WorkspaceOption = Annotated[
-    str, typer.Option("--workspace", "-w", envvar="EHRBRIDGE_WORKSPACE", help="the tenant")
-]
 
 
 def _run(
@@ -447,7 +441,7 @@ def demo(
     """Sync the sample clinic from an in-process sandbox EHR through the connector runner into a
     fresh world model, then take a call: identify the caller, record what the agent heard, and
     show the patient's context."""
-    from ehrbridge.demo import sample_counts, sandbox_ehr, sync
+    from ehrbridge.cli.demo import sample_counts, sandbox_ehr, sync
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)

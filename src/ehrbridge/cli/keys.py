@@ -28,7 +28,8 @@ from ehrbridge.api.storage import (
     SecurityStore,
     open_security_store,
 )
-from ehrbridge.clierrors import cli_errors
+from ehrbridge.cli.errors import cli_errors
+from ehrbridge.cli.options import DbOption, WorkspaceOption
 from ehrbridge.errors import InvalidInput
 from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
 
@@ -41,12 +42,6 @@ console = Console()
 CLI_KEY_ID = "cli"
 
 # the same options as the other commands (mirrored: cli.py imports this module)
-DbOption = Annotated[
-    str, typer.Option("--db", envvar="EHRBRIDGE_DB", help="sqlite:///file.db or postgresql://...")
-]
-WorkspaceOption = Annotated[
-    str, typer.Option("--workspace", "-w", envvar="EHRBRIDGE_WORKSPACE", help="the tenant")
-]
 
 
 class RoleChoice(StrEnum):

@@ -28,7 +28,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ehrbridge.clierrors import cli_errors
+from ehrbridge.cli.errors import cli_errors
+from ehrbridge.cli.progress import file_progress, show_errors, summary_table
 from ehrbridge.connectors.bulk import Backfill, BackfillResult
 from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput
@@ -38,7 +39,6 @@ from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.push import PUSH_CHUNK, Pusher
 from ehrbridge.fhir.reader import Unit, expand
 from ehrbridge.fhir.report import ImportReport, dumps_errors
-from ehrbridge.progress import file_progress, show_errors, summary_table
 from ehrbridge.runner.configfile import load_config
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.backends import open_store

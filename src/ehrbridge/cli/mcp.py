@@ -5,19 +5,19 @@ The client starts this command and speaks MCP on its stdin and stdout; the API k
 list) and decides the workspace and role. Without a valid key the command refuses to start
 (exit 2). Messages go to stderr: stdout is the protocol's.
 
-Also runnable as ``python -m ehrbridge.api.mcpcli [--db URL]``.
+Also runnable as ``python -m ehrbridge.cli.mcp [--db URL]``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from ehrbridge.clierrors import cli_errors
+from ehrbridge.cli.errors import cli_errors
+from ehrbridge.cli.options import DbOption
 from ehrbridge.errors import Unauthenticated
 from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
 
@@ -26,10 +26,6 @@ API_KEY_ENV = "EHRBRIDGE_API_KEY"
 
 # stdout carries MCP frames: everything for people goes to stderr
 console = Console(stderr=True)
-
-DbOption = Annotated[
-    str, typer.Option("--db", envvar="EHRBRIDGE_DB", help="sqlite:///file.db or postgresql://...")
-]
 
 
 async def serve_stdio(db: str, secret: str) -> None:
