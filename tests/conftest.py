@@ -15,6 +15,8 @@ from ehrbridge.worldmodel.store import Store
 # The ``medplum`` fixture: a real FHIR server for the FHIR client and import tests; the
 # ``sandbox`` fixture: the sandbox EHR on a real socket.
 pytest_plugins = ["tests.fhir_server", "tests.sandbox_server"]
+# Databases written by earlier code, and the script that wrote them (against that code).
+collect_ignore = ["fixtures"]
 
 #: The PostgreSQL server the ``postgres`` tests use (CI runs one on 127.0.0.1:5432).
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
