@@ -17,7 +17,8 @@ HTTP and MCP, with API keys, roles, workspace isolation and an audit trail.
     sqlite.py, postgres.py   the two adapters of the key and audit ports
     http.py       the HTTP routes (FastAPI) over the service; edge.py the middleware in front
                   (auth, body limit, request ids, PHI-free log line); problems.py problem+json
-    serve.py      ``ehrbridge serve``: the HTTP API, with MCP mounted at /mcp
-    mcptools.py   the operations as MCP tools; mcp.py the streamable HTTP and stdio servers;
-                  mcpcli.py ``ehrbridge mcp`` (stdio)
+    serve.py      the HTTP API's server processes, with MCP mounted at /mcp (``ehrbridge
+                  serve`` is :mod:`ehrbridge.cli.serve`)
+    mcptools.py   the operations as MCP tools; mcp.py the streamable HTTP and stdio servers
+                  (``ehrbridge mcp`` is :mod:`ehrbridge.cli.mcp`)
 """

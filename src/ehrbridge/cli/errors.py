@@ -1,6 +1,6 @@
 """One mapping from the errors a command may meet to its message and exit code.
 
-Every command-line shell (``cli``, ``fhircli``, ``apicli``, ``api.serve``, ``api.mcpcli``) wraps
+Every command-line module (``main``, ``fhir``, ``keys``, ``serve``, ``mcp``) wraps
 its work in :func:`cli_errors` instead of repeating the ``except`` ladder. The common pattern is:
 invalid input exits 2, any other :class:`EhrbridgeError` exits 1, Ctrl-C exits 130; each one
 prints ``error: <message>`` on the command's own console. A command that differs says so in its
