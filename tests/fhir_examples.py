@@ -2,7 +2,7 @@
 
 Synthea has no Appointment, Location, Coverage or PractitionerRole, so those come from the
 hand-made examples in ``tests/fixtures/fhir`` (valid R4, checked with Medplum's validator by
-``tests/integration/test_fhir_examples_valid.py``).
+``tests/integration/fhir/test_examples_valid.py``).
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from tests.sandbox_server import SandboxServer
 from typer.testing import CliRunner
 
 from ehrbridge.cli.main import app
 from ehrbridge.sample import sample_bundle
+from tests.sandbox_server import SandboxServer
 
 CONFIG = """\
 workspace: clinic

@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
-from tests.conftest import BACKENDS, POSTGRES_DSN, new_schema
 from typer.testing import CliRunner
 
 from ehrbridge.cli.main import app
+from tests.conftest import BACKENDS, POSTGRES_DSN, new_schema
 
 runner = CliRunner()
 

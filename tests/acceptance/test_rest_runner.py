@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from ehrbridge.worldmodel.sqlite import SQLiteStore
 from tests.rest_sources import (  # the fixtures are used by name
     APPOINTMENTS,
     CONFIG,
@@ -22,8 +24,6 @@ from tests.rest_sources import (  # the fixtures are used by name
     rest_server,  # noqa: F401
     rest_sources,  # noqa: F401
 )
-
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 COMMAND = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "run", "--config"]
 WANTED = {("alpha", "Patient"), ("alpha", "Appointment"), ("beta", "Appointment")}

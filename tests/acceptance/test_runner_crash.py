@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from tests.paths import FIXTURES
-from tests.sandbox_server import SandboxServer
 
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.sandbox.faults import FaultPlan
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.sqlite import SQLiteStore
+from tests.paths import FIXTURES
+from tests.sandbox_server import SandboxServer
 
 pytestmark = pytest.mark.slow
 COMMAND = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "run", "--config"]

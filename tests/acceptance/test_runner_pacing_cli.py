@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.sandbox_server import SandboxServer
 
 from ehrbridge.sandbox.faults import FaultPlan
+from tests.sandbox_server import SandboxServer
 
 pytestmark = [pytest.mark.slow]
 COMMAND = [sys.executable, "-c", "from ehrbridge.cli.main import main; main()", "run", "--config"]

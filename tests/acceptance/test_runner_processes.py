@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+
 from tests.conftest import POSTGRES_DSN, new_schema
 from tests.fhir_server import MedplumServer
 

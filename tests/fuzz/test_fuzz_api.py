@@ -25,13 +25,13 @@ import mcp_types as types
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.integration import test_api_http
-from tests.integration.test_api_http import ROUTES, Api, Route
-from tests.integration.test_api_service import DEC_1, OTHER, WS
 
 from ehrbridge.api.mcptools import TOOLS, McpTools
 from ehrbridge.api.models import FIELD_PATTERN
 from ehrbridge.api.ports import Principal
+from tests.integration.api import test_http as test_api_http
+from tests.integration.api.test_http import ROUTES, Api, Route
+from tests.integration.api.test_service import DEC_1, OTHER, WS
 
 api = test_api_http.api
 

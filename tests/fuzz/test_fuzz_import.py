@@ -33,8 +33,6 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from tests.conftest import POSTGRES_DSN, new_schema
-from tests.paths import FIXTURES
 
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.report import ImportReport
@@ -42,6 +40,8 @@ from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
+from tests.conftest import POSTGRES_DSN, new_schema
+from tests.paths import FIXTURES
 
 pytestmark = pytest.mark.postgres
 
