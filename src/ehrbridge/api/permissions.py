@@ -17,6 +17,7 @@ from typing import Literal
 from ehrbridge.api.ports import Principal, Role
 from ehrbridge.confidence import VOICE_LEVELS, Level
 from ehrbridge.errors import PermissionDenied
+from ehrbridge.worldmodel.entities import ENTITY_TYPES
 
 Permission = Literal["read", "write.voice", "review", "keys.manage", "audit.read"]
 
@@ -58,8 +59,10 @@ def require_voice_write(principal: Principal, entity_type: str, level: Level) ->
             "write.voice", f"the agent API writes at voice levels only, not {level.name.lower()}"
         )
     if not may_write_type(principal, entity_type):
+        # a type the world model does not know is not named back: it is the caller's text
+        named = f"{entity_type} entities" if entity_type in ENTITY_TYPES else "this entity type"
         raise PermissionDenied(
             "write.voice",
-            f"this key may not write {entity_type} entities (outside its write scope)",
+            f"this key may not write {named} (outside its write scope)",
             entity_type=entity_type,
         )
