@@ -29,7 +29,7 @@ from rich.progress import (
 )
 
 from ehrbridge.clierrors import cli_errors
-from ehrbridge.connectors.bulk import Backfill, BackfillResult
+from ehrbridge.connectors.fhir.backfill import Backfill, BackfillResult
 from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth

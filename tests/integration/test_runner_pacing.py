@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import MakeStore
 
 from ehrbridge.budget import BudgetRegistry, RequestBudget
-from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.http.retry import RetryPolicy
