@@ -29,7 +29,7 @@ import orjson
 
 from bench.fhir_import import synthea_bundles
 from bench.report import Metric, emit, machine, progress
-from ehrbridge.connectors.bulk import Backfill
+from ehrbridge.connectors.fhir.backfill import Backfill
 from ehrbridge.connectors.source import DataSourceConfig
 from ehrbridge.fhir.bulk import Manifest, OutputFile
 from ehrbridge.fhir.importer import Importer

@@ -38,9 +38,10 @@ import httpx
 import orjson
 
 from bench.report import Metric, emit, machine, percentile, progress
-from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
 from ehrbridge.runner.config import RunnerConfig
+from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.service import Runner
 from ehrbridge.runner.storage import RunnerStore, open_runner_store
 from ehrbridge.sandbox.store import ResourceStore
@@ -172,7 +173,9 @@ async def timed_poll(
     poller: FhirPoller, source: DataSourceConfig, resource: ResourceConfig
 ) -> tuple[PollOutcome, float]:
     started = time.perf_counter()
-    outcome = await poller.poll(source, resource)
+    outcome = await poll_once(
+        poller, source, resource, workspace=poller.model.workspace, clock=poller.clock
+    )
     if not outcome.ok:
         raise SystemExit(f"the poll failed: {outcome.error}")
     return outcome, time.perf_counter() - started

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import orjson
 
-from ehrbridge.connectors.fhir import FhirPoller
-from ehrbridge.connectors.source import DataSourceConfig, Poller, PollOutcome, ResourceConfig
+from ehrbridge.connectors.fhir.poller import FhirPoller
+from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
 from ehrbridge.errors import SyncFailed
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.service import Runner
-from ehrbridge.runner.storage import RunnerStore
+from ehrbridge.runner.storage import PollLog, RunnerStore
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
 from ehrbridge.worldmodel.model import WorldModel
 
@@ -68,23 +68,24 @@ def sandbox_source(base_url: str, types: list[str]) -> DataSourceConfig:
 
 
 class _Watched:
-    """A poller that reports each outcome, and stops the runner once every type polled clean."""
+    """A poll log that reports each outcome, and stops the runner once every type polled clean."""
 
-    def __init__(self, inner: Poller, types: set[str], report: Callable[[PollOutcome], None]):
+    def __init__(self, inner: PollLog, types: set[str], report: Callable[[PollOutcome], None]):
         self.inner, self.waiting, self.report = inner, set(types), report
         self.runner: Runner | None = None
 
-    async def poll(self, source: DataSourceConfig, resource: ResourceConfig) -> PollOutcome:
-        outcome = await self.inner.poll(source, resource)
+    async def record_outcome(self, outcome: PollOutcome) -> None:
         self.report(outcome)
         if outcome.ok:
-            self.waiting.discard(resource.type)
+            self.waiting.discard(outcome.resource_type)
         if not self.waiting and self.runner is not None:
             self.runner.stop()
-        return outcome
+        await self.inner.record_outcome(outcome)
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    async def recent_outcomes(
+        self, workspace: str, source: str | None = None, limit: int = 50
+    ) -> list[PollOutcome]:
+        return await self.inner.recent_outcomes(workspace, source, limit)
 
 
 async def sync(
@@ -98,8 +99,9 @@ async def sync(
     """Run the connector runner against ``base_url`` until every type has polled clean."""
     source = sandbox_source(base_url, types)
     config = RunnerConfig(workspace=model.workspace, database=database, data_sources=(source,))
-    watched = _Watched(FhirPoller(model, runner_store), set(types), report)
-    runner = Runner(config, pollers={"fhir": watched}, outcomes=runner_store, leases=runner_store)
+    poller = FhirPoller(model, runner_store)
+    watched = _Watched(runner_store, set(types), report)
+    runner = Runner(config, pollers={"fhir": poller}, outcomes=watched, leases=runner_store)
     watched.runner = runner
     try:
         async with asyncio.timeout(SYNC_TIMEOUT):
@@ -110,4 +112,4 @@ async def sync(
             f"{', '.join(sorted(watched.waiting))}"
         ) from None
     finally:
-        await watched.aclose()
+        await poller.aclose()

@@ -30,7 +30,7 @@ from rich.progress import (
 
 from ehrbridge.cli.errors import cli_errors
 from ehrbridge.cli.progress import file_progress, show_errors, summary_table
-from ehrbridge.connectors.bulk import Backfill, BackfillResult
+from ehrbridge.connectors.fhir.backfill import Backfill, BackfillResult
 from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import ConfigError, EhrbridgeError, InvalidInput
 from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth

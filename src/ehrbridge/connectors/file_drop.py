@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
+from ehrbridge.connectors.source import DataSourceConfig, Polled, ResourceConfig
 from ehrbridge.errors import EhrbridgeError
 from ehrbridge.fhir.importer import Importer, order_files
 from ehrbridge.fhir.reader import is_fhir_file
@@ -63,10 +63,11 @@ class FileDropPoller:
     async def aclose(self) -> None:
         """Nothing to release: no connections are kept."""
 
-    async def poll(self, source: DataSourceConfig, resource: ResourceConfig) -> PollOutcome:
-        """Import every ready file of ``source.path`` once; a failed file makes ``ok`` False."""
-        started = self.clock()
-        fetched = events = 0
+    async def poll(
+        self, source: DataSourceConfig, resource: ResourceConfig, polled: Polled
+    ) -> None:
+        """Import every ready file of ``source.path`` once, counting into ``polled``; the files
+        that failed are its ``problem``."""
         problems: list[str] = []
         assert source.path is not None, "a file_drop source has a path"
         try:
@@ -81,24 +82,14 @@ class FileDropPoller:
                 problems.append(f"{path.name}: {type(exc).__name__}: {exc}")
                 continue
             # A file that could not be read counts as a failure, not as a resource read.
-            fetched += sum(sum(c.values()) for t, c in report.counts.items() if t != "(file)")
-            events += report.events
+            polled.fetched += sum(
+                sum(c.values()) for t, c in report.counts.items() if t != "(file)"
+            )
+            polled.events += report.events
             if moved_to.parent.name == FAILED:
                 problems.append(f"{path.name}: {len(report.errors)} errors, moved to {FAILED}/")
-        error = None
         if problems:
-            error = f"{len(problems)} files failed, first: {problems[0]}"
-        return PollOutcome(
-            workspace=self.model.workspace,
-            source=source.id,
-            resource_type=resource.type,
-            started_at=started,
-            finished_at=self.clock(),
-            ok=not problems,
-            error=error,
-            fetched=fetched,
-            events=events,
-        )
+            polled.problem = f"{len(problems)} files failed, first: {problems[0]}"
 
     async def _handle(self, source: DataSourceConfig, path: Path) -> tuple[ImportReport, Path]:
         started = self.clock()

@@ -2,8 +2,9 @@
 what it keeps between polls.
 
 The runner reads the config (:mod:`ehrbridge.runner.configfile`), runs each :class:`Poller` on
-its cadence and implements :class:`PollState` on its database; connectors depend on this module,
-never on the runner.
+its cadence, times each poll and turns what it counted or raised into its :class:`PollOutcome`
+(:mod:`ehrbridge.runner.polling`), and implements :class:`PollState` on its database;
+connectors depend on this module, never on the runner.
 
 Secret references (:class:`SecretRef`): a config names where a secret lives, never the secret
 itself (docs/design.md §11). A reference is ``{env: NAME}`` (an environment variable) or
@@ -129,6 +130,23 @@ class PollOutcome:
     unchanged: int = 0
 
 
+@dataclass(kw_only=True)
+class Polled:
+    """What a poll did so far: the poller counts into it while it runs, and the runner turns it
+    into the :class:`PollOutcome` (:func:`ehrbridge.runner.polling.poll_once`), so the counts of a
+    poll that failed halfway are kept."""
+
+    #: resources read from the source
+    fetched: int = 0
+    #: events written to the world model
+    events: int = 0
+    #: resources read whose version was already stored (skipped before mapping)
+    unchanged: int = 0
+    #: a partial failure the poll reports without raising (entries not imported, files that
+    #: failed): the outcome's error, never patient data
+    problem: str | None = None
+
+
 class Cursors(Protocol):
     """Where each poll stands, as opaque text the poller understands."""
 
@@ -166,9 +184,14 @@ class PollState(Cursors, RecordVersions, Protocol):
 class Poller(Protocol):
     """Reads what changed at a data source since the last poll and stores it."""
 
-    async def poll(self, source: DataSourceConfig, resource: ResourceConfig) -> PollOutcome:
-        """Poll once; a failure the source or the data caused is an outcome with ``ok`` False
-        (anything raised is a bug, and stops the runner loudly)."""
+    async def poll(
+        self, source: DataSourceConfig, resource: ResourceConfig, polled: Polled
+    ) -> None:
+        """Poll once, counting into ``polled``. A failure the source or the data caused raises
+        an :class:`~ehrbridge.errors.EhrbridgeError` (a source error, ``InvalidInput``, ...): the
+        runner makes it the outcome's error. Records or files that failed while the rest were
+        stored go in ``polled.problem``. Anything else raised is a bug, and stops the runner
+        loudly."""
 
     async def aclose(self) -> None:
         """Release connections."""

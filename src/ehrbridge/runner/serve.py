@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ehrbridge.budget import BudgetRegistry
-from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.fhir.backfill import ExportFirst
+from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.file_drop import FileDropPoller
 from ehrbridge.connectors.rest.poller import RestPoller
 from ehrbridge.connectors.source import SecretRef
@@ -40,7 +41,8 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
     model = WorldModel(store, config.workspace)
     # One budget per data source for the whole process; its pace is shared through the database.
     budgets = BudgetRegistry(runner_store, config.workspace)
-    poller = FhirPoller(model, runner_store, budgets=budgets)
+    backfill = ExportFirst(model, runner_store, budgets=budgets)
+    poller = FhirPoller(model, runner_store, budgets=budgets, backfill=backfill)
     drops = FileDropPoller(model)
     rest = RestPoller(model, runner_store, budgets=budgets)
     runner = Runner(

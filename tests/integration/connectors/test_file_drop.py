@@ -16,6 +16,7 @@ import pytest
 from ehrbridge.connectors.file_drop import FileDropPoller
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.configfile import FILES, parse_config
+from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.service import Runner
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.model import WorldModel
@@ -83,7 +84,9 @@ async def test_each_file_is_imported_once_and_moved_with_a_report(
     (inbox / ".f-hidden.ndjson").write_bytes(ndjson(patient("p7", "Roy")))
     poller = FileDropPoller(WorldModel(store, "clinic"))
 
-    first = await poller.poll(source(inbox), EVERY)
+    first = await poll_once(
+        poller, source(inbox), EVERY, workspace=poller.model.workspace, clock=poller.clock
+    )
     assert not first.ok and first.error is not None
     assert first.resource_type == FILES and first.fetched == 6 and first.events > 0
     assert names(inbox / "done") == [
@@ -114,7 +117,9 @@ async def test_each_file_is_imported_once_and_moved_with_a_report(
         ("entry[1]", "not a JSON object")
     ]
 
-    again = await poller.poll(source(inbox), EVERY)
+    again = await poll_once(
+        poller, source(inbox), EVERY, workspace=poller.model.workspace, clock=poller.clock
+    )
     assert again.ok and again.fetched == 0 and again.events == 0
     assert len(names(inbox / "done")) == len(names(inbox / "failed")) == 4
 
@@ -123,7 +128,9 @@ async def test_each_file_is_imported_once_and_moved_with_a_report(
     (inbox / "e-late.ndjson.part").write_bytes(ndjson(patient("p6", "Ng")))
     (inbox / "e-late.ndjson.part").rename(inbox / "e-late.ndjson")
     (inbox / "g-later.json").write_bytes(bundle("collection", [{"resource": patient("p8", "Fox")}]))
-    later = await poller.poll(source(inbox), EVERY)
+    later = await poll_once(
+        poller, source(inbox), EVERY, workspace=poller.model.workspace, clock=poller.clock
+    )
     assert later.ok and later.fetched == 2 and later.events > 0
     assert "e-late.ndjson" in names(inbox / "done") and "g-later.json" in names(inbox / "done")
     assert (await store.counts("clinic")).entities == {"Patient": 7}
@@ -141,12 +148,17 @@ async def test_a_crash_between_import_and_move_reimports_nothing(
 
     crashing = FileDropPoller(WorldModel(store, "clinic"), after_import=crash)
     with pytest.raises(Crash):
-        await crashing.poll(source(inbox), EVERY)
+        await poll_once(
+            crashing, source(inbox), EVERY, workspace=crashing.model.workspace, clock=crashing.clock
+        )
     assert names(inbox) == ["p.ndjson"]
     assert (await store.counts("clinic")).entities == {"Patient": 2}
     events = (await store.counts("clinic")).events
 
-    restarted = await FileDropPoller(WorldModel(store, "clinic")).poll(source(inbox), EVERY)
+    restarted_poller = FileDropPoller(WorldModel(store, "clinic"))
+    restarted = await poll_once(
+        restarted_poller, source(inbox), EVERY, workspace="clinic", clock=restarted_poller.clock
+    )
     assert restarted.ok and restarted.fetched == 2 and restarted.events == 0
     assert (await store.counts("clinic")).events == events
     assert names(inbox / "done") == ["p.ndjson", "p.ndjson.report.json"]
@@ -161,7 +173,11 @@ async def test_a_file_of_a_name_already_done_keeps_both(store: Store, tmp_path: 
     poller = FileDropPoller(WorldModel(store, "clinic"))
     for family in ("Santos", "Lee"):
         (inbox / "p.ndjson").write_bytes(ndjson(patient(family.lower(), family)))
-        assert (await poller.poll(source(inbox), EVERY)).ok
+        assert (
+            await poll_once(
+                poller, source(inbox), EVERY, workspace=poller.model.workspace, clock=poller.clock
+            )
+        ).ok
     assert names(inbox / "done") == [
         "p.ndjson",
         "p.ndjson.1",

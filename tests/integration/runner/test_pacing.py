@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from ehrbridge.budget import BudgetRegistry, RequestBudget
-from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.http.retry import RetryPolicy

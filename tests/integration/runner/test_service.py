@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
+from ehrbridge.connectors.source import DataSourceConfig, Polled, PollOutcome, ResourceConfig
 from ehrbridge.errors import InvalidInput, LoopFailed
 from ehrbridge.runner.config import RunnerConfig, Timing
 from ehrbridge.runner.configfile import parse_config
@@ -63,8 +63,9 @@ class FakePoller:
         self.fail_with: BaseException | None = None
         self.finished = 0
 
-    async def poll(self, source: DataSourceConfig, resource: ResourceConfig) -> PollOutcome:
-        now = datetime.now(UTC)
+    async def poll(
+        self, source: DataSourceConfig, resource: ResourceConfig, polled: Polled
+    ) -> None:
         self.polls.append((source.id, resource.type))
         self.polled.set()
         if self.fail_with is not None:
@@ -72,15 +73,7 @@ class FakePoller:
         if self.hold is not None:
             await self.hold.wait()
         self.finished += 1
-        return PollOutcome(
-            workspace="clinic",
-            source=source.id,
-            resource_type=resource.type,
-            started_at=now,
-            finished_at=datetime.now(UTC),
-            ok=True,
-            fetched=1,
-        )
+        polled.fetched = 1
 
     async def aclose(self) -> None:
         """Nothing to close."""

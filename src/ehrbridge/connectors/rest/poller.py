@@ -39,8 +39,8 @@ from ehrbridge.connectors.rest.mapping import (
 from ehrbridge.connectors.rest.paging import pages, search
 from ehrbridge.connectors.rest.spec import CursorFormat, RestResource, RestSettings
 from ehrbridge.connectors.rest.transforms import Context
-from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, PollState, ResourceConfig
-from ehrbridge.errors import EhrbridgeError, InvalidInput
+from ehrbridge.connectors.source import DataSourceConfig, Polled, PollState, ResourceConfig
+from ehrbridge.errors import InvalidInput
 from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.events import Observation, RecordKey, validate_observation
@@ -136,33 +136,20 @@ class RestPoller:
         """Close every client."""
         await self._clients.aclose()
 
-    async def poll(self, source: DataSourceConfig, resource: ResourceConfig) -> PollOutcome:
-        """Poll ``resource`` at ``source`` once; failures become the outcome's error."""
-        started = self.clock()
-        run = _Run(self, source, resource)
+    async def poll(
+        self, source: DataSourceConfig, resource: ResourceConfig, polled: Polled
+    ) -> None:
+        """Poll ``resource`` at ``source`` once, counting into ``polled``; records not stored
+        are its ``problem``, a bad response or a failed store raises."""
+        run = _Run(self, source, resource, polled)
         try:
             if resource.rest is None:
                 raise InvalidInput(f"{source.id} {resource.type}: not a rest resource")
             await run.go(resource.rest)
-        except EhrbridgeError as exc:
-            error: str | None = f"{type(exc).__name__}: {exc}"
-        else:
-            error = None
-        self.problems[(source.id, resource.type)] = run.problems
-        if error is None and run.problems:
-            error = f"{len(run.problems)} records not stored, first: {run.problems[0]}"
-        return PollOutcome(
-            workspace=self.model.workspace,
-            source=source.id,
-            resource_type=resource.type,
-            started_at=started,
-            finished_at=self.clock(),
-            ok=error is None,
-            error=error,
-            fetched=run.fetched,
-            events=run.events,
-            unchanged=run.unchanged,
-        )
+        finally:
+            self.problems[(source.id, resource.type)] = run.problems
+        if run.problems:
+            polled.problem = f"{len(run.problems)} records not stored, first: {run.problems[0]}"
 
 
 def _keeps(known: MappedRecord, later: MappedRecord) -> bool:
@@ -185,8 +172,10 @@ class _Pending:
 class _Run:
     """One poll: reads pages, maps and stores records in batches, moves the cursor."""
 
-    def __init__(self, poller: RestPoller, source: DataSourceConfig, resource: ResourceConfig):
-        self.poller, self.source, self.resource = poller, source, resource
+    def __init__(
+        self, poller: RestPoller, source: DataSourceConfig, resource: ResourceConfig, polled: Polled
+    ):
+        self.poller, self.source, self.resource, self.polled = poller, source, resource, polled
         settings = source.rest or RestSettings()
         self.ctx = Context(
             timezone=settings.timezone,
@@ -196,7 +185,6 @@ class _Run:
         self.linker = Linker(
             poller.model.store, poller.model.workspace, source.id, settings.phone_region
         )
-        self.fetched = self.events = self.unchanged = 0
         self.problems: list[RecordProblem] = []
         #: once a record failed, the cursor may not pass it (None: no limit)
         self.ceiling: datetime | None = None
@@ -218,7 +206,7 @@ class _Run:
         client = await p._clients.get(self.source)
         fingerprint = _fingerprint(spec, self.source)
         async for page in pages(client, spec, params):
-            self.fetched += len(page.records)
+            self.polled.fetched += len(page.records)
             tokens = {
                 i: (rid, version_token(spec, record, fingerprint))
                 for i, record in enumerate(page.records)
@@ -231,7 +219,7 @@ class _Run:
                 rid, token = tokens.get(index, (None, ""))
                 if rid is not None and known.get(rid) == token:
                     # Stored already, this very version, under this very mapping: skip it.
-                    self.unchanged += 1
+                    self.polled.unchanged += 1
                     self._stored(updated_at(spec, record, self.ctx))
                     continue
                 self._add(spec, page.number, index, record, token)
@@ -346,7 +334,7 @@ class _Run:
             return
         tokens: dict[str, str] = {}
         for (item, observation), result in zip(ready, results, strict=True):
-            self.events += len(result.result.events)
+            self.polled.events += len(result.result.events)
             self._stored(item.record.updated)
             # A record whose link did not resolve is mapped again when read again.
             if len(observation.data) == len(item.record.data) + len(item.record.links):

@@ -21,6 +21,7 @@ from ehrbridge.runner.config import RunnerConfig, Timing
 from ehrbridge.runner.loops import pause
 from ehrbridge.runner.loops.refresh import LiveConfig
 from ehrbridge.runner.metrics import RunnerMetrics
+from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.storage import PollLog
 
 log = logging.getLogger("ehrbridge.runner")
@@ -167,7 +168,7 @@ class PollLoop:
             return
         renewal = asyncio.create_task(self._renew(lease, ttl), name=f"renew:{lease}")
         try:
-            outcome = await poller.poll(source, resource)
+            outcome = await poll_once(poller, source, resource, workspace=ws, clock=self.clock)
         finally:
             renewal.cancel()
             await asyncio.gather(renewal, return_exceptions=True)

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from ehrbridge.budget import BudgetRegistry
-from ehrbridge.connectors.bulk import EXPORT_CURSOR, Backfill, BackfillState
-from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.fhir.backfill import EXPORT_CURSOR, Backfill, BackfillState, ExportFirst
+from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.errors import EhrbridgeError
 from ehrbridge.fhir.bulk import BulkClient, OutputFile, PollPolicy
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.http import Resource
+from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sandbox.export import FILE_SIZE
 from ehrbridge.worldmodel.model import WorldModel
@@ -131,7 +132,13 @@ async def test_a_backfill_imports_every_file_and_hands_over_to_polling(
     # skipped by version, before mapping.
     poller = FhirPoller(WorldModel(store, "clinic"), cursors)
     try:
-        outcome = await poller.poll(source(server), source(server).resources[1])
+        outcome = await poll_once(
+            poller,
+            source(server),
+            source(server).resources[1],
+            workspace=poller.model.workspace,
+            clock=poller.clock,
+        )
     finally:
         await poller.aclose()
     assert outcome.ok and outcome.events == 0
@@ -299,9 +306,16 @@ async def test_a_source_with_backfill_export_starts_with_an_export_then_polls(
     )
     # ehrbridge run paces the export (kick-off, status polls, downloads) under the source's budget
     budgets = BudgetRegistry(state, "clinic") if paced else None
-    poller = FhirPoller(model, state, budgets=budgets)
+    backfill = ExportFirst(model, state, budgets=budgets)
+    poller = FhirPoller(model, state, budgets=budgets, backfill=backfill)
     try:
-        first = await poller.poll(with_export, with_export.resources[1])
+        first = await poll_once(
+            poller,
+            with_export,
+            with_export.resources[1],
+            workspace=poller.model.workspace,
+            clock=poller.clock,
+        )
         assert first.ok, first.error
         # the export brought every type (one event per resource) and handed each its cursor;
         # the Patient poll then read its type again from there (within the overlap), each
@@ -314,7 +328,9 @@ async def test_a_source_with_backfill_export_starts_with_an_export_then_polls(
         assert done.job is None and set(done.since) == set(TYPES)
         # the other types poll from the export's instant: what they read is already stored
         for resource in with_export.resources:
-            again = await poller.poll(with_export, resource)
+            again = await poll_once(
+                poller, with_export, resource, workspace=poller.model.workspace, clock=poller.clock
+            )
             assert again.ok and again.events == 0
         assert (await store.counts("clinic")).entities["Patient"] == 3
     finally:

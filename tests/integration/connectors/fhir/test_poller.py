@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from ehrbridge.audit import WriteAudit
-from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.errors import StorageError
 from ehrbridge.fhir.client import FhirClient
+from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import AppendResult, Submission
@@ -70,7 +71,13 @@ async def test_poll_imports_then_repolls_write_nothing_and_updates_arrive(
         created = [(await fhir.create(patient(*p))).resource for p in PATIENTS]
         poller = FhirPoller(WorldModel(store, "clinic"), cursors)
         try:
-            first = await poller.poll(source(medplum.base_url), PATIENT)
+            first = await poll_once(
+                poller,
+                source(medplum.base_url),
+                PATIENT,
+                workspace=poller.model.workspace,
+                clock=poller.clock,
+            )
             assert first.ok, first.error
             assert first.fetched == 3 and first.events > 0 and first.unchanged == 0
             assert (await store.counts("clinic")).entities == {"Patient": 3}
@@ -80,13 +87,25 @@ async def test_poll_imports_then_repolls_write_nothing_and_updates_arrive(
 
             # Inside the overlap window everything is read again: same versions, so nothing is
             # mapped or written.
-            again = await poller.poll(source(medplum.base_url), PATIENT)
+            again = await poll_once(
+                poller,
+                source(medplum.base_url),
+                PATIENT,
+                workspace=poller.model.workspace,
+                clock=poller.clock,
+            )
             assert again.ok and again.fetched == 3 and again.unchanged == 3 and again.events == 0
 
             changed = dict(created[0] or {})
             changed["birthDate"] = "1981-03-04"
             await fhir.update(changed)
-            update = await poller.poll(source(medplum.base_url), PATIENT)
+            update = await poll_once(
+                poller,
+                source(medplum.base_url),
+                PATIENT,
+                workspace=poller.model.workspace,
+                clock=poller.clock,
+            )
             assert update.ok and update.events > 0 and update.unchanged == 2
             moved = await cursors.get_cursor("clinic", "ehr", "Patient")
             assert moved is not None and moved > cursor
@@ -105,12 +124,24 @@ async def test_the_cursor_never_passes_data_that_was_not_stored(
             await fhir.create(patient(*p))
         poller = FhirPoller(WorldModel(failing, "clinic"), cursors)
         try:
-            failed = await poller.poll(source(medplum.base_url), PATIENT)
+            failed = await poll_once(
+                poller,
+                source(medplum.base_url),
+                PATIENT,
+                workspace=poller.model.workspace,
+                clock=poller.clock,
+            )
             assert not failed.ok and failed.error == "StorageError: append failed: OperationalError"
             assert await cursors.get_cursor("clinic", "ehr", "Patient") is None
             assert (await store.counts("clinic")).entities == {}
 
-            retried = await poller.poll(source(medplum.base_url), PATIENT)
+            retried = await poll_once(
+                poller,
+                source(medplum.base_url),
+                PATIENT,
+                workspace=poller.model.workspace,
+                clock=poller.clock,
+            )
             assert retried.ok and retried.fetched == 3 and retried.events > 0
             assert (await store.counts("clinic")).entities == {"Patient": 3}
             assert await cursors.get_cursor("clinic", "ehr", "Patient") is not None
@@ -138,12 +169,32 @@ async def test_an_entry_that_fails_holds_the_cursor_before_it(
         poller = FhirPoller(WorldModel(store, "clinic"), cursors)
         try:
             # The Encounter's Patient has not been polled yet: the entry fails, the cursor stays.
-            early = await poller.poll(source(medplum.base_url), encounters)
+            early = await poll_once(
+                poller,
+                source(medplum.base_url),
+                encounters,
+                workspace=poller.model.workspace,
+                clock=poller.clock,
+            )
             assert not early.ok and early.error is not None and "1 entries" in early.error
             assert await cursors.get_cursor("clinic", "ehr", "Encounter") is None
-            assert (await poller.poll(source(medplum.base_url), PATIENT)).ok
+            assert (
+                await poll_once(
+                    poller,
+                    source(medplum.base_url),
+                    PATIENT,
+                    workspace=poller.model.workspace,
+                    clock=poller.clock,
+                )
+            ).ok
             # The failed entry's version was not remembered: it is imported now, not skipped.
-            late = await poller.poll(source(medplum.base_url), encounters)
+            late = await poll_once(
+                poller,
+                source(medplum.base_url),
+                encounters,
+                workspace=poller.model.workspace,
+                clock=poller.clock,
+            )
             assert late.ok and late.events > 0 and late.unchanged == 0
             assert await cursors.get_cursor("clinic", "ehr", "Encounter") is not None
         finally:

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import orjson
 
-from ehrbridge.connectors.fhir import FhirPoller
+from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.fhir.client import FhirClient
+from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.sqlite import SQLiteStore
@@ -80,12 +81,16 @@ async def test_a_failure_on_a_later_page_leaves_the_cursor_where_it_was(tmp_path
         batch=1,
     )
     try:
-        outcome = await poller.poll(source, patients)
+        outcome = await poll_once(
+            poller, source, patients, workspace=poller.model.workspace, clock=poller.clock
+        )
         assert not outcome.ok and outcome.error is not None
         assert (await store.counts("clinic")).entities == {"Patient": 2}
         assert await cursors.get_cursor("clinic", "ehr", "Patient") is None
 
-        done = await poller.poll(source, patients)
+        done = await poll_once(
+            poller, source, patients, workspace=poller.model.workspace, clock=poller.clock
+        )
         assert done.ok and done.fetched == 3
         assert (await store.counts("clinic")).entities == {"Patient": 3}
         assert await cursors.get_cursor("clinic", "ehr", "Patient") == (

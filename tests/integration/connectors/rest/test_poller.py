@@ -17,6 +17,7 @@ from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.configfile import parse_config
+from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.storage import RunnerStore, open_runner_store
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
@@ -64,7 +65,9 @@ class Harness:
         )
 
     async def poll(self, source: str, kind: str = "Appointment") -> Any:
-        return await self.poller.poll(*resource(self.cfg, source, kind))
+        return await poll_once(
+            self.poller, *resource(self.cfg, source, kind), workspace=WS, clock=self.poller.clock
+        )
 
     async def cursor(self, source: str) -> str | None:
         return await self.cursors.get_cursor(WS, source, "Appointment")

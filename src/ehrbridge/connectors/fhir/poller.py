@@ -7,12 +7,13 @@ after every page's import committed: to the newest ``meta.lastUpdated`` stored, 
 entry that failed (it is read again next time, e.g. once the Patient it refers to has arrived). A
 poll cut short leaves the cursor where it was; the next one reads the same pages again for free.
 With ``backfill: export`` a type without a cursor is first loaded through a Bulk Data export
-(:mod:`ehrbridge.connectors.bulk`), which hands it the export's ``transactionTime`` as its cursor.
+(:mod:`ehrbridge.connectors.fhir.backfill`, given to the poller as its ``backfill``), which hands
+it the export's ``transactionTime`` as its cursor.
 Every request to a source (searches, pages, the export) goes under the source's request budget
 (:mod:`ehrbridge.budget`) when the poller has a :class:`BudgetRegistry`, as ``ehrbridge
 run`` gives it.
 
-Dedup happens twice. Before mapping, a resource whose version token (:func:`version_token`:
+Dedup happens twice. Before mapping, a resource whose version token (:mod:`.versions`:
 ``meta.versionId`` with ``meta.lastUpdated``, or a digest of the resource when it has no version)
 equals the one remembered for its id is skipped: the overlap window and re-polls cost a lookup,
 not an import. So is a version older than the one remembered (a lagging replica's stale read).
@@ -24,25 +25,16 @@ event for a resource whose meaning did not change (a new version with the same c
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
 from ehrbridge.budget import BudgetRegistry
 from ehrbridge.connectors.clients import SourceClients
-from ehrbridge.connectors.source import (
-    AuthConfig,
-    DataSourceConfig,
-    PollOutcome,
-    PollState,
-    RecordVersions,
-    ResourceConfig,
-)
-from ehrbridge.errors import EhrbridgeError, InvalidInput
-from ehrbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
+from ehrbridge.connectors.fhir.auth import fhir_auth
+from ehrbridge.connectors.fhir.versions import EntryKey, Versioned, remember, unchanged, versioned
+from ehrbridge.connectors.source import DataSourceConfig, Polled, PollState, ResourceConfig
+from ehrbridge.errors import InvalidInput
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer, last_updated
 from ehrbridge.fhir.reader import Unit, resource_entry
@@ -54,76 +46,10 @@ from ehrbridge.worldmodel.model import WorldModel
 BATCH = 2000
 _EPSILON = timedelta(microseconds=1)
 
-#: an entry read: (unit name, position in it)
-EntryKey = tuple[str, str]
-#: what is remembered of an entry read: (resource type, id, version token)
-Versioned = tuple[str, str, str]
-
-
-def version_token(resource: Mapping[str, Any]) -> str:
-    """What identifies this version of a resource: ``v:<versionId>@<lastUpdated>`` (a server
-    reset that starts versions again still changes it), else a digest of the whole resource.
-
-    >>> version_token({"id": "1", "meta": {"versionId": "3", "lastUpdated": "2026-11-20"}})
-    'v:3@2026-11-20'
-    >>> version_token({"id": "1"}) == version_token({"id": "1"}) != version_token({"id": "2"})
-    True
-    """
-    meta = resource.get("meta")
-    if isinstance(meta, Mapping) and isinstance(meta.get("versionId"), str):
-        return f"v:{meta['versionId']}@{meta.get('lastUpdated')}"
-    body = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
-    return "sha:" + hashlib.blake2b(body, digest_size=16).hexdigest()
-
-
-def is_newer(token: str, known: str | None) -> bool:
-    """Whether a version with ``token`` should be stored over the ``known`` one: it differs, and
-    when both carry a ``lastUpdated`` it is not older.
-
-    >>> is_newer("v:2@2026-11-20T10:00:00Z", "v:1@2026-11-20T09:00:00Z"), is_newer("sha:a", None)
-    (True, True)
-    >>> is_newer("v:1@2026-11-20T09:00:00Z", "v:2@2026-11-20T10:00:00Z")  # a stale read
-    False
-    """
-    if known is None:
-        return True
-    if token == known:
-        return False
-    mine, theirs = _token_instant(token), _token_instant(known)
-    return mine is None or theirs is None or mine >= theirs
-
-
-def _token_instant(token: str) -> datetime | None:
-    if not token.startswith("v:") or "@" not in token:
-        return None
-    try:
-        when = datetime.fromisoformat(token.rsplit("@", 1)[1])
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None
-
-
-def fhir_auth(auth: AuthConfig) -> Auth:
-    """The FHIR client auth for a source's auth config (secrets read now)."""
-    s, secret = auth.settings, auth.secrets
-    if auth.kind == "none":
-        return NoAuth()
-    if auth.kind == "basic":
-        return BasicAuth(s["username"], secret["password"].resolve())
-    if auth.kind == "bearer":
-        return BearerAuth(secret["token"].resolve())
-    if auth.kind == "smart":
-        return SmartBackendAuth(
-            token_url=s["token_url"],
-            client_id=s["client_id"],
-            private_key=secret["private_key"].resolve(),
-            algorithm=s.get("algorithm", "RS384"),
-            kid=s.get("key_id"),
-            scope=s.get("scope", "system/*.read"),
-        )
-    raise InvalidInput(
-        f"a fhir data source takes none, basic, bearer or smart auth, not {auth.kind}"
-    )
+#: Loads ``types`` of a ``backfill: export`` source before their first poll and hands each its
+#: cursor, counting into the poll's :class:`Polled`; raises when it is unfinished
+#: (:class:`~ehrbridge.connectors.fhir.backfill.ExportFirst`).
+FirstLoad = Callable[[DataSourceConfig, list[str], Polled], Awaitable[None]]
 
 
 class FhirPoller:
@@ -138,6 +64,7 @@ class FhirPoller:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         batch: int = BATCH,
         budgets: BudgetRegistry | None = None,
+        backfill: FirstLoad | None = None,
     ) -> None:
         self.model = model
         #: cursors and remembered record versions
@@ -147,6 +74,8 @@ class FhirPoller:
         #: each source's request budget (none: requests are not paced); a ``client_for`` given
         #: makes its own clients, and paces them if it sends through ``budgets.transport``
         self.budgets = budgets
+        #: the first load of a ``backfill: export`` source's types (none: such a source fails)
+        self.backfill = backfill
         #: one backfill at a time per source (``backfill: export``)
         self._backfills: dict[str, asyncio.Lock] = {}
         self._clients = SourceClients(client_for or self._client)
@@ -160,37 +89,21 @@ class FhirPoller:
         """Close every client."""
         await self._clients.aclose()
 
-    async def poll(self, source: DataSourceConfig, resource: ResourceConfig) -> PollOutcome:
-        """Poll ``resource.type`` at ``source`` once; failures become the outcome's error."""
-        started = self.clock()
-        run = _Run(self, source, resource)
-        try:
-            await run.go()
-        except EhrbridgeError as exc:
-            error: str | None = f"{type(exc).__name__}: {exc}"
-        else:
-            error = run.entry_error
-        return PollOutcome(
-            workspace=self.model.workspace,
-            source=source.id,
-            resource_type=resource.type,
-            started_at=started,
-            finished_at=self.clock(),
-            ok=error is None,
-            error=error,
-            fetched=run.fetched,
-            events=run.events,
-            unchanged=run.unchanged,
-        )
+    async def poll(
+        self, source: DataSourceConfig, resource: ResourceConfig, polled: Polled
+    ) -> None:
+        """Poll ``resource.type`` at ``source`` once, counting into ``polled``; entries that
+        could not be imported are its ``problem``, a failure of the source or the store raises."""
+        await _Run(self, source, resource, polled).go()
 
 
 class _Run:
     """One poll: reads pages, imports them in batches, moves the cursor."""
 
-    def __init__(self, poller: FhirPoller, source: DataSourceConfig, resource: ResourceConfig):
-        self.poller, self.source, self.resource = poller, source, resource
-        self.fetched = self.events = self.unchanged = 0
-        self.entry_error: str | None = None
+    def __init__(
+        self, poller: FhirPoller, source: DataSourceConfig, resource: ResourceConfig, polled: Polled
+    ):
+        self.poller, self.source, self.resource, self.polled = poller, source, resource, polled
         self.cursor: datetime | None = None
         #: once an entry failed, the cursor may not pass it
         self.ceiling: datetime | None = None
@@ -233,10 +146,12 @@ class _Run:
         """Load the source's types that have no cursor yet with a Bulk Data export; the
         backfill hands each its cursor (the export's ``transactionTime``). The poll tasks of one
         source wait for one backfill; the source's poll lease keeps other runners out."""
-        from ehrbridge.connectors.bulk import Backfill  # the backfill builds on this module
-        from ehrbridge.fhir.bulk import BulkClient
-
         p, ws = self.poller, self.poller.model.workspace
+        if p.backfill is None:
+            raise InvalidInput(
+                f"data source {self.source.id} asks for backfill: export, and this poller has no "
+                "backfill"
+            )
         async with p._backfills.setdefault(self.source.id, asyncio.Lock()):
             missing = [
                 r.type
@@ -245,24 +160,7 @@ class _Run:
             ]
             if self.resource.type not in missing:
                 return  # another type's poll just backfilled this one
-            budgets = p.budgets
-            client_for = None
-            if budgets is not None:  # the export's kick-off, status polls and downloads too
-
-                def client_for(source: DataSourceConfig) -> BulkClient:
-                    transport = budgets.transport(source.id, source.budget)
-                    return BulkClient(
-                        source.base_url, auth=fhir_auth(source.auth), transport=transport
-                    )
-
-            backfill = Backfill(p.model, p.state, clock=p.clock, client_for=client_for)
-            result = await backfill.run(self.source, types=missing)
-        self.fetched += result.read
-        self.events += result.report.events
-        if not result.complete:
-            raise EhrbridgeError(
-                f"the $export backfill of {', '.join(missing)} is unfinished: {result.error}"
-            )
+            await p.backfill(self.source, missing, self.polled)
 
     def _add(self, page: dict[str, Any], name: str) -> None:
         entries = []
@@ -279,14 +177,14 @@ class _Run:
                 self._tokens[(name, position)] = token
         self._units.append(Unit(file=name, kind="searchset", entries=entries))
         self._pending += len(entries)
-        self.fetched += len(entries)
+        self.polled.fetched += len(entries)
 
     async def _flush(self) -> None:
         if not self._pending:
             return
         p = self.poller
         unchanged = await self._unchanged()
-        self.unchanged += len(unchanged)
+        self.polled.unchanged += len(unchanged)
         units = [
             Unit(
                 file=u.file,
@@ -297,11 +195,11 @@ class _Run:
         ]
         importer = Importer(p.model, source=self.source.id, clock=p.clock)
         report = await importer.import_units([u for u in units if u.entries])
-        self.events += report.events
+        self.polled.events += report.events
         failed = {(e.file, e.position) for e in report.errors}
         if report.errors:
             first = report.errors[0]
-            self.entry_error = f"{len(report.errors)} entries not imported, first: {first}"
+            self.polled.problem = f"{len(report.errors)} entries not imported, first: {first}"
         await self._remember(failed | unchanged)
         for key, updated in self._updated.items():
             if key in failed and updated is not None:
@@ -320,48 +218,3 @@ class _Run:
     async def _remember(self, skip: set[tuple[str, str]]) -> None:
         ws = self.poller.model.workspace
         await remember(self.poller.state, ws, self.source.id, self._tokens, skip)
-
-
-def versioned(resource: Mapping[str, Any]) -> Versioned | None:
-    """The resource's type, id and :func:`version_token`; None without a type or id."""
-    rtype, rid = resource.get("resourceType"), resource.get("id")
-    if isinstance(rtype, str) and isinstance(rid, str):
-        return rtype, rid, version_token(resource)
-    return None
-
-
-async def unchanged(
-    state: RecordVersions, workspace: str, source: str, read: Mapping[EntryKey, Versioned]
-) -> set[EntryKey]:
-    """The entries read whose version is the one remembered as stored, or older than it (a stale
-    read from a lagging replica)."""
-    by_type: dict[str, set[str]] = {}
-    for rtype, rid, _ in read.values():
-        by_type.setdefault(rtype, set()).add(rid)
-    known = {
-        (rtype, rid): token
-        for rtype, ids in by_type.items()
-        for rid, token in (await state.known_versions(workspace, source, rtype, ids)).items()
-    }
-    return {
-        key
-        for key, (rtype, rid, token) in read.items()
-        if not is_newer(token, known.get((rtype, rid)))
-    }
-
-
-async def remember(
-    state: RecordVersions,
-    workspace: str,
-    source: str,
-    read: Mapping[EntryKey, Versioned],
-    skip: Collection[EntryKey],
-) -> None:
-    """Remember the versions of the entries read and stored (``skip``: those that failed or
-    were not newer than the one remembered)."""
-    by_type: dict[str, dict[str, str]] = {}
-    for key, (rtype, rid, token) in read.items():
-        if key not in skip:
-            by_type.setdefault(rtype, {})[rid] = token
-    for rtype, tokens in by_type.items():
-        await state.remember_versions(workspace, source, rtype, tokens)

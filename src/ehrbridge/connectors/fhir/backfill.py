@@ -25,9 +25,9 @@ With :class:`~ehrbridge.leases.Leases`, a run holds the lease ``backfill:<source
 two backfills of one source never interleave their saved state.
 
 When every file is completed: the ``transactionTime`` becomes the ``_since`` of the next
-backfill, each exported type's poll cursor (the :class:`~ehrbridge.connectors.fhir.FhirPoller`'s
-cursor) moves up to the ``transactionTime`` if it is unset or older, and the job is deleted on
-the server.
+backfill, each exported type's poll cursor (the
+:class:`~ehrbridge.connectors.fhir.poller.FhirPoller`'s cursor) moves up to the
+``transactionTime`` if it is unset or older, and the job is deleted on the server.
 """
 
 from __future__ import annotations
@@ -43,15 +43,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from ehrbridge.connectors.fhir import (
-    EntryKey,
-    Versioned,
-    fhir_auth,
-    remember,
-    unchanged,
-    versioned,
-)
-from ehrbridge.connectors.source import DataSourceConfig, PollState
+from ehrbridge.budget import BudgetRegistry
+from ehrbridge.connectors.fhir.auth import fhir_auth
+from ehrbridge.connectors.fhir.versions import EntryKey, Versioned, remember, unchanged, versioned
+from ehrbridge.connectors.source import DataSourceConfig, Polled, PollState
 from ehrbridge.errors import EhrbridgeError, ExportFailed, FhirNotFound, InvalidInput
 from ehrbridge.fhir.bulk import BulkClient, Manifest, OutputFile
 from ehrbridge.fhir.importer import TYPE_ORDER, Importer
@@ -426,6 +421,46 @@ class Backfill:
         result.complete = True
         with contextlib.suppress(EhrbridgeError):
             await client.cancel(job.status_url)
+
+
+class ExportFirst:
+    """The first load a :class:`~ehrbridge.connectors.fhir.poller.FhirPoller` runs for the types
+    of a ``backfill: export`` source that have no cursor yet: a :class:`Backfill` of them. With
+    ``budgets``, the export's kick-off, status polls and downloads go under the source's request
+    budget too. What it read and wrote counts into the poll's; an unfinished backfill fails the
+    poll."""
+
+    def __init__(
+        self,
+        model: WorldModel,
+        state: PollState,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        budgets: BudgetRegistry | None = None,
+    ) -> None:
+        self.model = model
+        self.state = state
+        self.clock = clock
+        self.budgets = budgets
+
+    async def __call__(self, source: DataSourceConfig, types: list[str], polled: Polled) -> None:
+        """Backfill ``types`` of ``source``; raises when the backfill is unfinished."""
+        budgets = self.budgets
+        client_for = None
+        if budgets is not None:
+
+            def client_for(source: DataSourceConfig) -> BulkClient:
+                transport = budgets.transport(source.id, source.budget)
+                return BulkClient(source.base_url, auth=fhir_auth(source.auth), transport=transport)
+
+        backfill = Backfill(self.model, self.state, clock=self.clock, client_for=client_for)
+        result = await backfill.run(source, types=types)
+        polled.fetched += result.read
+        polled.events += result.report.events
+        if not result.complete:
+            raise EhrbridgeError(
+                f"the $export backfill of {', '.join(types)} is unfinished: {result.error}"
+            )
 
 
 def _ordered(files: Sequence[OutputFile]) -> list[OutputFile]:
