@@ -12,6 +12,8 @@ SRC = Path(ehrbridge.__file__).parent
 
 #: what the world model may import besides itself: the base modules
 WORLDMODEL_MAY_IMPORT = ("errors", "confidence", "times", "leases", "audit", "worldmodel")
+#: modules that never import each other (the composition root hands the backfill to the poller)
+APART = frozenset({"ehrbridge.connectors.fhir.poller", "ehrbridge.connectors.fhir.backfill"})
 
 
 def _module(path: Path) -> str:
@@ -64,6 +66,8 @@ def _violations() -> list[str]:
                 wrong.append(f"{where} (the world model imports only base modules)")
             if own == "connectors" and layer == "runner":
                 wrong.append(f"{where} (connectors never import the runner)")
+            if _module(path) in APART and name in APART - {_module(path)}:
+                wrong.append(f"{where} (the FHIR poller and backfill share only auth and versions)")
             if own != "cli" and layer == "cli":
                 wrong.append(f"{where} (only the command line imports the command line)")
     return wrong
