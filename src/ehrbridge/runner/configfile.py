@@ -24,7 +24,7 @@ A ``file_drop`` source has a ``path`` (an existing folder) and an ``every`` inst
 ``base_url`` and ``resources``: it becomes one resource, :data:`FILES`, at that cadence.
 
 A ``rest`` source's resources each name an endpoint, its paging, incremental parameter and field
-mappings (docs/rest-connector.md); :mod:`ehrbridge.connectors.rest.spec` checks those parts.
+mappings (docs/rest-connector.md); :mod:`ehrbridge.connectors.rest.checks` checks those parts.
 
 The optional ``runner:`` section holds timings and ``metrics: {port: 9464, host: 127.0.0.1}``.
 
@@ -51,10 +51,7 @@ from typing import Any
 import httpx
 
 from ehrbridge.budget import DEFAULT_BUDGET, MAX_CONCURRENCY, RequestBudget, parse_rate
-from ehrbridge.connectors.rest.spec import (
-    check_resource,
-    check_settings,
-)
+from ehrbridge.connectors.rest.checks import check_resource, check_settings
 from ehrbridge.connectors.schedule import BusinessHours, parse_days
 from ehrbridge.connectors.source import AuthConfig, DataSourceConfig, ResourceConfig, SecretRef
 from ehrbridge.errors import ConfigError
