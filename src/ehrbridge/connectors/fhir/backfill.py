@@ -191,6 +191,7 @@ class Backfill:
         cursors: PollState,
         *,
         client_for: Callable[[DataSourceConfig], BulkClient] | None = None,
+        budgets: BudgetRegistry | None = None,
         progress: BackfillProgress | None = None,
         after_file: Callable[[OutputFile], Awaitable[None]] | None = None,
         leases: Leases | None = None,
@@ -211,9 +212,14 @@ class Backfill:
         self.after_file = after_file
         self.chunk = chunk
         self.clock = clock
-        self._client_for = client_for or (
-            lambda source: BulkClient(source.base_url, auth=fhir_auth(source.auth))
-        )
+        #: each source's request budget, for the default ``client_for`` (none: not paced)
+        self.budgets = budgets
+        self._client_for = client_for or self._client
+
+    def _client(self, source: DataSourceConfig) -> BulkClient:
+        budgets = self.budgets
+        transport = None if budgets is None else budgets.transport(source.id, source.budget)
+        return BulkClient(source.base_url, auth=fhir_auth(source.auth), transport=transport)
 
     async def state(self, source: str) -> BackfillState:
         """The saved state of a source's backfill."""
@@ -445,15 +451,7 @@ class ExportFirst:
 
     async def __call__(self, source: DataSourceConfig, types: list[str], polled: Polled) -> None:
         """Backfill ``types`` of ``source``; raises when the backfill is unfinished."""
-        budgets = self.budgets
-        client_for = None
-        if budgets is not None:
-
-            def client_for(source: DataSourceConfig) -> BulkClient:
-                transport = budgets.transport(source.id, source.budget)
-                return BulkClient(source.base_url, auth=fhir_auth(source.auth), transport=transport)
-
-        backfill = Backfill(self.model, self.state, clock=self.clock, client_for=client_for)
+        backfill = Backfill(self.model, self.state, clock=self.clock, budgets=self.budgets)
         result = await backfill.run(source, types=types)
         polled.fetched += result.read
         polled.events += result.report.events
