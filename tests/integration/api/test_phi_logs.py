@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -192,8 +193,14 @@ async def exercise(client: httpx.AsyncClient, key: str, ids: dict[str, str]) -> 
     return statuses
 
 
+#: the ids the server makes (request ids, entity ids: 26 or more hex digits) are random, and a
+#: planted digit run like "1937" turns up inside one now and then; no planted value is one
+_GENERATED_ID = re.compile(r"\b[0-9a-f]{26,}\b")
+
+
 def scan(text: str) -> list[str]:
-    return [value for value in PLANTED if value.lower() in text.lower()]
+    text = _GENERATED_ID.sub("<id>", text.lower())
+    return [value for value in PLANTED if value.lower() in text]
 
 
 async def test_no_planted_value_reaches_any_log(
