@@ -33,6 +33,8 @@ ON CONFLICT (workspace, name) DO UPDATE SET next_at = excluded.next_at
 WHERE request_budgets.next_at <= ? OR request_budgets.next_at > ?
 RETURNING next_at
 """
+#: floats of Unix seconds hold about a quarter of a microsecond
+_SLACK = 1e-6
 _PAUSE = """
 INSERT INTO request_budgets (workspace, name, next_at) VALUES (?, ?, ?)
 ON CONFLICT (workspace, name) DO UPDATE SET next_at = max(next_at, excluded.next_at)
@@ -208,9 +210,12 @@ class SQLiteRunnerStore:
         now = self.clock().timestamp()
         step = interval.total_seconds()
         stale = now + step + MAX_PAUSE.total_seconds()
+        # A slot less than a microsecond off is due: float seconds carry rounding of a fraction
+        # of one, and a wait that rounds to zero must never come back without the slot.
+        due = now + _SLACK
 
         def work(conn: sqlite3.Connection) -> float:
-            taken = conn.execute(_TAKE_SLOT, (workspace, name, now + step, now, stale)).fetchone()
+            taken = conn.execute(_TAKE_SLOT, (workspace, name, now + step, due, stale)).fetchone()
             if taken is not None:
                 return 0.0
             row = conn.execute(

@@ -94,6 +94,9 @@ _STEPS = st.lists(
 @given(steps=_STEPS, interval_ms=st.integers(1, 2000))
 # a slot taken at the instant a pause begins, before it: it stands (found by a CI run)
 @example(steps=[(0, "take", 0), (0, "pause", 1)], interval_ms=1)
+# a slot due to the microsecond whose float seconds rounded a hair late: it is taken, and a wait
+# of zero never comes back without the slot (found by a CI run)
+@example(steps=[(2, "take", 0), (2, "take", 0), (0, "take", 0)], interval_ms=2)
 def test_the_sqlite_pace_follows_its_model(
     steps: list[tuple[int, str, int]], interval_ms: int
 ) -> None:
