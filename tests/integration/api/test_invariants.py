@@ -26,10 +26,10 @@ from ehrbridge.api.models import (
 )
 from ehrbridge.confidence import Level
 from ehrbridge.errors import InvalidInput, NotFound, SlotUnavailable
+from ehrbridge.storage.postgres.worldmodel import PostgresStore
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import claim_keys
-from ehrbridge.worldmodel.postgres import PostgresStore
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import START, Store
 from tests.conftest import POSTGRES_DSN, MakeStore
 from tests.integration.api import test_http as test_api_http
@@ -288,19 +288,18 @@ async def test_two_stores_on_one_database_claim_a_slot_once(
 WRITER = """
 import asyncio, json, sys
 from ehrbridge.api.models import AppointmentBooking, ObservationWrite
-from ehrbridge.api.ports import Principal
+from ehrbridge.api.store import Principal
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import open_security_store
 from ehrbridge.errors import SlotUnavailable
 
 async def main(how, url, schema, slots, patient, go):
     if url.startswith("sqlite:"):
-        from ehrbridge.worldmodel.sqlite import SQLiteStore
+        from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
         store = await SQLiteStore.open(url.removeprefix("sqlite:"))
     else:
-        from ehrbridge.worldmodel.postgres import PostgresStore
+        from ehrbridge.storage.postgres.worldmodel import PostgresStore
         store = await PostgresStore.open(url, schema=schema)
-    service = AgentService.on_store(store, open_security_store(store))
+    service = AgentService.on_store(store, backend.security)
     agent = Principal(workspace="clinic", key_id=f"key-{how}", role="agent")
     await service.warm_slots(["clinic"])
     import os, time
