@@ -25,8 +25,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import psycopg
-from psycopg import sql
+from psycopg import AsyncConnection, sql
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from ehrbridge.errors import InvalidInput, StorageError
@@ -62,7 +64,12 @@ class PostgresDatabase:
         if schema:
             kwargs["options"] = f"-c search_path={schema}"
         self._pool = AsyncConnectionPool(
-            dsn, min_size=1, max_size=max_connections, kwargs=kwargs, open=False
+            dsn,
+            min_size=1,
+            max_size=max_connections,
+            kwargs=kwargs,
+            configure=_configure,
+            open=False,
         )
 
     @classmethod
@@ -105,6 +112,22 @@ class PostgresDatabase:
         """The connection pool."""
         return self._pool
 
+    @asynccontextmanager
+    async def connection(
+        self, failure: str, *, transaction: bool = False
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection (in a transaction with ``transaction``) for one unit of work; a
+        driver error in it becomes a :class:`StorageError` saying ``failure`` and its kind."""
+        try:
+            async with self._pool.connection() as conn:
+                if transaction:
+                    async with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
+        except psycopg.Error as exc:
+            raise StorageError(f"{failure}: {type(exc).__name__}") from exc
+
     async def rows(self, query: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The rows of one read on a pooled connection."""
         try:
@@ -145,6 +168,13 @@ class PostgresDatabase:
     async def close(self) -> None:
         """Close the pool; closing twice is harmless."""
         await self._pool.close()
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    """Read JSON as it was written: with orjson, which reads a number beyond 64 bits as the float
+    it was (``jsonb`` prints ``1e20`` as ``100000000000000000000``, which Python's parser reads
+    as an int too large to write again)."""
+    set_json_loads(orjson.loads, conn)
 
 
 def _widen(xid: int, near: int) -> int:

@@ -10,11 +10,8 @@ from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
-import psycopg
-
 from ehrbridge.budget import MAX_PAUSE
 from ehrbridge.connectors.source import PollOutcome
-from ehrbridge.errors import StorageError
 from ehrbridge.leases import Lease
 from ehrbridge.storage.postgres.database import PostgresDatabase
 
@@ -51,12 +48,9 @@ class PostgresRunnerStore:
         self.database = database
 
     async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
-        try:
-            async with self.database.pool.connection() as conn:
-                cur = await conn.execute(query.encode(), args)
-                return await cur.fetchall() if cur.description is not None else []
-        except psycopg.Error as exc:
-            raise StorageError(f"runner storage failed: {type(exc).__name__}") from exc
+        async with self.database.connection("runner storage failed") as conn:
+            cur = await conn.execute(query.encode(), args)
+            return await cur.fetchall() if cur.description is not None else []
 
     async def acquire(self, workspace: str, name: str, holder: str, ttl: timedelta) -> Lease | None:
         rows = await self._fetch(_ACQUIRE, (workspace, name, holder, ttl))

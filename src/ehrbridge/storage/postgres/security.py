@@ -10,8 +10,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-
 from ehrbridge.api.store import (
     DEFAULT_AGENT_WRITE_TYPES,
     ApiKey,
@@ -20,7 +18,6 @@ from ehrbridge.api.store import (
     Role,
 )
 from ehrbridge.audit import check_audit_entries
-from ehrbridge.errors import StorageError
 from ehrbridge.storage.postgres.audit import insert_audit
 from ehrbridge.storage.postgres.database import PostgresDatabase
 from ehrbridge.storage.rows import audit_select
@@ -32,6 +29,8 @@ from ehrbridge.storage.security import (
     new_stored_key,
 )
 
+#: what a failed read or write says
+_FAILED = "security storage failed"
 _KEY_COLUMNS = "key_id, workspace, role, name, write_types, created_at, revoked_at"
 
 
@@ -58,15 +57,12 @@ class PostgresSecurityStore:
     ) -> list[Any]:
         """The rows ``query`` returns; with ``audit``, its entries for them are stored in the
         same transaction."""
-        try:
-            async with self.database.pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(query.encode(), args)
-                rows = await cur.fetchall() if cur.description is not None else []
-                if audit is not None:
-                    await insert_audit(conn, audit(rows))
-                return rows
-        except psycopg.Error as exc:
-            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
+        async with self.database.connection(_FAILED, transaction=True) as conn:
+            cur = await conn.execute(query.encode(), args)
+            rows = await cur.fetchall() if cur.description is not None else []
+            if audit is not None:
+                await insert_audit(conn, audit(rows))
+            return rows
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -154,11 +150,8 @@ class PostgresSecurityStore:
         check_audit_entries(entries)
         if not entries:
             return
-        try:
-            async with self.database.pool.connection() as conn, conn.transaction():
-                await insert_audit(conn, entries)
-        except psycopg.Error as exc:
-            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
+        async with self.database.connection(_FAILED, transaction=True) as conn:
+            await insert_audit(conn, entries)
 
     async def query_audit(
         self,

@@ -115,9 +115,15 @@ class SQLiteDatabase:
             raise StorageError("the store is closed")
         return self._conn
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` with the connection on the database's thread (a read)."""
-        return await self.run(lambda: fn(self.conn))
+    async def call(
+        self, fn: Callable[[sqlite3.Connection], T], *, failure: str = "read failed"
+    ) -> T:
+        """Run ``fn`` with the connection on the database's thread (a read); a SQLite error
+        becomes a :class:`StorageError` saying ``failure`` and the error's kind."""
+        try:
+            return await self.run(lambda: fn(self.conn))
+        except sqlite3.Error as exc:
+            raise StorageError(f"{failure}: {type(exc).__name__}") from exc
 
     @contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:

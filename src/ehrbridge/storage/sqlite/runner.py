@@ -109,7 +109,7 @@ class SQLiteRunnerStore:
                 (workspace, name, now),
             ).fetchone()
 
-        row = await self.database.call(work)
+        row = await self.database.call(work, failure=_FAILED)
         if row is None:
             return None
         return Lease(name=name, holder=row[0], expires_at=datetime.fromisoformat(row[1]))
@@ -122,7 +122,7 @@ class SQLiteRunnerStore:
                 (workspace, source, resource_type),
             ).fetchone()
 
-        row = await self.database.call(work)
+        row = await self.database.call(work, failure=_FAILED)
         return None if row is None else str(row[0])
 
     async def set_cursor(
@@ -174,7 +174,7 @@ class SQLiteRunnerStore:
                 (workspace, source, source, limit),
             ).fetchall()
 
-        return [_outcome(r) for r in await self.database.call(work)]
+        return [_outcome(r) for r in await self.database.call(work, failure=_FAILED)]
 
     async def known_versions(
         self, workspace: str, source: str, resource_type: str, record_ids: Collection[str]
@@ -188,7 +188,7 @@ class SQLiteRunnerStore:
                 (workspace, source, resource_type, ids),
             ).fetchall()
 
-        return {row[0]: row[1] for row in await self.database.call(work)}
+        return {row[0]: row[1] for row in await self.database.call(work, failure=_FAILED)}
 
     async def remember_versions(
         self, workspace: str, source: str, resource_type: str, tokens: Mapping[str, str]

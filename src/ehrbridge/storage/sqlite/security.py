@@ -24,7 +24,6 @@ from ehrbridge.api.store import (
     Role,
 )
 from ehrbridge.audit import check_audit_entries
-from ehrbridge.errors import StorageError
 from ehrbridge.storage.rows import audit_select
 from ehrbridge.storage.security import (
     KeyCache,
@@ -94,10 +93,7 @@ class SQLiteSecurityStore:
         self._committer: asyncio.Task[None] | None = None
 
     async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        try:
-            return await self.database.call(fn)
-        except sqlite3.Error as exc:
-            raise StorageError(f"{_FAILED}: {type(exc).__name__}") from exc
+        return await self.database.call(fn, failure=_FAILED)
 
     # --- keys -------------------------------------------------------------------------------
 
