@@ -293,13 +293,9 @@ from ehrbridge.api.service import AgentService
 from ehrbridge.errors import SlotUnavailable
 
 async def main(how, url, schema, slots, patient, go):
-    if url.startswith("sqlite:"):
-        from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
-        store = await SQLiteStore.open(url.removeprefix("sqlite:"))
-    else:
-        from ehrbridge.storage.postgres.worldmodel import PostgresStore
-        store = await PostgresStore.open(url, schema=schema)
-    service = AgentService.on_store(store, backend.security)
+    from ehrbridge.storage import open_backend
+    backend = await open_backend(url, **({"schema": schema} if schema else {}))
+    service = AgentService.on_store(backend.worldmodel, backend.security)
     agent = Principal(workspace="clinic", key_id=f"key-{how}", role="agent")
     await service.warm_slots(["clinic"])
     import os, time
@@ -319,7 +315,7 @@ async def main(how, url, schema, slots, patient, go):
             won.append(slot)
         except SlotUnavailable:
             pass
-    await store.close()
+    await backend.close()
     print(json.dumps(won))
 
 asyncio.run(main(*sys.argv[1:4], json.loads(sys.argv[4]), *sys.argv[5:7]))
@@ -333,7 +329,7 @@ async def test_two_processes_through_both_routes_book_each_slot_once(
     through the generic write, the same free slots in the same order: each slot is booked once
     and the winners are exactly the slots the log shows held."""
     if isinstance(store, SQLiteStore):
-        url, schema = f"sqlite:{store.path}", ""
+        url, schema = f"sqlite:///{store.path}", ""
     else:
         assert isinstance(store, PostgresStore) and store.schema
         url, schema = POSTGRES_DSN, store.schema
