@@ -36,7 +36,7 @@ from typing import Any, Self
 import httpx
 import orjson
 
-from ehrbridge.errors import ExportFailed, FhirProtocolError, FhirUnavailable
+from ehrbridge.errors import ExportFailed, FhirProtocolError, FhirUnavailable, fhir_errors
 from ehrbridge.fhir.auth import Auth, NoAuth
 from ehrbridge.fhir.client import DEFAULT_TIMEOUT, FHIR_JSON
 from ehrbridge.fhir.http import describe, error_for, outcome_issues
@@ -391,9 +391,7 @@ class BulkClient:
         """Send one request, retrying transient failures; a 2xx response or an error (with
         ``failure`` as its message for a status other than 404/410 that is not transient)."""
         operation = f"{name} {method} {httpx.URL(url).path}"
-        retries = Retries(
-            self.retry, operation, unavailable=FhirUnavailable, sleep=self._sleep, now=self._now
-        )
+        retries = Retries(self.retry, operation, sleep=self._sleep, now=self._now)
         refreshed = False
         while True:
             request_headers = dict(headers)
@@ -404,7 +402,8 @@ class BulkClient:
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                await retries.wait(transport_problem(exc))
+                with fhir_errors():
+                    await retries.wait(transport_problem(exc))
                 continue
             status = response.status_code
             if response.is_success:
@@ -422,7 +421,8 @@ class BulkClient:
                 raise ExportFailed(
                     failure, operation=error.operation, status=status, issues=error.issues
                 )
-            await retries.wait(f"HTTP {status}", response)
+            with fhir_errors():
+                await retries.wait(f"HTTP {status}", response)
 
 
 _ACCEPT_JSON = {"Accept": "application/json"}
