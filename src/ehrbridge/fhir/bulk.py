@@ -22,8 +22,8 @@ Files are streamed: lines are cut from the response's bytes as they arrive and p
 into :class:`Unit` s of ``chunk`` entries, so memory holds one unit, never a file. Each line is
 parsed by :func:`~ehrbridge.fhir.reader.ndjson_entry`, as files given to ``ehrbridge fhir import``
 are, so a bad line reads the same from both; unlike a file, a download is not checked for a record
-given twice (the importer deduplicates an export). Credentials go
-to file URLs only when the manifest says ``requiresAccessToken``.
+given twice (the importer deduplicates an export). Credentials go to file URLs only when the
+manifest says ``requiresAccessToken``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Field transforms: from what a REST source sends to the canonical value (docs/entities.md).
 
-Pure functions. A value that cannot be transformed raises :class:`~ehrbridge.errors.TransformError`
-(an ``InvalidInput``), whose message
-names the transform and what was expected, never the value (values are PHI). ``None`` (nothing
-at the path) passes through every transform untouched.
+Pure functions. A value that cannot be transformed raises
+:class:`~ehrbridge.errors.TransformError` (an ``InvalidInput``), whose message names the transform
+and what was expected, never the value (values are PHI). ``None`` (nothing at the path) passes
+through every transform untouched.
 
 >>> ctx = Context(timezone="America/New_York")
 >>> apply([Transform(name="datetime")], "2026-12-03 09:30", ctx)
