@@ -42,13 +42,12 @@ import orjson
 from bench.patients import DATA_SOURCE, WORKSPACE, batches, make_patient, submission
 from bench.report import Metric, emit, machine, percentile, progress
 from ehrbridge.api.models import AmbientRequest, ObservationWrite
-from ehrbridge.api.ports import Principal
 from ehrbridge.api.serve import default_workers
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import open_security_store
+from ehrbridge.api.store import Principal
+from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.events import Observation, RecordKey
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 
 BATCH = 500
@@ -266,11 +265,12 @@ async def main(argv: list[str] | None = None) -> int:
     rng = random.Random(7)
     with tempfile.TemporaryDirectory(prefix="ehrbridge-bench-") as tmp:
         db = Path(tmp) / "api.db"
-        store = await SQLiteStore.open(db)
+        backend = await open_backend(f"sqlite:///{db}")
+        store = backend.worldmodel
         try:
             progress(f"loading {args.patients:,} patients with their related records")
             people = await load(store, args.patients)
-            security = open_security_store(store)
+            security = backend.security
             secret, key = await security.create_key(WORKSPACE, "agent", name="bench")
             principal = Principal(workspace=WORKSPACE, key_id=key.key_id, role="agent")
             model = WorldModel(store, WORKSPACE)

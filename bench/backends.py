@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 import psycopg
 
-from ehrbridge.worldmodel import migrations
+from ehrbridge.storage import migrations
+from ehrbridge.storage.rows import EVENT_COLUMNS
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.planner import AppendResult, Submission
 from ehrbridge.worldmodel.projection import EntityState
-from ehrbridge.worldmodel.sqlite import SQLiteStore
-from ehrbridge.worldmodel.store import EVENT_COLUMNS
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 _LOOKUP_KEY = "SELECT entity_type, entity_id FROM entity_keys WHERE workspace={p} AND key={p}"
@@ -143,7 +143,7 @@ class PostgresBackend:
     @classmethod
     async def open(cls, dsn: str) -> PostgresBackend:
         try:
-            module = importlib.import_module("ehrbridge.worldmodel.postgres")
+            module = importlib.import_module("ehrbridge.storage.postgres.worldmodel")
         except ImportError as exc:
             raise PostgresUnavailable(f"no PostgreSQL adapter yet: {exc}") from exc
         schema = f"bench_{os.urandom(4).hex()}"

@@ -34,9 +34,8 @@ from bench.backends import DEFAULT_DSN
 from bench.report import Metric, emit, machine, progress
 from bench.runner_poll import sandbox_process
 from ehrbridge.budget import BudgetRegistry, RequestBudget
-from ehrbridge.runner.storage import open_runner_store
-from ehrbridge.worldmodel.sqlite import SQLiteStore
-from ehrbridge.worldmodel.store import Store
+from ehrbridge.storage import Backend, open_backend
+from ehrbridge.storage.postgres.worldmodel import PostgresStore
 
 #: far above what one sequential client sends: measures the bookkeeping, never a wait
 UNBOUNDED = RequestBudget(rate=1_000_000, concurrency=4)
@@ -52,22 +51,18 @@ async def mean_ms(client: httpx.AsyncClient, url: str, requests: int) -> float:
 
 
 @asynccontextmanager
-async def opened(backend: str, folder: Path, dsn: str) -> AsyncIterator[Store]:
+async def opened(backend: str, folder: Path, dsn: str) -> AsyncIterator[Backend]:
     if backend == "sqlite":
-        store: Store = await SQLiteStore.open(folder / "wm.db")
-        try:
-            yield store
-        finally:
-            await store.close()
+        async with await open_backend(f"sqlite:///{folder / 'wm.db'}") as ports:
+            yield ports
         return
-    from ehrbridge.worldmodel.postgres import PostgresStore
-
-    pg = await PostgresStore.open(dsn, schema=f"bench_{os.urandom(4).hex()}")
-    try:
-        yield pg
-    finally:
-        await pg.drop_schema()
-        await pg.close()
+    schema = f"bench_{os.urandom(4).hex()}"
+    async with await open_backend(dsn, schema=schema) as ports:
+        try:
+            yield ports
+        finally:
+            assert isinstance(ports.worldmodel, PostgresStore)
+            await ports.worldmodel.drop_schema()
 
 
 def ok(request: httpx.Request) -> httpx.Response:
@@ -75,8 +70,8 @@ def ok(request: httpx.Request) -> httpx.Response:
 
 
 async def measure(backend: str, base_url: str, requests: int, folder: Path, dsn: str) -> None:
-    async with opened(backend, folder, dsn) as store:
-        budgets = BudgetRegistry(open_runner_store(store), "bench")
+    async with opened(backend, folder, dsn) as ports:
+        budgets = BudgetRegistry(ports.runner, "bench")
         url = f"{base_url}/Patient"
         async with httpx.AsyncClient() as bare:
             baseline = await mean_ms(bare, url, requests)

@@ -34,13 +34,13 @@ from ehrbridge.connectors.source import DataSourceConfig
 from ehrbridge.fhir.bulk import Manifest, OutputFile
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Unit
-from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sandbox.app import SandboxApp
 from ehrbridge.sandbox.export import FILE_SIZE
 from ehrbridge.sandbox.messages import FhirRequest
 from ehrbridge.sandbox.serve import running_sandbox
+from ehrbridge.storage import open_backend
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 WORKSPACE = "bench"
 
@@ -75,10 +75,11 @@ class Clock:
 
 async def backfill(base_url: str, folder: Path) -> tuple[int, float, float, int]:
     """``(resources, seconds end to end, seconds from the manifest on, events)``."""
-    store = await SQLiteStore.open(folder / "backfill.db")
+    backend = await open_backend(f"sqlite:///{folder / 'backfill.db'}")
+    store = backend.worldmodel
     try:
         clock = Clock()
-        job = Backfill(WorldModel(store, WORKSPACE), open_runner_store(store), progress=clock)
+        job = Backfill(WorldModel(store, WORKSPACE), backend.runner, progress=clock)
         source = DataSourceConfig(id="synthea", kind="fhir", base_url=base_url)
         started = time.perf_counter()
         result = await job.run(source)

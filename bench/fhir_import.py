@@ -35,9 +35,9 @@ from tests.fhir_server import running_server
 from bench.backends import DEFAULT_DSN
 from bench.report import Metric, emit, machine, progress
 from ehrbridge.fhir.importer import Importer
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.canonical import canonical_json, digest
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 
 WORKSPACE = "bench"
@@ -140,7 +140,7 @@ def medplum_load(files: Sequence[Path]) -> tuple[int, float]:
 async def _open(backend: str, folder: Path, dsn: str) -> tuple[Store, Any]:
     if backend == "sqlite":
         return await SQLiteStore.open(folder / "wm.db"), None
-    from ehrbridge.worldmodel.postgres import PostgresStore
+    from ehrbridge.storage.postgres.worldmodel import PostgresStore
 
     store = await PostgresStore.open(dsn, schema=f"bench_{os.urandom(4).hex()}")
     return store, store.drop_schema

@@ -41,8 +41,8 @@ from bench.fhir_import import raw_row, raw_sqlite, synthea_bundles
 from bench.report import Metric, emit, machine, progress
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import expand, read_units
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 
 WORKSPACE = "bench"
@@ -159,7 +159,7 @@ async def import_folder(folder: Path, backend: str, db: Path, dsn: str) -> dict[
     if backend == "sqlite":
         store = await SQLiteStore.open(db)
     else:
-        from ehrbridge.worldmodel.postgres import PostgresStore
+        from ehrbridge.storage.postgres.worldmodel import PostgresStore
 
         pg = await PostgresStore.open(dsn, schema=f"bench_{os.urandom(4).hex()}")
         store, drop = pg, pg.drop_schema

@@ -43,11 +43,11 @@ from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceC
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.service import Runner
-from ehrbridge.runner.storage import RunnerStore, open_runner_store
+from ehrbridge.runner.store import RunnerStore
 from ehrbridge.sandbox.store import ResourceStore
+from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.canonical import canonical_json, digest
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 WORKSPACE = "bench"
 PAGE_SIZE = 1000
@@ -196,10 +196,11 @@ async def repoll(records: int, folder: Path) -> None:
             overlap=timedelta(days=3650),
             resources=(resource,),
         )
-        store = await SQLiteStore.open(folder / "wm.db")
+        backend = await open_backend(f"sqlite:///{folder / 'wm.db'}")
+        store = backend.worldmodel
         try:
             model = WorldModel(store, WORKSPACE)
-            state = open_runner_store(store)
+            state = backend.runner
             poller = FhirPoller(model, state)
             first, seconds = await timed_poll(poller, source, resource)
             progress(f"first poll: {first.fetched:,} in {seconds:.1f} s, {first.events:,} events")
@@ -232,9 +233,10 @@ async def latency(changes: int, cadence: float, folder: Path) -> None:
     resource = ResourceConfig(type="Patient", every=every, page_size=PAGE_SIZE)
     with sandbox_process(folder / "latency-sandbox.db") as base_url:
         source = DataSourceConfig(id="ehr", kind="fhir", base_url=base_url, resources=(resource,))
-        store = await SQLiteStore.open(folder / "latency-wm.db")
+        backend = await open_backend(f"sqlite:///{folder / 'latency-wm.db'}")
+        store = backend.worldmodel
         model = WorldModel(store, WORKSPACE)
-        state = open_runner_store(store)
+        state = backend.runner
         config = RunnerConfig(workspace=WORKSPACE, database="sqlite:///", data_sources=(source,))
         poller = FhirPoller(model, state)
         runner = Runner(config, pollers={"fhir": poller}, outcomes=state, leases=state)

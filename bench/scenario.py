@@ -24,7 +24,7 @@ from typing import Any
 from bench.backends import Backend
 from bench.patients import WORKSPACE, batches, ehr_rounds, make_patient, submission
 from bench.report import Metric, percentile, progress
-from ehrbridge.worldmodel.store import event_row
+from ehrbridge.storage.rows import event_row
 
 
 @dataclass(frozen=True, kw_only=True)

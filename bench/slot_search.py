@@ -30,13 +30,12 @@ from bench.agent_api import NOW, load
 from bench.patients import DATA_SOURCE, WORKSPACE
 from bench.report import Metric, emit, machine, percentile, progress
 from ehrbridge.api.models import SlotSearch
-from ehrbridge.api.ports import Principal
 from ehrbridge.api.service import AgentService
 from ehrbridge.api.slots import SlotIndex
-from ehrbridge.api.storage import open_security_store
+from ehrbridge.api.store import Principal
+from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.events import Observation, RecordKey
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 SCHEDULES = 20
 
@@ -97,14 +96,15 @@ async def main(argv: list[str] | None = None) -> int:
     emit(machine())
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "slots.db"
-        store = await SQLiteStore.open(path)
+        backend = await open_backend(f"sqlite:///{path}")
+        store = backend.worldmodel
         try:
             await load(store, args.patients)
             model = WorldModel(store, WORKSPACE)
             await model.ingest(schedules_and_slots(args.slots), resolve=False)
             events = (await store.counts(WORKSPACE)).events
             progress(f"{events:,} events; building the slot index")
-            service = AgentService.on_store(store, open_security_store(store))
+            service = AgentService.on_store(store, backend.security)
             agent = Principal(workspace=WORKSPACE, key_id="bench", role="agent")
             rng = random.Random(7)
 

@@ -2,7 +2,7 @@
 
 How long a write waits for its turn when several processes write to one SQLite file, as
 ``ehrbridge serve --workers``, runners and the command line do. Every process opens the store
-(``SQLiteStore``) on one file and runs write transactions through ``SQLiteStore.transaction``:
+(``SQLiteDatabase``) on one file and runs write transactions through its ``transaction``:
 seven 200-byte rows and some CPU work inside the transaction. Each metric's value is with the
 writers queueing on the lock file (the store as shipped); its baseline is the same run when they
 do not take it and only SQLite's busy wait (sleeps of 1, 2, 5, 10 ... 100 ms) separates them.
@@ -31,7 +31,7 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 
 from bench.report import Metric, emit, machine, percentile, progress
-from ehrbridge.worldmodel.sqlite import SQLiteStore
+from ehrbridge.storage.sqlite.database import SQLiteDatabase
 
 
 def busy(hold_ms: float) -> None:
@@ -44,7 +44,7 @@ def busy(hold_ms: float) -> None:
 async def writer(
     path: Path, writes: int, hold_ms: float, pause: float, lock_file: bool
 ) -> list[float]:
-    store = await SQLiteStore.open(path)
+    store = await SQLiteDatabase.open(path)
     if not lock_file and store._writer_lock is not None:  # SQLite's busy wait alone
         os.close(store._writer_lock)
         store._writer_lock = None

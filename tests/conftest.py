@@ -1,15 +1,18 @@
-"""Shared fixtures: a fake clock and the world-model store on every backend (docs/design.md §4)."""
+"""Shared fixtures: a fake clock, and every storage port on every backend (docs/design.md §4)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol
 from uuid import uuid4
 
 import pytest
 
+from ehrbridge.storage import Backend, open_backend
+from ehrbridge.storage.postgres.worldmodel import PostgresStore
+from ehrbridge.storage.security import KeyCache
 from ehrbridge.testing import FakeClock
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 
 # The ``medplum`` fixture: a real FHIR server for the FHIR client and import tests; the
@@ -27,7 +30,13 @@ BACKENDS = [
 ]
 
 
-#: Opens one more connection (a store object) to the test's database.
+class MakeBackend(Protocol):
+    """Opens one more connection (every port, a :class:`Backend`) to the test's database."""
+
+    def __call__(self, *, key_cache: KeyCache | None = None) -> Awaitable[Backend]: ...
+
+
+#: Opens one more connection (a world-model store) to the test's database.
 MakeStore = Callable[[], Awaitable[Store]]
 
 
@@ -42,45 +51,50 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=BACKENDS)
-async def make_store(
+async def make_backend(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
-) -> AsyncIterator[MakeStore]:
-    """A factory for stores on one database: every call opens another connection to it.
+) -> AsyncIterator[MakeBackend]:
+    """A factory for backends on one database: every call opens another connection to it.
 
     SQLite: the same file. PostgreSQL: the same schema, dropped at teardown.
     """
-    backend: str = request.param
-    schema = new_schema()
-    opened: list[Store] = []
-    dropper: Callable[[], Awaitable[None]] | None = None
+    url = f"sqlite:///{tmp_path / 'wm.db'}" if request.param == "sqlite" else POSTGRES_DSN
+    options: dict[str, Any] = {} if request.param == "sqlite" else {"schema": new_schema()}
+    opened: list[Backend] = []
 
-    async def make() -> Store:
-        nonlocal dropper
-        store: Store
-        if backend == "sqlite":
-            store = await SQLiteStore.open(tmp_path / "wm.db", clock=clock)
-        else:
-            # Imported here so the SQLite tests run without the PostgreSQL adapter's imports.
-            from ehrbridge.worldmodel.postgres import PostgresStore
-
-            pg = await PostgresStore.open(POSTGRES_DSN, schema=schema, clock=clock)
-            if dropper is None:
-                dropper = pg.drop_schema
-            store = pg
-        opened.append(store)
-        return store
+    async def make(*, key_cache: KeyCache | None = None) -> Backend:
+        backend = await open_backend(url, clock=clock, key_cache=key_cache, **options)
+        opened.append(backend)
+        return backend
 
     yield make
     # Close the extra connections first so dropping the schema waits on nobody.
-    for store in reversed(opened[1:]):
-        await store.close()
-    if dropper is not None:
-        await dropper()
+    for backend in reversed(opened[1:]):
+        await backend.close()
     if opened:
+        first = opened[0].worldmodel
+        if isinstance(first, PostgresStore):
+            await first.drop_schema()
         await opened[0].close()
 
 
 @pytest.fixture
-async def store(make_store: MakeStore) -> Store:
-    """The store under test, on each backend."""
-    return await make_store()
+async def backend(make_backend: MakeBackend) -> Backend:
+    """Every port under test, on each backend."""
+    return await make_backend()
+
+
+@pytest.fixture
+def make_store(make_backend: MakeBackend) -> MakeStore:
+    """A factory for world-model stores on one database (see :func:`make_backend`)."""
+
+    async def make() -> Store:
+        return (await make_backend()).worldmodel
+
+    return make
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    """The world-model store under test, on each backend."""
+    return backend.worldmodel

@@ -1,4 +1,4 @@
-"""The audit trail's record, and how it is stored beside the world model (docs/design.md §11).
+"""The audit trail's record (docs/design.md §11); the storage adapters keep it in ``audit_log``.
 
 An :class:`AuditEntry` says who did what to which entity, when, and whether it touched patient
 data, never the values. The API's security stores append entries on their own; a write to the
@@ -9,19 +9,14 @@ record without the write).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
-
-import orjson
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
 from ehrbridge.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from psycopg import AsyncConnection
-
     from ehrbridge.worldmodel.planner import AppendResult
 
 #: agent: reads patient data and writes at voice levels only (its write scope); operator: also
@@ -29,16 +24,6 @@ if TYPE_CHECKING:
 Role = Literal["agent", "operator", "admin"]
 #: what an audited operation ended as
 Outcome = Literal["ok", "denied", "not_found", "invalid", "error"]
-
-#: the audit_log columns an entry fills, in the order of :func:`sqlite_row` / :func:`postgres_row`
-AUDIT_COLUMNS = (
-    "workspace, at, key_id, role, action, outcome, entity_type, entity_id, phi, request_id, details"
-)
-SQLITE_INSERT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({', '.join('?' * 11)})"
-POSTGRES_INSERT = (
-    f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES "
-    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,63 +58,3 @@ def check_audit_entries(entries: Sequence[AuditEntry]) -> None:
     for entry in entries:
         if entry.at.tzinfo is None:
             raise InvalidInput("an audit entry's time must carry a time zone")
-
-
-def audit_select(
-    mark: str, workspace: str, filters: Sequence[tuple[str, Any]], limit: int
-) -> tuple[str, list[Any]]:
-    """The audit trail query of both backends, newest first: ``workspace``, and each of the
-    ``filters`` (``("at >=", since)``, ``("key_id =", key)``, ...) whose value is not None, with
-    ``mark`` (``?`` or ``%s``) as the placeholder; the SQL and its arguments."""
-    where, args = [f"workspace = {mark}"], [workspace]
-    for clause, value in filters:
-        if value is not None:
-            where.append(f"{clause} {mark}")
-            args.append(value)
-    query = (
-        f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
-        f"ORDER BY at DESC, id DESC LIMIT {mark}"
-    )
-    return query, [*args, limit]
-
-
-def insert_sqlite(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
-    """Insert ``entries`` in the transaction open on ``conn``."""
-    check_audit_entries(entries)
-    conn.executemany(SQLITE_INSERT, [sqlite_row(e) for e in entries])
-
-
-async def insert_postgres(conn: AsyncConnection[Any], entries: Sequence[AuditEntry]) -> None:
-    """Insert ``entries`` in the transaction open on ``conn``."""
-    check_audit_entries(entries)
-    async with conn.cursor() as cur:
-        await cur.executemany(POSTGRES_INSERT.encode(), [postgres_row(e) for e in entries])
-
-
-def sqlite_row(entry: AuditEntry) -> tuple[Any, ...]:
-    """``entry`` as :data:`SQLITE_INSERT`'s parameters (the time as UTC ISO text, as the world
-    model's tables store times; ``phi`` as 0/1)."""
-    at = entry.at.astimezone(UTC).isoformat(timespec="microseconds")
-    return _row(entry, at, int(entry.phi))
-
-
-def postgres_row(entry: AuditEntry) -> tuple[Any, ...]:
-    """``entry`` as :data:`POSTGRES_INSERT`'s parameters."""
-    return _row(entry, entry.at, entry.phi)
-
-
-def _row(e: AuditEntry, at: Any, phi: Any) -> tuple[Any, ...]:
-    details = orjson.dumps(e.details).decode()
-    return (
-        e.workspace,
-        at,
-        e.key_id,
-        e.role,
-        e.action,
-        e.outcome,
-        e.entity_type,
-        e.entity_id,
-        phi,
-        e.request_id,
-        details,
-    )

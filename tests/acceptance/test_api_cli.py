@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from ehrbridge.api.keys import hash_key
-from ehrbridge.api.ports import AuditEntry, Principal
-from ehrbridge.api.storage import KeyCache, SecurityStore, open_security_store
+from ehrbridge.api.store import AuditEntry, Principal, SecurityStore
 from ehrbridge.cli.main import app
-from ehrbridge.worldmodel.backends import open_store
+from ehrbridge.storage import open_backend
+from ehrbridge.storage.security import KeyCache
 
 T = TypeVar("T")
 runner = CliRunner()
@@ -38,11 +38,8 @@ def db(tmp_path: Path) -> str:
 
 def with_security(db: str, work: Callable[[SecurityStore], Awaitable[T]]) -> T:
     async def main() -> T:
-        store = await open_store(db)
-        try:
-            return await work(open_security_store(store, cache=KeyCache(timedelta(0))))
-        finally:
-            await store.close()
+        async with await open_backend(db, key_cache=KeyCache(timedelta(0))) as backend:
+            return await work(backend.security)
 
     return asyncio.run(main())
 

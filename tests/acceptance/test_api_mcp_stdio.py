@@ -19,12 +19,11 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from ehrbridge.api.mcp import REQUEST_ID_META_KEY
-from ehrbridge.api.storage import open_security_store
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
+from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 WS = "clinic"
 COMMAND = [sys.executable, "-m", "ehrbridge.cli.mcp"]
@@ -33,14 +32,15 @@ MARIA_PHONE = "+16175550142"
 
 async def _clinic(db: Path) -> tuple[str, str, str]:
     """The sample clinic in ``db``: (an agent key's secret, its key id, Maria's entity id)."""
-    store = await SQLiteStore.open(db)
+    backend = await open_backend(f"sqlite:///{db}")
+    store = backend.worldmodel
     try:
         model = WorldModel(store, WS)
         report = await Importer(model, source=SAMPLE_SOURCE).import_paths([sample_bundle()])
         assert not report.errors
         key = RecordKey(data_source=SAMPLE_SOURCE, resource_type="Patient", external_id="pat-1001")
         found = await store.record_entities(WS, [key])
-        secret, stored = await open_security_store(store).create_key(WS, "agent", name="desktop")
+        secret, stored = await backend.security.create_key(WS, "agent", name="desktop")
         return secret, stored.key_id, found[key][1]
     finally:
         await store.close()
@@ -93,9 +93,10 @@ async def test_stdio_serves_a_read_and_a_write_as_the_keys_principal(tmp_path: P
     assert isinstance(scoped, types.CallToolResult) and scoped.is_error
     assert scoped.meta is not None
 
-    store = await SQLiteStore.open(db)
+    backend = await open_backend(f"sqlite:///{db}")
+    store = backend.worldmodel
     try:
-        audit = await open_security_store(store).query_audit(WS, limit=1000)
+        audit = await backend.security.query_audit(WS, limit=1000)
     finally:
         await store.close()
     assert {e.action for e in audit} == {"ambient.context", "observations.write"}

@@ -23,14 +23,13 @@ import typer
 from typer.testing import CliRunner
 
 from ehrbridge.api.serve import url_of
-from ehrbridge.api.storage import open_security_store
 from ehrbridge.cli.serve import serve_command
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
 from ehrbridge.sockets import bind
+from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 WS = "clinic"
 MARIA_PHONE = "+16175550142"
@@ -47,14 +46,15 @@ COMMAND = (
 
 async def _clinic(db: Path) -> tuple[str, str]:
     """The sample clinic in ``db``: (an agent key's secret, Maria's entity id)."""
-    store = await SQLiteStore.open(db)
+    backend = await open_backend(f"sqlite:///{db}")
+    store = backend.worldmodel
     try:
         model = WorldModel(store, WS)
         report = await Importer(model, source=SAMPLE_SOURCE).import_paths([sample_bundle()])
         assert not report.errors
         key = RecordKey(data_source=SAMPLE_SOURCE, resource_type="Patient", external_id="pat-1001")
         found = await store.record_entities(WS, [key])
-        secret, _ = await open_security_store(store).create_key(WS, "agent", name="phone bot")
+        secret, _ = await backend.security.create_key(WS, "agent", name="phone bot")
         return secret, found[key][1]
     finally:
         await store.close()
@@ -369,12 +369,11 @@ def test_concurrent_writes_through_two_workers_all_land_and_are_audited(tmp_path
     assert len(event_ids) == total
 
     async def stored() -> tuple[set[str], list[str]]:
-        store = await SQLiteStore.open(db)
+        backend = await open_backend(f"sqlite:///{db}")
+        store = backend.worldmodel
         try:
             events = await WorldModel(store, WS).events("Patient", maria)
-            audit = await open_security_store(store).query_audit(
-                WS, action="observations.write", limit=1000
-            )
+            audit = await backend.security.query_audit(WS, action="observations.write", limit=1000)
             return {e.id for e in events}, [str(e.request_id) for e in audit]
         finally:
             await store.close()

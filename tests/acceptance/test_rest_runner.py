@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ehrbridge.worldmodel.sqlite import SQLiteStore
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from tests.rest_sources import (  # the fixtures are used by name
     APPOINTMENTS,
     CONFIG,

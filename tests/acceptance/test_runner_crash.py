@@ -19,8 +19,8 @@ import pytest
 
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.sandbox.faults import FaultPlan
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from tests.paths import FIXTURES
 from tests.sandbox_server import SandboxServer
 

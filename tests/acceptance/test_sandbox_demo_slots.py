@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from ehrbridge.api.http import create_app
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import KeyCache, open_security_store
 from ehrbridge.cli.main import app
-from ehrbridge.worldmodel.backends import open_store
+from ehrbridge.storage import open_backend
+from ehrbridge.storage.security import KeyCache
 
 runner = CliRunner()
 KEY = re.compile(r"^ehb_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$", re.MULTILINE)
@@ -33,9 +33,9 @@ def invoke(*args: str) -> str:
 
 
 async def session(db: str, secret: str) -> dict[str, Any]:
-    store = await open_store(db)
+    backend = await open_backend(db, key_cache=KeyCache(timedelta(0)))
+    store, security = backend.worldmodel, backend.security
     try:
-        security = open_security_store(store, cache=KeyCache(timedelta(0)))
         api = create_app(AgentService.on_store(store, security), security)
         auth = {"Authorization": f"Bearer {secret}"}
         transport = httpx.ASGITransport(app=api)

@@ -12,16 +12,16 @@ from typer.testing import CliRunner
 
 from ehrbridge.cli.main import app
 from ehrbridge.connectors.source import PollOutcome
-from ehrbridge.runner.storage import open_runner_store
-from ehrbridge.worldmodel.sqlite import SQLiteStore
+from ehrbridge.storage import open_backend
 
 GOOD = ["Patient", "Practitioner", "Location", "Appointment"]
 
 
 async def record(path: Path) -> None:
-    store = await SQLiteStore.open(path)
+    backend = await open_backend(f"sqlite:///{path}")
+    store = backend.worldmodel
     try:
-        runner = open_runner_store(store)
+        runner = backend.runner
         now = datetime.now(UTC)
         for n in range(3):
             at = now - timedelta(seconds=30 - n)

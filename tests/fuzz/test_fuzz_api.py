@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from ehrbridge.api.mcptools import TOOLS, McpTools
 from ehrbridge.api.models import FIELD_PATTERN
-from ehrbridge.api.ports import Principal
+from ehrbridge.api.store import Principal
 from tests.integration.api import test_http as test_api_http
 from tests.integration.api.test_http import ROUTES, Api, Route
 from tests.integration.api.test_service import DEC_1, OTHER, WS

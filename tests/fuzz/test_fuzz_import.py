@@ -36,9 +36,9 @@ from hypothesis import strategies as st
 
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.report import ImportReport
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 from tests.conftest import POSTGRES_DSN, new_schema
 from tests.paths import FIXTURES
@@ -258,7 +258,7 @@ def files(draw: st.DrawFn) -> File:
 async def stores(tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
     """A SQLite and a PostgreSQL store, for the whole test (examples use workspaces of their
     own)."""
-    from ehrbridge.worldmodel.postgres import PostgresStore
+    from ehrbridge.storage.postgres.worldmodel import PostgresStore
 
     sqlite = await SQLiteStore.open(tmp_path / "fuzz.db")
     postgres = await PostgresStore.open(POSTGRES_DSN, schema=new_schema())

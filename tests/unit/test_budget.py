@@ -16,19 +16,19 @@ from ehrbridge.budget import (
     RequestBudget,
     source_budget,
 )
-from ehrbridge.runner.sqlite import SQLiteRunnerStore
-from ehrbridge.worldmodel.sqlite import SQLiteStore
+from ehrbridge.storage.sqlite.database import SQLiteDatabase
+from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
 
 FAST = RequestBudget(rate=1000, concurrency=2)
 
 
 @pytest.fixture
 async def pace() -> AsyncIterator[SQLiteRunnerStore]:
-    store = await SQLiteStore.open(":memory:")
+    database = await SQLiteDatabase.open(":memory:")
     try:
-        yield SQLiteRunnerStore(store)
+        yield SQLiteRunnerStore(database)
     finally:
-        await store.close()
+        await database.close()
 
 
 class Server:

@@ -12,6 +12,9 @@ SRC = Path(ehrbridge.__file__).parent
 
 #: what the world model may import besides itself: the base modules
 WORLDMODEL_MAY_IMPORT = ("errors", "confidence", "times", "leases", "audit", "worldmodel")
+#: the composition roots: they open the database (``ehrbridge.storage``) and hand its ports on;
+#: every other module knows the ports alone
+COMPOSITION_ROOTS = ("ehrbridge.cli", "ehrbridge.api.serve", "ehrbridge.runner.serve")
 #: modules that never import each other (the composition root hands the backfill to the poller)
 APART = frozenset({"ehrbridge.connectors.fhir.poller", "ehrbridge.connectors.fhir.backfill"})
 
@@ -68,6 +71,10 @@ def _violations() -> list[str]:
                 wrong.append(f"{where} (connectors never import the runner)")
             if _module(path) in APART and name in APART - {_module(path)}:
                 wrong.append(f"{where} (the FHIR poller and backfill share only auth and versions)")
+            module = _module(path)
+            roots = (module == r or module.startswith(f"{r}.") for r in COMPOSITION_ROOTS)
+            if layer == "storage" and own != "storage" and not any(roots):
+                wrong.append(f"{where} (only composition roots open the storage layer)")
             if own != "cli" and layer == "cli":
                 wrong.append(f"{where} (only the command line imports the command line)")
     return wrong

@@ -8,7 +8,7 @@
   gets 413 before a byte is parsed (the body is buffered up to the limit, then handed on);
 - authentication of every ``/v1/`` request (``Authorization: Bearer <key>`` or ``X-API-Key``):
   401 with ``WWW-Authenticate`` before routing, so an unauthenticated client learns nothing,
-  not even which routes exist; the :class:`~ehrbridge.api.ports.Principal` goes in the scope;
+  not even which routes exist; the :class:`~ehrbridge.api.store.Principal` goes in the scope;
 - 415 for a ``/v1/`` body that is not JSON;
 - ``Cache-Control: no-store`` on every ``/v1/`` response (patient data);
 - one log line per request: method, route *template*, status, duration, request id. Never the
@@ -34,7 +34,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ehrbridge.api import problems
-from ehrbridge.api.ports import ApiKeys
+from ehrbridge.api.store import ApiKeys
 
 #: where :class:`Edge` puts the request id and the principal in the ASGI scope
 REQUEST_ID_KEY: Final = "ehrbridge.request_id"

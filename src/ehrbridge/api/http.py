@@ -51,8 +51,8 @@ from ehrbridge.api.models import (
     TranscriptBody,
     WriteResult,
 )
-from ehrbridge.api.ports import DEFAULT_MAX_BODY, ApiKeys, Principal
 from ehrbridge.api.service import AgentService
+from ehrbridge.api.store import DEFAULT_MAX_BODY, ApiKeys, Principal
 from ehrbridge.errors import EhrbridgeError, InvalidInput, Unauthenticated
 
 #: the channel recorded in the audit entries of HTTP requests

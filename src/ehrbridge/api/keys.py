@@ -27,7 +27,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from ehrbridge.api.ports import ROLES, Role
+from ehrbridge.api.store import ROLES, Role
 from ehrbridge.errors import InvalidInput
 
 PREFIX = "ehb"
@@ -98,7 +98,7 @@ def is_key_id(key_id: str) -> bool:
 
 
 def check_role(role: str) -> Role:
-    """``role`` when it is one of :data:`~ehrbridge.api.ports.ROLES`; InvalidInput otherwise."""
+    """``role`` when it is one of :data:`~ehrbridge.api.store.ROLES`; InvalidInput otherwise."""
     for known in ROLES:
         if role == known:
             return known

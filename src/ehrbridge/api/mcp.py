@@ -36,8 +36,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ehrbridge.api.mcptools import CHANNEL, REQUEST_ID_META_KEY, TOOLS, mcp_server
-from ehrbridge.api.ports import ApiKeys, Principal
 from ehrbridge.api.service import AgentService
+from ehrbridge.api.store import ApiKeys, Principal
 from ehrbridge.errors import StorageError, Unauthenticated
 
 __all__ = [

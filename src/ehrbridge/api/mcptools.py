@@ -44,9 +44,9 @@ from ehrbridge.api.models import (
     TranscriptAttach,
     WriteResult,
 )
-from ehrbridge.api.ports import Principal
 from ehrbridge.api.problems import redacted_location
 from ehrbridge.api.service import AgentService
+from ehrbridge.api.store import Principal
 from ehrbridge.errors import (
     ConcurrencyError,
     IdempotencyConflict,

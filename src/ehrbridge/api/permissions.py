@@ -1,6 +1,6 @@
 """What each role may do (docs/design.md §11): a small table, and the checks every operation makes.
 
->>> from ehrbridge.api.ports import Principal
+>>> from ehrbridge.api.store import Principal
 >>> agent = Principal(workspace="clinic", key_id="k1", role="agent")
 >>> allowed(agent, "read"), allowed(agent, "review")
 (True, False)
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal
 
-from ehrbridge.api.ports import Principal, Role
+from ehrbridge.api.store import Principal, Role
 from ehrbridge.confidence import VOICE_LEVELS, Level
 from ehrbridge.errors import PermissionDenied
 from ehrbridge.worldmodel.entities import ENTITY_TYPES

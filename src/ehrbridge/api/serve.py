@@ -45,10 +45,10 @@ import uvicorn
 from rich.console import Console
 from starlette.types import ASGIApp
 
-from ehrbridge.api.ports import DEFAULT_MAX_BODY, ApiKeys
+from ehrbridge.api.store import DEFAULT_MAX_BODY, ApiKeys
 from ehrbridge.errors import EhrbridgeError, InvalidInput
 from ehrbridge.logs import configure_logging
-from ehrbridge.worldmodel.backends import open_store
+from ehrbridge.storage import open_backend
 
 if TYPE_CHECKING:
     from ehrbridge.api.service import AgentService
@@ -143,12 +143,11 @@ async def serve(
     # FastAPI and the service load here, not when the ``ehrbridge`` command starts.
     from ehrbridge.api.http import create_app
     from ehrbridge.api.service import AgentService, Limits
-    from ehrbridge.api.storage import open_security_store
     from ehrbridge.worldmodel.model import WorldModel
 
-    store = await open_store(db)
+    backend = await open_backend(db)
+    store, security = backend.worldmodel, backend.security
     try:
-        security = open_security_store(store)
         limits = Limits(prompt_budget=prompt_budget) if prompt_budget else Limits()
         service = AgentService(lambda ws: WorldModel(store, ws), security, limits=limits)
         app = create_app(
@@ -166,7 +165,7 @@ async def serve(
         for task in warming:
             task.cancel()
     finally:
-        await store.close()
+        await backend.close()
 
 
 async def _warm(service: AgentService, store: Store) -> None:
@@ -229,13 +228,8 @@ def _stop_with_parent(supervisor: int) -> None:  # pragma: no cover (in a worker
 async def prepare_database(db: str) -> None:
     """Open the database once before the workers do: it is created and migrated here, not by
     several processes at once, and a bad ``--db`` fails before any worker starts."""
-    from ehrbridge.api.storage import open_security_store
-
-    store = await open_store(db)
-    try:
-        open_security_store(store)
-    finally:
-        await store.close()
+    backend = await open_backend(db)
+    await backend.close()
 
 
 @dataclass

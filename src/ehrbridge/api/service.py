@@ -2,7 +2,7 @@
 (docs/design.md §10-11).
 
 :class:`AgentService` knows nothing of HTTP or MCP: a route or a tool authenticates the key,
-builds the request model, calls one method with the :class:`~ehrbridge.api.ports.Principal`
+builds the request model, calls one method with the :class:`~ehrbridge.api.store.Principal`
 first, and maps the errors it raises (one place, see ``docs/agent-api.md``):
 
 - :class:`~ehrbridge.errors.PermissionDenied` - the role or write scope does not allow it;
@@ -48,9 +48,9 @@ from ehrbridge.api.models import (
     WriteResult,
 )
 from ehrbridge.api.permissions import Permission, require, require_voice_write
-from ehrbridge.api.ports import AuditEntry, AuditLog, Outcome, Principal
 from ehrbridge.api.prompt import DEFAULT_BUDGET, render_candidates, render_context, render_no_match
 from ehrbridge.api.slots import SlotIndex
+from ehrbridge.api.store import AuditEntry, AuditLog, Outcome, Principal
 from ehrbridge.errors import (
     IdempotencyConflict,
     InvalidInput,

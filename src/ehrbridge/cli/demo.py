@@ -23,7 +23,7 @@ from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceC
 from ehrbridge.errors import SyncFailed
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.service import Runner
-from ehrbridge.runner.storage import PollLog, RunnerStore
+from ehrbridge.runner.store import PollLog, RunnerStore
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
 from ehrbridge.worldmodel.model import WorldModel
 

@@ -40,8 +40,7 @@ from ehrbridge.fhir.push import PUSH_CHUNK, Pusher
 from ehrbridge.fhir.reader import Unit, expand
 from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.runner.configfile import load_config
-from ehrbridge.runner.storage import open_runner_store
-from ehrbridge.worldmodel.backends import open_store
+from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.model import WorldModel
 
 app = typer.Typer(help="Talk to a FHIR R4 server.", no_args_is_help=True)
@@ -243,7 +242,7 @@ def backfill(
 
     async def work() -> BackfillResult:
         url = settings.database
-        store = await open_store(url.resolve() if isinstance(url, SecretRef) else url)
+        backend = await open_backend(url.resolve() if isinstance(url, SecretRef) else url)
         try:
             columns = (
                 SpinnerColumn(),
@@ -254,16 +253,15 @@ def backfill(
                 TimeElapsedColumn(),
             )
             with Progress(*columns, console=console, transient=True) as progress:
-                runner_store = open_runner_store(store)
                 job = Backfill(
-                    WorldModel(store, settings.workspace),
-                    runner_store,
-                    leases=runner_store,
+                    WorldModel(backend.worldmodel, settings.workspace),
+                    backend.runner,
+                    leases=backend.runner,
                     progress=BackfillDisplay(progress),
                 )
                 return await job.run(found[0], types=types or (), full=full)
         finally:
-            await store.close()
+            await backend.close()
 
     started = time.perf_counter()
     try:

@@ -20,18 +20,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from ehrbridge.api.keys import is_key_id, parse_write_types
-from ehrbridge.api.ports import DEFAULT_AGENT_WRITE_TYPES, ApiKey, AuditEntry, Outcome
-from ehrbridge.api.storage import (
-    DEFAULT_CACHE_TTL,
+from ehrbridge.api.store import (
+    DEFAULT_AGENT_WRITE_TYPES,
     MAX_AUDIT_LIMIT,
-    KeyCache,
+    ApiKey,
+    AuditEntry,
+    Outcome,
     SecurityStore,
-    open_security_store,
 )
 from ehrbridge.cli.errors import cli_errors
 from ehrbridge.cli.options import DbOption, WorkspaceOption
 from ehrbridge.errors import InvalidInput
-from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
+from ehrbridge.storage import DEFAULT_URL, open_backend
+from ehrbridge.storage.security import DEFAULT_CACHE_TTL, KeyCache
 
 T = TypeVar("T")
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -58,12 +59,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def _run(db: str, work: Callable[[SecurityStore], Awaitable[T]], *, create: bool = False) -> T:
     async def main() -> T:
         # only a key's creation may create the database; reads never do
-        store = await open_store(db, create=create)
-        try:
-            # a command reads what is stored now, never a cached key
-            return await work(open_security_store(store, cache=KeyCache(timedelta(0))))
-        finally:
-            await store.close()
+        # a command reads what is stored now, never a cached key
+        cache = KeyCache(timedelta(0))
+        async with await open_backend(db, create=create, key_cache=cache) as backend:
+            return await work(backend.security)
 
     with cli_errors(console, escaped=True, interrupted=None):
         return asyncio.run(main())

@@ -34,9 +34,8 @@ from ehrbridge.fhir.reader import expand
 from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.logs import configure_logging
 from ehrbridge.runner.health import SourceHealth, source_health
-from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
-from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store, redacted
+from ehrbridge.storage import DEFAULT_URL, Backend, open_backend, redacted
 from ehrbridge.worldmodel.context import PatientContext, patient_context
 from ehrbridge.worldmodel.model import WorldModel, parse_entity
 from ehrbridge.worldmodel.projection import EntityState, FieldValue
@@ -58,13 +57,15 @@ def _run(
 ) -> T:
     """Run ``work`` on the world model at ``db``; only commands that write (``create``: init,
     import, demo) create a database that is not there."""
+    return _run_on(db, lambda backend: work(WorldModel(backend.worldmodel, workspace)), create)
+
+
+def _run_on(db: str, work: Callable[[Backend], Awaitable[T]], create: bool = False) -> T:
+    """Run ``work`` on every port of the database at ``db`` (see :func:`_run`)."""
 
     async def main() -> T:
-        store = await open_store(db, create=create)
-        try:
-            return await work(WorldModel(store, workspace))
-        finally:
-            await store.close()
+        async with await open_backend(db, create=create) as backend:
+            return await work(backend)
 
     # every error exits 1 here, invalid input included; Ctrl-C is left to click
     with cli_errors(console, invalid=1, interrupted=None):
@@ -309,11 +310,12 @@ def _patient_cells(values: Mapping[str, Any]) -> tuple[str, str, str, str]:
 def status(db: DbOption = DEFAULT_URL, workspace: WorkspaceOption = "default") -> None:
     """Entities per type, events, open conflicts, and the health of each polled data source."""
 
-    async def work(model: WorldModel) -> tuple[Counts, list[SourceHealth]]:
-        outcomes = await open_runner_store(model.store).recent_outcomes(workspace, limit=20)
-        return await model.store.counts(workspace), source_health(outcomes, datetime.now(UTC))
+    async def work(backend: Backend) -> tuple[Counts, list[SourceHealth]]:
+        outcomes = await backend.runner.recent_outcomes(workspace, limit=20)
+        counts = await backend.worldmodel.counts(workspace)
+        return counts, source_health(outcomes, datetime.now(UTC))
 
-    counts, health = _run(db, workspace, work)
+    counts, health = _run_on(db, work)
     table = Table(title=f"workspace {workspace}")
     table.add_column("entity type")
     table.add_column("entities", justify="right")
@@ -448,10 +450,11 @@ def demo(
     url = f"sqlite:///{path}"
     totals = sample_counts()
 
-    async def work(model: WorldModel) -> PatientContext | None:
+    async def work(backend: Backend) -> PatientContext | None:
+        model = WorldModel(backend.worldmodel, "default")
         with sandbox_ehr() as base_url, sync_progress(console, totals) as report:
             console.print(f"sandbox EHR at {base_url}; the connector runner is polling it")
-            await sync(model, open_runner_store(model.store), url, base_url, list(totals), report)
+            await sync(model, backend.runner, url, base_url, list(totals), report)
         counts = await model.store.counts(model.workspace)
         console.print(
             f"world model: {sum(counts.entities.values())} entities, {counts.events} events"
@@ -484,7 +487,7 @@ def demo(
     level = runner_log.level
     runner_log.setLevel(logging.ERROR)
     try:
-        ctx = _run(url, "default", work, create=True)
+        ctx = _run_on(url, work, create=True)
     finally:
         runner_log.setLevel(level)
     if ctx is None:

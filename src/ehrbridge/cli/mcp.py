@@ -19,7 +19,7 @@ from rich.console import Console
 from ehrbridge.cli.errors import cli_errors
 from ehrbridge.cli.options import DbOption
 from ehrbridge.errors import Unauthenticated
-from ehrbridge.worldmodel.backends import DEFAULT_URL, open_store
+from ehrbridge.storage import DEFAULT_URL, open_backend
 
 #: the environment variable that holds the API key
 API_KEY_ENV = "EHRBRIDGE_API_KEY"
@@ -33,15 +33,10 @@ async def serve_stdio(db: str, secret: str) -> None:
     # The MCP SDK and the service load here, not when the ``ehrbridge`` command starts.
     from ehrbridge.api.mcp import run_stdio
     from ehrbridge.api.service import AgentService
-    from ehrbridge.api.storage import open_security_store
 
-    store = await open_store(db)
-    try:
-        security = open_security_store(store)
-        service = AgentService.on_store(store, security)
-        await run_stdio(service, security, secret)
-    finally:
-        await store.close()
+    async with await open_backend(db) as backend:
+        service = AgentService.on_store(backend.worldmodel, backend.security)
+        await run_stdio(service, backend.security, secret)
 
 
 def mcp_command(db: DbOption = DEFAULT_URL) -> None:

@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ehrbridge.api.ports import DEFAULT_MAX_BODY
 from ehrbridge.api.serve import (
     BACKLOG,
     GIL_SWITCH_INTERVAL,
@@ -26,11 +25,12 @@ from ehrbridge.api.serve import (
     serve,
     url_of,
 )
+from ehrbridge.api.store import DEFAULT_MAX_BODY
 from ehrbridge.cli.errors import cli_errors
 from ehrbridge.cli.options import DbOption
 from ehrbridge.logs import configure_logging
 from ehrbridge.sockets import bind
-from ehrbridge.worldmodel.backends import DEFAULT_URL
+from ehrbridge.storage import DEFAULT_URL
 
 console = Console(stderr=True)
 

@@ -18,8 +18,7 @@ from ehrbridge.errors import EhrbridgeError, InvalidInput, LoopFailed
 from ehrbridge.runner.config import Timing
 from ehrbridge.runner.configfile import load_config
 from ehrbridge.runner.service import Runner
-from ehrbridge.runner.storage import open_runner_store
-from ehrbridge.worldmodel.backends import open_store
+from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.model import WorldModel
 
 log = logging.getLogger("ehrbridge.runner")
@@ -33,12 +32,12 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
     try:
         config = load_config(config_path)
         url = config.database
-        store = await open_store(url.resolve() if isinstance(url, SecretRef) else url)
+        backend = await open_backend(url.resolve() if isinstance(url, SecretRef) else url)
     except EhrbridgeError as exc:
         log.error("cannot start: %s", exc)
         return NOT_STARTED
-    runner_store = open_runner_store(store)
-    model = WorldModel(store, config.workspace)
+    runner_store = backend.runner
+    model = WorldModel(backend.worldmodel, config.workspace)
     # One budget per data source for the whole process; its pace is shared through the database.
     budgets = BudgetRegistry(runner_store, config.workspace)
     backfill = ExportFirst(model, runner_store, budgets=budgets)
@@ -69,7 +68,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         await poller.aclose()
         await drops.aclose()
         await rest.aclose()
-        await store.close()
+        await backend.close()
     return STOPPED
 
 

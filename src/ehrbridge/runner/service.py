@@ -36,7 +36,7 @@ from ehrbridge.runner.loops.metrics import MetricsLoop, serve_metrics
 from ehrbridge.runner.loops.poll import PollLoop
 from ehrbridge.runner.loops.refresh import ConfigRefresh, LiveConfig
 from ehrbridge.runner.metrics import MetricsServer, RunnerMetrics
-from ehrbridge.runner.storage import PollLog
+from ehrbridge.runner.store import PollLog
 
 log = logging.getLogger("ehrbridge.runner")
 #: the loops that come later; each holds its name (a :class:`Waiting` slot) until registered

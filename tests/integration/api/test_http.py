@@ -29,13 +29,15 @@ from ehrbridge.api.models import (
     TimelineRequest,
     WriteResult,
 )
-from ehrbridge.api.ports import AuditEntry, AuditLog
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import KeyCache, SecurityStore, open_security_store
+from ehrbridge.api.store import AuditEntry, AuditLog, SecurityStore
 from ehrbridge.errors import StorageError
 from ehrbridge.sample import sample_bundle
+from ehrbridge.storage import Backend
+from ehrbridge.storage.security import KeyCache
 from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.store import Store
+from tests.conftest import MakeBackend
 from tests.integration.api.test_service import DEC_1, OTHER, SLOTS, WS, _import
 
 MARIA_PHONE = "+16175550142"
@@ -91,10 +93,11 @@ def client_for(app: Any) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def api(store: Store, clock: FakeClock) -> AsyncIterator[Api]:
+async def api(make_backend: MakeBackend, clock: FakeClock) -> AsyncIterator[Api]:
+    backend = await make_backend(key_cache=KeyCache(timedelta(0)))
+    store, security = backend.worldmodel, backend.security
     ids = await _import(store, WS, [sample_bundle(), SLOTS])
     other_ids = await _import(store, OTHER, [sample_bundle()])
-    security = open_security_store(store, cache=KeyCache(timedelta(0)))
     keys = await make_keys(security)
     service = AgentService.on_store(store, security, clock=clock)
     async with client_for(create_app(service, security, max_body_bytes=64 * 1024)) as client:
@@ -623,10 +626,10 @@ class FailingAudit:
     ],
 )
 async def test_a_failure_is_a_generic_problem_logged_without_its_message(
-    store: Store, caplog: pytest.LogCaptureFixture, error: Exception, status: int
+    store: Store, backend: Backend, caplog: pytest.LogCaptureFixture, error: Exception, status: int
 ) -> None:
     await _import(store, WS, [sample_bundle()])
-    security = open_security_store(store)
+    security = backend.security
     secret, _ = await security.create_key(WS, "agent")
     audit: AuditLog = FailingAudit(error)
     app = create_app(AgentService.on_store(store, audit), security)
@@ -646,8 +649,9 @@ async def test_a_failure_is_a_generic_problem_logged_without_its_message(
 
 async def test_mounted_apps_share_the_edge_but_authenticate_on_their_own(
     store: Store,
+    backend: Backend,
 ) -> None:
-    security = open_security_store(store)
+    security = backend.security
     seen: list[bytes] = []
 
     async def extra(scope: Scope, receive: Receive, send: Send) -> None:

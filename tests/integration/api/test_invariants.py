@@ -26,10 +26,10 @@ from ehrbridge.api.models import (
 )
 from ehrbridge.confidence import Level
 from ehrbridge.errors import InvalidInput, NotFound, SlotUnavailable
+from ehrbridge.storage.postgres.worldmodel import PostgresStore
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import claim_keys
-from ehrbridge.worldmodel.postgres import PostgresStore
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import START, Store
 from tests.conftest import POSTGRES_DSN, MakeStore
 from tests.integration.api import test_http as test_api_http
@@ -288,19 +288,14 @@ async def test_two_stores_on_one_database_claim_a_slot_once(
 WRITER = """
 import asyncio, json, sys
 from ehrbridge.api.models import AppointmentBooking, ObservationWrite
-from ehrbridge.api.ports import Principal
+from ehrbridge.api.store import Principal
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import open_security_store
 from ehrbridge.errors import SlotUnavailable
 
 async def main(how, url, schema, slots, patient, go):
-    if url.startswith("sqlite:"):
-        from ehrbridge.worldmodel.sqlite import SQLiteStore
-        store = await SQLiteStore.open(url.removeprefix("sqlite:"))
-    else:
-        from ehrbridge.worldmodel.postgres import PostgresStore
-        store = await PostgresStore.open(url, schema=schema)
-    service = AgentService.on_store(store, open_security_store(store))
+    from ehrbridge.storage import open_backend
+    backend = await open_backend(url, **({"schema": schema} if schema else {}))
+    service = AgentService.on_store(backend.worldmodel, backend.security)
     agent = Principal(workspace="clinic", key_id=f"key-{how}", role="agent")
     await service.warm_slots(["clinic"])
     import os, time
@@ -320,7 +315,7 @@ async def main(how, url, schema, slots, patient, go):
             won.append(slot)
         except SlotUnavailable:
             pass
-    await store.close()
+    await backend.close()
     print(json.dumps(won))
 
 asyncio.run(main(*sys.argv[1:4], json.loads(sys.argv[4]), *sys.argv[5:7]))
@@ -334,7 +329,7 @@ async def test_two_processes_through_both_routes_book_each_slot_once(
     through the generic write, the same free slots in the same order: each slot is booked once
     and the winners are exactly the slots the log shows held."""
     if isinstance(store, SQLiteStore):
-        url, schema = f"sqlite:{store.path}", ""
+        url, schema = f"sqlite:///{store.path}", ""
     else:
         assert isinstance(store, PostgresStore) and store.schema
         url, schema = POSTGRES_DSN, store.schema

@@ -51,11 +51,11 @@ from ehrbridge.api.models import (
     TimelineRequest,
     TranscriptAttach,
 )
-from ehrbridge.api.ports import Principal
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import SecurityStore, open_security_store
+from ehrbridge.api.store import Principal, SecurityStore
 from ehrbridge.errors import Unauthenticated
 from ehrbridge.sample import sample_bundle
+from ehrbridge.storage import Backend
 from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.store import Store
 from tests.integration.api.test_service import DEC_1, OTHER, SLOTS, WS, _import
@@ -122,10 +122,12 @@ def era(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def served(store: Store, clock: FakeClock, era: str) -> AsyncIterator[Served]:
+async def served(
+    store: Store, backend: Backend, clock: FakeClock, era: str
+) -> AsyncIterator[Served]:
     ids = await _import(store, WS, [sample_bundle(), SLOTS])
     other_ids = await _import(store, OTHER, [sample_bundle()])
-    security = open_security_store(store)
+    security = backend.security
     agent_key, _ = await security.create_key(WS, "agent", name="voice bot")
     rival_key, _ = await security.create_key(OTHER, "agent", name="rival bot")
     agent = await security.authenticate(agent_key)
@@ -463,10 +465,10 @@ async def test_the_sdk_client_is_refused_with_a_bad_or_revoked_key(served: Serve
 
 
 async def test_stdio_server_authenticates_the_key_on_every_call(
-    store: Store, clock: FakeClock
+    store: Store, backend: Backend, clock: FakeClock
 ) -> None:
     await _import(store, WS, [sample_bundle()])
-    security = open_security_store(store)
+    security = backend.security
     secret, key = await security.create_key(WS, "agent", name="desktop")
     service = AgentService.on_store(store, security, clock=clock)
     with pytest.raises(Unauthenticated):

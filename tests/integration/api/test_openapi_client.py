@@ -22,8 +22,8 @@ import pytest
 
 from ehrbridge.api.http import create_app
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import open_security_store
 from ehrbridge.sample import sample_bundle
+from ehrbridge.storage import Backend
 from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.store import Store
 from tests.integration.api.test_mcp import serving
@@ -51,10 +51,12 @@ def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def server(store: Store, clock: FakeClock) -> AsyncIterator[tuple[str, str, dict[str, str]]]:
+async def server(
+    store: Store, backend: Backend, clock: FakeClock
+) -> AsyncIterator[tuple[str, str, dict[str, str]]]:
     """The sample clinic's API on a loopback socket: its URL, an agent key, the sample ids."""
     ids = await _import(store, WS, [sample_bundle(), SLOTS])
-    security = open_security_store(store)
+    security = backend.security
     key, _ = await security.create_key(WS, "agent", name="generated client")
     app = create_app(AgentService.on_store(store, security, clock=clock), security)
     async with serving(app, path="") as url:

@@ -20,8 +20,8 @@ from starlette.types import ASGIApp
 from ehrbridge.api.http import create_app
 from ehrbridge.api.serve import mcp_mounts, uvicorn_config
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import open_security_store
 from ehrbridge.sample import sample_bundle
+from ehrbridge.storage import Backend
 from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.store import Store
 from tests.integration.api.test_http import FailingAudit
@@ -205,6 +205,7 @@ def scan(text: str) -> list[str]:
 
 async def test_no_planted_value_reaches_any_log(
     store: Store,
+    backend: Backend,
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
@@ -212,7 +213,7 @@ async def test_no_planted_value_reaches_any_log(
     for name in [*logging.root.manager.loggerDict, ""]:
         caplog.set_level(logging.DEBUG, logger=name)
     ids = await _import(store, WS, [sample_bundle(), SLOTS])
-    security = open_security_store(store)
+    security = backend.security
     key, _ = await security.create_key(WS, "agent", name="voice bot")
     service = AgentService.on_store(store, security, clock=clock)
     app = create_app(
@@ -234,12 +235,15 @@ async def test_no_planted_value_reaches_any_log(
 
 
 async def test_an_unexpected_failure_quoting_phi_is_logged_without_it(
-    store: Store, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    store: Store,
+    backend: Backend,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     for name in [*logging.root.manager.loggerDict, ""]:
         caplog.set_level(logging.DEBUG, logger=name)
     await _import(store, WS, [sample_bundle()])
-    security = open_security_store(store)
+    security = backend.security
     key, _ = await security.create_key(WS, "agent")
     failing = FailingAudit(RuntimeError(f"row for {GIVEN} {FAMILY} {BIRTH} {PHONE}"))
     app = create_app(AgentService.on_store(store, failing), security)

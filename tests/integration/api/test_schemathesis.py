@@ -28,12 +28,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from ehrbridge.api.http import create_app
-from ehrbridge.api.ports import ApiKeys
 from ehrbridge.api.serve import uvicorn_config
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import open_security_store
+from ehrbridge.api.store import ApiKeys
 from ehrbridge.sample import sample_bundle
-from ehrbridge.worldmodel.sqlite import SQLiteStore
+from ehrbridge.storage import open_backend
 from tests.integration.api.test_service import SLOTS, WS, _import
 
 #: how long the server may take to start
@@ -48,10 +47,11 @@ class Served:
 
 def _serve(db: Path, ready: queue.Queue[Any], stop: threading.Event) -> None:
     async def main() -> None:
-        store = await SQLiteStore.open(db)
+        backend = await open_backend(f"sqlite:///{db}")
+        store = backend.worldmodel
         try:
             await _import(store, WS, [sample_bundle(), SLOTS])
-            security = open_security_store(store)
+            security = backend.security
             secret, _ = await security.create_key(WS, "agent", name="schemathesis")
             app = create_app(AgentService.on_store(store, security), security)
             server = uvicorn.Server(

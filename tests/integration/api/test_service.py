@@ -26,9 +26,8 @@ from ehrbridge.api.models import (
     TimelineRequest,
     TranscriptAttach,
 )
-from ehrbridge.api.ports import AuditEntry, AuditLog, Principal, Role
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import open_security_store
+from ehrbridge.api.store import AuditEntry, AuditLog, Principal, Role
 from ehrbridge.errors import (
     IdempotencyConflict,
     InvalidInput,
@@ -38,11 +37,12 @@ from ehrbridge.errors import (
 )
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundle
+from ehrbridge.storage import Backend
 from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.events import Observation, RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store
-from tests.conftest import MakeStore
+from tests.conftest import MakeBackend
 from tests.paths import FIXTURES
 
 WS = "clinic"
@@ -115,10 +115,10 @@ async def _import(store: Store, workspace: str, paths: list[Path]) -> dict[str, 
 
 
 @pytest.fixture
-async def clinic(store: Store, clock: FakeClock) -> Clinic:
+async def clinic(store: Store, backend: Backend, clock: FakeClock) -> Clinic:
     ids = await _import(store, WS, [sample_bundle(), SLOTS])
     other_ids = await _import(store, OTHER, [sample_bundle()])
-    audit = StoredAudit(open_security_store(store))
+    audit = StoredAudit(backend.security)
     return Clinic(
         service=AgentService.on_store(store, audit, clock=clock),
         audit=audit,
@@ -561,14 +561,14 @@ async def test_booking_a_slot_confirms_at_once_and_takes_the_slot(clinic: Clinic
 
 
 async def test_two_servers_booking_one_slot_at_once_book_it_once(
-    clinic: Clinic, make_store: MakeStore
+    clinic: Clinic, make_backend: MakeBackend
 ) -> None:
     """Two API processes (own connections, own slot indexes) book the same free slot at the
     same moment for two callers: one booking, one SlotUnavailable."""
     servers = [clinic.service]
     for _ in range(2):
-        own = await make_store()
-        servers.append(AgentService.on_store(own, open_security_store(own)))
+        own = await make_backend()
+        servers.append(AgentService.on_store(own.worldmodel, own.security))
     slot = clinic.ids["slot-9001"]
     week = SlotSearch(start=DEC_1, end=DEC_1 + timedelta(days=7))
     for server in servers:  # every process has looked at the slots: each believes it free

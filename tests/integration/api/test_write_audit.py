@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 
 from ehrbridge.api.models import AppointmentBooking, ObservationWrite, TranscriptAttach
-from ehrbridge.api.ports import Principal
 from ehrbridge.api.service import AgentService
-from ehrbridge.api.storage import SecurityStore, open_security_store
+from ehrbridge.api.store import Principal, SecurityStore
 from ehrbridge.audit import WriteAudit
 from ehrbridge.errors import StorageError
+from ehrbridge.storage import Backend
+from ehrbridge.storage.postgres.worldmodel import PostgresStore
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import AppendResult, Submission
-from ehrbridge.worldmodel.postgres import PostgresStore
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 
 WS = "clinic"
@@ -62,7 +62,7 @@ async def refuse_write_audits(store: Store) -> None:
                 "BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
             )
 
-        await store.call(create)
+        await store.database.call(create)
         return
     assert isinstance(store, PostgresStore)
     async with store.pool.connection() as conn:
@@ -90,8 +90,10 @@ async def actions(security: SecurityStore) -> list[tuple[str, str, str | None]]:
     return [(e.action, e.outcome, e.entity_id) for e in reversed(entries)]
 
 
-async def test_a_process_dying_right_after_a_write_leaves_it_audited(store: Store) -> None:
-    security = open_security_store(store)
+async def test_a_process_dying_right_after_a_write_leaves_it_audited(
+    store: Store, backend: Backend
+) -> None:
+    security = backend.security
     ada = await patient(AgentService.on_store(store, security))
     dying = AgentService.on_store(DiesAfterCommit(store), security)
     before = await actions(security)
@@ -129,8 +131,10 @@ async def test_a_process_dying_right_after_a_write_leaves_it_audited(store: Stor
     assert booked is not None and booked.fields["patient"].value == f"Patient/{ada}"
 
 
-async def test_a_write_whose_audit_record_is_refused_is_not_stored(store: Store) -> None:
-    security = open_security_store(store)
+async def test_a_write_whose_audit_record_is_refused_is_not_stored(
+    store: Store, backend: Backend
+) -> None:
+    security = backend.security
     service = AgentService.on_store(store, security)
     ada = await patient(service)
     model = WorldModel(store, WS)
@@ -162,10 +166,10 @@ async def test_a_write_whose_audit_record_is_refused_is_not_stored(store: Store)
     ]
 
 
-async def test_a_retried_write_is_audited_once_per_call(store: Store) -> None:
+async def test_a_retried_write_is_audited_once_per_call(store: Store, backend: Backend) -> None:
     """A retry under the same idempotency key writes nothing: its entry is recorded after the
     answer, like a read's, and names the entity the first call wrote."""
-    security = open_security_store(store)
+    security = backend.security
     service = AgentService.on_store(store, security)
     write = ObservationWrite(
         entity_type="Patient",

@@ -18,7 +18,7 @@ from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.runner.configfile import FILES, parse_config
 from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.service import Runner
-from ehrbridge.runner.storage import open_runner_store
+from ehrbridge.storage import Backend
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store
 
@@ -187,7 +187,9 @@ async def test_a_file_of_a_name_already_done_keeps_both(store: Store, tmp_path: 
     assert (await store.counts("clinic")).entities == {"Patient": 2}
 
 
-async def test_the_runner_polls_a_file_drop_source(store: Store, tmp_path: Path) -> None:
+async def test_the_runner_polls_a_file_drop_source(
+    store: Store, backend: Backend, tmp_path: Path
+) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "p.ndjson").write_bytes(ndjson(patient("p1", "Santos")))
@@ -195,7 +197,7 @@ async def test_the_runner_polls_a_file_drop_source(store: Store, tmp_path: Path)
         "workspace: clinic\ndatabase: sqlite:///x.db\ndata_sources:\n"
         f"  - {{id: drop, kind: file_drop, path: '{inbox}', every: 1s}}\n"
     )
-    runner_store = open_runner_store(store)
+    runner_store = backend.runner
     runner = Runner(
         config,
         pollers={"file_drop": FileDropPoller(WorldModel(store, "clinic"))},

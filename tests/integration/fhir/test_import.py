@@ -17,10 +17,10 @@ from ehrbridge.errors import StorageError
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Entry, Unit
 from ehrbridge.fhir.report import ImportReport
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import AppendResult, Submission
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
 from tests.paths import FIXTURES
 

@@ -19,8 +19,9 @@ from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.health import SourceHealth, source_health
 from ehrbridge.runner.service import Runner
-from ehrbridge.runner.storage import RunnerStore, open_runner_store
+from ehrbridge.runner.store import RunnerStore
 from ehrbridge.sandbox.faults import FaultPlan
+from ehrbridge.storage import Backend
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store
 from tests.sandbox_server import SandboxServer
@@ -83,9 +84,9 @@ async def create_patient(server: SandboxServer, n: int) -> None:
 
 
 @pytest.fixture
-async def running(sandbox: SandboxServer, store: Store) -> AsyncIterator[Running]:
+async def running(sandbox: SandboxServer, store: Store, backend: Backend) -> AsyncIterator[Running]:
     await sandbox.reset()
-    runner_store = open_runner_store(store)
+    runner_store = backend.runner
     sleeps = Sleeps()
     resource = ResourceConfig(type="Patient", every=CADENCE, page_size=2)
     source = DataSourceConfig(

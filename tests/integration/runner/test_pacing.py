@@ -26,11 +26,11 @@ from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.config import RunnerConfig, Timing
 from ehrbridge.runner.health import source_health
 from ehrbridge.runner.service import Runner
-from ehrbridge.runner.storage import RunnerStore, open_runner_store
+from ehrbridge.runner.store import RunnerStore
 from ehrbridge.sandbox.app import SandboxApp
 from ehrbridge.sandbox.faults import Decision, FaultPlan, Faults
 from ehrbridge.sandbox.serve import running_sandbox
-from tests.conftest import MakeStore
+from tests.conftest import MakeBackend
 
 WS = "clinic"
 LIMIT = 3  # the sandbox's requests per second
@@ -119,11 +119,11 @@ class Instance:
     task: asyncio.Task[None]
 
 
-async def start(make_store: MakeStore, config: RunnerConfig) -> Instance:
+async def start(make_backend: MakeBackend, config: RunnerConfig) -> Instance:
     from ehrbridge.worldmodel.model import WorldModel
 
-    store = await make_store()
-    runner_store = open_runner_store(store)
+    backend = await make_backend()
+    store, runner_store = backend.worldmodel, backend.runner
     budgets = BudgetRegistry(runner_store, WS)
     fast = RetryPolicy(max_retries=3, backoff=0.05)
 
@@ -165,12 +165,12 @@ async def every_type_polled_ok(store: RunnerStore, types: list[str], times: int 
 
 @pytest.fixture
 async def two_runners(
-    make_store: MakeStore, sandbox: Sandbox
+    make_backend: MakeBackend, sandbox: Sandbox
 ) -> AsyncIterator[Callable[[RunnerConfig], Awaitable[list[Instance]]]]:
     started: list[Instance] = []
 
     async def run(config: RunnerConfig) -> list[Instance]:
-        started.extend([await start(make_store, config), await start(make_store, config)])
+        started.extend([await start(make_backend, config), await start(make_backend, config)])
         return started
 
     yield run
@@ -204,12 +204,12 @@ async def test_seventeen_tasks_of_two_runners_keep_to_the_sources_limit(
 
 
 async def test_a_429_stops_every_task_of_every_runner_for_its_retry_after(
-    make_store: MakeStore, sandbox: Sandbox
+    make_backend: MakeBackend, sandbox: Sandbox
 ) -> None:
     # Two runners' budgets on two connections, as the outbound half will have them (every
     # runner drains a sink): the pace is shared through the database alone.
     budget = RequestBudget(rate=20, concurrency=3)
-    registries = [BudgetRegistry(open_runner_store(await make_store()), WS) for _ in range(2)]
+    registries = [BudgetRegistry((await make_backend()).runner, WS) for _ in range(2)]
     clients = [
         httpx.AsyncClient(transport=r.transport("ehr", budget)) for r in registries for _ in "abc"
     ]

@@ -20,8 +20,8 @@ from ehrbridge.errors import InvalidInput, LoopFailed
 from ehrbridge.runner.config import RunnerConfig, Timing
 from ehrbridge.runner.configfile import parse_config
 from ehrbridge.runner.service import RESERVED_LOOPS, Runner
-from ehrbridge.runner.storage import RunnerStore, open_runner_store
-from ehrbridge.worldmodel.sqlite import SQLiteStore
+from ehrbridge.runner.store import RunnerStore
+from ehrbridge.storage import open_backend
 
 FAST = Timing(
     refresh_every=timedelta(seconds=5),
@@ -81,8 +81,9 @@ class FakePoller:
 
 @pytest.fixture
 async def runner_store(tmp_path: Path) -> AsyncIterator[RunnerStore]:
-    store = await SQLiteStore.open(tmp_path / "wm.db")
-    yield open_runner_store(store)
+    backend = await open_backend(f"sqlite:///{tmp_path / 'wm.db'}")
+    store = backend.worldmodel
+    yield backend.runner
     await store.close()
 
 

@@ -19,7 +19,7 @@ import orjson
 import psycopg
 import pytest
 
-from ehrbridge.worldmodel.backends import open_store
+from ehrbridge.storage import open_backend
 from tests.conftest import BACKENDS, POSTGRES_DSN, new_schema
 from tests.synthea import patient_bundles
 from tests.worldstate import named, references
@@ -104,7 +104,7 @@ async def state_of(db: Database) -> dict[str, Any]:
         data = orjson.loads(data) if isinstance(data, str | bytes) else data
         dangling += sum(1 for ref in references(data) if ref not in entities)
 
-    store = await open_store(db.url)
+    store = (await open_backend(db.url)).worldmodel
     try:
         states = {}
         for key, name in names.items():

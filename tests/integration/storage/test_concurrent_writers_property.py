@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ehrbridge.fhir.importer import Importer
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import START, Store
 from tests.conftest import BACKENDS, POSTGRES_DSN, new_schema
 from tests.worldstate import named, references
@@ -152,14 +152,14 @@ async def open_stores(backend: str, folder: Path, name: str, n: int) -> list[Sto
     """``n`` stores (connections) on one fresh database."""
     if backend == "sqlite":
         return [await SQLiteStore.open(folder / f"{name}.db") for _ in range(n)]
-    from ehrbridge.worldmodel.postgres import PostgresStore
+    from ehrbridge.storage.postgres.worldmodel import PostgresStore
 
     schema = new_schema()
     return [await PostgresStore.open(POSTGRES_DSN, schema=schema) for _ in range(n)]
 
 
 async def close(stores: list[Store]) -> None:
-    from ehrbridge.worldmodel.postgres import PostgresStore
+    from ehrbridge.storage.postgres.worldmodel import PostgresStore
 
     for store in reversed(stores[1:]):
         await store.close()

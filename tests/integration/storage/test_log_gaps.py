@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
+from ehrbridge.storage.postgres.worldmodel import PostgresStore
+from ehrbridge.storage.rows import EVENT_COLUMNS, event_row
 from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Source, event_hash, new_id
-from ehrbridge.worldmodel.postgres import PostgresStore
-from ehrbridge.worldmodel.store import EVENT_COLUMNS, START, LogPosition, event_row
+from ehrbridge.worldmodel.store import START, LogPosition
 from tests.conftest import POSTGRES_DSN, new_schema
 
 pytestmark = pytest.mark.postgres

@@ -1,16 +1,15 @@
-"""The versioned schema: migrations produce the schema the code expects, once."""
+"""The versioned schema: migrations produce the schema the code expects, once, on both
+backends."""
 
 from __future__ import annotations
-
-import sqlite3
-from pathlib import Path
 
 import pytest
 
 from ehrbridge.errors import SchemaError
-from ehrbridge.worldmodel import migrations
-from ehrbridge.worldmodel.sqlite import SQLiteStore
-from ehrbridge.worldmodel.store import EVENT_COLUMNS
+from ehrbridge.storage import Backend, migrations
+from ehrbridge.storage.rows import EVENT_COLUMNS
+from tests.conftest import MakeBackend
+from tests.integration.storage.raw import backend_name, execute, rows
 
 EXPECTED_TABLES = {
     "events",
@@ -29,48 +28,51 @@ EXPECTED_TABLES = {
 }
 
 
-def columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+async def tables(backend: Backend) -> set[str]:
+    if backend_name(backend) == "sqlite":
+        found = await rows(backend, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        found = await rows(
+            backend,
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema()",
+        )
+    return {r[0] for r in found}
 
 
-async def test_fresh_database_migrates_to_the_latest_schema(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    store = await SQLiteStore.open(path)
-    await store.close()
-    conn = sqlite3.connect(path)
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables >= EXPECTED_TABLES | {"schema_version"}
-    assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [
-        v for v, _ in migrations.migrations("sqlite")
-    ]
-    # the columns the code reads and writes are the columns the migrations made
-    assert columns(conn, "events")[:20] == [c.strip() for c in EVENT_COLUMNS.split(",")]
-    assert "tx" in columns(conn, "events")
-    conn.close()
-
-
-async def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    for _ in range(3):
-        store = await SQLiteStore.open(path)
-        await store.close()
-    conn = sqlite3.connect(path)
-    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(
-        migrations.migrations("sqlite")
+async def columns(backend: Backend, table: str) -> list[str]:
+    if backend_name(backend) == "sqlite":
+        return [r[1] for r in await rows(backend, f"PRAGMA table_info({table})")]
+    found = await rows(
+        backend,
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+        f"current_schema() AND table_name = '{table}' ORDER BY ordinal_position",
     )
-    conn.close()
+    return [r[0] for r in found]
 
 
-async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    store = await SQLiteStore.open(path)
-    await store.close()
-    conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO schema_version VALUES (999, '2030-01-01')")
-    conn.commit()
-    conn.close()
+async def test_fresh_database_migrates_to_the_latest_schema(backend: Backend) -> None:
+    assert await tables(backend) >= EXPECTED_TABLES | {"schema_version"}
+    versions = await rows(backend, "SELECT version FROM schema_version ORDER BY version")
+    assert [r[0] for r in versions] == [v for v, _ in migrations.migrations(backend_name(backend))]
+    # the columns the code reads and writes are the columns the migrations made
+    events = await columns(backend, "events")
+    assert events[:20] == [c.strip() for c in EVENT_COLUMNS.split(",")]
+    assert "tx" in events
+
+
+async def test_reopening_applies_nothing_twice(make_backend: MakeBackend) -> None:
+    for _ in range(3):
+        backend = await make_backend()
+    ((count,),) = await rows(backend, "SELECT count(*) FROM schema_version")
+    assert count == len(migrations.migrations(backend_name(backend)))
+
+
+async def test_a_newer_database_is_refused(make_backend: MakeBackend) -> None:
+    backend = await make_backend()
+    await execute(backend, "INSERT INTO schema_version VALUES (999, '2030-01-01')")
     with pytest.raises(SchemaError, match="newer"):
-        await SQLiteStore.open(path)
+        await make_backend()
 
 
 def test_both_backends_have_the_same_migration_versions() -> None:

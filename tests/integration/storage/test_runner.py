@@ -6,15 +6,15 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from ehrbridge.connectors.source import PollOutcome
-from ehrbridge.runner.storage import RunnerStore, open_runner_store
-from ehrbridge.worldmodel.store import Store
-from tests.conftest import MakeStore
+from ehrbridge.runner.store import RunnerStore
+from ehrbridge.storage import Backend
+from tests.conftest import MakeBackend
 
 MINUTE = timedelta(minutes=1)
 
 
-async def test_one_holder_at_a_time(store: Store) -> None:
-    runner = open_runner_store(store)
+async def test_one_holder_at_a_time(backend: Backend) -> None:
+    runner = backend.runner
     first = await runner.acquire("ws", "poll:ehr", "a", MINUTE)
     assert first is not None and first.holder == "a"
     assert await runner.acquire("ws", "poll:ehr", "b", MINUTE) is None
@@ -25,8 +25,8 @@ async def test_one_holder_at_a_time(store: Store) -> None:
     assert await runner.acquire("other", "poll:ehr", "b", MINUTE) is not None
 
 
-async def test_renewal_extends_and_release_frees(store: Store) -> None:
-    runner = open_runner_store(store)
+async def test_renewal_extends_and_release_frees(backend: Backend) -> None:
+    runner = backend.runner
     first = await runner.acquire("ws", "l", "a", MINUTE)
     renewed = await runner.acquire("ws", "l", "a", 10 * MINUTE)
     assert first is not None and renewed is not None
@@ -39,8 +39,8 @@ async def test_renewal_extends_and_release_frees(store: Store) -> None:
     assert taken is not None and taken.holder == "b"
 
 
-async def test_an_expired_lease_can_be_taken(store: Store) -> None:
-    runner = open_runner_store(store)
+async def test_an_expired_lease_can_be_taken(backend: Backend) -> None:
+    runner = backend.runner
     assert await runner.acquire("ws", "l", "a", timedelta(milliseconds=20)) is not None
     await asyncio.sleep(0.1)
     assert await runner.holder("ws", "l") is None
@@ -50,8 +50,8 @@ async def test_an_expired_lease_can_be_taken(store: Store) -> None:
     assert await runner.acquire("ws", "l", "a", MINUTE) is None
 
 
-async def test_racing_holders_on_separate_connections_one_wins(make_store: MakeStore) -> None:
-    runners: list[RunnerStore] = [open_runner_store(await make_store()) for _ in range(3)]
+async def test_racing_holders_on_separate_connections_one_wins(make_backend: MakeBackend) -> None:
+    runners: list[RunnerStore] = [(await make_backend()).runner for _ in range(3)]
     for attempt in range(5):
         name = f"race-{attempt}"
         results = await asyncio.gather(
@@ -60,8 +60,8 @@ async def test_racing_holders_on_separate_connections_one_wins(make_store: MakeS
         assert sum(lease is not None for lease in results) == 1
 
 
-async def test_cursors_are_per_source_and_type(store: Store) -> None:
-    runner = open_runner_store(store)
+async def test_cursors_are_per_source_and_type(backend: Backend) -> None:
+    runner = backend.runner
     assert await runner.get_cursor("ws", "ehr", "Patient") is None
     await runner.set_cursor("ws", "ehr", "Patient", "2026-01-01T00:00:00+00:00")
     await runner.set_cursor("ws", "ehr", "Patient", "2026-01-02T00:00:00+00:00")
@@ -86,8 +86,8 @@ def _outcome(source: str, resource_type: str, minute: int, ok: bool = True) -> P
     )
 
 
-async def test_recent_outcomes_newest_first_per_source_and_type(store: Store) -> None:
-    runner = open_runner_store(store)
+async def test_recent_outcomes_newest_first_per_source_and_type(backend: Backend) -> None:
+    runner = backend.runner
     for minute in range(5):
         await runner.record_outcome(_outcome("ehr", "Patient", minute, ok=minute != 4))
         await runner.record_outcome(_outcome("lab", "Observation", minute))
@@ -103,8 +103,8 @@ async def test_recent_outcomes_newest_first_per_source_and_type(store: Store) ->
     ]
 
 
-async def test_record_versions_are_per_source_and_type_and_replace(store: Store) -> None:
-    runner = open_runner_store(store)
+async def test_record_versions_are_per_source_and_type_and_replace(backend: Backend) -> None:
+    runner = backend.runner
     assert await runner.known_versions("ws", "ehr", "Patient", ["a", "b"]) == {}
     await runner.remember_versions("ws", "ehr", "Patient", {"a": "1", "b": "sha:x"})
     await runner.remember_versions("ws", "ehr", "Patient", {"a": "2"})
@@ -120,8 +120,8 @@ async def test_record_versions_are_per_source_and_type_and_replace(store: Store)
     assert await runner.known_versions("ws", "ehr", "Patient", []) == {}
 
 
-async def test_record_versions_take_a_large_batch(store: Store) -> None:
-    runner = open_runner_store(store)
+async def test_record_versions_take_a_large_batch(backend: Backend) -> None:
+    runner = backend.runner
     tokens = {f"id-{i}": f"v{i}" for i in range(5000)}
     await runner.remember_versions("ws", "ehr", "Observation", tokens)
     assert await runner.known_versions("ws", "ehr", "Observation", list(tokens)) == tokens

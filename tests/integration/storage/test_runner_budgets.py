@@ -12,18 +12,18 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ehrbridge.budget import MAX_PAUSE
-from ehrbridge.runner.sqlite import SQLiteRunnerStore
-from ehrbridge.runner.storage import RunnerStore, open_runner_store
+from ehrbridge.runner.store import RunnerStore
+from ehrbridge.storage import Backend
+from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.testing import FakeClock
-from ehrbridge.worldmodel.sqlite import SQLiteStore
-from ehrbridge.worldmodel.store import Store
-from tests.conftest import MakeStore
+from tests.conftest import MakeBackend
 
 HOUR = timedelta(hours=1)
 
 
-async def test_a_slot_then_the_wait_for_the_next(store: Store) -> None:
-    pace = open_runner_store(store)
+async def test_a_slot_then_the_wait_for_the_next(backend: Backend) -> None:
+    pace = backend.runner
     assert await pace.take_slot("ws", "source:ehr", HOUR) == timedelta(0)
     wait = await pace.take_slot("ws", "source:ehr", HOUR)
     assert HOUR - timedelta(minutes=1) < wait <= HOUR
@@ -35,16 +35,16 @@ async def test_a_slot_then_the_wait_for_the_next(store: Store) -> None:
     assert await pace.take_slot("other", "source:ehr", HOUR) == timedelta(0)
 
 
-async def test_a_slot_comes_after_its_interval(store: Store) -> None:
-    pace = open_runner_store(store)
+async def test_a_slot_comes_after_its_interval(backend: Backend) -> None:
+    pace = backend.runner
     step = timedelta(milliseconds=50)
     assert await pace.take_slot("ws", "b", step) == timedelta(0)
     await asyncio.sleep(0.2)
     assert await pace.take_slot("ws", "b", step) == timedelta(0)
 
 
-async def test_a_pause_holds_every_slot_off_and_never_shortens_a_wait(store: Store) -> None:
-    pace = open_runner_store(store)
+async def test_a_pause_holds_every_slot_off_and_never_shortens_a_wait(backend: Backend) -> None:
+    pace = backend.runner
     pause = timedelta(minutes=5)
     await pace.pause("ws", "source:ehr", pause)
     wait = await pace.take_slot("ws", "source:ehr", timedelta(milliseconds=10))
@@ -57,8 +57,10 @@ async def test_a_pause_holds_every_slot_off_and_never_shortens_a_wait(store: Sto
     assert await pace.take_slot("ws", "source:lab", timedelta(milliseconds=10)) <= MAX_PAUSE
 
 
-async def test_racing_takers_on_separate_connections_take_one_slot(make_store: MakeStore) -> None:
-    paces: list[RunnerStore] = [open_runner_store(await make_store()) for _ in range(3)]
+async def test_racing_takers_on_separate_connections_take_one_slot(
+    make_backend: MakeBackend,
+) -> None:
+    paces: list[RunnerStore] = [(await make_backend()).runner for _ in range(3)]
     for attempt in range(5):
         name = f"race-{attempt}"
         waits = await asyncio.gather(*(p.take_slot("ws", name, HOUR) for p in paces for _ in "ab"))
@@ -70,7 +72,7 @@ async def test_a_clock_that_went_back_does_not_stall_a_budget() -> None:
     clock = FakeClock(datetime(2026, 11, 20, 8, 0, tzinfo=UTC))
     store = await SQLiteStore.open(":memory:")
     try:
-        pace = SQLiteRunnerStore(store, clock=clock)
+        pace = SQLiteRunnerStore(store.database, clock=clock)
         assert await pace.take_slot("ws", "b", timedelta(seconds=1)) == timedelta(0)
         clock.advance(-timedelta(days=1))
         assert await pace.take_slot("ws", "b", timedelta(seconds=1)) == timedelta(0)
@@ -107,7 +109,7 @@ async def _follow_model(steps: list[tuple[int, str, int]], interval: timedelta) 
     clock = FakeClock(datetime(2026, 11, 20, 8, 0, tzinfo=UTC))
     store = await SQLiteStore.open(":memory:")
     try:
-        pace = SQLiteRunnerStore(store, clock=clock)
+        pace = SQLiteRunnerStore(store.database, clock=clock)
         next_at: datetime | None = None
         granted: list[tuple[int, datetime]] = []  # (step, when)
         pauses: list[tuple[int, datetime, datetime]] = []  # (step, from, until)

@@ -9,13 +9,20 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ehrbridge.api.keys import parse_key
-from ehrbridge.api.ports import DEFAULT_AGENT_WRITE_TYPES, ApiKey, AuditEntry, Outcome
-from ehrbridge.api.storage import KeyCache, SecurityStore, open_security_store
+from ehrbridge.api.store import (
+    DEFAULT_AGENT_WRITE_TYPES,
+    ApiKey,
+    AuditEntry,
+    Outcome,
+    SecurityStore,
+)
 from ehrbridge.errors import InvalidInput, StorageError
+from ehrbridge.storage import Backend
+from ehrbridge.storage.security import KeyCache
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.testing import FakeClock
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from ehrbridge.worldmodel.store import Store
-from tests.conftest import MakeStore
+from tests.conftest import MakeBackend
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 NO_CACHE = KeyCache(timedelta(0))
@@ -32,8 +39,8 @@ class Ticks:
 
 
 @pytest.fixture
-def security(store: Store) -> SecurityStore:
-    return open_security_store(store)
+def security(backend: Backend) -> SecurityStore:
+    return backend.security
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -157,13 +164,12 @@ async def test_anything_but_an_issued_key_authenticates_as_nobody(security: Secu
 
 
 async def test_revocation_by_another_process_takes_effect_within_the_cache_ttl(
-    make_store: MakeStore,
+    make_backend: MakeBackend,
 ) -> None:
     ticks = Ticks()
-    server = open_security_store(
-        await make_store(), cache=KeyCache(timedelta(seconds=5), clock=ticks)
-    )
-    admin = open_security_store(await make_store())
+    cache = KeyCache(timedelta(seconds=5), clock=ticks)
+    server = (await make_backend(key_cache=cache)).security
+    admin = (await make_backend()).security
     secret, key = await admin.create_key("ws", "agent")
     assert await server.authenticate(secret) is not None
     assert await admin.revoke_key("ws", key.key_id)
@@ -172,15 +178,15 @@ async def test_revocation_by_another_process_takes_effect_within_the_cache_ttl(
     ticks.now = 5.0
     assert await server.authenticate(secret) is None
     # without a cache, every authentication reads the key
-    uncached = open_security_store(await make_store(), cache=NO_CACHE)
+    uncached = (await make_backend(key_cache=NO_CACHE)).security
     fresh, fresh_key = await admin.create_key("ws", "agent")
     assert await uncached.authenticate(fresh) is not None
     await admin.revoke_key("ws", fresh_key.key_id)
     assert await uncached.authenticate(fresh) is None
 
 
-async def test_keys_created_on_separate_connections_are_distinct(make_store: MakeStore) -> None:
-    stores = [open_security_store(await make_store()) for _ in range(3)]
+async def test_keys_created_on_separate_connections_are_distinct(make_backend: MakeBackend) -> None:
+    stores = [(await make_backend()).security for _ in range(3)]
     created = await asyncio.gather(
         *(s.create_key("ws", "agent", name=f"n{i}") for i, s in enumerate(stores) for _ in range(5))
     )
@@ -394,8 +400,10 @@ async def test_concurrent_audit_calls_each_commit_whole_and_a_bad_one_fails_alon
         assert len(stored) == (0 if n == 11 else 7)
 
 
-async def test_the_audit_trail_cannot_be_changed_in_the_database(store: Store) -> None:
-    security = open_security_store(store)
+async def test_the_audit_trail_cannot_be_changed_in_the_database(
+    store: Store, backend: Backend
+) -> None:
+    security = backend.security
     await security.record_audit([entry(0)])
     for statement in ("UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log"):
         with pytest.raises(Exception, match="append-only"):
@@ -405,9 +413,9 @@ async def test_the_audit_trail_cannot_be_changed_in_the_database(store: Store) -
 
 async def _execute(store: Store, statement: str) -> None:
     if isinstance(store, SQLiteStore):
-        await store.call(lambda conn: conn.execute(statement))
+        await store.database.call(lambda conn: conn.execute(statement))
         return
-    from ehrbridge.worldmodel.postgres import PostgresStore
+    from ehrbridge.storage.postgres.worldmodel import PostgresStore
 
     assert isinstance(store, PostgresStore)
     async with store.pool.connection() as conn:

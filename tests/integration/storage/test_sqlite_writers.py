@@ -17,19 +17,23 @@ from typing import Any
 
 import pytest
 
-from ehrbridge.api.storage import open_security_store
-from ehrbridge.runner.storage import open_runner_store
+from ehrbridge.storage import Backend, open_backend
 from ehrbridge.worldmodel.events import NewEvent, Source
-from ehrbridge.worldmodel.sqlite import SQLiteStore
+from ehrbridge.worldmodel.store import Store
 
 WS = "clinic"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = await SQLiteStore.open(tmp_path / "wm.db")
+async def backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    opened = await open_backend(f"sqlite:///{tmp_path / 'wm.db'}")
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.worldmodel
 
 
 def voice(entity_id: str) -> NewEvent:
@@ -55,10 +59,10 @@ async def blocked_until_released(lock: int, write: Awaitable[Any]) -> Any:
 
 
 async def test_every_write_waits_for_the_writer_whose_turn_it_is(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, backend: Backend, tmp_path: Path
 ) -> None:
     (result,) = await store.append(WS, [voice("p1")])
-    runner, security = open_runner_store(store), open_security_store(store)
+    runner, security = backend.runner, backend.security
     lock = os.open(tmp_path / "wm.db-writer", os.O_RDWR)
     try:
         writes: list[Awaitable[Any]] = [

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -116,6 +117,19 @@ async def test_the_deepest_document_allowed_is_stored_and_read_back(store: Store
     state = await store.get_state(WS, result.entity_type, result.entity_id)
     assert state is not None and state.values["resource"] == deep
     assert await store.rebuild(WS) == 1
+
+
+async def test_a_float_beyond_64_bits_reads_back_as_the_float_it_was(store: Store) -> None:
+    # PostgreSQL's jsonb prints 1e20 as 100000000000000000000, which Python's own JSON parser
+    # reads as an int no encoder of ours can write again (found by the API fuzz tests)
+    data = {"name.family": "Reyes", "weight": 1e20, "evidence": [-1.5e300]}
+    (result,) = await store.append(WS, [say(data=data, evidence={"span": 1e19})])
+    (event,) = await store.read_entity(WS, "Patient", result.entity_id)
+    assert event.data == data and event.evidence == {"span": 1e19}
+    assert isinstance(event.data["weight"], float)
+    state = await store.get_state(WS, "Patient", result.entity_id)
+    assert state is not None and state.values["weight"] == 1e20
+    orjson.dumps([event.data, state.values])  # and they can be written again
 
 
 async def test_a_read_with_a_nul_is_bad_input_not_a_storage_failure(store: Store) -> None:

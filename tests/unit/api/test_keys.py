@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ehrbridge.api import keys
-from ehrbridge.api.ports import Principal
-from ehrbridge.api.storage import KeyCache, StoredKey, authenticate
+from ehrbridge.api.store import Principal
 from ehrbridge.errors import InvalidInput
+from ehrbridge.storage.security import KeyCache, StoredKey, authenticate
 
 ISSUED = [keys.new_key() for _ in range(3)]
 KEY_SHAPE = re.compile(r"ehb_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")

@@ -11,7 +11,7 @@ from ehrbridge.api.permissions import (
     require,
     require_voice_write,
 )
-from ehrbridge.api.ports import ROLES, Principal, Role
+from ehrbridge.api.store import ROLES, Principal, Role
 from ehrbridge.confidence import Level
 from ehrbridge.errors import AuthError, PermissionDenied
 

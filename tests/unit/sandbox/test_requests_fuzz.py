@@ -44,15 +44,20 @@ _sort_values = st.lists(
     st.sampled_from(["family", "-family", "birthdate", "-_lastUpdated", "_id", "shoe", "-", ""]),
     max_size=3,
 ).map(",".join)
-_values = st.one_of(
-    st.sampled_from(
-        ["s|1", "|1", "s|", "ge2026", "lt1990-01-01", "2026-13-45", "eq", "@5", "@x", "a|b",
-         "5", "0", "-1", "99999999999999999999", "json", "xml", "full", "Patient/p1", ""]
-    ),
-    _sort_values,
-    st.text(max_size=12).map(lambda t: f"{MARKER}{t}"),
+_plain_values = st.sampled_from(
+    ["s|1", "|1", "s|", "ge2026", "lt1990-01-01", "2026-13-45", "eq", "@5", "@x", "a|b",
+     "5", "0", "-1", "99999999999999999999", "json", "xml", "full", "Patient/p1", ""]
 )  # fmt: skip
-_query = st.lists(st.tuples(_names, _values), max_size=4)
+_values = st.one_of(_plain_values, _sort_values, st.text(max_size=12).map(lambda t: f"{MARKER}{t}"))
+# A _sort value is a list of parameter names, which a refusal names as it names an unknown
+# parameter; every other value may be patient data and is never repeated back (the MARKER).
+_query = st.lists(
+    st.one_of(
+        st.tuples(_names.filter(lambda n: n != "_sort"), _values),
+        st.tuples(st.just("_sort"), st.one_of(_plain_values, _sort_values)),
+    ),
+    max_size=4,
+)
 
 
 def _patient(id: str | None, family: str) -> dict[str, Any]:

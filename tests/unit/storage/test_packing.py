@@ -13,10 +13,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ehrbridge.storage.packing import pack_ledger, pack_state, unpack_ledger, unpack_state
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.events import Event, EventType, Observation, RecordKey, Source
-from ehrbridge.worldmodel.packing import pack_ledger, pack_state, unpack_ledger, unpack_state
 from ehrbridge.worldmodel.projection import Ledger, project, replay
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 WS = "clinic"
 START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel import projection
 from ehrbridge.worldmodel.events import (
@@ -25,7 +26,6 @@ from ehrbridge.worldmodel.events import (
     Source,
 )
 from ehrbridge.worldmodel.projection import EntityState
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 WS = "clinic"
 DAY = datetime(2026, 11, 20, tzinfo=UTC)

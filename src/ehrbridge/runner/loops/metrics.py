@@ -14,7 +14,7 @@ from ehrbridge.errors import InvalidInput, StorageError
 from ehrbridge.runner.config import MetricsConfig
 from ehrbridge.runner.loops import pause
 from ehrbridge.runner.metrics import MetricsServer, RunnerMetrics
-from ehrbridge.runner.storage import PollLog
+from ehrbridge.runner.store import PollLog
 
 log = logging.getLogger("ehrbridge.runner")
 #: how often the ``metrics`` loop reloads the recent poll outcomes (a usual scrape interval)

@@ -22,7 +22,7 @@ from ehrbridge.runner.loops import pause
 from ehrbridge.runner.loops.refresh import LiveConfig
 from ehrbridge.runner.metrics import RunnerMetrics
 from ehrbridge.runner.polling import poll_once
-from ehrbridge.runner.storage import PollLog
+from ehrbridge.runner.store import PollLog
 
 log = logging.getLogger("ehrbridge.runner")
 

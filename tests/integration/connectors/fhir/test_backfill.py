@@ -19,8 +19,8 @@ from ehrbridge.fhir.bulk import BulkClient, OutputFile, PollPolicy
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.http import Resource
 from ehrbridge.runner.polling import poll_once
-from ehrbridge.runner.storage import open_runner_store
 from ehrbridge.sandbox.export import FILE_SIZE
+from ehrbridge.storage import Backend
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store
 from tests.sandbox_server import SandboxServer
@@ -46,10 +46,10 @@ def source(server: SandboxServer) -> DataSourceConfig:
     )
 
 
-def backfill(store: Store, workspace: str = "clinic", **options: Any) -> Backfill:
+def backfill(backend: Backend, workspace: str = "clinic", **options: Any) -> Backfill:
     return Backfill(
-        WorldModel(store, workspace),
-        open_runner_store(store),
+        WorldModel(backend.worldmodel, workspace),
+        backend.runner,
         client_for=lambda s: BulkClient(s.base_url, sleep=no_sleep, poll=PollPolicy()),
         **options,
     )
@@ -102,11 +102,11 @@ async def load(server: SandboxServer, patients: int = 3) -> list[str]:
 
 
 async def test_a_backfill_imports_every_file_and_hands_over_to_polling(
-    server: SandboxServer, store: Store
+    server: SandboxServer, store: Store, backend: Backend
 ) -> None:
     patients = await load(server)
-    cursors = open_runner_store(store)
-    result = await backfill(store).run(source(server))
+    cursors = backend.runner
+    result = await backfill(backend).run(source(server))
     assert result.complete and result.error is None, result.error
     # 1 Organization, 3 Patients, 3 Encounters, 3 Observations at two per file: 7 files.
     assert result.files == result.imported_files == 7 and result.read == 10
@@ -146,23 +146,23 @@ async def test_a_backfill_imports_every_file_and_hands_over_to_polling(
 
 
 async def test_a_poll_cursor_already_past_the_transaction_time_stays(
-    server: SandboxServer, store: Store
+    server: SandboxServer, backend: Backend
 ) -> None:
     await load(server, patients=1)
-    cursors = open_runner_store(store)
+    cursors = backend.runner
     later = "2999-01-01T00:00:00.000000+00:00"
     await cursors.set_cursor("clinic", "ehr", "Patient", later)
-    result = await backfill(store).run(source(server))
+    result = await backfill(backend).run(source(server))
     assert result.complete
     assert await cursors.get_cursor("clinic", "ehr", "Patient") == later
     assert "Patient" not in result.cursors and "Encounter" in result.cursors
 
 
 async def test_a_crashed_backfill_resumes_with_the_files_not_yet_imported(
-    server: SandboxServer, store: Store
+    server: SandboxServer, store: Store, backend: Backend
 ) -> None:
     await load(server)
-    straight = await backfill(store, "straight").run(source(server))
+    straight = await backfill(backend, "straight").run(source(server))
     assert straight.complete
 
     finished: list[str] = []
@@ -172,13 +172,13 @@ async def test_a_crashed_backfill_resumes_with_the_files_not_yet_imported(
         raise Crash
 
     with pytest.raises(Crash):
-        await backfill(store, "crashed", after_file=crash_after_the_first).run(source(server))
-    cursors = open_runner_store(store)
+        await backfill(backend, "crashed", after_file=crash_after_the_first).run(source(server))
+    cursors = backend.runner
     state = BackfillState.loads(await cursors.get_cursor("crashed", "ehr", EXPORT_CURSOR))
     assert state.job is not None and state.job.completed == finished
     assert await cursors.get_cursor("crashed", "ehr", "Patient") is None
 
-    resumed = await backfill(store, "crashed").run(source(server))
+    resumed = await backfill(backend, "crashed").run(source(server))
     assert resumed.complete and resumed.resumed
     assert resumed.skipped_files == 1 and resumed.imported_files == 6
     # Each file of the crashed job was downloaded once: the completed one was not again.
@@ -189,28 +189,28 @@ async def test_a_crashed_backfill_resumes_with_the_files_not_yet_imported(
 
 
 async def test_the_next_backfill_exports_only_what_changed_since(
-    server: SandboxServer, store: Store
+    server: SandboxServer, backend: Backend
 ) -> None:
     ids = await load(server)
-    first = await backfill(store).run(source(server))
+    first = await backfill(backend).run(source(server))
     assert first.complete
     async with FhirClient(server.base_url) as fhir:
         changed = await fhir.read("Patient", ids[0])
         await fhir.update({**changed, "birthDate": "1949-12-31"})
-    second = await backfill(store).run(source(server))
+    second = await backfill(backend).run(source(server))
     assert second.complete and second.read == 1 and second.files == 1
     assert second.report.total("updated") == 1 and second.report.events > 0
     assert second.transaction_time is not None and first.transaction_time is not None
     assert second.transaction_time > first.transaction_time
-    full = await backfill(store).run(source(server), full=True)
+    full = await backfill(backend).run(source(server), full=True)
     assert full.read == 10 and full.report.events == 0
 
 
 async def test_a_job_the_server_forgot_starts_again_with_the_same_since(
-    server: SandboxServer, store: Store
+    server: SandboxServer, backend: Backend
 ) -> None:
     ids = await load(server)
-    assert (await backfill(store).run(source(server))).complete
+    assert (await backfill(backend).run(source(server))).complete
     async with FhirClient(server.base_url) as fhir:
         for pid in ids:
             found = await fhir.read("Patient", pid)
@@ -220,9 +220,9 @@ async def test_a_job_the_server_forgot_starts_again_with_the_same_since(
         raise Crash
 
     with pytest.raises(Crash):
-        await backfill(store, after_file=crash).run(source(server))
+        await backfill(backend, after_file=crash).run(source(server))
     server.app.exports.clear()  # the server forgets every job (as when they expire)
-    resumed = await backfill(store).run(source(server))
+    resumed = await backfill(backend).run(source(server))
     assert resumed.complete and resumed.resumed and resumed.restarts == 1
     # The new export asked the same _since: only the three changed Patients, the two imported
     # before the crash now unchanged.
@@ -238,26 +238,26 @@ def generic(resource_type: str, id: str, **refs: str) -> Resource:
 
 
 async def test_a_file_whose_entries_fail_waits_for_what_it_refers_to(
-    server: SandboxServer, store: Store
+    server: SandboxServer, store: Store, backend: Backend
 ) -> None:
     async with FhirClient(server.base_url) as fhir:
         # Basic files come before Flag files, but a Basic refers to a Flag: a second pass.
         await fhir.update(generic("Flag", "f1") | {"status": "active", "code": {"text": "y"}})
         await fhir.update(generic("Basic", "b1", author="Flag/f1") | {"code": {"text": "x"}})
-    result = await backfill(store).run(source(server), types=["Basic", "Flag"])
+    result = await backfill(backend).run(source(server), types=["Basic", "Flag"])
     assert result.complete, result.error
     assert result.imported_files == 3  # Basic twice
     assert (await store.counts("clinic")).entities == {"Basic": 1, "Flag": 1}
 
 
 async def test_entries_that_never_import_leave_the_job_unfinished(
-    server: SandboxServer, store: Store
+    server: SandboxServer, backend: Backend
 ) -> None:
     async with FhirClient(server.base_url) as fhir:
         await fhir.update(generic("Basic", "b1", author="Flag/missing") | {"code": {"text": "x"}})
         await fhir.update(generic("Flag", "f1") | {"status": "active", "code": {"text": "y"}})
-    cursors = open_runner_store(store)
-    result = await backfill(store).run(source(server), types=["Basic", "Flag"])
+    cursors = backend.runner
+    result = await backfill(backend).run(source(server), types=["Basic", "Flag"])
     assert not result.complete
     assert result.error is not None and "1 entries in 1 files not imported" in result.error
     assert "Flag/missing" in result.error
@@ -270,32 +270,32 @@ async def test_entries_that_never_import_leave_the_job_unfinished(
     assert state.job is not None and len(state.job.completed) == 1 and state.since == {}
 
     # The next run imports only the failing file again.
-    again = await backfill(store).run(source(server), types=["Basic", "Flag"])
+    again = await backfill(backend).run(source(server), types=["Basic", "Flag"])
     assert again.resumed and again.skipped_files == 1 and again.imported_files == 1
     assert not again.complete
 
 
-async def test_one_backfill_of_a_source_at_a_time(server: SandboxServer, store: Store) -> None:
+async def test_one_backfill_of_a_source_at_a_time(server: SandboxServer, backend: Backend) -> None:
     await load(server, patients=1)
-    leases = open_runner_store(store)
+    leases = backend.runner
     holds = await leases.acquire("clinic", "backfill:ehr", "someone-else", timedelta(minutes=5))
     assert holds is not None
     with pytest.raises(EhrbridgeError, match="another backfill of ehr is running"):
-        await backfill(store, leases=leases).run(source(server))
+        await backfill(backend, leases=leases).run(source(server))
     assert server.app.exports.jobs() == []
     await leases.release("clinic", "backfill:ehr", "someone-else")
-    assert (await backfill(store, leases=leases, holder="me").run(source(server))).complete
+    assert (await backfill(backend, leases=leases, holder="me").run(source(server))).complete
     assert await leases.holder("clinic", "backfill:ehr") is None
 
 
 @pytest.mark.parametrize("paced", [False, True], ids=["unpaced", "paced"])
 async def test_a_source_with_backfill_export_starts_with_an_export_then_polls(
-    server: SandboxServer, store: Store, paced: bool
+    server: SandboxServer, store: Store, backend: Backend, paced: bool
 ) -> None:
     """``backfill: export``: the first poll of a type without a cursor runs the backfill for
     every such type of the source; the polls after it read only what changed since."""
     await load(server)
-    state = open_runner_store(store)
+    state = backend.runner
     model = WorldModel(store, "clinic")
     with_export = DataSourceConfig(
         id="ehr",

@@ -14,7 +14,7 @@ from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.errors import StorageError
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.runner.polling import poll_once
-from ehrbridge.runner.storage import open_runner_store
+from ehrbridge.storage import Backend
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import AppendResult, Submission
 from ehrbridge.worldmodel.store import Store
@@ -63,10 +63,10 @@ PATIENT = ResourceConfig(type="Patient", every=timedelta(seconds=30), page_size=
 
 
 async def test_poll_imports_then_repolls_write_nothing_and_updates_arrive(
-    medplum: MedplumServer, store: Store
+    medplum: MedplumServer, store: Store, backend: Backend
 ) -> None:
     await medplum.reset()
-    cursors = open_runner_store(store)
+    cursors = backend.runner
     async with FhirClient(medplum.base_url) as fhir:
         created = [(await fhir.create(patient(*p))).resource for p in PATIENTS]
         poller = FhirPoller(WorldModel(store, "clinic"), cursors)
@@ -114,10 +114,10 @@ async def test_poll_imports_then_repolls_write_nothing_and_updates_arrive(
 
 
 async def test_the_cursor_never_passes_data_that_was_not_stored(
-    medplum: MedplumServer, store: Store
+    medplum: MedplumServer, store: Store, backend: Backend
 ) -> None:
     await medplum.reset()
-    cursors = open_runner_store(store)
+    cursors = backend.runner
     failing = FailingAppends(store, failures=1)
     async with FhirClient(medplum.base_url) as fhir:
         for p in PATIENTS:
@@ -150,10 +150,10 @@ async def test_the_cursor_never_passes_data_that_was_not_stored(
 
 
 async def test_an_entry_that_fails_holds_the_cursor_before_it(
-    medplum: MedplumServer, store: Store
+    medplum: MedplumServer, store: Store, backend: Backend
 ) -> None:
     await medplum.reset()
-    cursors = open_runner_store(store)
+    cursors = backend.runner
     encounters = ResourceConfig(type="Encounter", every=timedelta(seconds=30))
     async with FhirClient(medplum.base_url) as fhir:
         first = (await fhir.create(patient(*PATIENTS[0]))).resource

@@ -15,9 +15,8 @@ from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, ResourceConfig
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.runner.polling import poll_once
-from ehrbridge.runner.storage import open_runner_store
+from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 from tests.integration.connectors.fhir.test_poller import FailingAppends
 
 BASE = "http://ehr.test/fhir"
@@ -60,8 +59,9 @@ def serve(request: httpx.Request, on_page: Callable[[int], None]) -> httpx.Respo
 
 
 async def test_a_failure_on_a_later_page_leaves_the_cursor_where_it_was(tmp_path: Path) -> None:
-    store = await SQLiteStore.open(tmp_path / "wm.db")
-    cursors = open_runner_store(store)
+    backend = await open_backend(f"sqlite:///{tmp_path / 'wm.db'}")
+    store = backend.worldmodel
+    cursors = backend.runner
     source = DataSourceConfig(id="ehr", kind="fhir", base_url=BASE)
     patients = ResourceConfig(type="Patient", every=timedelta(minutes=1), page_size=2)
     # Page 1 is stored (one batch per page); the database fails once page 2 has been read.

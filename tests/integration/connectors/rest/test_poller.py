@@ -18,10 +18,10 @@ from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.configfile import parse_config
 from ehrbridge.runner.polling import poll_once
-from ehrbridge.runner.storage import RunnerStore, open_runner_store
+from ehrbridge.runner.store import RunnerStore
+from ehrbridge.storage import Backend
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
-from ehrbridge.worldmodel.store import Store
 from tests.rest_sources import (  # the fixtures are used by name
     APPOINTMENTS,
     CONFIG,
@@ -54,11 +54,11 @@ def resource(cfg: RunnerConfig, source: str, kind: str) -> tuple[DataSourceConfi
 class Harness:
     """A poller on the store, and the config of the three sources."""
 
-    def __init__(self, store: Store, server: RestServer) -> None:
-        self.store = store
+    def __init__(self, backend: Backend, server: RestServer) -> None:
+        store = self.store = backend.worldmodel
         self.server = server
         self.cfg = config(server)
-        self.cursors: RunnerStore = open_runner_store(store)
+        self.cursors: RunnerStore = backend.runner
         fast = RetryPolicy(max_retries=2, backoff=0.0)
         self.poller = RestPoller(
             WorldModel(store, WS), self.cursors, client_for=lambda s: client_for(s, retry=fast)
@@ -94,8 +94,8 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(store: Store, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    h = Harness(store, request.getfixturevalue("rest_sources"))
+async def harness(backend: Backend, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    h = Harness(backend, request.getfixturevalue("rest_sources"))
     yield h
     await h.poller.aclose()
 

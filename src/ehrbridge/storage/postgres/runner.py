@@ -1,4 +1,4 @@
-"""The runner's storage on PostgreSQL, sharing the world-model store's pool.
+"""The runner's storage port (:mod:`ehrbridge.runner.store`) on PostgreSQL, on the database's pool.
 
 Several runner processes on several hosts share it: a lease is one ``INSERT … ON CONFLICT DO
 UPDATE … WHERE`` statement, decided by the database's clock, so exactly one holder wins.
@@ -10,13 +10,10 @@ from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
-import psycopg
-
 from ehrbridge.budget import MAX_PAUSE
 from ehrbridge.connectors.source import PollOutcome
-from ehrbridge.errors import StorageError
 from ehrbridge.leases import Lease
-from ehrbridge.worldmodel.postgres import PostgresStore
+from ehrbridge.storage.postgres.database import PostgresDatabase
 
 _ACQUIRE = """
 INSERT INTO leases (workspace, name, holder, expires_at) VALUES (%s, %s, %s, now() + %s)
@@ -47,16 +44,13 @@ _OUTCOME_COLUMNS = (
 class PostgresRunnerStore:
     """Leases, cursors and poll outcomes in the world model's PostgreSQL database."""
 
-    def __init__(self, store: PostgresStore) -> None:
-        self.store = store
+    def __init__(self, database: PostgresDatabase) -> None:
+        self.database = database
 
     async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
-        try:
-            async with self.store.pool.connection() as conn:
-                cur = await conn.execute(query.encode(), args)
-                return await cur.fetchall() if cur.description is not None else []
-        except psycopg.Error as exc:
-            raise StorageError(f"runner storage failed: {type(exc).__name__}") from exc
+        async with self.database.connection("runner storage failed") as conn:
+            cur = await conn.execute(query.encode(), args)
+            return await cur.fetchall() if cur.description is not None else []
 
     async def acquire(self, workspace: str, name: str, holder: str, ttl: timedelta) -> Lease | None:
         rows = await self._fetch(_ACQUIRE, (workspace, name, holder, ttl))

@@ -1,4 +1,5 @@
-"""The runner's storage on SQLite, sharing the world-model store's connection and thread.
+"""The runner's storage port (:mod:`ehrbridge.runner.store`) on SQLite, on the database's
+connection and thread.
 
 A lease is taken with ``BEGIN IMMEDIATE`` and one conditional upsert, so two runners on one file
 never both hold it.
@@ -16,8 +17,8 @@ import orjson
 from ehrbridge.budget import MAX_PAUSE
 from ehrbridge.connectors.source import PollOutcome
 from ehrbridge.leases import Lease
+from ehrbridge.storage.sqlite.database import SQLiteDatabase
 from ehrbridge.times import utc
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 _ACQUIRE = """
 INSERT INTO leases (workspace, name, holder, expires_at) VALUES (?, ?, ?, ?)
@@ -68,9 +69,9 @@ class SQLiteRunnerStore:
     """Leases, cursors and poll outcomes in the world model's SQLite file."""
 
     def __init__(
-        self, store: SQLiteStore, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self, database: SQLiteDatabase, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     ) -> None:
-        self.store = store
+        self.database = database
         #: one host shares a SQLite file, so the process clock decides expiry
         self.clock = clock
 
@@ -82,7 +83,7 @@ class SQLiteRunnerStore:
                 _ACQUIRE, (workspace, name, holder, utc(now + ttl), utc(now))
             ).fetchone()
 
-        row = await self.store.transaction(work, failure=_FAILED)
+        row = await self.database.transaction(work, failure=_FAILED)
         if row is None:
             return None
         return Lease(name=name, holder=row[0], expires_at=datetime.fromisoformat(row[1]))
@@ -95,7 +96,7 @@ class SQLiteRunnerStore:
             )
             return cur.rowcount > 0
 
-        released: bool = await self.store.transaction(work, failure=_FAILED)
+        released: bool = await self.database.transaction(work, failure=_FAILED)
         return released
 
     async def holder(self, workspace: str, name: str) -> Lease | None:
@@ -108,7 +109,7 @@ class SQLiteRunnerStore:
                 (workspace, name, now),
             ).fetchone()
 
-        row = await self.store.call(work)
+        row = await self.database.call(work, failure=_FAILED)
         if row is None:
             return None
         return Lease(name=name, holder=row[0], expires_at=datetime.fromisoformat(row[1]))
@@ -121,7 +122,7 @@ class SQLiteRunnerStore:
                 (workspace, source, resource_type),
             ).fetchone()
 
-        row = await self.store.call(work)
+        row = await self.database.call(work, failure=_FAILED)
         return None if row is None else str(row[0])
 
     async def set_cursor(
@@ -137,7 +138,7 @@ class SQLiteRunnerStore:
                 (workspace, source, resource_type, cursor, now),
             )
 
-        await self.store.transaction(work, failure=_FAILED)
+        await self.database.transaction(work, failure=_FAILED)
 
     async def record_outcome(self, outcome: PollOutcome) -> None:
         o = outcome
@@ -159,7 +160,7 @@ class SQLiteRunnerStore:
                 f"INSERT INTO poll_outcomes ({_OUTCOME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", row
             )
 
-        await self.store.transaction(work, failure=_FAILED)
+        await self.database.transaction(work, failure=_FAILED)
 
     async def recent_outcomes(
         self, workspace: str, source: str | None = None, limit: int = 50
@@ -173,7 +174,7 @@ class SQLiteRunnerStore:
                 (workspace, source, source, limit),
             ).fetchall()
 
-        return [_outcome(r) for r in await self.store.call(work)]
+        return [_outcome(r) for r in await self.database.call(work, failure=_FAILED)]
 
     async def known_versions(
         self, workspace: str, source: str, resource_type: str, record_ids: Collection[str]
@@ -187,7 +188,7 @@ class SQLiteRunnerStore:
                 (workspace, source, resource_type, ids),
             ).fetchall()
 
-        return {row[0]: row[1] for row in await self.store.call(work)}
+        return {row[0]: row[1] for row in await self.database.call(work, failure=_FAILED)}
 
     async def remember_versions(
         self, workspace: str, source: str, resource_type: str, tokens: Mapping[str, str]
@@ -203,7 +204,7 @@ class SQLiteRunnerStore:
             )
 
         if rows:
-            await self.store.transaction(work, failure=_FAILED)
+            await self.database.transaction(work, failure=_FAILED)
 
     async def take_slot(self, workspace: str, name: str, interval: timedelta) -> timedelta:
         # Unix seconds of the process clock: every runner on a SQLite file is on one host.
@@ -224,7 +225,7 @@ class SQLiteRunnerStore:
             ).fetchone()
             return max(float(row[0]) - now, 0.0)
 
-        wait: float = await self.store.transaction(work, failure=_FAILED)
+        wait: float = await self.database.transaction(work, failure=_FAILED)
         return timedelta(seconds=wait)
 
     async def pause(self, workspace: str, name: str, delay: timedelta) -> None:
@@ -233,4 +234,4 @@ class SQLiteRunnerStore:
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(_PAUSE, (workspace, name, until))
 
-        await self.store.transaction(work, failure=_FAILED)
+        await self.database.transaction(work, failure=_FAILED)

@@ -1,4 +1,4 @@
-"""API keys and the audit trail on PostgreSQL, sharing the world-model store's pool.
+"""API keys and the audit trail on PostgreSQL, on the database's pool.
 
 Authentication is one read by the ``key_id`` unique index (or none, on a cache hit); a batch of
 audit entries is one transaction, sent with ``executemany`` (pipelined by psycopg).
@@ -7,37 +7,46 @@ audit entries is one transaction, sent with ``executemany`` (pipelined by psycop
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-
-from ehrbridge.api.ports import (
+from ehrbridge.api.store import (
     DEFAULT_AGENT_WRITE_TYPES,
     ApiKey,
     AuditEntry,
     Principal,
     Role,
 )
-from ehrbridge.api.storage import (
+from ehrbridge.audit import check_audit_entries
+from ehrbridge.storage.postgres.audit import insert_audit
+from ehrbridge.storage.postgres.database import PostgresDatabase
+from ehrbridge.storage.rows import audit_select
+from ehrbridge.storage.security import (
     KeyCache,
     StoredKey,
     authenticate,
     check_query,
     new_stored_key,
 )
-from ehrbridge.audit import audit_select, check_audit_entries, insert_postgres
-from ehrbridge.errors import StorageError
-from ehrbridge.worldmodel.postgres import PostgresStore
 
+#: what a failed read or write says
+_FAILED = "security storage failed"
 _KEY_COLUMNS = "key_id, workspace, role, name, write_types, created_at, revoked_at"
 
 
 class PostgresSecurityStore:
     """API keys and the audit trail in the world model's PostgreSQL database."""
 
-    def __init__(self, store: PostgresStore, *, cache: KeyCache | None = None) -> None:
-        self.store = store
+    def __init__(
+        self,
+        database: PostgresDatabase,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cache: KeyCache | None = None,
+    ) -> None:
+        self.database = database
+        #: the time keys are created and revoked at (the world model's clock)
+        self.clock = clock
         self.cache = cache or KeyCache()
 
     async def _fetch(
@@ -48,15 +57,12 @@ class PostgresSecurityStore:
     ) -> list[Any]:
         """The rows ``query`` returns; with ``audit``, its entries for them are stored in the
         same transaction."""
-        try:
-            async with self.store.pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(query.encode(), args)
-                rows = await cur.fetchall() if cur.description is not None else []
-                if audit is not None:
-                    await insert_postgres(conn, audit(rows))
-                return rows
-        except psycopg.Error as exc:
-            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
+        async with self.database.connection(_FAILED, transaction=True) as conn:
+            cur = await conn.execute(query.encode(), args)
+            rows = await cur.fetchall() if cur.description is not None else []
+            if audit is not None:
+                await insert_audit(conn, audit(rows))
+            return rows
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -69,7 +75,7 @@ class PostgresSecurityStore:
         write_types: frozenset[str] = DEFAULT_AGENT_WRITE_TYPES,
         audit: Callable[[ApiKey], Sequence[AuditEntry]] | None = None,
     ) -> tuple[str, ApiKey]:
-        issued, key = new_stored_key(workspace, role, name, write_types, self.store.clock())
+        issued, key = new_stored_key(workspace, role, name, write_types, self.clock())
         await self._fetch(
             "INSERT INTO api_keys (key_id, workspace, role, name, write_types, secret_hash, "
             "created_at) VALUES (%s, %s, %s, %s, %s::text[], %s, %s)",
@@ -114,7 +120,7 @@ class PostgresSecurityStore:
         rows = await self._fetch(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s) "
             "WHERE workspace = %s AND key_id = %s RETURNING key_id",
-            (self.store.clock(), workspace, key_id),
+            (self.clock(), workspace, key_id),
             None if audit is None else lambda found: audit(bool(found)),
         )
         self.cache.drop(key_id)
@@ -144,11 +150,8 @@ class PostgresSecurityStore:
         check_audit_entries(entries)
         if not entries:
             return
-        try:
-            async with self.store.pool.connection() as conn, conn.transaction():
-                await insert_postgres(conn, entries)
-        except psycopg.Error as exc:
-            raise StorageError(f"security storage failed: {type(exc).__name__}") from exc
+        async with self.database.connection(_FAILED, transaction=True) as conn:
+            await insert_audit(conn, entries)
 
     async def query_audit(
         self,

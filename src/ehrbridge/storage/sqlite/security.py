@@ -1,4 +1,4 @@
-"""API keys and the audit trail on SQLite, sharing the world-model store's connection and thread.
+"""API keys and the audit trail on SQLite, on the database's connection and thread.
 
 Authentication is one read by the ``key_id`` unique index (or none, on a cache hit). A batch of
 audit entries is written in one ``BEGIN IMMEDIATE`` transaction, shared with the batches of other
@@ -11,35 +11,30 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from ehrbridge.api.ports import (
+from ehrbridge.api.store import (
     DEFAULT_AGENT_WRITE_TYPES,
     ApiKey,
     AuditEntry,
     Principal,
     Role,
 )
-from ehrbridge.api.storage import (
+from ehrbridge.audit import check_audit_entries
+from ehrbridge.storage.rows import audit_select
+from ehrbridge.storage.security import (
     KeyCache,
     StoredKey,
     authenticate,
     check_query,
     new_stored_key,
 )
-from ehrbridge.audit import (
-    SQLITE_INSERT,
-    audit_select,
-    check_audit_entries,
-    insert_sqlite,
-    sqlite_row,
-)
-from ehrbridge.errors import StorageError
+from ehrbridge.storage.sqlite.audit import INSERT, audit_row, insert_audit
+from ehrbridge.storage.sqlite.database import SQLiteDatabase
 from ehrbridge.times import utc
-from ehrbridge.worldmodel.sqlite import SQLiteStore
 
 #: what a failed read or write says
 _FAILED = "security storage failed"
@@ -82,18 +77,23 @@ _Waiting = tuple[list[tuple[Any, ...]], asyncio.Future[None]]
 class SQLiteSecurityStore:
     """API keys and the audit trail in the world model's SQLite file."""
 
-    def __init__(self, store: SQLiteStore, *, cache: KeyCache | None = None) -> None:
-        self.store = store
+    def __init__(
+        self,
+        database: SQLiteDatabase,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cache: KeyCache | None = None,
+    ) -> None:
+        self.database = database
+        #: the time keys are created and revoked at (the world model's clock)
+        self.clock = clock
         self.cache = cache or KeyCache()
         #: audit rows waiting for the next commit, with who waits for it
         self._pending: list[_Waiting] = []
         self._committer: asyncio.Task[None] | None = None
 
     async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        try:
-            return await self.store.call(fn)
-        except sqlite3.Error as exc:
-            raise StorageError(f"{_FAILED}: {type(exc).__name__}") from exc
+        return await self.database.call(fn, failure=_FAILED)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ class SQLiteSecurityStore:
         write_types: frozenset[str] = DEFAULT_AGENT_WRITE_TYPES,
         audit: Callable[[ApiKey], Sequence[AuditEntry]] | None = None,
     ) -> tuple[str, ApiKey]:
-        issued, key = new_stored_key(workspace, role, name, write_types, self.store.clock())
+        issued, key = new_stored_key(workspace, role, name, write_types, self.clock())
         row = (
             key.key_id,
             workspace,
@@ -124,9 +124,9 @@ class SQLiteSecurityStore:
                 row,
             )
             if audit is not None:
-                insert_sqlite(conn, audit(key))
+                insert_audit(conn, audit(key))
 
-        await self.store.transaction(work, failure=_FAILED)
+        await self.database.transaction(work, failure=_FAILED)
         return issued.secret, key
 
     async def authenticate(self, secret: str) -> Principal | None:
@@ -159,7 +159,7 @@ class SQLiteSecurityStore:
         *,
         audit: Callable[[bool], Sequence[AuditEntry]] | None = None,
     ) -> bool:
-        now = utc(self.store.clock())
+        now = utc(self.clock())
 
         def work(conn: sqlite3.Connection) -> bool:
             # revoking twice keeps the first revocation's time
@@ -169,10 +169,10 @@ class SQLiteSecurityStore:
                 (now, workspace, key_id),
             )
             if audit is not None:
-                insert_sqlite(conn, audit(cur.rowcount > 0))
+                insert_audit(conn, audit(cur.rowcount > 0))
             return cur.rowcount > 0
 
-        revoked: bool = await self.store.transaction(work, failure=_FAILED)
+        revoked: bool = await self.database.transaction(work, failure=_FAILED)
         self.cache.drop(key_id)
         return revoked
 
@@ -189,7 +189,7 @@ class SQLiteSecurityStore:
 
     async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
         check_audit_entries(entries)
-        rows = [sqlite_row(e) for e in entries]
+        rows = [audit_row(e) for e in entries]
         if not rows:
             return
         # Group commit: rows that arrive while a commit runs go together in the next one, so
@@ -217,7 +217,7 @@ class SQLiteSecurityStore:
         """One transaction for the whole batch; if it fails, each caller's rows on their own,
         so one caller's bad rows never fail another's."""
         try:
-            await self.store.transaction(
+            await self.database.transaction(
                 _insert_audit([row for rows, _ in batch for row in rows]), failure=_FAILED
             )
         except Exception as exc:
@@ -226,7 +226,7 @@ class SQLiteSecurityStore:
                 return
             for rows, waiter in batch:
                 try:
-                    await self.store.transaction(_insert_audit(rows), failure=_FAILED)
+                    await self.database.transaction(_insert_audit(rows), failure=_FAILED)
                 except Exception as alone:
                     _settle(waiter, alone)
                 else:
@@ -266,7 +266,7 @@ class SQLiteSecurityStore:
 
 def _insert_audit(rows: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
     def work(conn: sqlite3.Connection) -> None:
-        conn.executemany(SQLITE_INSERT, rows)
+        conn.executemany(INSERT, rows)
 
     return work
 

@@ -1,4 +1,5 @@
-"""The versioned schema: numbered ``.sql`` files per backend, applied in order, once each."""
+"""The versioned schema: numbered ``.sql`` files in each backend's ``schema/`` folder, applied in
+order, once each; a database records the versions it has in ``schema_version``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ehrbridge.errors import SchemaError
 
 def migrations(backend: str) -> list[tuple[int, str]]:
     """(version, SQL) for every migration of ``backend`` (``sqlite`` or ``postgres``), in order."""
-    folder = resources.files("ehrbridge.worldmodel") / "schema" / backend
+    folder = resources.files(f"ehrbridge.storage.{backend}") / "schema"
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):

@@ -1,35 +1,42 @@
-"""The PostgreSQL adapter: scale-out storage shared by several runner processes (docs/design.md §4).
+"""The world model's PostgreSQL adapter: scale-out storage shared by several runner processes
+(docs/design.md §4), on a :class:`~ehrbridge.storage.postgres.database.PostgresDatabase`.
 
-psycopg 3, async, pooled. An append locks the rows it touches (``FOR UPDATE``), so writers of
-different entities run in parallel. Every event row carries its transaction id; the log is read in
-(tx, seq) order and only below the oldest transaction that may still add events, so a sequence
-value that commits late is never skipped by a reader that has moved on.
-
-Which transactions may still add events: an append takes the ``events`` table's ROW EXCLUSIVE
-lock *before* its transaction id (as any ``INSERT`` does), so a writer either holds that lock now
-or gets an id above the current snapshot's ``xmax``. A reader (:meth:`PostgresStore._settled`)
-takes ``xmax`` and the ids of the lock's holders from ``pg_locks`` in one statement, then reads
-in a later one: every event below the smaller of the two has committed by then, or never will.
-Transactions that never touch ``events`` (other tables, other databases of the server) do not
-hold readers back, however long they run.
+An append locks the rows it touches (``FOR UPDATE``), so writers of different entities run in
+parallel; the log is read below the database's gap-safe horizon
+(:meth:`~ehrbridge.storage.postgres.database.PostgresDatabase.settled`).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection, errors, sql
+from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
-from ehrbridge.audit import WriteAudit, insert_postgres
+from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
-from ehrbridge.errors import InvalidInput, SlotUnavailable, StorageError
-from ehrbridge.worldmodel import migrations
+from ehrbridge.errors import SlotUnavailable, StorageError
+from ehrbridge.storage.postgres.audit import insert_audit
+from ehrbridge.storage.postgres.database import PostgresDatabase
+from ehrbridge.storage.rows import (
+    EVENT_COLUMNS,
+    conflict_from_body,
+    entity_rows,
+    event_from_row,
+    event_row,
+    ledger_from_json,
+    log_page,
+    rebuild_writes,
+    record_from_row,
+    record_update,
+    record_values,
+    state_from_json,
+    unstorable,
+)
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
     AppendResult,
@@ -47,43 +54,7 @@ from ehrbridge.worldmodel.planner import (
     upper_bound,
 )
 from ehrbridge.worldmodel.projection import EntityState
-from ehrbridge.worldmodel.store import (
-    EVENT_COLUMNS,
-    ConflictRow,
-    Counts,
-    LogPage,
-    LogPosition,
-    conflict_from_body,
-    entity_rows,
-    event_from_row,
-    event_row,
-    ledger_from_json,
-    log_page,
-    rebuild_writes,
-    record_from_row,
-    record_update,
-    record_values,
-    state_from_json,
-    unstorable,
-)
-
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_MIGRATION_LOCK = 0x45485242  # advisory lock key: one migrator at a time
-#: the next transaction id, and the (32-bit) ids of the transactions holding the events table's
-#: ROW EXCLUSIVE lock: the writers that may still add events (see the module's docstring)
-_WRITERS = (
-    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, array("
-    "SELECT x.transactionid::text::bigint FROM pg_locks l JOIN pg_locks x "
-    "ON x.virtualtransaction = l.virtualtransaction AND x.locktype = 'transactionid' "
-    "WHERE l.locktype = 'relation' AND l.relation = 'events'::regclass "
-    "AND l.mode = 'RowExclusiveLock')"
-)
-
-
-#: The resolution lock of a workspace, per schema (tests and tenants share one server).
-_RESOLVE_KEY = "hashtextextended(current_schema() || ':resolve:' || %s, 0)"
-_RESOLVE_LOCK = f"SELECT pg_advisory_lock({_RESOLVE_KEY})".encode()
-_RESOLVE_UNLOCK = f"SELECT pg_advisory_unlock({_RESOLVE_KEY})".encode()
+from ehrbridge.worldmodel.store import ConflictRow, Counts, LogPage, LogPosition
 
 
 class PostgresStore:
@@ -91,90 +62,50 @@ class PostgresStore:
 
     def __init__(
         self,
-        dsn: str,
+        database: PostgresDatabase,
         *,
-        schema: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
         conflict_window: timedelta = timedelta(minutes=15),
-        max_connections: int = 8,
     ) -> None:
-        if schema is not None and not _SCHEMA.match(schema):
-            raise InvalidInput(f"schema {schema!r} is not a lowercase SQL identifier")
-        self.schema = schema
+        self.database = database
+        self.schema = database.schema
         self.clock = clock
         self.thresholds = thresholds
         self.conflict_window = conflict_window
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if schema:
-            kwargs["options"] = f"-c search_path={schema}"
-        self._pool = AsyncConnectionPool(
-            dsn, min_size=1, max_size=max_connections, kwargs=kwargs, open=False
-        )
+        self._pool = database.pool
+        self._rows = database.rows
+        self._settled = database.settled
 
     @classmethod
-    async def open(cls, dsn: str, **options: Any) -> PostgresStore:
-        """Connect, create the schema if asked for, and migrate."""
-        store = cls(dsn, **options)
-        try:
-            if store.schema:
-                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-                    await conn.execute(
-                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                            sql.Identifier(store.schema)
-                        )
-                    )
-            await store._pool.open(wait=True, timeout=30)
-            async with store._pool.connection() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version "
-                    "(version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-                )
-                cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
-                row = await cur.fetchone()
-                for version, script in migrations.pending("postgres", row[0] if row else 0):
-                    await conn.execute(script.encode())
-                    await conn.execute(
-                        "INSERT INTO schema_version (version) VALUES (%s)", (version,)
-                    )
-        except psycopg.Error as exc:
-            await store._pool.close()
-            raise StorageError(f"cannot open the PostgreSQL store: {exc}") from exc
-        except BaseException:
-            await store._pool.close()
-            raise
-        return store
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        max_connections: int = 8,
+        **options: Any,
+    ) -> PostgresStore:
+        """Connect, create the schema if asked for, migrate, and the store on it; closing the
+        store closes the database."""
+        database = await PostgresDatabase.open(dsn, schema=schema, max_connections=max_connections)
+        return cls(database, **options)
 
     @property
     def pool(self) -> AsyncConnectionPool:
-        """The connection pool (for adapters that share the database, such as the runner's)."""
+        """The connection pool."""
         return self._pool
 
     async def drop_schema(self) -> None:
         """Drop this store's schema and everything in it (tests and benchmarks)."""
-        if not self.schema:
-            raise InvalidInput("this store has no schema of its own to drop")
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
-            )
+        await self.database.drop_schema()
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self.database.close()
 
-    @asynccontextmanager
-    async def resolving(self, workspace: str) -> AsyncIterator[None]:
-        """The resolution lock (see the port): a session advisory lock named for the schema
-        and the workspace, on a connection of its own held meanwhile. A connection that is
-        lost lets the lock go with it."""
-        async with self._pool.connection() as conn:
-            name = (workspace,)
-            await conn.execute(_RESOLVE_LOCK, name)
-            try:
-                yield
-            finally:
-                await conn.execute(_RESOLVE_UNLOCK, name)
+    def resolving(self, workspace: str) -> AbstractAsyncContextManager[None]:
+        """The resolution lock (see the port), per schema and workspace."""
+        return self.database.exclusive(f"resolve:{workspace}")
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -207,7 +138,7 @@ class PostgresStore:
                 await self._save(conn, workspace, plan)
                 if audit is not None:
                     try:
-                        await insert_postgres(conn, audit(plan.results))
+                        await insert_audit(conn, audit(plan.results))
                     except psycopg.Error as exc:  # not a race, even when a constraint refused it
                         raise StorageError(
                             f"the write's audit entries failed: {type(exc).__name__}"
@@ -347,16 +278,6 @@ class PostgresStore:
 
     # --- reading ----------------------------------------------------------------------------
 
-    async def _rows(self, query: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
-        try:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(query.encode(), args)
-                return await cur.fetchall()
-        except psycopg.DataError as exc:
-            raise unstorable(exc) from exc
-        except psycopg.Error as exc:
-            raise StorageError(f"read failed: {type(exc).__name__}") from exc
-
     async def read_entity(
         self, workspace: str, entity_type: str, entity_id: str, *, until: datetime | None = None
     ) -> list[Event]:
@@ -369,12 +290,6 @@ class PostgresStore:
             query += " AND recorded_at <= %s"
             args.append(until)
         return [event_from_row(r) for r in await self._rows(query + " ORDER BY version", args)]
-
-    async def _settled(self) -> int:
-        """A transaction id below which every event has committed or never will: the next id,
-        or the oldest id among the writers still holding the events table's lock."""
-        ((xmax, writers),) = await self._rows(_WRITERS, ())
-        return min([int(xmax), *(_widen(int(x), int(xmax)) for x in writers)])
 
     async def read_log(
         self,
@@ -527,17 +442,3 @@ class PostgresStore:
                 return len(writes)
         except psycopg.Error as exc:
             raise StorageError(f"rebuild failed: {type(exc).__name__}") from exc
-
-
-def _widen(xid: int, near: int) -> int:
-    """The 64-bit transaction id (epoch and all) of the 32-bit ``xid`` closest to ``near``.
-
-    >>> _widen(7, (3 << 32) + 100), _widen(0xFFFFFFF0, (3 << 32) + 5)
-    (12884901895, 12884901872)
-    """
-    full = (near & ~0xFFFFFFFF) | xid
-    if full - near > 1 << 31:
-        full -= 1 << 32
-    elif near - full > 1 << 31:
-        full += 1 << 32
-    return full

@@ -3,9 +3,8 @@
 (:class:`~ehrbridge.connectors.source.PollState`) is declared in the connector
 contract, the budgets' in :mod:`ehrbridge.budget`.
 
-Two adapters share the world model's database: :mod:`ehrbridge.runner.sqlite` and
-:mod:`ehrbridge.runner.postgres`; one contract suite proves both. :func:`open_runner_store` picks
-the adapter for an opened world-model store.
+The adapters live in :mod:`ehrbridge.storage`, one per backend, on the world model's database;
+one contract suite (``tests/integration/storage/test_runner.py``) proves each.
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ from typing import Protocol
 
 from ehrbridge.budget import Budgets
 from ehrbridge.connectors.source import PollOutcome, PollState
-from ehrbridge.errors import InvalidInput
 from ehrbridge.leases import Leases
-from ehrbridge.worldmodel.store import Store
 
 
 class PollLog(Protocol):
@@ -33,20 +30,3 @@ class PollLog(Protocol):
 
 class RunnerStore(Leases, PollLog, PollState, Budgets, Protocol):
     """Everything the runner stores."""
-
-
-def open_runner_store(store: Store) -> RunnerStore:
-    """The runner's storage on the database of an opened world-model store."""
-    from ehrbridge.worldmodel.sqlite import SQLiteStore
-
-    if isinstance(store, SQLiteStore):
-        from ehrbridge.runner.sqlite import SQLiteRunnerStore
-
-        return SQLiteRunnerStore(store)
-    from ehrbridge.worldmodel.postgres import PostgresStore
-
-    if isinstance(store, PostgresStore):
-        from ehrbridge.runner.postgres import PostgresRunnerStore
-
-        return PostgresRunnerStore(store)
-    raise InvalidInput(f"no runner storage for {type(store).__name__}")

@@ -1,41 +1,40 @@
-"""The SQLite adapter: the embedded default (WAL, one file in the working directory).
+"""The world model's SQLite adapter: the embedded default (WAL, one file in the working
+directory), on a :class:`~ehrbridge.storage.sqlite.database.SQLiteDatabase`.
 
-sqlite3 is synchronous; every call runs on one dedicated thread, so the event loop never blocks
-and SQLite sees a single connection. Writes are serialised by ``BEGIN IMMEDIATE``, so log order
-is commit order and ``tx`` is always 0.
-
-Several processes may share the file (``ehrbridge serve --workers``, runners, the command line).
-Their writers queue on a lock file next to the database (``<file>-writer``, ``flock``) before
-``BEGIN IMMEDIATE``: the kernel wakes the next one the moment a writer commits. SQLite's own busy
-wait, which sleeps in steps of up to 100 ms, then only covers writers that don't take the lock
-file (another program). With the busy wait alone a writer that commits and starts again at once
-(an import) can keep the lock for seconds while a sleeping one (the API) never gets in; with the
-lock file it waits for one transaction at most (``bench/sqlite_writers.py``: 3.0 s against
-49 ms).
+Writes are serialised by the database (``BEGIN IMMEDIATE``), so log order is commit order and
+``tx`` is always 0.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover (not on Windows: SQLite's busy wait alone)
-    fcntl = None  # type: ignore[assignment]
-
-from ehrbridge.audit import WriteAudit, insert_sqlite
+from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Thresholds
 from ehrbridge.errors import SlotUnavailable, StorageError
+from ehrbridge.storage.rows import (
+    EVENT_COLUMNS,
+    conflict_from_body,
+    entity_rows,
+    event_from_row,
+    event_row,
+    ledger_from_json,
+    log_page,
+    rebuild_writes,
+    record_from_row,
+    record_update,
+    record_values,
+    state_from_json,
+    unstorable,
+)
+from ehrbridge.storage.sqlite.audit import insert_audit
+from ehrbridge.storage.sqlite.database import SQLiteDatabase
 from ehrbridge.times import utc
-from ehrbridge.worldmodel import migrations
 from ehrbridge.worldmodel.events import Event, RecordKey
 from ehrbridge.worldmodel.planner import (
     AppendResult,
@@ -52,32 +51,9 @@ from ehrbridge.worldmodel.planner import (
     related,
 )
 from ehrbridge.worldmodel.projection import EntityState
-from ehrbridge.worldmodel.store import (
-    EVENT_COLUMNS,
-    ConflictRow,
-    Counts,
-    LogPage,
-    LogPosition,
-    conflict_from_body,
-    entity_rows,
-    event_from_row,
-    event_row,
-    ledger_from_json,
-    log_page,
-    rebuild_writes,
-    record_from_row,
-    record_update,
-    record_values,
-    state_from_json,
-    unstorable,
-)
+from ehrbridge.worldmodel.store import ConflictRow, Counts, LogPage, LogPosition
 
-T = TypeVar("T")
 _CHUNK = 500  # SQLite allows 32766 variables; keep IN-lists modest
-
-
-#: how often a writer waiting for the resolution lock tries again (seconds)
-_RESOLVE_POLL = 0.005
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -90,149 +66,38 @@ class SQLiteStore:
 
     def __init__(
         self,
-        path: str | Path,
+        database: SQLiteDatabase,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
         conflict_window: timedelta = timedelta(minutes=15),
     ) -> None:
-        self.path = str(path)
+        self.database = database
+        self.path = database.path
         self.clock = clock
         self.thresholds = thresholds
         self.conflict_window = conflict_window
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._conn: sqlite3.Connection | None = None
-        #: the open lock file writers queue on (None in memory)
-        self._writer_lock: int | None = None
-        #: the resolution lock of an in-memory database (see :meth:`resolving`)
-        self._resolving = asyncio.Lock()
+        self._run = database.run
 
     @classmethod
     async def open(cls, path: str | Path, **options: Any) -> SQLiteStore:
-        """Open (creating and migrating if needed) the store at ``path``."""
-        store = cls(path, **options)
-        await store._run(store._connect)
-        return store
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def _connect(self) -> None:
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=10000")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._conn = conn
-            if self.path not in ("", ":memory:") and fcntl is not None:
-                # as SQLite does for -wal and -shm: whoever may write the file may take a turn
-                mode = os.stat(self.path).st_mode & 0o666
-                self._writer_lock = os.open(f"{self.path}-writer", os.O_RDWR | os.O_CREAT, mode)
-            self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            if self._writer_lock is not None:
-                os.close(self._writer_lock)
-                self._writer_lock = None
-            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
-
-    def _migrate(self) -> None:
-        with self.writing() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER NOT NULL, applied_at TEXT)"
-            )
-            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            for version, sql in migrations.pending("sqlite", row[0] or 0):
-                for statement in sql.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_version VALUES (?, ?)", (version, utc(datetime.now(UTC)))
-                )
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` with the store's connection on its thread (for adapters that share the
-        database, such as the runner's)."""
-        return await self._run(lambda: fn(self.conn))
+        """Open (creating and migrating if needed) the database at ``path`` and the store on
+        it; closing the store closes the database."""
+        return cls(await SQLiteDatabase.open(path), **options)
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StorageError("the store is closed")
-        return self._conn
+        return self.database.conn
 
-    @contextmanager
-    def writing(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction on the store's connection (call it on the store's thread, as
-        :meth:`call` and :meth:`transaction` do): this process's turn among the file's writers,
-        then ``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception. Not nested."""
-        conn = self.conn
-        if self._writer_lock is not None:
-            assert fcntl is not None
-            fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
-        try:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StorageError(f"cannot start a write: {exc}") from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            if self._writer_lock is not None:
-                assert fcntl is not None
-                fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
-
-    @asynccontextmanager
-    async def resolving(self, workspace: str) -> AsyncIterator[None]:
-        """The resolution lock (see the port): ``flock`` on ``<db>-resolve``, one per file.
-
-        Polled rather than waited for in a thread, so a cancelled waiter leaves nothing behind
-        that could take the lock later; in memory, a lock of this store object."""
+    def resolving(self, workspace: str) -> AbstractAsyncContextManager[None]:
+        """The resolution lock (see the port): one per file, across processes."""
         del workspace  # one lock per file: resolutions are short, workspaces rarely race
-        if self.path in ("", ":memory:") or fcntl is None:
-            async with self._resolving:
-                yield
-            return
-        # A descriptor of its own per hold: two holders in this process sharing one would not
-        # exclude each other (flock locks belong to the open file, not the process).
-        mode = os.stat(self.path).st_mode & 0o666
-        fd = os.open(f"{self.path}-resolve", os.O_RDWR | os.O_CREAT, mode)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(_RESOLVE_POLL)
-            yield
-        finally:
-            os.close(fd)  # closing the file lets the lock go
-
-    async def transaction(
-        self, fn: Callable[[sqlite3.Connection], T], *, failure: str = "write failed"
-    ) -> T:
-        """Run ``fn`` in one write transaction (:meth:`writing`) on the store's thread (for
-        adapters that share the database); a SQLite error becomes a :class:`StorageError`
-        saying ``failure`` and the error's kind (never its message, which may quote values)."""
-
-        def work() -> T:
-            with self.writing() as conn:
-                return fn(conn)
-
-        try:
-            return await self._run(work)
-        except sqlite3.Error as exc:
-            raise StorageError(f"{failure}: {type(exc).__name__}") from exc
+        return self.database.exclusive("resolve")
 
     @contextmanager
     def _write(self, items: Sequence[Submission] = ()) -> Iterator[sqlite3.Connection]:
         try:
-            with self.writing() as conn:
+            with self.database.writing() as conn:
                 yield conn
         except sqlite3.IntegrityError as exc:
             raise race_error(items, str(exc)) from exc
@@ -264,7 +129,7 @@ class SQLiteStore:
             self._save(conn, workspace, plan)
             if audit is not None:
                 try:
-                    insert_sqlite(conn, audit(plan.results))
+                    insert_audit(conn, audit(plan.results))
                 except sqlite3.Error as exc:  # not a race, even when a constraint refused it
                     raise StorageError(f"the write's audit entries failed: {exc}") from exc
             return plan.results
@@ -561,10 +426,4 @@ class SQLiteStore:
             return len(writes)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await self._run(conn.close)
-        if self._writer_lock is not None:
-            lock, self._writer_lock = self._writer_lock, None
-            os.close(lock)
-        self._executor.shutdown(wait=True)
+        await self.database.close()

@@ -1,8 +1,6 @@
-"""Where keys and the audit trail are stored: the world model's database (docs/design.md §4, §11).
-
-Two adapters, :mod:`ehrbridge.api.sqlite` and :mod:`ehrbridge.api.postgres`, implement both
-:class:`~ehrbridge.api.ports.ApiKeys` and :class:`~ehrbridge.api.ports.AuditLog`; one contract
-suite proves both. :func:`open_security_store` picks the adapter for an opened world-model store.
+"""What the two security adapters (:mod:`ehrbridge.storage.sqlite.security`,
+:mod:`ehrbridge.storage.postgres.security`) share: the key cache, authentication through it, and
+the checks of a new key and an audit query (docs/design.md §4, §11).
 
 Authentication runs on every request, so each adapter keeps a small in-process cache of what it
 read per key id (:class:`KeyCache`): a hit costs one SHA-256 and no database round trip. An entry
@@ -17,19 +15,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from ehrbridge.api import keys
-from ehrbridge.api.ports import ApiKey, ApiKeys, AuditLog, Principal
+from ehrbridge.api.store import MAX_AUDIT_LIMIT, ApiKey, Principal
 from ehrbridge.errors import InvalidInput
-from ehrbridge.worldmodel.store import Store
 
 #: how long an authentication result is reused before the key is read again
 DEFAULT_CACHE_TTL = timedelta(seconds=5)
 #: most keys an adapter remembers (oldest read dropped first)
 CACHE_SIZE = 1024
-#: most audit entries one query returns
-MAX_AUDIT_LIMIT = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,28 +119,3 @@ def check_query(since: datetime | None, until: datetime | None, limit: int) -> N
         raise InvalidInput("since and until must carry a time zone")
     if not 1 <= limit <= MAX_AUDIT_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_AUDIT_LIMIT}")
-
-
-class SecurityStore(ApiKeys, AuditLog, Protocol):
-    """API keys and the audit trail, on one database."""
-
-
-def open_security_store(store: Store, *, cache: KeyCache | None = None) -> SecurityStore:
-    """Keys and the audit trail on the database of an opened world-model store.
-
-    ``cache`` defaults to a :class:`KeyCache` of :data:`DEFAULT_CACHE_TTL`;
-    ``KeyCache(timedelta(0))`` reads the key on every authentication.
-    """
-    from ehrbridge.worldmodel.sqlite import SQLiteStore
-
-    if isinstance(store, SQLiteStore):
-        from ehrbridge.api.sqlite import SQLiteSecurityStore
-
-        return SQLiteSecurityStore(store, cache=cache)
-    from ehrbridge.worldmodel.postgres import PostgresStore
-
-    if isinstance(store, PostgresStore):
-        from ehrbridge.api.postgres import PostgresSecurityStore
-
-        return PostgresSecurityStore(store, cache=cache)
-    raise InvalidInput(f"no security storage for {type(store).__name__}")

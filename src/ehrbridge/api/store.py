@@ -2,8 +2,9 @@
 
 A request carries an API key; :class:`ApiKeys` turns it into a :class:`Principal` (its workspace
 and role). Every operation on patient data, read or write, leaves :class:`AuditEntry` records in
-the :class:`AuditLog`, one per entity touched. Both ports have a SQLite and a PostgreSQL adapter
-on the world model's database, proven by one contract suite.
+the :class:`AuditLog`, one per entity touched. Both ports have an adapter per
+backend in :mod:`ehrbridge.storage`, proven by one contract suite
+(``tests/integration/storage/test_security.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ehrbridge.audit import AuditEntry, Outcome, Role
 __all__ = [
     "DEFAULT_AGENT_WRITE_TYPES",
     "DEFAULT_MAX_BODY",
+    "MAX_AUDIT_LIMIT",
     "ROLES",
     "ApiKey",
     "ApiKeys",
@@ -26,11 +28,14 @@ __all__ = [
     "Outcome",
     "Principal",
     "Role",
+    "SecurityStore",
 ]
 
 ROLES: tuple[Role, ...] = ("agent", "operator", "admin")
 #: entity types an agent key may write unless its write scope says otherwise
 DEFAULT_AGENT_WRITE_TYPES = frozenset({"Patient", "Appointment", "Call"})
+#: most audit entries one query returns
+MAX_AUDIT_LIMIT = 10_000
 #: the largest request body the API accepts, by default (a 200,000-character transcript fits)
 DEFAULT_MAX_BODY = 1024 * 1024
 
@@ -113,3 +118,7 @@ class AuditLog(Protocol):
         limit: int = 100,
     ) -> list[AuditEntry]:
         """Entries of ``workspace`` matching every filter given, newest first."""
+
+
+class SecurityStore(ApiKeys, AuditLog, Protocol):
+    """API keys and the audit trail, on one database."""
