@@ -6,7 +6,10 @@
     ├── InvalidInput            bad input from a caller, a file or a config
     │   ├── InvalidEvent        an event that may not be written (names the field)
     │   ├── MappingError        a FHIR resource or entity that cannot be mapped (names the element)
-    │   └── ConfigError         the runner's config file is not valid (one line per problem)
+    │   ├── ConfigError         the runner's config file is not valid (one line per problem)
+    │   ├── TransformError      a REST value a transform cannot make canonical (names the transform)
+    │   ├── RecordError         a REST record that cannot be mapped (names the field)
+    │   └── Hl7Error            an HL7 v2 message that cannot be read (reserved)
     ├── NotFound                no such entity / conflict / record in this workspace
     ├── ConcurrencyError        an optimistic-concurrency check failed (someone wrote first)
     │   ├── WriteRace           a unique key caught two writers racing; the batch may be retried
@@ -18,26 +21,50 @@
     │   └── PermissionDenied    the key's role or write scope does not allow the operation
     ├── StorageError            the database failed (translated at the adapter boundary)
     │   └── SchemaError         the database schema is missing, newer, or inconsistent
-    ├── FhirError               a FHIR server refused a request (status, OperationOutcome issues)
-    │   ├── FhirNotFound        404 Not Found or 410 Gone
-    │   ├── FhirPreconditionFailed  412: the If-Match version is no longer current
-    │   ├── FhirAuthError       the server or its token endpoint refused our credentials
-    │   ├── FhirUnavailable     unreachable, timed out, or still failing after the retries
-    │   ├── FhirProtocolError   the response is not FHIR (an HTML page, truncated JSON, wrong type)
-    │   └── ExportFailed        a Bulk Data export failed on the server (start a new one)
-    ├── RestSourceError         a custom REST source refused a request or sent something unusable
-    │   ├── RestAuthError       401/403, or the OAuth2 token endpoint refused our client
-    │   ├── RestUnavailable     unreachable, timed out, or 429/5xx after the retries
-    │   └── RestProtocolError   not JSON, an HTML page, records not a list, a bad next link
+    ├── SourceError             a data source refused a request or sent something unusable
+    │   ├── SourceAuthError     the source or its token endpoint refused our credentials
+    │   ├── SourceUnavailable   unreachable, timed out, or still failing after the retries
+    │   ├── SourceProtocolError the response is not what the request calls for
+    │   ├── FhirError           a FHIR server refused a request (status, OperationOutcome issues)
+    │   │   ├── FhirNotFound        404 Not Found or 410 Gone
+    │   │   ├── FhirPreconditionFailed  412: the If-Match version is no longer current
+    │   │   ├── FhirAuthError       +SourceAuthError: the server or its token endpoint refused us
+    │   │   ├── FhirUnavailable     +SourceUnavailable: unreachable, timed out, or still failing
+    │   │   ├── FhirProtocolError   +SourceProtocolError: not FHIR (HTML, truncated, wrong type)
+    │   │   └── ExportFailed        a Bulk Data export failed on the server (start a new one)
+    │   └── RestSourceError     a custom REST source refused a request or sent something unusable
+    │       ├── RestAuthError       +SourceAuthError: 401/403, or the token endpoint refused us
+    │       ├── RestUnavailable     +SourceUnavailable: unreachable, timed out, or 429/5xx
+    │       └── RestProtocolError   +SourceProtocolError: not JSON, HTML, a bad next link
+    ├── SinkError               a sink refused a write, or its outcome is unknown (reserved)
+    ├── BrowserError            a portal script failed in the browser (reserved)
     ├── LoopFailed              a runner loop died (names the loop)
     └── SyncFailed              the demo's sync did not finish
 
-Each class's docstring is its default message. Errors carry structured fields (ids, versions),
-never patient data.
+``+Kind``: a second base class. Each class's docstring is its default message. Errors carry
+structured fields (ids, versions, a FhirError's :class:`OutcomeIssue` s), never patient data;
+source errors name the operation and the URL path (never the query string: parameters can be
+patient data), the status and what was wrong, never a body or a secret.
+
+**Source errors.** Every client of a data source raises the kinds of its own family (``Fhir*``
+for the FHIR and Bulk Data clients, ``Rest*`` for the REST connector), so a caller that handles
+one source catches exactly that source's errors, and one that handles any source may catch the
+``Source*`` kind, which each family's kind also is. The HTTP code
+the clients share (:mod:`ehrbridge.http.retry`, :mod:`ehrbridge.http.oauth`) knows no family:
+it raises the bare ``Source*`` kinds, and each client translates them once, at its boundary,
+with :func:`fhir_errors` or :func:`rest_errors`. That keeps the shared driver free of
+error-class arguments (there is nothing to pass wrong) and keeps the families' meaning: an
+``except FhirUnavailable`` still sees every FHIR failure and never a REST one.
+
+**Reserved kinds.** :class:`SinkError`, :class:`BrowserError` and :class:`Hl7Error` are raised by
+the issues that build them (outbound sinks, design.md §9; browser portals, §7; HL7 v2 input);
+they are here now so that those issues add raises, not a new branch of the tree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 
@@ -193,7 +220,51 @@ class OutcomeIssue:
         return f"{self.severity} {self.code}{where}: {self.text}" if self.text else self.code
 
 
-class FhirError(EhrbridgeError):
+class SourceError(EhrbridgeError):
+    """The data source refused the request."""
+
+    def __init__(
+        self, message: str | None = None, *, operation: str = "", status: int | None = None
+    ) -> None:
+        #: what was asked, with the URL path but never the query: ``read GET /fhir/R4/Patient/1``
+        self.operation = operation
+        #: the HTTP status, when there was a response
+        self.status = status
+        #: what was wrong: the message given, or the class's docstring
+        self.reason = message or (type(self).__doc__ or type(self).__name__).strip()
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        """``operation: HTTP status: reason``, leaving out what is not known."""
+        parts = [self.operation, f"HTTP {self.status}" if self.status is not None else ""]
+        return ": ".join(p for p in [*parts, self.reason] if p)
+
+
+class SourceAuthError(SourceError):
+    """The data source or its token endpoint refused our credentials."""
+
+
+class SourceUnavailable(SourceError):
+    """The data source could not be reached or kept failing."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        operation: str = "",
+        status: int | None = None,
+        may_have_reached_server: bool = False,
+    ) -> None:
+        #: a write may have been applied: check before sending it again
+        self.may_have_reached_server = may_have_reached_server
+        super().__init__(message, operation=operation, status=status)
+
+
+class SourceProtocolError(SourceError):
+    """The data source sent something that is not what the request calls for."""
+
+
+class FhirError(SourceError):
     """The FHIR server refused the request."""
 
     def __init__(
@@ -204,17 +275,14 @@ class FhirError(EhrbridgeError):
         status: int | None = None,
         issues: tuple[OutcomeIssue, ...] = (),
     ) -> None:
-        #: what was asked, with the URL path but never the query: ``read GET /fhir/R4/Patient/1``
-        self.operation = operation
-        #: the HTTP status, when there was a response
-        self.status = status
         #: the OperationOutcome issues the server sent back
         self.issues = issues
-        head = message or (type(self).__doc__ or type(self).__name__).strip()
-        parts = [operation, f"HTTP {status}" if status is not None else "", head]
-        detail = "; ".join(str(issue) for issue in issues[:5])
-        text = ": ".join(p for p in parts if p)
-        super().__init__(f"{text} ({detail})" if detail else text)
+        super().__init__(message, operation=operation, status=status)
+
+    def _text(self) -> str:
+        text = super()._text()
+        detail = "; ".join(str(issue) for issue in self.issues[:5])
+        return f"{text} ({detail})" if detail else text
 
 
 class FhirNotFound(FhirError):
@@ -225,11 +293,11 @@ class FhirPreconditionFailed(FhirError):
     """The resource changed since the version given in If-Match; read it again and retry."""
 
 
-class FhirAuthError(FhirError):
+class FhirAuthError(FhirError, SourceAuthError):
     """The FHIR server or its token endpoint refused our credentials."""
 
 
-class FhirUnavailable(FhirError):
+class FhirUnavailable(FhirError, SourceUnavailable):
     """The FHIR server could not be reached or kept failing."""
 
     def __init__(
@@ -241,12 +309,12 @@ class FhirUnavailable(FhirError):
         issues: tuple[OutcomeIssue, ...] = (),
         may_have_reached_server: bool = False,
     ) -> None:
-        #: a write may have been applied: check before sending it again
-        self.may_have_reached_server = may_have_reached_server
         super().__init__(message, operation=operation, status=status, issues=issues)
+        # after super(): SourceUnavailable.__init__ (later in the MRO) sets its default
+        self.may_have_reached_server = may_have_reached_server
 
 
-class FhirProtocolError(FhirError):
+class FhirProtocolError(FhirError, SourceProtocolError):
     """The response is not the FHIR JSON the request calls for."""
 
 
@@ -254,35 +322,115 @@ class ExportFailed(FhirError):
     """The export failed on the server; start a new one."""
 
 
-class RestSourceError(EhrbridgeError):
+class RestSourceError(SourceError):
     """The REST data source refused the request.
 
     Messages name the operation and the URL path (never the query string: parameters can be
     patient data), the status and what was wrong; never a body or a secret.
     """
 
+
+class RestAuthError(RestSourceError, SourceAuthError):
+    """The REST data source or its token endpoint refused our credentials."""
+
+
+class RestUnavailable(RestSourceError, SourceUnavailable):
+    """The REST data source could not be reached or kept failing."""
+
+
+class RestProtocolError(RestSourceError, SourceProtocolError):
+    """The REST data source sent something that is not the JSON the config describes."""
+
+
+#: each family's kind for each bare kind the shared HTTP code raises
+_FHIR_KINDS: dict[type[SourceError], type[FhirError]] = {
+    SourceError: FhirError,
+    SourceAuthError: FhirAuthError,
+    SourceUnavailable: FhirUnavailable,
+    SourceProtocolError: FhirProtocolError,
+}
+_REST_KINDS: dict[type[SourceError], type[RestSourceError]] = {
+    SourceError: RestSourceError,
+    SourceAuthError: RestAuthError,
+    SourceUnavailable: RestUnavailable,
+    SourceProtocolError: RestProtocolError,
+}
+
+
+@contextmanager
+def _translating(kinds: Mapping[type[SourceError], type[SourceError]]) -> Iterator[None]:
+    try:
+        yield
+    except SourceError as exc:
+        kind = kinds.get(type(exc))
+        if kind is None:
+            raise  # already a family's kind (FHIR or REST): left as it is
+        error = kind(exc.reason, operation=exc.operation, status=exc.status)
+        if isinstance(exc, SourceUnavailable) and isinstance(error, SourceUnavailable):
+            error.may_have_reached_server = exc.may_have_reached_server
+        raise error from exc
+
+
+def fhir_errors() -> AbstractContextManager[None]:
+    """In the block, a bare ``Source*`` error (raised by :mod:`ehrbridge.http`) becomes the
+    ``Fhir*`` kind of the same meaning, with the same message: the FHIR clients' boundary."""
+    return _translating(_FHIR_KINDS)
+
+
+def rest_errors() -> AbstractContextManager[None]:
+    """In the block, a bare ``Source*`` error (raised by :mod:`ehrbridge.http`) becomes the
+    ``Rest*`` kind of the same meaning, with the same message: the REST connector's boundary."""
+    return _translating(_REST_KINDS)
+
+
+class TransformError(InvalidInput):
+    """A value the transform cannot turn into a canonical value (the message has no value)."""
+
+
+class RecordError(InvalidInput):
+    """A record that cannot be mapped; the message names the field, never a value."""
+
+
+# Raised by the HL7 v2 reader (the HL7 v2 issue; design.md §4, ``fhir (hl7v2)``): a segment or
+# field that breaks the encoding rules, named by its position (``PID-5``), never by its value.
+class Hl7Error(InvalidInput):
+    """The HL7 v2 message cannot be read."""
+
+
+# Raised by the outbound sinks (the outbound issue; design.md §9) and read by the dispatcher: a
+# ``transient`` error is retried with backoff, any other goes to the dead letter; an error that
+# ``may_have_reached_sink`` (the connection broke after the write was sent) is looked up at the
+# sink before the write is ever sent again.
+class SinkError(EhrbridgeError):
+    """The sink refused the write."""
+
     def __init__(
-        self, message: str | None = None, *, operation: str = "", status: int | None = None
+        self,
+        message: str | None = None,
+        *,
+        operation: str = "",
+        status: int | None = None,
+        transient: bool = False,
+        may_have_reached_sink: bool = False,
     ) -> None:
-        #: ``GET /api/v2/appointments``: what was asked, without the query
+        #: what was asked, with the URL path but never the query: ``create POST /fhir/R4/Patient``
         self.operation = operation
         #: the HTTP status, when there was a response
         self.status = status
+        #: worth retrying later (429, 5xx, a timeout); False: it would fail the same way again
+        self.transient = transient
+        #: the write may have been applied: look it up before sending it again
+        self.may_have_reached_sink = may_have_reached_sink
         head = message or (type(self).__doc__ or type(self).__name__).strip()
         parts = [operation, f"HTTP {status}" if status is not None else "", head]
         super().__init__(": ".join(p for p in parts if p))
 
 
-class RestAuthError(RestSourceError):
-    """The REST data source or its token endpoint refused our credentials."""
-
-
-class RestUnavailable(RestSourceError):
-    """The REST data source could not be reached or kept failing."""
-
-
-class RestProtocolError(RestSourceError):
-    """The REST data source sent something that is not the JSON the config describes."""
+# Raised by the browser tier (the browser-portal issue; design.md §7): a portal script's step that
+# timed out or found nothing; the message names the script and the step, while the screenshot
+# and the trace are kept beside the job, never in the message.
+class BrowserError(EhrbridgeError):
+    """The portal script failed in the browser."""
 
 
 class LoopFailed(EhrbridgeError):

@@ -22,7 +22,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ehrbridge.errors import FhirAuthError, FhirUnavailable, InvalidInput
+from ehrbridge.errors import InvalidInput, fhir_errors
 from ehrbridge.http.oauth import AccessTokens
 
 #: https://datatracker.ietf.org/doc/html/rfc7523#section-2.2
@@ -126,7 +126,11 @@ def load_private_key(pem: bytes | str | Path, algorithm: str) -> PrivateKey:
 
 
 class SmartBackendAuth:
-    """SMART Backend Services: access tokens for a signed JWT client assertion, cached."""
+    """SMART Backend Services: access tokens for a signed JWT client assertion, cached.
+
+    A refusal of the token endpoint raises :class:`~ehrbridge.errors.FhirAuthError`, an
+    unreachable one :class:`~ehrbridge.errors.FhirUnavailable` (translated here from the shared
+    token cache's ``Source*`` kinds)."""
 
     def __init__(
         self,
@@ -156,8 +160,6 @@ class SmartBackendAuth:
             request=self._token_request,
             operation="SMART token",
             credential="client assertion",
-            auth_error=FhirAuthError,
-            unavailable=FhirUnavailable,
             default_lifetime=300,
             refresh_margin=refresh_margin,
             timeout=timeout,
@@ -178,11 +180,13 @@ class SmartBackendAuth:
 
     async def authorization(self) -> str | None:
         """``Bearer <access token>``, fetching a token when there is none or it expires soon."""
-        return f"Bearer {await self._tokens.current()}"
+        with fhir_errors():
+            return f"Bearer {await self._tokens.current()}"
 
     async def refresh(self, rejected: str | None) -> bool:
         """The FHIR server refused ``rejected``: fetch a new token unless one already came."""
-        await self._tokens.renew(rejected.removeprefix("Bearer ") if rejected else None)
+        with fhir_errors():
+            await self._tokens.renew(rejected.removeprefix("Bearer ") if rejected else None)
         return True
 
     async def aclose(self) -> None:

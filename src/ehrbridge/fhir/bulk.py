@@ -19,8 +19,11 @@ any other error status of the status URL means the job failed, and raises
 new export.
 
 Files are streamed: lines are cut from the response's bytes as they arrive and parsed one by one
-into :class:`Unit` s of ``chunk`` entries, so memory holds one unit, never a file. Credentials go
-to file URLs only when the manifest says ``requiresAccessToken``.
+into :class:`Unit` s of ``chunk`` entries, so memory holds one unit, never a file. Each line is
+parsed by :func:`~ehrbridge.fhir.reader.ndjson_entry`, as files given to ``ehrbridge fhir import``
+are, so a bad line reads the same from both; unlike a file, a download is not checked for a record
+given twice (the importer deduplicates an export). Credentials go to file URLs only when the
+manifest says ``requiresAccessToken``.
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ from typing import Any, Self
 import httpx
 import orjson
 
-from ehrbridge.errors import ExportFailed, FhirProtocolError, FhirUnavailable
+from ehrbridge.errors import ExportFailed, FhirProtocolError, FhirUnavailable, fhir_errors
 from ehrbridge.fhir.auth import Auth, NoAuth
 from ehrbridge.fhir.client import DEFAULT_TIMEOUT, FHIR_JSON
 from ehrbridge.fhir.http import describe, error_for, outcome_issues
-from ehrbridge.fhir.reader import CHUNK, MAX_LINE_BYTES, Entry, Unit, resource_entry
+from ehrbridge.fhir.reader import CHUNK, MAX_LINE_BYTES, Entry, Unit, ndjson_entry
 from ehrbridge.http.retry import (
     RETRY_STATUSES,
     Retries,
@@ -50,6 +53,7 @@ from ehrbridge.http.retry import (
 )
 
 NDJSON = "application/fhir+ndjson"
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -346,7 +350,9 @@ class BulkClient:
             number = 0
             async for line in _lines(response.aiter_bytes()):
                 number += 1
-                entry = _entry(number, line)
+                if number == 1 and line is not None:
+                    line = line.removeprefix(_BOM)  # a byte-order mark, as files may have
+                entry = ndjson_entry(number, line, limit=MAX_LINE_BYTES)
                 if entry is not None:
                     entries.append(entry)
                 if len(entries) >= chunk:
@@ -391,9 +397,7 @@ class BulkClient:
         """Send one request, retrying transient failures; a 2xx response or an error (with
         ``failure`` as its message for a status other than 404/410 that is not transient)."""
         operation = f"{name} {method} {httpx.URL(url).path}"
-        retries = Retries(
-            self.retry, operation, unavailable=FhirUnavailable, sleep=self._sleep, now=self._now
-        )
+        retries = Retries(self.retry, operation, sleep=self._sleep, now=self._now)
         refreshed = False
         while True:
             request_headers = dict(headers)
@@ -404,7 +408,8 @@ class BulkClient:
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                await retries.wait(transport_problem(exc))
+                with fhir_errors():
+                    await retries.wait(transport_problem(exc))
                 continue
             status = response.status_code
             if response.is_success:
@@ -422,7 +427,8 @@ class BulkClient:
                 raise ExportFailed(
                     failure, operation=error.operation, status=status, issues=error.issues
                 )
-            await retries.wait(f"HTTP {status}", response)
+            with fhir_errors():
+                await retries.wait(f"HTTP {status}", response)
 
 
 _ACCEPT_JSON = {"Accept": "application/json"}
@@ -476,20 +482,3 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes | None]:
         yield None
     elif pending:
         yield bytes(pending) if len(pending) <= MAX_LINE_BYTES else None
-
-
-def _entry(number: int, line: bytes | None) -> Entry | None:
-    """One NDJSON line as an entry; None for a blank line."""
-    position = f"line {number}"
-    if line is None:
-        return Entry(position=position, error=f"longer than {MAX_LINE_BYTES} bytes")
-    if not line.strip():
-        return None
-    if number == 1:
-        line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as files may have
-    try:
-        resource = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return Entry(position=position, error=f"not JSON: {exc}")
-    # what no store can hold (deep nesting, a NUL) fails here, naming where, as in files
-    return resource_entry(position, resource, raw=line)

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
-from ehrbridge.errors import FhirProtocolError, FhirUnavailable, InvalidInput
+from ehrbridge.errors import FhirProtocolError, FhirUnavailable, InvalidInput, fhir_errors
 from ehrbridge.fhir.auth import Auth, NoAuth
 from ehrbridge.fhir.http import Resource, decode_resource, describe, error_for
 from ehrbridge.fhir.search import SearchInput, SearchParams
@@ -335,9 +335,7 @@ class FhirClient:
             content = orjson.dumps(body)
             request_headers.setdefault("Content-Type", FHIR_JSON)
         operation = f"{name} {method} {httpx.URL(url).path}"
-        retries = Retries(
-            self.retry, operation, unavailable=FhirUnavailable, sleep=self._sleep, now=self._now
-        )
+        retries = Retries(self.retry, operation, sleep=self._sleep, now=self._now)
         refreshed = False
         while True:
             authorization = await self.auth.authorization()
@@ -357,7 +355,8 @@ class FhirClient:
                     raise FhirUnavailable(
                         f"{problem}; {where}", operation=operation, may_have_reached_server=sent
                     ) from exc
-                await retries.wait(problem)
+                with fhir_errors():
+                    await retries.wait(problem)
                 continue
             status = response.status_code
             if status == 401 and not write and not refreshed:
@@ -368,7 +367,8 @@ class FhirClient:
                 return response
             if write or status not in RETRY_STATUSES:
                 raise error_for(response, describe(response.request, name), write=write)
-            await retries.wait(f"HTTP {status}", response)
+            with fhir_errors():
+                await retries.wait(f"HTTP {status}", response)
 
 
 def _if_match(version_id: str | None) -> dict[str, str]:

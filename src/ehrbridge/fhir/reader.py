@@ -14,6 +14,8 @@ What the world model cannot store is refused here, as that entry's error naming 
 nested deeper than :data:`MAX_DEPTH`, a NUL character (``\\u0000``) or a lone surrogate in any
 text. A UTF-8 byte-order mark at the start of a file is skipped. Positions are 1-based:
 ``entry[0]`` is a Bundle's first entry, ``line 3`` the file's third line (blank lines counted).
+Each NDJSON line is parsed by :func:`ndjson_entry`, which the Bulk Data client shares for its
+downloads.
 
 A file holds each record (resource type and id) once: a later entry with the same record and the
 same content is imported once, quietly; with different content it fails, naming the first copy's
@@ -157,9 +159,9 @@ def read_ndjson(path: Path, *, chunk: int = CHUNK) -> Iterator[Unit]:
     try:
         with stream, raw:
             for number, line in _lines(stream):
-                entry = _ndjson_entry(number, line, seen)
+                entry = ndjson_entry(number, line, limit=MAX_LINE_BYTES)
                 if entry is not None:
-                    entries.append(entry)
+                    entries.append(seen.check(entry))
                 if len(entries) >= chunk:
                     yield Unit(file=name, kind="ndjson", entries=entries, done=raw.tell() / size)
                     entries = []
@@ -189,18 +191,28 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
         yield number, line
 
 
-def _ndjson_entry(number: int, line: bytes | None, seen: _Seen) -> Entry | None:
+def ndjson_entry(number: int, line: bytes | None, *, limit: int) -> Entry | None:
+    """NDJSON line ``number`` (1-based, blank lines counted; a file's byte-order mark already
+    cut) as an entry at ``line <number>``: the resource, or why it is unusable (not JSON, where
+    and why; not a JSON object; no ``resourceType``; what :func:`resource_entry` refuses). None
+    for a blank line; ``line`` None stands for a line over ``limit`` bytes that the caller
+    skipped without holding it.
+
+    The one line parser of NDJSON input: files (:func:`read_ndjson`, which then checks for a
+    record given twice) and Bulk Data downloads (:meth:`ehrbridge.fhir.bulk.BulkClient.units`,
+    which does not: the importer deduplicates an export). Each puts its entries in units named
+    by the file or the URL path, so an error reads ``<file>: line 3: not JSON at column 2: ...``.
+    """
     position = f"line {number}"
     if line is None:
-        return Entry(position=position, error=f"longer than {MAX_LINE_BYTES} bytes")
+        return Entry(position=position, error=f"longer than {limit} bytes")
     if not line.strip():
         return None
     try:
         resource = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return Entry(position=position, error=_not_json(exc, line=False))
-    entry = resource_entry(position, resource, raw=line)
-    return seen.check(entry)
+    return resource_entry(position, resource, raw=line)
 
 
 def _not_json(exc: orjson.JSONDecodeError, *, line: bool) -> str:

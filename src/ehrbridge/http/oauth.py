@@ -4,6 +4,12 @@ Both client-credentials flows ehrbridge speaks use it: SMART Backend Services fo
 (a signed JWT client assertion) and plain client credentials for REST sources (a client secret).
 They differ only in the form and headers they post; the caching, the one-fetch-at-a-time lock,
 the renewal after a 401 and the reading of the token response are here once.
+
+Failures raise the bare :class:`~ehrbridge.errors.SourceAuthError` (the endpoint refused us, or
+answered without a usable token) and :class:`~ehrbridge.errors.SourceUnavailable` (it could not be
+reached); the auth that owns the token cache turns them into its family's kind at its boundary
+(:func:`~ehrbridge.errors.fhir_errors`, :func:`~ehrbridge.errors.rest_errors`), so no error class
+is passed in.
 """
 
 from __future__ import annotations
@@ -11,16 +17,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import orjson
 
-
-class _Error(Protocol):
-    """An error class of the caller's tree (``FhirAuthError``, ``RestAuthError``, ...)."""
-
-    def __call__(self, message: str, *, operation: str, status: int | None = None) -> Exception: ...
+from ehrbridge.errors import SourceAuthError, SourceUnavailable
 
 
 class AccessTokens:
@@ -35,8 +37,6 @@ class AccessTokens:
         request: Callable[[], tuple[dict[str, str], dict[str, str]]],
         operation: str,
         credential: str,
-        auth_error: _Error,
-        unavailable: _Error,
         default_lifetime: float,
         refresh_margin: float = 60.0,
         timeout: httpx.Timeout | float = 30.0,
@@ -50,7 +50,6 @@ class AccessTokens:
         self.operation = f"{operation} POST {httpx.URL(token_url).path}"
         #: what a refusal says was refused: ``client assertion``, ``client credentials``
         self.credential = credential
-        self._auth_error, self._unavailable = auth_error, unavailable
         #: ``expires_in`` when the response has none
         self.default_lifetime = default_lifetime
         #: fetch a new token this many seconds before the current one expires
@@ -95,7 +94,7 @@ class AccessTokens:
                 self.token_url, data=form, headers={"Accept": "application/json", **headers}
             )
         except httpx.TransportError as exc:
-            raise self._unavailable(
+            raise SourceUnavailable(
                 f"the token endpoint is unreachable ({type(exc).__name__})",
                 operation=self.operation,
             ) from exc
@@ -106,7 +105,7 @@ class AccessTokens:
             error = str(body.get("error", "no error code"))
             description = body.get("error_description")
             reason = f"{error}: {description}" if description else error
-            raise self._auth_error(
+            raise SourceAuthError(
                 f"the token endpoint refused the {self.credential} ({reason})",
                 operation=self.operation,
                 status=status,
@@ -114,7 +113,7 @@ class AccessTokens:
         token = body.get("access_token")
         expires_in = body.get("expires_in", self.default_lifetime)
         if not isinstance(token, str) or not token or not isinstance(expires_in, int | float):
-            raise self._auth_error(
+            raise SourceAuthError(
                 "the token response has no access_token or a bad expires_in",
                 operation=self.operation,
                 status=status,

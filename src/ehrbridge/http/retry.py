@@ -2,6 +2,13 @@
 
 Shared by every HTTP client of ehrbridge (the FHIR and Bulk Data clients, the REST connector, and
 soon the outbound sinks); each keeps its own rules for what is transient.
+
+The driver belongs to no family of errors: giving up raises the bare
+:class:`~ehrbridge.errors.SourceUnavailable`, and each client turns it into its own kind
+(``FhirUnavailable``, ``RestUnavailable``) once, at its boundary
+(:func:`~ehrbridge.errors.fhir_errors`, :func:`~ehrbridge.errors.rest_errors`). A driver that took
+the class to raise as an argument would trust every caller to pass a matching one; this way the
+kind is decided in one place per client and the driver can be tested alone.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
+
+from ehrbridge.errors import SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +90,10 @@ class Retries:
     """The retries of one idempotent request under a :class:`RetryPolicy`.
 
     The request loop calls :meth:`wait` after each transient failure: it waits the policy's delay
-    (or what ``Retry-After`` asks) and returns for the next attempt, or raises ``unavailable``'s
-    error once the policy allows no more. The FHIR client, the Bulk Data client and the REST
-    connector share it; each keeps its own rules for what is transient.
+    (or what ``Retry-After`` asks) and returns for the next attempt, or raises
+    :class:`~ehrbridge.errors.SourceUnavailable` once the policy allows no more. The FHIR client,
+    the Bulk Data client and the REST connector share it; each keeps its own rules for what is
+    transient.
     """
 
     def __init__(
@@ -91,13 +101,11 @@ class Retries:
         policy: RetryPolicy,
         operation: str,
         *,
-        unavailable: Callable[..., Exception],
         sleep: Callable[[float], Awaitable[object]],
         now: Callable[[], datetime],
     ) -> None:
         self.policy = policy
         self.operation = operation
-        self.unavailable = unavailable
         self.sleep = sleep
         self.now = now
         #: retries so far
@@ -115,7 +123,7 @@ class Retries:
         self.count += 1
         delay = self.policy.delay(self.count, retry_after, self.waited)
         if delay is None:
-            raise self.unavailable(
+            raise SourceUnavailable(
                 f"still failing after {self.count - 1} retries: {problem}",
                 operation=self.operation,
                 status=status,

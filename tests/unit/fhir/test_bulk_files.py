@@ -5,6 +5,7 @@ credentials only when the manifest asks for them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import httpx
 import orjson
@@ -13,7 +14,7 @@ import pytest
 from ehrbridge.fhir import bulk
 from ehrbridge.fhir.auth import BearerAuth
 from ehrbridge.fhir.bulk import BulkClient, Manifest, OutputFile
-from ehrbridge.fhir.reader import Unit
+from ehrbridge.fhir.reader import Unit, read_ndjson
 
 BASE = "http://ehr.test/fhir"
 
@@ -138,3 +139,28 @@ async def test_a_bom_nul_and_deep_nesting_are_read_as_files_are() -> None:
         + "...: nested deeper than 100 levels (the most a resource may nest)",
         "p2",
     ]
+
+
+async def test_a_bad_line_reads_as_in_a_file_and_a_download_keeps_a_record_given_twice(
+    tmp_path: Path,
+) -> None:
+    changed = orjson.dumps({"resourceType": "Patient", "id": "p1", "name": [{"family": "G"}]})
+    body = b"\xef\xbb\xbf" + patient(1) + b'\n{"a" 1}\n[1]\n{"id": "x"}\n\xff\n' + changed + b"\n"
+    server = FileServer({"/fhir/f/1.ndjson": body})
+    downloaded = [e for u in await read(server, manifest(["/f/1.ndjson"])) for e in u.entries]
+    path = tmp_path / "1.ndjson"
+    path.write_bytes(body)
+    read_from_file = [e for u in read_ndjson(path) for e in u.entries]
+    # the same line parser: the same positions and the same wording for every bad line
+    assert [(e.position, e.error) for e in downloaded[:-1]] == [
+        (e.position, e.error) for e in read_from_file[:-1]
+    ]
+    assert [e.error for e in downloaded[1:5]] == [
+        "not JSON at column 6: unexpected character, expected ':' after key",
+        "not a JSON object",
+        "resourceType: missing",
+        "not JSON: not UTF-8 text",
+    ]
+    # a file takes a record once; a download keeps both copies (the importer deduplicates it)
+    assert read_from_file[-1].error is not None and "also at line 1" in read_from_file[-1].error
+    assert downloaded[-1].error is None and downloaded[-1].resource == orjson.loads(changed)

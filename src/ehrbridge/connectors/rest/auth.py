@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from ehrbridge.connectors.source import AuthConfig, SecretRef
-from ehrbridge.errors import InvalidInput, RestAuthError, RestUnavailable
+from ehrbridge.errors import InvalidInput, rest_errors
 from ehrbridge.http.oauth import AccessTokens
 
 
@@ -92,7 +92,10 @@ class ClientCredentialsAuth:
     """OAuth2 client credentials: an access token from the token endpoint, cached.
 
     The client authenticates with HTTP Basic (``client_secret_basic``, RFC 6749 §2.3.1) unless
-    ``client_auth`` is ``body`` (``client_secret_post``)."""
+    ``client_auth`` is ``body`` (``client_secret_post``). A refusal of the token endpoint raises
+    :class:`~ehrbridge.errors.RestAuthError`, an unreachable one
+    :class:`~ehrbridge.errors.RestUnavailable` (translated here from the shared token cache's
+    ``Source*`` kinds)."""
 
     def __init__(
         self,
@@ -117,8 +120,6 @@ class ClientCredentialsAuth:
             request=self._token_request,
             operation="OAuth2 token",
             credential="client credentials",
-            auth_error=RestAuthError,
-            unavailable=RestUnavailable,
             default_lifetime=3600,
             refresh_margin=refresh_margin,
             timeout=timeout,
@@ -139,12 +140,14 @@ class ClientCredentialsAuth:
 
     async def headers(self) -> dict[str, str]:
         """``Authorization: Bearer <token>``, fetching a token when none is fresh."""
-        return {"Authorization": f"Bearer {await self._tokens.current()}"}
+        with rest_errors():
+            return {"Authorization": f"Bearer {await self._tokens.current()}"}
 
     async def refresh(self, rejected: dict[str, str]) -> bool:
         """The source refused the token: fetch another unless one came meanwhile."""
         sent = rejected.get("Authorization")
-        await self._tokens.renew(sent.removeprefix("Bearer ") if sent else None)
+        with rest_errors():
+            await self._tokens.renew(sent.removeprefix("Bearer ") if sent else None)
         return True
 
     async def aclose(self) -> None:

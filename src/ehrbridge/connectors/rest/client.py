@@ -22,7 +22,7 @@ from ehrbridge.errors import (
     RestAuthError,
     RestProtocolError,
     RestSourceError,
-    RestUnavailable,
+    rest_errors,
 )
 from ehrbridge.http.retry import RETRY_STATUSES, Retries, RetryPolicy, transport_problem
 
@@ -80,9 +80,7 @@ class RestClient:
     async def get(self, url: httpx.URL, params: Sequence[tuple[str, str]] = ()) -> Response:
         """GET ``url`` with ``params``; the JSON body, or a :class:`RestSourceError`."""
         operation = f"GET {url.path}"
-        retries = Retries(
-            self.retry, operation, unavailable=RestUnavailable, sleep=self._sleep, now=self._now
-        )
+        retries = Retries(self.retry, operation, sleep=self._sleep, now=self._now)
         refreshed = False
         while True:
             creds = await self.auth.headers()
@@ -91,7 +89,8 @@ class RestClient:
                     url, params=list(params) or None, headers={**self._headers, **creds}
                 )
             except httpx.TransportError as exc:
-                await retries.wait(transport_problem(exc))
+                with rest_errors():
+                    await retries.wait(transport_problem(exc))
                 continue
             status = response.status_code
             if status == 401 and not refreshed:
@@ -104,7 +103,8 @@ class RestClient:
                 )
             if status not in RETRY_STATUSES:
                 raise _error(response, operation)
-            await retries.wait(f"HTTP {status}", response)
+            with rest_errors():
+                await retries.wait(f"HTTP {status}", response)
 
 
 def _kind(response: httpx.Response) -> str:

@@ -1,9 +1,10 @@
 """One REST record to canonical fields: its id, version, change time and field values.
 
-A record that cannot be mapped raises :class:`RecordError` with a reason that names the field and
-the transform, never a value. Reference fields (``link:``) come out as their lookup value (an MRN,
-a phone, the source's own id of the record pointed to); the poller turns them into entity
-references with the world model (:mod:`ehrbridge.connectors.rest.links`).
+A record that cannot be mapped raises :class:`~ehrbridge.errors.RecordError` (an ``InvalidInput``)
+with a reason that names the field and the transform, never a value. Reference fields
+(``link:``) come out as their lookup value (an MRN, a phone, the source's own id of the record
+pointed to); the poller turns them into entity references with the world model
+(:mod:`ehrbridge.connectors.rest.links`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from jmespath.exceptions import JMESPathError
 
 from ehrbridge.connectors.rest.paging import search
 from ehrbridge.connectors.rest.spec import FieldMap, Link, RestResource, Transform
-from ehrbridge.connectors.rest.transforms import Context, TransformError, apply
+from ehrbridge.connectors.rest.transforms import Context, apply
+from ehrbridge.errors import RecordError, TransformError
 
 _DATETIME = (Transform(name="datetime"),)
-
-
-class RecordError(ValueError):
-    """A record that cannot be mapped; the message names the field, never a value."""
 
 
 @dataclass(frozen=True, kw_only=True)

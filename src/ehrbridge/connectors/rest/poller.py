@@ -31,7 +31,6 @@ from ehrbridge.connectors.rest.client import RestClient
 from ehrbridge.connectors.rest.links import Linker
 from ehrbridge.connectors.rest.mapping import (
     MappedRecord,
-    RecordError,
     map_record,
     record_id,
     updated_at,
@@ -40,7 +39,7 @@ from ehrbridge.connectors.rest.paging import pages, search
 from ehrbridge.connectors.rest.spec import CursorFormat, RestResource, RestSettings
 from ehrbridge.connectors.rest.transforms import Context
 from ehrbridge.connectors.source import DataSourceConfig, Polled, PollState, ResourceConfig
-from ehrbridge.errors import InvalidInput
+from ehrbridge.errors import InvalidInput, RecordError
 from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.events import Observation, RecordKey, validate_observation

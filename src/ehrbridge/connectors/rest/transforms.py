@@ -1,8 +1,9 @@
 """Field transforms: from what a REST source sends to the canonical value (docs/entities.md).
 
-Pure functions. A value that cannot be transformed raises :class:`TransformError`, whose message
-names the transform and what was expected, never the value (values are PHI). ``None`` (nothing
-at the path) passes through every transform untouched.
+Pure functions. A value that cannot be transformed raises
+:class:`~ehrbridge.errors.TransformError` (an ``InvalidInput``), whose message names the transform
+and what was expected, never the value (values are PHI). ``None`` (nothing at the path) passes
+through every transform untouched.
 
 >>> ctx = Context(timezone="America/New_York")
 >>> apply([Transform(name="datetime")], "2026-12-03 09:30", ctx)
@@ -27,16 +28,13 @@ from zoneinfo import ZoneInfo
 from dateutil import parser as dateparser
 
 from ehrbridge.connectors.rest.spec import Transform, fold_key
+from ehrbridge.errors import TransformError
 from ehrbridge.worldmodel.matching import normalize_phone
 
 #: numbers above this are read as epoch milliseconds, below as epoch seconds (year 5138 vs 1973)
 _EPOCH_MS_FROM = 100_000_000_000
 _TRUE = frozenset({"true", "yes", "y", "1", "t"})
 _FALSE = frozenset({"false", "no", "n", "0", "f"})
-
-
-class TransformError(ValueError):
-    """A value the transform cannot turn into a canonical value (the message has no value)."""
 
 
 @dataclass(frozen=True, kw_only=True)

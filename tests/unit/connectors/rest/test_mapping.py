@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from ehrbridge.connectors.rest.mapping import MappedRecord, RecordError, map_record
+from ehrbridge.connectors.rest.mapping import MappedRecord, map_record
 from ehrbridge.connectors.rest.spec import FieldMap, Incremental, Link, RestResource, Transform
 from ehrbridge.connectors.rest.transforms import Context
+from ehrbridge.errors import RecordError
 
 RESOURCE = RestResource(
     type="Appointment",

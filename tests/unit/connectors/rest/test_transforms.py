@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from ehrbridge.connectors.rest.spec import Transform, fold_key
-from ehrbridge.connectors.rest.transforms import Context, TransformError, apply, split_name
+from ehrbridge.connectors.rest.transforms import Context, apply, split_name
+from ehrbridge.errors import TransformError
 
 UTC_CTX = Context()
 NY = Context(timezone="America/New_York")
