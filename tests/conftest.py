@@ -17,7 +17,7 @@ from ehrbridge.worldmodel.store import Store
 
 # The ``medplum`` fixture: a real FHIR server for the FHIR client and import tests; the
 # ``sandbox`` fixture: the sandbox EHR on a real socket.
-pytest_plugins = ["tests.fhir_server", "tests.sandbox_server"]
+pytest_plugins = ["tests.fhir_server", "tests.sandbox_server", "tests.llmserver"]
 # Databases written by earlier code, and the script that wrote them (against that code).
 collect_ignore = ["fixtures"]
 

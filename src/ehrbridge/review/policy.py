@@ -1,0 +1,35 @@
+"""How the deterministic judge's verdict and the LLM judge's combine (docs/llm-judge.md).
+
+The deterministic judge speaks first. Its *supported* and *contradicted* stand: the LLM is asked
+only about what it left *unsure* (:func:`needs_llm`), and can never overturn a *contradicted*.
+"""
+
+from __future__ import annotations
+
+from ehrbridge.review.verdicts import Outcome, Verdict
+
+
+def needs_llm(deterministic: Verdict) -> bool:
+    """Whether the LLM judge is asked: only when the deterministic judge is unsure.
+
+    >>> from ehrbridge.review.verdicts import Verdict
+    >>> needs_llm(Verdict(outcome=Outcome.CONTRADICTED, judge="grounding", version="1", reason="r"))
+    False
+    """
+    return deterministic.outcome is Outcome.UNSURE
+
+
+def combine(deterministic: Verdict, llm: Verdict) -> Verdict:
+    """The verdict that decides the fact's route.
+
+    A deterministic *supported* or *contradicted* stands whatever the LLM says (it should not have
+    been asked); after a deterministic *unsure* the LLM's verdict decides, its own *unsure*
+    included (a human reads it). The result is one of the two verdicts, unchanged, so the event
+    names the judge that decided.
+    """
+    if not needs_llm(deterministic):
+        return deterministic
+    return llm
+
+
+__all__ = ["combine", "needs_llm"]
