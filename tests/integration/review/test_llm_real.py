@@ -30,8 +30,8 @@ from tests.integration.review.llm_cases import BIRTH_CALL, PHONE_CALL, case
 
 #: how long the server may take to load the model and listen
 START_TIMEOUT = 120.0
-#: the context the server is started with: the rules, a short call and the answer fit in it
-N_CTX = 4096
+#: the context the server is started with: the rules (965 tokens), a short call and the answer fit
+N_CTX = 2048
 
 
 def _gguf() -> Path | None:
