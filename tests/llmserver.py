@@ -28,7 +28,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-Kind = Literal["answer", "raw", "refusal", "truncated", "status", "drop", "trickle"]
+Kind = Literal["answer", "raw", "body", "refusal", "truncated", "status", "drop", "trickle"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +38,8 @@ class Reply:
     kind: Kind = "answer"
     #: ``answer``: the answer object, sent as the message's JSON content
     answer: dict[str, Any] | None = None
-    #: ``raw``: the message content as given (malformed JSON, prose, ...)
+    #: ``raw``: the message content as given (malformed JSON, prose, ...); ``body``: the whole
+    #: HTTP response body as given
     content: str | None = None
     #: ``status``: the HTTP status
     status: int = 200
@@ -124,6 +125,9 @@ class ScriptedLlm:
         if reply.kind == "status":
             error = {"error": {"message": "scripted failure", "code": reply.status}}
             await _send(send, reply.status, json.dumps(error).encode())
+            return
+        if reply.kind == "body":
+            await _send(send, 200, (reply.content or "").encode())
             return
         if reply.kind == "refusal":
             await _send(send, 200, _completion(self.model, None, "stop", "I can't help with that."))

@@ -103,7 +103,8 @@ class LlmJudge:
         except _Unsure as failed:
             return self._unsure(failed.reason)
         except Exception as exc:  # the Judge contract: a bug here still sends the fact to a human
-            log.exception("llm judge failed unexpectedly")
+            # the class only: an exception's message may carry the case's text
+            log.error("llm judge failed unexpectedly (%s)", type(exc).__name__)
             return self._unsure(f"the LLM judge failed ({type(exc).__name__})")
         answer = parse(content)
         checked = answer if isinstance(answer, Failure) else check(case, answer)

@@ -7,6 +7,7 @@ import logging
 import socket
 from typing import Any
 
+import httpx
 import pytest
 
 from ehrbridge.review.llm import LlmJudge, LlmSettings
@@ -230,6 +231,21 @@ async def test_too_many_quotes_is_unsure(llm: LlmServer) -> None:
         ),
         pytest.param(Reply(kind="raw", content=""), "the answer is empty", id="empty"),
         pytest.param(
+            Reply(kind="body", content="<html>bad gateway</html>"),
+            "response is not a chat completion",
+            id="html-body",
+        ),
+        pytest.param(
+            Reply(kind="body", content='{"choices": []}'),
+            "response is not a chat completion",
+            id="no-choices",
+        ),
+        pytest.param(
+            Reply(kind="body", content='{"choices": [{"message": "hi", "finish_reason": "stop"}]}'),
+            "response is not a chat completion",
+            id="message-not-an-object",
+        ),
+        pytest.param(
             Reply(kind="drop"), "the LLM endpoint failed (RemoteProtocolError)", id="drop"
         ),
     ],
@@ -264,6 +280,19 @@ async def test_a_closed_port_is_unsure() -> None:
     settings = LlmSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m", timeout=2.0)
     verdict = await LlmJudge(settings).judge(case())
     assert_unsure(verdict, "the LLM endpoint failed (ConnectError)")
+
+
+async def test_an_unexpected_error_in_the_judge_is_unsure_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("Rosa Lindqvist six one seven")
+
+    settings = LlmSettings(base_url="http://llm.invalid/v1", model="m")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(broken)) as client:
+        verdict = await LlmJudge(settings, client=client).judge(case())
+    assert_unsure(verdict, "the LLM judge failed (RuntimeError)")
+    assert "Rosa" not in caplog.text
 
 
 async def test_logs_name_the_failure_not_the_transcript_or_key(
