@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -54,8 +54,9 @@ class Checked:
 
     outcome: Outcome
     evidence: tuple[Evidence, ...]
-    #: the stated value, or None when the answer gives none
-    value: str | None
+    #: for *supported* the fact's own value (the stated one normalised to it); otherwise the
+    #: stated value, or None when the answer gives none
+    value: Any
     #: the model's own reason
     reason: str
 
@@ -109,9 +110,8 @@ def check(case: Case, answer: Answer) -> Checked | Failure:
     key = f"{case.fact.entity_type}.{case.fact.field}"
     if outcome is Outcome.SUPPORTED and not same_value(key, answer.value, case.fact.value):
         return Failure(reason=f"the stated value differs from the fact's {key}")
-    return Checked(
-        outcome=outcome, evidence=evidence, value=answer.value or None, reason=answer.reason
-    )
+    value = case.fact.value if outcome is Outcome.SUPPORTED else answer.value or None
+    return Checked(outcome=outcome, evidence=evidence, value=value, reason=answer.reason)
 
 
 __all__ = ["Answer", "Checked", "Failure", "Quote", "check", "parse"]

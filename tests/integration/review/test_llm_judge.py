@@ -101,6 +101,7 @@ async def test_a_supported_answer_with_verbatim_quotes_and_the_same_value_is_sup
         Evidence(turn=5, start=0, end=18, text="Yes, that's right."),
     )
     assert "turns 3, 5" in verdict.reason
+    assert verdict.value == "+16175550138"
     assert route(verdict) is Route.VERIFIED
 
 
