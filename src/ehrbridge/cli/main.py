@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ehrbridge.cli.errors import cli_errors
 from ehrbridge.cli.fhir import app as fhir_app
+from ehrbridge.cli.gates import gates_app
 from ehrbridge.cli.keys import audit_app, keys_app
 from ehrbridge.cli.mcp import mcp_command
 from ehrbridge.cli.options import DbOption, WorkspaceOption
@@ -47,6 +48,7 @@ app = typer.Typer(help="ehrbridge: voice agents <-> EHRs through an event-source
 app.add_typer(fhir_app, name="fhir")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(gates_app, name="gates")
 app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)
 console = Console()

@@ -70,6 +70,9 @@ class EventLog(Protocol):
     ) -> list[Event]:
         """An entity's own events in order; with ``until``, those recorded by then."""
 
+    async def get_event(self, workspace: str, event_id: str) -> Event | None:
+        """One event of ``workspace`` by its id; None when it has none of that id."""
+
     async def read_log(
         self,
         workspace: str,

@@ -291,6 +291,13 @@ class PostgresStore:
             args.append(until)
         return [event_from_row(r) for r in await self._rows(query + " ORDER BY version", args)]
 
+    async def get_event(self, workspace: str, event_id: str) -> Event | None:
+        rows = await self._rows(
+            f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE id = %s AND workspace = %s",
+            (event_id, workspace),
+        )
+        return event_from_row(rows[0]) if rows else None
+
     async def read_log(
         self,
         workspace: str,

@@ -249,6 +249,16 @@ class SQLiteStore:
             args.append(utc(until))
         return [event_from_row(r) for r in self.conn.execute(sql + " ORDER BY version", args)]
 
+    async def get_event(self, workspace: str, event_id: str) -> Event | None:
+        def read() -> Event | None:
+            row = self.conn.execute(
+                f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE id = ? AND workspace = ?",
+                (event_id, workspace),
+            ).fetchone()
+            return None if row is None else event_from_row(row)
+
+        return await self._run(read)
+
     async def read_log(
         self,
         workspace: str,
