@@ -250,9 +250,16 @@ class WorldModel:
         return result
 
     async def correct(
-        self, entity: str, target: str, data: Mapping[str, Any], *, operator: str
+        self,
+        entity: str,
+        target: str,
+        data: Mapping[str, Any],
+        *,
+        operator: str,
+        idempotency_key: str | None = None,
     ) -> AppendResult:
-        """An operator's correction: a 1.0 event that supersedes ``target``."""
+        """An operator's correction: a 1.0 event that supersedes ``target`` (with
+        ``idempotency_key``, the same correction written twice is one event)."""
         entity_type, entity_id = parse_entity(entity)
         await self._event(entity_type, entity_id, target)
         (result,) = await self.record(
@@ -267,6 +274,7 @@ class WorldModel:
                     confidence=Level.AUTHORITATIVE.value,
                     effective_at=datetime.now(UTC),
                     supersedes=target,
+                    idempotency_key=idempotency_key,
                 )
             ]
         )
