@@ -182,7 +182,7 @@ class ItemClaimed(ReviewConflict):
     def __init__(self, item_id: str, holder: str) -> None:
         #: the operator holding the claim
         self.holder = holder
-        super().__init__(item_id, f"review item {item_id} is claimed by {holder}")
+        super().__init__(item_id, f"this review item is claimed by {holder}")
 
 
 class ItemDecided(ReviewConflict):
@@ -191,7 +191,7 @@ class ItemDecided(ReviewConflict):
     def __init__(self, item_id: str, decision: str, by: str) -> None:
         #: what it was decided as (approved, rejected, corrected) and by whom
         self.decision, self.by = decision, by
-        super().__init__(item_id, f"review item {item_id} was already {decision} by {by}")
+        super().__init__(item_id, f"this review item was already {decision} by {by}")
 
 
 class SlotUnavailable(EhrbridgeError):

@@ -156,7 +156,7 @@ class ReviewDesk:
     async def _item(self, item_id: str) -> ReviewItem:
         item = await self.queue.item(self.workspace, item_id)
         if item is None:
-            raise NotFound(f"no review item {item_id} in workspace {self.workspace}")
+            raise NotFound("no such review item in this workspace")
         return item
 
     async def _decide(self, item_id: str, operator: str, outcome: str, note: str) -> ReviewItem:

@@ -125,7 +125,7 @@ class PostgresReviewQueue:
             )
             row = await cur.fetchone()
             if row is None:
-                raise NotFound(f"no review item {item_id} in workspace {workspace}")
+                raise NotFound("no such review item in this workspace")
             current = _item(row)
             item = change(current)
             if item is not current:

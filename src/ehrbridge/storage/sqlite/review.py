@@ -110,7 +110,7 @@ class SQLiteReviewQueue:
                 (workspace, item_id),
             ).fetchone()
             if row is None:
-                raise NotFound(f"no review item {item_id} in workspace {workspace}")
+                raise NotFound("no such review item in this workspace")
             current = _item(row)
             item = change(current)
             if item is not current:
