@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from ehrbridge.confidence import Level
 from ehrbridge.review.queue import ReviewItem
 from ehrbridge.worldmodel.events import Event, Source
 from ehrbridge.worldmodel.projection import EntityState, FieldValue
@@ -154,6 +155,10 @@ class SourceView(_Model):
         return cls(kind=source.kind, id=source.id, ref=source.ref)
 
 
+#: where a value the agent heard stands in review
+ReviewStatus = Literal["pending review", "verified", "approved", "corrected"]
+
+
 class FieldView(_Model):
     """A field's value with its provenance."""
 
@@ -162,6 +167,11 @@ class FieldView(_Model):
     source: SourceView
     effective_at: datetime = Field(description="When it became true at the source")
     event_id: str = Field(description="The event that asserted it")
+    review: ReviewStatus | None = Field(
+        default=None,
+        description="For a value the agent heard: pending review, verified (by the judge), "
+        "approved (by a human); corrected: an operator's value. None: not reviewed (EHR data)",
+    )
 
     @classmethod
     def of(cls, value: FieldValue) -> FieldView:
@@ -194,6 +204,22 @@ class EntityView(_Model):
         return cls.model_validate(entity_data(state))
 
 
+def review_status(value: FieldValue) -> ReviewStatus | None:
+    """Where a value stands in review, from its source and confidence (docs/design.md §8): a
+    voice value below 0.8 is pending, at 0.8 the judge verified it, at 0.95 a human approved
+    it; an operator's value is a correction. Rejected values are in no projection."""
+    kind = value.source.kind
+    if kind == "operator":
+        return "corrected"
+    if kind != "voice":
+        return None
+    if value.confidence >= Level.HUMAN_APPROVED.value:
+        return "approved"
+    if value.confidence >= Level.VERIFIED.value:
+        return "verified"
+    return "pending review"
+
+
 def field_data(value: FieldValue) -> dict[str, Any]:
     """A :class:`FieldView`'s fields as plain data, for validating many views in one call."""
     source = value.source
@@ -203,6 +229,7 @@ def field_data(value: FieldValue) -> dict[str, Any]:
         "source": {"kind": source.kind, "id": source.id, "ref": source.ref},
         "effective_at": value.effective_at,
         "event_id": value.event_id,
+        "review": review_status(value),
     }
 
 

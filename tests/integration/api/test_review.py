@@ -144,6 +144,11 @@ async def test_an_operator_claims_reads_and_approves_and_the_fact_is_approved(
     assert verdict["evidence"]["verdict"]["outcome"] == "unsure"
     assert detail["entity"]["entity_id"] == "p1"
 
+    # the agent sees where the fact stands: still being checked
+    seen = await desk.call("GET", "/v1/entities/Patient/p1", who="agent")
+    assert seen.json()["fields"]["email"]["review"] == "pending review"
+    assert seen.json()["fields"]["name.family"]["review"] is None  # EHR data
+
     claimed = await desk.call("POST", f"/v1/review/items/{item_id}/claim")
     assert claimed.status_code == 200 and claimed.json()["claimed_by"] == desk.key_ids["ana"]
     conflict = await desk.call("POST", f"/v1/review/items/{item_id}/approve", {}, who="bo")
@@ -154,6 +159,8 @@ async def test_an_operator_claims_reads_and_approves_and_the_fact_is_approved(
     assert approved.json()["decision"]["outcome"] == "approved"
     state = await desk.backend.worldmodel.get_state(WS, "Patient", "p1")
     assert state is not None and state.fields["email"].confidence == 0.95
+    seen = await desk.call("GET", "/v1/entities/Patient/p1", who="agent")
+    assert seen.json()["fields"]["email"]["review"] == "approved"
     again = await desk.call("POST", f"/v1/review/items/{item_id}/reject", {"reason": "x"})
     assert again.status_code == 409
     audit = await desk.backend.security.query_audit(WS, action="review.approve")
@@ -178,6 +185,8 @@ async def test_reject_needs_a_reason_and_correct_writes_the_operators_value(desk
     state = await desk.backend.worldmodel.get_state(WS, "Patient", "p1")
     assert state is not None and state.values["email"] == "ana.s@example.com"
     assert state.fields["email"].confidence == 1.0
+    seen = await desk.call("GET", "/v1/entities/Patient/p1", who="agent")
+    assert seen.json()["fields"]["email"]["review"] == "corrected"
     unknown = await desk.call("POST", "/v1/review/items/0123abc/approve", {})
     assert unknown.status_code == 404 and "0123abc" not in unknown.text
 
