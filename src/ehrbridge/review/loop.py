@@ -76,7 +76,7 @@ class ReviewPolicy:
     #: events read per step
     batch: int = 200
     #: how often the log is read when nothing wakes the loop
-    catch_up: timedelta = timedelta(seconds=1)
+    catch_up: timedelta = timedelta(milliseconds=500)
 
     def needs_human(self, entity_type: str, fields: Sequence[str]) -> str | None:
         """Why policy sends this fact to a human whatever the judge says, or None."""
@@ -144,6 +144,8 @@ class ReviewLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # cleared before the step: a wake-up during it starts the next one at once
+            self._wake.clear()
             try:
                 result = await self.step()
             except StorageError as exc:  # the database is away: try again at the next catch-up
@@ -151,7 +153,6 @@ class ReviewLoop:
                 result = StepResult()
             if result.read >= self.policy.batch:
                 continue  # more to read now
-            self._wake.clear()
             waits = [asyncio.ensure_future(e.wait()) for e in (stop, self._wake)]
             try:
                 await asyncio.wait(

@@ -36,7 +36,7 @@ The optional ``review:`` section runs the review loop (docs/review.md)::
       contradicted: reject        # reject (0.0) or human
       human_types: [MedicationOrder, AllergyIntolerance]   # always a human (these by default)
       human_fields: [Patient.name.family]
-      catch_up: 1s                # how often the log is read when nothing wakes the loop
+      catch_up: 500ms             # how often the log is read when nothing wakes the loop
 
 Every error names the file, the line and the key path, e.g. ``config.yaml:14:
 data_sources[1].auth.token: inline secrets are not allowed; use {env: NAME} or {file: PATH}``,
@@ -90,6 +90,8 @@ MAX_BYTES = 1_000_000
 MIN_EVERY = timedelta(seconds=1)
 #: the shortest lease, config refresh and request timeout
 MIN_TIMING = timedelta(seconds=1)
+#: the shortest catch-up a review loop takes (a read of the log each time)
+MIN_CATCH_UP = timedelta(milliseconds=100)
 #: the largest page asked of a server
 MAX_PAGE_SIZE = 10_000
 INLINE_SECRET = "inline secrets are not allowed; use {env: NAME} or {file: PATH}"  # noqa: S105
@@ -321,7 +323,7 @@ class _Checker:
         types = self.names(raw.get("human_types"), f"{path}.human_types", _ENTITY_TYPE)
         fields = self.names(raw.get("human_fields"), f"{path}.human_fields", _ENTITY_FIELD)
         catch_up = (
-            self.duration(raw["catch_up"], f"{path}.catch_up", at_least=MIN_TIMING)
+            self.duration(raw["catch_up"], f"{path}.catch_up", at_least=MIN_CATCH_UP)
             if "catch_up" in raw
             else ReviewPolicy().catch_up
         )

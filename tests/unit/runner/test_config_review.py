@@ -57,7 +57,7 @@ AT = "config.yaml:3: review."
         ("review: {contradicted: ignore}\n", AT + "contradicted: expected reject or human"),
         ("review: {human_types: MedicationOrder}\n", AT + "human_types: expected a list of names"),
         ("review: {human_fields: [name]}\n", AT + "human_fields[0]: not a name of that kind"),
-        ("review: {catch_up: 10ms}\n", None),
+        ("review: {catch_up: 10ms}\n", None),  # below 100ms
         ("review: {judges: [grounding]}\n", None),
     ],
 )
