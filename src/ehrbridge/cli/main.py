@@ -25,6 +25,7 @@ from ehrbridge.cli.mcp import mcp_command
 from ehrbridge.cli.options import DbOption, WorkspaceOption
 from ehrbridge.cli.progress import file_progress, show_errors, sync_progress
 from ehrbridge.cli.progress import summary_table as counts_table
+from ehrbridge.cli.review import review_app
 from ehrbridge.cli.serve import serve_command
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.fhir.client import FhirClient
@@ -49,6 +50,7 @@ app.add_typer(fhir_app, name="fhir")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(gates_app, name="gates")
+app.add_typer(review_app, name="review")
 app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)
 console = Console()
