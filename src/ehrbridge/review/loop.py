@@ -18,9 +18,12 @@ is not judged again but its stored verdict re-applied, and a flag of the same ev
 So every judgeable event is judged once, to one effect, and none is skipped: the cursor moves
 only past events whose verdict is stored.
 
-**Waking.** :meth:`ReviewLoop.wake` (called by a writer in the same process) starts the next
-step at once; otherwise the loop reads the log every ``catch_up`` — the guarantee. A judge that
-raises or answers nonsense is an *unsure* verdict: the fact goes to a human, never through.
+**Waking.** An append of voice facts wakes the loop at once (:meth:`Store.watch
+<ehrbridge.worldmodel.store.Store.watch>`: in-process on SQLite, ``LISTEN/NOTIFY`` from any
+process on PostgreSQL), and so does :meth:`ReviewLoop.wake`; otherwise the loop reads the log
+every ``catch_up`` — the guarantee, and all a loop in another process than a SQLite writer has.
+A judge that raises or answers nonsense is an *unsure* verdict: the fact goes to a human, never
+through.
 """
 
 from __future__ import annotations
@@ -143,6 +146,18 @@ class ReviewLoop:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            unwatch = await self.store.watch(self.workspace, self.wake)
+        except StorageError as exc:  # no wake-ups: the catch-up reads still find everything
+            log.warning("review: appends cannot wake the loop: %s", exc)
+            unwatch = None
+        try:
+            await self._run(stop)
+        finally:
+            if unwatch is not None:
+                await unwatch()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             # cleared before the step: a wake-up during it starts the next one at once
             self._wake.clear()

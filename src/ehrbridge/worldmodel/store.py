@@ -6,7 +6,7 @@ The adapters live in :mod:`ehrbridge.storage`, one package per backend; one cont
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,6 +133,14 @@ class Store(EventLog, StateStore, Protocol):
 
     async def workspaces(self) -> list[str]:
         """Every workspace with events."""
+
+    async def watch(
+        self, workspace: str, wake: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]]:
+        """Call ``wake`` soon after an append of voice facts to ``workspace`` commits (a hint to
+        read the log now, never a guarantee: a reader still reads periodically); returns the
+        function that stops it. On SQLite, appends through this store object; on PostgreSQL,
+        appends by any process (``LISTEN/NOTIFY``)."""
 
     async def close(self) -> None:
         """Release connections."""

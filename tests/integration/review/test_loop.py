@@ -16,8 +16,10 @@ from ehrbridge.review.loop import ReviewLoop, ReviewPolicy
 from ehrbridge.review.queue import URGENT, Flag, ItemQuery, ReviewItem
 from ehrbridge.review.verdicts import Case, Outcome, Route, Verdict
 from ehrbridge.storage import Backend
+from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
 from ehrbridge.worldmodel.events import EventType
 from ehrbridge.worldmodel.model import WorldModel
+from tests.conftest import MakeBackend
 
 WS = "clinic"
 CALL = "call-1"
@@ -253,6 +255,30 @@ async def test_the_loop_is_woken_by_a_write_and_stops_when_told(backend: Backend
     assert await verdicts_of(backend, "Patient/p1", event_id)
     stop.set()
     await asyncio.wait_for(task, timeout=5)
+
+
+async def test_an_append_wakes_the_loop_from_another_connection_on_postgres(
+    make_backend: MakeBackend,
+) -> None:
+    reader, writer = await make_backend(), await make_backend()
+    name = "sqlite" if isinstance(reader.worldmodel, SQLiteStore) else "postgres"
+    # on SQLite only the appends through the loop's own store wake it (one process)
+    source = reader if name == "sqlite" else writer
+    model = WorldModel(source.worldmodel, WS)
+    await call(model)
+    judge = ScriptedJudge({("phone.mobile", "+16175550127"): Outcome.SUPPORTED})
+    loop = loop_on(reader, judge, catch_up=replace_catch_up())
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    await asyncio.sleep(0.2)  # the first step has run and the loop waits, listening
+    event_id = await fact(model, "Patient/p1", {"phone.mobile": "+16175550127"})
+    for _ in range(300):
+        if await verdicts_of(reader, "Patient/p1", event_id):
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert await verdicts_of(reader, "Patient/p1", event_id), f"not woken on {name}"
 
 
 def replace_catch_up() -> Any:
