@@ -39,7 +39,7 @@ from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.errors import IdempotencyConflict, StorageError
 from ehrbridge.review.queue import NORMAL, URGENT, Flag, ReviewQueue
 from ehrbridge.review.transcripts import Unreadable, turns
-from ehrbridge.review.verdicts import Case, Fact, Judge, Outcome, Route, Verdict, route
+from ehrbridge.review.verdicts import Case, Fact, Judge, Outcome, Route, Turn, Verdict, route
 from ehrbridge.worldmodel.events import Event, EventType, Source
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import START, LogPosition, Store
@@ -123,6 +123,8 @@ class ReviewLoop:
         self.workspace = workspace
         self.policy = policy or ReviewPolicy()
         self._wake = asyncio.Event()
+        #: the transcripts read this step, by call id (turns and start), or why there is none
+        self._calls: dict[str, tuple[list[Turn], datetime] | str] = {}
 
     def wake(self) -> None:
         """Start the next step now (a writer in this process has written a voice fact)."""
@@ -191,6 +193,7 @@ class ReviewLoop:
         """Judge what the log holds after the cursor (one page), then move the cursor."""
         after = await self.position()
         page = await self.store.read_log(self.workspace, after, self.policy.batch)
+        self._calls.clear()  # a call's transcript is read once a step
         result = StepResult(read=len(page.events))
         for event in page.events:
             if self.judgeable(event):
@@ -287,15 +290,12 @@ class ReviewLoop:
         call_id = event.correlation_id
         if not call_id:
             return "the fact names no call"
-        call = await self.store.get_state(self.workspace, CALL, call_id)
-        text = None if call is None else call.values.get("transcript")
-        if not isinstance(text, str) or not text.strip():
-            return f"call {call_id} has no transcript"
-        try:
-            spoken = turns(text)
-        except Unreadable as exc:
-            return f"call {call_id}'s transcript is unreadable: {exc}"
-        started = _started(call.values.get("started_at") if call else None, event)
+        if call_id not in self._calls:
+            self._calls[call_id] = await self._transcript(call_id)
+        read = self._calls[call_id]
+        if isinstance(read, str):
+            return read
+        spoken, started = read
         known = await self._known(event)
         placeholder = Fact(entity_type=event.entity_type, field="", value=None)
         return Case(
@@ -305,6 +305,18 @@ class ReviewLoop:
             clinic_timezone=self.policy.timezone,
             known=known,
         )
+
+    async def _transcript(self, call_id: str) -> tuple[list[Turn], datetime] | str:
+        """A call's turns and start, or why it has none to judge by."""
+        call = await self.store.get_state(self.workspace, CALL, call_id)
+        text = None if call is None else call.values.get("transcript")
+        if call is None or not isinstance(text, str) or not text.strip():
+            return f"call {call_id} has no transcript"
+        try:
+            spoken = turns(text)
+        except Unreadable as exc:
+            return f"call {call_id}'s transcript is unreadable: {exc}"
+        return spoken, _started(call.values.get("started_at"), call.updated_at)
 
     async def _known(self, event: Event) -> dict[str, Any]:
         """What the record held before the call, as ``EntityType.field`` (context only)."""
@@ -334,8 +346,8 @@ def _level(confidence: float) -> str:
     return "inferred"
 
 
-def _started(raw: Any, event: Event) -> datetime:
-    """When the call started (its ``started_at``, else when the fact took effect)."""
+def _started(raw: Any, fallback: datetime | None) -> datetime:
+    """When the call started: its ``started_at``, else when the call was recorded."""
     if isinstance(raw, str):
         try:
             moment = datetime.fromisoformat(raw)
@@ -343,7 +355,7 @@ def _started(raw: Any, event: Event) -> datetime:
             moment = None
         if moment is not None and moment.tzinfo is not None:
             return moment
-    return event.effective_at.astimezone(UTC)
+    return (fallback or datetime.now(UTC)).astimezone(UTC)
 
 
 def _combined(verdicts: Sequence[Verdict]) -> Verdict:
