@@ -40,7 +40,7 @@ from ehrbridge.errors import IdempotencyConflict, StorageError
 from ehrbridge.review.queue import NORMAL, URGENT, Flag, ReviewQueue
 from ehrbridge.review.transcripts import Unreadable, turns
 from ehrbridge.review.verdicts import Case, Fact, Judge, Outcome, Route, Turn, Verdict, route
-from ehrbridge.worldmodel.events import Event, EventType, Source
+from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Source
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import START, LogPosition, Store
 
@@ -190,18 +190,39 @@ class ReviewLoop:
         return LogPosition(tx=int(tx), seq=int(seq))
 
     async def step(self) -> StepResult:
-        """Judge what the log holds after the cursor (one page), then move the cursor."""
+        """Judge what the log holds after the cursor (one page): the page's verdicts in one
+        append, then the flags, then the cursor."""
         after = await self.position()
         page = await self.store.read_log(self.workspace, after, self.policy.batch)
         self._calls.clear()  # a call's transcript is read once a step
         result = StepResult(read=len(page.events))
+        decided: list[tuple[Event, Verdict, Route]] = []
+        verdicts: list[NewEvent] = []
         for event in page.events:
-            if self.judgeable(event):
-                outcome = await self._review(event, result)
-                result.routes[outcome.value] = result.routes.get(outcome.value, 0) + 1
+            if not self.judgeable(event):
+                continue
+            key = self._key(event)
+            events = await self.store.read_entity(
+                self.workspace, event.entity_type, event.entity_id
+            )
+            stored = next((e for e in events if e.idempotency_key == key), None)
+            if stored is not None:  # judged before a crash: its verdict, not a new one
+                result.replayed += 1
+                verdict = _stored_verdict(stored)
+            else:
+                result.judged += 1
+                verdict = await self._judge(event)
+            where = route(verdict, contradicted=self.policy.contradicted)
+            if stored is None:
+                verdicts.append(self._verdict_event(event, verdict, where, key))
+            decided.append((event, verdict, where))
+        await self._record(verdicts)
+        for event, verdict, where in decided:
+            went = await self._flag(event, verdict, where)
+            result.routes[went.value] = result.routes.get(went.value, 0) + 1
         if page.position != after:
-            where = f"{page.position.tx}:{page.position.seq}"
-            await self.cursors.set_cursor(self.workspace, *CURSOR, where)
+            where_now = f"{page.position.tx}:{page.position.seq}"
+            await self.cursors.set_cursor(self.workspace, *CURSOR, where_now)
         return result
 
     # --- one event ------------------------------------------------------------------------
@@ -209,55 +230,63 @@ class ReviewLoop:
     def _key(self, event: Event) -> str:
         return f"verdict:{event.id}:{self.judge.name}/{self.judge.version}"
 
-    async def _review(self, event: Event, result: StepResult) -> Route:
-        key = self._key(event)
-        events = await self.store.read_entity(self.workspace, event.entity_type, event.entity_id)
-        stored = next((e for e in events if e.idempotency_key == key), None)
-        if stored is not None:
-            result.replayed += 1
-            verdict = _stored_verdict(stored)
-        else:
-            result.judged += 1
-            verdict = await self._judge(event)
-        where = route(verdict, contradicted=self.policy.contradicted)
-        if stored is None:
-            await self._record(event, verdict, where, key)
+    async def _flag(self, event: Event, verdict: Verdict, where: Route) -> Route:
+        """Put what a human must see on the queue; where the fact went."""
         reason = (
             None
             if where is not Route.VERIFIED
             else self.policy.needs_human(event.entity_type, event.fields)
         )
-        if where is Route.HUMAN or reason is not None:
-            why = reason or f"{verdict.judge}: {verdict.outcome.value}: {verdict.reason}"
-            urgent = verdict.outcome is Outcome.CONTRADICTED
-            flag = Flag(
-                entity_type=event.entity_type,
-                entity_id=event.entity_id,
-                event_id=event.id,
-                reason=why,
-                priority=URGENT if urgent else NORMAL,
-            )
-            await self.queue.flag(self.workspace, flag)
-            return Route.HUMAN
-        return where
+        if where is not Route.HUMAN and reason is None:
+            return where
+        why = reason or f"{verdict.judge}: {verdict.outcome.value}: {verdict.reason}"
+        urgent = verdict.outcome is Outcome.CONTRADICTED
+        flag = Flag(
+            entity_type=event.entity_type,
+            entity_id=event.entity_id,
+            event_id=event.id,
+            reason=why,
+            priority=URGENT if urgent else NORMAL,
+        )
+        await self.queue.flag(self.workspace, flag)
+        return Route.HUMAN
 
-    async def _record(self, event: Event, verdict: Verdict, where: Route, key: str) -> None:
-        level: Level | float = {
-            Route.VERIFIED: Level.VERIFIED,
-            Route.REJECTED: Level.REJECTED,
+    def _verdict_event(self, event: Event, verdict: Verdict, where: Route, key: str) -> NewEvent:
+        """The ``regraded`` event that records ``verdict`` on ``event``."""
+        confidence = {
+            Route.VERIFIED: Level.VERIFIED.value,
+            Route.REJECTED: Level.REJECTED.value,
         }.get(where, event.confidence)
+        data: dict[str, Any] = {"target": event.id}
+        if verdict.reason:
+            data["reason"] = verdict.reason
+        return NewEvent(
+            workspace=self.workspace,
+            entity_type=event.entity_type,
+            entity_id=event.entity_id,
+            event_type=EventType.REGRADED,
+            data=data,
+            source=self.judge_source,
+            confidence=confidence,
+            effective_at=datetime.now(UTC),
+            evidence={"verdict": verdict.as_json()},
+            idempotency_key=key,
+        )
+
+    async def _record(self, verdicts: list[NewEvent]) -> None:
+        """The verdicts in one append (one by one if another step stored one of them)."""
+        if not verdicts:
+            return
         try:
-            await self.model.regrade(
-                f"{event.entity_type}/{event.entity_id}",
-                event.id,
-                level,
-                by=self.judge_source,
-                reason=verdict.reason,
-                evidence={"verdict": verdict.as_json()},
-                idempotency_key=key,
-            )
-        except IdempotencyConflict:  # another step stored this event's verdict first
-            log.info("review: %s was judged by another step", event.id)
+            await self.model.record(verdicts)
+            return
+        except IdempotencyConflict:
+            pass
+        for verdict in verdicts:
+            try:
+                await self.model.record([verdict])
+            except IdempotencyConflict:  # another step stored this event's verdict first
+                log.info("review: %s was judged by another step", verdict.data["target"])
 
     async def _judge(self, event: Event) -> Verdict:
         """The verdict on every field ``event`` asserts (unsure when any cannot be judged)."""
