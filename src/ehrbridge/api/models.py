@@ -706,8 +706,14 @@ class ReviewDepth(_Model):
     oldest: datetime
 
 
+class ReviewDay(_Model):
+    day: date
+    decided: int
+
+
 class ReviewStats(_Model):
-    """The open queue by priority."""
+    """The open queue by priority, and the decisions of the last 14 days."""
 
     open: int
     depth: list[ReviewDepth]
+    decided_per_day: list[ReviewDay] = Field(description="UTC days with decisions, oldest first")

@@ -44,6 +44,7 @@ from ehrbridge.api.models import (
     ReviewBatchAnswer,
     ReviewBatchResult,
     ReviewCorrection,
+    ReviewDay,
     ReviewDepth,
     ReviewItemDetail,
     ReviewItemList,
@@ -753,8 +754,11 @@ class AgentService:
         """The open queue's depth by priority. Audits ``review.stats`` (no patient data)."""
 
         async def work(model: WorldModel, trail: _Trail) -> ReviewStats:
-            depth = await self._desk(model).depth()
+            desk = self._desk(model)
+            depth = await desk.depth()
+            days = await desk.decided_per_day()
             return ReviewStats(
+                decided_per_day=[ReviewDay(day=d, decided=n) for d, n in days],
                 open=sum(d.count for d in depth),
                 depth=[
                     ReviewDepth(priority=d.priority, count=d.count, oldest=d.oldest) for d in depth

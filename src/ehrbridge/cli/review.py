@@ -322,10 +322,12 @@ def stats(db: DbOption = DEFAULT_URL, workspace: WorkspaceOption = "default") ->
     """The open queue by priority, with the oldest item of each."""
 
     async def work(desk: ReviewDesk, backend: Backend) -> Any:
-        return await desk.depth()
+        return await desk.depth(), await desk.decided_per_day()
 
-    depth = _run(db, workspace, work)
+    depth, days = _run(db, workspace, work)
     total = sum(d.count for d in depth)
     console.print(f"{total} open")
     for d in depth:
         console.print(f"  priority {d.priority}: {d.count} (oldest {d.oldest.isoformat()})")
+    for day, count in days:
+        console.print(f"  {day.isoformat()}: {count} decided")

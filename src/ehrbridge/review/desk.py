@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ehrbridge.confidence import Level
@@ -150,6 +150,11 @@ class ReviewDesk:
 
     async def depth(self) -> list[Depth]:
         return await self.queue.depth(self.workspace)
+
+    async def decided_per_day(self, days: int = 14) -> list[tuple[date, int]]:
+        """Decisions per UTC day over the last ``days`` days."""
+        since = (self.clock() - timedelta(days=days)).astimezone(UTC)
+        return await self.queue.decided_per_day(self.workspace, since)
 
     # --- steps ----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from ehrbridge.errors import InvalidInput, ItemClaimed, ItemDecided
@@ -279,6 +279,10 @@ class ReviewQueue(Protocol):
 
     async def depth(self, workspace: str) -> list[Depth]:
         """Open items per priority, most urgent first."""
+
+    async def decided_per_day(self, workspace: str, since: datetime) -> list[tuple[date, int]]:
+        """Items decided per UTC day since ``since`` (days without decisions left out),
+        oldest first."""
 
 
 def check_query(query: ItemQuery) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -71,6 +71,10 @@ async def test_a_decided_entity_gets_a_new_item_for_its_next_flag(
     assert later.item_id != item.item_id and later.events == ("e2",)
     assert [i.item_id for i in await queue.items(WS, ItemQuery(status="decided"))] == [item.item_id]
     assert len(await queue.items(WS, ItemQuery(status=None))) == 2
+    day = clock().astimezone(UTC).date()
+    assert await queue.decided_per_day(WS, clock() - timedelta(days=1)) == [(day, 1)]
+    assert await queue.decided_per_day(WS, clock() + timedelta(days=1)) == []
+    assert await queue.decided_per_day("other", clock() - timedelta(days=1)) == []
 
 
 async def test_a_claim_keeps_others_off_until_it_lapses(backend: Backend, clock: FakeClock) -> None:

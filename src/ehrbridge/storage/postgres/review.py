@@ -9,7 +9,7 @@ partial unique index (one open item per entity); the loser retries and joins the
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -158,6 +158,15 @@ class PostgresReviewQueue:
             (*args, query.limit),
         )
         return [_item(r) for r in rows]
+
+    async def decided_per_day(self, workspace: str, since: datetime) -> list[tuple[date, int]]:
+        rows = await self.database.rows(
+            "SELECT (updated_at AT TIME ZONE 'UTC')::date AS day, count(*) FROM review_items "
+            "WHERE workspace = %s AND status = 'decided' AND updated_at >= %s "
+            "GROUP BY day ORDER BY day",
+            (workspace, since),
+        )
+        return [(day, int(n)) for day, n in rows]
 
     async def depth(self, workspace: str) -> list[Depth]:
         rows = await self.database.rows(

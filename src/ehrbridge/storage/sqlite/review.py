@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -154,6 +154,18 @@ class SQLiteReviewQueue:
             return conn.execute(sql, (*args, query.limit)).fetchall()
 
         return [_item(r) for r in await self.database.call(work, failure=_FAILED)]
+
+    async def decided_per_day(self, workspace: str, since: datetime) -> list[tuple[date, int]]:
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT substr(updated_at, 1, 10) AS day, count(*) FROM review_items "
+                "WHERE workspace = ? AND status = 'decided' AND updated_at >= ? "
+                "GROUP BY day ORDER BY day",
+                (workspace, utc(since)),
+            ).fetchall()
+
+        rows = await self.database.call(work, failure=_FAILED)
+        return [(date.fromisoformat(day), n) for day, n in rows]
 
     async def depth(self, workspace: str) -> list[Depth]:
         def work(conn: sqlite3.Connection) -> list[Any]:
