@@ -109,10 +109,14 @@ def address_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
                 end = toks[unit[1] - 1].end
         found.append(
             Mention(
-                value=canonical_line(" ".join(parts)), slot="address.line", turn=turn.turn,
-                start=toks[j + 1].start, end=end, speaker=turn.speaker,
+                value=canonical_line(" ".join(parts)),
+                slot="address.line",
+                turn=turn.turn,
+                start=toks[j + 1].start,
+                end=end,
+                speaker=turn.speaker,
             )
-        )  # fmt: skip
+        )
     return found
 
 
@@ -129,8 +133,12 @@ def city_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
         start = address.end + m.start(1)
         found.append(
             Mention(
-                value=name.lower(), slot="address.city", turn=turn.turn, start=start,
-                end=start + len(name), speaker=turn.speaker,
+                value=name.lower(),
+                slot="address.city",
+                turn=turn.turn,
+                start=start,
+                end=start + len(name),
+                speaker=turn.speaker,
             )
-        )  # fmt: skip
+        )
     return found

@@ -106,7 +106,7 @@ def month_days(text: str) -> list[tuple[int, int, int, int]]:
 
 
 def _month_may(words: list[tuple[str, int, int]], i: int) -> bool:
-    """"May" is the month when a day or "of" sits next to it."""
+    """ "May" is the month when a day or "of" sits next to it."""
     return (i > 0 and words[i - 1][0] in ("of", "de")) or _ordinal(words, i + 1) is not None
 
 
@@ -164,19 +164,19 @@ def birth_dates(text: str, call_year: int, *, day_first: bool = False) -> list[S
         return out
     for chunk in re.finditer(r"[^.!?]+", text):
         words = [w for w in re.findall(r"[^\W\d_]+|\d+", chunk.group()) if is_number_word(w)]
-        groups = [g.strip() for g in re.split(r",", chunk.group()) if g.strip()]
+        groups = [g for g in chunk.group().split(",") if any(is_number_word(w) for w in g.split())]
         if not 2 <= len(groups) <= 3 or not words:
             continue
         parts = number_parts(words)
         if parts is None or len(parts) < 3:
             continue
         a, b = int(parts[0]), int(parts[1])
-        year = _year_of(parts[2:], call_year)
+        yy = _year_of(parts[2:], call_year)
         month, day = (b, a) if day_first else (a, b)
-        if year is None:
+        if yy is None:
             continue
         try:
-            value = date(year, month, day)
+            value = date(yy, month, day)
         except ValueError:
             continue
         return [Spoken(value=value, start=chunk.start(), end=chunk.end())]

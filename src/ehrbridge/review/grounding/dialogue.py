@@ -54,7 +54,7 @@ class Mention:
     speaker: Speaker
 
 
-_CLAUSE_END = re.compile(r"[.?!;]+|\s[—–]\s?|\s-\s|\bbut\b|\bpero\b|\bwait\b", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[.?!;]+|\s[\u2014\u2013]\s?|\s-\s|\bbut\b|\bpero\b|\bwait\b", re.I)
 _RELATIVES = (
     r"daughter|son|husband|wife|mom|mother|dad|father|kid|child|children|sister|brother|partner"
     r"|spouse|friend|neighbou?r|boss|grandson|granddaughter|grandma|grandpa|aunt|uncle|cousin"
@@ -65,7 +65,7 @@ _THIRD_PARTY = re.compile(
     r"|\b(?:his|her|he's|she's|he|she)\b|\bfor\s+[A-Z][a-z]+\b|emergency contact",
 )
 _HYPOTHETICAL = re.compile(
-    r"\b(?:if|maybe|might|may|could|would|thinking|considering|possibly|perhaps|plan(?:ning)?"
+    r"\b(?:if|maybe|might|may|could|would|thinking|considering|possibly|perhaps|planning|plans? to"
     r"|going to|next year|decide|quizás|tal vez)\b",
     re.IGNORECASE,
 )
@@ -74,6 +74,7 @@ _HEDGE = re.compile(
     r"|i'm not certain|no idea|check and call)\b|\[inaudible\]|\[static\]|\?",
     re.IGNORECASE,
 )
+_HEDGE_AFTER = re.compile(r"\b(?:or is it|i think|not sure|or maybe)\b|\[inaudible\]", re.I)
 _NEGATION = re.compile(
     r"\b(?:not|no longer|never|don't|doesn't|isn't|wasn't|stopped|quit|no more|anymore)\b",
     re.IGNORECASE,
@@ -92,6 +93,7 @@ _ACCEPT = re.compile(
     re.IGNORECASE,
 )
 _REJECT = re.compile(r"^\W*(?:no|nope|nah|not|wrong|that's wrong|that's not)\b", re.IGNORECASE)
+_CHECK = re.compile(r"\b(?:is that (?:right|correct)|did i get|correct\?|right\?)", re.I)
 _SPOILS_ACCEPT = re.compile(r"\b(?:no|not|wait|actually|but|except|instead)\b", re.IGNORECASE)
 
 
@@ -142,20 +144,18 @@ def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> St
     if _HYPOTHETICAL.search(inside):
         return Stance.ELSEWHERE
     tail = before[-24:]
-    if re.search(r"\b(?:not|no|never)\W*$", tail, re.IGNORECASE) or _NEGATION.search(before):
+    if re.search(r"\b(?:not|never)\s+(?:the\s+)?$", tail, re.I) or _NEGATION.search(before):
         return Stance.REJECTED
     if _STRONG_WITHDRAWAL.search(rest[:80]):
         return Stance.REJECTED
     if same_kind_later and _CORRECTION.search(rest):
         return Stance.REJECTED
-    if _HEDGE.search(inside) or _HEDGE.search(rest[:60]):
+    if _HEDGE.search(inside) or _HEDGE_AFTER.search(rest[:60]):
         return Stance.HEDGED
     return Stance.ASSERTED
 
 
-def stance(
-    transcript: Sequence[Turn], m: Mention, *, same_kind_later: bool = False
-) -> Stance:
+def stance(transcript: Sequence[Turn], m: Mention, *, same_kind_later: bool = False) -> Stance:
     """What mention ``m`` is worth (see the module docstring).
 
     ``same_kind_later``: the same turn goes on to give another value of the same kind, so a
@@ -174,7 +174,9 @@ def stance(
         return Stance.ELSEWHERE
     reply = next_turn(transcript, m.turn)
     if rejects(reply):
-        return Stance.REJECTED
+        # "No" answers the question: a value in it, or the value it asks the caller to check
+        asked = "?" in text[m.start : ce] or bool(_CHECK.search(text[m.end :]))
+        return Stance.REJECTED if asked else Stance.AGENT_ONLY
     if accepts(reply):
         return Stance.ACCEPTED
     return Stance.AGENT_ONLY

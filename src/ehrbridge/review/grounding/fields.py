@@ -47,9 +47,7 @@ def _slot_in(text: str, words: dict[str, str], before: int | None = None) -> str
     return earlier[-1] if earlier else found[0][1]
 
 
-def slot_of(
-    transcript: Sequence[Turn], turn: Turn, pos: int, words: dict[str, str]
-) -> str | None:
+def slot_of(transcript: Sequence[Turn], turn: Turn, pos: int, words: dict[str, str]) -> str | None:
     """Which slot a value at ``pos`` of ``turn`` fills: a slot word in the same turn, else in the
     question before it, else the next slot word the caller says (or accepts) in the next four
     turns, else the last one the caller said earlier."""
@@ -110,10 +108,14 @@ def phone_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
         slot = slot_of(transcript, turn, run.start, PHONE_SLOTS)
         found.append(
             Mention(
-                value=number, slot=slot, turn=turn.turn, start=run.start, end=end,
+                value=number,
+                slot=slot,
+                turn=turn.turn,
+                start=run.start,
+                end=end,
                 speaker=turn.speaker,
             )
-        )  # fmt: skip
+        )
     return found
 
 
@@ -193,10 +195,14 @@ def email_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
             start = toks[i + 1].start
             found.append(
                 Mention(
-                    value=f"{local}@{domain}", slot=_email_slot(turn.text, start), turn=turn.turn,
-                    start=start, end=end, speaker=turn.speaker,
+                    value=f"{local}@{domain}",
+                    slot=_email_slot(turn.text, start),
+                    turn=turn.turn,
+                    start=start,
+                    end=end,
+                    speaker=turn.speaker,
                 )
-            )  # fmt: skip
+            )
     return found
 
 
@@ -220,10 +226,14 @@ def code_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
         slot = slot_of(transcript, turn, run.start, CODE_SLOTS)
         found.append(
             Mention(
-                value=run.value, slot=slot, turn=turn.turn, start=run.start, end=run.end,
+                value=run.value,
+                slot=slot,
+                turn=turn.turn,
+                start=run.start,
+                end=run.end,
                 speaker=turn.speaker,
             )
-        )  # fmt: skip
+        )
     return found
 
 
@@ -243,12 +253,16 @@ def zip_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
         return []
     return [
         Mention(
-            value=r.value, slot="postal_code", turn=turn.turn, start=r.start, end=r.end,
+            value=r.value,
+            slot="postal_code",
+            turn=turn.turn,
+            start=r.start,
+            end=r.end,
             speaker=turn.speaker,
         )
         for r in runs(turn.text)
         if r.letters == 0 and len(r.value) == 5
-    ]  # fmt: skip
+    ]
 
 
 NAME_SLOTS = {"last": "family", "surname": "family", "apellido": "family", "family": "family",
@@ -271,10 +285,14 @@ def name_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
                 slot = _slot_in(previous.text, NAME_SLOTS)
         found.append(
             Mention(
-                value=run.value.capitalize(), slot=slot, turn=turn.turn, start=run.start,
-                end=run.end, speaker=turn.speaker,
+                value=run.value.capitalize(),
+                slot=slot,
+                turn=turn.turn,
+                start=run.start,
+                end=run.end,
+                speaker=turn.speaker,
             )
-        )  # fmt: skip
+        )
     return found
 
 

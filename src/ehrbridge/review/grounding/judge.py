@@ -19,14 +19,13 @@ from collections.abc import Callable, Sequence
 from ehrbridge.review.grounding import booking, clinical, phrases
 from ehrbridge.review.grounding.address import address_mentions, canonical_line, city_mentions
 from ehrbridge.review.grounding.dates import birth_dates
-from ehrbridge.review.grounding.dialogue import Mention, settle
+from ehrbridge.review.grounding.dialogue import Mention, settle, turn_by_number
 from ehrbridge.review.grounding.fields import (
     code_mentions,
     e164,
     email_mentions,
     name_mentions,
     phone_mentions,
-    turn_by_number,
     zip_mentions,
 )
 from ehrbridge.review.grounding.finding import Finding, unsure
@@ -46,11 +45,15 @@ def _birth_finder(call_year: int) -> Finder:
         day_first = bool(re.search(r"day first|día primero", turn.text, re.I))
         return [
             Mention(
-                value=d.value.isoformat(), slot="birth_date", turn=turn.turn, start=d.start,
-                end=d.end, speaker=turn.speaker,
+                value=d.value.isoformat(),
+                slot="birth_date",
+                turn=turn.turn,
+                start=d.start,
+                end=d.end,
+                speaker=turn.speaker,
             )
             for d in birth_dates(turn.text, call_year, day_first=day_first)
-        ]  # fmt: skip
+        ]
 
     return find
 
@@ -108,9 +111,13 @@ def _inherit_slots(mentions: list[Mention]) -> list[Mention]:
             before = [o for o in out if o.slot is not None and m.turn - 2 <= o.turn <= m.turn]
             if before:
                 m = Mention(
-                    value=m.value, slot=before[-1].slot, turn=m.turn, start=m.start, end=m.end,
+                    value=m.value,
+                    slot=before[-1].slot,
+                    turn=m.turn,
+                    start=m.start,
+                    end=m.end,
                     speaker=m.speaker,
-                )  # fmt: skip
+                )
         out.append(m)
     return out
 

@@ -220,7 +220,7 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
         start = end = -1
         words: list[str] = []
 
-        def flush() -> None:
+        def flush(words: list[str] = words, parts: list[str] = parts) -> None:
             if words:
                 digits = number_digits(words)
                 parts.append(digits if digits is not None else "?")
@@ -250,10 +250,9 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
                 j += 1
                 continue
             if t.low in _JOINERS and (words or parts):
-                if t.low in ("-",) or t.text == ",":
-                    # "forty-five" is one number; "six one seven, five five five" is a sequence
-                    if t.text == ",":
-                        flush()
+                # "forty-five" is one number; "six one seven, five five five" is a sequence
+                if t.text == ",":
+                    flush()
                 j += 1
                 continue
             if t.low == "and" and words and j + 1 < len(toks) and toks[j + 1].low == "then":
