@@ -37,6 +37,10 @@ _TAKES = re.compile(
     re.IGNORECASE,
 )
 
+_CHANGE = re.compile(
+    r"\b(?:actually|instead|change|move|reschedule|cancel|different|wait|earlier|later)\b", re.I
+)
+
 TYPES = {
     "sick-visit": r"sick visit|sick-visit",
     "follow-up": r"follow-up|follow up",
@@ -212,6 +216,9 @@ def judge(case: Case) -> Finding:
         )
     if b.cancelled:
         return unsure("the call's last action was a cancellation")
+    later = [t for t in case.transcript if t.turn > b.turn.turn and t.speaker == "caller"]
+    if any(_CHANGE.search(t.text) for t in later):
+        return unsure("the caller asks for a change after the booking")
     if not b.taken:
         return unsure("the caller did not clearly take the booked slot")
     if field == "start":

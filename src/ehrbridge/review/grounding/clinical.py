@@ -136,6 +136,8 @@ def _display(case: Case) -> Finding:
         if found:
             said = (found[-1][0], m.end + found[-1][1], m.end + found[-1][2])
             where = m
+    if said is not None and _changed_after(_turn_text(case.transcript, where.turn)[said[2] :]):
+        return unsure("the caller says the dose changed, to a number the judge cannot place")
     if said is None and want is None:
         return Finding(
             outcome=Outcome.SUPPORTED,
@@ -166,6 +168,17 @@ def _display(case: Case) -> Finding:
         mentions=[where, span],
         value=f"{drug} {said[0]}",
     )
+
+
+_CHANGE = re.compile(
+    r"\b(?:increased|decreased|lowered|raised|changed|upped|cut|doubled|halved)\b", re.I
+)
+
+
+def _changed_after(rest: str) -> bool:
+    """A change verb followed by a number after the last strength: "then he upped it to forty"."""
+    m = _CHANGE.search(rest)
+    return m is not None and any(is_number_word(w) for w in re.findall(r"[\w']+", rest[m.end() :]))
 
 
 def _turn_text(transcript: Sequence[Turn], number: int) -> str:

@@ -66,12 +66,22 @@ _THIRD_PARTY = re.compile(
 )
 _HYPOTHETICAL = re.compile(
     r"\b(?:if|maybe|might|may|could|would|thinking|considering|possibly|perhaps|planning|plans? to"
-    r"|going to|next year|decide|quizás|tal vez)\b",
+    r"|going to|next year|next month|decide|will be|moving to|we're moving|starting next"
+    r"|after (?:i|we) move|quizás|tal vez)\b",
     re.IGNORECASE,
 )
 _HEDGE = re.compile(
     r"\b(?:i think|not sure|don't know|do not know|don't remember|i guess|probably|or is it"
     r"|i'm not certain|no idea|check and call)\b|\[inaudible\]|\[static\]|\?",
+    re.IGNORECASE,
+)
+_PAST = re.compile(
+    r"\b(?:used to|previous(?:ly)?|former|old|switched from|changed from|until|back then)\b",
+    re.IGNORECASE,
+)
+_OWNED_ELSEWHERE = re.compile(
+    rf"\b(?:that's|that is|it's|it is|this is|those are)\s+(?:(?:my|his|her|their|our)\s+"
+    rf"(?:{_RELATIVES})|his|hers|theirs|not mine|not my)\b",
     re.IGNORECASE,
 )
 _HEDGE_AFTER = re.compile(r"\b(?:or is it|i think|not sure|or maybe)\b|\[inaudible\]", re.I)
@@ -94,7 +104,10 @@ _ACCEPT = re.compile(
 )
 _REJECT = re.compile(r"^\W*(?:no|nope|nah|not|wrong|that's wrong|that's not)\b", re.IGNORECASE)
 _CHECK = re.compile(r"\b(?:is that (?:right|correct)|did i get|correct\?|right\?)", re.I)
-_SPOILS_ACCEPT = re.compile(r"\b(?:no|not|wait|actually|but|except|instead)\b", re.IGNORECASE)
+_SPOILS_ACCEPT = re.compile(
+    r"\b(?:no|not|wait|actually|but|except|instead|think|maybe|sure|probably|guess|check)\b",
+    re.IGNORECASE,
+)
 
 
 def clause(text: str, start: int, end: int) -> tuple[int, int]:
@@ -146,6 +159,10 @@ def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> St
     tail = before[-24:]
     if re.search(r"\b(?:not|never)\s+(?:the\s+)?$", tail, re.I) or _NEGATION.search(before):
         return Stance.REJECTED
+    if _PAST.search(inside):
+        return Stance.ELSEWHERE
+    if _OWNED_ELSEWHERE.search(rest):
+        return Stance.ELSEWHERE
     if _STRONG_WITHDRAWAL.search(rest[:80]):
         return Stance.REJECTED
     if same_kind_later and _CORRECTION.search(rest):
@@ -182,6 +199,15 @@ def stance(transcript: Sequence[Turn], m: Mention, *, same_kind_later: bool = Fa
     return Stance.AGENT_ONLY
 
 
+def _questioned(transcript: Sequence[Turn], number: int, turns_with: set[int]) -> bool:
+    """The agent's next turn asks about what the caller just said (without repeating a value of
+    its kind) and the caller answers "no": "Is that your cell?" - "No, it's my son's"."""
+    question = next_turn(transcript, number)
+    if question is None or question.speaker != "agent" or question.turn in turns_with:
+        return False
+    return "?" in question.text and rejects(next_turn(transcript, question.turn))
+
+
 @dataclass(kw_only=True)
 class Settlement:
     """Per slot, the value the caller ended on, and every value rejected or put elsewhere."""
@@ -197,9 +223,12 @@ def settle(transcript: Sequence[Turn], mentions: Sequence[Mention]) -> Settlemen
     """Play the mentions in transcript order: last established value per slot wins."""
     out = Settlement()
     ordered = sorted(mentions, key=lambda m: (m.turn, m.start))
+    turns_with = {m.turn for m in ordered}
     for i, m in enumerate(ordered):
         later = any(o.turn == m.turn and o.start > m.start for o in ordered[i + 1 :])
         s = stance(transcript, m, same_kind_later=later)
+        if s is Stance.ASSERTED and _questioned(transcript, m.turn, turns_with):
+            s = Stance.HEDGED
         if s in (Stance.ASSERTED, Stance.ACCEPTED):
             if m.value in out.elsewhere:
                 continue

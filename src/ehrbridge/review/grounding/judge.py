@@ -29,6 +29,7 @@ from ehrbridge.review.grounding.fields import (
     zip_mentions,
 )
 from ehrbridge.review.grounding.finding import Finding, unsure
+from ehrbridge.review.grounding.spoken import runs
 from ehrbridge.review.verdicts import Case, Evidence, Outcome, Turn, Verdict, evidence_in
 
 Finder = Callable[[Sequence[Turn], Turn], list[Mention]]
@@ -107,7 +108,7 @@ def _inherit_slots(mentions: list[Mention]) -> list[Mention]:
     before it (within two turns): the agent is reading back what was just said."""
     out: list[Mention] = []
     for m in sorted(mentions, key=lambda x: (x.turn, x.start)):
-        if m.slot is None:
+        if m.slot is None and m.speaker == "agent":
             before = [o for o in out if o.slot is not None and m.turn - 2 <= o.turn <= m.turn]
             if before:
                 m = Mention(
@@ -134,6 +135,11 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
         doubts = [d for d in ledger.doubts.get(slot, []) if d.value != want]
         if doubts:
             return unsure("another value was floated after it", [doubts[0]])
+        late = _late_correction(case, final.turn)
+        if late is not None:
+            return unsure(f"the caller corrects something after turn {final.turn}", [late])
+        if slot == "email" and not _spelling_agrees(case, final):
+            return unsure("the caller's spelling does not match the address")
         support = [m for m in mentions if m.value == want and m.slot == slot]
         return Finding(
             outcome=Outcome.SUPPORTED,
@@ -158,6 +164,44 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
     if want in ledger.elsewhere:
         return unsure("the value is someone else's, or only hypothetical")
     return unsure(f"the transcript does not establish the {slot}")
+
+
+_LATE_FIX = re.compile(
+    r"\b(?:actually|wait|sorry|correction|i mean|scratch that|i said)\b|^\W*no\b", re.I
+)
+
+
+def _late_correction(case: Case, after: int) -> Mention | None:
+    """A caller turn after the final value that corrects something and speaks digits or letters:
+    a partial fix ("actually, the last digit is eight") the finders cannot place."""
+    for t in case.transcript:
+        if t.turn <= after or t.speaker != "caller":
+            continue
+        fix = _LATE_FIX.search(t.text)
+        spoken = runs(t.text)
+        if fix and spoken:
+            return Mention(
+                value="",
+                slot=None,
+                turn=t.turn,
+                start=spoken[0].start,
+                end=spoken[0].end,
+                speaker="caller",
+            )
+    return None
+
+
+def _spelling_agrees(case: Case, final: Mention) -> bool:
+    """Letters and digits the caller spells around an email must be in it ("R, A, M as in Mike,
+    A, N" in ``priya.raman82@...``); a spelling that disagrees is a correction we cannot read."""
+    local = re.sub(r"[^a-z0-9]", "", final.value.split("@")[0])
+    for t in case.transcript:
+        if t.speaker != "caller" or not final.turn - 3 <= t.turn <= final.turn + 3:
+            continue
+        for r in runs(t.text):
+            if r.letters and r.value.lower() not in local:
+                return False
+    return True
 
 
 class GroundingJudge:
