@@ -164,7 +164,9 @@ def birth_dates(text: str, call_year: int, *, day_first: bool = False) -> list[S
         return out
     for chunk in re.finditer(r"[^.!?]+", text):
         words = [w for w in re.findall(r"[^\W\d_]+|\d+", chunk.group()) if is_number_word(w)]
-        groups = [g for g in chunk.group().split(",") if any(is_number_word(w) for w in g.split())]
+        groups = [
+            g for g in chunk.group().split(",") if any(map(is_number_word, re.split(r"[\s-]+", g)))
+        ]
         if not 2 <= len(groups) <= 3 or not words:
             continue
         parts = number_parts(words)

@@ -61,8 +61,8 @@ _RELATIVES = (
     r"|caregiver|roommate|boyfriend|girlfriend|hija|hijo|esposo|esposa|mamá|papá"
 )
 _THIRD_PARTY = re.compile(
-    rf"\b(?:my|your|his|her|their|our)\s+(?:{_RELATIVES})\b|\b(?:{_RELATIVES})'s\b"
-    r"|\b(?:his|her|he's|she's|he|she)\b|\bfor\s+[A-Z][a-z]+\b|emergency contact",
+    rf"(?i:\b(?:my|your|his|her|their|our)\s+(?:{_RELATIVES})\b|\b(?:{_RELATIVES})'s\b"
+    r"|\b(?:his|her|he's|she's|he|she)\b|emergency contact)|\bfor\s+[A-Z][a-z]+\b",
 )
 _HYPOTHETICAL = re.compile(
     r"\b(?:if|maybe|might|may|could|would|thinking|considering|possibly|perhaps|planning|plans? to"

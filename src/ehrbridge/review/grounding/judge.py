@@ -29,7 +29,7 @@ from ehrbridge.review.grounding.fields import (
     zip_mentions,
 )
 from ehrbridge.review.grounding.finding import Finding, unsure
-from ehrbridge.review.grounding.spoken import runs
+from ehrbridge.review.grounding.spoken import is_number_word, runs, tokens
 from ehrbridge.review.verdicts import Case, Evidence, Outcome, Turn, Verdict, evidence_in
 
 Finder = Callable[[Sequence[Turn], Turn], list[Mention]]
@@ -171,6 +171,10 @@ _LATE_FIX = re.compile(
 )
 
 
+#: number words that are mostly not numbers ("the old one", "oh, ...")
+_PRONOUNS = {"one", "oh", "o", "once", "una", "won", "ate"}
+
+
 def _late_correction(case: Case, after: int) -> Mention | None:
     """A caller turn after the final value that corrects something and speaks digits or letters:
     a partial fix ("actually, the last digit is eight") the finders cannot place."""
@@ -178,14 +182,16 @@ def _late_correction(case: Case, after: int) -> Mention | None:
         if t.turn <= after or t.speaker != "caller":
             continue
         fix = _LATE_FIX.search(t.text)
-        spoken = runs(t.text)
-        if fix and spoken:
+        if fix is None:
+            continue
+        numbers = [k for k in tokens(t.text) if is_number_word(k.text) and k.low not in _PRONOUNS]
+        if runs(t.text) or numbers:
             return Mention(
                 value="",
                 slot=None,
                 turn=t.turn,
-                start=spoken[0].start,
-                end=spoken[0].end,
+                start=fix.start(),
+                end=fix.end(),
                 speaker="caller",
             )
     return None
