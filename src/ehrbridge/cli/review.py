@@ -22,7 +22,7 @@ from ehrbridge.review.evaluation import evaluate, load_cases, summarise
 from ehrbridge.review.grounding.judge import GroundingJudge
 
 review_app = typer.Typer(help="Judge voice facts against their call transcripts.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class JudgeChoice(StrEnum):
