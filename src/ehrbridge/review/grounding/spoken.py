@@ -265,3 +265,8 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
             found.append(Run(value=value, start=start, end=end, letters=letters))
         i = max(j, i + 1)
     return found
+
+
+def clear_cache() -> None:
+    """Forget the compound numbers read so far (for benchmarks that time unseen text)."""
+    _compound.cache_clear()
