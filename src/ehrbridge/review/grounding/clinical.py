@@ -11,6 +11,7 @@ maybe?") is not the patient's; "I stopped taking it" and "not allergic to that" 
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -31,6 +32,11 @@ UNITS = {"mg": "mg", "milligram": "mg", "milligrams": "mg", "mcg": "mcg", "micro
 def _drug_index() -> Any:
     from drug_named_entity_recognition import find_drugs
 
+    find_drugs(["aspirin"])  # loads the dictionary
+    # The dictionary is some 300,000 objects that live as long as the process. Freezing them
+    # keeps the cyclic garbage collector from walking them on every collection (a full one
+    # takes a quarter of a second with them, a millisecond without).
+    gc.freeze()
     return find_drugs
 
 

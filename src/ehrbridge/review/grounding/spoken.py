@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 from text_to_num import text2num
 
@@ -89,6 +90,25 @@ def is_number_word(word: str) -> bool:
     )
 
 
+_TENS = {
+    "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    "treinta", "cuarenta", "cincuenta", "sesenta", "setenta", "ochenta", "noventa",
+}  # fmt: skip
+_SCALES = {"hundred", "thousand", "cien", "ciento", "mil"}
+
+
+def _plausible(chunk: list[str]) -> bool:
+    """Whether consecutive words can be one compound number ("forty five", "three hundred"),
+    checked before asking ``text2num`` (which is slower at saying no)."""
+    for a, b in pairwise(chunk):
+        if b in _SCALES or a in _SCALES:
+            continue
+        if a in _TENS and b in DIGIT_WORDS and b not in ("oh", "o", "zero", "cero"):
+            continue
+        return False
+    return True
+
+
 @lru_cache(maxsize=4096)
 def _compound(words: tuple[str, ...]) -> str | None:
     """The digits of one compound number (``forty five`` → ``45``), or None if the words are not
@@ -149,6 +169,8 @@ def number_parts(words: list[str]) -> list[str] | None:
         for j in range(min(len(low), i + 6), i, -1):
             chunk = low[i:j]
             if any(c in _REPEAT or c in ("oh", "o") or c.isdigit() for c in chunk):
+                continue
+            if not _plausible(chunk):
                 continue
             value = _compound(tuple(chunk))
             if value is not None:
