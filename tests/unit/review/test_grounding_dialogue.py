@@ -284,3 +284,45 @@ def test_a_payer_only_considered_is_not_the_current_one() -> None:
         entity="InsurancePlan",
     )
     assert outcome(c) is Outcome.UNSURE
+
+
+def test_a_background_voice_counts_only_if_the_caller_adopts_it() -> None:
+    c = case(
+        "phone.mobile",
+        CELL,
+        (A, "What's your cell number?"),
+        (C, f"Hang on. [background] It's {SAID}."),
+    )
+    assert outcome(c) is Outcome.UNSURE
+
+
+def test_a_pharmacys_number_is_not_the_patients() -> None:
+    c = case(
+        "phone.work",
+        CELL,
+        (A, "Anything else?"),
+        (C, f"The pharmacy's number is {SAID}, for my work refills."),
+    )
+    assert outcome(c) is Outcome.UNSURE
+
+
+def test_a_read_back_answered_with_other_digits_is_not_accepted() -> None:
+    c = case(
+        "phone.mobile",
+        CELL,
+        (A, "Your cell?"),
+        (C, f"{SAID}."),
+        (A, f"That's {SAID}?"),
+        (C, "Oh one six three."),
+    )
+    assert outcome(c) is Outcome.UNSURE
+
+
+def test_a_value_the_caller_goes_to_check_is_not_final() -> None:
+    c = case(
+        "phone.mobile",
+        CELL,
+        (A, "Your cell?"),
+        (C, f"It's {SAID}. Hold on, let me check, it's a new phone."),
+    )
+    assert outcome(c) is Outcome.UNSURE

@@ -66,7 +66,7 @@ _THIRD_PARTY = re.compile(
 )
 _HYPOTHETICAL = re.compile(
     r"\b(?:if|maybe|might|may|could|would|thinking|considering|possibly|perhaps|planning|plans? to"
-    r"|going to|next year|next month|decide|will be|moving to|we're moving|starting next"
+    r"|going to|next year|next month|next week|decide|will be|moving to|we're moving|starting next"
     r"|after (?:i|we) move|quizás|tal vez)\b",
     re.IGNORECASE,
 )
@@ -84,7 +84,16 @@ _OWNED_ELSEWHERE = re.compile(
     rf"(?:{_RELATIVES})|his|hers|theirs|not mine|not my)\b",
     re.IGNORECASE,
 )
-_HEDGE_AFTER = re.compile(r"\b(?:or is it|i think|not sure|or maybe)\b|\[inaudible\]", re.I)
+_HEDGE_AFTER = re.compile(
+    r"\b(?:or is it|i think|not sure|or maybe|let me check|hold on|wait|double-check|look it up"
+    r"|call (?:you )?back)\b|\[inaudible\]",
+    re.I,
+)
+_OTHERS_NUMBER = re.compile(
+    r"\b(?:the\s+)?(?:pharmacy|clinic|doctor|dentist|school|hospital|lawyer)(?:'s)?\s+"
+    r"(?:number|phone|line|fax|email)|\bfax\b|\[background\][^\[]*$",
+    re.I,
+)
 _NEGATION = re.compile(
     r"\b(?:not|no longer|never|don't|doesn't|isn't|wasn't|stopped|quit|no more|anymore)\b",
     re.IGNORECASE,
@@ -152,7 +161,7 @@ def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> St
     rest = text[m.end :]
     _, ce = clause(text, m.start, m.end)
     inside = text[cs:ce]
-    if _THIRD_PARTY.search(inside):
+    if _THIRD_PARTY.search(inside) or _OTHERS_NUMBER.search(text[: m.start]):
         return Stance.ELSEWHERE
     if _HYPOTHETICAL.search(inside):
         return Stance.ELSEWHERE

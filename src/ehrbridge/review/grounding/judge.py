@@ -135,6 +135,11 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
         doubts = [d for d in ledger.doubts.get(slot, []) if d.value != want]
         if doubts:
             return unsure("another value was floated after it", [doubts[0]])
+        fixed = _read_back_fixed(case, mentions, want) if slot in _CHARACTERS else None
+        if fixed is not None:
+            return unsure(
+                f"the caller answers a read-back with other characters (turn {fixed.turn})", [fixed]
+            )
         late = _late_correction(case, final.turn)
         if late is not None:
             return unsure(f"the caller corrects something after turn {final.turn}", [late])
@@ -171,6 +176,7 @@ _LATE_FIX = re.compile(
 )
 
 
+_OTHER = re.compile(r"\b(?:other|different|another|instead|don't use|change)\b", re.I)
 #: number words that are mostly not numbers ("the old one", "oh, ...")
 _PRONOUNS = {"one", "oh", "o", "once", "una", "won", "ate"}
 
@@ -184,6 +190,15 @@ def _late_correction(case: Case, after: int) -> Mention | None:
         fix = _LATE_FIX.search(t.text)
         if fix is None:
             continue
+        if _OTHER.search(t.text):
+            return Mention(
+                value="",
+                slot=None,
+                turn=t.turn,
+                start=fix.start(),
+                end=fix.end(),
+                speaker="caller",
+            )
         numbers = [k for k in tokens(t.text) if is_number_word(k.text) and k.low not in _PRONOUNS]
         if runs(t.text) or numbers:
             return Mention(
@@ -194,6 +209,33 @@ def _late_correction(case: Case, after: int) -> Mention | None:
                 end=fix.end(),
                 speaker="caller",
             )
+    return None
+
+
+#: slots whose values are strings of characters a caller may fix one by one
+_CHARACTERS = {"mobile", "home", "work", "member_id", "group_number", "email", "postal_code"}
+
+
+def _read_back_fixed(case: Case, mentions: Sequence[Mention], want: str) -> Mention | None:
+    """The caller answers the agent's read-back of this value with digits or letters that are
+    not in it ("oh one two eight", to a read-back ending 0127): a fix the finders cannot place."""
+    chars = re.sub(r"[^A-Za-z0-9]", "", want).upper()
+    for m in mentions:
+        if m.speaker != "agent" or m.value != want:
+            continue
+        reply = turn_by_number(case.transcript, m.turn + 1)
+        if reply is None or reply.speaker != "caller":
+            continue
+        for r in runs(reply.text):
+            if len(r.value) >= 2 and r.value.upper() not in chars:
+                return Mention(
+                    value=r.value,
+                    slot=None,
+                    turn=reply.turn,
+                    start=r.start,
+                    end=r.end,
+                    speaker="caller",
+                )
     return None
 
 
