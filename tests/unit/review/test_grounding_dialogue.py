@@ -326,3 +326,30 @@ def test_a_value_the_caller_goes_to_check_is_not_final() -> None:
         (C, f"It's {SAID}. Hold on, let me check, it's a new phone."),
     )
     assert outcome(c) is Outcome.UNSURE
+
+
+def test_a_booking_that_names_only_a_weekday() -> None:
+    # Thursday 19 November 2026 in Chicago
+    def booked(value: str, *lines: tuple[Speaker, str]) -> Outcome:
+        return outcome(
+            case(
+                "start",
+                value,
+                *lines,
+                entity="Appointment",
+                started="2026-11-19T10:00:00-06:00",
+                zone="America/Chicago",
+            )
+        )
+
+    offered_later_week = (
+        (A, "I have Tuesday, December first at two p.m."),
+        (C, "That works."),
+        (A, "You're booked for Tuesday at two p.m."),
+    )
+    assert booked("2026-12-01T14:00:00-06:00", *offered_later_week) is Outcome.SUPPORTED
+    assert booked("2026-11-24T14:00:00-06:00", *offered_later_week) is Outcome.CONTRADICTED
+    coming = ((C, "Monday at nine a.m.?"), (A, "You're booked for Monday at nine a.m."))
+    assert booked("2026-11-23T09:00:00-06:00", *coming) is Outcome.SUPPORTED
+    same_weekday = ((C, "Thursday at nine a.m.?"), (A, "You're booked for Thursday at nine a.m."))
+    assert booked("2026-11-26T09:00:00-06:00", *same_weekday) is Outcome.UNSURE

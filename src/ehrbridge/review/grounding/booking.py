@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import date, datetime, time, timedelta
 
-from ehrbridge.review.grounding.dates import clock_times, instant, local_day, named_days
+from ehrbridge.review.grounding.dates import (
+    WEEKDAYS,
+    Spoken,
+    clock_times,
+    instant,
+    local_day,
+    named_days,
+)
 from ehrbridge.review.grounding.dialogue import Mention, accepts
 from ehrbridge.review.grounding.finding import Finding, unsure
 from ehrbridge.review.verdicts import Case, Outcome, Turn
@@ -32,7 +39,7 @@ _NOT_DONE = re.compile(r"\b(?:not able|can't|cannot|unable|won't|don't)\b", re.I
 _CALLER_CANCEL = re.compile(r"\bcancel", re.IGNORECASE)
 _CALLER_REFUSES = re.compile(r"\b(?:don't book|do not book|not yet|no\b|hold off)", re.I)
 _TAKES = re.compile(
-    r"\b(?:yes|yeah|yep|sure|works|good|perfect|let's do|that's fine|great|sounds good|sí|ok|okay)"
+    r"\b(?:yes|yeah|yep|sure|works|good|perfect|let's do|fine|great|sounds good|sí|ok|okay)"
     r"\b",
     re.IGNORECASE,
 )
@@ -106,6 +113,37 @@ def _taken(turns: list[Turn], i: int) -> bool:
     return ok_before or ok_after
 
 
+def _weekday(case: Case, b: Booking, today: date) -> list[Spoken]:
+    """A booking that names only a weekday ("booked for Tuesday at two p.m."): the date the call
+    gave that weekday earlier ("Tuesday, December first"), else the coming one within six days;
+    on that weekday itself it is ambiguous (today or in a week) and stays unread."""
+    found = [
+        (WEEKDAYS[m.group(1).lower()], m)
+        for m in re.finditer(r"\b([A-Za-zé]+day|lunes|martes|jueves|viernes)\b", b.turn.text)
+        if m.group(1).lower() in WEEKDAYS
+    ]
+    if len({wd for wd, _ in found}) != 1 or re.search(
+        r"\b(?:next|last|this)\s+\w+day", b.turn.text, re.I
+    ):
+        return []
+    wd, m = found[0]
+    earlier = {
+        d.value
+        for t in case.transcript
+        if t.turn < b.turn.turn
+        for d in named_days(t.text, today)
+        if isinstance(d.value, date) and d.value.weekday() == wd and d.value > today
+    }
+    if len(earlier) == 1:
+        return [Spoken(value=earlier.pop(), start=m.start(), end=m.end())]
+    if earlier:
+        return []
+    ahead = (wd - today.weekday()) % 7
+    if ahead == 0:
+        return []
+    return [Spoken(value=today + timedelta(days=ahead), start=m.start(), end=m.end())]
+
+
 def _span(turn: Turn, start: int, end: int) -> Mention:
     return Mention(value="", slot=None, turn=turn.turn, start=start, end=end, speaker=turn.speaker)
 
@@ -113,7 +151,7 @@ def _span(turn: Turn, start: int, end: int) -> Mention:
 def _start(case: Case, b: Booking) -> Finding:
     want = datetime.fromisoformat(str(case.fact.value))
     today = local_day(case.call_started_at, case.clinic_timezone)
-    days = named_days(b.turn.text, today)
+    days = named_days(b.turn.text, today) or _weekday(case, b, today)
     times = clock_times(b.turn.text)
     if len({d.value for d in days}) != 1 or len({t.value for t in times}) != 1:
         return unsure("the booking does not name one day and one time")
