@@ -353,3 +353,49 @@ def test_a_booking_that_names_only_a_weekday() -> None:
     assert booked("2026-11-23T09:00:00-06:00", *coming) is Outcome.SUPPORTED
     same_weekday = ((C, "Thursday at nine a.m.?"), (A, "You're booked for Thursday at nine a.m."))
     assert booked("2026-11-26T09:00:00-06:00", *same_weekday) is Outcome.UNSURE
+
+
+def test_a_yes_that_adds_characters_is_a_fix() -> None:
+    c = case(
+        "member_id",
+        "XK4821",
+        (A, "Member ID X K four eight two one?"),
+        (C, "Yes, and then a seven."),
+        entity="InsurancePlan",
+    )
+    assert outcome(c) is Outcome.UNSURE
+
+
+def test_a_value_from_the_address_moved_away_from() -> None:
+    c = case(
+        "address.postal_code",
+        "02144",
+        (A, "What's the new address?"),
+        (
+            C,
+            "We moved from fifty-seven Elm Street, oh two one four four, I'll give you the new one.",
+        ),
+    )
+    assert outcome(c) is Outcome.UNSURE
+
+
+def test_a_reaction_is_about_its_allergys_substance() -> None:
+    c = case(
+        "reaction",
+        "hives",
+        (A, "What happens when you take penicillin?"),
+        (C, "Nothing really. With sulfa I get hives."),
+        entity="AllergyIntolerance",
+        known={"AllergyIntolerance.substance": "penicillin"},
+    )
+    assert outcome(c) is Outcome.UNSURE
+
+
+def test_a_replaced_pharmacy_is_not_the_chosen_one() -> None:
+    c = case(
+        "preferred_pharmacy",
+        "CVS, Main St",
+        (A, "Which pharmacy?"),
+        (C, "I used the CVS on Main Street before, now the Walgreens on Elm."),
+    )
+    assert outcome(c) is Outcome.UNSURE

@@ -395,9 +395,37 @@ def _reaction(case: Case) -> Finding:
     groups = [p for p in REACTIONS.values() if re.search(p, value, re.I)]
     if len(groups) != 1:
         return unsure("the reaction is not one the judge can compare")
-    return _settled(
-        case, _phrase_mentions(case, groups[0], "reaction", cue=False), "reaction", "reaction"
-    )
+    mentions = _phrase_mentions(case, groups[0], "reaction", cue=False)
+    known = case.known.get("AllergyIntolerance.substance")
+    if known:
+        # the caller's words count for this allergy only when they are about its substance
+        mentions = [m for m in mentions if m.speaker == "agent" or _about(case, m, str(known))]
+    return _settled(case, mentions, "reaction", "reaction")
+
+
+_FILLER_CAUSES = {
+    "it", "that", "this", "them", "those", "me", "my", "a", "an", "be", "take", "taking", "eat",
+    "eating", "use", "using", "like", "do", "have", "go", "get",
+}  # fmt: skip
+
+
+def _about(case: Case, m: Mention, substance: str) -> bool:
+    """The turn of ``m``, or the question before it, names ``substance``, and the turn names no
+    other drug ("with sulfa I get hives" is not about penicillin)."""
+    words = [w for w in re.findall(r"[a-z]+", substance.lower()) if w not in _CLASS_WORDS]
+    own = {drug_name(w) for w in words} - {None}
+    turn = _turn_text(case.transcript, m.turn)
+    others = {drug_name(t.text) for t in tokens(turn) if len(t.text) > 3 and t.text.isalpha()}
+    if (others - {None}) - own:
+        return False
+    # "nothing really. With sulfa I get hives": a denial first, or another named cause
+    if re.match(r"\W*(?:no|nothing|none|never|nope)\b", turn, re.I):
+        return False
+    causes = re.findall(r"\b(?:with|from|to|after)\s+(?:the\s+)?([a-z]+)", turn.lower())
+    if any(c not in words and c not in _FILLER_CAUSES for c in causes):
+        return False
+    before = next((t.text for t in case.transcript if t.turn == m.turn - 1), "")
+    return any(w in (turn + " " + before).lower() for w in words)
 
 
 def judge(case: Case) -> Finding:

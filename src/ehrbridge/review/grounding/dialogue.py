@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ehrbridge.review.grounding.spoken import is_number_word, runs
 from ehrbridge.review.verdicts import Speaker, Turn
 
 
@@ -76,7 +77,8 @@ _HEDGE = re.compile(
     re.IGNORECASE,
 )
 _PAST = re.compile(
-    r"\b(?:used to|previous(?:ly)?|former|old|switched from|changed from|until|back then)\b",
+    r"\b(?:used to|previous(?:ly)?|former|old|switched from|changed from|until|back then"
+    r"|moved from|moving from|came from)\b",
     re.IGNORECASE,
 )
 _OWNED_ELSEWHERE = re.compile(
@@ -114,7 +116,7 @@ _ACCEPT = re.compile(
 _REJECT = re.compile(r"^\W*(?:no|nope|nah|not|wrong|that's wrong|that's not)\b", re.IGNORECASE)
 _CHECK = re.compile(r"\b(?:is that (?:right|correct)|did i get|correct\?|right\?)", re.I)
 _SPOILS_ACCEPT = re.compile(
-    r"\b(?:no|not|wait|actually|but|except|instead|think|maybe|sure|probably|guess|check)\b",
+    r"\b(?:no|not|wait|actually|but|except|instead|think|maybe|sure|probably|guess|check|then)\b",
     re.IGNORECASE,
 )
 
@@ -148,7 +150,11 @@ def accepts(reply: Turn | None) -> bool:
     if reply is None or reply.speaker != "caller":
         return False
     first = re.split(r"[.!?]", reply.text, maxsplit=1)[0]
-    return bool(_ACCEPT.search(reply.text)) and not _SPOILS_ACCEPT.search(first)
+    if not _ACCEPT.search(reply.text) or _SPOILS_ACCEPT.search(first):
+        return False
+    # "yes, and then a seven": a yes that adds characters is a fix, not an acceptance
+    numbers = [w for w in re.findall(r"[\w']+", first) if is_number_word(w)]
+    return not [w for w in numbers if w.lower() not in ("one", "oh", "o")] and not runs(first)
 
 
 def rejects(reply: Turn | None) -> bool:

@@ -68,6 +68,12 @@ def _language(case: Case) -> Finding:
 _FILLER = {"of", "the", "at", "on", "by", "and", "in", "near", "inc", "co", "pharmacy"}
 
 
+_PAST_BEFORE = re.compile(
+    r"\b(?:used|previous(?:ly)?|old|former|had|switched from|changed from)\b", re.I
+)
+_PAST_AFTER = re.compile(r"\b(?:before|earlier|until)\b|,\s*(?:but\s+)?now\b", re.I)
+
+
 def _words(value: str) -> list[str]:
     out = []
     for w in re.findall(r"[a-zà-ÿ0-9']+", value.lower()):
@@ -84,30 +90,33 @@ def _stated(case: Case) -> Finding:
     for t in reversed(list(case.transcript)):
         if t.speaker != "caller":
             continue
-        found = [
-            (m.start(), m.end())
-            for m in re.finditer(r"[A-Za-zà-ÿ0-9']+", t.text)
-            if SUFFIXES.get(m.group().lower(), m.group().lower()).lower() in want
-        ]
-        said = {SUFFIXES.get(t.text[s:e].lower(), t.text[s:e].lower()).lower() for s, e in found}
-        if not set(want) <= said:
-            continue
-        probe = Mention(
-            value=str(case.fact.value),
-            slot="phrase",
-            turn=t.turn,
-            start=found[0][0],
-            end=found[-1][1],
-            speaker="caller",
-        )
-        if stance(case.transcript, probe) is Stance.ASSERTED:
-            return Finding(
-                outcome=Outcome.SUPPORTED,
-                reason=f"the caller says it (turn {t.turn})",
-                mentions=[probe],
-                value=case.fact.value,
-            )
-        return unsure("the caller says it only hedged, asked or hypothetically")
+        for sentence in reversed(list(re.finditer(r"[^.!?]+[.!?]?", t.text))):
+            found = [
+                (sentence.start() + m.start(), sentence.start() + m.end())
+                for m in re.finditer(r"[A-Za-zà-ÿ0-9']+", sentence.group())
+                if SUFFIXES.get(m.group().lower(), m.group().lower()).lower() in want
+            ]
+            said = {
+                SUFFIXES.get(t.text[a:b].lower(), t.text[a:b].lower()).lower() for a, b in found
+            }
+            if not set(want) <= said:
+                continue
+            start, end = found[0][0], found[-1][1]
+            # "I used the CVS on Main before, now the Walgreens": not the current one
+            if _PAST_BEFORE.search(t.text[sentence.start() : start]) or _PAST_AFTER.search(
+                t.text[end : sentence.end()]
+            ):
+                return unsure("the caller names it as a past or replaced value")
+            probe = Mention(
+                value=str(case.fact.value), slot="phrase", turn=t.turn, start=start, end=end,
+                speaker="caller",
+            )  # fmt: skip
+            if stance(case.transcript, probe) is Stance.ASSERTED:
+                return Finding(
+                    outcome=Outcome.SUPPORTED, reason=f"the caller says it (turn {t.turn})",
+                    mentions=[probe], value=case.fact.value,
+                )  # fmt: skip
+            return unsure("the caller says it only hedged, asked or hypothetically")
     return unsure("the caller never says it in full")
 
 
