@@ -373,7 +373,7 @@ def test_a_value_from_the_address_moved_away_from() -> None:
         (A, "What's the new address?"),
         (
             C,
-            "We moved from fifty-seven Elm Street, oh two one four four, I'll give you the new one.",
+            "We moved from fifty-seven Elm Street, oh two one four four, new one later.",
         ),
     )
     assert outcome(c) is Outcome.UNSURE
