@@ -399,3 +399,17 @@ def test_a_replaced_pharmacy_is_not_the_chosen_one() -> None:
         (C, "I used the CVS on Main Street before, now the Walgreens on Elm."),
     )
     assert outcome(c) is Outcome.UNSURE
+
+
+def test_a_name_said_exactly_in_an_introduction() -> None:
+    intro = (A, "Who am I speaking with?"), (C, "Hi, this is Dolores Whitcomb.")
+    assert outcome(case("name.given", "Dolores", *intro)) is Outcome.SUPPORTED
+    assert outcome(case("name.family", "Whitcomb", *intro)) is Outcome.SUPPORTED
+    # a name that sounds alike is never a contradiction, only unsure
+    assert outcome(case("name.family", "Witcomb", *intro)) is Outcome.UNSURE
+    nickname = (
+        (C, "This is Bill Tanaka."),
+        (A, "Is Bill your legal name?"),
+        (C, "No, the legal one is William."),
+    )
+    assert outcome(case("name.given", "Bill", *nickname)) is Outcome.UNSURE

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from ehrbridge.review.grounding import booking, clinical, phrases
 from ehrbridge.review.grounding.address import address_mentions, canonical_line, city_mentions
 from ehrbridge.review.grounding.dates import birth_dates
-from ehrbridge.review.grounding.dialogue import Mention, settle, turn_by_number
+from ehrbridge.review.grounding.dialogue import Mention, Stance, settle, stance, turn_by_number
 from ehrbridge.review.grounding.fields import (
     code_mentions,
     e164,
@@ -252,6 +252,43 @@ def _spelling_agrees(case: Case, final: Mention) -> bool:
     return True
 
 
+_INTRO = re.compile(
+    r"\b(?:this is|my name is|my name's|i'm|i am|it's|name is)\s+"
+    r"([A-Z][a-zà-ÿ'-]+(?:\s+[A-Z][a-zà-ÿ'-]+){0,2})"
+)
+_NAME_DOUBT = re.compile(
+    r"legal name|goes by|nickname|calls me|call me|put down|spell|spelt|spelled|maiden|"
+    r"[A-Z]-[A-Z]|\bas in\b",
+    re.IGNORECASE,
+)
+
+
+def said_name(case: Case, slot: str, want: str) -> Finding | None:
+    """A name said, unspelled, exactly as stored when the caller introduces themself ("this is
+    Maria Delgado"): the only spoken evidence for a name besides its spelling. Never a
+    contradiction (a name that sounds different may be the transcript's spelling), and nothing
+    at all when the call spells a name or talks about nicknames and legal names."""
+    if any(_NAME_DOUBT.search(t.text) for t in case.transcript):
+        return None
+    for t in case.transcript:
+        if t.speaker != "caller":
+            continue
+        for m in _INTRO.finditer(t.text):
+            words = m.group(1).split()
+            if len(words) < 2:
+                continue
+            word = words[0] if slot == "given" else words[-1]
+            start = m.start(1) + (0 if slot == "given" else m.group(1).rindex(word))
+            probe = Mention(value=word, slot=slot, turn=t.turn, start=start,
+                            end=start + len(word), speaker="caller")  # fmt: skip
+            if word == want and stance(case.transcript, probe) is Stance.ASSERTED:
+                reason = f"the caller gives this name exactly (turn {t.turn})"
+                return Finding(
+                    outcome=Outcome.SUPPORTED, reason=reason, mentions=[probe], value=want
+                )
+    return None
+
+
 class GroundingJudge:
     """Judges a fact against its call's transcript with deterministic rules (module docstring)."""
 
@@ -284,7 +321,10 @@ class GroundingJudge:
             slot, normalise = SLOTTED[key]
             if finder is None:
                 return unsure("no reader for this field")
-            return slotted(case, finder, slot, normalise(case.fact.value))
+            found = slotted(case, finder, slot, normalise(case.fact.value))
+            if found.outcome is Outcome.UNSURE and slot in ("given", "family"):
+                return said_name(case, slot, str(case.fact.value)) or found
+            return found
         if case.fact.entity_type == "Appointment":
             return booking.judge(case)
         if case.fact.entity_type in ("MedicationOrder", "AllergyIntolerance"):
