@@ -413,3 +413,18 @@ def test_a_name_said_exactly_in_an_introduction() -> None:
         (C, "No, the legal one is William."),
     )
     assert outcome(case("name.given", "Bill", *nickname)) is Outcome.UNSURE
+
+
+def test_a_change_of_mind_rebooked_ends_on_the_new_slot() -> None:
+    lines = (
+        (A, "Monday, November twenty-third at nine a.m.?"),
+        (C, "Yes."),
+        (A, "You're booked for Monday, November twenty-third at nine a.m."),
+        (C, "Oh wait, can we do Tuesday instead?"),
+        (A, "Sure, I've moved you to Tuesday, November twenty-fourth at nine a.m."),
+        (C, "Great, thanks."),
+    )
+    first = case("start", "2026-11-23T09:00:00-05:00", *lines, entity="Appointment")
+    assert outcome(first) is Outcome.CONTRADICTED
+    last = case("start", "2026-11-24T09:00:00-05:00", *lines, entity="Appointment")
+    assert outcome(last) is Outcome.SUPPORTED

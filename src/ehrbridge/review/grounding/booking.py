@@ -102,7 +102,12 @@ def _taken(turns: list[Turn], i: int) -> bool:
     ok_before = (
         before is not None
         and before.speaker == "caller"
-        and (bool(_TAKES.search(before.text)) or bool(clock_times(before.text, need_marker=False)))
+        and (
+            bool(_TAKES.search(before.text))
+            or bool(clock_times(before.text, need_marker=False))
+            # "can we do Tuesday instead?" answered by a booking for Tuesday
+            or bool(_days_named(before.text) & _days_named(turns[i].text))
+        )
     )
     ok_after = after is not None and accepts(after)
     ok_after = ok_after or (
@@ -142,6 +147,10 @@ def _weekday(case: Case, b: Booking, today: date) -> list[Spoken]:
     if ahead == 0:
         return []
     return [Spoken(value=today + timedelta(days=ahead), start=m.start(), end=m.end())]
+
+
+def _days_named(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-zé]+", text.lower()) if w in WEEKDAYS}
 
 
 def _span(turn: Turn, start: int, end: int) -> Mention:
