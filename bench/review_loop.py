@@ -57,7 +57,7 @@ class Instant:
 
 def judge() -> Judge:
     try:
-        from ehrbridge.review.grounding.judge import GroundingJudge  # type: ignore[import-not-found]
+        from ehrbridge.review.grounding.judge import GroundingJudge
     except ImportError:
         return Instant()
     found: Judge = GroundingJudge()

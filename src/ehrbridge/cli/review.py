@@ -1,4 +1,11 @@
-"""``ehrbridge review ...``: the human review queue from the command line (docs/review.md).
+"""``ehrbridge review ...``: the human review queue and the judges from the command line
+(docs/review-queue.md, docs/review.md).
+
+``ehrbridge review eval FILE.jsonl [--judge grounding]`` runs a judge over labelled cases (the
+call-facts format) and prints one JSON line per case, ``{"id", "verdict", "route"}``, then one
+summary line: the confusion matrix (label by route), the share of supported facts verified
+without a human, and the unsafe passes (contradicted or unsupported facts routed to
+``verified``).
 
 ``list``, ``show``, ``claim``, ``unclaim``, ``approve``, ``reject``, ``correct`` and ``stats``
 act on the database directly, as the ``keys`` commands do, with the operator named by
@@ -13,6 +20,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -26,13 +35,19 @@ from ehrbridge.cli.errors import cli_errors
 from ehrbridge.cli.options import DbOption, WorkspaceOption
 from ehrbridge.errors import InvalidInput, ReviewConflict
 from ehrbridge.review.desk import ReviewDesk
+from ehrbridge.review.evaluation import evaluate, load_cases, summarise
+from ehrbridge.review.grounding.judge import GroundingJudge
 from ehrbridge.review.queue import ItemQuery, ReviewItem
 from ehrbridge.storage import DEFAULT_URL, Backend, open_backend
 from ehrbridge.worldmodel.model import WorldModel
 
 T = TypeVar("T")
-review_app = typer.Typer(help="The human review queue: list, show, decide.", no_args_is_help=True)
+review_app = typer.Typer(
+    help="The human review queue (list, show, decide) and the judges (eval).", no_args_is_help=True
+)
 console = Console()
+#: eval's errors go to stderr: its stdout is JSON lines
+errors = Console(stderr=True, soft_wrap=True)
 
 #: the exit code of a conflict with another operator
 CONFLICT = 3
@@ -331,3 +346,28 @@ def stats(db: DbOption = DEFAULT_URL, workspace: WorkspaceOption = "default") ->
         console.print(f"  priority {d.priority}: {d.count} (oldest {d.oldest.isoformat()})")
     for day, count in days:
         console.print(f"  {day.isoformat()}: {count} decided")
+
+
+class JudgeChoice(StrEnum):
+    GROUNDING = "grounding"
+    LLM = "llm"
+    POLICY = "policy"
+
+
+@review_app.command("eval")
+def eval_command(
+    file: Annotated[Path, typer.Argument(help="labelled cases, JSON Lines (call-facts format)")],
+    judge: Annotated[
+        JudgeChoice, typer.Option("--judge", help="which judge to run")
+    ] = JudgeChoice.GROUNDING,
+) -> None:
+    """Run a judge over labelled cases: one JSON line per case, then the summary."""
+    if judge is not JudgeChoice.GROUNDING:
+        errors.print(f"[red]error:[/red] the {judge.value} judge is not available yet")
+        raise typer.Exit(2)
+    with cli_errors(errors, escaped=True):
+        cases = load_cases(file)
+        results = asyncio.run(evaluate(GroundingJudge(), cases))
+    for result in results:
+        typer.echo(orjson.dumps(result.as_json()).decode())
+    typer.echo(orjson.dumps(summarise(results).as_json()).decode())
