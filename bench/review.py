@@ -1,4 +1,8 @@
-"""``python -m bench.review [--rounds N]``.
+"""``python -m bench.review [--rounds N] [--facts N] [--samples S] [--backend sqlite|all]``.
+
+Every review metric of issue 12: the judge's (below) and the review loop's,
+``review_throughput`` and ``review_event_to_verdict_p99`` (:mod:`bench.review_loop`, with the
+grounding judge, on the backends asked for).
 
 The transcript-grounding judge on the call-facts development set
 (``$EHRBRIDGE_CALL_FACTS``, else ``../shared/data/call-facts/dev.jsonl`` beside the repository):
@@ -22,9 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import tempfile
 import time
 from pathlib import Path
 
+from bench import review_loop
+from bench.backends import DEFAULT_DSN
 from bench.report import Metric, emit, machine, percentile, progress
 from ehrbridge.review.evaluation import LabelledCase, evaluate, load_cases, summarise
 from ehrbridge.review.grounding.clinical import drug_name
@@ -69,6 +76,10 @@ def _baseline(cases: list[LabelledCase], rounds: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.review", description=__doc__)
     parser.add_argument("--rounds", type=int, default=20, help="timed passes over the cases")
+    parser.add_argument("--facts", type=int, default=2000, help="facts the loop judges")
+    parser.add_argument("--samples", type=int, default=50, help="facts timed to a verdict")
+    parser.add_argument("--dsn", default=DEFAULT_DSN)
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "all"), default="sqlite")
     args = parser.parse_args()
     path = dev_set()
     cases = load_cases(path)
@@ -84,6 +95,14 @@ def main() -> None:
     base = _baseline(cases, args.rounds)
     emit(Metric(metric="judge_grounding_latency_p99", value=percentile(samples, 99), unit="ms",
                 baseline=percentile(base, 99), backend=BACKEND))  # fmt: skip
+    backends = ["sqlite", "postgres"] if args.backend == "all" else [args.backend]
+    asyncio.run(_loop_metrics(args.facts, args.samples, args.dsn, backends))
+
+
+async def _loop_metrics(facts: int, samples: int, dsn: str, backends: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in backends:
+            await review_loop.measure(backend, facts, samples, Path(tmp), dsn)
 
 
 if __name__ == "__main__":
