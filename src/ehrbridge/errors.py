@@ -16,6 +16,9 @@
     │   └── RecordClaimed       another writer linked a new record to another entity first
     ├── IdempotencyConflict     an idempotency key was reused for different content
     ├── SlotUnavailable         the appointment slot asked for is not free (taken, busy, gone)
+    ├── ReviewConflict          a review item cannot take that action now (a 409)
+    │   ├── ItemClaimed         another operator holds the item's claim
+    │   └── ItemDecided         the item was already decided
     ├── AuthError               who is asking, or what they may do, stops the request
     │   ├── Unauthenticated     no API key, or one that is unknown, malformed or revoked
     │   └── PermissionDenied    the key's role or write scope does not allow the operation
@@ -162,6 +165,33 @@ class IdempotencyConflict(EhrbridgeError):
         #: the key (not in the message: callers build keys from call data)
         self.key = key
         super().__init__("the idempotency key was already used for different content")
+
+
+class ReviewConflict(EhrbridgeError):
+    """The review item cannot take that action now."""
+
+    def __init__(self, item_id: str, message: str | None = None) -> None:
+        #: the review item
+        self.item_id = item_id
+        super().__init__(message)
+
+
+class ItemClaimed(ReviewConflict):
+    """Another operator holds the review item's claim."""
+
+    def __init__(self, item_id: str, holder: str) -> None:
+        #: the operator holding the claim
+        self.holder = holder
+        super().__init__(item_id, f"this review item is claimed by {holder}")
+
+
+class ItemDecided(ReviewConflict):
+    """The review item was already decided."""
+
+    def __init__(self, item_id: str, decision: str, by: str) -> None:
+        #: what it was decided as (approved, rejected, corrected) and by whom
+        self.decision, self.by = decision, by
+        super().__init__(item_id, f"this review item was already {decision} by {by}")
 
 
 class SlotUnavailable(EhrbridgeError):

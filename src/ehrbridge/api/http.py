@@ -42,6 +42,15 @@ from ehrbridge.api.models import (
     EntityView,
     ObservationWrite,
     PatientSearch,
+    ReviewBatch,
+    ReviewBatchResult,
+    ReviewCorrection,
+    ReviewItemDetail,
+    ReviewItemList,
+    ReviewItemView,
+    ReviewNote,
+    ReviewRejection,
+    ReviewStats,
     SlotList,
     SlotSearch,
     StateRequest,
@@ -51,9 +60,10 @@ from ehrbridge.api.models import (
     TranscriptBody,
     WriteResult,
 )
-from ehrbridge.api.service import AgentService
+from ehrbridge.api.service import AgentService, ReviewAction
 from ehrbridge.api.store import DEFAULT_MAX_BODY, ApiKeys, Principal
 from ehrbridge.errors import EhrbridgeError, InvalidInput, Unauthenticated
+from ehrbridge.review.queue import ItemQuery
 
 #: the channel recorded in the audit entries of HTTP requests
 CHANNEL: Final = "http"
@@ -157,6 +167,10 @@ EntityTypePath = Annotated[
 EntityIdPath = Annotated[
     str, Path(pattern=ENTITY_ID_PATTERN, max_length=128, description="Entity id in its type")
 ]
+
+
+ItemIdPath = Annotated[str, Path(pattern=r"^[0-9a-z]{1,64}$", description="A review item's id")]
+_ACT = problems.openapi_responses(401, 403, 404, 409, 413, 415, 422, 500, 503)
 
 
 class Health(BaseModel):
@@ -448,6 +462,7 @@ def create_app(
             headers={"Location": f"/v1/entities/Appointment/{booked.appointment_id}"},
         )
 
+    _review_routes(app, service)
     app.add_exception_handler(EhrbridgeError, _on_service_error)
     app.add_exception_handler(RequestValidationError, _on_invalid_request)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
@@ -471,6 +486,7 @@ def create_app(
                     {"name": "ambient", "description": "The caller's context at call start"},
                     {"name": "queried", "description": "Questions during the call"},
                     {"name": "extracted", "description": "What the agent heard: voice writes"},
+                    {"name": "review", "description": "The human review queue (operators)"},
                     {"name": "health", "description": "Liveness"},
                 ],
             )
@@ -482,3 +498,162 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _review_routes(app: FastAPI, service: AgentService) -> None:
+    """The operators' review queue (``/v1/review/...``): operator and admin keys only."""
+
+    @app.get(
+        "/v1/review/items",
+        tags=["review"],
+        response_model=ReviewItemList,
+        responses=_READ,
+        summary="The review queue",
+    )
+    async def review_items(
+        caller: CallerDep,
+        status: Annotated[Literal["open", "decided"] | None, Query()] = "open",
+        entity_type: Annotated[str | None, Query(pattern=ENTITY_TYPE_PATTERN)] = None,
+        reason: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        priority: Annotated[int | None, Query(ge=1, le=9)] = None,
+        created_before: Annotated[AwareDatetime | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Response:
+        """Items most urgent first, then oldest first. Audited as ``review.list``."""
+        query = ItemQuery(
+            status=status,
+            entity_type=entity_type,
+            reason=reason,
+            priority=priority,
+            created_before=created_before,
+            limit=limit,
+        )
+        return _json(
+            await service.review_items(
+                caller.principal, query, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.get(
+        "/v1/review/items/{item_id}",
+        tags=["review"],
+        response_model=ReviewItemDetail,
+        responses=_READ,
+        summary="A review item, with the entity and the verdicts",
+    )
+    async def review_item(item_id: ItemIdPath, caller: CallerDep) -> Response:
+        """The item, the entity's state, the flagged events and their re-grades (the judges'
+        verdicts with their evidence). Audited as ``review.show``."""
+        return _json(
+            await service.review_item(
+                caller.principal, item_id, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    async def act(
+        caller: Caller,
+        item_id: str,
+        action: ReviewAction,
+        body: ReviewNote | ReviewRejection | ReviewCorrection | None = None,
+    ) -> Response:
+        return _json(
+            await service.review_action(
+                caller.principal,
+                item_id,
+                action,
+                body,
+                request_id=caller.request_id,
+                channel=CHANNEL,
+            )
+        )
+
+    @app.post(
+        "/v1/review/items/{item_id}/claim",
+        tags=["review"],
+        response_model=ReviewItemView,
+        responses=_ACT,
+        summary="Claim a review item",
+    )
+    async def claim_review_item(item_id: ItemIdPath, caller: CallerDep) -> Response:
+        """Hold the item for a while so no other operator works it (409 if one does)."""
+        return await act(caller, item_id, "claim")
+
+    @app.post(
+        "/v1/review/items/{item_id}/unclaim",
+        tags=["review"],
+        response_model=ReviewItemView,
+        responses=_ACT,
+        summary="Give a review item back",
+    )
+    async def unclaim_review_item(item_id: ItemIdPath, caller: CallerDep) -> Response:
+        """Let go of your claim on the item."""
+        return await act(caller, item_id, "unclaim")
+
+    @app.post(
+        "/v1/review/items/{item_id}/approve",
+        tags=["review"],
+        response_model=ReviewItemView,
+        responses=_ACT,
+        summary="Approve a review item's facts",
+    )
+    async def approve_review_item(
+        item_id: ItemIdPath, body: ReviewNote, caller: CallerDep
+    ) -> Response:
+        """Every flagged fact approved (0.95). 409 if decided, or claimed by another."""
+        return await act(caller, item_id, "approve", body)
+
+    @app.post(
+        "/v1/review/items/{item_id}/reject",
+        tags=["review"],
+        response_model=ReviewItemView,
+        responses=_ACT,
+        summary="Reject a review item's facts",
+    )
+    async def reject_review_item(
+        item_id: ItemIdPath, body: ReviewRejection, caller: CallerDep
+    ) -> Response:
+        """Every flagged fact rejected (0.0), with the reason."""
+        return await act(caller, item_id, "reject", body)
+
+    @app.post(
+        "/v1/review/items/{item_id}/correct",
+        tags=["review"],
+        response_model=ReviewItemView,
+        responses=_ACT,
+        summary="Correct a review item's facts",
+    )
+    async def correct_review_item(
+        item_id: ItemIdPath, body: ReviewCorrection, caller: CallerDep
+    ) -> Response:
+        """The operator's values, at 1.0, superseding the flagged fact they are about."""
+        return await act(caller, item_id, "correct", body)
+
+    @app.post(
+        "/v1/review/batch",
+        tags=["review"],
+        response_model=ReviewBatchResult,
+        responses=_ACT,
+        summary="Approve or reject several review items",
+    )
+    async def review_batch(body: ReviewBatch, caller: CallerDep) -> Response:
+        """Each item answers on its own (a conflict on one does not stop the others)."""
+        return _json(
+            await service.review_batch(
+                caller.principal, body, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.get(
+        "/v1/review/stats",
+        tags=["review"],
+        response_model=ReviewStats,
+        responses=_READ,
+        summary="The review queue's depth",
+    )
+    async def review_stats(caller: CallerDep) -> Response:
+        """Open items by priority, with the oldest of each."""
+        return _json(
+            await service.review_stats(
+                caller.principal, request_id=caller.request_id, channel=CHANNEL
+            )
+        )

@@ -20,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 
+from ehrbridge.confidence import Level
+from ehrbridge.review.queue import ReviewItem
 from ehrbridge.worldmodel.events import Event, Source
 from ehrbridge.worldmodel.projection import EntityState, FieldValue
 
@@ -153,6 +155,10 @@ class SourceView(_Model):
         return cls(kind=source.kind, id=source.id, ref=source.ref)
 
 
+#: where a value the agent heard stands in review
+ReviewStatus = Literal["pending review", "verified", "approved", "corrected"]
+
+
 class FieldView(_Model):
     """A field's value with its provenance."""
 
@@ -161,6 +167,11 @@ class FieldView(_Model):
     source: SourceView
     effective_at: datetime = Field(description="When it became true at the source")
     event_id: str = Field(description="The event that asserted it")
+    review: ReviewStatus | None = Field(
+        default=None,
+        description="For a value the agent heard: pending review, verified (by the judge), "
+        "approved (by a human); corrected: an operator's value. None: not reviewed (EHR data)",
+    )
 
     @classmethod
     def of(cls, value: FieldValue) -> FieldView:
@@ -193,6 +204,22 @@ class EntityView(_Model):
         return cls.model_validate(entity_data(state))
 
 
+def review_status(value: FieldValue) -> ReviewStatus | None:
+    """Where a value stands in review, from its source and confidence (docs/design.md §8): a
+    voice value below 0.8 is pending, at 0.8 the judge verified it, at 0.95 a human approved
+    it; an operator's value is a correction. Rejected values are in no projection."""
+    kind = value.source.kind
+    if kind == "operator":
+        return "corrected"
+    if kind != "voice":
+        return None
+    if value.confidence >= Level.HUMAN_APPROVED.value:
+        return "approved"
+    if value.confidence >= Level.VERIFIED.value:
+        return "verified"
+    return "pending review"
+
+
 def field_data(value: FieldValue) -> dict[str, Any]:
     """A :class:`FieldView`'s fields as plain data, for validating many views in one call."""
     source = value.source
@@ -202,6 +229,7 @@ def field_data(value: FieldValue) -> dict[str, Any]:
         "source": {"kind": source.kind, "id": source.id, "ref": source.ref},
         "effective_at": value.effective_at,
         "event_id": value.event_id,
+        "review": review_status(value),
     }
 
 
@@ -556,3 +584,136 @@ class BookingConfirmation(_Model):
     status: Literal["recorded", "duplicate"]
     appointment_id: str
     appointment: EntityView
+
+
+# --- review (operators) -------------------------------------------------------------------------
+
+
+class ReviewDecisionView(_Model):
+    """What an operator decided for a review item."""
+
+    operator: str = Field(description="The key id of the operator who decided")
+    outcome: Literal["approved", "rejected", "corrected"]
+    at: datetime
+    note: str = ""
+
+
+class ReviewItemView(_Model):
+    """One entity's question for a human: its flagged events, why, and who holds or decided it."""
+
+    item_id: str
+    entity_type: str
+    entity_id: str
+    status: Literal["open", "decided"]
+    priority: int = Field(description="1 is the most urgent")
+    reason: str = Field(description="Why it was first flagged")
+    reasons: list[str] = Field(description="Every flag's reason, in order")
+    events: list[str] = Field(description="The flagged events, in the order they were flagged")
+    created_at: datetime
+    updated_at: datetime
+    claimed_by: str | None = Field(default=None, description="Who holds the claim now")
+    claim_expires_at: datetime | None = None
+    decision: ReviewDecisionView | None = None
+
+    @classmethod
+    def of(cls, item: ReviewItem, now: datetime) -> ReviewItemView:
+        holder = item.holder(now)
+        decision = item.decision
+        return cls(
+            item_id=item.item_id,
+            entity_type=item.entity_type,
+            entity_id=item.entity_id,
+            status=item.status,
+            priority=item.priority,
+            reason=item.reason,
+            reasons=list(item.reasons),
+            events=list(item.events),
+            created_at=item.created_at,
+            updated_at=item.updated_at,
+            claimed_by=holder,
+            claim_expires_at=item.claim.expires_at if holder and item.claim else None,
+            decision=None
+            if decision is None
+            else ReviewDecisionView(
+                operator=decision.operator,
+                outcome=decision.outcome,
+                at=decision.at,
+                note=decision.note,
+            ),
+        )
+
+
+class ReviewItemList(_Model):
+    """Review items, most urgent first, then oldest first."""
+
+    items: list[ReviewItemView]
+
+
+class ReviewItemDetail(_Model):
+    """A review item with what a reviewer reads: the entity, the flagged events, the verdicts."""
+
+    item: ReviewItemView
+    entity: EntityView | None = Field(description="The entity's state now")
+    flagged: list[EventView] = Field(description="The flagged events")
+    grades: list[EventView] = Field(
+        description="The re-grades of the flagged events (the judges' verdicts), in order"
+    )
+
+
+class ReviewNote(_Request):
+    """An approval (or a claim), with an optional note."""
+
+    note: str = Field(default="", max_length=2000)
+
+
+class ReviewRejection(_Request):
+    """A rejection: the reason is required."""
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ReviewCorrection(_Request):
+    """The operator's values for the flagged fields, written at 1.0."""
+
+    values: dict[str, JsonValue] = Field(min_length=1, max_length=100)
+    note: str = Field(default="", max_length=2000)
+
+
+class ReviewBatch(_Request):
+    """Approve or reject several items at once."""
+
+    item_ids: list[str] = Field(min_length=1, max_length=100)
+    decision: Literal["approve", "reject"]
+    note: str = Field(default="", max_length=2000, description="Required to reject")
+
+
+class ReviewBatchAnswer(_Model):
+    """One item's answer in a batch."""
+
+    item_id: str
+    ok: bool
+    item: ReviewItemView | None = None
+    error: str | None = Field(default=None, description="Why this item was not decided")
+
+
+class ReviewBatchResult(_Model):
+    answers: list[ReviewBatchAnswer]
+
+
+class ReviewDepth(_Model):
+    priority: int
+    count: int
+    oldest: datetime
+
+
+class ReviewDay(_Model):
+    day: date
+    decided: int
+
+
+class ReviewStats(_Model):
+    """The open queue by priority, and the decisions of the last 14 days."""
+
+    open: int
+    depth: list[ReviewDepth]
+    decided_per_day: list[ReviewDay] = Field(description="UTC days with decisions, oldest first")

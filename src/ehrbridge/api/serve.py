@@ -149,7 +149,9 @@ async def serve(
     store, security = backend.worldmodel, backend.security
     try:
         limits = Limits(prompt_budget=prompt_budget) if prompt_budget else Limits()
-        service = AgentService(lambda ws: WorldModel(store, ws), security, limits=limits)
+        service = AgentService(
+            lambda ws: WorldModel(store, ws), security, limits=limits, review=backend.review
+        )
         app = create_app(
             service, security, max_body_bytes=max_body, mounts=mcp_mounts(service, security)
         )

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 from uuid import uuid4
 
 from ehrbridge.api import ambient, extracted, queried
@@ -37,8 +37,21 @@ from ehrbridge.api.models import (
     EntityList,
     EntitySearch,
     EntityView,
+    EventView,
     ObservationWrite,
     PatientSearch,
+    ReviewBatch,
+    ReviewBatchAnswer,
+    ReviewBatchResult,
+    ReviewCorrection,
+    ReviewDay,
+    ReviewDepth,
+    ReviewItemDetail,
+    ReviewItemList,
+    ReviewItemView,
+    ReviewNote,
+    ReviewRejection,
+    ReviewStats,
     SlotList,
     SlotSearch,
     StateRequest,
@@ -56,14 +69,19 @@ from ehrbridge.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    ReviewConflict,
     SlotUnavailable,
 )
+from ehrbridge.review.desk import ReviewDesk
+from ehrbridge.review.queue import ItemQuery, ReviewItem, ReviewQueue
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.planner import AppendResult
 from ehrbridge.worldmodel.projection import EntityState
 from ehrbridge.worldmodel.store import Store
 
 T = TypeVar("T")
+#: what an operator does with one review item
+ReviewAction = Literal["claim", "unclaim", "approve", "reject", "correct"]
 #: Opens the world model of a workspace.
 WorldModels = Callable[[str], WorldModel]
 
@@ -185,12 +203,15 @@ class AgentService:
         *,
         limits: Limits = Limits(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        review: ReviewQueue | None = None,
     ) -> None:
         self._models = models
         self._audit = audit
         self.limits = limits
         self._clock = clock
         self._slots: dict[str, SlotIndex] = {}
+        #: the human review queue (the operators' endpoints); None serves none
+        self._review = review
 
     @classmethod
     def on_store(
@@ -200,10 +221,15 @@ class AgentService:
         *,
         limits: Limits = Limits(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        review: ReviewQueue | None = None,
     ) -> AgentService:
         """A service over every workspace of one store."""
         return cls(
-            lambda workspace: WorldModel(store, workspace), audit, limits=limits, clock=clock
+            lambda workspace: WorldModel(store, workspace),
+            audit,
+            limits=limits,
+            clock=clock,
+            review=review,
         )
 
     # --- the audited frame -------------------------------------------------------------------
@@ -238,7 +264,7 @@ class AgentService:
         except NotFound:
             outcome = "not_found"
             raise
-        except (InvalidInput, IdempotencyConflict, SlotUnavailable):
+        except (InvalidInput, IdempotencyConflict, SlotUnavailable, ReviewConflict):
             outcome = "invalid"
             raise
         except Exception:
@@ -585,4 +611,160 @@ class AgentService:
             target=("Appointment", None),
             request_id=request_id,
             channel=channel,
+        )
+
+    # --- review (operators) ------------------------------------------------------------------
+
+    def _desk(self, model: WorldModel) -> ReviewDesk:
+        if self._review is None:
+            raise NotFound("this server has no review queue")
+        return ReviewDesk(model, self._review, clock=self._clock)
+
+    async def review_items(
+        self,
+        principal: Principal,
+        query: ItemQuery,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> ReviewItemList:
+        """The review queue, filtered. Audits ``review.list`` (one entry per item's entity)."""
+
+        async def work(model: WorldModel, trail: _Trail) -> ReviewItemList:
+            desk = self._desk(model)
+            items = await desk.queue.items(model.workspace, query)
+            for item in items:
+                trail.touched(item.entity_type, item.entity_id)
+            now = self._clock()
+            return ReviewItemList(items=[ReviewItemView.of(i, now) for i in items])
+
+        return await self._run(
+            principal, "review.list", "review", work, request_id=request_id, channel=channel
+        )
+
+    async def review_item(
+        self,
+        principal: Principal,
+        item_id: str,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> ReviewItemDetail:
+        """One item with the entity, its flagged events and their verdicts. Audits
+        ``review.show``."""
+
+        async def work(model: WorldModel, trail: _Trail) -> ReviewItemDetail:
+            detail = await self._desk(model).detail(item_id)
+            item = detail.item
+            trail.touched(item.entity_type, item.entity_id)
+            return ReviewItemDetail(
+                item=ReviewItemView.of(item, self._clock()),
+                entity=None if detail.state is None else EntityView.of(detail.state),
+                flagged=[EventView.of(e) for e in detail.flagged],
+                grades=[EventView.of(e) for e in detail.grades],
+            )
+
+        return await self._run(
+            principal, "review.show", "review", work, request_id=request_id, channel=channel
+        )
+
+    async def review_action(
+        self,
+        principal: Principal,
+        item_id: str,
+        action: ReviewAction,
+        body: ReviewNote | ReviewRejection | ReviewCorrection | None = None,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> ReviewItemView:
+        """Claim, unclaim, approve, reject or correct one item as the operator ``principal``.
+        Audits ``review.<action>``; a conflict with another operator is a 409."""
+        operator = principal.key_id
+
+        async def work(model: WorldModel, trail: _Trail) -> ReviewItemView:
+            desk = self._desk(model)
+            if action == "claim":
+                item = await desk.claim(item_id, operator)
+            elif action == "unclaim":
+                item = await desk.unclaim(item_id, operator)
+            elif action == "approve":
+                note = body.note if isinstance(body, ReviewNote) else ""
+                item = await desk.approve(item_id, operator, note)
+            elif action == "reject":
+                if not isinstance(body, ReviewRejection):
+                    raise InvalidInput("reason: a rejection needs a reason")
+                item = await desk.reject(item_id, operator, body.reason)
+            else:
+                if not isinstance(body, ReviewCorrection):
+                    raise InvalidInput("values: a correction names the values")
+                item = await desk.correct(item_id, operator, body.values, body.note)
+            trail.touched(item.entity_type, item.entity_id)
+            return ReviewItemView.of(item, self._clock())
+
+        return await self._run(
+            principal,
+            f"review.{action}",
+            "review",
+            work,
+            request_id=request_id,
+            channel=channel,
+        )
+
+    async def review_batch(
+        self,
+        principal: Principal,
+        batch: ReviewBatch,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> ReviewBatchResult:
+        """Approve or reject several items; each answers on its own. Audits ``review.batch``."""
+        if batch.decision == "reject" and not batch.note.strip():
+            raise InvalidInput("note: a rejection needs a reason")
+
+        async def work(model: WorldModel, trail: _Trail) -> ReviewBatchResult:
+            outcome = "approved" if batch.decision == "approve" else "rejected"
+            desk = self._desk(model)
+            answers = await desk.batch(batch.item_ids, principal.key_id, outcome, batch.note)
+            now, out = self._clock(), []
+            for item_id, answer in answers.items():
+                if isinstance(answer, ReviewItem):
+                    trail.touched(answer.entity_type, answer.entity_id)
+                    out.append(
+                        ReviewBatchAnswer(
+                            item_id=item_id, ok=True, item=ReviewItemView.of(answer, now)
+                        )
+                    )
+                else:
+                    out.append(ReviewBatchAnswer(item_id=item_id, ok=False, error=str(answer)))
+            return ReviewBatchResult(answers=out)
+
+        return await self._run(
+            principal, "review.batch", "review", work, request_id=request_id, channel=channel
+        )
+
+    async def review_stats(
+        self,
+        principal: Principal,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> ReviewStats:
+        """The open queue's depth by priority. Audits ``review.stats`` (no patient data)."""
+
+        async def work(model: WorldModel, trail: _Trail) -> ReviewStats:
+            desk = self._desk(model)
+            depth = await desk.depth()
+            days = await desk.decided_per_day()
+            return ReviewStats(
+                decided_per_day=[ReviewDay(day=d, decided=n) for d, n in days],
+                open=sum(d.count for d in depth),
+                depth=[
+                    ReviewDepth(priority=d.priority, count=d.count, oldest=d.oldest) for d in depth
+                ],
+            )
+
+        return await self._run(
+            principal, "review.stats", "review", work, request_id=request_id, channel=channel
         )

@@ -19,11 +19,13 @@ from rich.table import Table
 
 from ehrbridge.cli.errors import cli_errors
 from ehrbridge.cli.fhir import app as fhir_app
+from ehrbridge.cli.gates import gates_app
 from ehrbridge.cli.keys import audit_app, keys_app
 from ehrbridge.cli.mcp import mcp_command
 from ehrbridge.cli.options import DbOption, WorkspaceOption
 from ehrbridge.cli.progress import file_progress, show_errors, sync_progress
 from ehrbridge.cli.progress import summary_table as counts_table
+from ehrbridge.cli.review import review_app
 from ehrbridge.cli.serve import serve_command
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.fhir.client import FhirClient
@@ -47,6 +49,8 @@ app = typer.Typer(help="ehrbridge: voice agents <-> EHRs through an event-source
 app.add_typer(fhir_app, name="fhir")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(gates_app, name="gates")
+app.add_typer(review_app, name="review")
 app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)
 console = Console()

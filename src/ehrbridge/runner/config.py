@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ehrbridge.connectors.source import DataSourceConfig, SecretRef
+from ehrbridge.review.loop import ReviewPolicy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +37,21 @@ class MetricsConfig:
     token: SecretRef | None = None
 
 
+#: the judges a ``review:`` section may name
+JUDGES = ("grounding", "llm", "policy")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewConfig:
+    """The ``review:`` section: which judge the review loop asks, and what its verdicts do."""
+
+    #: ``grounding`` (offline, the default), ``llm``, or ``policy`` (grounding, then the LLM
+    #: for what grounding leaves unsure)
+    judge: str = "grounding"
+    #: what the verdicts do with a fact (time zone, contradictions, what needs a human)
+    policy: ReviewPolicy = field(default_factory=ReviewPolicy)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunnerConfig:
     """The whole config file."""
@@ -48,3 +64,5 @@ class RunnerConfig:
     timing: Timing = field(default_factory=Timing)
     #: the ``runner.metrics`` section: ``{port: 9464, host: 127.0.0.1}``; None serves no metrics
     metrics: MetricsConfig | None = None
+    #: the ``review:`` section; None runs no review loop
+    review: ReviewConfig | None = None

@@ -28,6 +28,16 @@ mappings (docs/rest-connector.md); :mod:`ehrbridge.connectors.rest.checks` check
 
 The optional ``runner:`` section holds timings and ``metrics: {port: 9464, host: 127.0.0.1}``.
 
+The optional ``review:`` section runs the review loop (docs/review.md)::
+
+    review:
+      judge: grounding            # grounding (default), llm, or policy (grounding, then the LLM)
+      timezone: America/New_York  # the clinic's zone: relative dates in a call resolve in it
+      contradicted: reject        # reject (0.0) or human
+      human_types: [MedicationOrder, AllergyIntolerance]   # always a human (these by default)
+      human_fields: [Patient.name.family]
+      catch_up: 500ms             # how often the log is read when nothing wakes the loop
+
 Every error names the file, the line and the key path, e.g. ``config.yaml:14:
 data_sources[1].auth.token: inline secrets are not allowed; use {env: NAME} or {file: PATH}``,
 and never shows a value. Unknown keys are errors. Secrets are references only
@@ -47,6 +57,7 @@ import re
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
@@ -56,13 +67,17 @@ from ehrbridge.connectors.schedule import BusinessHours, parse_days
 from ehrbridge.connectors.source import AuthConfig, DataSourceConfig, ResourceConfig, SecretRef
 from ehrbridge.errors import ConfigError
 from ehrbridge.fhir.mapping.resource_types import R4_RESOURCE_TYPES
-from ehrbridge.runner.config import MetricsConfig, RunnerConfig, Timing
+from ehrbridge.review.loop import ReviewPolicy
+from ehrbridge.review.verdicts import Route
+from ehrbridge.runner.config import JUDGES, MetricsConfig, ReviewConfig, RunnerConfig, Timing
 from ehrbridge.runner.durations import format_duration, parse_duration
 from ehrbridge.runner.yamlfile import LocatedYaml, YamlRefused, read_yaml
 
 #: the one resource of a ``file_drop`` source: every file in its folder
 FILES = "files"
 _ENTITY_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+#: ``EntityType.field.path``: a field a review policy names
+_ENTITY_FIELD = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}(\.[a-z_][a-z0-9_]{0,63})+$")
 #: as the world model takes them (``worldmodel.events``)
 _WORKSPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 #: a data source id names tasks, leases, metric labels and provenance
@@ -75,6 +90,8 @@ MAX_BYTES = 1_000_000
 MIN_EVERY = timedelta(seconds=1)
 #: the shortest lease, config refresh and request timeout
 MIN_TIMING = timedelta(seconds=1)
+#: the shortest catch-up a review loop takes (a read of the log each time)
+MIN_CATCH_UP = timedelta(milliseconds=100)
 #: the largest page asked of a server
 MAX_PAGE_SIZE = 10_000
 INLINE_SECRET = "inline secrets are not allowed; use {env: NAME} or {file: PATH}"  # noqa: S105
@@ -230,7 +247,9 @@ class _Checker:
         return SecretRef(file=Path(ref), where=where)
 
     def config(self) -> RunnerConfig | None:
-        top = self.mapping(self.doc.data, "", {"workspace", "database"}, {"data_sources", "runner"})
+        top = self.mapping(
+            self.doc.data, "", {"workspace", "database"}, {"data_sources", "runner", "review"}
+        )
         if top is None:
             return None
         workspace = self.text(top.get("workspace"), "workspace") if "workspace" in top else None
@@ -256,9 +275,15 @@ class _Checker:
             metrics = self.metrics(runner["metrics"], "runner.metrics")
             if metrics is None:
                 return None
+        review = None
+        if top.get("review") is not None:
+            review = self.review(top["review"], "review")
+            if review is None:
+                return None
         if workspace is None or database is None or timing is None:
             return None
         return RunnerConfig(
+            review=review,
             workspace=workspace,
             database=database,
             data_sources=tuple(s for s in checked if s is not None),
@@ -279,6 +304,53 @@ class _Checker:
         if any(d is None for d in found.values()):
             return None
         return Timing(**found)  # type: ignore[arg-type]
+
+    def review(self, value: Any, path: str) -> ReviewConfig | None:
+        keys = {"judge", "timezone", "contradicted", "human_types", "human_fields", "catch_up"}
+        raw = self.mapping(value, path, set(), keys)
+        if raw is None:
+            return None
+        ok = len(self.problems)
+        judge = self.text(raw.get("judge", "grounding"), f"{path}.judge")
+        if judge is not None and judge not in JUDGES:
+            self.fail(f"{path}.judge", f"expected one of {', '.join(JUDGES)}")
+        zone = self.text(raw.get("timezone", "UTC"), f"{path}.timezone")
+        if zone is not None and not _is_zone(zone):
+            self.fail(f"{path}.timezone", "expected an IANA time zone such as America/New_York")
+        contradicted = raw.get("contradicted", "reject")
+        if contradicted not in ("reject", "human"):
+            self.fail(f"{path}.contradicted", "expected reject or human")
+        types = self.names(raw.get("human_types"), f"{path}.human_types", _ENTITY_TYPE)
+        fields = self.names(raw.get("human_fields"), f"{path}.human_fields", _ENTITY_FIELD)
+        catch_up = (
+            self.duration(raw["catch_up"], f"{path}.catch_up", at_least=MIN_CATCH_UP)
+            if "catch_up" in raw
+            else ReviewPolicy().catch_up
+        )
+        if len(self.problems) > ok or judge is None or zone is None or catch_up is None:
+            return None
+        defaults = ReviewPolicy()
+        policy = ReviewPolicy(
+            timezone=zone,
+            contradicted=Route.HUMAN if contradicted == "human" else Route.REJECTED,
+            human_types=defaults.human_types if types is None else types,
+            human_fields=defaults.human_fields if fields is None else fields,
+            catch_up=catch_up,
+        )
+        return ReviewConfig(judge=judge, policy=policy)
+
+    def names(self, value: Any, path: str, pattern: re.Pattern[str]) -> frozenset[str] | None:
+        """A list of names matching ``pattern`` (None when absent or wrong)."""
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(path, "expected a list of names")
+            return None
+        wrong = [i for i, v in enumerate(value) if not pattern.fullmatch(v)]
+        if wrong:
+            self.fail(f"{path}[{wrong[0]}]", "not a name of that kind")
+            return None
+        return frozenset(value)
 
     def metrics(self, value: Any, path: str) -> MetricsConfig | None:
         raw = self.mapping(value, path, {"port"}, {"host", "token"})
@@ -593,6 +665,14 @@ def _is_dir(folder: str) -> bool:
         return Path(folder).is_dir()
     except (OSError, ValueError):  # a NUL in the path, a name too long
         return False
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _loopback(host: str) -> bool:

@@ -15,8 +15,11 @@ from ehrbridge.connectors.file_drop import FileDropPoller
 from ehrbridge.connectors.rest.poller import RestPoller
 from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import EhrbridgeError, InvalidInput, LoopFailed
+from ehrbridge.review.judges import judge_named
+from ehrbridge.review.loop import ReviewLoop
 from ehrbridge.runner.config import Timing
 from ehrbridge.runner.configfile import load_config
+from ehrbridge.runner.loops import Loop
 from ehrbridge.runner.service import Runner
 from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.model import WorldModel
@@ -37,6 +40,24 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         log.error("cannot start: %s", exc)
         return NOT_STARTED
     runner_store = backend.runner
+    loops: list[Loop] = []
+    if config.review is not None:  # the review loop: the judge it names, with its policy
+        try:
+            judge = judge_named(config.review.judge)
+        except EhrbridgeError as exc:
+            log.error("cannot start: %s", exc)
+            await backend.close()
+            return NOT_STARTED
+        loops.append(
+            ReviewLoop(
+                backend.worldmodel,
+                backend.review,
+                runner_store,
+                judge,
+                workspace=config.workspace,
+                policy=config.review.policy,
+            )
+        )
     model = WorldModel(backend.worldmodel, config.workspace)
     # One budget per data source for the whole process; its pace is shared through the database.
     budgets = BudgetRegistry(runner_store, config.workspace)
@@ -51,6 +72,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         leases=runner_store,
         config_path=config_path,
         timing=timing or config.timing,
+        loops=loops,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

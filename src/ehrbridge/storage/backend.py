@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from ehrbridge.api.store import SecurityStore
+from ehrbridge.review.queue import ReviewQueue
 from ehrbridge.runner.store import RunnerStore
 from ehrbridge.worldmodel.store import Store
 
@@ -26,6 +27,8 @@ class Backend:
     runner: RunnerStore
     #: API keys and the audit trail
     security: SecurityStore
+    #: the human review queue
+    review: ReviewQueue
     _close: Callable[[], Awaitable[None]]
 
     async def close(self) -> None:

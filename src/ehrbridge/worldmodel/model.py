@@ -212,10 +212,19 @@ class WorldModel:
         return result
 
     async def regrade(
-        self, entity: str, target: str, level: Level | float, *, by: Source, reason: str = ""
+        self,
+        entity: str,
+        target: str,
+        level: Level | float,
+        *,
+        by: Source,
+        reason: str = "",
+        evidence: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> AppendResult:
         """Re-grade an earlier event: verified 0.8, approved 0.95, rejected 0.0
-        (docs/design.md §8)."""
+        (docs/design.md §8). ``evidence`` says why (a judge's verdict); with
+        ``idempotency_key``, the same re-grade written twice is one event."""
         entity_type, entity_id = parse_entity(entity)
         await self._event(entity_type, entity_id, target)
         confidence = level.value if isinstance(level, Level) else float(level)
@@ -233,15 +242,24 @@ class WorldModel:
                     source=by,
                     confidence=confidence,
                     effective_at=datetime.now(UTC),
+                    evidence=None if evidence is None else dict(evidence),
+                    idempotency_key=idempotency_key,
                 )
             ]
         )
         return result
 
     async def correct(
-        self, entity: str, target: str, data: Mapping[str, Any], *, operator: str
+        self,
+        entity: str,
+        target: str,
+        data: Mapping[str, Any],
+        *,
+        operator: str,
+        idempotency_key: str | None = None,
     ) -> AppendResult:
-        """An operator's correction: a 1.0 event that supersedes ``target``."""
+        """An operator's correction: a 1.0 event that supersedes ``target`` (with
+        ``idempotency_key``, the same correction written twice is one event)."""
         entity_type, entity_id = parse_entity(entity)
         await self._event(entity_type, entity_id, target)
         (result,) = await self.record(
@@ -256,6 +274,7 @@ class WorldModel:
                     confidence=Level.AUTHORITATIVE.value,
                     effective_at=datetime.now(UTC),
                     supersedes=target,
+                    idempotency_key=idempotency_key,
                 )
             ]
         )

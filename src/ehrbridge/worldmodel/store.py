@@ -6,7 +6,7 @@ The adapters live in :mod:`ehrbridge.storage`, one package per backend; one cont
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,6 +70,9 @@ class EventLog(Protocol):
     ) -> list[Event]:
         """An entity's own events in order; with ``until``, those recorded by then."""
 
+    async def get_event(self, workspace: str, event_id: str) -> Event | None:
+        """One event of ``workspace`` by its id; None when it has none of that id."""
+
     async def read_log(
         self,
         workspace: str,
@@ -130,6 +133,14 @@ class Store(EventLog, StateStore, Protocol):
 
     async def workspaces(self) -> list[str]:
         """Every workspace with events."""
+
+    async def watch(
+        self, workspace: str, wake: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]]:
+        """Call ``wake`` soon after an append of voice facts to ``workspace`` commits (a hint to
+        read the log now, never a guarantee: a reader still reads periodically); returns the
+        function that stops it. On SQLite, appends through this store object; on PostgreSQL,
+        appends by any process (``LISTEN/NOTIFY``)."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -25,6 +25,7 @@ EXPECTED_TABLES = {
     "request_budgets",
     "api_keys",
     "audit_log",
+    "review_items",
 }
 
 

@@ -138,6 +138,14 @@ async def test_append_returns_the_events_as_stored(store: Store) -> None:
     assert returned == stored
 
 
+async def test_an_event_is_read_by_its_id_in_its_own_workspace_only(store: Store) -> None:
+    (result,) = await store.append(WS, [say({"language": "es"}, evidence={"turn": 3})])
+    (written,) = result.events
+    assert await store.get_event(WS, written.id) == written
+    assert await store.get_event("other", written.id) is None
+    assert await store.get_event(WS, "no-such-event") is None
+
+
 async def test_log_is_read_in_order_with_paging(store: Store, clock: FakeClock) -> None:
     written: list[str] = []
     for i in range(7):

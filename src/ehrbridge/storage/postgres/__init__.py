@@ -9,6 +9,7 @@ from typing import Any
 
 from ehrbridge.storage.backend import Backend
 from ehrbridge.storage.postgres.database import PostgresDatabase
+from ehrbridge.storage.postgres.review import PostgresReviewQueue
 from ehrbridge.storage.postgres.runner import PostgresRunnerStore
 from ehrbridge.storage.postgres.security import PostgresSecurityStore
 from ehrbridge.storage.postgres.worldmodel import PostgresStore
@@ -25,13 +26,14 @@ async def open_postgres(
     **options: Any,
 ) -> Backend:
     """Every port on the PostgreSQL database at ``dsn`` (its ``schema`` created if asked for,
-    and migrated). ``clock`` is the world model's time, which keys share; leases and budgets run
-    on the database's clock. ``options`` go to :class:`PostgresStore`."""
+    and migrated). ``clock`` is the world model's time, which keys and review items share;
+    leases and budgets run on the database's clock. ``options`` go to :class:`PostgresStore`."""
     database = await PostgresDatabase.open(dsn, schema=schema, max_connections=max_connections)
     worldmodel = PostgresStore(database, clock=clock, **options)
     return Backend(
         worldmodel=worldmodel,
         runner=PostgresRunnerStore(database),
         security=PostgresSecurityStore(database, clock=clock, cache=key_cache),
+        review=PostgresReviewQueue(database, clock=clock),
         _close=database.close,
     )

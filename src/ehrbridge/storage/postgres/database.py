@@ -20,9 +20,11 @@ failed and the error's kind, never its message (which may quote patient data).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import orjson
@@ -35,6 +37,7 @@ from ehrbridge.errors import InvalidInput, StorageError
 from ehrbridge.storage import migrations
 from ehrbridge.storage.rows import unstorable
 
+log = logging.getLogger("ehrbridge.storage")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK = 0x45485242  # advisory lock key: one migrator at a time
 #: the next transaction id, and the (32-bit) ids of the transactions holding the events table's
@@ -155,6 +158,35 @@ class PostgresDatabase:
                 yield
             finally:
                 await conn.execute(_UNLOCK, (name,))
+
+    async def listen(
+        self, channel: str, heard: Callable[[str], None]
+    ) -> Callable[[], Awaitable[None]]:
+        """Call ``heard`` with the payload of every notification on ``channel``, on a connection
+        of its own, until the returned function is awaited. A lost connection ends it quietly
+        (listening is a hint; readers still read periodically)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot listen: {type(exc).__name__}") from exc
+
+        async def pump() -> None:
+            try:
+                async for note in conn.notifies():
+                    heard(note.payload)
+            except psycopg.Error as exc:
+                log.warning("listening on %s ended: %s", channel, type(exc).__name__)
+
+        task = asyncio.create_task(pump(), name=f"listen:{channel}")
+
+        async def stop() -> None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            await conn.close()
+
+        return stop
 
     async def drop_schema(self) -> None:
         """Drop this database's schema and everything in it (tests and benchmarks)."""

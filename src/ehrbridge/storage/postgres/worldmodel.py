@@ -8,7 +8,7 @@ parallel; the log is read below the database's gap-safe horizon
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,6 +55,10 @@ from ehrbridge.worldmodel.planner import (
 )
 from ehrbridge.worldmodel.projection import EntityState
 from ehrbridge.worldmodel.store import ConflictRow, Counts, LogPage, LogPosition
+
+#: the channel appends of voice facts notify on; the payload is ``<schema>|<workspace>``
+LOG_CHANNEL = "ehrbridge_log"
+_NOTIFY = b"SELECT pg_notify(%s, current_schema() || '|' || %s)"
 
 
 class PostgresStore:
@@ -103,6 +107,17 @@ class PostgresStore:
     async def close(self) -> None:
         await self.database.close()
 
+    async def watch(
+        self, workspace: str, wake: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]]:
+        wanted = f"{self.schema or 'public'}|{workspace}"
+
+        def heard(payload: str) -> None:
+            if payload == wanted:
+                wake()
+
+        return await self.database.listen(LOG_CHANNEL, heard)
+
     def resolving(self, workspace: str) -> AbstractAsyncContextManager[None]:
         """The resolution lock (see the port), per schema and workspace."""
         return self.database.exclusive(f"resolve:{workspace}")
@@ -136,6 +151,9 @@ class PostgresStore:
                     conflict_window=self.conflict_window,
                 ).plan(items)
                 await self._save(conn, workspace, plan)
+                if any(e.source.kind == "voice" for e in plan.events):
+                    # delivered at commit, to every listener on the database (watch)
+                    await conn.execute(_NOTIFY, (LOG_CHANNEL, workspace))
                 if audit is not None:
                     try:
                         await insert_audit(conn, audit(plan.results))
@@ -290,6 +308,13 @@ class PostgresStore:
             query += " AND recorded_at <= %s"
             args.append(until)
         return [event_from_row(r) for r in await self._rows(query + " ORDER BY version", args)]
+
+    async def get_event(self, workspace: str, event_id: str) -> Event | None:
+        rows = await self._rows(
+            f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE id = %s AND workspace = %s",
+            (event_id, workspace),
+        )
+        return event_from_row(rows[0]) if rows else None
 
     async def read_log(
         self,

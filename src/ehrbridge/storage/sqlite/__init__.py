@@ -10,6 +10,7 @@ from typing import Any
 from ehrbridge.storage.backend import Backend
 from ehrbridge.storage.security import KeyCache
 from ehrbridge.storage.sqlite.database import SQLiteDatabase
+from ehrbridge.storage.sqlite.review import SQLiteReviewQueue
 from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
 from ehrbridge.storage.sqlite.security import SQLiteSecurityStore
 from ehrbridge.storage.sqlite.worldmodel import SQLiteStore
@@ -24,14 +25,15 @@ async def open_sqlite(
 ) -> Backend:
     """Every port on the SQLite file at ``path`` (created and migrated if needed).
 
-    ``clock`` is the world model's time, which keys and the audit trail share; the runner's
-    leases and budgets always run on the host's clock, the one every process on the file
-    shares. ``options`` go to :class:`SQLiteStore` (thresholds, conflict window)."""
+    ``clock`` is the world model's time, which keys, the audit trail and review items share;
+    the runner's leases and budgets always run on the host's clock, the one every process on
+    the file shares. ``options`` go to :class:`SQLiteStore` (thresholds, conflict window)."""
     database = await SQLiteDatabase.open(path)
     worldmodel = SQLiteStore(database, clock=clock, **options)
     return Backend(
         worldmodel=worldmodel,
         runner=SQLiteRunnerStore(database),
         security=SQLiteSecurityStore(database, clock=clock, cache=key_cache),
+        review=SQLiteReviewQueue(database, clock=clock),
         _close=database.close,
     )

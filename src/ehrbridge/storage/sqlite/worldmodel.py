@@ -8,7 +8,7 @@ Writes are serialised by the database (``BEGIN IMMEDIATE``), so log order is com
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,6 +78,8 @@ class SQLiteStore:
         self.thresholds = thresholds
         self.conflict_window = conflict_window
         self._run = database.run
+        #: what :meth:`watch` calls after an append of voice facts, per workspace
+        self._watchers: dict[str, set[Callable[[], None]]] = {}
 
     @classmethod
     async def open(cls, path: str | Path, **options: Any) -> SQLiteStore:
@@ -109,7 +111,22 @@ class SQLiteStore:
     async def append(
         self, workspace: str, items: Sequence[Submission], *, audit: WriteAudit | None = None
     ) -> list[AppendResult]:
-        return await self._run(self._append, workspace, list(items), audit)
+        results = await self._run(self._append, workspace, list(items), audit)
+        watchers = self._watchers.get(workspace)
+        if watchers and any(e.source.kind == "voice" for r in results for e in r.events):
+            for wake in list(watchers):
+                wake()
+        return results
+
+    async def watch(
+        self, workspace: str, wake: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]]:
+        self._watchers.setdefault(workspace, set()).add(wake)
+
+        async def stop() -> None:
+            self._watchers.get(workspace, set()).discard(wake)
+
+        return stop
 
     def _append(
         self, workspace: str, items: list[Submission], audit: WriteAudit | None
@@ -248,6 +265,16 @@ class SQLiteStore:
             sql += " AND recorded_at <= ?"
             args.append(utc(until))
         return [event_from_row(r) for r in self.conn.execute(sql + " ORDER BY version", args)]
+
+    async def get_event(self, workspace: str, event_id: str) -> Event | None:
+        def read() -> Event | None:
+            row = self.conn.execute(
+                f"SELECT {EVENT_COLUMNS}, tx FROM events WHERE id = ? AND workspace = ?",
+                (event_id, workspace),
+            ).fetchone()
+            return None if row is None else event_from_row(row)
+
+        return await self._run(read)
 
     async def read_log(
         self,

@@ -1,0 +1,265 @@
+"""Who said what, and whether it stands: the rules that turn mentions into the caller's value.
+
+A :class:`Mention` is a value of some kind found at a span of a turn. :func:`stance` decides what
+that mention is worth:
+
+- the caller's own words count unless the clause puts them on someone else ("my daughter's
+  number", "his cell"), makes them hypothetical ("if I switch to..."), hedges them ("I think",
+  "or is it...?", ``[inaudible]``) or negates them ("not fifty-four");
+- a self-correction ("forty - no, sorry, twenty") withdraws what came before it in the turn;
+- the agent's words count only when the caller's next turn accepts them ("yes, that's right");
+  a next turn that starts with "no" rejects them; anything else leaves them the agent's alone.
+
+:func:`settle` then plays the mentions in order, per slot (``mobile``, ``home``...): the last value
+the caller established wins, a rejected value stays rejected unless it is established again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ehrbridge.review.grounding.spoken import is_number_word, runs
+from ehrbridge.review.verdicts import Speaker, Turn
+
+
+class Stance(StrEnum):
+    """What one mention is worth."""
+
+    #: the caller said it as their own, current value
+    ASSERTED = "asserted"
+    #: the agent said it and the caller's next turn accepted it
+    ACCEPTED = "accepted"
+    #: withdrawn, corrected, turned down or denied
+    REJECTED = "rejected"
+    #: hedged, guessed, asked, cut off
+    HEDGED = "hedged"
+    #: about someone else, or hypothetical / planned
+    ELSEWHERE = "elsewhere"
+    #: the agent said it and nobody accepted it
+    AGENT_ONLY = "agent-only"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mention:
+    """A value found in a turn, normalised as the fact's field stores it."""
+
+    value: str
+    #: the slot within the field kind (``mobile``, ``home``, ``member_id``...); None if unknown
+    slot: str | None
+    turn: int
+    start: int
+    end: int
+    speaker: Speaker
+
+
+_CLAUSE_END = re.compile(r"[.?!;]+|\s[\u2014\u2013]\s?|\s-\s|\bbut\b|\bpero\b|\bwait\b", re.I)
+_RELATIVES = (
+    r"daughter|son|husband|wife|mom|mother|dad|father|kid|child|children|sister|brother|partner"
+    r"|spouse|friend|neighbou?r|boss|grandson|granddaughter|grandma|grandpa|aunt|uncle|cousin"
+    r"|caregiver|roommate|boyfriend|girlfriend|hija|hijo|esposo|esposa|mamá|papá"
+)
+_THIRD_PARTY = re.compile(
+    rf"(?i:\b(?:my|your|his|her|their|our)\s+(?:{_RELATIVES})\b|\b(?:{_RELATIVES})'s\b"
+    r"|\b(?:his|her|he's|she's|he|she)\b|emergency contact)|\bfor\s+[A-Z][a-z]+\b",
+)
+_HYPOTHETICAL = re.compile(
+    r"\b(?:if|maybe|might|may|could|would|thinking|considering|possibly|perhaps|planning|plans? to"
+    r"|going to|next year|next month|next week|decide|will be|moving to|we're moving|starting next"
+    r"|after (?:i|we) move|quizás|tal vez)\b",
+    re.IGNORECASE,
+)
+_HEDGE = re.compile(
+    r"\b(?:i think|not sure|don't know|do not know|don't remember|i guess|probably|or is it"
+    r"|i'm not certain|no idea|check and call)\b|\[inaudible\]|\[static\]|\?",
+    re.IGNORECASE,
+)
+_PAST = re.compile(
+    r"\b(?:used to|previous(?:ly)?|former|old|switched from|changed from|until|back then"
+    r"|moved from|moving from|came from)\b",
+    re.IGNORECASE,
+)
+_OWNED_ELSEWHERE = re.compile(
+    rf"\b(?:that's|that is|it's|it is|this is|those are)\s+(?:(?:my|his|her|their|our)\s+"
+    rf"(?:{_RELATIVES})|his|hers|theirs|not mine|not my)\b",
+    re.IGNORECASE,
+)
+_HEDGE_AFTER = re.compile(
+    r"\b(?:or is it|i think|not sure|or maybe|let me check|hold on|wait|double-check|look it up"
+    r"|call (?:you )?back)\b|\[inaudible\]",
+    re.I,
+)
+_OTHERS_NUMBER = re.compile(
+    r"\b(?:the\s+)?(?:pharmacy|clinic|doctor|dentist|school|hospital|lawyer)(?:'s)?\s+"
+    r"(?:number|phone|line|fax|email)|\bfax\b|\[background\][^\[]*$",
+    re.I,
+)
+_NEGATION = re.compile(
+    r"\b(?:not|no longer|never|don't|doesn't|isn't|wasn't|stopped|quit|no more|anymore)\b",
+    re.IGNORECASE,
+)
+_CORRECTION = re.compile(
+    r"\b(?:no|wait|sorry|actually|i mean|rather|instead|scratch that|not)\b", re.IGNORECASE
+)
+_STRONG_WITHDRAWAL = re.compile(
+    r"\b(?:don't use|do not use|not that|scratch that|that's wrong|that's not|that's my work"
+    r"|not anymore|no longer)\b",
+    re.IGNORECASE,
+)
+_ACCEPT = re.compile(
+    r"^\W*(?:yes|yep|yeah|yup|correct|right|that's right|that is right|that's it|that's correct"
+    r"|perfect|exactly|sí|si|mm-hm|mhm|uh-huh|affirmative|absolutely|that's the one)\b",
+    re.IGNORECASE,
+)
+_REJECT = re.compile(r"^\W*(?:no|nope|nah|not|wrong|that's wrong|that's not)\b", re.IGNORECASE)
+_CHECK = re.compile(r"\b(?:is that (?:right|correct)|did i get|correct\?|right\?)", re.I)
+_SPOILS_ACCEPT = re.compile(
+    r"\b(?:no|not|wait|actually|but|except|instead|think|maybe|sure|probably|guess|check|then)\b",
+    re.IGNORECASE,
+)
+
+
+def clause(text: str, start: int, end: int) -> tuple[int, int]:
+    """The bounds of the clause around ``text[start:end]``: from the last clause break before it
+    to the first one after it (the break after it included, so a question mark is in)."""
+    before = 0
+    for m in _CLAUSE_END.finditer(text, 0, start):
+        before = m.end()
+    after = _CLAUSE_END.search(text, end)
+    return before, (after.end() if after else len(text))
+
+
+def turn_by_number(transcript: Sequence[Turn], number: int) -> Turn | None:
+    """The turn with this number."""
+    for t in transcript:
+        if t.turn == number:
+            return t
+    return None
+
+
+def next_turn(transcript: Sequence[Turn], number: int) -> Turn | None:
+    """The turn after turn ``number``."""
+    return turn_by_number(transcript, number + 1)
+
+
+def accepts(reply: Turn | None) -> bool:
+    """The caller's reply accepts what the agent just said ("yes, that's right"; not "yes, but",
+    not a goodbye)."""
+    if reply is None or reply.speaker != "caller":
+        return False
+    first = re.split(r"[.!?]", reply.text, maxsplit=1)[0]
+    if not _ACCEPT.search(reply.text) or _SPOILS_ACCEPT.search(first):
+        return False
+    # "yes, and then a seven": a yes that adds characters is a fix, not an acceptance
+    numbers = [w for w in re.findall(r"[\w']+", first) if is_number_word(w)]
+    return not [w for w in numbers if w.lower() not in ("one", "oh", "o")] and not runs(first)
+
+
+def rejects(reply: Turn | None) -> bool:
+    """The caller's reply turns down what the agent just said."""
+    return reply is not None and reply.speaker == "caller" and bool(_REJECT.search(reply.text))
+
+
+def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> Stance:
+    before = text[cs : m.start]
+    rest = text[m.end :]
+    _, ce = clause(text, m.start, m.end)
+    inside = text[cs:ce]
+    if _THIRD_PARTY.search(inside) or _OTHERS_NUMBER.search(text[: m.start]):
+        return Stance.ELSEWHERE
+    if _HYPOTHETICAL.search(inside):
+        return Stance.ELSEWHERE
+    tail = before[-24:]
+    if re.search(r"\b(?:not|never)\s+(?:the\s+)?$", tail, re.I) or _NEGATION.search(before):
+        return Stance.REJECTED
+    if _PAST.search(inside):
+        return Stance.ELSEWHERE
+    if _OWNED_ELSEWHERE.search(rest):
+        return Stance.ELSEWHERE
+    if _STRONG_WITHDRAWAL.search(rest[:80]):
+        return Stance.REJECTED
+    if same_kind_later and _CORRECTION.search(rest):
+        return Stance.REJECTED
+    if _HEDGE.search(inside) or _HEDGE_AFTER.search(rest[:60]):
+        return Stance.HEDGED
+    return Stance.ASSERTED
+
+
+def stance(transcript: Sequence[Turn], m: Mention, *, same_kind_later: bool = False) -> Stance:
+    """What mention ``m`` is worth (see the module docstring).
+
+    ``same_kind_later``: the same turn goes on to give another value of the same kind, so a
+    correction cue between the two withdraws this one.
+    """
+    turn = turn_by_number(transcript, m.turn)
+    if turn is None:
+        return Stance.HEDGED
+    text = turn.text
+    cs, _ = clause(text, m.start, m.end)
+    if m.speaker == "caller":
+        return _caller_context(text, cs, m, same_kind_later)
+    # the agent: its own words are never evidence, only what the caller accepts
+    _, ce = clause(text, m.start, m.end)
+    if _THIRD_PARTY.search(text[cs:ce]):
+        return Stance.ELSEWHERE
+    reply = next_turn(transcript, m.turn)
+    if rejects(reply):
+        # "No" answers the question: a value in it, or the value it asks the caller to check
+        asked = "?" in text[m.start : ce] or bool(_CHECK.search(text[m.end :]))
+        return Stance.REJECTED if asked else Stance.AGENT_ONLY
+    if accepts(reply):
+        return Stance.ACCEPTED
+    return Stance.AGENT_ONLY
+
+
+def _questioned(transcript: Sequence[Turn], number: int, turns_with: set[int]) -> bool:
+    """The agent's next turn asks about what the caller just said (without repeating a value of
+    its kind) and the caller answers "no": "Is that your cell?" - "No, it's my son's"."""
+    question = next_turn(transcript, number)
+    if question is None or question.speaker != "agent" or question.turn in turns_with:
+        return False
+    return "?" in question.text and rejects(next_turn(transcript, question.turn))
+
+
+@dataclass(kw_only=True)
+class Settlement:
+    """Per slot, the value the caller ended on, and every value rejected or put elsewhere."""
+
+    final: dict[str | None, Mention] = field(default_factory=dict)
+    rejected: dict[str, Mention] = field(default_factory=dict)
+    elsewhere: set[str] = field(default_factory=set)
+    #: hedged values heard after the slot's final value was set
+    doubts: dict[str | None, list[Mention]] = field(default_factory=dict)
+
+
+def settle(transcript: Sequence[Turn], mentions: Sequence[Mention]) -> Settlement:
+    """Play the mentions in transcript order: last established value per slot wins."""
+    out = Settlement()
+    ordered = sorted(mentions, key=lambda m: (m.turn, m.start))
+    turns_with = {m.turn for m in ordered}
+    for i, m in enumerate(ordered):
+        later = any(o.turn == m.turn and o.start > m.start for o in ordered[i + 1 :])
+        s = stance(transcript, m, same_kind_later=later)
+        if s is Stance.ASSERTED and _questioned(transcript, m.turn, turns_with):
+            s = Stance.HEDGED
+        if s in (Stance.ASSERTED, Stance.ACCEPTED):
+            if m.value in out.elsewhere:
+                continue
+            out.final[m.slot] = m
+            out.rejected.pop(m.value, None)
+            out.doubts.pop(m.slot, None)
+        elif s is Stance.REJECTED:
+            out.rejected[m.value] = m
+            current = out.final.get(m.slot)
+            if current is not None and current.value == m.value:
+                del out.final[m.slot]
+        elif s is Stance.ELSEWHERE:
+            out.elsewhere.add(m.value)
+            current = out.final.get(m.slot)
+            if current is not None and current.value == m.value:
+                del out.final[m.slot]
+        elif s is Stance.HEDGED:
+            out.doubts.setdefault(m.slot, []).append(m)
+    return out

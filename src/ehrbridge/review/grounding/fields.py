@@ -1,0 +1,308 @@
+"""Per field kind: find the values a turn speaks, normalised as the system stores them.
+
+Each finder reads one turn and returns :class:`~.dialogue.Mention` s with the slot they fill
+(a phone's ``mobile``/``home``/``work``, ``member_id`` or ``group_number``...). Phones become
+E.164 with ``phonenumbers``; emails are assembled from their spoken parts ("maria dot santos at
+example dot com"); member and group ids from spelled letters and digit groups; names only from
+spelled letters (a name that sounds right is never proof).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import phonenumbers
+
+from ehrbridge.review.grounding.dialogue import Mention, turn_by_number
+from ehrbridge.review.grounding.spoken import (
+    Run,
+    Token,
+    is_number_word,
+    number_digits,
+    runs,
+    tokens,
+)
+from ehrbridge.review.verdicts import Turn
+
+PHONE_SLOTS = {
+    "cell": "mobile", "mobile": "mobile", "celular": "mobile", "cellphone": "mobile",
+    "home": "home", "house": "home", "landline": "home", "casa": "home",
+    "work": "work", "office": "work", "trabajo": "work",
+}  # fmt: skip
+
+
+def _slot_in(text: str, words: dict[str, str], before: int | None = None) -> str | None:
+    """The slot of the last slot word in ``text[:before]`` (or the first after, if none)."""
+    found = [
+        (m.start(), words[m.group().lower()])
+        for m in re.finditer(r"[^\W\d_]+", text)
+        if m.group().lower() in words
+    ]
+    if not found:
+        return None
+    if before is None:
+        return found[-1][1]
+    earlier = [s for pos, s in found if pos < before]
+    return earlier[-1] if earlier else found[0][1]
+
+
+def slot_of(transcript: Sequence[Turn], turn: Turn, pos: int, words: dict[str, str]) -> str | None:
+    """Which slot a value at ``pos`` of ``turn`` fills: a slot word in the same turn, else in the
+    question before it, else the next slot word the caller says (or accepts) in the next four
+    turns, else the last one the caller said earlier."""
+    here = _slot_in(turn.text, words, pos)
+    if here is not None:
+        return here
+    previous = turn_by_number(transcript, turn.turn - 1)
+    if previous is not None and previous.speaker == "agent":
+        asked = _slot_in(previous.text, words)
+        if asked is not None:
+            return asked
+    for k in range(turn.turn + 1, turn.turn + 5):
+        later = turn_by_number(transcript, k)
+        if later is not None and later.speaker == "caller":
+            said = _slot_in(later.text.split(".")[0], words, 0)
+            if said is not None:
+                return said
+    for k in range(turn.turn - 1, -1, -1):
+        earlier = turn_by_number(transcript, k)
+        if earlier is not None and earlier.speaker == "caller":
+            said = _slot_in(earlier.text, words)
+            if said is not None:
+                return said
+    return None
+
+
+def e164(digits: str, region: str = "US") -> str | None:
+    """A national or international number as E.164, or None if it is not a valid number.
+
+    >>> e164("6175550199"), e164("12"), e164("+1 (312) 555-0114")
+    ('+16175550199', None, '+13125550114')
+    """
+    try:
+        parsed = phonenumbers.parse(digits, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def phone_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
+    """The full phone numbers spoken in ``turn``, E.164, with an extension when one is said."""
+    found: list[Mention] = []
+    toks = tokens(turn.text)
+    spoken = runs(turn.text, toks)
+    for i, run in enumerate(spoken):
+        if run.letters or len(run.value) not in (10, 11):
+            continue
+        number = e164(run.value)
+        if number is None:
+            continue
+        end = run.end
+        rest = turn.text[run.end : run.end + 16].lower()
+        if re.match(r"\W*(?:extension|ext)\b", rest) and i + 1 < len(spoken):
+            number += f";ext={spoken[i + 1].value}"
+            end = spoken[i + 1].end
+        slot = slot_of(transcript, turn, run.start, PHONE_SLOTS)
+        found.append(
+            Mention(
+                value=number,
+                slot=slot,
+                turn=turn.turn,
+                start=run.start,
+                end=end,
+                speaker=turn.speaker,
+            )
+        )
+    return found
+
+
+_EMAIL_SYMBOLS = {"dot": ".", "period": ".", "punto": ".", "underscore": "_", "dash": "-",
+                  "hyphen": "-", "guion": "-", "arroba": "@", "at": "@"}  # fmt: skip
+_TLDS = {"com", "org", "net", "edu", "gov", "us", "io", "co", "info", "biz", "me"}
+_EMAIL_STOP = {
+    "is", "it's", "its", "email", "e", "mail", "address", "my", "use", "personal", "work", "the",
+    "to", "be", "should", "it", "that's", "so", "that", "okay", "yes", "me", "new", "and",
+    "your", "now", "was", "say", "es", "mi", "correo", "like",
+}  # fmt: skip
+
+
+def _email_piece(toks: list[Token], i: int) -> tuple[str, int] | None:
+    """One spoken piece of an email address at ``toks[i]``: a symbol word, a number, a spelled
+    letter group or a word; and the index after it."""
+    t = toks[i]
+    low = t.low
+    if low in _EMAIL_SYMBOLS and low != "at":
+        return _EMAIL_SYMBOLS[low], i + 1
+    if t.text in (",", "-"):
+        return "", i + 1
+    if t.text == ".":
+        return None
+    words: list[str] = []
+    j = i
+    while j < len(toks) and is_number_word(toks[j].text) and toks[j].low not in ("o",):
+        words.append(toks[j].low)
+        j += 1
+        while j < len(toks) and toks[j].text == "-":
+            j += 1
+    if words:
+        digits = number_digits(words)
+        return (digits, j) if digits is not None else None
+    if t.text.isalpha():
+        return low, i + 1
+    return None
+
+
+def email_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
+    """The email addresses spoken in ``turn``, lower-case: ``priya dot raman eighty-two at
+    example dot com`` → ``priya.raman82@example.com``."""
+    del transcript
+    toks = tokens(turn.text)
+    found: list[Mention] = []
+    for k, t in enumerate(toks):
+        if t.low not in ("at", "arroba"):
+            continue
+        # the local part: pieces back to a stop word or a sentence break
+        i = k - 1
+        while i >= 0 and toks[i].low not in _EMAIL_STOP and toks[i].text not in (".", ":", "?"):
+            i -= 1
+        local = ""
+        j = i + 1
+        while j < k:
+            piece = _email_piece(toks, j)
+            if piece is None:
+                local = ""
+                break
+            local += piece[0]
+            j = piece[1]
+        # the domain: pieces up to a known top-level domain
+        domain = ""
+        j = k + 1
+        end = -1
+        while j < len(toks) and j < k + 12:
+            piece = _email_piece(toks, j)
+            if piece is None:
+                break
+            domain += piece[0]
+            j = piece[1]
+            if piece[0] in _TLDS and domain.endswith("." + piece[0]):
+                end = toks[j - 1].end
+                break
+        local = local.strip(".-_")
+        if local and end > 0 and re.fullmatch(r"[a-z0-9._%+-]+", local):
+            start = toks[i + 1].start
+            found.append(
+                Mention(
+                    value=f"{local}@{domain}",
+                    slot=_email_slot(turn.text, start),
+                    turn=turn.turn,
+                    start=start,
+                    end=end,
+                    speaker=turn.speaker,
+                )
+            )
+    return found
+
+
+def _email_slot(text: str, pos: int) -> str | None:
+    """Emails have one slot; a work address said to be the work one is kept apart."""
+    del text, pos
+    return "email"
+
+
+CODE_SLOTS = {"group": "group_number", "grupo": "group_number", "member": "member_id",
+              "id": "member_id", "subscriber": "member_id", "policy": "member_id"}  # fmt: skip
+
+
+def code_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
+    """Member and group ids: spelled letters and digit groups, at least five characters with a
+    digit (``X as in x-ray, O as in Oscar, F, then four eight two`` → ``XOF482``)."""
+    found: list[Mention] = []
+    for run in runs(turn.text):
+        if len(run.value) < 5 or not any(c.isdigit() for c in run.value):
+            continue
+        slot = slot_of(transcript, turn, run.start, CODE_SLOTS)
+        found.append(
+            Mention(
+                value=run.value,
+                slot=slot,
+                turn=turn.turn,
+                start=run.start,
+                end=run.end,
+                speaker=turn.speaker,
+            )
+        )
+    return found
+
+
+_ADDRESS_CONTEXT = re.compile(
+    r"\b(?:zip|postal|address|street|st|avenue|ave|road|rd|drive|dr|lane|ln|boulevard|blvd|court"
+    r"|way|place|unit|apartment|apt|suite|massachusetts|illinois|texas|california|new york"
+    r"|florida|town)\b",
+    re.IGNORECASE,
+)
+
+
+def zip_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
+    """Five-digit runs spoken where an address or a ZIP code is being given."""
+    previous = turn_by_number(transcript, turn.turn - 1)
+    context = turn.text + " " + (previous.text if previous else "")
+    if not _ADDRESS_CONTEXT.search(context):
+        return []
+    return [
+        Mention(
+            value=r.value,
+            slot="postal_code",
+            turn=turn.turn,
+            start=r.start,
+            end=r.end,
+            speaker=turn.speaker,
+        )
+        for r in runs(turn.text)
+        if r.letters == 0 and len(r.value) == 5
+    ]
+
+
+NAME_SLOTS = {"last": "family", "surname": "family", "apellido": "family", "family": "family",
+              "first": "given", "given": "given", "nombre": "given"}  # fmt: skip
+
+
+def name_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
+    """Names spelled letter by letter (three letters or more), as ``Achterberg``; the slot from
+    "last name"/"first name" nearby, else from the spoken word the spelling follows."""
+    found: list[Mention] = []
+    for run in runs(turn.text):
+        if run.letters != len(run.value) or len(run.value) < 3:
+            continue
+        slot = _slot_in(turn.text, NAME_SLOTS, run.start)
+        if slot is None:
+            slot = _spelled_word_slot(turn.text, run)
+        if slot is None:
+            previous = turn_by_number(transcript, turn.turn - 1)
+            if previous is not None and previous.speaker == "agent":
+                slot = _slot_in(previous.text, NAME_SLOTS)
+        found.append(
+            Mention(
+                value=run.value.capitalize(),
+                slot=slot,
+                turn=turn.turn,
+                start=run.start,
+                end=run.end,
+                speaker=turn.speaker,
+            )
+        )
+    return found
+
+
+def _spelled_word_slot(text: str, run: Run) -> str | None:
+    """``Gerald Okonkwo, O-K-O-N-K-W-O``: the spelling follows the second of two capitalised
+    words, the family name; ``Marcus, M-A-R-C-U-S`` after a single one says nothing."""
+    before = text[: run.start]
+    names = re.findall(r"\b([A-Z][a-zà-ÿ]+)\s+([A-Z][a-zà-ÿ]+)\W*$", before)
+    if names and names[-1][1].lower()[:2] == run.value.lower()[:2]:
+        return "family"
+    if names and names[-1][0].lower()[:2] == run.value.lower()[:2]:
+        return "given"
+    return None

@@ -1,0 +1,342 @@
+"""The transcript-grounding judge: offline, deterministic, and unsure whenever in doubt.
+
+For a fact of a kind it can read (phones, emails, member and group ids, ZIP codes, spelled names,
+birth dates, address lines and cities, appointments, medications, allergies, languages, payers,
+pharmacies, plans), it finds every mention of that kind of value in the transcript, decides what
+each mention is worth (:mod:`.dialogue`) and settles the value the caller ended on:
+
+- that value equals the fact (after normalisation) → **supported**, with the spans it rests on;
+- a different value is established, or the fact's value was corrected, turned down or denied →
+  **contradicted**;
+- anything else (never said, only the agent, someone else's, hedged, cut off) → **unsure**.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from ehrbridge.review.grounding import booking, clinical, phrases
+from ehrbridge.review.grounding.address import address_mentions, canonical_line, city_mentions
+from ehrbridge.review.grounding.dates import birth_dates
+from ehrbridge.review.grounding.dialogue import Mention, Stance, settle, stance, turn_by_number
+from ehrbridge.review.grounding.fields import (
+    code_mentions,
+    e164,
+    email_mentions,
+    name_mentions,
+    phone_mentions,
+    zip_mentions,
+)
+from ehrbridge.review.grounding.finding import Finding, unsure
+from ehrbridge.review.grounding.spoken import is_number_word, runs, tokens
+from ehrbridge.review.verdicts import Case, Evidence, Outcome, Turn, Verdict, evidence_in
+
+Finder = Callable[[Sequence[Turn], Turn], list[Mention]]
+
+_BIRTH_CUES = re.compile(r"date of birth|birthday|born|\bdob\b|fecha de nacimiento", re.I)
+
+
+def _birth_finder(call_year: int) -> Finder:
+    def find(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
+        previous = turn_by_number(transcript, turn.turn - 1)
+        asked = previous is not None and bool(_BIRTH_CUES.search(previous.text))
+        if not asked and not _BIRTH_CUES.search(turn.text):
+            return []
+        day_first = bool(re.search(r"day first|día primero", turn.text, re.I))
+        return [
+            Mention(
+                value=d.value.isoformat(),
+                slot="birth_date",
+                turn=turn.turn,
+                start=d.start,
+                end=d.end,
+                speaker=turn.speaker,
+            )
+            for d in birth_dates(turn.text, call_year, day_first=day_first)
+        ]
+
+    return find
+
+
+def _phone_value(value: object) -> str | None:
+    text = str(value)
+    number, _, ext = text.partition(";ext=")
+    canonical = e164(number)
+    return None if canonical is None else canonical + (f";ext={ext}" if ext else "")
+
+
+#: (entity type, field) → (finder, the slot it fills, the fact's value normalised)
+SLOTTED: dict[tuple[str, str], tuple[str, Callable[[object], str | None]]] = {
+    ("Patient", "phone.mobile"): ("mobile", _phone_value),
+    ("Patient", "phone.home"): ("home", _phone_value),
+    ("Patient", "phone.work"): ("work", _phone_value),
+    ("Patient", "email"): ("email", lambda v: str(v).strip().lower()),
+    ("InsurancePlan", "member_id"): ("member_id", lambda v: re.sub(r"[\s-]", "", str(v)).upper()),
+    ("InsurancePlan", "group_number"): (
+        "group_number",
+        lambda v: re.sub(r"[\s-]", "", str(v)).upper(),
+    ),
+    ("Patient", "address.postal_code"): ("postal_code", lambda v: str(v).strip()[:5]),
+    ("Patient", "name.family"): ("family", lambda v: str(v).strip().capitalize()),
+    ("Patient", "name.given"): ("given", lambda v: str(v).strip().capitalize()),
+    ("Patient", "birth_date"): ("birth_date", lambda v: str(v).strip()[:10]),
+    ("Patient", "address.line"): ("address.line", lambda v: canonical_line(str(v))),
+    ("Patient", "address.city"): ("address.city", lambda v: str(v).strip().lower()),
+}
+
+
+def _finder(case: Case) -> Finder | None:
+    field = case.fact.field
+    if field.startswith("phone."):
+        return phone_mentions
+    return {
+        "email": email_mentions,
+        "member_id": code_mentions,
+        "group_number": code_mentions,
+        "address.postal_code": zip_mentions,
+        "name.family": name_mentions,
+        "name.given": name_mentions,
+        "birth_date": _birth_finder(case.call_started_at.year),
+        "address.line": address_mentions,
+        "address.city": city_mentions,
+    }.get(field)
+
+
+def _inherit_slots(mentions: list[Mention]) -> list[Mention]:
+    """A mention with no slot of its own (a bare read-back) takes the slot of the mention just
+    before it (within two turns): the agent is reading back what was just said."""
+    out: list[Mention] = []
+    for m in sorted(mentions, key=lambda x: (x.turn, x.start)):
+        if m.slot is None and m.speaker == "agent":
+            before = [o for o in out if o.slot is not None and m.turn - 2 <= o.turn <= m.turn]
+            if before:
+                m = Mention(
+                    value=m.value,
+                    slot=before[-1].slot,
+                    turn=m.turn,
+                    start=m.start,
+                    end=m.end,
+                    speaker=m.speaker,
+                )
+        out.append(m)
+    return out
+
+
+def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
+    """Judge a fact whose values can be found and compared exactly (see the module docstring)."""
+    if want is None:
+        return unsure("the fact's value cannot be normalised for its field")
+    mentions = _inherit_slots([m for t in case.transcript for m in finder(case.transcript, t)])
+    ledger = settle(case.transcript, mentions)
+    final = ledger.final.get(slot)
+    rejected = ledger.rejected.get(want)
+    if final is not None and final.value == want:
+        doubts = [d for d in ledger.doubts.get(slot, []) if d.value != want]
+        if doubts:
+            return unsure("another value was floated after it", [doubts[0]])
+        fixed = _read_back_fixed(case, mentions, want) if slot in _CHARACTERS else None
+        if fixed is not None:
+            return unsure(
+                f"the caller answers a read-back with other characters (turn {fixed.turn})", [fixed]
+            )
+        late = _late_correction(case, final.turn)
+        if late is not None:
+            return unsure(f"the caller corrects something after turn {final.turn}", [late])
+        if slot == "email" and not _spelling_agrees(case, final):
+            return unsure("the caller's spelling does not match the address")
+        support = [m for m in mentions if m.value == want and m.slot == slot]
+        return Finding(
+            outcome=Outcome.SUPPORTED,
+            reason=f"the caller's final {slot} is this value (turn {final.turn})",
+            mentions=support[-3:],
+            value=want,
+        )
+    if final is not None:
+        return Finding(
+            outcome=Outcome.CONTRADICTED,
+            reason=f"the caller's final {slot} is a different value (turn {final.turn})",
+            mentions=[final],
+            value=final.value,
+        )
+    if rejected is not None:
+        return Finding(
+            outcome=Outcome.CONTRADICTED,
+            reason=f"the value was corrected or turned down (turn {rejected.turn})",
+            mentions=[rejected],
+            value=want,
+        )
+    if want in ledger.elsewhere:
+        return unsure("the value is someone else's, or only hypothetical")
+    return unsure(f"the transcript does not establish the {slot}")
+
+
+_LATE_FIX = re.compile(
+    r"\b(?:actually|wait|sorry|correction|i mean|scratch that|i said)\b|^\W*no\b", re.I
+)
+
+
+_OTHER = re.compile(r"\b(?:other|different|another|instead|don't use|change)\b", re.I)
+#: number words that are mostly not numbers ("the old one", "oh, ...")
+_PRONOUNS = {"one", "oh", "o", "once", "una", "won", "ate"}
+
+
+def _late_correction(case: Case, after: int) -> Mention | None:
+    """A caller turn after the final value that corrects something and speaks digits or letters:
+    a partial fix ("actually, the last digit is eight") the finders cannot place."""
+    for t in case.transcript:
+        if t.turn <= after or t.speaker != "caller":
+            continue
+        fix = _LATE_FIX.search(t.text)
+        if fix is None:
+            continue
+        if _OTHER.search(t.text):
+            return Mention(
+                value="",
+                slot=None,
+                turn=t.turn,
+                start=fix.start(),
+                end=fix.end(),
+                speaker="caller",
+            )
+        numbers = [k for k in tokens(t.text) if is_number_word(k.text) and k.low not in _PRONOUNS]
+        if runs(t.text) or numbers:
+            return Mention(
+                value="",
+                slot=None,
+                turn=t.turn,
+                start=fix.start(),
+                end=fix.end(),
+                speaker="caller",
+            )
+    return None
+
+
+#: slots whose values are strings of characters a caller may fix one by one
+_CHARACTERS = {"mobile", "home", "work", "member_id", "group_number", "email", "postal_code"}
+
+
+def _read_back_fixed(case: Case, mentions: Sequence[Mention], want: str) -> Mention | None:
+    """The caller answers the agent's read-back of this value with digits or letters that are
+    not in it ("oh one two eight", to a read-back ending 0127): a fix the finders cannot place."""
+    chars = re.sub(r"[^A-Za-z0-9]", "", want).upper()
+    for m in mentions:
+        if m.speaker != "agent" or m.value != want:
+            continue
+        reply = turn_by_number(case.transcript, m.turn + 1)
+        if reply is None or reply.speaker != "caller":
+            continue
+        for r in runs(reply.text):
+            if len(r.value) >= 2 and r.value.upper() not in chars:
+                return Mention(
+                    value=r.value,
+                    slot=None,
+                    turn=reply.turn,
+                    start=r.start,
+                    end=r.end,
+                    speaker="caller",
+                )
+    return None
+
+
+def _spelling_agrees(case: Case, final: Mention) -> bool:
+    """Letters and digits the caller spells around an email must be in it ("R, A, M as in Mike,
+    A, N" in ``priya.raman82@...``); a spelling that disagrees is a correction we cannot read."""
+    local = re.sub(r"[^a-z0-9]", "", final.value.split("@")[0])
+    for t in case.transcript:
+        if t.speaker != "caller" or not final.turn - 3 <= t.turn <= final.turn + 3:
+            continue
+        for r in runs(t.text):
+            if r.letters and r.value.lower() not in local:
+                return False
+    return True
+
+
+_INTRO = re.compile(
+    r"\b(?:this is|my name is|my name's|i'm|i am|it's|name is)\s+"
+    r"([A-Z][a-zà-ÿ'-]+(?:\s+[A-Z][a-zà-ÿ'-]+){0,2})"
+)
+_NAME_DOUBT = re.compile(
+    r"legal name|goes by|nickname|calls me|call me|put down|spell|spelt|spelled|maiden|"
+    r"[A-Z]-[A-Z]|\bas in\b",
+    re.IGNORECASE,
+)
+
+
+def said_name(case: Case, slot: str, want: str) -> Finding | None:
+    """A name said, unspelled, exactly as stored when the caller introduces themself ("this is
+    Maria Delgado"): the only spoken evidence for a name besides its spelling. Never a
+    contradiction (a name that sounds different may be the transcript's spelling), and nothing
+    at all when the call spells a name or talks about nicknames and legal names."""
+    if any(_NAME_DOUBT.search(t.text) for t in case.transcript):
+        return None
+    for t in case.transcript:
+        if t.speaker != "caller":
+            continue
+        for m in _INTRO.finditer(t.text):
+            words = m.group(1).split()
+            if len(words) < 2:
+                continue
+            word = words[0] if slot == "given" else words[-1]
+            start = m.start(1) + (0 if slot == "given" else m.group(1).rindex(word))
+            probe = Mention(value=word, slot=slot, turn=t.turn, start=start,
+                            end=start + len(word), speaker="caller")  # fmt: skip
+            if word == want and stance(case.transcript, probe) is Stance.ASSERTED:
+                reason = f"the caller gives this name exactly (turn {t.turn})"
+                return Finding(
+                    outcome=Outcome.SUPPORTED, reason=reason, mentions=[probe], value=want
+                )
+    return None
+
+
+class GroundingJudge:
+    """Judges a fact against its call's transcript with deterministic rules (module docstring)."""
+
+    name = "grounding"
+    version = "1.0.0"
+
+    async def judge(self, case: Case) -> Verdict:
+        """The verdict for ``case``; unsure, with the reason, for anything it cannot read."""
+        return self.judge_now(case)
+
+    def judge_now(self, case: Case) -> Verdict:
+        """:meth:`judge` without the event loop (the rules never wait on anything)."""
+        try:
+            finding = self._find(case)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            finding = unsure(f"the judge could not read this case ({type(exc).__name__})")
+        return Verdict(
+            outcome=finding.outcome,
+            judge=self.name,
+            version=self.version,
+            reason=finding.reason,
+            evidence=_evidence(case.transcript, finding.mentions),
+            value=finding.value,
+        )
+
+    def _find(self, case: Case) -> Finding:
+        key = (case.fact.entity_type, case.fact.field)
+        if key in SLOTTED:
+            finder = _finder(case)
+            slot, normalise = SLOTTED[key]
+            if finder is None:
+                return unsure("no reader for this field")
+            found = slotted(case, finder, slot, normalise(case.fact.value))
+            if found.outcome is Outcome.UNSURE and slot in ("given", "family"):
+                return said_name(case, slot, str(case.fact.value)) or found
+            return found
+        if case.fact.entity_type == "Appointment":
+            return booking.judge(case)
+        if case.fact.entity_type in ("MedicationOrder", "AllergyIntolerance"):
+            return clinical.judge(case)
+        return phrases.judge(case)
+
+
+def _evidence(transcript: Sequence[Turn], mentions: Sequence[Mention]) -> tuple[Evidence, ...]:
+    out: list[Evidence] = []
+    for m in mentions:
+        try:
+            out.append(evidence_in(transcript, m.turn, m.start, m.end))
+        except (IndexError, StopIteration):
+            continue
+    return tuple(out)
