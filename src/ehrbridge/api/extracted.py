@@ -38,6 +38,7 @@ from ehrbridge.api.models import (
     TranscriptAttach,
     WriteResult,
 )
+from ehrbridge.api.permissions import type_named
 from ehrbridge.api.slots import SlotIndex
 from ehrbridge.audit import WriteAudit
 from ehrbridge.confidence import Level
@@ -103,7 +104,7 @@ async def existing(
     if state is not None and state.merged_into:
         state = await model.state(entity_type, state.merged_into)
     if state is None:
-        raise NotFound(f"{where}: no such {entity_type} in this workspace")
+        raise NotFound(f"{where}: no such {type_named(entity_type)} in this workspace")
     return state
 
 

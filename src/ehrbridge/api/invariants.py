@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, Final
 
+from ehrbridge.api.permissions import type_named
 from ehrbridge.api.slots import SlotIndex
 from ehrbridge.errors import InvalidInput, NotFound, SlotUnavailable
 from ehrbridge.worldmodel.entities import spec_for
@@ -123,7 +124,7 @@ async def resolved(model: WorldModel, value: object, targets: tuple[str, ...], w
     if state is not None and state.merged_into:
         state = await model.state(entity_type, state.merged_into)
     if state is None:
-        raise NotFound(f"{where}: no such {entity_type} in this workspace")
+        raise NotFound(f"{where}: no such {type_named(entity_type)} in this workspace")
     return f"{entity_type}/{state.entity_id}"
 
 

@@ -44,6 +44,16 @@ def require(principal: Principal, permission: Permission) -> None:
         raise PermissionDenied(permission)
 
 
+def type_named(entity_type: str, unknown: str = "entity") -> str:
+    """``entity_type`` to name back in a message: a type the world model knows, else ``unknown``
+    (a type it does not know is the caller's own text).
+
+    >>> type_named("Patient"), type_named("Qz00xW")
+    ('Patient', 'entity')
+    """
+    return entity_type if entity_type in ENTITY_TYPES else unknown
+
+
 def may_write_type(principal: Principal, entity_type: str) -> bool:
     """Whether ``principal`` may write entities of ``entity_type``: an agent key within its
     write scope (``principal.write_types``); operator and admin keys any type."""
@@ -60,7 +70,8 @@ def require_voice_write(principal: Principal, entity_type: str, level: Level) ->
         )
     if not may_write_type(principal, entity_type):
         # a type the world model does not know is not named back: it is the caller's text
-        named = f"{entity_type} entities" if entity_type in ENTITY_TYPES else "this entity type"
+        named = type_named(entity_type, "this entity type")
+        named = f"{named} entities" if named != "this entity type" else named
         raise PermissionDenied(
             "write.voice",
             f"this key may not write {named} (outside its write scope)",

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ehrbridge.api.models import EntitySearch, EventView, PatientSearch, Timeline
+from ehrbridge.api.permissions import type_named
 from ehrbridge.errors import InvalidInput, NotFound
 from ehrbridge.worldmodel.events import Event
 from ehrbridge.worldmodel.matching import normalize_email, normalize_name, normalize_phone
@@ -107,7 +108,7 @@ async def require_state(model: WorldModel, entity_type: str, entity_id: str) -> 
     (the same whether it exists in another workspace or nowhere)."""
     state = await model.state(entity_type, entity_id)
     if state is None:
-        raise NotFound(f"no such {entity_type} in this workspace")
+        raise NotFound(f"no such {type_named(entity_type)} in this workspace")
     return state
 
 
@@ -117,7 +118,7 @@ async def timeline(
     """The entity's own events after ``after_version``, oldest first, at most ``limit``."""
     events: list[Event] = await model.events(entity_type, entity_id)
     if not events:
-        raise NotFound(f"no such {entity_type} in this workspace")
+        raise NotFound(f"no such {type_named(entity_type)} in this workspace")
     page = [e for e in events if e.version > after_version][:limit]
     more = bool(page) and page[-1].version < events[-1].version
     return Timeline(

@@ -60,7 +60,7 @@ from ehrbridge.api.models import (
     TranscriptAttach,
     WriteResult,
 )
-from ehrbridge.api.permissions import Permission, require, require_voice_write
+from ehrbridge.api.permissions import Permission, require, require_voice_write, type_named
 from ehrbridge.api.prompt import DEFAULT_BUDGET, render_candidates, render_context, render_no_match
 from ehrbridge.api.slots import SlotIndex
 from ehrbridge.api.store import AuditEntry, AuditLog, Outcome, Principal
@@ -427,7 +427,7 @@ class AgentService:
         async def work(model: WorldModel, trail: _Trail) -> EntityView:
             state = await model.state(request.entity_type, request.entity_id, as_of=request.as_of)
             if state is None:
-                raise NotFound(f"no such {request.entity_type} in this workspace")
+                raise NotFound(f"no such {type_named(request.entity_type)} in this workspace")
             trail.touched(state.entity_type, state.entity_id)
             return EntityView.of(state)
 

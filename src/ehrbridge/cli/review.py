@@ -18,6 +18,7 @@ decided (claimed by another operator, already decided, not found) exits 3 with t
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,7 +37,8 @@ from ehrbridge.cli.options import DbOption, WorkspaceOption
 from ehrbridge.errors import InvalidInput, ReviewConflict
 from ehrbridge.review.desk import ReviewDesk
 from ehrbridge.review.evaluation import evaluate, load_cases, summarise
-from ehrbridge.review.grounding.judge import GroundingJudge
+from ehrbridge.review.judges import judge_named
+from ehrbridge.review.llm import LlmSettings
 from ehrbridge.review.queue import ItemQuery, ReviewItem
 from ehrbridge.storage import DEFAULT_URL, Backend, open_backend
 from ehrbridge.worldmodel.model import WorldModel
@@ -360,14 +362,33 @@ def eval_command(
     judge: Annotated[
         JudgeChoice, typer.Option("--judge", help="which judge to run")
     ] = JudgeChoice.GROUNDING,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="the LLM's OpenAI-compatible API base")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="the LLM's model")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option("--api-key-env", help="the variable that holds the LLM's key")
+    ] = None,
+    json_object: Annotated[
+        bool, typer.Option("--json-object", help="ask for json_object (llama-cpp-python)")
+    ] = False,
 ) -> None:
     """Run a judge over labelled cases: one JSON line per case, then the summary."""
+    settings = None
     if judge is not JudgeChoice.GROUNDING:
-        errors.print(f"[red]error:[/red] the {judge.value} judge is not available yet")
-        raise typer.Exit(2)
+        if not base_url or not model:
+            errors.print(f"[red]error:[/red] the {judge.value} judge needs --base-url and --model")
+            raise typer.Exit(2)
+        settings = LlmSettings(
+            base_url=base_url,
+            model=model,
+            api_key=os.environ.get(api_key_env) if api_key_env else None,
+            response_format="json_object" if json_object else "json_schema",
+        )
     with cli_errors(errors, escaped=True):
         cases = load_cases(file)
-        results = asyncio.run(evaluate(GroundingJudge(), cases))
+        chosen = judge_named(judge.value, settings)
+        results = asyncio.run(evaluate(chosen, cases))
     for result in results:
         typer.echo(orjson.dumps(result.as_json()).decode())
     typer.echo(orjson.dumps(summarise(results).as_json()).decode())

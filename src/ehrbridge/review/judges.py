@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from ehrbridge.errors import ConfigError
 from ehrbridge.review.grounding.judge import GroundingJudge
+from ehrbridge.review.llm import LlmJudge, LlmSettings
+from ehrbridge.review.policy import PolicyJudge
 from ehrbridge.review.verdicts import Judge
 
 
-def judge_named(name: str) -> Judge:
-    """The judge called ``name`` (``grounding``; ``llm`` and ``policy`` need the LLM judge's
-    settings)."""
+def judge_named(name: str, llm: LlmSettings | None = None) -> Judge:
+    """The judge called ``name``: ``grounding``, ``llm`` or ``policy`` (grounding, then the LLM
+    for what it leaves unsure); the last two ask the endpoint of ``llm``."""
     if name == "grounding":
         return GroundingJudge()
-    raise ConfigError([f"review.judge: the {name} judge is not available yet"])
+    if name not in ("llm", "policy"):
+        raise ConfigError([f"review.judge: no judge called {name}"])
+    if llm is None:
+        raise ConfigError([f"review.llm: the {name} judge needs the LLM's settings"])
+    if name == "llm":
+        return LlmJudge(llm)
+    return PolicyJudge(GroundingJudge(), LlmJudge(llm))

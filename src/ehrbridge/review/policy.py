@@ -6,7 +6,7 @@ only about what it left *unsure* (:func:`needs_llm`), and can never overturn a *
 
 from __future__ import annotations
 
-from ehrbridge.review.verdicts import Outcome, Verdict
+from ehrbridge.review.verdicts import Case, Judge, Outcome, Verdict
 
 
 def needs_llm(deterministic: Verdict) -> bool:
@@ -32,4 +32,21 @@ def combine(deterministic: Verdict, llm: Verdict) -> Verdict:
     return llm
 
 
-__all__ = ["combine", "needs_llm"]
+class PolicyJudge:
+    """The ``policy`` judge: the deterministic judge first, the LLM judge for what it leaves
+    unsure (:func:`combine`)."""
+
+    name = "policy"
+
+    def __init__(self, deterministic: Judge, llm: Judge) -> None:
+        self.deterministic, self.llm = deterministic, llm
+        self.version = f"{deterministic.name}/{deterministic.version}+{llm.name}/{llm.version}"
+
+    async def judge(self, case: Case) -> Verdict:
+        first = await self.deterministic.judge(case)
+        if not needs_llm(first):
+            return first
+        return combine(first, await self.llm.judge(case))
+
+
+__all__ = ["PolicyJudge", "combine", "needs_llm"]

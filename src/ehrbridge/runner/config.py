@@ -42,6 +42,19 @@ JUDGES = ("grounding", "llm", "policy")
 
 
 @dataclass(frozen=True, kw_only=True)
+class LlmConfig:
+    """The ``review.llm`` section: the OpenAI-compatible endpoint the LLM judge asks."""
+
+    base_url: str
+    model: str
+    #: the API key, a reference (``{env: NAME}`` or ``{file: PATH}``); None sends none
+    api_key: SecretRef | None = None
+    timeout: timedelta = timedelta(seconds=30)
+    #: ``json_schema`` (OpenAI) or ``json_object`` (llama-cpp-python's server)
+    response_format: str = "json_schema"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReviewConfig:
     """The ``review:`` section: which judge the review loop asks, and what its verdicts do."""
 
@@ -50,6 +63,8 @@ class ReviewConfig:
     judge: str = "grounding"
     #: what the verdicts do with a fact (time zone, contradictions, what needs a human)
     policy: ReviewPolicy = field(default_factory=ReviewPolicy)
+    #: the LLM judge's endpoint (required for ``llm`` and ``policy``)
+    llm: LlmConfig | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

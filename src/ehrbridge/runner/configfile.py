@@ -69,7 +69,14 @@ from ehrbridge.errors import ConfigError
 from ehrbridge.fhir.mapping.resource_types import R4_RESOURCE_TYPES
 from ehrbridge.review.loop import ReviewPolicy
 from ehrbridge.review.verdicts import Route
-from ehrbridge.runner.config import JUDGES, MetricsConfig, ReviewConfig, RunnerConfig, Timing
+from ehrbridge.runner.config import (
+    JUDGES,
+    LlmConfig,
+    MetricsConfig,
+    ReviewConfig,
+    RunnerConfig,
+    Timing,
+)
 from ehrbridge.runner.durations import format_duration, parse_duration
 from ehrbridge.runner.yamlfile import LocatedYaml, YamlRefused, read_yaml
 
@@ -307,6 +314,7 @@ class _Checker:
 
     def review(self, value: Any, path: str) -> ReviewConfig | None:
         keys = {"judge", "timezone", "contradicted", "human_types", "human_fields", "catch_up"}
+        keys |= {"llm"}
         raw = self.mapping(value, path, set(), keys)
         if raw is None:
             return None
@@ -327,6 +335,9 @@ class _Checker:
             if "catch_up" in raw
             else ReviewPolicy().catch_up
         )
+        llm = self.llm(raw["llm"], f"{path}.llm") if raw.get("llm") is not None else None
+        if judge in ("llm", "policy") and "llm" not in raw:
+            self.fail(f"{path}.llm", f"the {judge} judge needs the LLM's base_url and model")
         if len(self.problems) > ok or judge is None or zone is None or catch_up is None:
             return None
         defaults = ReviewPolicy()
@@ -337,7 +348,32 @@ class _Checker:
             human_fields=defaults.human_fields if fields is None else fields,
             catch_up=catch_up,
         )
-        return ReviewConfig(judge=judge, policy=policy)
+        return ReviewConfig(judge=judge, policy=policy, llm=llm)
+
+    def llm(self, value: Any, path: str) -> LlmConfig | None:
+        keys = {"api_key", "timeout", "response_format"}
+        raw = self.mapping(value, path, {"base_url", "model"}, keys)
+        if raw is None:
+            return None
+        ok = len(self.problems)
+        if "base_url" not in raw or "model" not in raw:
+            return None  # named by mapping()
+        base_url = self.url(raw["base_url"], f"{path}.base_url")
+        model = self.text(raw["model"], f"{path}.model")
+        api_key = self.secret(raw["api_key"], f"{path}.api_key") if "api_key" in raw else None
+        timeout = (
+            self.duration(raw["timeout"], f"{path}.timeout", at_least=MIN_TIMING)
+            if "timeout" in raw
+            else timedelta(seconds=30)
+        )
+        form = raw.get("response_format", "json_schema")
+        if form not in ("json_schema", "json_object"):
+            self.fail(f"{path}.response_format", "expected json_schema or json_object")
+        if len(self.problems) > ok or base_url is None or model is None or timeout is None:
+            return None
+        return LlmConfig(
+            base_url=base_url, model=model, api_key=api_key, timeout=timeout, response_format=form
+        )
 
     def names(self, value: Any, path: str, pattern: re.Pattern[str]) -> frozenset[str] | None:
         """A list of names matching ``pattern`` (None when absent or wrong)."""

@@ -16,8 +16,9 @@ from ehrbridge.connectors.rest.poller import RestPoller
 from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import EhrbridgeError, InvalidInput, LoopFailed
 from ehrbridge.review.judges import judge_named
+from ehrbridge.review.llm import LlmSettings
 from ehrbridge.review.loop import ReviewLoop
-from ehrbridge.runner.config import Timing
+from ehrbridge.runner.config import LlmConfig, Timing
 from ehrbridge.runner.configfile import load_config
 from ehrbridge.runner.loops import Loop
 from ehrbridge.runner.service import Runner
@@ -43,7 +44,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
     loops: list[Loop] = []
     if config.review is not None:  # the review loop: the judge it names, with its policy
         try:
-            judge = judge_named(config.review.judge)
+            judge = judge_named(config.review.judge, llm_settings(config.review.llm))
         except EhrbridgeError as exc:
             log.error("cannot start: %s", exc)
             await backend.close()
@@ -92,6 +93,19 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         await rest.aclose()
         await backend.close()
     return STOPPED
+
+
+def llm_settings(wanted: LlmConfig | None) -> LlmSettings | None:
+    """The LLM judge's settings from the ``review.llm`` section, its key resolved."""
+    if wanted is None:
+        return None
+    return LlmSettings(
+        base_url=wanted.base_url,
+        model=wanted.model,
+        api_key=None if wanted.api_key is None else wanted.api_key.resolve(),
+        timeout=wanted.timeout.total_seconds(),
+        response_format="json_object" if wanted.response_format == "json_object" else "json_schema",
+    )
 
 
 def _stopper(runner: Runner, signum: int) -> Callable[[], None]:

@@ -118,4 +118,4 @@ def test_review_eval_errors(tmp_path: Path) -> None:
     assert "bad.jsonl:1: 'id' has the wrong type" in " ".join(result.output.split())
     llm = CliRunner().invoke(app, ["review", "eval", str(bad), "--judge", "llm"])
     assert llm.exit_code == 2
-    assert "not available yet" in llm.output
+    assert "needs --base-url and --model" in llm.output

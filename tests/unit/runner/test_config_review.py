@@ -24,6 +24,7 @@ def test_a_review_section_names_the_judge_and_its_policy() -> None:
     config = parse_config(
         BASE
         + "review:\n  judge: policy\n  timezone: America/Chicago\n  contradicted: human\n"
+        + "  llm: {base_url: 'http://127.0.0.1:8080/v1', model: m}\n"
         + "  human_types: [MedicationOrder]\n  human_fields: [Patient.name.family]\n"
         + "  catch_up: 2s\n"
     )
@@ -66,3 +67,30 @@ def test_a_bad_review_section_names_key_and_line(section: str, expected: str | N
     assert len(problems) == 1 and problems[0].startswith("config.yaml:3: review")
     if expected is not None:
         assert problems == [expected]
+
+
+def test_the_llm_and_policy_judges_name_their_endpoint() -> None:
+    config = parse_config(
+        BASE
+        + "review:\n  judge: policy\n  llm:\n    base_url: http://127.0.0.1:8080/v1\n"
+        + "    model: smollm2\n    api_key: {env: LLM_KEY}\n    timeout: 10s\n"
+        + "    response_format: json_object\n"
+    )
+    assert config.review is not None and config.review.llm is not None
+    llm = config.review.llm
+    assert (llm.base_url, llm.model, llm.response_format) == (
+        "http://127.0.0.1:8080/v1",
+        "smollm2",
+        "json_object",
+    )
+    assert llm.api_key is not None and llm.api_key.env == "LLM_KEY"
+    assert llm.timeout == timedelta(seconds=10)
+    assert errors_of(BASE + "review: {judge: llm}\n") == [
+        AT + "llm: the llm judge needs the LLM's base_url and model"
+    ]
+    assert errors_of(BASE + "review:\n  judge: llm\n  llm: {model: m}\n") == [
+        "config.yaml:5: review.llm: missing key 'base_url'"
+    ]
+    assert errors_of(
+        BASE + "review:\n  llm: {base_url: 'http://x/v1', model: m, api_key: sk-123}\n"
+    )[0].startswith("config.yaml:4: review.llm.api_key: inline secrets are not allowed")
