@@ -286,3 +286,12 @@ def audit_select(
         f"ORDER BY at DESC, id DESC LIMIT {mark}"
     )
     return query, [*args, limit]
+
+
+# --- the review queue ----------------------------------------------------------------------------
+
+#: the review_items columns, in the order both adapters read and write them
+REVIEW_COLUMNS = (
+    "item_id, workspace, entity_type, entity_id, status, priority, reason, created_at, "
+    "updated_at, body"
+)

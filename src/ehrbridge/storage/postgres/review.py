@@ -27,15 +27,12 @@ from ehrbridge.review.queue import (
     item_from_row,
 )
 from ehrbridge.storage.postgres.database import PostgresDatabase
+from ehrbridge.storage.rows import REVIEW_COLUMNS
 from ehrbridge.worldmodel.events import new_id
 
 _FAILED = "review storage failed"
-_COLUMNS = (
-    "item_id, workspace, entity_type, entity_id, status, priority, reason, created_at, "
-    "updated_at, body"
-)
 _UPSERT = (
-    f"INSERT INTO review_items ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    f"INSERT INTO review_items ({REVIEW_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
     "%s::jsonb) ON CONFLICT (workspace, item_id) DO UPDATE SET status = excluded.status, "
     "priority = excluded.priority, reason = excluded.reason, updated_at = excluded.updated_at, "
     "body = excluded.body"
@@ -96,7 +93,7 @@ class PostgresReviewQueue:
             try:
                 async with self.database.pool.connection() as conn, conn.transaction():
                     cur = await conn.execute(
-                        f"SELECT {_COLUMNS} FROM review_items WHERE workspace = %s "
+                        f"SELECT {REVIEW_COLUMNS} FROM review_items WHERE workspace = %s "
                         "AND entity_type = %s AND entity_id = %s AND status = 'open' "
                         "FOR UPDATE".encode(),
                         (workspace, flag.entity_type, flag.entity_id),
@@ -119,7 +116,7 @@ class PostgresReviewQueue:
     ) -> ReviewItem:
         async with self.database.connection(_FAILED, transaction=True) as conn:
             cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM review_items WHERE workspace = %s AND item_id = %s "
+                f"SELECT {REVIEW_COLUMNS} FROM review_items WHERE workspace = %s AND item_id = %s "
                 "FOR UPDATE".encode(),
                 (workspace, item_id),
             )
@@ -134,7 +131,7 @@ class PostgresReviewQueue:
 
     async def item(self, workspace: str, item_id: str) -> ReviewItem | None:
         rows = await self.database.rows(
-            f"SELECT {_COLUMNS} FROM review_items WHERE workspace = %s AND item_id = %s",
+            f"SELECT {REVIEW_COLUMNS} FROM review_items WHERE workspace = %s AND item_id = %s",
             (workspace, item_id),
         )
         return _item(rows[0]) if rows else None
@@ -153,7 +150,7 @@ class PostgresReviewQueue:
                 where.append(clause)
                 args.append(value)
         rows = await self.database.rows(
-            f"SELECT {_COLUMNS} FROM review_items WHERE {' AND '.join(where)} "
+            f"SELECT {REVIEW_COLUMNS} FROM review_items WHERE {' AND '.join(where)} "
             "ORDER BY priority, created_at, item_id LIMIT %s",
             (*args, query.limit),
         )

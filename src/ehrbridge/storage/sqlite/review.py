@@ -24,17 +24,14 @@ from ehrbridge.review.queue import (
     flagged,
     item_from_row,
 )
+from ehrbridge.storage.rows import REVIEW_COLUMNS
 from ehrbridge.storage.sqlite.database import SQLiteDatabase
 from ehrbridge.times import utc
 from ehrbridge.worldmodel.events import new_id
 
 _FAILED = "review storage failed"
-_COLUMNS = (
-    "item_id, workspace, entity_type, entity_id, status, priority, reason, created_at, "
-    "updated_at, body"
-)
 _UPSERT = (
-    f"INSERT INTO review_items ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO review_items ({REVIEW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (workspace, item_id) DO UPDATE SET status = excluded.status, "
     "priority = excluded.priority, reason = excluded.reason, updated_at = excluded.updated_at, "
     "body = excluded.body"
@@ -89,8 +86,8 @@ class SQLiteReviewQueue:
 
         def work(conn: sqlite3.Connection) -> ReviewItem:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM review_items WHERE workspace = ? AND entity_type = ? "
-                "AND entity_id = ? AND status = 'open'",
+                f"SELECT {REVIEW_COLUMNS} FROM review_items WHERE workspace = ? "
+                "AND entity_type = ? AND entity_id = ? AND status = 'open'",
                 (workspace, flag.entity_type, flag.entity_id),
             ).fetchone()
             current = None if row is None else _item(row)
@@ -106,7 +103,7 @@ class SQLiteReviewQueue:
     ) -> ReviewItem:
         def work(conn: sqlite3.Connection) -> ReviewItem:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM review_items WHERE workspace = ? AND item_id = ?",
+                f"SELECT {REVIEW_COLUMNS} FROM review_items WHERE workspace = ? AND item_id = ?",
                 (workspace, item_id),
             ).fetchone()
             if row is None:
@@ -122,7 +119,7 @@ class SQLiteReviewQueue:
     async def item(self, workspace: str, item_id: str) -> ReviewItem | None:
         def work(conn: sqlite3.Connection) -> Any:
             return conn.execute(
-                f"SELECT {_COLUMNS} FROM review_items WHERE workspace = ? AND item_id = ?",
+                f"SELECT {REVIEW_COLUMNS} FROM review_items WHERE workspace = ? AND item_id = ?",
                 (workspace, item_id),
             ).fetchone()
 
@@ -146,7 +143,7 @@ class SQLiteReviewQueue:
                 where.append(clause)
                 args.append(value)
         sql = (
-            f"SELECT {_COLUMNS} FROM review_items WHERE {' AND '.join(where)} "
+            f"SELECT {REVIEW_COLUMNS} FROM review_items WHERE {' AND '.join(where)} "
             "ORDER BY priority, created_at, item_id LIMIT ?"
         )
 
