@@ -12,6 +12,10 @@ SRC = Path(ehrbridge.__file__).parent
 
 #: what the world model may import besides itself: the base modules
 WORLDMODEL_MAY_IMPORT = ("errors", "confidence", "times", "leases", "audit", "worldmodel")
+#: what the review layer may import besides itself: the base modules, the world model and FHIR
+REVIEW_MAY_IMPORT = (*WORLDMODEL_MAY_IMPORT, "fhir", "review")
+#: what the outbound layer may import: the layers before it
+OUTBOUND_MAY_IMPORT = (*REVIEW_MAY_IMPORT, "outbound")
 #: the composition roots: they open the database (``ehrbridge.storage``) and hand its ports on;
 #: every other module knows the ports alone
 COMPOSITION_ROOTS = ("ehrbridge.cli", "ehrbridge.api.serve", "ehrbridge.runner.serve")
@@ -67,6 +71,10 @@ def _violations() -> list[str]:
             where = f"{path.relative_to(SRC.parent)}:{line}: imports {name}"
             if own == "worldmodel" and layer not in WORLDMODEL_MAY_IMPORT:
                 wrong.append(f"{where} (the world model imports only base modules)")
+            if own == "review" and layer not in REVIEW_MAY_IMPORT:
+                wrong.append(f"{where} (review imports only the layers before it)")
+            if own == "outbound" and layer not in OUTBOUND_MAY_IMPORT:
+                wrong.append(f"{where} (outbound imports only the layers before it)")
             if own == "connectors" and layer == "runner":
                 wrong.append(f"{where} (connectors never import the runner)")
             if _module(path) in APART and name in APART - {_module(path)}:
