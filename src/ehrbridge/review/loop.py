@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from typing import Any, Protocol
 
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.errors import IdempotencyConflict, StorageError
+from ehrbridge.leases import Leases, new_holder
 from ehrbridge.review.queue import NORMAL, URGENT, Flag, ReviewQueue
 from ehrbridge.review.transcripts import Unreadable, turns
 from ehrbridge.review.verdicts import Case, Fact, Judge, Outcome, Route, Turn, Verdict, route
@@ -50,6 +52,10 @@ log = logging.getLogger("ehrbridge.review")
 CURSOR = ("review", "log")
 #: the entity that holds a call's transcript
 CALL = "Call"
+#: the lease one review loop of a workspace holds while it judges
+LEASE = "review"
+#: how long it lasts unless renewed (a step renews it every third of that)
+LEASE_TTL = timedelta(seconds=30)
 
 
 class Cursors(Protocol):
@@ -114,6 +120,8 @@ class ReviewLoop:
         *,
         workspace: str,
         policy: ReviewPolicy | None = None,
+        leases: Leases | None = None,
+        holder: str | None = None,
     ) -> None:
         self.store = store
         self.model = WorldModel(store, workspace)
@@ -125,6 +133,11 @@ class ReviewLoop:
         self._wake = asyncio.Event()
         #: the transcripts read this step, by call id (turns and start), or why there is none
         self._calls: dict[str, tuple[list[Turn], datetime] | str] = {}
+        #: with ``leases``, one loop of the workspace judges at a time: the one holding the
+        #: ``review`` lease (the others wait, and take over if it lapses)
+        self.leases = leases
+        self.holder = holder or new_holder()
+        self._held_at: float | None = None
 
     def wake(self) -> None:
         """Start the next step now (a writer in this process has written a voice fact)."""
@@ -158,13 +171,23 @@ class ReviewLoop:
         finally:
             if unwatch is not None:
                 await unwatch()
+            await self.release()
+
+    async def release(self) -> None:
+        """Give the ``review`` lease up (another runner's loop takes over at once)."""
+        if self.leases is not None and self._held_at is not None:
+            self._held_at = None
+            try:
+                await self.leases.release(self.workspace, LEASE, self.holder)
+            except StorageError as exc:  # it lapses on its own
+                log.warning("review: could not release the lease: %s", exc)
 
     async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             # cleared before the step: a wake-up during it starts the next one at once
             self._wake.clear()
             try:
-                result = await self.step()
+                result = await self.turn() or StepResult()
             except StorageError as exc:  # the database is away: try again at the next catch-up
                 log.warning("review: the step failed: %s", exc)
                 result = StepResult()
@@ -180,6 +203,24 @@ class ReviewLoop:
             finally:
                 for waiter in waits:
                     waiter.cancel()
+
+    async def turn(self) -> StepResult | None:
+        """One step if this loop holds the workspace's ``review`` lease (or needs none); None
+        when another loop holds it."""
+        if not await self._hold():
+            return None
+        return await self.step()
+
+    async def _hold(self) -> bool:
+        """Take or renew the lease (at most every third of its time); whether it is held."""
+        if self.leases is None:
+            return True
+        now = time.monotonic()
+        if self._held_at is not None and now - self._held_at < LEASE_TTL.total_seconds() / 3:
+            return True
+        lease = await self.leases.acquire(self.workspace, LEASE, self.holder, LEASE_TTL)
+        self._held_at = now if lease is not None else None
+        return lease is not None
 
     async def position(self) -> LogPosition:
         """Where the loop stands in the log (the start when it never ran)."""
@@ -201,6 +242,9 @@ class ReviewLoop:
         for event in page.events:
             if not self.judgeable(event):
                 continue
+            if not await self._hold():  # the lease lapsed mid-step: the new holder judges
+                log.warning("review: lost the lease mid-step; leaving the page to its holder")
+                return StepResult()
             key = self._key(event)
             events = await self.store.read_entity(
                 self.workspace, event.entity_type, event.entity_id

@@ -15,6 +15,7 @@ from ehrbridge.connectors.file_drop import FileDropPoller
 from ehrbridge.connectors.rest.poller import RestPoller
 from ehrbridge.connectors.source import SecretRef
 from ehrbridge.errors import EhrbridgeError, InvalidInput, LoopFailed
+from ehrbridge.leases import new_holder
 from ehrbridge.review.judges import judge_named
 from ehrbridge.review.llm import LlmSettings
 from ehrbridge.review.loop import ReviewLoop
@@ -41,6 +42,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         log.error("cannot start: %s", exc)
         return NOT_STARTED
     runner_store = backend.runner
+    holder = new_holder()
     loops: list[Loop] = []
     if config.review is not None:  # the review loop: the judge it names, with its policy
         try:
@@ -57,6 +59,8 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
                 judge,
                 workspace=config.workspace,
                 policy=config.review.policy,
+                leases=runner_store,
+                holder=holder,
             )
         )
     model = WorldModel(backend.worldmodel, config.workspace)
@@ -73,6 +77,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         leases=runner_store,
         config_path=config_path,
         timing=timing or config.timing,
+        holder=holder,
         loops=loops,
     )
     loop = asyncio.get_running_loop()

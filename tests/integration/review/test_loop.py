@@ -295,3 +295,34 @@ def test_policy_names_what_always_needs_a_human() -> None:
     assert policy.needs_human("Patient", ["phone.mobile"]) is None
     assert policy.needs_human("AllergyIntolerance", ["substance"]) is not None
     assert replace(policy, human_types=frozenset()).needs_human("MedicationOrder", []) is None
+
+
+async def test_one_loop_of_a_workspace_judges_at_a_time(make_backend: MakeBackend) -> None:
+    first, second = await make_backend(), await make_backend()
+    model = WorldModel(first.worldmodel, WS)
+    await call(model)
+    await fact(model, "Patient/p1", {"phone.mobile": "+16175550127"})
+    judges = [ScriptedJudge({}), ScriptedJudge({})]
+    loops = [
+        ReviewLoop(
+            b.worldmodel,
+            b.review,
+            b.runner,
+            j,
+            workspace=WS,
+            leases=b.runner,
+            holder=f"runner-{n}",
+        )
+        for n, (b, j) in enumerate(zip((first, second), judges, strict=True))
+    ]
+    done = await loops[0].turn()
+    assert done is not None and done.judged == 1
+    await fact(model, "Patient/p2", {"phone.mobile": "+16175550127"})
+    assert await loops[1].turn() is None  # the first loop holds the lease
+    assert judges[1].asked == []
+    await loops[0].release()
+    taken = await loops[1].turn()
+    assert taken is not None and taken.judged == 1
+    assert [c.fact.value for c in judges[1].asked] == ["+16175550127"]
+    held = await second.runner.holder(WS, "review")
+    assert held is not None and held.holder == "runner-1"
