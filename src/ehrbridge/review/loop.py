@@ -42,6 +42,7 @@ from ehrbridge.leases import Leases, new_holder
 from ehrbridge.review.queue import NORMAL, URGENT, Flag, ReviewQueue
 from ehrbridge.review.transcripts import Unreadable, turns
 from ehrbridge.review.verdicts import Case, Fact, Judge, Outcome, Route, Turn, Verdict, route
+from ehrbridge.times import pause
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Source
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import START, LogPosition, Store
@@ -193,16 +194,7 @@ class ReviewLoop:
                 result = StepResult()
             if result.read >= self.policy.batch:
                 continue  # more to read now
-            waits = [asyncio.ensure_future(e.wait()) for e in (stop, self._wake)]
-            try:
-                await asyncio.wait(
-                    waits,
-                    timeout=self.policy.catch_up.total_seconds(),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                for waiter in waits:
-                    waiter.cancel()
+            await pause(self.policy.catch_up, stop, self._wake)
 
     async def turn(self) -> StepResult | None:
         """One step if this loop holds the workspace's ``review`` lease (or needs none); None

@@ -18,7 +18,6 @@ with one line (see :class:`~ehrbridge.runner.service.Runner`).
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Protocol
 
 
@@ -42,14 +41,3 @@ class Waiting:
 
     async def run(self, stop: asyncio.Event) -> None:
         await stop.wait()
-
-
-async def pause(delay: timedelta, *events: asyncio.Event) -> bool:
-    """Wait ``delay`` or until one of ``events`` is set; True when one is set."""
-    waits = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, timeout=delay.total_seconds())
-    finally:
-        for waiter in waits:
-            waiter.cancel()
-    return any(e.is_set() for e in events)

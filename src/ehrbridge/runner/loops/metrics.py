@@ -12,9 +12,9 @@ from datetime import timedelta
 
 from ehrbridge.errors import InvalidInput, StorageError
 from ehrbridge.runner.config import MetricsConfig
-from ehrbridge.runner.loops import pause
 from ehrbridge.runner.metrics import MetricsServer, RunnerMetrics
 from ehrbridge.runner.store import PollLog
+from ehrbridge.times import pause
 
 log = logging.getLogger("ehrbridge.runner")
 #: how often the ``metrics`` loop reloads the recent poll outcomes (a usual scrape interval)

@@ -18,11 +18,11 @@ from ehrbridge.connectors.source import DataSourceConfig, Poller, ResourceConfig
 from ehrbridge.errors import EhrbridgeError, LoopFailed, StorageError
 from ehrbridge.leases import Leases
 from ehrbridge.runner.config import RunnerConfig, Timing
-from ehrbridge.runner.loops import pause
 from ehrbridge.runner.loops.refresh import LiveConfig
 from ehrbridge.runner.metrics import RunnerMetrics
 from ehrbridge.runner.polling import poll_once
 from ehrbridge.runner.store import PollLog
+from ehrbridge.times import pause
 
 log = logging.getLogger("ehrbridge.runner")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from ehrbridge.errors import ConfigError
 from ehrbridge.runner.config import RunnerConfig, Timing
 from ehrbridge.runner.configfile import load_config
-from ehrbridge.runner.loops import pause
+from ehrbridge.times import pause
 
 log = logging.getLogger("ehrbridge.runner")
 
