@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from ehrbridge.review.policy import always_human
 from ehrbridge.worldmodel.events import Event, EventType, Source
 from ehrbridge.worldmodel.projection import EntityState
 
@@ -141,14 +142,12 @@ def _needs_human(candidate: Candidate, policy: SinkPolicy) -> str | None:
     """Why policy sends this fact to a human, or None."""
     if policy.review_required:
         return "this sink takes voice facts only after a human review"
-    if candidate.entity_type in policy.human_types:
-        return f"{candidate.entity_type} facts always need a human review"
-    named = sorted(
-        f for f in candidate.fields if f"{candidate.entity_type}.{f}" in policy.human_fields
+    return always_human(
+        candidate.entity_type,
+        candidate.fields,
+        types=policy.human_types,
+        named=policy.human_fields,
     )
-    if named:
-        return f"{candidate.entity_type}.{named[0]} always needs a human review"
-    return None
 
 
 def decide(

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
 from ehrbridge.errors import IdempotencyConflict, StorageError
 from ehrbridge.leases import Leases, new_holder
+from ehrbridge.review.policy import always_human
 from ehrbridge.review.queue import NORMAL, URGENT, Flag, ReviewQueue
 from ehrbridge.review.transcripts import Unreadable, turns
 from ehrbridge.review.verdicts import Case, Fact, Judge, Outcome, Route, Turn, Verdict, route
@@ -90,10 +91,7 @@ class ReviewPolicy:
 
     def needs_human(self, entity_type: str, fields: Sequence[str]) -> str | None:
         """Why policy sends this fact to a human whatever the judge says, or None."""
-        if entity_type in self.human_types:
-            return f"{entity_type} facts always need a human review"
-        named = [f for f in fields if f"{entity_type}.{f}" in self.human_fields]
-        return f"{entity_type}.{named[0]} always needs a human review" if named else None
+        return always_human(entity_type, fields, types=self.human_types, named=self.human_fields)
 
 
 @dataclass(kw_only=True)

@@ -6,6 +6,8 @@ only about what it left *unsure* (:func:`needs_llm`), and can never overturn a *
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from ehrbridge.review.verdicts import Case, Judge, Outcome, Verdict
 
 
@@ -32,6 +34,29 @@ def combine(deterministic: Verdict, llm: Verdict) -> Verdict:
     return llm
 
 
+def always_human(
+    entity_type: str,
+    fields: Iterable[str],
+    *,
+    types: Collection[str],
+    named: Collection[str],
+) -> str | None:
+    """Why a fact of ``entity_type`` asserting ``fields`` always needs a human review, whatever
+    a judge says: its type is one of ``types``, or a field is one of ``named`` (as
+    ``EntityType.field``); None when neither. The review loop and the outbound gate both ask.
+
+    >>> always_human("MedicationOrder", ["dosage.text"], types={"MedicationOrder"}, named=())
+    'MedicationOrder facts always need a human review'
+    >>> always_human("Patient", ["phone.mobile", "name.family"], types=(),
+    ...              named={"Patient.name.family"})
+    'Patient.name.family always needs a human review'
+    """
+    if entity_type in types:
+        return f"{entity_type} facts always need a human review"
+    listed = sorted(f for f in fields if f"{entity_type}.{f}" in named)
+    return f"{entity_type}.{listed[0]} always needs a human review" if listed else None
+
+
 class PolicyJudge:
     """The ``policy`` judge: the deterministic judge first, the LLM judge for what it leaves
     unsure (:func:`combine`)."""
@@ -49,4 +74,4 @@ class PolicyJudge:
         return combine(first, await self.llm.judge(case))
 
 
-__all__ = ["PolicyJudge", "combine", "needs_llm"]
+__all__ = ["PolicyJudge", "always_human", "combine", "needs_llm"]
