@@ -34,6 +34,7 @@ from enum import StrEnum
 from typing import Literal
 
 from ehrbridge.review.policy import always_human
+from ehrbridge.review.verdicts import Verdict
 from ehrbridge.worldmodel.events import Event, EventType, Source
 from ehrbridge.worldmodel.projection import EntityState
 
@@ -333,9 +334,10 @@ def _grade(event: Event) -> Grade:
             outcome=outcome,
             reason=reason,
         )
-    if isinstance(verdict, dict) and isinstance(verdict.get("outcome"), str):
-        outcome = verdict["outcome"]
-        reason = reason or str(verdict.get("reason", ""))
+    if isinstance(verdict, dict) and "outcome" in verdict:
+        said = Verdict.from_json(verdict, judge=event.source.id, version="")
+        outcome = said.outcome.value
+        reason = reason or said.reason
     else:
         outcome = "supported" if event.confidence > 0 else "contradicted"
     return Grade(

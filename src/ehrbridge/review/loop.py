@@ -445,15 +445,6 @@ def _combined(verdicts: Sequence[Verdict]) -> Verdict:
 
 def _stored_verdict(event: Event) -> Verdict:
     """The verdict a stored verdict event carries."""
-    raw = (event.evidence or {}).get("verdict") or {}
-    try:
-        outcome = Outcome(str(raw.get("outcome", "")))
-    except ValueError:
-        outcome = Outcome.UNSURE
+    raw = (event.evidence or {}).get("verdict")
     judge, _, version = event.source.id.partition("/")
-    return Verdict(
-        outcome=outcome,
-        judge=str(raw.get("judge", judge)),
-        version=str(raw.get("version", version)),
-        reason=str(raw.get("reason", "")),
-    )
+    return Verdict.from_json(raw if isinstance(raw, dict) else {}, judge=judge, version=version)

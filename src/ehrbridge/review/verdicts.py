@@ -116,6 +116,37 @@ class Verdict:
             "value": self.value,
         }
 
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], *, judge: str, version: str) -> Verdict:
+        """The verdict :meth:`as_json` stored; ``judge`` and ``version`` where it names none. An
+        outcome it does not know is unsure, and evidence that is not spans is dropped.
+
+        >>> v = Verdict(outcome=Outcome.SUPPORTED, judge="g", version="1", reason="turn 3",
+        ...             evidence=(Evidence(turn=3, start=0, end=2, text="ok"),))
+        >>> Verdict.from_json(v.as_json(), judge="x", version="0") == v
+        True
+        >>> Verdict.from_json({"outcome": "maybe"}, judge="x", version="0").outcome
+        <Outcome.UNSURE: 'unsure'>
+        """
+        try:
+            outcome = Outcome(str(raw.get("outcome", "")))
+        except ValueError:
+            outcome = Outcome.UNSURE
+        spans = raw.get("evidence")
+        evidence = tuple(
+            Evidence(turn=e["turn"], start=e["start"], end=e["end"], text=e["text"])
+            for e in (spans if isinstance(spans, list) else [])
+            if isinstance(e, dict) and {"turn", "start", "end", "text"} <= e.keys()
+        )
+        return cls(
+            outcome=outcome,
+            judge=str(raw.get("judge", judge)),
+            version=str(raw.get("version", version)),
+            reason=str(raw.get("reason", "")),
+            evidence=evidence,
+            value=raw.get("value"),
+        )
+
 
 class Judge(Protocol):
     """Reads a :class:`Case` and answers a :class:`Verdict`; never raises for a case it cannot
