@@ -16,6 +16,8 @@ def parse_days(value: str | Iterable[str]) -> frozenset[int]:
     >>> [sorted(parse_days(d)) for d in ("mon-fri", ["sat", "sun"], "fri-mon")]
     [[0, 1, 2, 3, 4], [5, 6], [0, 4, 5, 6]]
     """
+    if not isinstance(value, str | list | tuple):  # e.g. ``days:`` left empty
+        raise ValueError("expected day names such as mon-fri or [sat, sun]")
     parts = value.split(",") if isinstance(value, str) else list(value)
     days: set[int] = set()
     for part in parts:

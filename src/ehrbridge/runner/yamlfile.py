@@ -188,8 +188,9 @@ class _Builder:
     def scalar(self, node: yaml.Node, path: str) -> Any:
         try:
             return self.constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError):
-            # e.g. ``!!int abc``, ``!!timestamp soon``, an integer of 5,000 digits, bad base64
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError, KeyError):
+            # e.g. ``!!int abc``, ``!!timestamp soon``, ``!!bool maybe``, an integer of 5,000
+            # digits, bad base64
             line = node.start_mark.line + 1
             self.out.problems.append((line, path, "a value that cannot be read as its YAML type"))
             return None

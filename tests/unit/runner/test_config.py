@@ -473,3 +473,18 @@ def test_the_example_in_the_docs_is_valid(tmp_path: Path) -> None:
     example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = parse_config(example.replace("/srv/ehrbridge/inbox", str(tmp_path)), name="runner.md")
     assert [s.id for s in config.data_sources] == ["ehr", "lab", "inbox"]
+
+
+def test_empty_days_and_an_unreadable_tag_are_refused_with_the_line(tmp_path: Path) -> None:
+    # both found by the config fuzzer: a TypeError and a KeyError instead of a ConfigError
+    text = file_drop(
+        f"    kind: file_drop\n    path: {tmp_path}\n    every: 30s\n"
+        "    business_hours: {start: '07:00', end: '19:00', days: null}\n"
+    )
+    assert errors_of(text) == [
+        "config.yaml:8: data_sources[0].business_hours.days: "
+        "expected day names such as mon-fri or [sat, sun]"
+    ]
+    assert errors_of("workspace: clinic\ndatabase: !!bool maybe\n")[0] == (
+        "config.yaml:2: database: a value that cannot be read as its YAML type"
+    )
