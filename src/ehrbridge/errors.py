@@ -39,7 +39,9 @@
     │       ├── RestAuthError       +SourceAuthError: 401/403, or the token endpoint refused us
     │       ├── RestUnavailable     +SourceUnavailable: unreachable, timed out, or 429/5xx
     │       └── RestProtocolError   +SourceProtocolError: not JSON, HTML, a bad next link
-    ├── SinkError               a sink refused a write, or its outcome is unknown (reserved)
+    ├── SinkError               a sink refused a write, or its outcome is unknown
+    │   └── SinkConflict            the sink changed the record since the write was decided
+    ├── OutboxConflict          an outbox item cannot take that action now (a 409)
     ├── BrowserError            a portal script failed in the browser (reserved)
     ├── LoopFailed              a runner loop died (names the loop)
     └── SyncFailed              the demo's sync did not finish
@@ -66,9 +68,10 @@ they are here now so that those issues add raises, not a new branch of the tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 
 class EhrbridgeError(Exception):
@@ -442,6 +445,7 @@ class SinkError(EhrbridgeError):
         status: int | None = None,
         transient: bool = False,
         may_have_reached_sink: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         #: what was asked, with the URL path but never the query: ``create POST /fhir/R4/Patient``
         self.operation = operation
@@ -451,9 +455,32 @@ class SinkError(EhrbridgeError):
         self.transient = transient
         #: the write may have been applied: look it up before sending it again
         self.may_have_reached_sink = may_have_reached_sink
+        #: seconds the sink asked us to wait (``Retry-After`` of a ``429`` or ``503``)
+        self.retry_after = retry_after
         head = message or (type(self).__doc__ or type(self).__name__).strip()
         parts = [operation, f"HTTP {status}" if status is not None else "", head]
         super().__init__(": ".join(p for p in parts if p))
+
+
+class SinkConflict(SinkError):
+    """The sink changed the record since the write was decided."""
+
+    def __init__(
+        self, conflicts: Sequence[Any], *, operation: str = "", status: int | None = None
+    ) -> None:
+        #: the :class:`~ehrbridge.outbound.sinks.Conflicting` fields (values never in the message)
+        self.conflicts = tuple(conflicts)
+        names = ", ".join(sorted({c.field for c in self.conflicts})) or "the record"
+        super().__init__(f"the sink changed {names} since", operation=operation, status=status)
+
+
+class OutboxConflict(EhrbridgeError):
+    """The outbox item cannot take that action now."""
+
+    def __init__(self, item_id: str, message: str) -> None:
+        #: the outbox item
+        self.item_id = item_id
+        super().__init__(message)
 
 
 # Raised by the browser tier (the browser-portal issue; design.md §7): a portal script's step that
