@@ -36,11 +36,12 @@ from ehrbridge.fhir.patients import search_fhir_patients
 from ehrbridge.fhir.reader import expand
 from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.logs import configure_logging
-from ehrbridge.outbound.outbox import SinkDepth
+from ehrbridge.outbound.outbox import OutboxItem, SinkDepth, sync_status
 from ehrbridge.runner.health import SourceHealth, source_health
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
 from ehrbridge.storage import DEFAULT_URL, Backend, open_backend, redacted
 from ehrbridge.worldmodel.context import PatientContext, patient_context
+from ehrbridge.worldmodel.events import Event
 from ehrbridge.worldmodel.model import WorldModel, parse_entity
 from ehrbridge.worldmodel.projection import EntityState, FieldValue
 from ehrbridge.worldmodel.queries import PatientQuery, search_patients
@@ -424,9 +425,17 @@ def events(
 ) -> None:
     """An entity's timeline."""
     entity_type, entity_id = _entity(entity)
-    timeline = _run(db, workspace, lambda model: model.events(entity_type, entity_id))
+
+    async def work(backend: Backend) -> tuple[list[Event], dict[str, list[OutboxItem]]]:
+        model = WorldModel(backend.worldmodel, workspace)
+        timeline = await model.events(entity_type, entity_id)
+        items = await backend.outbox.of_events(workspace, [e.id for e in timeline])
+        return timeline, items
+
+    timeline, items = _run_on(db, work)
     table = Table(title=f"{entity} timeline")
-    for column in ("v", "recorded", "type", "source", "confidence", "fields", "event id"):
+    columns = ("v", "recorded", "type", "source", "confidence", "fields", "sync", "event id")
+    for column in columns:
         table.add_column(column)
     for e in timeline:
         table.add_row(
@@ -436,9 +445,15 @@ def events(
             f"{e.source.kind}:{e.source.id}",
             f"{e.confidence:.2f}",
             ", ".join(e.fields),
+            sync_text(items.get(e.id, [])),
             e.id,
         )
     console.print(table)
+
+
+def sync_text(items: list[OutboxItem]) -> str:
+    """An event's sync status at each sink it goes to: ``ehr: synced``."""
+    return ", ".join(f"{i.sink}: {sync_status(i.status).value}" for i in items)
 
 
 @app.command()
