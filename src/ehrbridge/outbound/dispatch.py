@@ -43,7 +43,15 @@ from typing import Any, Literal, Protocol
 from ehrbridge.errors import SinkConflict, SinkError
 from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.gates import Layer, SinkPolicy, candidate, decide
-from ehrbridge.outbound.limits import AdaptiveLimiter, Backoff, CircuitBreaker
+from ehrbridge.outbound.limits import (
+    AdaptiveLimiter,
+    CircuitBreaker,
+    GiveUp,
+    RetryLimits,
+    Ticket,
+    classify,
+    next_attempt,
+)
 from ehrbridge.outbound.outbox import (
     Attempt,
     Claim,
@@ -80,7 +88,7 @@ class SinkRuntime:
 
     sink: Sink
     policy: SinkPolicy
-    backoff: Backoff
+    retry: RetryLimits
     breaker: CircuitBreaker
     limiter: AdaptiveLimiter
     #: what a conflict does: ``review`` (a conflict event, the item parked as a conflict) or
@@ -175,12 +183,17 @@ class Dispatcher:
             if closed > timedelta(0):
                 await pause(min(closed, timedelta(minutes=1)), stop)
                 continue
-            wait = rt.breaker.wait(now)
-            if wait > timedelta(0):
-                await pause(wait, stop)
+            ticket = rt.breaker.allow()
+            if ticket is None:  # open, or half-open with its probe out
+                until = rt.breaker.state().open_until
+                wait = self.catch_up if until is None else max(until - now, self.catch_up)
+                rt.freed.clear()
+                await pause(wait, stop, rt.freed)
                 continue
-            room = rt.limiter.room()
+            # every task in flight holds, or waits for, a place in the limiter
+            room = 1 if ticket.probe else rt.limiter.state().limit - len(rt.in_flight)
             if room <= 0:
+                rt.breaker.cancel(ticket)
                 rt.freed.clear()
                 await pause(self.catch_up, stop, rt.freed)
                 continue
@@ -188,34 +201,45 @@ class Dispatcher:
             claims = await self.outbox.claim(
                 self.workspace, rt.id, self.holder, limit=room, lease=self.lease
             )
-            for claim in claims:
+            tickets: list[Ticket | None] = [ticket]
+            tickets += [rt.breaker.allow() for _ in claims[1:]]
+            for claim, held in zip(claims, tickets, strict=False):
+                if held is None:  # the circuit opened meanwhile: give the claim back
+                    await self.outbox.release(self.workspace, claim.item.id, claim.epoch)
+                    continue
                 task = asyncio.create_task(
-                    self._deliver(rt, claim), name=f"dispatch:{rt.id}:{claim.item.id}"
+                    self._deliver(rt, claim, held), name=f"dispatch:{rt.id}:{claim.item.id}"
                 )
                 rt.in_flight[claim.item.id] = (claim, task)
             if not claims:
+                rt.breaker.cancel(ticket)
+                rt.freed.clear()
                 await pause(self.catch_up, stop, self._ready, rt.freed)
 
-    async def _deliver(self, rt: SinkRuntime, claim: Claim) -> None:
+    async def _deliver(self, rt: SinkRuntime, claim: Claim, ticket: Ticket) -> None:
         item = claim.item
-        started = self.clock()
+        asked = False
         try:
             async with rt.limiter.slot() as slot:
-                outcome = await self._attempt(rt, claim, started)
-                slot.record(outcome.overloaded)
-            if outcome.sink_failed:
-                rt.breaker.failure(self.clock())
-            elif outcome.sink_answered:
-                rt.breaker.success(self.clock())
+                started = self.clock()
+                asked, error = await self._attempt(rt, claim, started)
+                slot.done(error)
+            if asked:
+                rt.breaker.record(ticket, classify(error))
         except Exception:  # a bug in one delivery must not leave the item held until expiry
             log.exception("dispatch: delivering item %s failed", item.id)
             await self.outbox.release(self.workspace, item.id, claim.epoch)
         finally:
+            if not asked:
+                rt.breaker.cancel(ticket)
             rt.in_flight.pop(item.id, None)
             rt.freed.set()
 
-    async def _attempt(self, rt: SinkRuntime, claim: Claim, started: datetime) -> _Outcome:
-        """Deliver one item (the steps in the module docstring); settle it."""
+    async def _attempt(
+        self, rt: SinkRuntime, claim: Claim, started: datetime
+    ) -> tuple[bool, SinkError | None]:
+        """Deliver one item (the steps in the module docstring) and settle it; returns whether
+        the sink was asked anything, and the error that ended the attempt."""
         item, ws = claim.item, self.workspace
         refused = await self._gate_again(rt, item)
         if refused is not None:
@@ -224,30 +248,25 @@ class Dispatcher:
                 events = [self._conflict_event(rt, item, c) for c in conflicts]
                 await self.store.append(self.workspace, events)
             await self._settle(claim, started, status, status.value, error=reason)
-            return _Outcome()
+            return False, None
         try:
             if claim.in_doubt or item.in_doubt:
                 found = await rt.sink.lookup(item)
                 if found is not None:
                     await self._synced(rt, claim, started, found, outcome="found")
-                    return _Outcome(sink_answered=True)
+                    return True, None
             if not await self.outbox.mark_sent(ws, item.id, claim.epoch):
                 log.info("dispatch: item %s: lease lost before sending", item.id)
-                return _Outcome()
+                return claim.in_doubt or item.in_doubt, None
             delivered = await rt.sink.send(item)
         except SinkConflict as conflict:
             await self._conflict(rt, claim, started, conflict)
-            return _Outcome(sink_answered=True)
+            return True, conflict
         except SinkError as error:
             await self._failed(rt, claim, started, error)
-            overloaded = error.status in (429, 503) or (error.transient and error.status is None)
-            return _Outcome(
-                sink_failed=error.transient and error.status != 429,
-                sink_answered=not error.transient,
-                overloaded=overloaded,
-            )
+            return True, error
         await self._synced(rt, claim, started, delivered, outcome="synced")
-        return _Outcome(sink_answered=True)
+        return True, None
 
     async def _gate_again(
         self, rt: SinkRuntime, item: OutboxItem
@@ -344,17 +363,21 @@ class Dispatcher:
                 claim, started, ItemStatus.DEAD, "dead", status_code=error.status, error=str(error)
             )
             return
-        retry = rt.backoff.next(
-            attempts=item.attempts + 1, age=now - item.created_at, retry_after=error.retry_after
+        retry = next_attempt(
+            attempts=item.attempts + 1,
+            age=now - item.created_at,
+            error=error,
+            limits=rt.retry,
+            now=now,
         )
-        if retry.give_up is not None:
+        if isinstance(retry, GiveUp):
             await self._settle(
                 claim,
                 started,
                 ItemStatus.DEAD,
                 "dead",
                 status_code=error.status,
-                error=f"{error} ({retry.give_up})",
+                error=f"{error} ({retry.reason})",
             )
             return
         await self._settle(
@@ -364,7 +387,7 @@ class Dispatcher:
             "retry",
             status_code=error.status,
             error=str(error),
-            next_attempt_at=now + retry.delay,
+            next_attempt_at=retry.at,
             in_doubt=error.may_have_reached_sink or claim.in_doubt or item.in_doubt,
         )
 
@@ -434,15 +457,6 @@ class Dispatcher:
                     asyncio.gather(*tasks, return_exceptions=True),
                     timeout=self.lease.total_seconds() / 2,
                 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Outcome:
-    """What one attempt tells the sink's limits."""
-
-    sink_answered: bool = False  #: the sink answered (success, or a refusal that is not its fault)
-    sink_failed: bool = False  #: the sink failed (5xx, unreachable): counts for the breaker
-    overloaded: bool = False  #: 429, 503 or a timeout: the concurrency limit shrinks
 
 
 def _newer_from(events: Sequence[Event], item: OutboxItem, sink: str) -> Event | None:
