@@ -3,7 +3,7 @@
 Counted faults are exact, so a test can say "the next 3 requests get 503" and assert it. Per FHIR
 request, in this order: added latency; an outage window (every request fails: 503 or a dropped
 connection); connection resets; bursts of 5xx; 429 with ``Retry-After``; the requests-per-second
-limit (429 beyond it, in one-second windows); then, for a request that passes, a stale read (an
+limit (429 beyond it, in one-second windows); writes refused with 422 and an OperationOutcome; then, for a request that passes, a stale read (an
 instance read or a search served one version behind, like a lagging replica) or a dropped write
 (answered as stored, rolled back) or a reset after a write (stored, then the connection is dropped
 before the answer: the client cannot tell that it landed).
@@ -28,6 +28,7 @@ KINDS = (
     "error",
     "throttle",
     "rate_limit",
+    "unprocessable",
     "stale_read",
     "dropped_write",
     "reset_after_write",
@@ -64,6 +65,8 @@ class FaultPlan:
     dropped_writes: int = 0
     #: the next N writes are stored, then their connection is dropped before the answer
     resets_after_write: int = 0
+    #: the next N writes get 422 Unprocessable Entity with an OperationOutcome
+    unprocessable: int = 0
     #: requests per second admitted (0: no limit); beyond it 429 with ``Retry-After: 1``
     rate_limit: float = 0.0
 
@@ -174,6 +177,10 @@ class Faults:
             failure = self._failure(plan, now)
             if failure is not None:
                 return replace(failure, latency=latency)
+            if method in _WRITES and plan.unprocessable:
+                self._count(unprocessable=plan.unprocessable - 1)
+                self.injected["unprocessable"] += 1
+                return Decision(latency=latency, status=422)
             if read and plan.stale_reads:
                 self._count(stale_reads=plan.stale_reads - 1)
                 self.injected["stale_read"] += 1
