@@ -3,10 +3,11 @@
 Counted faults are exact, so a test can say "the next 3 requests get 503" and assert it. Per FHIR
 request, in this order: added latency; an outage window (every request fails: 503 or a dropped
 connection); connection resets; bursts of 5xx; 429 with ``Retry-After``; the requests-per-second
-limit (429 beyond it, in one-second windows); writes refused with 422 and an OperationOutcome; then, for a request that passes, a stale read (an
-instance read or a search served one version behind, like a lagging replica) or a dropped write
-(answered as stored, rolled back) or a reset after a write (stored, then the connection is dropped
-before the answer: the client cannot tell that it landed).
+limit (429 beyond it, in one-second windows); writes refused with 422 and an OperationOutcome;
+then, for a request that passes, a stale read (an instance read or a search served one version
+behind, like a lagging replica), or for a write a reset after it (stored, then the connection is
+dropped before the answer: the client cannot tell that it landed) or a dropped write (answered as
+stored, rolled back).
 :attr:`Faults.injected` counts what was injected, by kind.
 """
 
