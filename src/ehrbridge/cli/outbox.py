@@ -176,7 +176,7 @@ def show(
         item = await backend.outbox.item(workspace, item_id)
         if item is None:
             raise NotFound(f"no outbox item {item_id}")
-        attempts = [
+        attempts: list[dict[str, object]] = [
             {
                 "epoch": a.epoch,
                 "started_at": a.started_at.isoformat(),

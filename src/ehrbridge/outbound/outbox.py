@@ -196,7 +196,9 @@ class Attempt:
 class Settle:
     """How an attempt ends: the item's next status and what to record."""
 
-    status: ItemStatus  #: SYNCED, PENDING (retry), DEAD or CONFLICT
+    #: SYNCED, PENDING (retry), DEAD, CONFLICT, or CANCELLED (the gate, asked again before
+    #: sending, refuses the fact now)
+    status: ItemStatus
     attempt: Attempt
     #: for PENDING: not before this
     next_attempt_at: datetime | None = None
@@ -204,6 +206,9 @@ class Settle:
     result: Mapping[str, Any] | None = None
     #: for anything but SYNCED: the reason, shown to operators
     error: str | None = None
+    #: for PENDING: the attempt may have reached the sink (the connection broke after the
+    #: request went out), so the next holder looks the write up before sending it again
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,7 +42,15 @@ READY = (
     "OR (o.status = 'processing' AND o.lease_until > {p})))"
 )
 #: what a settle may end in
-SETTLED = frozenset({ItemStatus.SYNCED, ItemStatus.PENDING, ItemStatus.DEAD, ItemStatus.CONFLICT})
+SETTLED = frozenset(
+    {
+        ItemStatus.SYNCED,
+        ItemStatus.PENDING,
+        ItemStatus.DEAD,
+        ItemStatus.CONFLICT,
+        ItemStatus.CANCELLED,
+    }
+)
 #: the most items one listing returns
 MAX_LIMIT = 1000
 #: why a lost lease's attempt ended, in the attempts it leaves
@@ -125,7 +133,7 @@ def check_settle(outcome: Settle) -> None:
     if outcome.status not in SETTLED:
         raise InvalidInput(
             f"an attempt cannot end in {outcome.status.value}: settle to synced, pending, "
-            "dead or conflict"
+            "dead, conflict or cancelled"
         )
     if not outcome.attempt.outcome:
         raise InvalidInput("an attempt needs an outcome")

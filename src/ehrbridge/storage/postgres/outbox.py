@@ -292,7 +292,7 @@ class PostgresOutbox:
         async with self._work() as conn:
             cur = await conn.execute(
                 "UPDATE outbox_items SET status = %s, attempts = attempts + 1, "
-                "holder = NULL, lease_until = NULL, in_doubt = false, updated_at = %s, "
+                "holder = NULL, lease_until = NULL, in_doubt = %s, updated_at = %s, "
                 "next_attempt_at = CASE WHEN %s THEN %s ELSE next_attempt_at END, "
                 "result = CASE WHEN %s THEN %s::jsonb ELSE result END, last_error = %s, "
                 "synced_at = CASE WHEN %s THEN %s ELSE synced_at END, "
@@ -300,6 +300,7 @@ class PostgresOutbox:
                 f"WHERE {_FENCE}".encode(),
                 (
                     outcome.status.value,
+                    pending and outcome.in_doubt,
                     now,
                     pending,
                     due,

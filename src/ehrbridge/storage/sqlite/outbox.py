@@ -259,13 +259,14 @@ class SQLiteOutbox:
         def work(conn: sqlite3.Connection) -> bool:
             changed = conn.execute(
                 "UPDATE outbox_items SET status = ?, attempts = attempts + 1, holder = NULL, "
-                "lease_until = NULL, in_doubt = 0, updated_at = ?, "
+                "lease_until = NULL, in_doubt = ?, updated_at = ?, "
                 "next_attempt_at = CASE WHEN ? THEN ? ELSE next_attempt_at END, "
                 "result = CASE WHEN ? THEN ? ELSE result END, last_error = ?, "
                 "synced_at = CASE WHEN ? THEN ? ELSE synced_at END, "
                 f"confirmed_at = CASE WHEN ? THEN NULL ELSE confirmed_at END WHERE {_FENCE}",
                 (
                     outcome.status.value,
+                    outcome.status is ItemStatus.PENDING and outcome.in_doubt,
                     now,
                     outcome.status is ItemStatus.PENDING,
                     utc(due),

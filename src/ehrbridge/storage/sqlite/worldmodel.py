@@ -113,9 +113,7 @@ class SQLiteStore:
     ) -> list[AppendResult]:
         results = await self._run(self._append, workspace, list(items), audit)
         watchers = self._watchers.get(workspace)
-        if watchers and any(
-            e.source.kind in WATCHED_KINDS for r in results for e in r.events
-        ):
+        if watchers and any(e.source.kind in WATCHED_KINDS for r in results for e in r.events):
             for wake in list(watchers):
                 wake()
         return results
