@@ -299,7 +299,12 @@ class FhirSink:
                 )
             except FhirPreconditionFailed:
                 result = None  # several records hold the identifier already: found below
-        found = await self._find(item)
+        try:
+            found = await self._find(item)
+        except SinkError as exc:
+            # The create was answered: the next attempt must look it up before sending again.
+            exc.may_have_reached_sink = True
+            raise
         if found is None:
             raise SinkError(
                 "the sink answered the create but a search by its identifier finds nothing",
