@@ -10,18 +10,21 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from ehrbridge.budget import BudgetRegistry, RequestBudget
 from ehrbridge.errors import InvalidInput, SinkConflict, SinkError
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.http import Resource
 from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
 from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM, Delivered, Sink
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
+from ehrbridge.storage.sqlite.database import SQLiteDatabase
+from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
 from tests.fhir_server import MedplumServer
 from tests.sandbox_server import SandboxServer
 
@@ -331,6 +334,24 @@ async def test_an_outage_is_transient(
         await sink.lookup(create_item())
     assert caught.value.transient and caught.value.status is None
     assert server.app.faults.injected == {"outage": 2}
+
+
+async def test_a_throttle_pauses_the_sinks_budget_for_every_runner(server: SandboxServer) -> None:
+    database = await SQLiteDatabase.open(":memory:")
+    try:
+        pace = SQLiteRunnerStore(database)
+        budgets = BudgetRegistry(pace, "ws")
+        limit = RequestBudget(rate=1000, concurrency=2)
+        sink = FhirSink("ehr", sink_client("ehr", server.base_url, budgets=budgets, limit=limit))
+        async with sink.client:
+            server.app.faults.set(throttle=1, retry_after=30)
+            with pytest.raises(SinkError):
+                await sink.send(create_item())
+        interval = limit.interval
+        assert await pace.take_slot("ws", "sink:ehr", interval) > interval  # paused
+        assert await pace.take_slot("ws", "source:ehr", interval) == timedelta(0)
+    finally:
+        await database.close()
 
 
 def closed_port() -> int:
