@@ -354,6 +354,23 @@ async def test_a_throttle_pauses_the_sinks_budget_for_every_runner(server: Sandb
         await database.close()
 
 
+async def test_a_timeout_after_sending_a_write_may_have_reached_the_sink(
+    server: SandboxServer, fhir: FhirClient
+) -> None:
+    sink = FhirSink("ehr", sink_client("ehr", server.base_url, timeout=0.2))
+    async with sink.client:
+        server.app.faults.set(latency=2.0)
+        with pytest.raises(SinkError, match="ReadTimeout") as caught:
+            await sink.lookup(create_item("ob-ehr-late"))  # a read: nothing to look up
+        assert caught.value.transient and not caught.value.may_have_reached_sink
+        with pytest.raises(SinkError, match="ReadTimeout") as caught:
+            await sink.send(create_item("ob-ehr-late"))
+        assert caught.value.transient and caught.value.may_have_reached_sink
+        # Whether it landed is what a lookup tells (the sandbox gives up on a write whose
+        # client went away; a server that does not would hold it).
+        server.app.faults.clear()
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

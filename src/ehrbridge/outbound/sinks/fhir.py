@@ -12,10 +12,11 @@ resource read, with only the elements of the changed fields rewritten
 the version read; a ``412`` (someone wrote in between) reads and decides again, up to
 :data:`ROUNDS` times.
 
-**Create** (no ``ref``). ``to_fhir(entity)`` plus the identifier ``{system: IDENTIFIER_SYSTEM,
-value: item.key}``, ``POST`` with ``If-None-Exist: identifier=<system>|<key>``, then a search by
-that identifier confirms it: one match is delivered; several (a server whose conditional create
-is not unique under concurrency) are delivered as the oldest, with the others in
+**Create** (no ``ref``). ``to_fhir`` of the entity (with ``fields`` over it) plus the
+identifier ``{system: IDENTIFIER_SYSTEM, value: item.key}``, ``POST`` with ``If-None-Exist:
+identifier=<system>|<key>``, then a search by that identifier confirms it: one match is
+delivered; several (a server whose conditional create is not unique under concurrency) are
+delivered as the oldest, with the others in
 ``extra["duplicates"]`` for the dispatcher to report (nothing is deleted); none (the server
 answered but does not hold it) is an error that may have reached the sink, so the next attempt
 looks it up first. The outbox lets one holder work an item at a time, so two creates of one key
@@ -287,8 +288,9 @@ class FhirSink:
     # -- create ------------------------------------------------------------------------------
 
     async def _create(self, item: OutboxItem, upsert: Upsert) -> Delivered:
+        state = {**(upsert.entity or {}), **upsert.fields}
         with _translated(write=False):
-            resource = to_fhir(item.entity_type, upsert.entity or {})
+            resource = to_fhir(item.entity_type, {p: v for p, v in state.items() if v is not None})
         identifiers = resource.get("identifier") or []
         resource["identifier"] = [*identifiers, {"system": IDENTIFIER_SYSTEM, "value": item.key}]
         criteria = {"identifier": f"{IDENTIFIER_SYSTEM}|{item.key}"}
