@@ -12,15 +12,14 @@ resource read, with only the elements of the changed fields rewritten
 the version read; a ``412`` (someone wrote in between) reads and decides again, up to
 :data:`ROUNDS` times.
 
-**Create** (no ``ref``). ``to_fhir`` of the entity (with ``fields`` over it) plus the
-identifier ``{system: IDENTIFIER_SYSTEM, value: item.key}``, ``POST`` with ``If-None-Exist:
-identifier=<system>|<key>``, then a search by that identifier confirms it: one match is
-delivered; several (a server whose conditional create is not unique under concurrency) are
-delivered as the oldest, with the others in
-``extra["duplicates"]`` for the dispatcher to report (nothing is deleted); none (the server
-answered but does not hold it) is an error that may have reached the sink, so the next attempt
-looks it up first. The outbox lets one holder work an item at a time, so two creates of one key
-never race each other from ehrbridge.
+**Create** (no ``ref``). ``to_fhir`` of the entity (with ``fields`` over it) plus the identifier
+``{system: IDENTIFIER_SYSTEM, value: item.key}``, ``POST`` with ``If-None-Exist:
+identifier=<system>|<key>``, then a search by that identifier confirms it: one match is delivered;
+several (a server whose conditional create is not unique under concurrency) are delivered as the
+oldest, with the others in ``extra["duplicates"]`` for the dispatcher to report (nothing is
+deleted); none (the server answered but does not hold it) is an error that may have reached the
+sink, so the next attempt looks it up first. The outbox lets one holder work an item at a time, so
+two creates of one key never race each other from ehrbridge.
 
 **Lookup** (an in-doubt item) and **read back** (the reconcile loop): a create is searched by its
 identifier; an update's record is read and shows our values or not (read back reads the version
