@@ -34,7 +34,11 @@ ENTITY = {"name.family": "Rivera", "name.given": ["Ana"], "phone.mobile": PHONE_
 
 
 def item(
-    payload: dict[str, Any], *, key: str = "ob-ehr-0001", result: dict[str, Any] | None = None
+    payload: dict[str, Any],
+    *,
+    key: str = "ob-ehr-0001",
+    result: dict[str, Any] | None = None,
+    entity_type: str = "Patient",
 ) -> OutboxItem:
     return OutboxItem(
         id="item-1",
@@ -43,7 +47,7 @@ def item(
         key=key,
         lane="Patient/e1",
         position=1,
-        entity_type="Patient",
+        entity_type=entity_type,
         entity_id="e1",
         event_id="ev1",
         operation="upsert",
@@ -489,6 +493,30 @@ async def test_a_deleted_record_is_permanent_and_lookup_finds_nothing(
         await sink.send(update_item(ref))
     assert (caught.value.status, caught.value.transient) == (410, False)
     assert await sink.lookup(update_item(ref)) is None
+
+
+async def test_an_update_that_would_change_another_field_is_refused_before_sending(
+    sink: FhirSink, fhir: FhirClient
+) -> None:
+    group = {"type": {"coding": [{"code": "group"}]}, "value": "770412", "name": "Harborlight"}
+    coverage = await fhir.create(
+        {
+            "resourceType": "Coverage",
+            "status": "active",
+            "beneficiary": {"reference": "Patient/7"},
+            "payor": [{"display": "Harborlight Health"}],
+            "class": [group],
+        }
+    )
+    ref = f"Coverage/{coverage.id}"
+    # FHIR's Coverage.class needs a value: without the number the group's name goes too.
+    drop = item({"fields": {"group_number": None}, "ref": ref}, entity_type="InsurancePlan")
+    with pytest.raises(SinkError, match="would also change group_name") as caught:
+        await sink.send(drop)
+    assert not caught.value.transient and "Harborlight" not in str(caught.value)
+    assert (await fhir.read("Coverage", str(coverage.id)))["meta"]["versionId"] == "1"
+    renumber = item({"fields": {"group_number": "770413"}, "ref": ref}, entity_type="InsurancePlan")
+    assert (await sink.send(renumber)).version == "2"
 
 
 @pytest.mark.parametrize(

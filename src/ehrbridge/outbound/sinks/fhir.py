@@ -1,14 +1,23 @@
 """The FHIR sink: delivers ``upsert`` items to a FHIR R4 server (docs/fhir-sink.md).
 
-The payload is an :class:`~ehrbridge.outbound.sinks.upsert.Upsert` (its module documents the
-format). Every request is sent once: the client's :data:`SEND_ONCE` policy retries nothing,
+The payload of an ``upsert`` item (:class:`~ehrbridge.outbound.sinks.upsert.Upsert`; its
+module gives every rule)::
+
+    {"fields": {"phone.mobile": "+16175550143", "email": null},   # to write; null removes
+     "base":   {"phone.mobile": "+16175550142"},   # the sink's values it was decided on, or absent
+     "ref":    "Patient/123",                      # the record to update; null/absent: create
+     "entity": {"name.family": "Rivera", ...}}     # the whole flat state, for a create
+
+Values are as the sink holds them (reference fields name the sink's records); a path missing
+from ``base`` had no value there; without ``base`` nothing is compared. Every request is sent once: the client's :data:`SEND_ONCE` policy retries nothing,
 because the dispatcher retries the item, with backoff, under the sink's budget.
 
 **Update** (a ``ref``). Read the record and map it (``to_entity``). A field whose value there
 differs from ``base`` and from ours was changed at the sink since: :class:`SinkConflict`, and
 nothing is written over it. All fields already ours: delivered without a write. Otherwise the
 resource read, with only the elements of the changed fields rewritten
-(:func:`~ehrbridge.outbound.sinks.fhir_changes.changed_resource`), is ``PUT`` with ``If-Match``
+(:func:`~ehrbridge.outbound.sinks.fhir_changes.changed_resource`; it must read back as the record
+with our fields and nothing else changed, or it is refused), is ``PUT`` with ``If-Match``
 the version read; a ``412`` (someone wrote in between) reads and decides again, up to
 :data:`ROUNDS` times.
 
@@ -265,12 +274,7 @@ class FhirSink:
             with _translated(write=False):
                 new = changed_resource(resource, item.entity_type, upsert.fields)
                 written = to_entity(new).data
-            missing = sorted(p for p, v in upsert.fields.items() if written.get(p) != v)
-            if missing:
-                raise SinkError(
-                    f"the FHIR mapping of {item.entity_type} cannot write {', '.join(missing)}",
-                    operation=f"update {'/'.join(ref)}",
-                )
+            self._check_written(item.entity_type, ref, data, upsert.fields, written)
             with _translated(write=True):
                 try:
                     result = await self.client.update(new, if_match=version)
@@ -283,6 +287,30 @@ class FhirSink:
             status=412,
             transient=True,
         )
+
+    @staticmethod
+    def _check_written(
+        entity_type: str,
+        ref: tuple[str, str],
+        read: Mapping[str, Any],
+        fields: Mapping[str, Any],
+        written: Mapping[str, Any],
+    ) -> None:
+        """The new resource must read as the record with ``fields`` changed, and nothing else:
+        a field the mapping cannot write, or one it would change on the side (a FHIR element
+        that holds two fields), is refused before anything is sent."""
+        expected = {p: v for p, v in {**read, **fields}.items() if v is not None}
+        missing = sorted(p for p, v in fields.items() if written.get(p) != v)
+        aside = sorted(
+            p for p in {*expected, *written} - set(fields) if expected.get(p) != written.get(p)
+        )
+        if missing or aside:
+            what = f"cannot write {', '.join(missing)}" if missing else ""
+            also = f"would also change {', '.join(aside)}" if aside else ""
+            raise SinkError(
+                f"the FHIR mapping of {entity_type} {'; '.join(w for w in (what, also) if w)}",
+                operation=f"update {'/'.join(ref)}",
+            )
 
     # -- create ------------------------------------------------------------------------------
 
