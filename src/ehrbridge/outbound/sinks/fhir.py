@@ -9,7 +9,9 @@ module gives every rule)::
      "entity": {"name.family": "Rivera", ...}}     # the whole flat state, for a create
 
 Values are as the sink holds them (reference fields name the sink's records); a path missing
-from ``base`` had no value there; without ``base`` nothing is compared. Every request is sent once: the client's :data:`SEND_ONCE` policy retries nothing,
+from ``base`` had no value there; without ``base`` nothing is compared.
+
+Every request is sent once: the client's :data:`SEND_ONCE` policy retries nothing,
 because the dispatcher retries the item, with backoff, under the sink's budget.
 
 **Update** (a ``ref``). Read the record and map it (``to_entity``). A field whose value there
