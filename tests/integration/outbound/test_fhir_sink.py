@@ -220,6 +220,7 @@ async def test_a_change_at_the_sink_since_the_base_is_a_conflict_and_is_not_writ
         "2",
     )
     assert PHONE_C not in str(caught.value) and PHONE_B not in str(caught.value)
+    assert caught.value.operation == f"update PUT /fhir/R4/{ref}"
     assert (await fhir.read("Patient", ref.split("/")[1]))["meta"]["versionId"] == "2"
 
 
@@ -318,6 +319,7 @@ async def test_a_5xx_is_transient_and_a_write_that_got_one_may_have_reached_the_
         await sink.send(update_item(ref))
     assert (caught.value.status, caught.value.transient) == (502, True)
     assert not caught.value.may_have_reached_sink  # it was the read
+    assert caught.value.operation == f"read GET /fhir/R4/{ref}"
     server.app.faults.set(errors=1, error_status=500)
     with pytest.raises(SinkError) as caught:
         await sink.send(create_item())

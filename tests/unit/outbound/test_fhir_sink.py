@@ -124,4 +124,3 @@ def test_every_change_reads_back_as_the_fields_written() -> None:
 
 def test_no_change_is_the_resource_as_read() -> None:
     assert changed_resource(READ, "Patient", {"birth_date": "1980-02-03"}) == READ
-

@@ -270,7 +270,7 @@ class FhirSink:
                 and data.get(path) != upsert.base_of(path)
             ]
             if conflicts:
-                raise SinkConflict(conflicts, operation=f"update {'/'.join(ref)}")
+                raise SinkConflict(conflicts, operation=self._operation("update PUT", *ref))
             if all(data.get(p) == v for p, v in upsert.fields.items()):
                 return self._delivered(ref, resource, created=False, extra={"unchanged": True})
             with _translated(write=False):
@@ -285,13 +285,17 @@ class FhirSink:
             return self._written(ref, result, created=False)
         raise SinkError(
             f"the record changed under {ROUNDS} updates in a row",
-            operation=f"update {'/'.join(ref)}",
+            operation=self._operation("update PUT", *ref),
             status=412,
             transient=True,
         )
 
-    @staticmethod
+    def _operation(self, name: str, *segments: str) -> str:
+        """``update PUT /fhir/R4/Patient/7``: as the client names its requests."""
+        return " ".join((name, "/".join((httpx.URL(self.client.base_url).path, *segments))))
+
     def _check_written(
+        self,
         entity_type: str,
         ref: tuple[str, str],
         read: Mapping[str, Any],
@@ -311,7 +315,7 @@ class FhirSink:
             also = f"would also change {', '.join(aside)}" if aside else ""
             raise SinkError(
                 f"the FHIR mapping of {entity_type} {'; '.join(w for w in (what, also) if w)}",
-                operation=f"update {'/'.join(ref)}",
+                operation=self._operation("update PUT", *ref),
             )
 
     # -- create ------------------------------------------------------------------------------
@@ -339,7 +343,7 @@ class FhirSink:
         if found is None:
             raise SinkError(
                 "the sink answered the create but a search by its identifier finds nothing",
-                operation=f"create {resource['resourceType']}",
+                operation=self._operation("create POST", resource["resourceType"]),
                 status=None if result is None else result.status,
                 transient=True,
                 may_have_reached_sink=True,
