@@ -16,8 +16,8 @@ from ehrbridge.errors import (
     OutcomeIssue,
 )
 from ehrbridge.fhir.mapping import to_entity
-from ehrbridge.outbound.sinks.fhir import sink_error
 from ehrbridge.outbound.sinks.fhir_changes import changed_resource
+from ehrbridge.outbound.sinks.fhir_errors import sink_error
 
 OP = "update PUT /fhir/R4/Patient/7"
 QUOTING = OutcomeIssue(

@@ -36,33 +36,23 @@ two creates of one key never race each other from ehrbridge.
 identifier; an update's record is read and shows our values or not (read back reads the version
 our write produced, when known, so a later change at the sink does not hide it).
 
-**Errors** become :class:`SinkError` in one place (:func:`sink_error`; the table is in
-docs/fhir-sink.md). OperationOutcome texts can quote the values sent, so a message keeps an
-issue's severity, code and element paths, and its text only with quoted parts and number-like or
-address-like words cut out.
+**Errors** become :class:`SinkError` in one place (:mod:`.fhir_errors`; the table is in
+docs/fhir-sink.md), never with a field value in the message.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from ehrbridge.budget import DEFAULT_BUDGET, BudgetRegistry, BudgetTransport, RequestBudget
 from ehrbridge.errors import (
-    FhirAuthError,
-    FhirError,
     FhirNotFound,
     FhirPreconditionFailed,
-    FhirProtocolError,
-    FhirUnavailable,
     InvalidInput,
-    MappingError,
-    OutcomeIssue,
     SinkConflict,
     SinkError,
 )
@@ -74,6 +64,7 @@ from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM, Conflicting, Delivered
 from ehrbridge.outbound.sinks.fhir_changes import changed_resource
+from ehrbridge.outbound.sinks.fhir_errors import translated
 from ehrbridge.outbound.sinks.upsert import Upsert, parse_upsert
 
 log = logging.getLogger("ehrbridge.outbound")
@@ -84,9 +75,6 @@ SEND_ONCE = RetryPolicy(max_retries=0)
 ROUNDS = 3
 #: the operations this sink performs
 OPERATIONS = frozenset({"upsert"})
-
-_QUOTED = re.compile("'[^']*'|\"[^\"]*\"|`[^`]*`|\u2018[^\u2019]*\u2019|\u201c[^\u201d]*\u201d")
-_VALUE_LIKE = re.compile(r"\S*(\d\S*\d|\d{2,}|@)\S*")
 
 
 def sink_budget(sink_id: str) -> str:
@@ -113,69 +101,6 @@ def sink_client(
     if budgets is not None:
         transport = BudgetTransport(budgets.budget(sink_budget(sink_id), limit), transport)
     return FhirClient(base_url, auth=auth, transport=transport, timeout=timeout, retry=SEND_ONCE)
-
-
-def safe_text(text: str) -> str:
-    """An OperationOutcome text without what may be a value: quoted parts and words with
-    digits (dates, phone numbers, ids) or an ``@`` become ``…``.
-
-    >>> safe_text("Invalid date '1980-13-45' for birthDate")
-    'Invalid date … for birthDate'
-    >>> safe_text("value +16175550142 is not valid at Patient.telecom[0] for a@b.example")
-    'value … is not valid at Patient.telecom[0] for …'
-    >>> safe_text("Missing required property")
-    'Missing required property'
-    """
-    return _VALUE_LIKE.sub("…", _QUOTED.sub("…", text))[:300]
-
-
-def describe_issue(issue: OutcomeIssue) -> str:
-    """One issue for a message: severity, code, element paths, and its :func:`safe_text`.
-
-    >>> describe_issue(OutcomeIssue(severity="error", code="invalid",
-    ...     text="Invalid date '1980-13-45'", expression=("Patient.birthDate",)))
-    'error invalid at Patient.birthDate: Invalid date …'
-    """
-    where = f" at {', '.join(issue.expression)}" if issue.expression else ""
-    text = safe_text(issue.text) if issue.text else ""
-    return f"{issue.severity} {issue.code}{where}{': ' + text if text else ''}"
-
-
-def sink_error(exc: FhirError, *, write: bool) -> SinkError:
-    """The :class:`SinkError` for a FHIR client error (the table in docs/fhir-sink.md)."""
-    operation, status = exc.operation, exc.status
-    detail = "; ".join(describe_issue(i) for i in exc.issues[:5])
-    reason = exc.reason if not detail else f"{exc.reason} ({detail})"
-    if isinstance(exc, FhirUnavailable):
-        return SinkError(
-            reason,
-            operation=operation,
-            status=status,
-            transient=True,
-            may_have_reached_sink=write and exc.may_have_reached_server,
-            retry_after=exc.retry_after,
-        )
-    if isinstance(exc, FhirProtocolError) and write and status is not None and status < 300:
-        # The write was accepted; only its answer is unusable: look it up before sending again.
-        return SinkError(
-            reason, operation=operation, status=status, transient=True, may_have_reached_sink=True
-        )
-    if isinstance(exc, FhirAuthError):
-        reason = f"the sink refused our credentials: {reason}"
-        return SinkError(reason, operation=operation, status=status)
-    return SinkError(reason, operation=operation, status=status)
-
-
-@contextmanager
-def _translated(*, write: bool) -> Iterator[None]:
-    try:
-        yield
-    except FhirError as exc:
-        raise sink_error(exc, write=write) from exc
-    except MappingError as exc:
-        raise SinkError(f"cannot map: {exc.path}: {exc.problem}") from exc
-    except InvalidInput as exc:
-        raise SinkError(str(exc)) from exc
 
 
 def _version(resource: Mapping[str, Any] | None) -> str | None:
@@ -225,7 +150,7 @@ class FhirSink:
         upsert = self._upsert(item)
         if upsert.ref is None:
             return await self._find(item)
-        with _translated(write=False):
+        with translated(write=False):
             try:
                 resource = await self.client.read(*upsert.ref)
             except FhirNotFound:
@@ -243,7 +168,7 @@ class FhirSink:
             return await self._find(item) is not None
         resource_type, id = upsert.ref
         version = (item.result or {}).get("version")
-        with _translated(write=False):
+        with translated(write=False):
             try:
                 if isinstance(version, str) and version:
                     resource = await self.client.vread(resource_type, id, version)
@@ -258,7 +183,7 @@ class FhirSink:
 
     async def _update(self, item: OutboxItem, upsert: Upsert, ref: tuple[str, str]) -> Delivered:
         for _ in range(ROUNDS):
-            with _translated(write=False):
+            with translated(write=False):
                 resource = await self.client.read(*ref)
                 data = to_entity(resource).data
             version = _version(resource)
@@ -273,11 +198,11 @@ class FhirSink:
                 raise SinkConflict(conflicts, operation=self._operation("update PUT", *ref))
             if all(data.get(p) == v for p, v in upsert.fields.items()):
                 return self._delivered(ref, resource, created=False, extra={"unchanged": True})
-            with _translated(write=False):
+            with translated(write=False):
                 new = changed_resource(resource, item.entity_type, upsert.fields)
                 written = to_entity(new).data
             self._check_written(item.entity_type, ref, data, upsert.fields, written)
-            with _translated(write=True):
+            with translated(write=True):
                 try:
                     result = await self.client.update(new, if_match=version)
                 except FhirPreconditionFailed:
@@ -322,12 +247,12 @@ class FhirSink:
 
     async def _create(self, item: OutboxItem, upsert: Upsert) -> Delivered:
         state = {**(upsert.entity or {}), **upsert.fields}
-        with _translated(write=False):
+        with translated(write=False):
             resource = to_fhir(item.entity_type, {p: v for p, v in state.items() if v is not None})
         identifiers = resource.get("identifier") or []
         resource["identifier"] = [*identifiers, {"system": IDENTIFIER_SYSTEM, "value": item.key}]
         criteria = {"identifier": f"{IDENTIFIER_SYSTEM}|{item.key}"}
-        with _translated(write=True):
+        with translated(write=True):
             try:
                 result: WriteResult | None = await self.client.create(
                     resource, if_none_exist=criteria
@@ -363,7 +288,7 @@ class FhirSink:
         """The record(s) holding the item's identifier: the oldest, others as duplicates."""
         resource_type = self._resource_type(item.entity_type)
         query = {"identifier": f"{IDENTIFIER_SYSTEM}|{item.key}"}
-        with _translated(write=False):
+        with translated(write=False):
             matches = [r async for r in self.client.search(resource_type, query)]
         if not matches:
             return None
