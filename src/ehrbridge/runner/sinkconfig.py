@@ -351,7 +351,7 @@ class _Fields:
         near = difflib.get_close_matches(name, paths, n=1) if len(name) <= 200 else []
         hint = f" (did you mean {near[0]}?)" if near else ""
         return (
-            f"a name in braces is not a {self.entity_type} field{hint}, {others}; "
+            f"a name in braces is no {self.entity_type} field{hint}, nor {others}; "
             "see docs/entities.md"
         )
 
