@@ -102,7 +102,7 @@ def check_outbound(c: SinkChecks, value: Any, path: str, *, kind: str) -> SinkSe
     if raw.get("business_hours") is not None:
         hours = c.hours(raw["business_hours"], f"{path}.business_hours")
     on_conflict = raw.get("on_conflict", OnConflict.REVIEW.value)
-    if on_conflict not in {o.value for o in OnConflict}:
+    if on_conflict not in tuple(o.value for o in OnConflict):  # a tuple: the value may be a list
         c.fail(f"{path}.on_conflict", "expected review (a conflict for review) or dead")
         on_conflict = OnConflict.REVIEW.value
     retries = _retries(c, raw["retries"], f"{path}.retries") if "retries" in raw else None
