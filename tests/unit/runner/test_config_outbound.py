@@ -3,7 +3,9 @@ bounds, and a clear problem with the line for every bad value (docs/sinks.md).""
 
 from __future__ import annotations
 
+import re
 from datetime import time, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -319,3 +321,22 @@ def test_problems_never_show_the_value() -> None:
     text = rest_with(CREATE.replace("{phone.mobile}", "{" + secret + "}"))
     for problem in problems(text):
         assert secret not in problem
+
+
+def test_the_examples_in_the_doc_load() -> None:
+    doc = (Path(__file__).parents[3] / "docs" / "sinks.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, flags=re.DOTALL)
+    assert len(blocks) == 2
+    for block in blocks:
+        text = "workspace: clinic\ndatabase: sqlite:///ehrbridge.db\n" + block
+        (source,) = parse_config(text, name="sinks.md").data_sources
+        assert source.outbound is not None
+
+
+def test_a_rest_sink_need_not_be_polled() -> None:
+    text = rest_with().replace(
+        "    resources:\n      - {type: Patient, every: 5m, path: /patients, fields: {name.family: last}}\n",
+        "",
+    )
+    (api,) = parse_config(text).data_sources
+    assert api.resources == () and api.outbound is not None

@@ -97,7 +97,8 @@ def parse_text(template: str) -> Text:
 
 def render_url(template: Text, values: Mapping[str, Any]) -> str:
     """The URL path (and query) with each name's value percent-encoded; KeyError naming a
-    name whose value is missing, None, or not a plain value.
+    name whose value is missing, None, not a plain value, or a dot segment (``.`` or ``..``
+    would climb out of the path the template gives).
 
     >>> render_url(parse_text("/p/{id}?k={key}"), {"id": "a/b", "key": "ob x"})
     '/p/a%2Fb?k=ob%20x'
@@ -107,7 +108,7 @@ def render_url(template: Text, values: Mapping[str, Any]) -> str:
         out.append(piece.text)
         if piece.name is not None:
             value = values.get(piece.name)
-            if value is None or isinstance(value, dict | list):
+            if value is None or isinstance(value, dict | list) or value in (".", ".."):
                 raise KeyError(piece.name)
             out.append(quote(_plain(value), safe=""))
     return "".join(out)
