@@ -334,9 +334,7 @@ def test_the_examples_in_the_doc_load() -> None:
 
 
 def test_a_rest_sink_need_not_be_polled() -> None:
-    text = rest_with().replace(
-        "    resources:\n      - {type: Patient, every: 5m, path: /patients, fields: {name.family: last}}\n",
-        "",
-    )
+    resources = "    resources:\n      - {type: Patient, every: 5m, path: /patients, "
+    text = rest_with().replace(resources + "fields: {name.family: last}}\n", "")
     (api,) = parse_config(text).data_sources
     assert api.resources == () and api.outbound is not None
