@@ -107,7 +107,7 @@ def test_every_key_is_read() -> None:
     (ehr,) = parse_config(text).data_sources
     settings = ehr.outbound
     assert settings is not None
-    assert settings.entity_types == {"Patient", "Appointment"}
+    assert settings.entity_types == frozenset({"Patient", "Appointment"})
     assert settings.budget == RequestBudget(rate=2.0, concurrency=3)
     assert settings.business_hours == BusinessHours(
         days=frozenset(range(5)), start=time(8), end=time(18), timezone="Europe/Berlin"
@@ -194,7 +194,7 @@ def test_a_file_drop_source_is_no_sink(tmp_path: object) -> None:
 def test_a_rest_sink_takes_the_types_it_has_writes_for() -> None:
     (api,) = parse_config(rest_with(CREATE + UPDATE)).data_sources
     assert api.outbound is not None
-    assert api.outbound.entity_types == {"Patient"}
+    assert api.outbound.entity_types == frozenset({"Patient"})
     writes = api.outbound.writes_for("Patient")
     assert writes is not None and writes.create is not None and writes.update is not None
     assert (writes.create.method, writes.create.id_from) == ("POST", "data.id")
@@ -298,7 +298,7 @@ def test_an_open_entity_type_takes_any_field_path() -> None:
     writes = CREATE.replace("{phone.mobile}", "{colour.name}")
     text = rest_with(writes).replace("        Patient:\n", "        Widget:\n")
     (api,) = parse_config(text).data_sources
-    assert api.outbound is not None and api.outbound.entity_types == {"Widget"}
+    assert api.outbound is not None and api.outbound.entity_types == frozenset({"Widget"})
 
 
 def test_a_type_like_a_first_class_one_is_taken_for_a_typo() -> None:
