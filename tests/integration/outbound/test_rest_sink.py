@@ -15,18 +15,21 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
 import uvicorn
 
-from ehrbridge.connectors.rest.sink import rest_sink
+from ehrbridge.budget import BudgetRegistry, source_budget
+from ehrbridge.connectors.rest.sink import rest_sink, sink_budget
 from ehrbridge.errors import ConfigError, SinkConflict, SinkError
 from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
 from ehrbridge.outbound.sinks.rest import UNKNOWN_OUTCOME, RestSink
 from ehrbridge.runner.configfile import parse_config
+from ehrbridge.storage.sqlite.database import SQLiteDatabase
+from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -235,12 +238,17 @@ async def build(
     monkeypatch.setenv("CLINIC_KEY", API_KEY)
     made: list[RestSink] = []
 
-    def make(*extras: str, id_from: str = "data.id", origin: str | None = None) -> RestSink:
+    def make(
+        *extras: str,
+        id_from: str = "data.id",
+        origin: str | None = None,
+        budgets: BudgetRegistry | None = None,
+    ) -> RestSink:
         text = CONFIG.format(origin=origin or served.origin) + WRITES.replace(
             "{id_from}", id_from
         ).replace("{extra}", "".join(extras)).replace("{{id}}", "{id}")
         (source,) = parse_config(text).data_sources
-        sink = rest_sink(source)
+        sink = rest_sink(source, budgets=budgets)
         made.append(sink)
         return sink
 
@@ -382,6 +390,26 @@ async def test_a_429_with_retry_after_is_transient_with_the_wait(
     assert (error.status, error.transient, error.retry_after) == (429, True, 7.0)
     assert not error.may_have_reached_sink
     assert api.patients == {}
+
+
+async def test_a_429_pauses_the_sinks_budget_for_every_runner(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    database = await SQLiteDatabase.open(":memory:")
+    try:
+        pace = SQLiteRunnerStore(database)
+        sink = build(budgets=BudgetRegistry(pace, "clinic"))
+        await sink.send(item(key="ob-1"))  # under the budget, as any write
+        api.faults = ["429"]
+        with pytest.raises(SinkError) as caught:
+            await sink.send(item(key="ob-2"))
+        assert caught.value.retry_after == 7.0
+        # the sink's budget is paused for every taker; the source's polling budget is not
+        slot = timedelta(milliseconds=20)
+        assert await pace.take_slot("clinic", sink_budget("clinic"), slot) > timedelta(0)
+        assert await pace.take_slot("clinic", source_budget("clinic"), slot) == timedelta(0)
+    finally:
+        await database.close()
 
 
 @pytest.mark.parametrize(("fault", "after"), [("503", 7.0), ("500", None)])
