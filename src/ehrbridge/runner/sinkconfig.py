@@ -67,7 +67,7 @@ _OUTBOUND_KEYS = {
     "on_conflict",
     "retries",
 }
-_WRITES_KEYS = {"create", "update", "idempotency_header", "idempotent", "lookup", "read"}
+_WRITES_KEYS = {"create", "update", "idempotency_header", "idempotent", "lookup", "read", "codes"}
 
 
 class SinkChecks(Checks, Protocol):
@@ -316,6 +316,7 @@ def _entry(c: SinkChecks, value: Any, path: str, entity_type: str) -> EntityWrit
     if "lookup" in raw:
         lookup = _lookup(c, raw["lookup"], f"{path}.lookup", fields, creates="create" in raw)
     read = _read(c, raw["read"], f"{path}.read", fields) if "read" in raw else None
+    codes = _codes(c, raw["codes"], f"{path}.codes", fields) if "codes" in raw else ()
     if _count(c) > ok:
         return None
     return EntityWrites(
@@ -326,6 +327,7 @@ def _entry(c: SinkChecks, value: Any, path: str, entity_type: str) -> EntityWrit
         idempotent=idempotent,
         lookup=lookup,
         read=read,
+        codes=codes,
     )
 
 
@@ -491,3 +493,32 @@ def _read(c: SinkChecks, value: Any, path: str, fields: _Fields) -> ReadCall | N
     if _count(c) > ok or url is None or record is None:
         return None
     return ReadCall(method=method, url=url, record=record)
+
+
+def _codes(
+    c: SinkChecks, value: Any, path: str, fields: _Fields
+) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
+    """``codes: {status: {booked: BKD}}``: per field, the world model's code -> the sink's."""
+    if not isinstance(value, dict) or not value:
+        c.fail(path, "expected a mapping of fields to {world model code: the sink's code}")
+        return ()
+    out = []
+    for name, table in value.items():
+        where = f"{path}.{name}"
+        problem = fields.problem(str(name), with_id=False) if name not in (ID, KEY) else None
+        if problem is not None or name in (ID, KEY):
+            c.fail(where, problem or "id and key are not coded")
+            continue
+        if not isinstance(table, dict) or not table:
+            c.fail(where, "expected a mapping of the world model's codes to the sink's")
+            continue
+        if any(isinstance(v, dict | list) or v is None for v in table.values()):
+            c.fail(where, "the sink's codes are plain values")
+            continue
+        spec = fields.spec.field(name) if fields.spec is not None else None
+        known = spec.codes if spec is not None and spec.kind == "code" else ()
+        if known and any(str(k) not in known for k in table):
+            c.fail(where, f"a key is not a code of this field; use {', '.join(known)}")
+            continue
+        out.append((str(name), tuple((str(k), v) for k, v in table.items())))
+    return tuple(out)

@@ -188,6 +188,7 @@ WRITES = """\
               family: "{name.family}"
               given: "{name.given}"
               phone: "{phone.mobile}"
+              sex: "{gender}"
               external_key: "{key}"
               note: "Dr. {name.family}, called in"
             id_from: {id_from}
@@ -197,6 +198,7 @@ WRITES = """\
               family: "{name.family}"
               given: "{name.given}"
               phone: "{phone.mobile}"
+              sex: "{gender}"
               external_key: "{key}"
 {extra}"""
 
@@ -228,6 +230,9 @@ IDEMPOTENT = """\
 READ = """\
           read: {url: "/patients/{id}", record: data}
 """
+CODES = """\
+          codes: {gender: {female: F, male: M}}
+"""
 
 
 @pytest.fixture
@@ -257,7 +262,12 @@ async def build(
         await sink.aclose()
 
 
-ENTITY = {"name.family": "Santos", "name.given": ["Ana", "M"], "phone.mobile": "+16175550101"}
+ENTITY = {
+    "name.family": "Santos",
+    "name.given": ["Ana", "M"],
+    "phone.mobile": "+16175550101",
+    "gender": "female",
+}
 
 
 def item(
@@ -546,3 +556,27 @@ def test_a_template_naming_no_entity_field_is_refused_at_load_with_its_line(
         f"runner.yaml:{line}: data_sources[0].outbound.writes.Patient.create.body.phone: "
     )
     assert "did you mean phone.mobile?" in problem
+
+
+async def test_codes_are_written_as_the_sink_spells_them_and_compared_so(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(READ, CODES)
+    await sink.send(item(key="ob-create"))
+    assert api.patients["P1"]["sex"] == "F"
+    # the sink still holds our base (F for female): not a conflict, the update is sent
+    update = item(key="ob-update", ref="Patient/P1", fields={"gender": "male"},
+                  base={"gender": "female"})  # fmt: skip
+    await sink.send(update)
+    assert api.patients["P1"]["sex"] == "M"
+    # and now it holds ours: nothing more to send
+    await sink.send(update)
+    assert [m for m, _, _ in api.writes()] == ["POST", "PUT"]
+
+
+async def test_without_codes_the_world_models_code_is_written(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build()
+    await sink.send(item())
+    assert api.patients["P1"]["sex"] == "female"

@@ -222,6 +222,15 @@ def test_a_full_writes_entry_is_read() -> None:
     assert entry.read.record == "data"
 
 
+def test_codes_are_read() -> None:
+    (api,) = parse_config(
+        rest_with(CREATE + "          codes: {gender: {female: F}}\n")
+    ).data_sources
+    assert api.outbound is not None
+    entry = api.outbound.writes_for("Patient")
+    assert entry is not None and entry.codes == (("gender", (("female", "F"),)),)
+
+
 def _line_of(text: str, piece: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if piece in line)
 
@@ -266,6 +275,12 @@ def _line_of(text: str, piece: str) -> int:
         (CREATE + '          lookup: {url: "/p?k={key}", found: ok, id_from: id, method: PUT}\n',
          "lookup.method", "expected GET or POST"),
         (CREATE + '          read: {url: "/patients"}\n', "read.url", "names the record as {id}"),
+        (CREATE + "          codes: {gender: {femme: F}}\n", "codes.gender", "not a code of this"),
+        (CREATE + "          codes: {gendr: {female: F}}\n", "codes.gendr", "did you mean gender?"),
+        (CREATE + "          codes: {gender: {female: [F]}}\n", "codes.gender", "plain values"),
+        (CREATE + "          codes: {gender: F}\n", "codes.gender", "expected a mapping"),
+        (CREATE + "          codes: {key: {a: b}}\n", "codes.key", "id and key are not coded"),
+        (CREATE + "          codes: [gender]\n", "Patient.codes", "expected a mapping of fields"),
         (CREATE + '          read: {url: "/p/{id}", record: "a[", }\n', "read.record", "JMESPath"),
     ],
 )  # fmt: skip

@@ -149,7 +149,7 @@ class RestSink:
     async def send(self, item: OutboxItem) -> Delivered:
         """Create or update the item's record once (see the module's docstring)."""
         writes = self._entry(item)
-        payload = _Payload.of(item)
+        payload = _Payload.of(item, writes)
         if payload.remote_id is None:
             if writes.create is None:
                 raise SinkError(f"this sink has no create for {item.entity_type}")
@@ -175,7 +175,7 @@ class RestSink:
         None: not there (send it again). A permanent SinkError when nothing can tell and the
         sink does not honour the idempotency header."""
         writes = self._entry(item)
-        payload = _Payload.of(item)
+        payload = _Payload.of(item, writes)
         if payload.remote_id is not None and writes.read is not None:
             record = await self._read(writes.read, payload, item)
             if record is None:
@@ -196,7 +196,7 @@ class RestSink:
         from the item's result or payload), else by ``lookup:``. A SinkError when neither is
         configured."""
         writes = self._entry(item)
-        payload = _Payload.of(item)
+        payload = _Payload.of(item, writes)
         ref = (item.result or {}).get("ref") or payload.ref
         if writes.read is not None and isinstance(ref, str) and "/" in ref:
             payload = payload.with_ref(ref)
@@ -358,18 +358,22 @@ class RestSink:
 
 
 class _Payload:
-    """The item's payload, read once: the values the templates see, and the record's ref."""
+    """The item's payload, read once: the values the templates see (coded as the sink spells
+    them), and the record's ref."""
 
     def __init__(self, fields: Mapping[str, Any], base: Mapping[str, Any], ref: str | None,
-                 entity: Mapping[str, Any], key: str) -> None:  # fmt: skip
+                 entity: Mapping[str, Any], key: str, writes: EntityWrites) -> None:  # fmt: skip
         self.fields, self.base, self.ref, self.entity, self.key = fields, base, ref, entity, key
+        self.writes = writes
+        #: ``fields`` and ``base`` as the sink spells them (what a read record is compared with)
+        self.coded_fields, self.coded_base = writes.coded(fields), writes.coded(base)
         self.remote_id = ref.split("/", 1)[1] if ref else None
-        self.values: dict[str, Any] = {**entity, **fields, KEY: key}
+        self.values: dict[str, Any] = {**writes.coded(entity), **self.coded_fields, KEY: key}
         if self.remote_id is not None:
             self.values[ID] = self.remote_id
 
     @classmethod
-    def of(cls, item: OutboxItem) -> _Payload:
+    def of(cls, item: OutboxItem, writes: EntityWrites) -> _Payload:
         payload = item.payload
         fields, base = payload.get("fields"), payload.get("base") or {}
         ref, entity = payload.get("ref"), payload.get("entity") or {}
@@ -379,10 +383,10 @@ class _Payload:
             raise SinkError("the item's payload has no entity mapping (a bug upstream)")
         if ref is not None and (not isinstance(ref, str) or "/" not in ref or ref.endswith("/")):
             raise SinkError("the item's ref is not <type>/<id> (a bug upstream)")
-        return cls(fields, base, ref, entity, item.key)
+        return cls(fields, base, ref, entity, item.key, writes)
 
     def with_ref(self, ref: str) -> _Payload:
-        return _Payload(self.fields, self.base, ref, self.entity, self.key)
+        return _Payload(self.fields, self.base, ref, self.entity, self.key, self.writes)
 
 
 def _shape(writes: EntityWrites) -> Body:
@@ -405,10 +409,10 @@ def _compare(
             same = False
             continue
         theirs = _at(record, where)
-        if theirs == ours:
+        if theirs == payload.coded_fields[name]:
             continue
         same = False
-        if name in payload.base and theirs != payload.base[name]:
+        if name in payload.base and theirs != payload.coded_base[name]:
             conflicts.append(Conflicting(field=name, ours=ours, theirs=theirs))
     return conflicts, same
 

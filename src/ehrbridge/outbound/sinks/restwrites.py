@@ -257,3 +257,27 @@ class EntityWrites:
     idempotent: bool = False
     lookup: LookupCall | None = None
     read: ReadCall | None = None
+    #: per field, the world model's codes as the sink spells them (``booked`` -> ``BKD``); a
+    #: value not in the table is written as it is
+    codes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+
+    def coded(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` with each coded field's value (or each item of a list) in the sink's
+        spelling.
+
+        >>> table = (("status", (("booked", "BKD"),)),)
+        >>> writes = EntityWrites(entity_type="Appointment", codes=table)
+        >>> writes.coded({"status": "booked", "start": "x"})
+        {'status': 'BKD', 'start': 'x'}
+        """
+        out = dict(values)
+        for name, table in self.codes:
+            if name in out:
+                out[name] = _code(dict(table), out[name])
+        return out
+
+
+def _code(table: Mapping[str, Any], value: Any) -> Any:
+    if isinstance(value, list):
+        return [_code(table, v) for v in value]
+    return table.get(value, value) if isinstance(value, str) else value
