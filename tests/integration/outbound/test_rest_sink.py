@@ -52,6 +52,8 @@ class ClinicApi:
     #: honour ``Idempotency-Key``: a second write with a seen key is answered, not applied
     idempotent: bool = True
     seen: dict[str, str] = field(default_factory=dict)
+    #: each record's version, counted per write (sent as a weak ETag)
+    versions: dict[str, int] = field(default_factory=dict)
     #: (method, path, headers) of every request that passed the key check
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,6 +61,7 @@ class ClinicApi:
     def reset(self) -> None:
         with self.lock:
             self.patients, self.faults, self.seen, self.requests = {}, [], {}, []
+            self.versions = {}
             self.idempotent = True
 
     def writes(self) -> list[tuple[str, str, dict[str, str]]]:
@@ -123,8 +126,9 @@ class ClinicApi:
         if fault == "drop-after":
             await _drop(send)
             return
-        location = {"Location": f"/api/patients/{record_id}"}
-        await _answer(send, status, {"data": self.patients[record_id]}, location)
+        self.versions[record_id] = self.versions.get(record_id, 0) + 1
+        tags = {"Location": f"/api/patients/{record_id}", "ETag": f'W/"{self.versions[record_id]}"'}
+        await _answer(send, status, {"data": self.patients[record_id]}, tags)
 
 
 async def _answer(
@@ -297,7 +301,7 @@ async def test_a_create_sends_the_rendered_body_and_reads_the_id_back(
 ) -> None:
     sink = build()
     delivered = await sink.send(item())
-    assert (delivered.ref, delivered.created) == ("Patient/P1", True)
+    assert (delivered.ref, delivered.created, delivered.version) == ("Patient/P1", True, "1")
     stored = api.patients["P1"]
     # a whole-leaf name keeps its JSON type; text around names is text
     assert stored["given"] == ["Ana", "M"]
@@ -321,7 +325,7 @@ async def test_an_update_puts_to_the_record_by_its_id(
     delivered = await sink.send(
         item(key="ob-update", fields={"name.family": "Silva"}, ref="Patient/P1")
     )
-    assert (delivered.ref, delivered.created) == ("Patient/P1", False)
+    assert (delivered.ref, delivered.created, delivered.version) == ("Patient/P1", False, "2")
     assert [(m, p) for m, p, _ in api.writes()] == [
         ("POST", "/api/patients"),
         ("PUT", "/api/patients/P1"),

@@ -167,8 +167,8 @@ class RestSink:
                 raise SinkConflict(conflicts, operation=f"read {item.entity_type}")
             if same:
                 return Delivered(ref=payload.ref or "", version=None, created=False)
-        await self._write("update", writes.update, writes, payload, item)
-        return Delivered(ref=payload.ref or "", version=None, created=False)
+        response, _ = await self._write("update", writes.update, writes, payload, item)
+        return Delivered(ref=payload.ref or "", version=_etag(response), created=False)
 
     async def lookup(self, item: OutboxItem) -> Delivered | None:
         """Find a write of the in-doubt ``item``: by ``lookup:``, or an update by ``read:``.
@@ -232,7 +232,8 @@ class RestSink:
                 status=response.status_code,
                 may_have_reached_sink=True,
             )
-        return Delivered(ref=f"{item.entity_type}/{remote_id}", version=None, created=True)
+        ref = f"{item.entity_type}/{remote_id}"
+        return Delivered(ref=ref, version=_etag(response), created=True)
 
     async def _write(
         self,
@@ -247,7 +248,7 @@ class RestSink:
         headers = {"Content-Type": "application/json"}
         if writes.idempotency_header:
             headers[writes.idempotency_header] = item.key
-        body = orjson.dumps(call.body.render(payload.values))
+        body = _dumps(call.body, payload, operation)
         response = await self._request(call.method, url, operation, body, headers, write=True)
         if not response.is_success:
             raise self._error(response, operation)
@@ -274,7 +275,7 @@ class RestSink:
     ) -> Delivered | None:
         url = self._url(call.url, payload, "lookup", item)
         operation = f"lookup {call.method} {url.path}"
-        body = orjson.dumps(call.body.render(payload.values)) if call.body else None
+        body = _dumps(call.body, payload, operation) if call.body else None
         headers = {"Content-Type": "application/json"} if body is not None else {}
         response = await self._request(call.method, url, operation, body, headers, write=False)
         if response.status_code == 404:
@@ -302,7 +303,13 @@ class RestSink:
                 f"the {what} URL names {exc.args[0]}, which this item has no plain value for",
                 operation=f"{what} {item.entity_type}",
             ) from None
-        return httpx.URL(f"{self.base_url}/{path.lstrip('/')}")
+        try:
+            return httpx.URL(f"{self.base_url}/{path.lstrip('/')}")
+        except httpx.InvalidURL:
+            raise SinkError(
+                f"the {what} URL is not a valid URL once filled in",
+                operation=f"{what} {item.entity_type}",
+            ) from None
 
     async def _request(
         self,
@@ -387,6 +394,19 @@ class _Payload:
 
     def with_ref(self, ref: str) -> _Payload:
         return _Payload(self.fields, self.base, ref, self.entity, self.key, self.writes)
+
+
+def _dumps(body: Body, payload: _Payload, operation: str) -> bytes:
+    try:
+        return orjson.dumps(body.render(payload.values))
+    except orjson.JSONEncodeError:
+        raise SinkError("the body cannot be written as JSON", operation=operation) from None
+
+
+def _etag(response: httpx.Response) -> str | None:
+    """The record's version from the answer's ``ETag`` (weak or strong), if it has one."""
+    tag = response.headers.get("etag")
+    return (tag.removeprefix("W/").strip('"') or None) if tag else None
 
 
 def _shape(writes: EntityWrites) -> Body:
