@@ -133,6 +133,7 @@ rest_writes = st.fixed_dictionaries(
         "idempotency_header": st.just("Idempotency-Key"),
         "lookup": st.just({"url": "/appointments?k={key}", "found": "data", "id_from": "id"}),
         "read": st.just({"url": "/appointments/{id}", "record": "data"}),
+        "codes": st.just({"status": {"booked": "BKD", "cancelled": "CXL"}}),
     },
 )
 rest_outbound = st.builds(
