@@ -46,8 +46,9 @@ class ClinicApi:
     """Patients behind an API key; ``faults`` apply to the next writes, one each."""
 
     patients: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: ``429``, ``503``, ``500``, ``422``, ``drop-after`` (apply, then cut the answer),
-    #: ``drop-before`` (cut the answer, apply nothing)
+    #: ``429``, ``503``, ``500``, ``422``, ``409``, ``drop-after`` (apply, then cut the answer),
+    #: ``drop-before`` (cut the answer, apply nothing), ``race:<key>=<value>`` (a PUT finds the
+    #: record changed just before it: then ``If-Match`` fails with 412)
     faults: list[str] = field(default_factory=list)
     #: honour ``Idempotency-Key``: a second write with a seen key is answered, not applied
     idempotent: bool = True
@@ -90,7 +91,9 @@ class ClinicApi:
             found = [p for p in self.patients.values() if p.get("external_key") == key]
             await _answer(send, 200, {"data": found})
         elif path.startswith("/api/patients/") and path[14:] in self.patients:
-            await _answer(send, 200, {"data": self.patients[path[14:]]})
+            record_id = path[14:]
+            tag = {"ETag": f'W/"{self.versions.get(record_id, 0)}"'}
+            await _answer(send, 200, {"data": self.patients[record_id]}, tag)
         else:
             await _answer(send, 404, {"error": "not found"})
 
@@ -108,6 +111,9 @@ class ClinicApi:
         if fault == "drop-before":
             await _drop(send)
             return
+        if fault == "409":
+            await _answer(send, 409, {"error": "a request with this key is in progress"})
+            return
         key = headers.get("idempotency-key")
         if self.idempotent and key and key in self.seen:
             await _answer(send, 200, {"data": self.patients[self.seen[key]]})
@@ -117,6 +123,15 @@ class ClinicApi:
             status = 201
         elif method == "PUT" and path[14:] in self.patients:
             record_id, status = path[14:], 200
+            if fault is not None and fault.startswith("race:"):
+                # the front desk changes a field just before our write arrives
+                name, value = fault[5:].split("=")
+                self.patients[record_id][name] = value
+                self.versions[record_id] = self.versions.get(record_id, 0) + 1
+            match = headers.get("if-match")
+            if match is not None and match != f'W/"{self.versions.get(record_id, 0)}"':
+                await _answer(send, 412, {"error": "precondition failed"})
+                return
         else:
             await _answer(send, 404, {"error": "not found"})
             return
@@ -584,3 +599,67 @@ async def test_without_codes_the_world_models_code_is_written(
     sink = build()
     await sink.send(item())
     assert api.patients["P1"]["sex"] == "female"
+
+
+async def test_a_change_between_our_read_and_our_write_is_caught_by_if_match(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(READ)
+    await sink.send(item(key="ob-create", fields={"phone.mobile": "+16175550101"}))
+    api.faults = ["race:phone=+16175550177"]
+    update = item(key="ob-update", ref="Patient/P1", base={"phone.mobile": "+16175550101"})
+    with pytest.raises(SinkConflict) as caught:
+        await sink.send(update)
+    assert [c.field for c in caught.value.conflicts] == ["phone.mobile"]
+    assert api.patients["P1"]["phone"] == "+16175550177"
+    puts = [h for m, _, h in api.writes() if m == "PUT"]
+    assert [h.get("if-match") for h in puts] == ['W/"1"']
+
+
+async def test_an_unrelated_change_in_between_is_read_again_and_written_over_if_match(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(READ)
+    await sink.send(item(key="ob-create", fields={"phone.mobile": "+16175550101"}))
+    api.faults = ["race:family=Silva"]
+    update = item(key="ob-update", ref="Patient/P1", base={"phone.mobile": "+16175550101"})
+    delivered = await sink.send(update)
+    assert api.patients["P1"]["phone"] == PHONE
+    # what we do not change is written back as the sink holds it, not as our copy has it
+    assert api.patients["P1"]["family"] == "Silva"
+    puts = [h for m, _, h in api.writes() if m == "PUT"]
+    assert [h.get("if-match") for h in puts] == ['W/"1"', 'W/"2"']
+    assert delivered.version == "3"
+
+
+async def test_a_409_for_a_key_still_in_progress_is_transient(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(IDEMPOTENT)
+    api.faults = ["409"]
+    with pytest.raises(SinkError) as caught:
+        await sink.send(item())
+    assert (caught.value.status, caught.value.transient) == (409, True)
+
+
+async def test_a_409_without_an_idempotency_key_is_permanent(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build()
+    api.faults = ["409"]
+    with pytest.raises(SinkError) as caught:
+        await sink.send(item())
+    assert (caught.value.status, caught.value.transient) == (409, False)
+
+
+async def test_a_record_that_keeps_changing_is_left_for_the_next_attempt(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(READ)
+    await sink.send(item(key="ob-create", fields={"phone.mobile": "+16175550101"}))
+    api.faults = ["race:family=Silva", "race:family=Sousa"]
+    update = item(key="ob-update", ref="Patient/P1", base={"phone.mobile": "+16175550101"})
+    with pytest.raises(SinkError) as caught:
+        await sink.send(update)
+    assert (caught.value.status, caught.value.transient) == (412, True)
+    assert api.patients["P1"]["phone"] == "+16175550101"

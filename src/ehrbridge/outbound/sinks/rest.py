@@ -18,9 +18,11 @@ The templates see the entity's state with ``fields`` over it, ``{id}`` (from ``r
 - **Update** (a ``ref``): when a ``read:`` is configured the record is read first: a field the
   sink changed since ``base`` to something other than ours is a
   :class:`~ehrbridge.errors.SinkConflict`, never written over; when the sink already holds our
-  values nothing is sent. Without a ``read:`` there is no conflict check (the API gives nothing
-  to check against). A field is compared where the update's body template places it whole, the
-  read record being shaped like the body; fields it does not place whole are not compared.
+  values nothing is sent. Otherwise the body is written with the fields we do not change as the
+  sink holds them, and ``If-Match`` the read's ``ETag`` when it had one; a ``412`` (changed in
+  between) reads and decides once more. A field is compared (and taken) where the update's body
+  places it whole, the read record being shaped like the body. Without a ``read:`` there is no
+  conflict check (the API gives nothing to check against) and the body is our copy.
 - **lookup** (an in-doubt item, whose write may have reached the sink): by ``lookup:`` (the key),
   or for an update by ``read:`` (are our values there?). A sink that honours the idempotency
   header (``idempotent: true``) may be sent the write again: lookup answers None. With none of
@@ -38,6 +40,8 @@ other 5xx, 408                                      transient
 no connection, connect timeout                     transient
 a write sent, then a timeout or a dropped line     transient, ``may_have_reached_sink``
 401, 403                                            permanent: credentials
+409 to a write with an idempotency key              transient: the first is still in progress
+a second 412 after a re-read                        transient (read again at the next attempt)
 other 4xx                                           permanent, status and body kind only
 =================================================  ====================================
 
@@ -156,19 +160,56 @@ class RestSink:
             return await self._create(item, writes, writes.create, payload)
         if writes.update is None:
             raise SinkError(f"this sink has no update for {item.entity_type}")
-        if writes.read is not None:
-            record = await self._read(writes.read, payload, item)
-            if record is None:
+        if writes.read is None:
+            response, _ = await self._write("update", writes.update, writes, payload, item)
+            return Delivered(ref=payload.ref or "", version=_etag(response), created=False)
+        return await self._checked_update(item, writes, writes.update, writes.read, payload)
+
+    async def _checked_update(
+        self,
+        item: OutboxItem,
+        writes: EntityWrites,
+        update: WriteCall,
+        read: ReadCall,
+        payload: _Payload,
+    ) -> Delivered:
+        """Read, compare, then write with ``If-Match`` the version read (when the read has an
+        ETag); a ``412`` (changed in between) reads and decides once more."""
+        for attempt in range(2):
+            found = await self._read(read, payload, item)
+            if found is None:
                 raise SinkError(
                     "the record is not at the sink any more", operation=f"read {item.entity_type}"
                 )
-            conflicts, same = _compare(writes.update.body, record, payload)
+            record, tag = found
+            conflicts, same = _compare(update.body, record, payload)
             if conflicts:
                 raise SinkConflict(conflicts, operation=f"read {item.entity_type}")
             if same:
-                return Delivered(ref=payload.ref or "", version=None, created=False)
-        response, _ = await self._write("update", writes.update, writes, payload, item)
-        return Delivered(ref=payload.ref or "", version=_etag(response), created=False)
+                return Delivered(ref=payload.ref or "", version=_bare(tag), created=False)
+            extra = {"If-Match": tag} if tag else {}
+            response, operation = await self._write(
+                "update",
+                update,
+                writes,
+                payload.over(update.body, record),
+                item,
+                headers=extra,
+                raising=False,
+            )
+            if response.status_code == 412 and tag and attempt == 0:
+                continue
+            if response.status_code == 412 and tag:
+                raise SinkError(
+                    "the record changed again while we wrote; it is read again next time",
+                    operation=operation,
+                    status=412,
+                    transient=True,
+                )
+            if not response.is_success:
+                raise self._error(response, operation)
+            return Delivered(ref=payload.ref or "", version=_etag(response), created=False)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def lookup(self, item: OutboxItem) -> Delivered | None:
         """Find a write of the in-doubt ``item``: by ``lookup:``, or an update by ``read:``.
@@ -177,10 +218,10 @@ class RestSink:
         writes = self._entry(item)
         payload = _Payload.of(item, writes)
         if payload.remote_id is not None and writes.read is not None:
-            record = await self._read(writes.read, payload, item)
-            if record is None:
+            found = await self._read(writes.read, payload, item)
+            if found is None:
                 return None
-            if _compare(_shape(writes), record, payload)[1]:
+            if _compare(_shape(writes), found[0], payload)[1]:
                 return Delivered(ref=payload.ref or "", version=None, created=False)
             return None
         if writes.lookup is not None and (
@@ -200,10 +241,10 @@ class RestSink:
         ref = (item.result or {}).get("ref") or payload.ref
         if writes.read is not None and isinstance(ref, str) and "/" in ref:
             payload = payload.with_ref(ref)
-            record = await self._read(writes.read, payload, item)
-            if record is None:
+            found = await self._read(writes.read, payload, item)
+            if found is None:
                 return False
-            return _compare(_shape(writes), record, payload)[1]
+            return _compare(_shape(writes), found[0], payload)[1]
         if writes.lookup is not None:
             return await self._lookup(writes.lookup, payload, item) is not None
         raise SinkError(
@@ -242,22 +283,26 @@ class RestSink:
         writes: EntityWrites,
         payload: _Payload,
         item: OutboxItem,
+        *,
+        headers: Mapping[str, str] | None = None,
+        raising: bool = True,
     ) -> tuple[httpx.Response, str]:
         url = self._url(call.url, payload, what, item)
         operation = f"{what} {call.method} {url.path}"
-        headers = {"Content-Type": "application/json"}
+        sent = {"Content-Type": "application/json", **(headers or {})}
         if writes.idempotency_header:
-            headers[writes.idempotency_header] = item.key
+            sent[writes.idempotency_header] = item.key
         body = _dumps(call.body, payload, operation)
-        response = await self._request(call.method, url, operation, body, headers, write=True)
-        if not response.is_success:
-            raise self._error(response, operation)
+        response = await self._request(call.method, url, operation, body, sent, write=True)
+        if raising and not response.is_success:
+            raise self._error(response, operation, keyed=bool(writes.idempotency_header))
         return response, operation
 
     async def _read(
         self, call: ReadCall, payload: _Payload, item: OutboxItem
-    ) -> Mapping[str, Any] | None:
-        """The record as the sink holds it, or None when it answers 404."""
+    ) -> tuple[Mapping[str, Any], str | None] | None:
+        """The record as the sink holds it and its ``ETag`` as sent, or None when it answers
+        404."""
         url = self._url(call.url, payload, "read", item)
         operation = f"read {call.method} {url.path}"
         response = await self._request(call.method, url, operation, None, {}, write=False)
@@ -268,7 +313,7 @@ class RestSink:
         record = _search(call.record, _json(response, operation), operation)
         if not isinstance(record, dict):
             raise SinkError(f"the answer has no record at {call.record}", operation=operation)
-        return record
+        return record, response.headers.get("etag") or None
 
     async def _lookup(
         self, call: LookupCall, payload: _Payload, item: OutboxItem
@@ -344,8 +389,17 @@ class RestSink:
                     continue
             return response
 
-    def _error(self, response: httpx.Response, operation: str) -> SinkError:
+    def _error(self, response: httpx.Response, operation: str, *, keyed: bool = False) -> SinkError:
         status = response.status_code
+        if status == 409 and keyed:
+            # An Idempotency-Key's 409: the first request with this key is still being
+            # processed (draft-ietf-httpapi-idempotency-key-header, section 2.7).
+            return SinkError(
+                "the sink is still processing the first request with this key",
+                operation=operation,
+                status=status,
+                transient=True,
+            )
         if status in _TRANSIENT:
             after = retry_after_seconds(response.headers.get("retry-after"), self._now())
             return SinkError(
@@ -395,6 +449,21 @@ class _Payload:
     def with_ref(self, ref: str) -> _Payload:
         return _Payload(self.fields, self.base, ref, self.entity, self.key, self.writes)
 
+    def over(self, body: Body, record: Mapping[str, Any]) -> _Payload:
+        """This payload with the values of the fields it does not change taken from the sink's
+        ``record`` (where ``body`` places them whole and the record has them), so an update
+        writes back what the sink holds instead of our possibly older copy."""
+        keep = dict(self.values)
+        for name, where in body.positions().items():
+            if name in self.fields or name in (ID, KEY):
+                continue
+            present, theirs = _find(record, where)
+            if present:
+                keep[name] = theirs
+        out = _Payload(self.fields, self.base, self.ref, self.entity, self.key, self.writes)
+        out.values = keep
+        return out
+
 
 def _dumps(body: Body, payload: _Payload, operation: str) -> bytes:
     try:
@@ -405,7 +474,15 @@ def _dumps(body: Body, payload: _Payload, operation: str) -> bytes:
 
 def _etag(response: httpx.Response) -> str | None:
     """The record's version from the answer's ``ETag`` (weak or strong), if it has one."""
-    tag = response.headers.get("etag")
+    return _bare(response.headers.get("etag"))
+
+
+def _bare(tag: str | None) -> str | None:
+    """``W/"3"`` -> ``3``.
+
+    >>> _bare('W/"3"'), _bare('"abc"'), _bare(None)
+    ('3', 'abc', None)
+    """
     return (tag.removeprefix("W/").strip('"') or None) if tag else None
 
 
@@ -428,7 +505,7 @@ def _compare(
         if where is None:
             same = False
             continue
-        theirs = _at(record, where)
+        theirs = _find(record, where)[1]
         if theirs == payload.coded_fields[name]:
             continue
         same = False
@@ -437,13 +514,14 @@ def _compare(
     return conflicts, same
 
 
-def _at(record: Mapping[str, Any], where: tuple[str, ...]) -> Any:
+def _find(record: Mapping[str, Any], where: tuple[str, ...]) -> tuple[bool, Any]:
+    """Whether ``record`` has a value at ``where``, and the value."""
     node: Any = record
     for key in where:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
+        if not isinstance(node, Mapping) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
 
 
 def _created_id(response: httpx.Response, id_from: str) -> str | None:
