@@ -9,6 +9,7 @@ config through :func:`~ehrbridge.connectors.rest.sink.rest_sink`, as the runner 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -47,8 +48,9 @@ class ClinicApi:
 
     patients: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``429``, ``503``, ``500``, ``422``, ``409``, ``drop-after`` (apply, then cut the answer),
-    #: ``drop-before`` (cut the answer, apply nothing), ``race:<key>=<value>`` (a PUT finds the
-    #: record changed just before it: then ``If-Match`` fails with 412)
+    #: ``drop-before`` (cut the answer, apply nothing), ``hang-after`` (apply, answer late),
+    #: ``race:<key>=<value>`` (a PUT finds the record changed just before it: then
+    #: ``If-Match`` fails with 412)
     faults: list[str] = field(default_factory=list)
     #: honour ``Idempotency-Key``: a second write with a seen key is answered, not applied
     idempotent: bool = True
@@ -141,6 +143,8 @@ class ClinicApi:
         if fault == "drop-after":
             await _drop(send)
             return
+        if fault == "hang-after":
+            await asyncio.sleep(3)  # well past the sink's timeout: the answer comes too late
         self.versions[record_id] = self.versions.get(record_id, 0) + 1
         tags = {"Location": f"/api/patients/{record_id}", "ETag": f'W/"{self.versions[record_id]}"'}
         await _answer(send, status, {"data": self.patients[record_id]}, tags)
@@ -267,10 +271,12 @@ async def build(
         id_from: str = "data.id",
         origin: str | None = None,
         budgets: BudgetRegistry | None = None,
+        timeout: str = "5s",
     ) -> RestSink:
         text = CONFIG.format(origin=origin or served.origin) + WRITES.replace(
             "{id_from}", id_from
         ).replace("{extra}", "".join(extras)).replace("{{id}}", "{id}")
+        text = text.replace("    timeout: 5s\n", f"    timeout: {timeout}\n")
         (source,) = parse_config(text).data_sources
         sink = rest_sink(source, budgets=budgets)
         made.append(sink)
@@ -663,3 +669,16 @@ async def test_a_record_that_keeps_changing_is_left_for_the_next_attempt(
         await sink.send(update)
     assert (caught.value.status, caught.value.transient) == (412, True)
     assert api.patients["P1"]["phone"] == "+16175550101"
+
+
+async def test_a_timeout_after_the_write_was_sent_may_have_reached_the_sink(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(LOOKUP, timeout="1s")
+    api.faults = ["hang-after"]
+    with pytest.raises(SinkError) as caught:
+        await sink.send(item())
+    assert caught.value.transient and caught.value.may_have_reached_sink
+    assert "timed out" in str(caught.value)
+    found = await sink.lookup(item())
+    assert found is not None and found.ref == "Patient/P1"
