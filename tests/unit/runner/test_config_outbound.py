@@ -222,6 +222,15 @@ def test_a_full_writes_entry_is_read() -> None:
     assert entry.read.record == "data"
 
 
+def test_a_lookup_may_name_the_key_in_its_body() -> None:
+    lookup = '          lookup: {method: POST, url: /search, found: hits, id_from: "hits[0]", '
+    text = rest_with(CREATE + lookup + 'body: {ref: "{key}"}}\n')
+    (api,) = parse_config(text).data_sources
+    entry = api.outbound.writes_for("Patient") if api.outbound else None
+    assert entry is not None and entry.lookup is not None and entry.lookup.body is not None
+    assert entry.lookup.body.names == {"key"}
+
+
 def test_codes_are_read() -> None:
     (api,) = parse_config(
         rest_with(CREATE + "          codes: {gender: {female: F}}\n")
@@ -276,6 +285,16 @@ def _line_of(text: str, piece: str) -> int:
          "lookup.method", "expected GET or POST"),
         (CREATE + '          read: {url: "/patients"}\n', "read.url", "names the record as {id}"),
         (CREATE + "          codes: {gender: {femme: F}}\n", "codes.gender", "not a code of this"),
+        (CREATE.replace("            url: /patients\n", ""), "Patient.create", "missing key 'url'"),
+        (CREATE.replace('ref: "{key}"', "big: .inf"), "create.body.big", "expected JSON values"),
+        (UPDATE.replace("PATCH", "DELETE"), "update.method", "expected POST, PUT or PATCH"),
+        (UPDATE.replace('"{phone.mobile}"', '"{key"'), "update.body.phone", "an unmatched {"),
+        (CREATE + '          read: {url: "/p/{id}", method: PUT}\n', "read.method", "GET or POST"),
+        (CREATE + '          read: {url: "/p/{id}", records: x}\n', "read.records", "did you mean"),
+        (CREATE + '          lookup: {url: "/p", found: ok, id_from: id, body: {k: "{id}"}}\n',
+         "lookup.body.k", "{id} is known only for an update"),
+        (CREATE + '          lookup: {url: "/p", found: ok, id_from: id, body: 3}\n',
+         "lookup.body", "expected a mapping"),
         (CREATE + "          codes: {gendr: {female: F}}\n", "codes.gendr", "did you mean gender?"),
         (CREATE + "          codes: {gender: {female: [F]}}\n", "codes.gender", "plain values"),
         (CREATE + "          codes: {gender: F}\n", "codes.gender", "expected a mapping"),
