@@ -2,15 +2,9 @@
 
 Each entity type's ``writes:`` entry (:class:`~ehrbridge.outbound.sinks.restwrites.EntityWrites`)
 says how a record is created and updated, how a write is found again by its key, and how a record
-is read back. The item's payload (``operation="upsert"``), as for the FHIR sink::
-
-    {"fields": {flat field path: value (None: remove)},
-     "base": {field: the value the sink's record had when the write was decided},   # optional
-     "ref": "<entity type>/<id at the sink>" | None,     # present: an update of that record
-     "entity": {the entity's whole flat projected state}}
-
-The templates see the entity's state with ``fields`` over it, ``{id}`` (from ``ref``) and
-``{key}`` (the item's key).
+is read back. The item's payload (``operation="upsert"``) is the FHIR sink's
+(:mod:`ehrbridge.outbound.sinks.restpayload`); the templates see the entity's state with the
+item's ``fields`` over it, ``{id}`` (from its ``ref``) and ``{key}`` (the item's key).
 
 - **Create** (no ``ref``): ``create.method`` to ``create.url`` with the rendered body and the
   idempotency header (value: the item's key) when one is named; the created id from
@@ -62,10 +56,9 @@ import orjson
 from ehrbridge.errors import SinkConflict, SinkError
 from ehrbridge.http.retry import retry_after_seconds, transport_problem
 from ehrbridge.outbound.outbox import OutboxItem
-from ehrbridge.outbound.sinks import Conflicting, Delivered
+from ehrbridge.outbound.sinks import Delivered
+from ehrbridge.outbound.sinks.restpayload import Payload, compare, shape
 from ehrbridge.outbound.sinks.restwrites import (
-    ID,
-    KEY,
     LOCATION,
     Body,
     EntityWrites,
@@ -153,7 +146,7 @@ class RestSink:
     async def send(self, item: OutboxItem) -> Delivered:
         """Create or update the item's record once (see the module's docstring)."""
         writes = self._entry(item)
-        payload = _Payload.of(item, writes)
+        payload = Payload.of(item, writes)
         if payload.remote_id is None:
             if writes.create is None:
                 raise SinkError(f"this sink has no create for {item.entity_type}")
@@ -171,7 +164,7 @@ class RestSink:
         writes: EntityWrites,
         update: WriteCall,
         read: ReadCall,
-        payload: _Payload,
+        payload: Payload,
     ) -> Delivered:
         """Read, compare, then write with ``If-Match`` the version read (when the read has an
         ETag); a ``412`` (changed in between) reads and decides once more."""
@@ -182,7 +175,7 @@ class RestSink:
                     "the record is not at the sink any more", operation=f"read {item.entity_type}"
                 )
             record, tag = found
-            conflicts, same = _compare(update.body, record, payload)
+            conflicts, same = compare(update.body, record, payload)
             if conflicts:
                 raise SinkConflict(conflicts, operation=f"read {item.entity_type}")
             if same:
@@ -216,12 +209,12 @@ class RestSink:
         None: not there (send it again). A permanent SinkError when nothing can tell and the
         sink does not honour the idempotency header."""
         writes = self._entry(item)
-        payload = _Payload.of(item, writes)
+        payload = Payload.of(item, writes)
         if payload.remote_id is not None and writes.read is not None:
             found = await self._read(writes.read, payload, item)
             if found is None:
                 return None
-            if _compare(_shape(writes), found[0], payload)[1]:
+            if compare(shape(writes), found[0], payload)[1]:
                 return Delivered(ref=payload.ref or "", version=None, created=False)
             return None
         if writes.lookup is not None and (
@@ -237,14 +230,14 @@ class RestSink:
         from the item's result or payload), else by ``lookup:``. A SinkError when neither is
         configured."""
         writes = self._entry(item)
-        payload = _Payload.of(item, writes)
+        payload = Payload.of(item, writes)
         ref = (item.result or {}).get("ref") or payload.ref
         if writes.read is not None and isinstance(ref, str) and "/" in ref:
             payload = payload.with_ref(ref)
             found = await self._read(writes.read, payload, item)
             if found is None:
                 return False
-            return _compare(_shape(writes), found[0], payload)[1]
+            return compare(shape(writes), found[0], payload)[1]
         if writes.lookup is not None:
             return await self._lookup(writes.lookup, payload, item) is not None
         raise SinkError(
@@ -261,7 +254,7 @@ class RestSink:
         return writes
 
     async def _create(
-        self, item: OutboxItem, writes: EntityWrites, call: WriteCall, payload: _Payload
+        self, item: OutboxItem, writes: EntityWrites, call: WriteCall, payload: Payload
     ) -> Delivered:
         response, operation = await self._write("create", call, writes, payload, item)
         remote_id = _created_id(response, call.id_from or "id")
@@ -281,7 +274,7 @@ class RestSink:
         what: str,
         call: WriteCall,
         writes: EntityWrites,
-        payload: _Payload,
+        payload: Payload,
         item: OutboxItem,
         *,
         headers: Mapping[str, str] | None = None,
@@ -299,7 +292,7 @@ class RestSink:
         return response, operation
 
     async def _read(
-        self, call: ReadCall, payload: _Payload, item: OutboxItem
+        self, call: ReadCall, payload: Payload, item: OutboxItem
     ) -> tuple[Mapping[str, Any], str | None] | None:
         """The record as the sink holds it and its ``ETag`` as sent, or None when it answers
         404."""
@@ -316,7 +309,7 @@ class RestSink:
         return record, response.headers.get("etag") or None
 
     async def _lookup(
-        self, call: LookupCall, payload: _Payload, item: OutboxItem
+        self, call: LookupCall, payload: Payload, item: OutboxItem
     ) -> Delivered | None:
         url = self._url(call.url, payload, "lookup", item)
         operation = f"lookup {call.method} {url.path}"
@@ -340,7 +333,7 @@ class RestSink:
             )
         return Delivered(ref=f"{item.entity_type}/{remote_id}", version=None, created=True)
 
-    def _url(self, template: Text, payload: _Payload, what: str, item: OutboxItem) -> httpx.URL:
+    def _url(self, template: Text, payload: Payload, what: str, item: OutboxItem) -> httpx.URL:
         try:
             path = render_url(template, payload.values)
         except KeyError as exc:
@@ -418,54 +411,7 @@ class RestSink:
         )
 
 
-class _Payload:
-    """The item's payload, read once: the values the templates see (coded as the sink spells
-    them), and the record's ref."""
-
-    def __init__(self, fields: Mapping[str, Any], base: Mapping[str, Any], ref: str | None,
-                 entity: Mapping[str, Any], key: str, writes: EntityWrites) -> None:  # fmt: skip
-        self.fields, self.base, self.ref, self.entity, self.key = fields, base, ref, entity, key
-        self.writes = writes
-        #: ``fields`` and ``base`` as the sink spells them (what a read record is compared with)
-        self.coded_fields, self.coded_base = writes.coded(fields), writes.coded(base)
-        self.remote_id = ref.split("/", 1)[1] if ref else None
-        self.values: dict[str, Any] = {**writes.coded(entity), **self.coded_fields, KEY: key}
-        if self.remote_id is not None:
-            self.values[ID] = self.remote_id
-
-    @classmethod
-    def of(cls, item: OutboxItem, writes: EntityWrites) -> _Payload:
-        payload = item.payload
-        fields, base = payload.get("fields"), payload.get("base") or {}
-        ref, entity = payload.get("ref"), payload.get("entity") or {}
-        if not isinstance(fields, Mapping) or not isinstance(base, Mapping):
-            raise SinkError("the item's payload has no fields mapping (a bug upstream)")
-        if not isinstance(entity, Mapping):
-            raise SinkError("the item's payload has no entity mapping (a bug upstream)")
-        if ref is not None and (not isinstance(ref, str) or "/" not in ref or ref.endswith("/")):
-            raise SinkError("the item's ref is not <type>/<id> (a bug upstream)")
-        return cls(fields, base, ref, entity, item.key, writes)
-
-    def with_ref(self, ref: str) -> _Payload:
-        return _Payload(self.fields, self.base, ref, self.entity, self.key, self.writes)
-
-    def over(self, body: Body, record: Mapping[str, Any]) -> _Payload:
-        """This payload with the values of the fields it does not change taken from the sink's
-        ``record`` (where ``body`` places them whole and the record has them), so an update
-        writes back what the sink holds instead of our possibly older copy."""
-        keep = dict(self.values)
-        for name, where in body.positions().items():
-            if name in self.fields or name in (ID, KEY):
-                continue
-            present, theirs = _find(record, where)
-            if present:
-                keep[name] = theirs
-        out = _Payload(self.fields, self.base, self.ref, self.entity, self.key, self.writes)
-        out.values = keep
-        return out
-
-
-def _dumps(body: Body, payload: _Payload, operation: str) -> bytes:
+def _dumps(body: Body, payload: Payload, operation: str) -> bytes:
     try:
         return orjson.dumps(body.render(payload.values))
     except orjson.JSONEncodeError:
@@ -484,44 +430,6 @@ def _bare(tag: str | None) -> str | None:
     ('3', 'abc', None)
     """
     return (tag.removeprefix("W/").strip('"') or None) if tag else None
-
-
-def _shape(writes: EntityWrites) -> Body:
-    """The body whose shape a read record has: the update's, else the create's."""
-    call = writes.update or writes.create
-    return call.body if call is not None else Body(tree={})
-
-
-def _compare(
-    body: Body, record: Mapping[str, Any], payload: _Payload
-) -> tuple[list[Conflicting], bool]:
-    """The fields the sink changed since the base to something not ours, and whether the sink
-    already holds every field of ours (each compared where ``body`` places it whole)."""
-    places = body.positions()
-    conflicts: list[Conflicting] = []
-    same = bool(payload.fields)
-    for name, ours in payload.fields.items():
-        where = places.get(name)
-        if where is None:
-            same = False
-            continue
-        theirs = _find(record, where)[1]
-        if theirs == payload.coded_fields[name]:
-            continue
-        same = False
-        if name in payload.base and theirs != payload.coded_base[name]:
-            conflicts.append(Conflicting(field=name, ours=ours, theirs=theirs))
-    return conflicts, same
-
-
-def _find(record: Mapping[str, Any], where: tuple[str, ...]) -> tuple[bool, Any]:
-    """Whether ``record`` has a value at ``where``, and the value."""
-    node: Any = record
-    for key in where:
-        if not isinstance(node, Mapping) or key not in node:
-            return False, None
-        node = node[key]
-    return True, node
 
 
 def _created_id(response: httpx.Response, id_from: str) -> str | None:
