@@ -61,6 +61,7 @@ from ehrbridge.outbound.outbox import (
     Settle,
 )
 from ehrbridge.outbound.sinks import Conflicting, Delivered, Sink
+from ehrbridge.outbound.workflows import Workflows
 from ehrbridge.times import pause
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Source
 from ehrbridge.worldmodel.store import Store
@@ -123,6 +124,7 @@ class Dispatcher:
         lease: timedelta = DEFAULT_LEASE,
         catch_up: timedelta = DEFAULT_CATCH_UP,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        workflows: Workflows | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -134,7 +136,11 @@ class Dispatcher:
         self.catch_up = catch_up
         self.clock = clock
         self.feed = OutboundFeed(
-            store, outbox, workspace=workspace, sinks=[rt.policy for rt in sinks]
+            store,
+            outbox,
+            workspace=workspace,
+            sinks=[rt.policy for rt in sinks],
+            workflows=workflows,
         )
         self._ready = asyncio.Event()  #: the outbox has something new
         self._logged = asyncio.Event()  #: the log has something new
@@ -288,8 +294,10 @@ class Dispatcher:
         self, rt: SinkRuntime, item: OutboxItem
     ) -> tuple[ItemStatus, str, list[Conflicting]] | None:
         """The gate on the entity as it is now: None to go on, or how to settle the item (and
-        the conflicts to record when the sink's own newer change replaced the value)."""
-        if item.event_id is None:
+        the conflicts to record when the sink's own newer change replaced the value). A
+        workflow's later steps are not gated again: once its first step landed, the rest belong
+        to it (docs/workflows.md), and the first step's echo has made the fact the sink's."""
+        if item.event_id is None or (item.workflow is not None and item.step > 0):
             return None
         ws = self.workspace
         events = await self.store.read_entity(ws, item.entity_type, item.entity_id)
