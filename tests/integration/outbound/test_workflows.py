@@ -35,9 +35,9 @@ from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
 from ehrbridge.outbound.steps import StepSink
 from ehrbridge.outbound.workflows import (
     BOOK,
+    Workflows,
     WorkflowState,
     WorkflowStatus,
-    Workflows,
     workflow_of,
     workflow_status,
 )
