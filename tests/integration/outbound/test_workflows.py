@@ -11,10 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from typer.testing import CliRunner
 
+from ehrbridge.cli.main import app
 from ehrbridge.confidence import Level
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer
@@ -42,6 +46,7 @@ from ehrbridge.outbound.workflows import (
     workflow_status,
 )
 from ehrbridge.storage import Backend
+from ehrbridge.storage.postgres.worldmodel import PostgresStore
 from ehrbridge.worldmodel.events import RecordKey, Source
 from ehrbridge.worldmodel.model import WorldModel
 from tests.sandbox_server import SandboxServer
@@ -405,3 +410,36 @@ def test_the_status_of_a_stopped_workflow_names_each_step() -> None:
     assert stopped.not_started == ("notify-practitioner",) and stopped.current is None
     (retrying,) = workflow_status([item(0, ItemStatus.SYNCED, 1), item(1, ItemStatus.PENDING, 1)])
     assert (retrying.state, retrying.current) == (WorkflowState.RUNNING, "update-patient")
+
+
+async def test_the_cli_shows_a_stopped_workflow(world: World, tmp_path: Path) -> None:
+    if isinstance(world.backend.worldmodel, PostgresStore):
+        pytest.skip("the CLI opens a database by URL; the PostgreSQL test schema has none")
+    _, _, _, appointment, _ = await world.booked()
+    sink = world.sink("update-patient", unprocessable=1)
+    workflow = f"book/{appointment}"
+    await running_until(
+        world.dispatcher(sink), in_state(world, workflow, WorkflowState.STOPPED), what="stopped"
+    )
+    db = f"sqlite:///{tmp_path / 'wm.db'}"
+    cli = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        common = ["--db", db, "--workspace", WS]
+        result = cli.invoke(app, ["outbox", *args, *common], env={"COLUMNS": "200"})
+        return result.exit_code, result.output
+
+    code, out = await asyncio.to_thread(run, "workflow", workflow, "--json")
+    assert code == 0, out
+    (status,) = [orjson.loads(line) for line in out.splitlines()]
+    assert status["state"] == "stopped" and status["done"] == ["create-appointment"]
+    assert status["failed"] == "update-patient" and status["failed_status"] == "dead"
+    assert "422" in status["failed_error"] and status["not_started"] == ["notify-practitioner"]
+    code, out = await asyncio.to_thread(run, "workflow", workflow)
+    assert code == 0 and "stopped" in out and "not started  notify-practitioner" in out, out
+    assert PHONE_B not in out  # ids and reasons, never a field value
+    code, out = await asyncio.to_thread(run, "list", "--workflow", workflow, "--json")
+    listed = [orjson.loads(line) for line in out.splitlines()]
+    assert code == 0 and sorted(i["step"] for i in listed) == [0, 1, 2]
+    code, out = await asyncio.to_thread(run, "workflow", "book/nothing")
+    assert code != 0 and "no outbox items of workflow book/nothing" in out
