@@ -99,7 +99,7 @@ class OutboundFeed:
             for event_id in event_ids:
                 queued, refused = await self._decide(events, event_id, state, carried)
                 items += queued
-                if refused:
+                if refused and not await self._begun(event_id):
                     cancelled += len(await self.outbox.cancel(ws, event_id, refused))
         # a fact a workflow of this page carries has no plain item of its own at that sink
         items = [i for i in items if i.workflow is not None or (i.event_id, i.sink) not in carried]
@@ -112,6 +112,12 @@ class OutboundFeed:
         return FeedStep(
             events=len(page.events), queued=len(items), cancelled=cancelled, missing=missing
         )
+
+    async def _begun(self, event_id: str) -> bool:
+        """Whether the fact started a workflow whose first write landed: its other steps belong
+        to the workflow now (its echo is what made the fact no longer current), so they are not
+        cancelled with the fact; a plain item of it is still gated again before it is sent."""
+        return self.workflows is not None and await self.workflows.begun(event_id)
 
     def _could_go(self, event: Event) -> bool:
         """Whether any sink could take this assertion, from the event alone: a type it takes,

@@ -21,7 +21,8 @@ when the steps are queued: their payloads name entities, and :mod:`.steps` resol
 the step is sent, from the stored results of the workflow's items and the entities' records.
 
 **Book** (``book/<appointment id>``): started by the first assertion of an ``Appointment`` an
-agent booked on a call (a voice source), eligible, with no record at the sink yet:
+agent booked on a call (a voice source), eligible, with no record at the sink yet (decided again
+later, it is still the workflow's: never a plain upsert too):
 
 1. ``create-appointment`` (``create``): the Appointment, its participants as the sink's records;
 2. ``update-patient`` (``upsert``), only if the call changed the patient: the call's facts of the
@@ -33,7 +34,7 @@ agent booked on a call (a voice source), eligible, with no record at the sink ye
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -113,10 +114,20 @@ class Expansion:
 class Workflows:
     """Which eligible facts start a workflow, and their step items (the feed's hook)."""
 
-    def __init__(self, store: Store, outbox: Outbox, *, workspace: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        outbox: Outbox,
+        *,
+        workspace: str,
+        sinks: Collection[str] | None = None,
+    ) -> None:
         self.store = store
         self.outbox = outbox
         self.workspace = workspace
+        #: the sinks that perform workflow steps (None: every sink); at the others a booking
+        #: is a plain upsert
+        self.sinks = None if sinks is None else frozenset(sinks)
 
     async def expand(
         self,
@@ -128,17 +139,39 @@ class Workflows:
         """The workflow ``fact`` starts at ``policy``'s sink, as its step items; None when it
         starts none (it is queued as a plain upsert). ``payload`` is the plain upsert's (the
         first step creates the record of it)."""
-        if not _starts_booking(fact, events, payload):
+        if self.sinks is not None and policy.sink not in self.sinks:
             return None
-        return await self._book(fact, policy, payload)
+        if not _books(fact, events):
+            return None
+        # decided again once the Appointment is at the sink (the trailing feed, a re-grade):
+        # still the workflow's, never a plain upsert of what the create did not write
+        again = await self._queued(fact.id, policy.sink)
+        if payload.get("ref") is not None and not again:
+            return None
+        return await self._book(fact, policy, payload, again=again)
 
-    async def _book(self, fact: Event, policy: SinkPolicy, payload: Mapping[str, Any]) -> Expansion:
+    async def _queued(self, event_id: str, sink: str) -> bool:
+        items = (await self.outbox.of_events(self.workspace, [event_id])).get(event_id, [])
+        return any(i.workflow is not None and i.sink == sink for i in items)
+
+    async def begun(self, event_id: str) -> bool:
+        """Whether ``event_id`` started a workflow whose first step has synced at some sink."""
+        items = (await self.outbox.of_events(self.workspace, [event_id])).get(event_id, [])
+        return any(
+            i.workflow is not None and i.step == 0 and i.status is ItemStatus.SYNCED for i in items
+        )
+
+    async def _book(
+        self, fact: Event, policy: SinkPolicy, payload: Mapping[str, Any], *, again: bool
+    ) -> Expansion:
+        """The steps of a booking; ``again`` (its steps are queued already): the same keys, and
+        no fact carried now (a fact of the call judged since goes as a plain item)."""
         sink, appointment = policy.sink, fact.entity_id
         workflow = f"{BOOK.name}/{appointment}"
         values = {**payload.get("entity", {}), **payload.get("fields", {})}
         patient = _entity_ref(values.get("patient"), "Patient")
         practitioner = _entity_ref(values.get("practitioner"), "Practitioner")
-        carried = [] if patient is None else await self._call_facts(fact, patient, policy)
+        carried = [] if patient is None or again else await self._call_facts(fact, patient, policy)
         steps: list[tuple[Step, str, str, dict[str, Any]]] = [
             (CREATE_APPOINTMENT, "Appointment", appointment, dict(payload))
         ]
@@ -202,12 +235,12 @@ def _eligible(
         return False
 
 
-def _starts_booking(fact: Event, events: Sequence[Event], payload: Mapping[str, Any]) -> bool:
-    """An Appointment's first assertion, by an agent (voice), that the sink has no record of."""
+def _books(fact: Event, events: Sequence[Event]) -> bool:
+    """An Appointment's first assertion, by an agent (voice): the booking."""
     if fact.entity_type != "Appointment" or fact.source.kind != "voice":
         return False
     first = next((e for e in events if e.event_type in ASSERTING), None)
-    return first is not None and first.id == fact.id and payload.get("ref") is None
+    return first is not None and first.id == fact.id
 
 
 def _entity_ref(value: object, entity_type: str) -> str | None:

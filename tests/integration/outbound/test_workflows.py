@@ -25,6 +25,7 @@ from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Unit, resource_entry
 from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
 from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.gates import SinkPolicy
 from ehrbridge.outbound.limits import (
     AdaptiveLimiter,
@@ -443,3 +444,32 @@ async def test_the_cli_shows_a_stopped_workflow(world: World, tmp_path: Path) ->
     assert code == 0 and sorted(i["step"] for i in listed) == [0, 1, 2]
     code, out = await asyncio.to_thread(run, "workflow", "book/nothing")
     assert code != 0 and "no outbox items of workflow book/nothing" in out
+
+
+async def test_deciding_a_begun_booking_again_leaves_its_steps_alone(world: World) -> None:
+    _, _, booking, appointment, _ = await world.booked()
+    sink = world.sink("update-patient", unprocessable=1)
+    workflow = f"book/{appointment}"
+    dispatcher = world.dispatcher(sink)
+    await running_until(
+        dispatcher, in_state(world, workflow, WorkflowState.STOPPED), what="stopped"
+    )
+    before = await world.steps(workflow)
+    assert [i.status for i in before] == [ItemStatus.SYNCED, ItemStatus.DEAD, ItemStatus.PENDING]
+    # a trailing pass over the whole log (the reconcile loop's): the Appointment's echo has made
+    # the booking no longer current, yet its waiting step is not cancelled, nor a plain item made
+    trailing = OutboundFeed(
+        world.backend.worldmodel,
+        world.backend.outbox,
+        workspace=WS,
+        sinks=dispatcher.feed.sinks,
+        cursor="trailing",
+        workflows=dispatcher.feed.workflows,
+    )
+    while (await trailing.step()).events:
+        pass
+    after = await world.steps(workflow)
+    assert [(i.id, i.status) for i in after] == [(i.id, i.status) for i in before]
+    assert {i.workflow for i in (await world.backend.outbox.of_events(WS, [booking]))[booking]} == {
+        workflow
+    }
