@@ -366,53 +366,6 @@ async def test_a_refused_notice_stops_the_workflow_visibly(world: World) -> None
     assert len(history) == 2  # created by the front desk, updated once by the workflow
 
 
-def test_the_status_of_a_stopped_workflow_names_each_step() -> None:
-    now = _now()
-
-    def item(step: int, status: ItemStatus, attempts: int, error: str | None = None) -> OutboxItem:
-        return OutboxItem(
-            id=f"i{step}",
-            workspace=WS,
-            sink="ehr",
-            key=f"k{step}",
-            lane="Appointment/a",
-            position=step,
-            entity_type="Appointment",
-            entity_id="a",
-            event_id="e",
-            operation=BOOK.steps[step].kind,
-            payload={},
-            workflow="book/a",
-            step=step,
-            status=status,
-            attempts=attempts,
-            created_at=now,
-            updated_at=now,
-            next_attempt_at=now,
-            holder=None,
-            lease_until=None,
-            epoch=attempts,
-            in_doubt=False,
-            last_error=error,
-            result=None,
-            confirmed_at=None,
-        )
-
-    (stopped,) = workflow_status(
-        [
-            item(2, ItemStatus.PENDING, 0),
-            item(0, ItemStatus.SYNCED, 1),
-            item(1, ItemStatus.DEAD, 5, "HTTP 503: out of retries"),
-        ]
-    )
-    assert stopped.state is WorkflowState.STOPPED
-    assert stopped.done == ("create-appointment",)
-    assert (stopped.failed, stopped.failed_error) == ("update-patient", "HTTP 503: out of retries")
-    assert stopped.not_started == ("notify-practitioner",) and stopped.current is None
-    (retrying,) = workflow_status([item(0, ItemStatus.SYNCED, 1), item(1, ItemStatus.PENDING, 1)])
-    assert (retrying.state, retrying.current) == (WorkflowState.RUNNING, "update-patient")
-
-
 async def test_the_cli_shows_a_stopped_workflow(world: World, tmp_path: Path) -> None:
     if isinstance(world.backend.worldmodel, PostgresStore):
         pytest.skip("the CLI opens a database by URL; the PostgreSQL test schema has none")

@@ -1,0 +1,114 @@
+"""A workflow's status from its step items (docs/workflows.md): what succeeded, what stopped
+it and why, what is being worked, what has not started."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
+from ehrbridge.outbound.workflows import BOOK, WorkflowState, step_key, workflow_of, workflow_status
+
+T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+
+
+def item(
+    step: int,
+    status: ItemStatus,
+    attempts: int = 0,
+    error: str | None = None,
+    *,
+    workflow: str | None = "book/a",
+    sink: str = "ehr",
+) -> OutboxItem:
+    return OutboxItem(
+        id=f"{sink}-{step}",
+        workspace="ws",
+        sink=sink,
+        key=f"k{sink}{step}",
+        lane="Appointment/a",
+        position=step,
+        entity_type="Appointment",
+        entity_id="a",
+        event_id="e",
+        operation=BOOK.steps[step].kind,
+        payload={},
+        workflow=workflow,
+        step=step,
+        status=status,
+        attempts=attempts,
+        created_at=T0,
+        updated_at=T0,
+        next_attempt_at=T0,
+        holder=None,
+        lease_until=None,
+        epoch=attempts,
+        in_doubt=False,
+        last_error=error,
+        result=None,
+        confirmed_at=None,
+    )
+
+
+def test_a_parked_step_stops_the_workflow_with_its_reason() -> None:
+    (stopped,) = workflow_status(
+        [
+            item(2, ItemStatus.PENDING),
+            item(0, ItemStatus.SYNCED, 1),
+            item(1, ItemStatus.DEAD, 5, "HTTP 503: out of retries"),
+        ]
+    )
+    assert stopped.state is WorkflowState.STOPPED
+    assert stopped.done == ("create-appointment",)
+    assert (stopped.failed, stopped.failed_status) == ("update-patient", ItemStatus.DEAD)
+    assert stopped.failed_error == "HTTP 503: out of retries"
+    assert stopped.not_started == ("notify-practitioner",) and stopped.current is None
+    assert stopped.as_json()["state"] == "stopped"
+
+
+def test_a_step_retrying_is_in_progress_and_the_rest_not_started() -> None:
+    (running,) = workflow_status(
+        [item(0, ItemStatus.SYNCED, 1), item(1, ItemStatus.PENDING, 1), item(2, ItemStatus.PENDING)]
+    )
+    assert (running.state, running.current) == (WorkflowState.RUNNING, "update-patient")
+    assert running.not_started == ("notify-practitioner",) and running.failed is None
+
+
+def test_every_step_synced_is_done() -> None:
+    (done,) = workflow_status([item(i, ItemStatus.SYNCED, 1) for i in range(3)])
+    assert done.state is WorkflowState.DONE and done.done == tuple(s.name for s in BOOK.steps)
+    assert done.not_started == () and done.current is None
+
+
+def test_a_booking_cancelled_before_it_was_sent_abandons_every_step() -> None:
+    (gone,) = workflow_status(
+        [item(i, ItemStatus.CANCELLED, 0, "rejected by op-1") for i in range(3)]
+    )
+    assert (gone.state, gone.failed, gone.done) == (
+        WorkflowState.ABANDONED,
+        "create-appointment",
+        (),
+    )
+    assert gone.not_started == ("update-patient", "notify-practitioner")
+
+
+def test_one_status_per_workflow_and_sink_and_plain_items_left_out() -> None:
+    statuses = workflow_status(
+        [
+            item(0, ItemStatus.SYNCED, 1),
+            item(0, ItemStatus.PENDING, sink="other"),
+            item(0, ItemStatus.PENDING, workflow=None, sink="plain"),
+        ]
+    )
+    assert [(s.workflow, s.sink) for s in statuses] == [("book/a", "ehr"), ("book/a", "other")]
+
+
+def test_workflow_names_and_keys() -> None:
+    assert workflow_of("book/x") is BOOK
+    with pytest.raises(KeyError):
+        workflow_of("refill/x")
+    create, update = BOOK.steps[0], BOOK.steps[1]
+    assert step_key("ehr", "book/x", create) != step_key("ehr", "book/x", update)
+    assert step_key("ehr", "book/x", create) != step_key("ehr", "book/y", create)
+    assert BOOK.step("notify-practitioner")[0] == 2
