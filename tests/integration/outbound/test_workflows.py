@@ -94,7 +94,9 @@ class FaultAt:
 
 
 def _step_name(item: OutboxItem) -> str:
-    assert item.workflow is not None
+    """The item's step name; a plain item's operation."""
+    if item.workflow is None:
+        return item.operation
     return workflow_of(item.workflow).steps[item.step].name
 
 
@@ -124,6 +126,12 @@ class World:
     async def call(self, patient: str, practitioner: str) -> tuple[str, str, str]:
         """A call: the caller gives a new mobile number and books with the practitioner; the
         judge verifies both. (booking event id, appointment id, phone event id)"""
+        fact = await self.new_phone(patient)
+        booking, appointment = await self.booking(patient, practitioner)
+        return booking, appointment, fact
+
+    async def new_phone(self, patient: str) -> str:
+        """The caller's new mobile number, verified by the judge: its event id."""
         phone = await self.model.write_voice(
             "Patient",
             patient,
@@ -132,6 +140,12 @@ class World:
             agent="agent-1",
             call_id=CALL,
         )
+        fact = phone.events[0].id
+        await self.model.regrade("Patient/" + patient, fact, Level.VERIFIED, by=JUDGE)
+        return fact
+
+    async def booking(self, patient: str, practitioner: str) -> tuple[str, str]:
+        """The call's booking, verified by the judge: (its event id, the appointment id)."""
         start = datetime(2026, 12, 10, 9, 30, tzinfo=UTC)
         booked = await self.model.write_voice(
             "Appointment",
@@ -149,10 +163,9 @@ class World:
             agent="agent-1",
             call_id=CALL,
         )
-        booking, fact = booked.events[0].id, phone.events[0].id
-        await self.model.regrade("Patient/" + patient, fact, Level.VERIFIED, by=JUDGE)
+        booking = booked.events[0].id
         await self.model.regrade("Appointment/appt-1", booking, Level.VERIFIED, by=JUDGE)
-        return booking, "appt-1", fact
+        return booking, "appt-1"
 
     async def booked(self) -> tuple[str, str, str, str, str]:
         """The clinic's patient and practitioner at the EHR, and a verified booking call:
@@ -426,3 +439,27 @@ async def test_deciding_a_begun_booking_again_leaves_its_steps_alone(world: Worl
     assert {i.workflow for i in (await world.backend.outbox.of_events(WS, [booking]))[booking]} == {
         workflow
     }
+
+
+async def test_a_patient_fact_queued_before_the_booking_goes_on_its_own(world: World) -> None:
+    patient_fhir, patient = await world.at_ehr(PATIENT)
+    _, practitioner = await world.at_ehr(PRACTITIONER)
+    dispatcher = world.dispatcher(world.sink())
+    fact = await world.new_phone(patient)
+    await dispatcher.feed.step()  # the phone fact is queued as a plain item first
+    _, appointment = await world.booking(patient, practitioner)
+    workflow = f"book/{appointment}"
+    booked = in_state(world, workflow, WorkflowState.DONE)
+
+    async def both() -> bool:
+        own = (await world.backend.outbox.of_events(WS, [fact])).get(fact, [])
+        return bool(await booked()) and all(i.status is ItemStatus.SYNCED for i in own)
+
+    await running_until(dispatcher, both, what="booked, and the phone written")
+    status = await world.status(workflow)
+    assert status.done == ("create-appointment", "notify-practitioner")  # no Patient step
+    (own,) = (await world.backend.outbox.of_events(WS, [fact]))[fact]
+    assert own.workflow is None and own.status is ItemStatus.SYNCED
+    history = [v async for v in world.front_desk.history("Patient", patient_fhir)]
+    assert len(history) == 2  # the front desk's, and the phone fact's own write, once
+    assert len(await world.appointments(patient_fhir)) == 1
