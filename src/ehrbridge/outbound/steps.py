@@ -20,18 +20,51 @@ then dead, holding the lane, with the reason. Items of no workflow pass through 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ehrbridge.errors import SinkError
 from ehrbridge.outbound.feed import record_at
 from ehrbridge.outbound.gates import SinkPolicy, candidate, decide
 from ehrbridge.outbound.outbox import ItemQuery, ItemStatus, Outbox, OutboxItem
 from ehrbridge.outbound.sinks import Delivered, Sink
-from ehrbridge.outbound.workflows import CREATE, NOTIFY, UPSERT, workflow_of
+from ehrbridge.outbound.sinks.fhir import FhirSink
+from ehrbridge.outbound.workflows import CREATE, NOTIFY, UPSERT, Workflows, workflow_of
 from ehrbridge.worldmodel.entities import spec_for
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.store import Store
+
+if TYPE_CHECKING:
+    from ehrbridge.outbound.dispatch import SinkRuntime
+
+
+def with_workflows(
+    sinks: Sequence[SinkRuntime],
+    store: Store,
+    outbox: Outbox,
+    *,
+    workspace: str,
+    performing: Collection[str] | None = None,
+) -> tuple[list[SinkRuntime], Workflows]:
+    """The runner's wiring: ``sinks`` with those that perform workflow steps (``performing``,
+    by id; None: the FHIR sinks) wrapped in a :class:`StepSink`, and the :class:`Workflows`
+    for the dispatcher and the trailing feed (at the other sinks a booking is a plain
+    upsert)."""
+    ids = (
+        {rt.policy.sink for rt in sinks if isinstance(rt.sink, FhirSink)}
+        if performing is None
+        else set(performing)
+    )
+    wrapped = [
+        dataclasses.replace(
+            rt,
+            sink=StepSink(rt.sink, store, outbox, workspace=workspace, policy=rt.policy),
+        )
+        if rt.policy.sink in ids
+        else rt
+        for rt in sinks
+    ]
+    return wrapped, Workflows(store, outbox, workspace=workspace, sinks=ids)
 
 
 class Unresolved(SinkError):

@@ -37,10 +37,9 @@ from ehrbridge.outbound.limits import (
 from ehrbridge.outbound.outbox import ItemQuery, ItemStatus, OutboxItem
 from ehrbridge.outbound.sinks import Delivered, Sink
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
-from ehrbridge.outbound.steps import StepSink
+from ehrbridge.outbound.steps import StepSink, with_workflows
 from ehrbridge.outbound.workflows import (
     BOOK,
-    Workflows,
     WorkflowState,
     WorkflowStatus,
     workflow_of,
@@ -177,11 +176,8 @@ class World:
 
     def dispatcher(self, sink: Sink) -> Dispatcher:
         policy = SinkPolicy(sink="ehr", entity_types=frozenset({"Patient", "Appointment"}))
-        steps = StepSink(
-            sink, self.backend.worldmodel, self.backend.outbox, workspace=WS, policy=policy
-        )
         runtime = SinkRuntime(
-            sink=steps,
+            sink=sink,
             policy=policy,
             retry=RetryLimits(
                 backoff_base=timedelta(milliseconds=20), backoff_max=timedelta(milliseconds=200)
@@ -189,15 +185,19 @@ class World:
             breaker=CircuitBreaker(BreakerLimits(), clock=_now),
             limiter=AdaptiveLimiter(ConcurrencyLimits(max=4)),
         )
+        backend = self.backend
+        runtimes, workflows = with_workflows(
+            [runtime], backend.worldmodel, backend.outbox, workspace=WS, performing={"ehr"}
+        )
         return Dispatcher(
-            self.backend.worldmodel,
-            self.backend.outbox,
-            [runtime],
+            backend.worldmodel,
+            backend.outbox,
+            runtimes,
             workspace=WS,
             holder="runner-test",
             echo=FhirEcho(self.model),
             catch_up=timedelta(milliseconds=50),
-            workflows=Workflows(self.backend.worldmodel, self.backend.outbox, workspace=WS),
+            workflows=workflows,
         )
 
     def sink(self, step: str = "", **fault: Any) -> FaultAt:
@@ -463,3 +463,29 @@ async def test_a_patient_fact_queued_before_the_booking_goes_on_its_own(world: W
     history = [v async for v in world.front_desk.history("Patient", patient_fhir)]
     assert len(history) == 2  # the front desk's, and the phone fact's own write, once
     assert len(await world.appointments(patient_fhir)) == 1
+
+
+async def test_the_wiring_wraps_the_fhir_sinks_only(world: World) -> None:
+    def runtime(sink: Sink, sink_id: str) -> SinkRuntime:
+        return SinkRuntime(
+            sink=sink,
+            policy=SinkPolicy(sink=sink_id),
+            retry=RetryLimits(),
+            breaker=CircuitBreaker(BreakerLimits(), clock=_now),
+            limiter=AdaptiveLimiter(ConcurrencyLimits(max=1)),
+        )
+
+    fhir = FhirSink("ehr", sink_client("ehr", world.server.base_url))
+    other = world.sink()  # not a FhirSink: it performs no workflow step here
+    backend = world.backend
+    runtimes, workflows = with_workflows(
+        [runtime(fhir, "ehr"), runtime(other, "crm")],
+        backend.worldmodel,
+        backend.outbox,
+        workspace=WS,
+    )
+    assert isinstance(runtimes[0].sink, StepSink) and runtimes[0].sink.sink is fhir
+    assert runtimes[1].sink is other
+    assert workflows.sinks == frozenset({"ehr"})
+    await fhir.aclose()
+    await other.aclose()
