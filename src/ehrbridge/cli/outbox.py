@@ -161,6 +161,7 @@ def status_lines(status: WorkflowStatus) -> list[str]:
     """A workflow's status as operators read it: what succeeded and what did not."""
     lines = [f"workflow {escape(status.workflow)} at {escape(status.sink)}: {status.state.value}"]
     lines += [f"  done         {escape(step)}" for step in status.done]
+    lines += [f"  skipped      {escape(step)}" for step in status.skipped]
     if status.failed is not None:
         why = escape((status.failed_error or "")[:200])
         state = "" if status.failed_status is None else status.failed_status.value

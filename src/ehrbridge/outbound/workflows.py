@@ -259,8 +259,8 @@ class WorkflowState(StrEnum):
 
     RUNNING = "running"  #: steps left to do, none parked
     STOPPED = "stopped"  #: a step is parked (dead or conflict): it waits for an operator
-    DONE = "done"  #: every step synced
-    ABANDONED = "abandoned"  #: a step was skipped or cancelled: the rest will not be done
+    DONE = "done"  #: every step synced, or skipped by an operator (see ``skipped``)
+    ABANDONED = "abandoned"  #: its steps were cancelled (the booking refused before it was sent)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,7 +272,7 @@ class WorkflowStatus:
     state: WorkflowState
     #: the steps synced, in order
     done: tuple[str, ...]
-    #: the step that stopped it (parked, skipped or cancelled), with its status and reason
+    #: the step that stopped it (parked, or the first cancelled), with its status and reason
     failed: str | None
     failed_status: ItemStatus | None
     failed_error: str | None
@@ -280,6 +280,8 @@ class WorkflowStatus:
     current: str | None
     #: the steps not started, in order
     not_started: tuple[str, ...]
+    #: the steps an operator gave up on (the lane went on with the rest)
+    skipped: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -292,6 +294,7 @@ class WorkflowStatus:
             "failed_error": self.failed_error,
             "current": self.current,
             "not_started": list(self.not_started),
+            "skipped": list(self.skipped),
         }
 
 
@@ -315,7 +318,9 @@ def _status(workflow: str, sink: str, items: list[OutboxItem]) -> WorkflowStatus
     def name(item: OutboxItem) -> str:
         return names[item.step] if item.step < len(names) else f"step {item.step}"
 
-    stop = next((i for i in ordered if i.status in _STOPS), None)
+    stop = next((i for i in ordered if i.status in PARKED), None) or next(
+        (i for i in ordered if i.status is ItemStatus.CANCELLED), None
+    )
     # the step being worked: claimed, or back in the lane after a failed attempt
     current = next(
         (
@@ -350,8 +355,5 @@ def _status(workflow: str, sink: str, items: list[OutboxItem]) -> WorkflowStatus
         failed_error=None if stop is None else stop.last_error,
         current=None if current is None else name(current),
         not_started=tuple(name(i) for i in waiting),
+        skipped=tuple(name(i) for i in ordered if i.status is ItemStatus.SKIPPED),
     )
-
-
-#: the statuses of a step that stops its workflow
-_STOPS = PARKED | {ItemStatus.SKIPPED, ItemStatus.CANCELLED}

@@ -112,3 +112,19 @@ def test_workflow_names_and_keys() -> None:
     assert step_key("ehr", "book/x", create) != step_key("ehr", "book/x", update)
     assert step_key("ehr", "book/x", create) != step_key("ehr", "book/y", create)
     assert BOOK.step("notify-practitioner")[0] == 2
+
+
+def test_a_skipped_step_lets_the_rest_run_and_is_listed() -> None:
+    (going,) = workflow_status(
+        [
+            item(0, ItemStatus.SYNCED, 1),
+            item(1, ItemStatus.SKIPPED, 5, "given up by op-1"),
+            item(2, ItemStatus.PROCESSING, 0),
+        ]
+    )
+    assert (going.state, going.current, going.skipped) == (
+        WorkflowState.RUNNING,
+        "notify-practitioner",
+        ("update-patient",),
+    )
+    assert going.failed is None

@@ -1,4 +1,5 @@
-"""The FHIR sink: delivers ``upsert`` items to a FHIR R4 server (docs/fhir-sink.md).
+"""The FHIR sink: delivers ``upsert`` items to a FHIR R4 server (docs/fhir-sink.md), and the
+workflow steps ``create`` and ``notify`` (:mod:`.fhir_steps`, docs/workflows.md).
 
 The payload of an ``upsert`` item (:class:`~ehrbridge.outbound.sinks.upsert.Upsert`; its
 module gives every rule)::
