@@ -18,6 +18,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from ehrbridge.api import extracted
+from ehrbridge.api.models import AppointmentBooking
+from ehrbridge.api.slots import SlotIndex
 from ehrbridge.cli.main import app
 from ehrbridge.confidence import Level
 from ehrbridge.fhir.client import FhirClient
@@ -144,27 +147,29 @@ class World:
         return fact
 
     async def booking(self, patient: str, practitioner: str) -> tuple[str, str]:
-        """The call's booking, verified by the judge: (its event id, the appointment id)."""
+        """The call's booking through the agent API's booking (``POST /v1/appointments``),
+        verified by the judge: (its event id, the appointment id)."""
         start = datetime(2026, 12, 10, 9, 30, tzinfo=UTC)
-        booked = await self.model.write_voice(
-            "Appointment",
-            "appt-1",
-            {  # as the agent API's booking writes it (api/extracted.py)
-                "status": "booked",
-                "patient": f"Patient/{patient}",
-                "practitioner": f"Practitioner/{practitioner}",
-                "start": start.isoformat(),
-                "end": (start + timedelta(minutes=30)).isoformat(),
-                "minutes_duration": 30,
-                "reason": "follow-up",
-            },
-            level=Level.VOICE_CONFIRMED,
-            agent="agent-1",
+        request = AppointmentBooking(
+            patient_id=patient,
+            practitioner_id=practitioner,
+            start=start,
+            end=start + timedelta(minutes=30),
+            reason="follow-up",
             call_id=CALL,
         )
-        booking = booked.events[0].id
-        await self.model.regrade("Appointment/appt-1", booking, Level.VERIFIED, by=JUDGE)
-        return booking, "appt-1"
+        booked = await extracted.book_appointment(
+            self.model,
+            request,
+            level=Level.VOICE_CONFIRMED,
+            agent="agent-1",
+            slots=SlotIndex(),
+            audit=lambda _: [],
+        )
+        appointment, booking = booked.entity.entity_id, booked.event_id
+        assert booking is not None
+        await self.model.regrade(f"Appointment/{appointment}", booking, Level.VERIFIED, by=JUDGE)
+        return booking, appointment
 
     async def booked(self) -> tuple[str, str, str, str, str]:
         """The clinic's patient and practitioner at the EHR, and a verified booking call:
