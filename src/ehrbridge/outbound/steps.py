@@ -113,7 +113,10 @@ class StepSink:
         nothing left to write, what is delivered without a request."""
         if item.workflow is None:
             return item
-        workflow_of(item.workflow)  # KeyError is a bug: the feed queues known workflows only
+        try:
+            workflow_of(item.workflow)
+        except KeyError:
+            raise SinkError(f"unknown workflow {item.workflow.partition('/')[0][:40]!r}") from None
         if item.operation == CREATE:
             payload = await self._create(item)
         elif item.operation == UPSERT:
@@ -202,8 +205,8 @@ class StepSink:
             ),
             None,
         )
-        ref = None if created is None or created.status is not ItemStatus.SYNCED else created.result
-        about = None if ref is None else ref.get("ref")
+        landed = created is not None and created.status is ItemStatus.SYNCED
+        about = (created.result or {}).get("ref") if created is not None and landed else None
         if not isinstance(about, str):
             raise Unresolved(
                 f"workflow {item.workflow}: its Appointment is not at sink {self.id} yet",
