@@ -168,7 +168,8 @@ class OutboundFeed:
             if self.workflows is not None:
                 started = await self.workflows.expand(event, events, policy, payload)
             if started is None:
-                items.append(self._item(event, policy, payload))
+                if self.workflows is None or not await self.workflows.carries(event, policy.sink):
+                    items.append(self._item(event, policy, payload))
             else:
                 items += started.items
                 carried.update((f, policy.sink) for f in started.carried)

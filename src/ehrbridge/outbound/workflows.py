@@ -27,7 +27,8 @@ later, it is still the workflow's: never a plain upsert too):
 1. ``create-appointment`` (``create``): the Appointment, its participants as the sink's records;
 2. ``update-patient`` (``upsert``), only if the call changed the patient: the call's facts of the
    booked Patient that the gate lets through when the booking is queued and that have no item
-   of their own at the sink (the workflow carries them; the feed queues no plain item for them);
+   of their own at the sink (the workflow carries them: the feed queues no plain item for them,
+   then or later, :meth:`Workflows.carries`);
 3. ``notify-practitioner`` (``notify``), only if a practitioner is booked: a ``Communication``
    to the practitioner about the created Appointment.
 """
@@ -40,7 +41,14 @@ from enum import StrEnum
 from typing import Any
 
 from ehrbridge.outbound.gates import SinkPolicy, candidate, decide
-from ehrbridge.outbound.outbox import PARKED, ItemStatus, NewItem, Outbox, OutboxItem
+from ehrbridge.outbound.outbox import (
+    PARKED,
+    ItemQuery,
+    ItemStatus,
+    NewItem,
+    Outbox,
+    OutboxItem,
+)
 from ehrbridge.outbound.outbox import item_key as _item_key
 from ehrbridge.worldmodel.events import ASSERTING, Event
 from ehrbridge.worldmodel.projection import EntityState
@@ -77,6 +85,8 @@ class Workflow:
 CREATE_APPOINTMENT = Step(name="create-appointment", kind=CREATE)
 UPDATE_PATIENT = Step(name="update-patient", kind=UPSERT)
 NOTIFY_PRACTITIONER = Step(name="notify-practitioner", kind=NOTIFY)
+#: the entity type the Patient update writes (its items are of that entity)
+UPDATE_PATIENT_TYPE = "Patient"
 #: booking an appointment from a call
 BOOK = Workflow(name="book", steps=(CREATE_APPOINTMENT, UPDATE_PATIENT, NOTIFY_PRACTITIONER))
 #: every workflow, by name
@@ -154,6 +164,18 @@ class Workflows:
         items = (await self.outbox.of_events(self.workspace, [event_id])).get(event_id, [])
         return any(i.workflow is not None and i.sink == sink for i in items)
 
+    async def carries(self, fact: Event, sink: str) -> bool:
+        """Whether a queued workflow step at ``sink`` carries ``fact`` (a call's Patient fact
+        its Patient update writes): the feed then queues no plain item of it, whenever it
+        decides the fact again (a re-grade, the trailing feed)."""
+        if fact.correlation_id is None or fact.entity_type != UPDATE_PATIENT_TYPE:
+            return False
+        query = ItemQuery(sink=sink, entity_type=fact.entity_type, entity_id=fact.entity_id)
+        return any(
+            i.workflow is not None and fact.id in (i.payload.get("facts") or ())
+            for i in await self.outbox.items(self.workspace, query)
+        )
+
     async def begun(self, event_id: str) -> bool:
         """Whether ``event_id`` started a workflow whose first step has synced at some sink."""
         items = (await self.outbox.of_events(self.workspace, [event_id])).get(event_id, [])
@@ -176,7 +198,7 @@ class Workflows:
             (CREATE_APPOINTMENT, "Appointment", appointment, dict(payload))
         ]
         if patient is not None and carried:
-            steps.append((UPDATE_PATIENT, "Patient", patient, {"facts": carried}))
+            steps.append((UPDATE_PATIENT, UPDATE_PATIENT_TYPE, patient, {"facts": carried}))
         if practitioner is not None:
             notice = {
                 "appointment": f"Appointment/{appointment}",
@@ -207,8 +229,8 @@ class Workflows:
         if booking.correlation_id is None:
             return []
         ws = self.workspace
-        events = await self.store.read_entity(ws, "Patient", patient)
-        state = await self.store.get_state(ws, "Patient", patient)
+        events = await self.store.read_entity(ws, UPDATE_PATIENT_TYPE, patient)
+        state = await self.store.get_state(ws, UPDATE_PATIENT_TYPE, patient)
         facts = [
             e.id
             for e in events

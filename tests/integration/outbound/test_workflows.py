@@ -423,7 +423,7 @@ async def test_the_cli_shows_a_stopped_workflow(world: World, tmp_path: Path) ->
 
 
 async def test_deciding_a_begun_booking_again_leaves_its_steps_alone(world: World) -> None:
-    _, _, booking, appointment, _ = await world.booked()
+    _, _, booking, appointment, fact = await world.booked()
     sink = world.sink("update-patient", unprocessable=1)
     workflow = f"book/{appointment}"
     dispatcher = world.dispatcher(sink)
@@ -446,6 +446,8 @@ async def test_deciding_a_begun_booking_again_leaves_its_steps_alone(world: Worl
         pass
     after = await world.steps(workflow)
     assert [(i.id, i.status) for i in after] == [(i.id, i.status) for i in before]
+    # the phone fact, still the patient's (its step is parked), is still the workflow's alone
+    assert await world.backend.outbox.of_events(WS, [fact]) == {}
     assert {i.workflow for i in (await world.backend.outbox.of_events(WS, [booking]))[booking]} == {
         workflow
     }
