@@ -55,13 +55,14 @@ from ehrbridge.outbound.limits import (
 from ehrbridge.outbound.outbox import (
     Attempt,
     Claim,
+    ItemQuery,
     ItemStatus,
     Outbox,
     OutboxItem,
     Settle,
 )
 from ehrbridge.outbound.sinks import Conflicting, Delivered, Sink
-from ehrbridge.outbound.workflows import Workflows
+from ehrbridge.outbound.workflows import Workflows, cancelled_before
 from ehrbridge.times import pause
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Source
 from ehrbridge.worldmodel.store import Store
@@ -296,8 +297,17 @@ class Dispatcher:
         """The gate on the entity as it is now: None to go on, or how to settle the item (and
         the conflicts to record when the sink's own newer change replaced the value). A
         workflow's later steps are not gated again: once its first step landed, the rest belong
-        to it (docs/workflows.md), and the first step's echo has made the fact the sink's."""
-        if item.event_id is None or (item.workflow is not None and item.step > 0):
+        to it (docs/workflows.md), and the first step's echo has made the fact the sink's; but
+        when an earlier step was cancelled, so are they."""
+        if item.workflow is not None and item.step > 0:
+            steps = await self.outbox.items(
+                self.workspace, ItemQuery(workflow=item.workflow, sink=item.sink)
+            )
+            earlier = cancelled_before(item, steps)
+            if earlier is None:
+                return None
+            return ItemStatus.CANCELLED, f"step {earlier.step} of its workflow was cancelled", []
+        if item.event_id is None:
             return None
         ws = self.workspace
         events = await self.store.read_entity(ws, item.entity_type, item.entity_id)

@@ -273,6 +273,22 @@ def _entity_ref(value: object, entity_type: str) -> str | None:
     return entity_id if kind == entity_type and entity_id else None
 
 
+def cancelled_before(item: OutboxItem, steps: Iterable[OutboxItem]) -> OutboxItem | None:
+    """The earlier step of ``item``'s workflow that was cancelled (its fact refused before it
+    was sent), if one was: the later steps are then cancelled too, never sent on their own."""
+    return next(
+        (
+            s
+            for s in steps
+            if s.workflow == item.workflow
+            and s.sink == item.sink
+            and s.step < item.step
+            and s.status is ItemStatus.CANCELLED
+        ),
+        None,
+    )
+
+
 # --- status ---------------------------------------------------------------------------------
 
 

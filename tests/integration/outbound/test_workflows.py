@@ -37,7 +37,7 @@ from ehrbridge.outbound.limits import (
     ConcurrencyLimits,
     RetryLimits,
 )
-from ehrbridge.outbound.outbox import ItemQuery, ItemStatus, OutboxItem
+from ehrbridge.outbound.outbox import FINAL, ItemQuery, ItemStatus, OutboxItem
 from ehrbridge.outbound.sinks import Delivered, Sink
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
 from ehrbridge.outbound.steps import StepSink, with_workflows
@@ -501,3 +501,22 @@ async def test_the_wiring_wraps_the_fhir_sinks_only(world: World) -> None:
     assert workflows.sinks == frozenset({"ehr"})
     await fhir.aclose()
     await other.aclose()
+
+
+async def test_a_booking_rejected_before_it_was_sent_abandons_every_step(world: World) -> None:
+    patient_fhir, _, booking, appointment, _ = await world.booked()
+    dispatcher = world.dispatcher(world.sink())
+    await dispatcher.feed.step()
+    operator = Source(kind="operator", id="op-1")
+    await world.model.regrade(f"Appointment/{appointment}", booking, Level.REJECTED, by=operator)
+    workflow = f"book/{appointment}"
+
+    async def settled() -> bool:
+        return all(i.status in FINAL for i in await world.steps(workflow))
+
+    await running_until(dispatcher, settled, what="every step settled")
+    steps = await world.steps(workflow)
+    assert [i.status for i in steps] == [ItemStatus.CANCELLED] * 3
+    assert (await world.status(workflow)).state is WorkflowState.ABANDONED
+    assert await world.appointments(patient_fhir) == []
+    assert await world.communications() == []
