@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 import pytest
 
 from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
-from ehrbridge.outbound.workflows import BOOK, WorkflowState, step_key, workflow_of, workflow_status
+from ehrbridge.outbound.workflows import (
+    BOOK,
+    WorkflowState,
+    cancelled_before,
+    step_key,
+    workflow_of,
+    workflow_status,
+)
 
 T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
@@ -128,3 +135,12 @@ def test_a_skipped_step_lets_the_rest_run_and_is_listed() -> None:
         ("update-patient",),
     )
     assert going.failed is None
+
+
+def test_a_step_after_a_cancelled_one_is_told_so() -> None:
+    first = item(0, ItemStatus.CANCELLED, 0, "gate: human: rejected")
+    later = item(2, ItemStatus.PENDING)
+    assert cancelled_before(later, [later, first, item(1, ItemStatus.PENDING)]) is first
+    assert cancelled_before(later, [item(0, ItemStatus.SYNCED, 1), later]) is None
+    assert cancelled_before(later, [item(0, ItemStatus.CANCELLED, sink="other"), later]) is None
+    assert cancelled_before(first, [first]) is None
