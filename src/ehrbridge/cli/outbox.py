@@ -29,7 +29,7 @@ from ehrbridge.cli.errors import cli_errors
 from ehrbridge.cli.options import DbOption, WorkspaceOption
 from ehrbridge.errors import NotFound, OutboxConflict
 from ehrbridge.outbound.outbox import ItemQuery, ItemStatus, OutboxItem, SinkDepth
-from ehrbridge.outbound.workflows import WorkflowStatus, workflow_status
+from ehrbridge.outbound.workflows import WorkflowStatus, workflow_of, workflow_status
 from ehrbridge.storage import DEFAULT_URL, Backend, open_backend
 
 T = TypeVar("T")
@@ -101,6 +101,18 @@ def item_json(item: OutboxItem) -> dict[str, object]:
     }
 
 
+def _step(item: OutboxItem) -> str:
+    """An item's place in its workflow, ``book #1 update-patient`` (empty for a plain item)."""
+    if item.workflow is None:
+        return ""
+    try:
+        workflow = workflow_of(item.workflow)
+        name = f"{workflow.name} #{item.step} {workflow.steps[item.step].name}"
+    except (KeyError, IndexError):
+        name = f"{item.workflow} #{item.step} {item.operation}"
+    return escape(name)
+
+
 def _table(items: list[OutboxItem], title: str) -> Table:
     table = Table(title=title)
     columns = ("item", "sink", "status", "entity", "step", "fields", "attempts", "queued")
@@ -112,7 +124,7 @@ def _table(items: list[OutboxItem], title: str) -> Table:
             escape(i.sink),
             i.status.value + (" (in doubt)" if i.in_doubt else ""),
             f"{i.entity_type}/{i.entity_id}",
-            "" if i.workflow is None else escape(f"{i.workflow} #{i.step} {i.operation}"),
+            _step(i),
             escape(", ".join(sorted(i.payload.get("fields", {})))),
             str(i.attempts),
             i.created_at.strftime("%Y-%m-%d %H:%M:%S"),

@@ -414,6 +414,7 @@ async def test_the_cli_shows_a_stopped_workflow(world: World, tmp_path: Path) ->
     assert "422" in status["failed_error"] and status["not_started"] == ["notify-practitioner"]
     code, out = await asyncio.to_thread(run, "workflow", workflow)
     assert code == 0 and "stopped" in out and "not started  notify-practitioner" in out, out
+    assert "book #1 update-patient" in out
     assert PHONE_B not in out  # ids and reasons, never a field value
     code, out = await asyncio.to_thread(run, "list", "--workflow", workflow, "--json")
     listed = [orjson.loads(line) for line in out.splitlines()]
