@@ -354,6 +354,8 @@ class CircuitBreaker:
         self._recent.append((now, failed))
         while self._recent and now - self._recent[0][0] > self.limits.window:
             self._recent.popleft()
+        if not failed:
+            return  # a success never opens it, whatever the share before it
         share = sum(f for _, f in self._recent) / len(self._recent)
         if self._consecutive >= self.limits.failures or (
             len(self._recent) >= self.limits.min_samples and share >= self.limits.failure_rate
