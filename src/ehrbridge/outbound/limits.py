@@ -310,6 +310,7 @@ class CircuitBreaker:
         self._consecutive = 0
         #: closed: (when, failed) of the outcomes within the window
         self._recent: deque[tuple[datetime, bool]] = deque()
+        self._recent_failures = 0
         #: half-open: when the probe now out went (None: no probe out)
         self._probe_sent: datetime | None = None
 
@@ -352,11 +353,12 @@ class CircuitBreaker:
         now = self._clock()
         self._consecutive = self._consecutive + 1 if failed else 0
         self._recent.append((now, failed))
-        while self._recent and now - self._recent[0][0] > self.limits.window:
-            self._recent.popleft()
+        self._recent_failures += failed
+        while now - self._recent[0][0] > self.limits.window:
+            self._recent_failures -= self._recent.popleft()[1]
         if not failed:
             return  # a success never opens it, whatever the share before it
-        share = sum(f for _, f in self._recent) / len(self._recent)
+        share = self._recent_failures / len(self._recent)
         if self._consecutive >= self.limits.failures or (
             len(self._recent) >= self.limits.min_samples and share >= self.limits.failure_rate
         ):
@@ -387,6 +389,7 @@ class CircuitBreaker:
         self._generation += 1
         self._consecutive = 0
         self._recent.clear()
+        self._recent_failures = 0
         self._probe_sent = None
 
 
