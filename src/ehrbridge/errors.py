@@ -287,9 +287,12 @@ class SourceUnavailable(SourceError):
         operation: str = "",
         status: int | None = None,
         may_have_reached_server: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         #: a write may have been applied: check before sending it again
         self.may_have_reached_server = may_have_reached_server
+        #: seconds the source asked us to wait (``Retry-After`` of its last ``429`` or ``503``)
+        self.retry_after = retry_after
         super().__init__(message, operation=operation, status=status)
 
 
@@ -341,10 +344,12 @@ class FhirUnavailable(FhirError, SourceUnavailable):
         status: int | None = None,
         issues: tuple[OutcomeIssue, ...] = (),
         may_have_reached_server: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, operation=operation, status=status, issues=issues)
-        # after super(): SourceUnavailable.__init__ (later in the MRO) sets its default
+        # after super(): SourceUnavailable.__init__ (later in the MRO) sets its defaults
         self.may_have_reached_server = may_have_reached_server
+        self.retry_after = retry_after
 
 
 class FhirProtocolError(FhirError, SourceProtocolError):
@@ -401,6 +406,7 @@ def _translating(kinds: Mapping[type[SourceError], type[SourceError]]) -> Iterat
         error = kind(exc.reason, operation=exc.operation, status=exc.status)
         if isinstance(exc, SourceUnavailable) and isinstance(error, SourceUnavailable):
             error.may_have_reached_server = exc.may_have_reached_server
+            error.retry_after = exc.retry_after
         raise error from exc
 
 

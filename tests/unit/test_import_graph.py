@@ -14,8 +14,9 @@ SRC = Path(ehrbridge.__file__).parent
 WORLDMODEL_MAY_IMPORT = ("errors", "confidence", "times", "leases", "audit", "worldmodel")
 #: what the review layer may import besides itself: the base modules, the world model and FHIR
 REVIEW_MAY_IMPORT = (*WORLDMODEL_MAY_IMPORT, "fhir", "review")
-#: what the outbound layer may import: the layers before it
-OUTBOUND_MAY_IMPORT = (*REVIEW_MAY_IMPORT, "outbound")
+#: what the outbound layer may import: the layers before it, the shared HTTP helpers and the
+#: request budgets (base modules that import only ``errors``; a sink's budget is ``sink:<id>``)
+OUTBOUND_MAY_IMPORT = (*REVIEW_MAY_IMPORT, "http", "budget", "outbound")
 #: the composition roots: they open the database (``ehrbridge.storage``) and hand its ports on;
 #: every other module knows the ports alone
 COMPOSITION_ROOTS = ("ehrbridge.cli", "ehrbridge.api.serve", "ehrbridge.runner.serve")

@@ -23,6 +23,7 @@ from ehrbridge.cli.gates import gates_app
 from ehrbridge.cli.keys import audit_app, keys_app
 from ehrbridge.cli.mcp import mcp_command
 from ehrbridge.cli.options import DbOption, WorkspaceOption
+from ehrbridge.cli.outbox import depth_table, outbox_app
 from ehrbridge.cli.progress import file_progress, show_errors, sync_progress
 from ehrbridge.cli.progress import summary_table as counts_table
 from ehrbridge.cli.review import review_app
@@ -35,10 +36,12 @@ from ehrbridge.fhir.patients import search_fhir_patients
 from ehrbridge.fhir.reader import expand
 from ehrbridge.fhir.report import ImportReport, dumps_errors
 from ehrbridge.logs import configure_logging
+from ehrbridge.outbound.outbox import OutboxItem, SinkDepth, sync_status
 from ehrbridge.runner.health import SourceHealth, source_health
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
 from ehrbridge.storage import DEFAULT_URL, Backend, open_backend, redacted
 from ehrbridge.worldmodel.context import PatientContext, patient_context
+from ehrbridge.worldmodel.events import Event
 from ehrbridge.worldmodel.model import WorldModel, parse_entity
 from ehrbridge.worldmodel.projection import EntityState, FieldValue
 from ehrbridge.worldmodel.queries import PatientQuery, search_patients
@@ -51,6 +54,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(gates_app, name="gates")
 app.add_typer(review_app, name="review")
+app.add_typer(outbox_app, name="outbox")
 app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)
 console = Console()
@@ -312,14 +316,19 @@ def _patient_cells(values: Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 @app.command()
 def status(db: DbOption = DEFAULT_URL, workspace: WorkspaceOption = "default") -> None:
-    """Entities per type, events, open conflicts, and the health of each polled data source."""
+    """Entities per type, events, open conflicts, the health of each polled data source, and
+    each sink's queue (depth, oldest item, dead letters, circuit, concurrency in use)."""
 
-    async def work(backend: Backend) -> tuple[Counts, list[SourceHealth]]:
+    async def work(
+        backend: Backend,
+    ) -> tuple[Counts, list[SourceHealth], list[SinkDepth], dict[str, dict[str, object]]]:
         outcomes = await backend.runner.recent_outcomes(workspace, limit=20)
         counts = await backend.worldmodel.counts(workspace)
-        return counts, source_health(outcomes, datetime.now(UTC))
+        depths = await backend.outbox.depth(workspace)
+        states = {s.sink: dict(s.state) for s in await backend.outbox.sink_states(workspace)}
+        return counts, source_health(outcomes, datetime.now(UTC)), depths, states
 
-    counts, health = _run_on(db, work)
+    counts, health, depths, states = _run_on(db, work)
     table = Table(title=f"workspace {workspace}")
     table.add_column("entity type")
     table.add_column("entities", justify="right")
@@ -332,6 +341,8 @@ def status(db: DbOption = DEFAULT_URL, workspace: WorkspaceOption = "default") -
         failing = failing_types_table(health)
         if failing is not None:
             console.print(failing)
+    if depths:
+        console.print(depth_table(depths, states))
 
 
 _HEALTH_STYLE = {"healthy": "green", "degraded": "yellow", "down": "red"}
@@ -414,9 +425,17 @@ def events(
 ) -> None:
     """An entity's timeline."""
     entity_type, entity_id = _entity(entity)
-    timeline = _run(db, workspace, lambda model: model.events(entity_type, entity_id))
+
+    async def work(backend: Backend) -> tuple[list[Event], dict[str, list[OutboxItem]]]:
+        model = WorldModel(backend.worldmodel, workspace)
+        timeline = await model.events(entity_type, entity_id)
+        items = await backend.outbox.of_events(workspace, [e.id for e in timeline])
+        return timeline, items
+
+    timeline, items = _run_on(db, work)
     table = Table(title=f"{entity} timeline")
-    for column in ("v", "recorded", "type", "source", "confidence", "fields", "event id"):
+    columns = ("v", "recorded", "type", "source", "confidence", "fields", "sync", "event id")
+    for column in columns:
         table.add_column(column)
     for e in timeline:
         table.add_row(
@@ -426,9 +445,15 @@ def events(
             f"{e.source.kind}:{e.source.id}",
             f"{e.confidence:.2f}",
             ", ".join(e.fields),
+            sync_text(items.get(e.id, [])),
             e.id,
         )
     console.print(table)
+
+
+def sync_text(items: list[OutboxItem]) -> str:
+    """An event's sync status at each sink it goes to: ``ehr: synced``."""
+    return ", ".join(f"{i.sink}: {sync_status(i.status).value}" for i in items)
 
 
 @app.command()

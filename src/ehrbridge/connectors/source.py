@@ -25,6 +25,7 @@ from ehrbridge.budget import DEFAULT_BUDGET, RequestBudget
 from ehrbridge.connectors.rest.spec import RestResource, RestSettings
 from ehrbridge.connectors.schedule import BusinessHours
 from ehrbridge.errors import InvalidInput
+from ehrbridge.outbound.settings import SinkSettings
 
 SourceKind = Literal["fhir", "rest", "file_drop"]
 AuthKind = Literal["none", "basic", "bearer", "smart", "api_key", "oauth2"]
@@ -108,6 +109,8 @@ class DataSourceConfig:
     rest: RestSettings | None = None
     #: how fast and how many at once requests may go to it (``budget: {rate: 5/s}``)
     budget: RequestBudget = DEFAULT_BUDGET
+    #: the ``outbound:`` section: the source is also a sink (None: it takes no writes)
+    outbound: SinkSettings | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -348,9 +348,10 @@ class FhirClient:
             except httpx.TransportError as exc:
                 problem = transport_problem(exc)
                 if write:
-                    # A refused or timed-out connect never reached the server; anything later
-                    # may have.
-                    sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                    # A refused or timed-out connect, or no free connection in the pool, never
+                    # reached the server; anything later may have.
+                    unsent = httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                    sent = not isinstance(exc, unsent)
                     where = "the write may have reached the server" if sent else "nothing was sent"
                     raise FhirUnavailable(
                         f"{problem}; {where}", operation=operation, may_have_reached_server=sent

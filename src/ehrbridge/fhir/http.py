@@ -12,6 +12,7 @@ response body, except the issue texts of an OperationOutcome.
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -26,7 +27,7 @@ from ehrbridge.errors import (
     FhirUnavailable,
     OutcomeIssue,
 )
-from ehrbridge.http.retry import RETRY_STATUSES
+from ehrbridge.http.retry import RETRY_STATUSES, retry_after_seconds
 
 #: A FHIR resource as parsed JSON.
 Resource = dict[str, Any]
@@ -121,7 +122,10 @@ def error_for(response: httpx.Response, operation: str, *, write: bool) -> FhirE
         reached = write and status != 429
         suffix = "; the write may have been applied" if reached else ""
         message = f"the server failed{f' ({problem})' if problem else ''}{suffix}"
-        return FhirUnavailable(message, may_have_reached_server=reached, **where)
+        retry_after = retry_after_seconds(response.headers.get("retry-after"), datetime.now(UTC))
+        return FhirUnavailable(
+            message, may_have_reached_server=reached, retry_after=retry_after, **where
+        )
     if problem is not None:
         return FhirProtocolError(f"an error without an OperationOutcome: {problem}", **where)
     return FhirError(**where)

@@ -141,6 +141,12 @@ class Importer:
         #: the current unit's entries to defer once it is imported (not at each attempt)
         self._to_defer: list[Entry] = []
 
+    def link(self, key: RecordKey, entity: tuple[str, str]) -> None:
+        """Import the record ``key``, when it is new, into ``entity`` (``(type, id)``) instead
+        of resolving it: a record ehrbridge itself created at the source for an entity it knows
+        (the outbound echo of a create)."""
+        self._cache[key] = entity
+
     # --- the whole import --------------------------------------------------------------------
 
     async def import_paths(

@@ -127,6 +127,7 @@ class Retries:
                 f"still failing after {self.count - 1} retries: {problem}",
                 operation=self.operation,
                 status=status,
+                retry_after=retry_after,
             )
         log.warning("%s: %s; retry %d in %.1fs", self.operation, problem, self.count, delay)
         await self.sleep(delay)

@@ -5,11 +5,11 @@ An item exists only for what the gate let through (:mod:`ehrbridge.outbound.gate
 ``key`` is derived from what it delivers (:func:`item_key`), never random, so deciding again
 after a crash finds the item already there instead of making a second one.
 
-Lanes and order. Every item has a ``lane`` (the entity it writes, ``Patient/<id>``): within a
-lane items are delivered one at a time in the order they were queued (``position``); different
-lanes go in parallel. Only the head of a lane can be claimed, and an item that is parked
-(``dead`` or ``conflict``) keeps its lane waiting until an operator retries or skips it; the
-other lanes go on.
+Lanes and order. Every item has a ``lane`` (the entity it writes, ``Patient/<id>``; a lane is
+one sink's): within a lane items are delivered one at a time in the order they were queued
+(``position``); different lanes go in parallel. Only the head of a lane can be claimed, and an
+item that is parked (``dead`` or ``conflict``) keeps its lane waiting until an operator retries
+or skips it; the other lanes go on.
 
 Claims and fencing. A worker claims ready heads with a lease (:meth:`Outbox.claim`). Each claim
 increments the item's ``epoch``, and every later change to the item names the epoch it holds:
@@ -183,7 +183,8 @@ class Attempt:
     started_at: datetime
     finished_at: datetime
     #: ``synced``, ``retry``, ``dead``, ``conflict``, ``found`` (an in-doubt write found at the
-    #: sink), ``lost-lease``
+    #: sink); the store adds ``lost-lease`` (a claim taken over when its lease ran out) and an
+    #: operator's ``retried`` and ``skipped`` (who, in ``detail``), none of them counted
     outcome: str
     #: the sink's HTTP status, when it answered
     status: int | None = None
@@ -195,7 +196,9 @@ class Attempt:
 class Settle:
     """How an attempt ends: the item's next status and what to record."""
 
-    status: ItemStatus  #: SYNCED, PENDING (retry), DEAD or CONFLICT
+    #: SYNCED, PENDING (retry), DEAD, CONFLICT, or CANCELLED (the gate, asked again before
+    #: sending, refuses the fact now)
+    status: ItemStatus
     attempt: Attempt
     #: for PENDING: not before this
     next_attempt_at: datetime | None = None
@@ -203,6 +206,9 @@ class Settle:
     result: Mapping[str, Any] | None = None
     #: for anything but SYNCED: the reason, shown to operators
     error: str | None = None
+    #: for PENDING: the attempt may have reached the sink (the connection broke after the
+    #: request went out), so the next holder looks the write up before sending it again
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,6 +239,25 @@ class SinkDepth:
     oldest: datetime | None
 
 
+#: a sink state not saved again for this long is stale: its dispatcher has stopped or hangs
+SINK_STATE_STALE = timedelta(minutes=3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SinkState:
+    """What one dispatcher last said of one sink (:meth:`Outbox.save_sink_state`), for
+    ``ehrbridge status`` across processes."""
+
+    sink: str
+    #: the dispatcher that saved it (one row per dispatcher and sink)
+    holder: str
+    #: the circuit's state, the concurrency limit and the rate in use, ... (JSON)
+    state: Mapping[str, Any]
+    updated_at: datetime
+    #: not saved again within :data:`SINK_STATE_STALE` of the store's clock
+    stale: bool
+
+
 class Outbox(Protocol):
     """The outbox's storage: every method is one transaction; times are the store's clock."""
 
@@ -255,9 +280,10 @@ class Outbox(Protocol):
     ) -> list[Claim]:
         """Claim up to ``limit`` ready lane heads of ``sink`` in position order: a pending item
         whose ``next_attempt_at`` has come, or a processing one whose lease has run out, that
-        no unsettled item of its lane precedes. Each gets ``holder``, a lease of ``lease`` and
-        ``epoch + 1``. Claimers never take one item twice (on PostgreSQL ``FOR UPDATE SKIP
-        LOCKED``)."""
+        no unsettled item of its lane precedes (and no other item of its lane is held). Each
+        gets ``holder``, a lease of ``lease`` and ``epoch + 1``. Claimers never take one item
+        twice, nor two items of one lane (on PostgreSQL ``FOR UPDATE SKIP LOCKED``, without
+        waiting for each other)."""
 
     async def renew(
         self, workspace: str, held: Sequence[tuple[str, int]], holder: str, lease: timedelta
@@ -317,6 +343,16 @@ class Outbox(Protocol):
 
     async def depth(self, workspace: str) -> list[SinkDepth]:
         """Per sink with items: the open and parked counts and the oldest open item."""
+
+    async def save_sink_state(
+        self, workspace: str, sink: str, holder: str, state: Mapping[str, Any]
+    ) -> None:
+        """Save what ``holder`` (a dispatcher) says of ``sink`` now, replacing what it said
+        before; ``state`` must be JSON (InvalidInput otherwise)."""
+
+    async def sink_states(self, workspace: str) -> list[SinkState]:
+        """Every dispatcher's last word on every sink, by sink and holder; those not saved
+        within :data:`SINK_STATE_STALE` are marked stale."""
 
     async def watch(
         self, workspace: str, wake: Callable[[], None]

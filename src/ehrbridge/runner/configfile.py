@@ -78,6 +78,7 @@ from ehrbridge.runner.config import (
     Timing,
 )
 from ehrbridge.runner.durations import format_duration, parse_duration
+from ehrbridge.runner.sinkconfig import check_outbound
 from ehrbridge.runner.yamlfile import LocatedYaml, YamlRefused, read_yaml
 
 #: the one resource of a ``file_drop`` source: every file in its folder
@@ -437,7 +438,7 @@ class _Checker:
             value,
             path,
             {"id", "kind", "base_url"},
-            {"auth", "resources", "business_hours", "overlap", "budget"}
+            {"auth", "resources", "business_hours", "overlap", "budget", "outbound"}
             | (_REST_SOURCE_KEYS if rest else {"backfill"}),
         )
         if raw is None:
@@ -469,6 +470,9 @@ class _Checker:
         if backfill not in ("none", "export"):
             self.fail(f"{path}.backfill", "expected export (Bulk Data $export first) or none")
         budget = self.budget(raw["budget"], f"{path}.budget") if "budget" in raw else None
+        outbound = None
+        if raw.get("outbound") is not None and kind in ("fhir", "rest"):
+            outbound = check_outbound(self, raw["outbound"], f"{path}.outbound", kind=kind)
         if len(self.problems) > ok:
             return None
         assert source_id and base_url and auth and overlap is not None
@@ -483,6 +487,7 @@ class _Checker:
             rest=settings,
             backfill=backfill,
             budget=budget or DEFAULT_BUDGET,
+            outbound=outbound,
         )
 
     def source_id(self, value: Any, path: str) -> str | None:
@@ -528,10 +533,14 @@ class _Checker:
                 seen.add(resource.type)
 
     def file_drop(self, value: dict[str, Any], path: str) -> DataSourceConfig | None:
-        raw = self.mapping(value, path, {"id", "kind", "path", "every"}, {"business_hours"})
+        raw = self.mapping(
+            value, path, {"id", "kind", "path", "every"}, {"business_hours", "outbound"}
+        )
         if raw is None:
             return None
         ok = len(self.problems)
+        if "outbound" in raw:
+            self.fail(f"{path}.outbound", "a file_drop source takes no writes: it is not a sink")
         source_id = self.source_id(raw.get("id"), f"{path}.id")
         folder = None
         if "path" in raw:

@@ -53,6 +53,18 @@ def _failure(status: int, text: str, headers: dict[str, str] | None = None) -> R
     return _respond(FhirResponse(status=status, body=outcome, headers=headers or {}))
 
 
+class _Dropped(Response):
+    """No answer: headers promising one byte, then nothing, and the server closes the
+    connection (a reset, as the client sees it)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"", 200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", FHIR_JSON.encode()), (b"content-length", b"1")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
 class SandboxApp:
     """The sandbox EHR: a FHIR R4 server over SQLite with run-time fault injection."""
 
@@ -132,9 +144,7 @@ class SandboxApp:
         if decision.latency:
             await asyncio.sleep(decision.latency)
         if decision.drop_connection:
-            # Headers promising one byte, then nothing: the server closes the connection.
-            headers = [(b"content-type", FHIR_JSON.encode()), (b"content-length", b"1")]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await _Dropped()(scope, receive, send)
             return
         if decision.status is not None:
             extra = (
@@ -187,6 +197,8 @@ class SandboxApp:
             base=base,
         )
         response = self.server.handle(fhir_request, stale=decision.stale, drop=decision.drop_write)
+        if decision.reset_after_write:
+            return _Dropped()  # stored; the answer is lost
         return _respond(response)
 
     @staticmethod

@@ -3,9 +3,11 @@
 Counted faults are exact, so a test can say "the next 3 requests get 503" and assert it. Per FHIR
 request, in this order: added latency; an outage window (every request fails: 503 or a dropped
 connection); connection resets; bursts of 5xx; 429 with ``Retry-After``; the requests-per-second
-limit (429 beyond it, in one-second windows); then, for a request that passes, a stale read (an
-instance read or a search served one version behind, like a lagging replica) or a dropped write
-(answered as stored, rolled back).
+limit (429 beyond it, in one-second windows); writes refused with 422 and an OperationOutcome;
+then, for a request that passes, a stale read (an instance read or a search served one version
+behind, like a lagging replica), or for a write a reset after it (stored, then the connection is
+dropped before the answer: the client cannot tell that it landed) or a dropped write (answered as
+stored, rolled back).
 :attr:`Faults.injected` counts what was injected, by kind.
 """
 
@@ -27,8 +29,10 @@ KINDS = (
     "error",
     "throttle",
     "rate_limit",
+    "unprocessable",
     "stale_read",
     "dropped_write",
+    "reset_after_write",
 )
 
 
@@ -60,6 +64,10 @@ class FaultPlan:
     stale_reads: int = 0
     #: the next N writes are answered as stored but not stored
     dropped_writes: int = 0
+    #: the next N writes are stored, then their connection is dropped before the answer
+    resets_after_write: int = 0
+    #: the next N writes get 422 Unprocessable Entity with an OperationOutcome
+    unprocessable: int = 0
     #: requests per second admitted (0: no limit); beyond it 429 with ``Retry-After: 1``
     rate_limit: float = 0.0
 
@@ -115,6 +123,8 @@ class Decision:
     stale: bool = False
     #: answer a write as stored, but do not store it
     drop_write: bool = False
+    #: store a write, then close the connection instead of answering
+    reset_after_write: bool = False
 
 
 PASS = Decision()
@@ -168,10 +178,18 @@ class Faults:
             failure = self._failure(plan, now)
             if failure is not None:
                 return replace(failure, latency=latency)
+            if method in _WRITES and plan.unprocessable:
+                self._count(unprocessable=plan.unprocessable - 1)
+                self.injected["unprocessable"] += 1
+                return Decision(latency=latency, status=422)
             if read and plan.stale_reads:
                 self._count(stale_reads=plan.stale_reads - 1)
                 self.injected["stale_read"] += 1
                 return Decision(latency=latency, stale=True)
+            if method in _WRITES and plan.resets_after_write:
+                self._count(resets_after_write=plan.resets_after_write - 1)
+                self.injected["reset_after_write"] += 1
+                return Decision(latency=latency, reset_after_write=True)
             if method in _WRITES and plan.dropped_writes:
                 self._count(dropped_writes=plan.dropped_writes - 1)
                 self.injected["dropped_write"] += 1

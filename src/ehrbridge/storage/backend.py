@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from ehrbridge.api.store import SecurityStore
+from ehrbridge.outbound.outbox import Outbox
 from ehrbridge.review.queue import ReviewQueue
 from ehrbridge.runner.store import RunnerStore
 from ehrbridge.worldmodel.store import Store
@@ -29,6 +30,8 @@ class Backend:
     security: SecurityStore
     #: the human review queue
     review: ReviewQueue
+    #: what goes to the sinks: items, claims, attempts, and the dispatchers' sink states
+    outbox: Outbox
     _close: Callable[[], Awaitable[None]]
 
     async def close(self) -> None:

@@ -32,6 +32,11 @@ class LogPosition:
 
 START = LogPosition()
 
+#: the source kinds whose appends wake :meth:`Store.watch`: what the agent heard (the review loop
+#: judges it) and the decisions on it (the outbound feed queues what they let through); imports
+#: and polls do not wake anyone: the readers' periodic catch-up finds them
+WATCHED_KINDS = frozenset({"voice", "review", "operator"})
+
 
 @dataclass(frozen=True, kw_only=True)
 class LogPage:
@@ -137,10 +142,10 @@ class Store(EventLog, StateStore, Protocol):
     async def watch(
         self, workspace: str, wake: Callable[[], None]
     ) -> Callable[[], Awaitable[None]]:
-        """Call ``wake`` soon after an append of voice facts to ``workspace`` commits (a hint to
-        read the log now, never a guarantee: a reader still reads periodically); returns the
-        function that stops it. On SQLite, appends through this store object; on PostgreSQL,
-        appends by any process (``LISTEN/NOTIFY``)."""
+        """Call ``wake`` soon after an append to ``workspace`` with an event of one of
+        :data:`WATCHED_KINDS` commits (a hint to read the log now, never a guarantee: a reader
+        still reads periodically); returns the function that stops it. On SQLite, appends
+        through this store object; on PostgreSQL, appends by any process (``LISTEN/NOTIFY``)."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -26,6 +26,10 @@ EXPECTED_TABLES = {
     "api_keys",
     "audit_log",
     "review_items",
+    "outbox_items",
+    "outbox_attempts",
+    "outbox_cursors",
+    "outbox_sink_states",
 }
 
 

@@ -389,6 +389,12 @@ def _transform(c: Checks, value: Any, path: str, entity_type: str, field: str) -
     return Transform(name=name, arg=arg)
 
 
+def check_expression(c: Checks, value: Any, path: str) -> str | None:
+    """A JMESPath expression of at most :data:`MAX_EXPRESSION` characters that compiles, or
+    None (the problem recorded without showing the expression)."""
+    return _expression(c, value, path)
+
+
 def _expression(c: Checks, value: Any, path: str) -> str | None:
     if not isinstance(value, str) or not value.strip():
         c.fail(path, "expected a JMESPath expression such as data.items")

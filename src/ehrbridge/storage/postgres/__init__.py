@@ -9,6 +9,7 @@ from typing import Any
 
 from ehrbridge.storage.backend import Backend
 from ehrbridge.storage.postgres.database import PostgresDatabase
+from ehrbridge.storage.postgres.outbox import PostgresOutbox
 from ehrbridge.storage.postgres.review import PostgresReviewQueue
 from ehrbridge.storage.postgres.runner import PostgresRunnerStore
 from ehrbridge.storage.postgres.security import PostgresSecurityStore
@@ -26,8 +27,9 @@ async def open_postgres(
     **options: Any,
 ) -> Backend:
     """Every port on the PostgreSQL database at ``dsn`` (its ``schema`` created if asked for,
-    and migrated). ``clock`` is the world model's time, which keys and review items share;
-    leases and budgets run on the database's clock. ``options`` go to :class:`PostgresStore`."""
+    and migrated). ``clock`` is the world model's time, which keys, review items and the outbox
+    (its due times and claim leases too) share; the runner's leases and budgets run on the
+    database's clock. ``options`` go to :class:`PostgresStore`."""
     database = await PostgresDatabase.open(dsn, schema=schema, max_connections=max_connections)
     worldmodel = PostgresStore(database, clock=clock, **options)
     return Backend(
@@ -35,5 +37,6 @@ async def open_postgres(
         runner=PostgresRunnerStore(database),
         security=PostgresSecurityStore(database, clock=clock, cache=key_cache),
         review=PostgresReviewQueue(database, clock=clock),
+        outbox=PostgresOutbox(database, clock=clock),
         _close=database.close,
     )

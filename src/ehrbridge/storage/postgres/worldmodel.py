@@ -54,9 +54,9 @@ from ehrbridge.worldmodel.planner import (
     upper_bound,
 )
 from ehrbridge.worldmodel.projection import EntityState
-from ehrbridge.worldmodel.store import ConflictRow, Counts, LogPage, LogPosition
+from ehrbridge.worldmodel.store import WATCHED_KINDS, ConflictRow, Counts, LogPage, LogPosition
 
-#: the channel appends of voice facts notify on; the payload is ``<schema>|<workspace>``
+#: the channel appends with events of WATCHED_KINDS notify on (payload ``<schema>|<workspace>``)
 LOG_CHANNEL = "ehrbridge_log"
 _NOTIFY = b"SELECT pg_notify(%s, current_schema() || '|' || %s)"
 
@@ -151,7 +151,7 @@ class PostgresStore:
                     conflict_window=self.conflict_window,
                 ).plan(items)
                 await self._save(conn, workspace, plan)
-                if any(e.source.kind == "voice" for e in plan.events):
+                if any(e.source.kind in WATCHED_KINDS for e in plan.events):
                     # delivered at commit, to every listener on the database (watch)
                     await conn.execute(_NOTIFY, (LOG_CHANNEL, workspace))
                 if audit is not None:

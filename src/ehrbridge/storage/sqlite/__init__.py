@@ -10,6 +10,7 @@ from typing import Any
 from ehrbridge.storage.backend import Backend
 from ehrbridge.storage.security import KeyCache
 from ehrbridge.storage.sqlite.database import SQLiteDatabase
+from ehrbridge.storage.sqlite.outbox import SQLiteOutbox
 from ehrbridge.storage.sqlite.review import SQLiteReviewQueue
 from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
 from ehrbridge.storage.sqlite.security import SQLiteSecurityStore
@@ -25,9 +26,10 @@ async def open_sqlite(
 ) -> Backend:
     """Every port on the SQLite file at ``path`` (created and migrated if needed).
 
-    ``clock`` is the world model's time, which keys, the audit trail and review items share;
-    the runner's leases and budgets always run on the host's clock, the one every process on
-    the file shares. ``options`` go to :class:`SQLiteStore` (thresholds, conflict window)."""
+    ``clock`` is the world model's time, which keys, the audit trail, review items and the
+    outbox (its due times and claim leases too) share; the runner's leases and budgets always
+    run on the host's clock, the one every process on the file shares.
+    ``options`` go to :class:`SQLiteStore` (thresholds, conflict window)."""
     database = await SQLiteDatabase.open(path)
     worldmodel = SQLiteStore(database, clock=clock, **options)
     return Backend(
@@ -35,5 +37,6 @@ async def open_sqlite(
         runner=SQLiteRunnerStore(database),
         security=SQLiteSecurityStore(database, clock=clock, cache=key_cache),
         review=SQLiteReviewQueue(database, clock=clock),
+        outbox=SQLiteOutbox(database, clock=clock),
         _close=database.close,
     )

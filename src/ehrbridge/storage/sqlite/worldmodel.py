@@ -51,7 +51,7 @@ from ehrbridge.worldmodel.planner import (
     related,
 )
 from ehrbridge.worldmodel.projection import EntityState
-from ehrbridge.worldmodel.store import ConflictRow, Counts, LogPage, LogPosition
+from ehrbridge.worldmodel.store import WATCHED_KINDS, ConflictRow, Counts, LogPage, LogPosition
 
 _CHUNK = 500  # SQLite allows 32766 variables; keep IN-lists modest
 
@@ -78,7 +78,7 @@ class SQLiteStore:
         self.thresholds = thresholds
         self.conflict_window = conflict_window
         self._run = database.run
-        #: what :meth:`watch` calls after an append of voice facts, per workspace
+        #: what :meth:`watch` calls after an append with events of WATCHED_KINDS, per workspace
         self._watchers: dict[str, set[Callable[[], None]]] = {}
 
     @classmethod
@@ -113,7 +113,7 @@ class SQLiteStore:
     ) -> list[AppendResult]:
         results = await self._run(self._append, workspace, list(items), audit)
         watchers = self._watchers.get(workspace)
-        if watchers and any(e.source.kind == "voice" for r in results for e in r.events):
+        if watchers and any(e.source.kind in WATCHED_KINDS for r in results for e in r.events):
             for wake in list(watchers):
                 wake()
         return results

@@ -1,0 +1,403 @@
+"""The FHIR sink: delivers ``upsert`` items to a FHIR R4 server (docs/fhir-sink.md).
+
+The payload is an :class:`~ehrbridge.outbound.sinks.upsert.Upsert` (its module documents the
+format). Every request is sent once: the client's :data:`SEND_ONCE` policy retries nothing,
+because the dispatcher retries the item, with backoff, under the sink's budget.
+
+**Update** (a ``ref``). Read the record and map it (``to_entity``). A field whose value there
+differs from ``base`` and from ours was changed at the sink since: :class:`SinkConflict`, and
+nothing is written over it. All fields already ours: delivered without a write. Otherwise the
+resource read, with only the elements of the changed fields rewritten
+(:func:`~ehrbridge.outbound.sinks.fhir_changes.changed_resource`), is ``PUT`` with ``If-Match``
+the version read; a ``412`` (someone wrote in between) reads and decides again, up to
+:data:`ROUNDS` times.
+
+**Create** (no ``ref``). ``to_fhir(entity)`` plus the identifier ``{system: IDENTIFIER_SYSTEM,
+value: item.key}``, ``POST`` with ``If-None-Exist: identifier=<system>|<key>``, then a search by
+that identifier confirms it: one match is delivered; several (a server whose conditional create
+is not unique under concurrency) are delivered as the oldest, with the others in
+``extra["duplicates"]`` for the dispatcher to report (nothing is deleted); none (the server
+answered but does not hold it) is an error that may have reached the sink, so the next attempt
+looks it up first. The outbox lets one holder work an item at a time, so two creates of one key
+never race each other from ehrbridge.
+
+**Lookup** (an in-doubt item) and **read back** (the reconcile loop): a create is searched by its
+identifier; an update's record is read and shows our values or not (read back reads the version
+our write produced, when known, so a later change at the sink does not hide it).
+
+**Errors** become :class:`SinkError` in one place (:func:`sink_error`; the table is in
+docs/fhir-sink.md). OperationOutcome texts can quote the values sent, so a message keeps an
+issue's severity, code and element paths, and its text only with quoted parts and number-like or
+address-like words cut out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from ehrbridge.budget import DEFAULT_BUDGET, BudgetRegistry, BudgetTransport, RequestBudget
+from ehrbridge.errors import (
+    FhirAuthError,
+    FhirError,
+    FhirNotFound,
+    FhirPreconditionFailed,
+    FhirProtocolError,
+    FhirUnavailable,
+    InvalidInput,
+    MappingError,
+    OutcomeIssue,
+    SinkConflict,
+    SinkError,
+)
+from ehrbridge.fhir.auth import Auth
+from ehrbridge.fhir.client import DEFAULT_TIMEOUT, FhirClient, WriteResult
+from ehrbridge.fhir.http import Resource
+from ehrbridge.fhir.mapping import MAPPINGS, to_entity, to_fhir
+from ehrbridge.http.retry import RetryPolicy
+from ehrbridge.outbound.outbox import OutboxItem
+from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM, Conflicting, Delivered
+from ehrbridge.outbound.sinks.fhir_changes import changed_resource
+from ehrbridge.outbound.sinks.upsert import Upsert, parse_upsert
+
+log = logging.getLogger("ehrbridge.outbound")
+
+#: the client's retry policy for a sink: every request is sent once (the dispatcher retries)
+SEND_ONCE = RetryPolicy(max_retries=0)
+#: how many times an update reads and writes again after a ``412``
+ROUNDS = 3
+#: the operations this sink performs
+OPERATIONS = frozenset({"upsert"})
+
+_QUOTED = re.compile("'[^']*'|\"[^\"]*\"|`[^`]*`|\u2018[^\u2019]*\u2019|\u201c[^\u201d]*\u201d")
+_VALUE_LIKE = re.compile(r"\S*(\d\S*\d|\d{2,}|@)\S*")
+
+
+def sink_budget(sink_id: str) -> str:
+    """The request budget name of a sink.
+
+    >>> sink_budget("ehr")
+    'sink:ehr'
+    """
+    return f"sink:{sink_id}"
+
+
+def sink_client(
+    sink_id: str,
+    base_url: str,
+    *,
+    auth: Auth | None = None,
+    budgets: BudgetRegistry | None = None,
+    limit: RequestBudget = DEFAULT_BUDGET,
+    transport: httpx.AsyncBaseTransport | None = None,
+    timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+) -> FhirClient:
+    """The FHIR client of sink ``sink_id``: sending once (:data:`SEND_ONCE`), under the budget
+    ``sink:<id>`` of ``budgets`` when given (through ``transport``)."""
+    if budgets is not None:
+        transport = BudgetTransport(budgets.budget(sink_budget(sink_id), limit), transport)
+    return FhirClient(base_url, auth=auth, transport=transport, timeout=timeout, retry=SEND_ONCE)
+
+
+def safe_text(text: str) -> str:
+    """An OperationOutcome text without what may be a value: quoted parts and words with
+    digits (dates, phone numbers, ids) or an ``@`` become ``…``.
+
+    >>> safe_text("Invalid date '1980-13-45' for birthDate")
+    'Invalid date … for birthDate'
+    >>> safe_text("value +16175550142 is not valid at Patient.telecom[0] for a@b.example")
+    'value … is not valid at Patient.telecom[0] for …'
+    >>> safe_text("Missing required property")
+    'Missing required property'
+    """
+    return _VALUE_LIKE.sub("…", _QUOTED.sub("…", text))[:300]
+
+
+def describe_issue(issue: OutcomeIssue) -> str:
+    """One issue for a message: severity, code, element paths, and its :func:`safe_text`.
+
+    >>> describe_issue(OutcomeIssue(severity="error", code="invalid",
+    ...     text="Invalid date '1980-13-45'", expression=("Patient.birthDate",)))
+    'error invalid at Patient.birthDate: Invalid date …'
+    """
+    where = f" at {', '.join(issue.expression)}" if issue.expression else ""
+    text = safe_text(issue.text) if issue.text else ""
+    return f"{issue.severity} {issue.code}{where}{': ' + text if text else ''}"
+
+
+def sink_error(exc: FhirError, *, write: bool) -> SinkError:
+    """The :class:`SinkError` for a FHIR client error (the table in docs/fhir-sink.md)."""
+    operation, status = exc.operation, exc.status
+    detail = "; ".join(describe_issue(i) for i in exc.issues[:5])
+    reason = exc.reason if not detail else f"{exc.reason} ({detail})"
+    if isinstance(exc, FhirUnavailable):
+        return SinkError(
+            reason,
+            operation=operation,
+            status=status,
+            transient=True,
+            may_have_reached_sink=write and exc.may_have_reached_server,
+            retry_after=exc.retry_after,
+        )
+    if isinstance(exc, FhirProtocolError) and write and status is not None and status < 300:
+        # The write was accepted; only its answer is unusable: look it up before sending again.
+        return SinkError(
+            reason, operation=operation, status=status, transient=True, may_have_reached_sink=True
+        )
+    if isinstance(exc, FhirAuthError):
+        reason = f"the sink refused our credentials: {reason}"
+        return SinkError(reason, operation=operation, status=status)
+    return SinkError(reason, operation=operation, status=status)
+
+
+@contextmanager
+def _translated(*, write: bool) -> Iterator[None]:
+    try:
+        yield
+    except FhirError as exc:
+        raise sink_error(exc, write=write) from exc
+    except MappingError as exc:
+        raise SinkError(f"cannot map: {exc.path}: {exc.problem}") from exc
+    except InvalidInput as exc:
+        raise SinkError(str(exc)) from exc
+
+
+def _version(resource: Mapping[str, Any] | None) -> str | None:
+    meta = (resource or {}).get("meta") or {}
+    version = meta.get("versionId") if isinstance(meta, Mapping) else None
+    return version if isinstance(version, str) else None
+
+
+def _oldest_first(resource: Mapping[str, Any]) -> tuple[str, str]:
+    meta = resource.get("meta") or {}
+    updated = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
+    return (str(updated or ""), str(resource.get("id", "")))
+
+
+class FhirSink:
+    """A FHIR R4 server as a sink (see the module docstring)."""
+
+    def __init__(self, sink_id: str, client: FhirClient) -> None:
+        if client.retry.max_retries != 0:
+            raise InvalidInput(
+                f"sink {sink_id}: the FHIR client must send every request once "
+                "(retry=SEND_ONCE; the dispatcher retries): build it with sink_client()"
+            )
+        self._id = sink_id
+        #: the sink's client (closed by :meth:`aclose`)
+        self.client = client
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # -- the Sink protocol -------------------------------------------------------------------
+
+    async def send(self, item: OutboxItem) -> Delivered:
+        """Deliver ``item`` once: an update of ``ref``, or a conditional create."""
+        upsert = self._upsert(item)
+        if upsert.ref is None:
+            return await self._create(item, upsert)
+        return await self._update(item, upsert, upsert.ref)
+
+    async def lookup(self, item: OutboxItem) -> Delivered | None:
+        """Whether an in-doubt write of ``item`` is at the sink: a create by its identifier,
+        an update by our values in the record."""
+        upsert = self._upsert(item)
+        if upsert.ref is None:
+            return await self._find(item)
+        with _translated(write=False):
+            try:
+                resource = await self.client.read(*upsert.ref)
+            except FhirNotFound:
+                return None
+            data = to_entity(resource).data
+        if not all(data.get(p) == v for p, v in upsert.fields.items()):
+            return None
+        return self._delivered(upsert.ref, resource, created=False)
+
+    async def read_back(self, item: OutboxItem) -> bool:
+        """Whether a synced item's write shows at the sink: a create is found by its
+        identifier; an update's version (or, without one, the record now) holds our values."""
+        upsert = self._upsert(item)
+        if upsert.ref is None:
+            return await self._find(item) is not None
+        resource_type, id = upsert.ref
+        version = (item.result or {}).get("version")
+        with _translated(write=False):
+            try:
+                if isinstance(version, str) and version:
+                    resource = await self.client.vread(resource_type, id, version)
+                else:
+                    resource = await self.client.read(resource_type, id)
+            except FhirNotFound:
+                return False
+            data = to_entity(resource).data
+        return all(data.get(p) == v for p, v in upsert.fields.items())
+
+    # -- update ------------------------------------------------------------------------------
+
+    async def _update(self, item: OutboxItem, upsert: Upsert, ref: tuple[str, str]) -> Delivered:
+        for _ in range(ROUNDS):
+            with _translated(write=False):
+                resource = await self.client.read(*ref)
+                data = to_entity(resource).data
+            version = _version(resource)
+            conflicts = [
+                Conflicting(field=path, ours=ours, theirs=data.get(path), version=version)
+                for path, ours in upsert.fields.items()
+                if upsert.base is not None
+                and data.get(path) != ours
+                and data.get(path) != upsert.base_of(path)
+            ]
+            if conflicts:
+                raise SinkConflict(conflicts, operation=f"update {'/'.join(ref)}")
+            if all(data.get(p) == v for p, v in upsert.fields.items()):
+                return self._delivered(ref, resource, created=False, extra={"unchanged": True})
+            with _translated(write=False):
+                new = changed_resource(resource, item.entity_type, upsert.fields)
+                written = to_entity(new).data
+            missing = sorted(p for p, v in upsert.fields.items() if written.get(p) != v)
+            if missing:
+                raise SinkError(
+                    f"the FHIR mapping of {item.entity_type} cannot write {', '.join(missing)}",
+                    operation=f"update {'/'.join(ref)}",
+                )
+            with _translated(write=True):
+                try:
+                    result = await self.client.update(new, if_match=version)
+                except FhirPreconditionFailed:
+                    continue  # changed since we read it: read and decide again
+            return self._written(ref, result, created=False)
+        raise SinkError(
+            f"the record changed under {ROUNDS} updates in a row",
+            operation=f"update {'/'.join(ref)}",
+            status=412,
+            transient=True,
+        )
+
+    # -- create ------------------------------------------------------------------------------
+
+    async def _create(self, item: OutboxItem, upsert: Upsert) -> Delivered:
+        with _translated(write=False):
+            resource = to_fhir(item.entity_type, upsert.entity or {})
+        identifiers = resource.get("identifier") or []
+        resource["identifier"] = [*identifiers, {"system": IDENTIFIER_SYSTEM, "value": item.key}]
+        criteria = {"identifier": f"{IDENTIFIER_SYSTEM}|{item.key}"}
+        with _translated(write=True):
+            try:
+                result: WriteResult | None = await self.client.create(
+                    resource, if_none_exist=criteria
+                )
+            except FhirPreconditionFailed:
+                result = None  # several records hold the identifier already: found below
+        found = await self._find(item)
+        if found is None:
+            raise SinkError(
+                "the sink answered the create but a search by its identifier finds nothing",
+                operation=f"create {resource['resourceType']}",
+                status=None if result is None else result.status,
+                transient=True,
+                may_have_reached_sink=True,
+            )
+        created = result is not None and result.created
+        if result is not None and result.id is not None and found.ref.endswith(f"/{result.id}"):
+            return self._written(_split(found.ref), result, created=created, extra=found.extra)
+        return Delivered(
+            ref=found.ref,
+            version=found.version,
+            created=created,
+            record=found.record,
+            extra=found.extra,
+        )
+
+    async def _find(self, item: OutboxItem) -> Delivered | None:
+        """The record(s) holding the item's identifier: the oldest, others as duplicates."""
+        resource_type = self._resource_type(item.entity_type)
+        query = {"identifier": f"{IDENTIFIER_SYSTEM}|{item.key}"}
+        with _translated(write=False):
+            matches = [r async for r in self.client.search(resource_type, query)]
+        if not matches:
+            return None
+        matches.sort(key=_oldest_first)
+        first, *others = matches
+        extra: dict[str, Any] = {}
+        if others:
+            extra["duplicates"] = [f"{resource_type}/{r.get('id')}" for r in others]
+            log.warning(
+                "sink %s holds %d records of outbox item %s (its conditional create is not "
+                "unique); none is deleted",
+                self.id,
+                len(matches),
+                item.id,
+            )
+        return self._delivered(
+            (resource_type, str(first.get("id"))), first, created=True, extra=extra
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _upsert(self, item: OutboxItem) -> Upsert:
+        if item.operation not in OPERATIONS:
+            raise SinkError(f"the FHIR sink does not perform {item.operation[:40]!r} items")
+        try:
+            upsert = parse_upsert(item.payload)
+        except InvalidInput as exc:
+            raise SinkError(str(exc)) from exc
+        resource_type = self._resource_type(item.entity_type)
+        if upsert.ref is not None and upsert.ref[0] != resource_type:
+            raise SinkError(
+                f"upsert payload: ref is a {upsert.ref[0]}, "
+                f"but a {item.entity_type} is a {resource_type}"
+            )
+        return upsert
+
+    @staticmethod
+    def _resource_type(entity_type: str) -> str:
+        mapping = MAPPINGS.get(entity_type)
+        return entity_type if mapping is None else mapping.resource_type
+
+    @staticmethod
+    def _delivered(
+        ref: tuple[str, str],
+        resource: Resource,
+        *,
+        created: bool,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Delivered:
+        return Delivered(
+            ref="/".join(ref),
+            version=_version(resource),
+            created=created,
+            record=resource,
+            extra=dict(extra or {}),
+        )
+
+    @staticmethod
+    def _written(
+        ref: tuple[str, str],
+        result: WriteResult,
+        *,
+        created: bool,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Delivered:
+        return Delivered(
+            ref="/".join(ref),
+            version=result.version_id,
+            created=created,
+            record=result.resource,
+            extra=dict(extra or {}),
+        )
+
+
+def _split(ref: str) -> tuple[str, str]:
+    resource_type, _, id = ref.partition("/")
+    return resource_type, id
