@@ -408,11 +408,13 @@ class ConcurrencyLimits:
     initial: int | None = None
     #: a cut multiplies the limit by this (and takes at least one off)
     backoff_ratio: float = 0.9
-    #: a success slower than this many times the baseline latency is a sign of overload
+    #: the recent latency above this many times the baseline is a sign of overload
     tolerance: float = 2.0
     #: how fast the baseline (a decaying minimum latency) follows slower successes: the share of
     #: the gap it closes per sample (a faster success lowers it at once)
     baseline_decay: float = 0.01
+    #: the weight of each success's latency in the recent latency (a moving average)
+    smoothing: float = 0.1
     #: how much slower, at most, the limit grows near the level where the sink last failed
     max_patience: int = 16
 
@@ -436,6 +438,10 @@ class ConcurrencyLimits:
             )
         if not (math.isfinite(self.tolerance) and self.tolerance > 1):
             raise ValueError(f"ConcurrencyLimits.tolerance must be above 1, not {self.tolerance}")
+        if not 0 < self.smoothing <= 1:
+            raise ValueError(
+                f"ConcurrencyLimits.smoothing must be above 0 and at most 1, not {self.smoothing}"
+            )
         if not 0 < self.baseline_decay <= 1:
             raise ValueError(
                 "ConcurrencyLimits.baseline_decay must be above 0 and at most 1, "
@@ -446,15 +452,19 @@ class ConcurrencyLimits:
 class AimdLimit:
     """A sink's concurrency limit, moved by each request's latency and outcome.
 
-    Each success within ``tolerance`` of the baseline latency adds ``1 / limit``, so about one
-    per limit's worth of successes (roughly one per round trip while the limit is used), and only
-    while at least half the limit was in use (an idle limit proves nothing). A ``429``, a
-    ``503``/``504``, no answer, or a success slower than ``tolerance * baseline`` cuts it to
-    ``max(min, min(limit - 1, limit * backoff_ratio))``, once per round trip: the outcome of a
-    request sent before the last cut does not cut again, so one burst of failures is one cut.
-    The baseline is the minimum latency of successes, decaying: it drops to a faster one at once
-    and drifts toward slower ones by ``baseline_decay`` per sample, so a sink that became slower
-    for good is not cut forever. Failures never move it (a fast ``503`` is not a fast sink).
+    Each success while the latency is within ``tolerance`` of the baseline adds ``1 / limit``,
+    so about one per limit's worth of successes (roughly one per round trip while the limit is
+    used), and only while at least half the limit was in use (an idle limit proves nothing). A
+    ``429``, a ``503``/``504``, no answer, or the latency above ``tolerance * baseline`` cuts it
+    to ``max(min, min(limit - 1, limit * backoff_ratio))``, once per round trip: the outcome of
+    a request sent before the last cut does not cut again, so one burst of failures is one cut.
+
+    The latency is the recent one, a moving average of successes (``smoothing``), so one slow
+    answer among many is noise, not a cut. The baseline is its minimum, decaying: it drops to a
+    faster one at once and drifts toward slower ones by ``baseline_decay`` per success, so a sink
+    that became slower for good is not cut forever. Failures move neither (a fast ``503`` is not
+    a fast sink). The baseline is learnt from what the sink shows: latency catches a sink that
+    slows down quickly; one that slows slowly under a growing load is caught by its ``503`` s.
 
     Probing is patient near where the sink last failed: within one of that level the increase is
     divided by a patience that doubles each time the sink fails at the same level again (up to
@@ -468,7 +478,9 @@ class AimdLimit:
     def __init__(self, limits: ConcurrencyLimits) -> None:
         self.limits = limits
         self._limit = float(limits.max if limits.initial is None else limits.initial)
-        #: the decaying minimum latency of successes; None before the first
+        #: the recent latency of successes (a moving average); None before the first
+        self.recent: float | None = None
+        #: the decaying minimum of the recent latency; None before the first success
         self.baseline: float | None = None
         #: when the last cut was made
         self._cut_at = -math.inf
@@ -488,11 +500,16 @@ class AimdLimit:
         answered = outcome in (Outcome.OK, Outcome.REFUSED)
         slow = False
         if answered:
-            slow = self.baseline is not None and latency > self.baseline * self.limits.tolerance
-            if self.baseline is None or latency < self.baseline:
-                self.baseline = latency
+            # one slow answer among many is noise; the recent latency staying high is queueing
+            if self.recent is None:
+                self.recent = latency
             else:
-                self.baseline += (latency - self.baseline) * self.limits.baseline_decay
+                self.recent += (latency - self.recent) * self.limits.smoothing
+            slow = self.baseline is not None and self.recent > self.baseline * self.limits.tolerance
+            if self.baseline is None or self.recent < self.baseline:
+                self.baseline = self.recent
+            else:
+                self.baseline += (self.recent - self.baseline) * self.limits.baseline_decay
         if slow or outcome in (Outcome.THROTTLED, Outcome.OVERLOADED):
             if sent >= self._cut_at:
                 level = self.limit

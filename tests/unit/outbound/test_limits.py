@@ -4,6 +4,7 @@ limiter; examples, and properties that hold for any sequence of outcomes."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -503,25 +504,46 @@ def test_other_transient_failures_leave_the_limit() -> None:
     assert limit.baseline is None
 
 
-def test_a_slow_success_cuts_and_the_baseline_follows_a_sink_that_stays_slower() -> None:
-    limit = aimd(tolerance=2.0, baseline_decay=0.1)
-    limit.update(sent=0.0, latency=1.0, outcome=Outcome.OK, in_flight=10)
-    assert limit.baseline == 1.0
-    limit.update(sent=1.0, latency=3.0, outcome=Outcome.OK, in_flight=10)
-    assert limit.limit == 9
-    # the sink is three times slower for good: the baseline drifts up until it is not "slow"
-    cuts, now = 0, 4.0
-    for _ in range(100):
-        before = limit.limit
-        limit.update(sent=now, latency=3.0, outcome=Outcome.OK, in_flight=limit.limit)
-        cuts += limit.limit < before
-        now += 3.0
-    assert limit.baseline is not None and limit.baseline > 1.5
-    assert cuts < 10
+def test_a_sink_that_turns_slow_is_cut_and_the_baseline_follows_if_it_stays_slow() -> None:
+    limit, now = aimd(), 0.0
+
+    def answers(count: int, latency: float, outcome: Outcome = Outcome.OK) -> list[int]:
+        nonlocal now
+        limits = []
+        for _ in range(count):
+            limit.update(sent=now, latency=latency, outcome=outcome, in_flight=limit.limit)
+            now += latency / limit.limit  # a limit's worth of answers per round trip
+            limits.append(limit.limit)
+        return limits
+
+    answers(50, 1.0)
+    assert limit.baseline == pytest.approx(1.0)
+    before = limit.limit
+    answers(1, 3.0)  # one slow answer is noise
+    assert limit.limit >= before
+    # the sink turns four times slower: the recent latency passes twice the baseline: cuts
+    slow = answers(100, 4.0)
+    assert min(slow) < before
+    # it stays slow: the baseline follows, and the limit grows back
+    answers(2000, 4.0)
+    assert limit.baseline is not None and limit.baseline > 3.0
+    assert limit.limit >= 18
     # fast 503s never drag the baseline down
     baseline = limit.baseline
-    limit.update(sent=now, latency=0.01, outcome=Outcome.OVERLOADED, in_flight=5)
+    answers(1, 0.01, Outcome.OVERLOADED)
     assert limit.baseline == baseline
+
+
+@pytest.mark.parametrize("sigma", [0.2, 0.5])
+def test_noisy_latency_alone_does_not_pull_the_limit_down(sigma: float) -> None:
+    # a sink with room for all, answering in a log-normal spread of latencies (at sigma 0.5 its
+    # slowest in a hundred takes over three times its median)
+    rng, limit, now = random.Random(5), aimd(initial=20), 0.0
+    for _ in range(3000):
+        latency = math.exp(rng.gauss(0, sigma))
+        limit.update(sent=now, latency=latency, outcome=Outcome.OK, in_flight=limit.limit)
+        now += latency / limit.limit
+    assert limit.limit >= 18
 
 
 def test_probing_is_patient_where_the_sink_failed_before() -> None:
@@ -578,6 +600,7 @@ def test_the_limit_stays_between_its_floor_and_the_configured_concurrency(
         ({"backoff_ratio": 1.0}, "backoff_ratio"),
         ({"tolerance": 1.0}, "tolerance"),
         ({"baseline_decay": 0.0}, "baseline_decay"),
+        ({"smoothing": 1.5}, "smoothing"),
         ({"max_patience": 0}, "max_patience"),
     ],
 )
