@@ -556,8 +556,8 @@ class LimiterState:
 
 class Slot:
     """One place in an :class:`AdaptiveLimiter`: say how the request ended with :meth:`done`
-    (or let a :class:`~ehrbridge.errors.SinkError` leave the block); a block left without either
-    is ``ok``."""
+    (or let a :class:`~ehrbridge.errors.SinkError` leave the block), or that none was sent with
+    :meth:`unsent`; a block left without any of them is ``ok``."""
 
     def __init__(self, sent: float, in_flight: int) -> None:
         #: when the place was taken
@@ -566,11 +566,20 @@ class Slot:
         self.in_flight = in_flight
         #: how the request ended (None: not said yet)
         self.outcome: Outcome | None = None
+        #: no request went to the sink: the limit learns nothing
+        self.skipped = False
 
     def done(self, outcome: Outcome | SinkError | None) -> None:
         """The request ended with ``outcome``: an :class:`Outcome`, the sink's error, or None
         for a success."""
         self.outcome = outcome if isinstance(outcome, Outcome) else classify(outcome)
+        self.skipped = False
+
+    def unsent(self) -> None:
+        """Nothing was asked of the sink after all (the gate refused the item, the lease was
+        lost): its few milliseconds say nothing about the sink, and would drag the baseline
+        down."""
+        self.outcome, self.skipped = None, True
 
 
 class AdaptiveLimiter:
@@ -598,11 +607,11 @@ class AdaptiveLimiter:
         try:
             yield place
         except SinkError as exc:
-            if place.outcome is None:
+            if place.outcome is None and not place.skipped:
                 place.done(exc)
             raise
         else:
-            if place.outcome is None:
+            if place.outcome is None and not place.skipped:
                 place.outcome = Outcome.OK
         finally:
             self._in_flight -= 1

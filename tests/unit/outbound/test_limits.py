@@ -703,6 +703,19 @@ async def test_a_sink_error_leaving_the_block_is_learnt_and_a_cancellation_is_no
     assert (state.limit, state.in_flight, state.baseline) == (4, 0, None)
 
 
+async def test_a_slot_that_sent_nothing_teaches_the_limit_nothing() -> None:
+    now = [0.0]
+    limiter = AdaptiveLimiter(ConcurrencyLimits(max=5, initial=2), clock=lambda: now[0])
+    async with limiter.slot():
+        now[0] = 1.0
+    for _ in range(50):
+        async with limiter.slot() as slot:
+            now[0] += 0.001  # the gate refused the item: the sink was never asked
+            slot.unsent()
+    state = limiter.state()
+    assert (state.limit, state.baseline, state.in_flight) == (2, 1.0, 0)
+
+
 async def test_a_cancelled_waiter_gives_no_place_away() -> None:
     limiter = AdaptiveLimiter(ConcurrencyLimits(max=1), clock=lambda: 0.0)
     gate = Gate(limiter)
