@@ -750,3 +750,78 @@ async def test_the_limiter_state_for_operators() -> None:
         "waiting": 0,
         "baseline": 0.25,
     }
+
+
+@given(
+    script=st.lists(
+        st.tuples(
+            st.sampled_from(["send", "answer", "cancel", "answer and cancel the next"]),
+            st.integers(0, 1000),
+            st.sampled_from(Outcome),
+        ),
+        max_size=80,
+    ),
+    limit=st.integers(1, 6),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_limiter_never_holds_a_place_idle_nor_gives_one_twice(
+    script: list[tuple[str, int, Outcome]], limit: int
+) -> None:
+    asyncio.run(run_script(script, limit))
+
+
+async def run_script(script: list[tuple[str, int, Outcome]], limit: int) -> None:
+    clock = [0.0]
+    limiter = AdaptiveLimiter(ConcurrencyLimits(max=limit), clock=lambda: clock[0])
+    answers: dict[int, asyncio.Future[Outcome]] = {}
+    inside: set[int] = set()
+    tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def request(n: int) -> None:
+        async with limiter.slot() as slot:
+            inside.add(n)
+            try:
+                answers[n] = asyncio.get_running_loop().create_future()
+                slot.done(await answers[n])
+            finally:
+                inside.discard(n)
+
+    def check() -> None:
+        state = limiter.state()
+        assert state.in_flight == len(inside) <= limit
+        waiting = [n for n, t in tasks.items() if not t.done() and n not in inside]
+        assert state.waiting == len(waiting)
+        # nobody waits while there is room
+        assert not waiting or state.in_flight >= state.limit
+
+    for action, which, outcome in script:
+        clock[0] += 0.1
+        if action == "send":
+            n = len(tasks)
+            tasks[n] = asyncio.create_task(request(n))
+        elif action == "answer" and inside:
+            n = sorted(inside)[which % len(inside)]
+            answers[n].set_result(outcome)
+        elif action == "cancel" and tasks:
+            live = [n for n, t in tasks.items() if not t.done()]
+            if live:
+                tasks[live[which % len(live)]].cancel()
+        elif action == "answer and cancel the next" and inside:
+            # the answered request hands its place to the first waiter; that waiter is cancelled
+            # before it runs, and must pass the place on
+            answers[min(inside)].set_result(outcome)
+            await asyncio.sleep(0)
+            waiting = [n for n, t in tasks.items() if not t.done() and n not in inside]
+            if waiting:
+                tasks[waiting[0]].cancel()
+        await passes()
+        check()
+    # answer everything still asked: every request ends, every place comes back
+    for _ in range(len(tasks) + 1):
+        for n in list(inside):
+            if not answers[n].done():
+                answers[n].set_result(Outcome.OK)
+        await passes()
+        check()
+    assert all(t.done() for t in tasks.values())
+    assert (limiter.state().in_flight, limiter.state().waiting) == (0, 0)
