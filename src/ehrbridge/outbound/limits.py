@@ -541,7 +541,8 @@ class LimiterState:
     in_flight: int
     #: requests waiting for a place
     waiting: int
-    #: the baseline latency in seconds (None before the first success)
+    #: the recent latency in seconds, and its baseline (None before the first success)
+    recent: float | None
     baseline: float | None
 
     def as_json(self) -> dict[str, Any]:
@@ -550,6 +551,7 @@ class LimiterState:
             "max": self.max,
             "in_flight": self.in_flight,
             "waiting": self.waiting,
+            "recent": self.recent,
             "baseline": self.baseline,
         }
 
@@ -632,6 +634,7 @@ class AdaptiveLimiter:
             max=self.aimd.limits.max,
             in_flight=self._in_flight,
             waiting=sum(not w.done() for w in self._waiters),
+            recent=self.aimd.recent,
             baseline=self.aimd.baseline,
         )
 
@@ -661,3 +664,16 @@ class AdaptiveLimiter:
             if not waiter.done():
                 self._in_flight += 1
                 waiter.set_result(self._in_flight)
+
+
+def sink_state(breaker: CircuitBreaker, limiter: AdaptiveLimiter) -> dict[str, Any]:
+    """One sink's limits as operators see them, as JSON (what a dispatcher saves with
+    :meth:`~ehrbridge.outbound.outbox.Outbox.save_sink_state`).
+
+    >>> from datetime import UTC
+    >>> breaker = CircuitBreaker(BreakerLimits(), clock=lambda: datetime(2026, 12, 4, tzinfo=UTC))
+    >>> state = sink_state(breaker, AdaptiveLimiter(ConcurrencyLimits(max=4)))
+    >>> state["circuit"], state["open_until"], state["limit"], state["in_flight"]
+    ('closed', None, 4, 0)
+    """
+    return {**breaker.state().as_json(), **limiter.state().as_json()}

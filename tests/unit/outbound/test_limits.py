@@ -700,7 +700,7 @@ async def test_a_sink_error_leaving_the_block_is_learnt_and_a_cancellation_is_no
     with pytest.raises(asyncio.CancelledError):
         await task
     state = limiter.state()
-    assert (state.limit, state.in_flight, state.baseline) == (4, 0, None)
+    assert (state.limit, state.in_flight, state.recent, state.baseline) == (4, 0, None, None)
 
 
 async def test_a_slot_that_sent_nothing_teaches_the_limit_nothing() -> None:
@@ -748,6 +748,7 @@ async def test_the_limiter_state_for_operators() -> None:
         "max": 6,
         "in_flight": 0,
         "waiting": 0,
+        "recent": 0.25,
         "baseline": 0.25,
     }
 
