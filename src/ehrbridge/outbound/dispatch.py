@@ -139,6 +139,22 @@ class Dispatcher:
         self._ready = asyncio.Event()  #: the outbox has something new
         self._logged = asyncio.Event()  #: the log has something new
 
+    def wake(self) -> None:
+        """Read the log and the outbox now (the reconcile loop found work)."""
+        self._ready.set()
+        self._logged.set()
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Per sink: its circuit, concurrency limit and deliveries in flight, for operators."""
+        return {
+            rt.id: {
+                **rt.breaker.state().as_json(),
+                **rt.limiter.state().as_json(),
+                "in_flight": len(rt.in_flight),
+            }
+            for rt in self.sinks.values()
+        }
+
     async def run(self, stop: asyncio.Event) -> None:
         unwatch_outbox = await self.outbox.watch(self.workspace, self._ready.set)
         unwatch_log = await self.store.watch(self.workspace, self._logged.set)
@@ -435,6 +451,8 @@ class Dispatcher:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         every = self.lease / 3
         while not await pause(every, stop):
+            for sink, state in self.states().items():  # for ehrbridge status, any process
+                await self.outbox.save_sink_state(self.workspace, sink, self.holder, state)
             held = [
                 (item_id, claim.epoch)
                 for rt in self.sinks.values()

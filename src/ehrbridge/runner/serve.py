@@ -23,6 +23,7 @@ from ehrbridge.runner.config import LlmConfig, Timing
 from ehrbridge.runner.configfile import load_config
 from ehrbridge.runner.loops import Loop
 from ehrbridge.runner.service import Runner
+from ehrbridge.runner.sinks import outbound_loops
 from ehrbridge.storage import open_backend
 from ehrbridge.worldmodel.model import WorldModel
 
@@ -64,8 +65,18 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
             )
         )
     model = WorldModel(backend.worldmodel, config.workspace)
-    # One budget per data source for the whole process; its pace is shared through the database.
+    # One budget per data source (and sink) for the whole process; its pace is shared through
+    # the database.
     budgets = BudgetRegistry(runner_store, config.workspace)
+    try:
+        outbound = outbound_loops(
+            backend.worldmodel, backend.outbox, config, budgets=budgets, holder=holder
+        )
+    except EhrbridgeError as exc:
+        log.error("cannot start: %s", exc)
+        await backend.close()
+        return NOT_STARTED
+    loops += outbound.loops
     backfill = ExportFirst(model, runner_store, budgets=budgets)
     poller = FhirPoller(model, runner_store, budgets=budgets, backfill=backfill)
     drops = FileDropPoller(model)
@@ -96,6 +107,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         await poller.aclose()
         await drops.aclose()
         await rest.aclose()
+        await outbound.aclose()
         await backend.close()
     return STOPPED
 

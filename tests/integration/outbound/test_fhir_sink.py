@@ -10,18 +10,21 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from ehrbridge.budget import BudgetRegistry, RequestBudget
 from ehrbridge.errors import InvalidInput, SinkConflict, SinkError
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.http import Resource
 from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
 from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM, Delivered, Sink
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
+from ehrbridge.storage.sqlite.database import SQLiteDatabase
+from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
 from tests.fhir_server import MedplumServer
 from tests.sandbox_server import SandboxServer
 
@@ -31,7 +34,11 @@ ENTITY = {"name.family": "Rivera", "name.given": ["Ana"], "phone.mobile": PHONE_
 
 
 def item(
-    payload: dict[str, Any], *, key: str = "ob-ehr-0001", result: dict[str, Any] | None = None
+    payload: dict[str, Any],
+    *,
+    key: str = "ob-ehr-0001",
+    result: dict[str, Any] | None = None,
+    entity_type: str = "Patient",
 ) -> OutboxItem:
     return OutboxItem(
         id="item-1",
@@ -40,7 +47,7 @@ def item(
         key=key,
         lane="Patient/e1",
         position=1,
-        entity_type="Patient",
+        entity_type=entity_type,
         entity_id="e1",
         event_id="ev1",
         operation="upsert",
@@ -213,6 +220,7 @@ async def test_a_change_at_the_sink_since_the_base_is_a_conflict_and_is_not_writ
         "2",
     )
     assert PHONE_C not in str(caught.value) and PHONE_B not in str(caught.value)
+    assert caught.value.operation == f"update PUT /fhir/R4/{ref}"
     assert (await fhir.read("Patient", ref.split("/")[1]))["meta"]["versionId"] == "2"
 
 
@@ -311,6 +319,7 @@ async def test_a_5xx_is_transient_and_a_write_that_got_one_may_have_reached_the_
         await sink.send(update_item(ref))
     assert (caught.value.status, caught.value.transient) == (502, True)
     assert not caught.value.may_have_reached_sink  # it was the read
+    assert caught.value.operation == f"read GET /fhir/R4/{ref}"
     server.app.faults.set(errors=1, error_status=500)
     with pytest.raises(SinkError) as caught:
         await sink.send(create_item())
@@ -331,6 +340,41 @@ async def test_an_outage_is_transient(
         await sink.lookup(create_item())
     assert caught.value.transient and caught.value.status is None
     assert server.app.faults.injected == {"outage": 2}
+
+
+async def test_a_throttle_pauses_the_sinks_budget_for_every_runner(server: SandboxServer) -> None:
+    database = await SQLiteDatabase.open(":memory:")
+    try:
+        pace = SQLiteRunnerStore(database)
+        budgets = BudgetRegistry(pace, "ws")
+        limit = RequestBudget(rate=1000, concurrency=2)
+        sink = FhirSink("ehr", sink_client("ehr", server.base_url, budgets=budgets, limit=limit))
+        async with sink.client:
+            server.app.faults.set(throttle=1, retry_after=30)
+            with pytest.raises(SinkError):
+                await sink.send(create_item())
+        interval = limit.interval
+        assert await pace.take_slot("ws", "sink:ehr", interval) > interval  # paused
+        assert await pace.take_slot("ws", "source:ehr", interval) == timedelta(0)
+    finally:
+        await database.close()
+
+
+async def test_a_timeout_after_sending_a_write_may_have_reached_the_sink(
+    server: SandboxServer, fhir: FhirClient
+) -> None:
+    sink = FhirSink("ehr", sink_client("ehr", server.base_url, timeout=0.2))
+    async with sink.client:
+        server.app.faults.set(latency=2.0)
+        with pytest.raises(SinkError, match="ReadTimeout") as caught:
+            await sink.lookup(create_item("ob-ehr-late"))  # a read: nothing to look up
+        assert caught.value.transient and not caught.value.may_have_reached_sink
+        with pytest.raises(SinkError, match="ReadTimeout") as caught:
+            await sink.send(create_item("ob-ehr-late"))
+        assert caught.value.transient and caught.value.may_have_reached_sink
+        # Whether it landed is what a lookup tells (the sandbox gives up on a write whose
+        # client went away; a server that does not would hold it).
+        server.app.faults.clear()
 
 
 def closed_port() -> int:
@@ -451,6 +495,30 @@ async def test_a_deleted_record_is_permanent_and_lookup_finds_nothing(
         await sink.send(update_item(ref))
     assert (caught.value.status, caught.value.transient) == (410, False)
     assert await sink.lookup(update_item(ref)) is None
+
+
+async def test_an_update_that_would_change_another_field_is_refused_before_sending(
+    sink: FhirSink, fhir: FhirClient
+) -> None:
+    group = {"type": {"coding": [{"code": "group"}]}, "value": "770412", "name": "Harborlight"}
+    coverage = await fhir.create(
+        {
+            "resourceType": "Coverage",
+            "status": "active",
+            "beneficiary": {"reference": "Patient/7"},
+            "payor": [{"display": "Harborlight Health"}],
+            "class": [group],
+        }
+    )
+    ref = f"Coverage/{coverage.id}"
+    # FHIR's Coverage.class needs a value: without the number the group's name goes too.
+    drop = item({"fields": {"group_number": None}, "ref": ref}, entity_type="InsurancePlan")
+    with pytest.raises(SinkError, match="would also change group_name") as caught:
+        await sink.send(drop)
+    assert not caught.value.transient and "Harborlight" not in str(caught.value)
+    assert (await fhir.read("Coverage", str(coverage.id)))["meta"]["versionId"] == "1"
+    renumber = item({"fields": {"group_number": "770413"}, "ref": ref}, entity_type="InsurancePlan")
+    assert (await sink.send(renumber)).version == "2"
 
 
 @pytest.mark.parametrize(

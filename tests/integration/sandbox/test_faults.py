@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from ehrbridge.errors import FhirNotFound, FhirUnavailable
+from ehrbridge.errors import FhirError, FhirNotFound, FhirUnavailable
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.http import Resource
 from ehrbridge.http.retry import RetryPolicy
@@ -139,3 +139,29 @@ async def test_the_admin_endpoint_over_http(server: SandboxServer) -> None:
         state = (await http.get(f"{server.origin}/$faults")).json()
     assert state["injected"] == {"throttle": 1}
     assert state["plan"]["throttle"] == 0
+
+
+async def test_a_reset_after_a_write_stores_it_and_drops_the_answer(
+    server: SandboxServer, fhir: FhirClient
+) -> None:
+    server.app.faults.set(resets_after_write=1)
+    with pytest.raises(FhirUnavailable) as caught:
+        await fhir.create(PATIENT)
+    assert caught.value.may_have_reached_server
+    [stored] = [p async for p in fhir.search("Patient")]  # reads are not touched
+    assert stored["name"] == PATIENT["name"]
+    assert server.app.faults.injected == {"reset_after_write": 1}
+    assert (await fhir.create(PATIENT)).created  # the count is spent
+
+
+async def test_unprocessable_writes_get_422_with_an_operation_outcome(
+    server: SandboxServer, fhir: FhirClient
+) -> None:
+    server.app.faults.set(unprocessable=1)
+    assert [p async for p in fhir.search("Patient")] == []  # a read passes
+    with pytest.raises(FhirError) as caught:
+        await fhir.create(PATIENT)
+    assert caught.value.status == 422
+    assert [(i.code, i.text) for i in caught.value.issues] == [("processing", "injected fault")]
+    assert [p async for p in fhir.search("Patient")] == []
+    assert server.app.faults.injected == {"unprocessable": 1}

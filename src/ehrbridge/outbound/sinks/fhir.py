@@ -1,57 +1,58 @@
 """The FHIR sink: delivers ``upsert`` items to a FHIR R4 server (docs/fhir-sink.md).
 
-The payload is an :class:`~ehrbridge.outbound.sinks.upsert.Upsert` (its module documents the
-format). Every request is sent once: the client's :data:`SEND_ONCE` policy retries nothing,
+The payload of an ``upsert`` item (:class:`~ehrbridge.outbound.sinks.upsert.Upsert`; its
+module gives every rule)::
+
+    {"fields": {"phone.mobile": "+16175550143", "email": null},   # to write; null removes
+     "base":   {"phone.mobile": "+16175550142"},   # the sink's values it was decided on, or absent
+     "ref":    "Patient/123",                      # the record to update; null/absent: create
+     "entity": {"name.family": "Rivera", ...}}     # the whole flat state, for a create
+
+Values are as the sink holds them (reference fields name the sink's records); a path missing
+from ``base`` had no value there; without ``base`` nothing is compared.
+
+Every request is sent once: the client's :data:`SEND_ONCE` policy retries nothing,
 because the dispatcher retries the item, with backoff, under the sink's budget.
 
 **Update** (a ``ref``). Read the record and map it (``to_entity``). A field whose value there
 differs from ``base`` and from ours was changed at the sink since: :class:`SinkConflict`, and
 nothing is written over it. All fields already ours: delivered without a write. Otherwise the
 resource read, with only the elements of the changed fields rewritten
-(:func:`~ehrbridge.outbound.sinks.fhir_changes.changed_resource`), is ``PUT`` with ``If-Match``
+(:func:`~ehrbridge.outbound.sinks.fhir_changes.changed_resource`; it must read back as the record
+with our fields and nothing else changed, or it is refused), is ``PUT`` with ``If-Match``
 the version read; a ``412`` (someone wrote in between) reads and decides again, up to
 :data:`ROUNDS` times.
 
-**Create** (no ``ref``). ``to_fhir(entity)`` plus the identifier ``{system: IDENTIFIER_SYSTEM,
-value: item.key}``, ``POST`` with ``If-None-Exist: identifier=<system>|<key>``, then a search by
-that identifier confirms it: one match is delivered; several (a server whose conditional create
-is not unique under concurrency) are delivered as the oldest, with the others in
-``extra["duplicates"]`` for the dispatcher to report (nothing is deleted); none (the server
-answered but does not hold it) is an error that may have reached the sink, so the next attempt
-looks it up first. The outbox lets one holder work an item at a time, so two creates of one key
-never race each other from ehrbridge.
+**Create** (no ``ref``). ``to_fhir`` of the entity (with ``fields`` over it) plus the identifier
+``{system: IDENTIFIER_SYSTEM, value: item.key}``, ``POST`` with ``If-None-Exist:
+identifier=<system>|<key>``, then a search by that identifier confirms it: one match is delivered;
+several (a server whose conditional create is not unique under concurrency) are delivered as the
+oldest, with the others in ``extra["duplicates"]`` for the dispatcher to report (nothing is
+deleted); none (the server answered but does not hold it) is an error that may have reached the
+sink, so the next attempt looks it up first. The outbox lets one holder work an item at a time, so
+two creates of one key never race each other from ehrbridge.
 
 **Lookup** (an in-doubt item) and **read back** (the reconcile loop): a create is searched by its
 identifier; an update's record is read and shows our values or not (read back reads the version
 our write produced, when known, so a later change at the sink does not hide it).
 
-**Errors** become :class:`SinkError` in one place (:func:`sink_error`; the table is in
-docs/fhir-sink.md). OperationOutcome texts can quote the values sent, so a message keeps an
-issue's severity, code and element paths, and its text only with quoted parts and number-like or
-address-like words cut out.
+**Errors** become :class:`SinkError` in one place (:mod:`.fhir_errors`; the table is in
+docs/fhir-sink.md), never with a field value in the message.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from ehrbridge.budget import DEFAULT_BUDGET, BudgetRegistry, BudgetTransport, RequestBudget
 from ehrbridge.errors import (
-    FhirAuthError,
-    FhirError,
     FhirNotFound,
     FhirPreconditionFailed,
-    FhirProtocolError,
-    FhirUnavailable,
     InvalidInput,
-    MappingError,
-    OutcomeIssue,
     SinkConflict,
     SinkError,
 )
@@ -63,6 +64,7 @@ from ehrbridge.http.retry import RetryPolicy
 from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM, Conflicting, Delivered
 from ehrbridge.outbound.sinks.fhir_changes import changed_resource
+from ehrbridge.outbound.sinks.fhir_errors import translated
 from ehrbridge.outbound.sinks.upsert import Upsert, parse_upsert
 
 log = logging.getLogger("ehrbridge.outbound")
@@ -73,9 +75,6 @@ SEND_ONCE = RetryPolicy(max_retries=0)
 ROUNDS = 3
 #: the operations this sink performs
 OPERATIONS = frozenset({"upsert"})
-
-_QUOTED = re.compile("'[^']*'|\"[^\"]*\"|`[^`]*`|\u2018[^\u2019]*\u2019|\u201c[^\u201d]*\u201d")
-_VALUE_LIKE = re.compile(r"\S*(\d\S*\d|\d{2,}|@)\S*")
 
 
 def sink_budget(sink_id: str) -> str:
@@ -102,69 +101,6 @@ def sink_client(
     if budgets is not None:
         transport = BudgetTransport(budgets.budget(sink_budget(sink_id), limit), transport)
     return FhirClient(base_url, auth=auth, transport=transport, timeout=timeout, retry=SEND_ONCE)
-
-
-def safe_text(text: str) -> str:
-    """An OperationOutcome text without what may be a value: quoted parts and words with
-    digits (dates, phone numbers, ids) or an ``@`` become ``…``.
-
-    >>> safe_text("Invalid date '1980-13-45' for birthDate")
-    'Invalid date … for birthDate'
-    >>> safe_text("value +16175550142 is not valid at Patient.telecom[0] for a@b.example")
-    'value … is not valid at Patient.telecom[0] for …'
-    >>> safe_text("Missing required property")
-    'Missing required property'
-    """
-    return _VALUE_LIKE.sub("…", _QUOTED.sub("…", text))[:300]
-
-
-def describe_issue(issue: OutcomeIssue) -> str:
-    """One issue for a message: severity, code, element paths, and its :func:`safe_text`.
-
-    >>> describe_issue(OutcomeIssue(severity="error", code="invalid",
-    ...     text="Invalid date '1980-13-45'", expression=("Patient.birthDate",)))
-    'error invalid at Patient.birthDate: Invalid date …'
-    """
-    where = f" at {', '.join(issue.expression)}" if issue.expression else ""
-    text = safe_text(issue.text) if issue.text else ""
-    return f"{issue.severity} {issue.code}{where}{': ' + text if text else ''}"
-
-
-def sink_error(exc: FhirError, *, write: bool) -> SinkError:
-    """The :class:`SinkError` for a FHIR client error (the table in docs/fhir-sink.md)."""
-    operation, status = exc.operation, exc.status
-    detail = "; ".join(describe_issue(i) for i in exc.issues[:5])
-    reason = exc.reason if not detail else f"{exc.reason} ({detail})"
-    if isinstance(exc, FhirUnavailable):
-        return SinkError(
-            reason,
-            operation=operation,
-            status=status,
-            transient=True,
-            may_have_reached_sink=write and exc.may_have_reached_server,
-            retry_after=exc.retry_after,
-        )
-    if isinstance(exc, FhirProtocolError) and write and status is not None and status < 300:
-        # The write was accepted; only its answer is unusable: look it up before sending again.
-        return SinkError(
-            reason, operation=operation, status=status, transient=True, may_have_reached_sink=True
-        )
-    if isinstance(exc, FhirAuthError):
-        reason = f"the sink refused our credentials: {reason}"
-        return SinkError(reason, operation=operation, status=status)
-    return SinkError(reason, operation=operation, status=status)
-
-
-@contextmanager
-def _translated(*, write: bool) -> Iterator[None]:
-    try:
-        yield
-    except FhirError as exc:
-        raise sink_error(exc, write=write) from exc
-    except MappingError as exc:
-        raise SinkError(f"cannot map: {exc.path}: {exc.problem}") from exc
-    except InvalidInput as exc:
-        raise SinkError(str(exc)) from exc
 
 
 def _version(resource: Mapping[str, Any] | None) -> str | None:
@@ -214,7 +150,7 @@ class FhirSink:
         upsert = self._upsert(item)
         if upsert.ref is None:
             return await self._find(item)
-        with _translated(write=False):
+        with translated(write=False):
             try:
                 resource = await self.client.read(*upsert.ref)
             except FhirNotFound:
@@ -232,7 +168,7 @@ class FhirSink:
             return await self._find(item) is not None
         resource_type, id = upsert.ref
         version = (item.result or {}).get("version")
-        with _translated(write=False):
+        with translated(write=False):
             try:
                 if isinstance(version, str) and version:
                     resource = await self.client.vread(resource_type, id, version)
@@ -247,7 +183,7 @@ class FhirSink:
 
     async def _update(self, item: OutboxItem, upsert: Upsert, ref: tuple[str, str]) -> Delivered:
         for _ in range(ROUNDS):
-            with _translated(write=False):
+            with translated(write=False):
                 resource = await self.client.read(*ref)
                 data = to_entity(resource).data
             version = _version(resource)
@@ -259,19 +195,14 @@ class FhirSink:
                 and data.get(path) != upsert.base_of(path)
             ]
             if conflicts:
-                raise SinkConflict(conflicts, operation=f"update {'/'.join(ref)}")
+                raise SinkConflict(conflicts, operation=self._operation("update PUT", *ref))
             if all(data.get(p) == v for p, v in upsert.fields.items()):
                 return self._delivered(ref, resource, created=False, extra={"unchanged": True})
-            with _translated(write=False):
+            with translated(write=False):
                 new = changed_resource(resource, item.entity_type, upsert.fields)
                 written = to_entity(new).data
-            missing = sorted(p for p, v in upsert.fields.items() if written.get(p) != v)
-            if missing:
-                raise SinkError(
-                    f"the FHIR mapping of {item.entity_type} cannot write {', '.join(missing)}",
-                    operation=f"update {'/'.join(ref)}",
-                )
-            with _translated(write=True):
+            self._check_written(item.entity_type, ref, data, upsert.fields, written)
+            with translated(write=True):
                 try:
                     result = await self.client.update(new, if_match=version)
                 except FhirPreconditionFailed:
@@ -279,31 +210,65 @@ class FhirSink:
             return self._written(ref, result, created=False)
         raise SinkError(
             f"the record changed under {ROUNDS} updates in a row",
-            operation=f"update {'/'.join(ref)}",
+            operation=self._operation("update PUT", *ref),
             status=412,
             transient=True,
         )
 
+    def _operation(self, name: str, *segments: str) -> str:
+        """``update PUT /fhir/R4/Patient/7``: as the client names its requests."""
+        return " ".join((name, "/".join((httpx.URL(self.client.base_url).path, *segments))))
+
+    def _check_written(
+        self,
+        entity_type: str,
+        ref: tuple[str, str],
+        read: Mapping[str, Any],
+        fields: Mapping[str, Any],
+        written: Mapping[str, Any],
+    ) -> None:
+        """The new resource must read as the record with ``fields`` changed, and nothing else:
+        a field the mapping cannot write, or one it would change on the side (a FHIR element
+        that holds two fields), is refused before anything is sent."""
+        expected = {p: v for p, v in {**read, **fields}.items() if v is not None}
+        missing = sorted(p for p, v in fields.items() if written.get(p) != v)
+        aside = sorted(
+            p for p in {*expected, *written} - set(fields) if expected.get(p) != written.get(p)
+        )
+        if missing or aside:
+            what = f"cannot write {', '.join(missing)}" if missing else ""
+            also = f"would also change {', '.join(aside)}" if aside else ""
+            raise SinkError(
+                f"the FHIR mapping of {entity_type} {'; '.join(w for w in (what, also) if w)}",
+                operation=self._operation("update PUT", *ref),
+            )
+
     # -- create ------------------------------------------------------------------------------
 
     async def _create(self, item: OutboxItem, upsert: Upsert) -> Delivered:
-        with _translated(write=False):
-            resource = to_fhir(item.entity_type, upsert.entity or {})
+        state = {**(upsert.entity or {}), **upsert.fields}
+        with translated(write=False):
+            resource = to_fhir(item.entity_type, {p: v for p, v in state.items() if v is not None})
         identifiers = resource.get("identifier") or []
         resource["identifier"] = [*identifiers, {"system": IDENTIFIER_SYSTEM, "value": item.key}]
         criteria = {"identifier": f"{IDENTIFIER_SYSTEM}|{item.key}"}
-        with _translated(write=True):
+        with translated(write=True):
             try:
                 result: WriteResult | None = await self.client.create(
                     resource, if_none_exist=criteria
                 )
             except FhirPreconditionFailed:
                 result = None  # several records hold the identifier already: found below
-        found = await self._find(item)
+        try:
+            found = await self._find(item)
+        except SinkError as exc:
+            # The create was answered: the next attempt must look it up before sending again.
+            exc.may_have_reached_sink = True
+            raise
         if found is None:
             raise SinkError(
                 "the sink answered the create but a search by its identifier finds nothing",
-                operation=f"create {resource['resourceType']}",
+                operation=self._operation("create POST", resource["resourceType"]),
                 status=None if result is None else result.status,
                 transient=True,
                 may_have_reached_sink=True,
@@ -323,7 +288,7 @@ class FhirSink:
         """The record(s) holding the item's identifier: the oldest, others as duplicates."""
         resource_type = self._resource_type(item.entity_type)
         query = {"identifier": f"{IDENTIFIER_SYSTEM}|{item.key}"}
-        with _translated(write=False):
+        with translated(write=False):
             matches = [r async for r in self.client.search(resource_type, query)]
         if not matches:
             return None

@@ -19,7 +19,7 @@ An ``upsert`` item (``OutboxItem.operation == "upsert"``) carries in ``payload``
 - ``ref``: the entity's record at this sink (``Type/id``), if it has one: the write is an
   update of it. ``null`` or absent: the write creates the record.
 - ``entity``: the entity's whole flat projected state, values as in ``fields``; required for a
-  create (it is what the record is made of), ignored for an update.
+  create (the record is made of it, with ``fields`` over it), ignored for an update.
 """
 
 from __future__ import annotations
