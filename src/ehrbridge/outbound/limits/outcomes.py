@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from ehrbridge.errors import SinkError
 
+#: statuses that say the sink is over its capacity (a ``504``: the gateway behind it gave up)
 OVERLOAD_STATUSES = frozenset({503, 504})
 
 
@@ -44,6 +45,12 @@ def classify(error: SinkError | None) -> Outcome:
 
 
 def check_positive(owner: str, **values: timedelta | float) -> None:
+    """Refuse a limit's setting that is not above zero, naming it (``RetryLimits.max_age``).
+
+    >>> check_positive("RetryLimits", max_age=timedelta(0))
+    Traceback (most recent call last):
+    ValueError: RetryLimits.max_age must be above zero, not 0:00:00
+    """
     for name, value in values.items():
         amount = value.total_seconds() if isinstance(value, timedelta) else value
         if not (math.isfinite(amount) and amount > 0):

@@ -109,9 +109,12 @@ def next_attempt(
         return GiveUp(reason=f"queued {age} ago, past max_age ({limits.max_age})")
     delay = backoff_ceiling(attempts, limits) * min(max(rand(), 0.0), 1.0)
     asked = error.retry_after
-    if asked is not None and math.isfinite(asked) and timedelta(seconds=asked) > delay:
+    if asked is not None and math.isfinite(asked) and asked > delay.total_seconds():
+        # compared as seconds first: a sink may ask for more than a timedelta holds
+        if asked > left.total_seconds():
+            return GiveUp(
+                reason=f"the sink asked to wait {asked:g} s, past max_age ({limits.max_age})"
+            )
         delay = timedelta(seconds=asked)
-        if delay > left:
-            return GiveUp(reason=f"the sink asked to wait {delay}, past max_age ({limits.max_age})")
     delay = min(delay, left)
     return Retry(at=now + delay, delay=delay)

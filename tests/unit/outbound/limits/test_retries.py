@@ -100,13 +100,16 @@ def test_retries_stop_at_max_age_and_a_backoff_is_cut_to_meet_it() -> None:
     late = attempt(2, age=timedelta(minutes=59, seconds=50), error=asked, limits=limits)
     assert isinstance(late, GiveUp)
     assert "asked to wait" in late.reason
+    # even one for longer than a timedelta holds
+    forever = SinkError(status=429, transient=True, retry_after=1e300)
+    assert isinstance(attempt(1, error=forever), GiveUp)
 
 
 @given(
     attempts=st.integers(1, 40),
     age=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3)),
     transient=st.booleans(),
-    retry_after=st.none() | st.floats(0, 200_000, allow_nan=False),
+    retry_after=st.none() | st.floats(0, 1e300, allow_nan=False) | st.floats(0, 200_000),
     rand=st.floats(0, 1, exclude_max=True),
     max_attempts=st.integers(1, 30),
     base=st.integers(1, 120),
@@ -139,7 +142,7 @@ def test_every_answer_keeps_to_the_limits(
             not transient
             or attempts >= max_attempts
             or age >= limits.max_age
-            or (retry_after is not None and age + retry_after * SECONDS > limits.max_age)
+            or (retry_after is not None and retry_after > (limits.max_age - age).total_seconds())
         )
         return
     assert transient and attempts < max_attempts
