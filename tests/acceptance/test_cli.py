@@ -25,7 +25,7 @@ def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
-def test_demo_shows_a_patient_with_provenance_and_a_pending_voice_fact(
+def test_demo_takes_a_voice_fact_to_the_ehr_and_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -35,14 +35,20 @@ def test_demo_shows_a_patient_with_provenance_and_a_pending_voice_fact(
     assert re.search(r"Observation\s+━+\s+6/6\s+in sync", out), out
     assert "world model: 117 entities, 117 events" in out
     assert "identified: Patient/" in out
-    assert "phone.mobile (pending)" in out
-    assert "+16175550199" in out
-    assert "ehr:sandbox-ehr" in out
+    # the journey, in time order: heard, judged, queued, written, read back
+    steps = re.findall(r"^\d\d:\d\d:\d\d\.\d{3}  (\S+(?: back)?)", out, re.MULTILINE)
+    assert steps == ["heard", "judged", "queued", "written", "read back"], out
+    assert "supported, re-graded to 0.80" in out
+    assert "synced: Patient/pat-1001 is now version 2 at the EHR" in out
+    assert "the next poll of the EHR: 0 new events, 0 conflicts" in out
+    # the new number is the EHR's own now
+    assert re.search(r"phone\.mobile\s+│\s+\+16175550199\s+│\s+1\.00\s+│\s+ehr:sandbox-ehr", out)
+    assert "(pending)" not in out
     assert "upcoming appointments" in out
     assert (tmp_path / "ehrbridge-demo.db").exists()
     # the demo starts fresh every time
     again = invoke("demo")
-    assert again.count("phone.mobile (pending)") == 1
+    assert again.count("synced: Patient/pat-1001") == 1
     status = invoke("status", "--db", f"sqlite:///{tmp_path / 'ehrbridge-demo.db'}")
     assert re.search(r"sandbox-ehr\s+│\s+healthy", status), status
 
@@ -65,12 +71,14 @@ def test_show_events_and_rebuild(db: str) -> None:
     assert patient is not None
     shown = invoke("show", patient.group(1), "--db", db)
     assert "Santos" in shown
-    assert "(pending)" in shown
+    assert "+16175550199" in shown
     before_rebuild = shown
     timeline = invoke("events", patient.group(1), "--db", db)
     assert "recorded" in timeline
     assert "voice:demo-agent" in timeline
-    assert "rebuilt 117 entities" in invoke("rebuild", "--db", db)
+    assert "regraded" in timeline
+    assert "sandbox-ehr: synced" in timeline  # the voice fact's sync status at the sink
+    assert "rebuilt 118 entities" in invoke("rebuild", "--db", db)  # the call is one more
     assert invoke("show", patient.group(1), "--db", db) == before_rebuild
     past = runner.invoke(app, ["show", patient.group(1), "--db", db, "--as-of", "2020-01-01"])
     assert past.exit_code == 1

@@ -41,7 +41,7 @@ async def session(db: str, secret: str) -> dict[str, Any]:
         transport = httpx.ASGITransport(app=api)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
             context = await http.post(
-                "/v1/ambient/context", json={"phone": "(617) 555-0142"}, headers=auth
+                "/v1/ambient/context", json={"phone": "(617) 555-0199"}, headers=auth
             )
             assert context.status_code == 200, context.text
             found = await http.post("/v1/slots/search", json=WEEK, headers=auth)

@@ -91,6 +91,57 @@ rest_auth = st.one_of(
     ),
 )
 
+_sink_keys = {
+    "threshold": st.sampled_from([0.8, 0.95, 1]),
+    "review_required": st.booleans(),
+    "human_types": st.just(["MedicationOrder"]),
+    "human_fields": st.just(["Patient.name.family"]),
+    "rate": st.sampled_from(["5/s", "120/min", "0.5/s"]),
+    "concurrency": st.integers(1, 64),
+    "business_hours": hours,
+    "on_conflict": st.sampled_from(["review", "dead"]),
+    "retries": st.fixed_dictionaries(
+        {},
+        optional={
+            "max_attempts": st.integers(1, 100),
+            "max_age": st.sampled_from(["1m", "24h", "30d"]),
+            "backoff": st.fixed_dictionaries(
+                {}, optional={"base": st.just("500ms"), "max": st.sampled_from(["1m", "1d"])}
+            ),
+        },
+    ),
+}
+#: the ``outbound:`` section of a fhir source (docs/sinks.md)
+fhir_outbound = st.fixed_dictionaries(
+    {}, optional={"entity_types": st.just(["Patient", "Appointment"]), **_sink_keys}
+)
+#: a rest sink's writes for the Appointment its resource polls
+rest_writes = st.fixed_dictionaries(
+    {
+        "create": st.fixed_dictionaries(
+            {
+                "url": st.sampled_from(["/appointments", "/a/{start}?k={key}"]),
+                "body": st.just(
+                    {"when": "{start}", "state": "{status}", "ref": "key {key}", "n": [1, None]}
+                ),
+            },
+            optional={"method": st.sampled_from(["POST", "PUT"]), "id_from": st.just("data.id")},
+        )
+    },
+    optional={
+        "update": st.just({"url": "/appointments/{id}", "body": {"state": "{status}"}}),
+        "idempotency_header": st.just("Idempotency-Key"),
+        "lookup": st.just({"url": "/appointments?k={key}", "found": "data", "id_from": "id"}),
+        "read": st.just({"url": "/appointments/{id}", "record": "data"}),
+        "codes": st.just({"status": {"booked": "BKD", "cancelled": "CXL"}}),
+    },
+)
+rest_outbound = st.builds(
+    lambda keys, writes: {**keys, "writes": {"Appointment": writes}},
+    st.fixed_dictionaries({}, optional=_sink_keys),
+    rest_writes,
+)
+
 
 def _fhir_resources(types: list[str], everies: list[str], sizes: list[int]) -> list[Any]:
     return [
@@ -115,6 +166,7 @@ fhir_sources = st.fixed_dictionaries(
         "overlap": short,
         "backfill": st.sampled_from(["none", "export"]),
         "business_hours": hours,
+        "outbound": fhir_outbound,
     },
 )
 rest_resources = st.fixed_dictionaries(
@@ -162,6 +214,7 @@ rest_sources = st.fixed_dictionaries(
         "phone_region": st.sampled_from(["US", "GB"]),
         "headers": st.just({"X-Tenant": "clinic-7", "Accept-Language": "en"}),
         "timeout": st.sampled_from(["1s", "30s", "2m"]),
+        "outbound": rest_outbound,
     },
 )
 file_drops = st.fixed_dictionaries(

@@ -13,7 +13,8 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -21,10 +22,26 @@ import orjson
 from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
 from ehrbridge.errors import SyncFailed
+from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
+from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.gates import SinkPolicy
+from ehrbridge.outbound.limits import (
+    AdaptiveLimiter,
+    BreakerLimits,
+    CircuitBreaker,
+    ConcurrencyLimits,
+    RetryLimits,
+)
+from ehrbridge.outbound.outbox import FINAL, PARKED, ItemStatus
+from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
+from ehrbridge.review.grounding.judge import GroundingJudge
+from ehrbridge.review.loop import ReviewLoop
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.runner.service import Runner
 from ehrbridge.runner.store import PollLog, RunnerStore
 from ehrbridge.sample import SAMPLE_SOURCE, sample_bundles
+from ehrbridge.storage import Backend
+from ehrbridge.worldmodel.events import EventType
 from ehrbridge.worldmodel.model import WorldModel
 
 #: how often each resource type is polled during the demo's sync
@@ -113,3 +130,100 @@ async def sync(
         ) from None
     finally:
         await poller.aclose()
+
+
+# --- the way back: judge, gate, outbox, EHR, and the next poll ---------------------------------
+
+#: the demo call: the caller gives a new mobile number, the agent reads it back, the caller agrees
+DEMO_CALL = "call-demo-1"
+DEMO_TRANSCRIPT = """Agent: Thanks for calling the clinic. Is the number we have for you still good?
+Caller: No, I have a new cell. You can reach me on six one seven, five five five, oh one nine nine.
+Agent: Let me read that back: six one seven, five five five, zero one nine nine?
+Caller: Yes, that's right.
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One step of a fact's journey, as the demo prints it."""
+
+    at: datetime
+    what: str
+    detail: str
+
+
+async def write_back(
+    backend: Backend, model: WorldModel, base_url: str, fact: str, entity: str
+) -> list[Step]:
+    """Take the voice fact ``fact`` of ``entity`` (``Patient/<id>``) the whole way back: the
+    grounding judge reads the call's transcript, the gate lets the verified fact through, the
+    dispatcher writes it to the sandbox EHR through the outbox. Returns the steps, timed."""
+    steps: list[Step] = []
+    loop = ReviewLoop(
+        backend.worldmodel,
+        backend.review,
+        backend.runner,
+        GroundingJudge(),
+        workspace=model.workspace,
+    )
+    while (await loop.step()).read:
+        pass
+    entity_type, entity_id = entity.split("/")
+    for event in await model.events(entity_type, entity_id):
+        if event.event_type is EventType.REGRADED and event.data.get("target") == fact:
+            verdict = (event.evidence or {}).get("verdict", {})
+            steps.append(
+                Step(
+                    at=event.recorded_at,
+                    what="judged",
+                    detail=f"{event.source.id}: {verdict.get('outcome', '?')}, re-graded to "
+                    f"{event.confidence:.2f} ({verdict.get('reason', '')})",
+                )
+            )
+    sink = FhirSink(SAMPLE_SOURCE, sink_client(SAMPLE_SOURCE, base_url))
+    runtime = SinkRuntime(
+        sink=sink,
+        policy=SinkPolicy(sink=SAMPLE_SOURCE, entity_types=frozenset({"Patient"})),
+        retry=RetryLimits(),
+        breaker=CircuitBreaker(BreakerLimits(), clock=lambda: datetime.now(UTC)),
+        limiter=AdaptiveLimiter(ConcurrencyLimits()),
+    )
+    dispatcher = Dispatcher(
+        backend.worldmodel,
+        backend.outbox,
+        [runtime],
+        workspace=model.workspace,
+        holder="demo",
+        echo=FhirEcho(model),
+        catch_up=timedelta(milliseconds=50),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        async with asyncio.timeout(SYNC_TIMEOUT):
+            while True:
+                items = (await backend.outbox.of_events(model.workspace, [fact])).get(fact, [])
+                if items and all(i.status in FINAL | PARKED for i in items):
+                    break
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise SyncFailed(f"the write-back did not finish in {SYNC_TIMEOUT:.0f} s") from None
+    finally:
+        stop.set()
+        await task
+        await sink.aclose()
+    for item in items:
+        steps.append(
+            Step(at=item.created_at, what="queued", detail=f"outbox item {item.id} for {item.sink}")
+        )
+        result = item.result or {}
+        detail = (
+            f"{item.status.value}: {result.get('ref')} is now version {result.get('version')} "
+            "at the EHR"
+            if item.status is ItemStatus.SYNCED
+            else f"{item.status.value}: {item.last_error}"
+        )
+        steps.append(Step(at=item.updated_at, what="written", detail=detail))
+    return steps

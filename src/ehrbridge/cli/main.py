@@ -29,6 +29,7 @@ from ehrbridge.cli.progress import summary_table as counts_table
 from ehrbridge.cli.review import review_app
 from ehrbridge.cli.serve import serve_command
 from ehrbridge.confidence import DEFAULT_THRESHOLDS, Level
+from ehrbridge.connectors.source import PollOutcome
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer, order_files
 from ehrbridge.fhir.mapping import to_entity
@@ -472,7 +473,15 @@ def demo(
     """Sync the sample clinic from an in-process sandbox EHR through the connector runner into a
     fresh world model, then take a call: identify the caller, record what the agent heard, and
     show the patient's context."""
-    from ehrbridge.cli.demo import sample_counts, sandbox_ehr, sync
+    from ehrbridge.cli.demo import (
+        DEMO_CALL,
+        DEMO_TRANSCRIPT,
+        Step,
+        sample_counts,
+        sandbox_ehr,
+        sync,
+        write_back,
+    )
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -481,34 +490,64 @@ def demo(
 
     async def work(backend: Backend) -> PatientContext | None:
         model = WorldModel(backend.worldmodel, "default")
-        with sandbox_ehr() as base_url, sync_progress(console, totals) as report:
-            console.print(f"sandbox EHR at {base_url}; the connector runner is polling it")
-            await sync(model, backend.runner, url, base_url, list(totals), report)
-        counts = await model.store.counts(model.workspace)
-        console.print(
-            f"world model: {sum(counts.entities.values())} entities, {counts.events} events"
-        )
-        dialled = "(617) 555-0142"
-        console.rule(f"incoming call from {dialled}")
-        callers = await model.identify_caller(dialled)
-        if not callers:
-            console.print("[red]no patient matches this caller[/red]")
-            return None
-        patient = callers[0]
-        console.print(f"identified: Patient/{patient.entity_id}")
-        said = "you can reach me on my new cell, 617 555 0199"
-        await model.write_voice(
-            "Patient",
-            patient.entity_id,
-            {"phone.mobile": "+16175550199"},
-            level=Level.VOICE_CONFIRMED,
-            agent="demo-agent",
-            call_id="call-demo-1",
-            evidence={"transcript_span": said},
-        )
-        console.print(
-            "the agent heard a new mobile number and recorded it at voice confidence 0.50"
-        )
+        with sandbox_ehr() as base_url:
+            with sync_progress(console, totals) as report:
+                console.print(f"sandbox EHR at {base_url}; the connector runner is polling it")
+                await sync(model, backend.runner, url, base_url, list(totals), report)
+            counts = await model.store.counts(model.workspace)
+            console.print(
+                f"world model: {sum(counts.entities.values())} entities, {counts.events} events"
+            )
+            dialled = "(617) 555-0142"
+            console.rule(f"incoming call from {dialled}")
+            callers = await model.identify_caller(dialled)
+            if not callers:
+                console.print("[red]no patient matches this caller[/red]")
+                return None
+            patient = callers[0]
+            console.print(f"identified: Patient/{patient.entity_id}")
+            heard_at = datetime.now(UTC)
+            await model.write_voice(
+                "Call",
+                DEMO_CALL,
+                {"started_at": heard_at.isoformat(), "transcript": DEMO_TRANSCRIPT},
+                level=Level.VOICE_CONFIRMED,
+                agent="demo-agent",
+                call_id=DEMO_CALL,
+            )
+            written = await model.write_voice(
+                "Patient",
+                patient.entity_id,
+                {"phone.mobile": "+16175550199"},
+                level=Level.VOICE_CONFIRMED,
+                agent="demo-agent",
+                call_id=DEMO_CALL,
+            )
+            fact = written.events[0]
+            console.print(
+                "the agent heard a new mobile number and recorded it at voice confidence 0.50"
+            )
+            console.rule("the way back: judge, gate, outbox, EHR")
+            entity = f"Patient/{patient.entity_id}"
+            steps = [Step(at=fact.recorded_at, what="heard", detail="voice fact at 0.50")]
+            steps += await write_back(backend, model, base_url, fact.id, entity)
+            polled: list[PollOutcome] = []
+            await sync(model, backend.runner, url, base_url, ["Patient"], polled.append)
+            new = sum(o.events for o in polled)
+            state = await model.state("Patient", patient.entity_id)
+            conflicts = len(state.conflicts) if state else 0
+            steps.append(
+                Step(
+                    at=datetime.now(UTC),
+                    what="read back",
+                    detail=f"the next poll of the EHR: {new} new events, {conflicts} conflicts",
+                )
+            )
+            for step in sorted(steps, key=lambda s: s.at):
+                console.print(
+                    f"{step.at.astimezone(UTC):%H:%M:%S.%f}"[:-3]
+                    + f"  {step.what:<10} {escape(step.detail)}"
+                )
         return await patient_context(model, patient.entity_id)
 
     # The runner logs each poll; the progress display says the same, so keep the log quiet.

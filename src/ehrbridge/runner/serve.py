@@ -70,7 +70,12 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
     budgets = BudgetRegistry(runner_store, config.workspace)
     try:
         outbound = outbound_loops(
-            backend.worldmodel, backend.outbox, config, budgets=budgets, holder=holder
+            backend.worldmodel,
+            backend.outbox,
+            config,
+            budgets=budgets,
+            holder=holder,
+            reconcile_every=(timing or config.timing).reconcile_every,
         )
     except EhrbridgeError as exc:
         log.error("cannot start: %s", exc)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from ehrbridge.budget import BudgetRegistry
 from ehrbridge.connectors.fhir.auth import fhir_auth
+from ehrbridge.connectors.rest.sink import rest_sink
 from ehrbridge.connectors.source import DataSourceConfig
 from ehrbridge.errors import InvalidInput
 from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
@@ -31,7 +32,6 @@ from ehrbridge.outbound.reconcile import DEFAULT_EVERY, RECONCILE_CURSOR, Reconc
 from ehrbridge.outbound.settings import OnConflict, SinkSettings, Window
 from ehrbridge.outbound.sinks import Sink
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
-from ehrbridge.outbound.sinks.rest import RestSink
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store
@@ -49,7 +49,7 @@ def sink_of(source: DataSourceConfig, settings: SinkSettings, budgets: BudgetReg
         )
         return FhirSink(source.id, client)
     if source.kind == "rest":
-        return RestSink.for_source(source, settings, budgets=budgets)
+        return rest_sink(source, budgets=budgets)
     raise InvalidInput(f"data source {source.id}: a {source.kind} source cannot be a sink")
 
 

@@ -17,6 +17,7 @@ unfinished, which an in-process transport cannot turn into a reset.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -51,6 +52,10 @@ def _respond(response: FhirResponse) -> Response:
 def _failure(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
     outcome = OperationFailed(status, text).outcome
     return _respond(FhirResponse(status=status, body=outcome, headers=headers or {}))
+
+
+#: how long ago the sample clinic's records were last written, as the seeded sandbox serves them
+SEED_AGE = timedelta(days=1)
 
 
 class _Dropped(Response):
@@ -105,14 +110,19 @@ class SandboxApp:
         )
 
     def seed(self) -> list[dict[str, Any]]:
-        """Load the sample clinic, each Bundle as the transaction it is; returns the responses."""
+        """Load the sample clinic, each Bundle as the transaction it is, written as of
+        :data:`SEED_AGE` ago (a clinic's records predate the call that a demo takes: a fact heard
+        now is news, not a rival change made at the same moment); returns the responses."""
         answers = []
-        for path in sample_bundles():
-            bundle = orjson.loads(path.read_bytes())
-            response = self.server.handle(FhirRequest(method="POST", path="", body=bundle))
-            if response.status != 200 or response.body is None:
-                raise RuntimeError(f"the sample {path.name} did not load: HTTP {response.status}")
-            answers.append(response.body)
+        with self.store.writing_as_of(datetime.now(UTC) - SEED_AGE):
+            for path in sample_bundles():
+                bundle = orjson.loads(path.read_bytes())
+                response = self.server.handle(FhirRequest(method="POST", path="", body=bundle))
+                if response.status != 200 or response.body is None:
+                    raise RuntimeError(
+                        f"the sample {path.name} did not load: HTTP {response.status}"
+                    )
+                answers.append(response.body)
         return answers
 
     def reset(self) -> None:

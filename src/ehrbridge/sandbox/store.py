@@ -150,6 +150,17 @@ class ResourceStore:
             raise
         self._db.execute(f"RELEASE {name}")
 
+    @contextmanager
+    def writing_as_of(self, moment: datetime) -> Iterator[None]:
+        """Write as if the clock read ``moment`` (counting on from it) inside the block; writes
+        after it are back on the clock, and still after every write before them."""
+        started, real = self._now(), self._now
+        self._now = lambda: moment + (real() - started)
+        try:
+            yield
+        finally:
+            self._now = real
+
     def _tick(self) -> str:
         """The next ``lastUpdated``: now, or just after the last write if the clock lags."""
         now = self._now()

@@ -2,15 +2,9 @@
 
 Each entity type's ``writes:`` entry (:class:`~ehrbridge.outbound.sinks.restwrites.EntityWrites`)
 says how a record is created and updated, how a write is found again by its key, and how a record
-is read back. The item's payload (``operation="upsert"``), as for the FHIR sink::
-
-    {"fields": {flat field path: value (None: remove)},
-     "base": {field: the value the sink's record had when the write was decided},   # optional
-     "ref": "<entity type>/<id at the sink>" | None,     # present: an update of that record
-     "entity": {the entity's whole flat projected state}}
-
-The templates see the entity's state with ``fields`` over it, ``{id}`` (from ``ref``) and
-``{key}`` (the item's key).
+is read back. The item's payload (``operation="upsert"``) is the FHIR sink's
+(:mod:`ehrbridge.outbound.sinks.restpayload`); the templates see the entity's state with the
+item's ``fields`` over it, ``{id}`` (from its ``ref``) and ``{key}`` (the item's key).
 
 - **Create** (no ``ref``): ``create.method`` to ``create.url`` with the rendered body and the
   idempotency header (value: the item's key) when one is named; the created id from
@@ -18,9 +12,11 @@ The templates see the entity's state with ``fields`` over it, ``{id}`` (from ``r
 - **Update** (a ``ref``): when a ``read:`` is configured the record is read first: a field the
   sink changed since ``base`` to something other than ours is a
   :class:`~ehrbridge.errors.SinkConflict`, never written over; when the sink already holds our
-  values nothing is sent. Without a ``read:`` there is no conflict check (the API gives nothing
-  to check against). A field is compared where the update's body template places it whole, the
-  read record being shaped like the body; fields it does not place whole are not compared.
+  values nothing is sent. Otherwise the body is written with the fields we do not change as the
+  sink holds them, and ``If-Match`` the read's ``ETag`` when it had one; a ``412`` (changed in
+  between) reads and decides once more. A field is compared (and taken) where the update's body
+  places it whole, the read record being shaped like the body. Without a ``read:`` there is no
+  conflict check (the API gives nothing to check against) and the body is our copy.
 - **lookup** (an in-doubt item, whose write may have reached the sink): by ``lookup:`` (the key),
   or for an update by ``read:`` (are our values there?). A sink that honours the idempotency
   header (``idempotent: true``) may be sent the write again: lookup answers None. With none of
@@ -38,6 +34,8 @@ other 5xx, 408                                      transient
 no connection, connect timeout                     transient
 a write sent, then a timeout or a dropped line     transient, ``may_have_reached_sink``
 401, 403                                            permanent: credentials
+409 to a write with an idempotency key              transient: the first is still in progress
+a second 412 after a re-read                        transient (read again at the next attempt)
 other 4xx                                           permanent, status and body kind only
 =================================================  ====================================
 
@@ -58,10 +56,9 @@ import orjson
 from ehrbridge.errors import SinkConflict, SinkError
 from ehrbridge.http.retry import retry_after_seconds, transport_problem
 from ehrbridge.outbound.outbox import OutboxItem
-from ehrbridge.outbound.sinks import Conflicting, Delivered
+from ehrbridge.outbound.sinks import Delivered
+from ehrbridge.outbound.sinks.restpayload import Payload, compare, shape
 from ehrbridge.outbound.sinks.restwrites import (
-    ID,
-    KEY,
     LOCATION,
     Body,
     EntityWrites,
@@ -149,38 +146,75 @@ class RestSink:
     async def send(self, item: OutboxItem) -> Delivered:
         """Create or update the item's record once (see the module's docstring)."""
         writes = self._entry(item)
-        payload = _Payload.of(item)
+        payload = Payload.of(item, writes)
         if payload.remote_id is None:
             if writes.create is None:
                 raise SinkError(f"this sink has no create for {item.entity_type}")
             return await self._create(item, writes, writes.create, payload)
         if writes.update is None:
             raise SinkError(f"this sink has no update for {item.entity_type}")
-        if writes.read is not None:
-            record = await self._read(writes.read, payload, item)
-            if record is None:
+        if writes.read is None:
+            response, _ = await self._write("update", writes.update, writes, payload, item)
+            return Delivered(ref=payload.ref or "", version=_etag(response), created=False)
+        return await self._checked_update(item, writes, writes.update, writes.read, payload)
+
+    async def _checked_update(
+        self,
+        item: OutboxItem,
+        writes: EntityWrites,
+        update: WriteCall,
+        read: ReadCall,
+        payload: Payload,
+    ) -> Delivered:
+        """Read, compare, then write with ``If-Match`` the version read (when the read has an
+        ETag); a ``412`` (changed in between) reads and decides once more."""
+        for attempt in range(2):
+            found = await self._read(read, payload, item)
+            if found is None:
                 raise SinkError(
                     "the record is not at the sink any more", operation=f"read {item.entity_type}"
                 )
-            conflicts, same = _compare(writes.update.body, record, payload)
+            record, tag = found
+            conflicts, same = compare(update.body, record, payload)
             if conflicts:
                 raise SinkConflict(conflicts, operation=f"read {item.entity_type}")
             if same:
-                return Delivered(ref=payload.ref or "", version=None, created=False)
-        await self._write("update", writes.update, writes, payload, item)
-        return Delivered(ref=payload.ref or "", version=None, created=False)
+                return Delivered(ref=payload.ref or "", version=_bare(tag), created=False)
+            extra = {"If-Match": tag} if tag else {}
+            response, operation = await self._write(
+                "update",
+                update,
+                writes,
+                payload.over(update.body, record),
+                item,
+                headers=extra,
+                raising=False,
+            )
+            if response.status_code == 412 and tag and attempt == 0:
+                continue
+            if response.status_code == 412 and tag:
+                raise SinkError(
+                    "the record changed again while we wrote; it is read again next time",
+                    operation=operation,
+                    status=412,
+                    transient=True,
+                )
+            if not response.is_success:
+                raise self._error(response, operation)
+            return Delivered(ref=payload.ref or "", version=_etag(response), created=False)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def lookup(self, item: OutboxItem) -> Delivered | None:
         """Find a write of the in-doubt ``item``: by ``lookup:``, or an update by ``read:``.
         None: not there (send it again). A permanent SinkError when nothing can tell and the
         sink does not honour the idempotency header."""
         writes = self._entry(item)
-        payload = _Payload.of(item)
+        payload = Payload.of(item, writes)
         if payload.remote_id is not None and writes.read is not None:
-            record = await self._read(writes.read, payload, item)
-            if record is None:
+            found = await self._read(writes.read, payload, item)
+            if found is None:
                 return None
-            if _compare(_shape(writes), record, payload)[1]:
+            if compare(shape(writes), found[0], payload)[1]:
                 return Delivered(ref=payload.ref or "", version=None, created=False)
             return None
         if writes.lookup is not None and (
@@ -196,14 +230,14 @@ class RestSink:
         from the item's result or payload), else by ``lookup:``. A SinkError when neither is
         configured."""
         writes = self._entry(item)
-        payload = _Payload.of(item)
+        payload = Payload.of(item, writes)
         ref = (item.result or {}).get("ref") or payload.ref
         if writes.read is not None and isinstance(ref, str) and "/" in ref:
             payload = payload.with_ref(ref)
-            record = await self._read(writes.read, payload, item)
-            if record is None:
+            found = await self._read(writes.read, payload, item)
+            if found is None:
                 return False
-            return _compare(_shape(writes), record, payload)[1]
+            return compare(shape(writes), found[0], payload)[1]
         if writes.lookup is not None:
             return await self._lookup(writes.lookup, payload, item) is not None
         raise SinkError(
@@ -220,7 +254,7 @@ class RestSink:
         return writes
 
     async def _create(
-        self, item: OutboxItem, writes: EntityWrites, call: WriteCall, payload: _Payload
+        self, item: OutboxItem, writes: EntityWrites, call: WriteCall, payload: Payload
     ) -> Delivered:
         response, operation = await self._write("create", call, writes, payload, item)
         remote_id = _created_id(response, call.id_from or "id")
@@ -232,31 +266,36 @@ class RestSink:
                 status=response.status_code,
                 may_have_reached_sink=True,
             )
-        return Delivered(ref=f"{item.entity_type}/{remote_id}", version=None, created=True)
+        ref = f"{item.entity_type}/{remote_id}"
+        return Delivered(ref=ref, version=_etag(response), created=True)
 
     async def _write(
         self,
         what: str,
         call: WriteCall,
         writes: EntityWrites,
-        payload: _Payload,
+        payload: Payload,
         item: OutboxItem,
+        *,
+        headers: Mapping[str, str] | None = None,
+        raising: bool = True,
     ) -> tuple[httpx.Response, str]:
         url = self._url(call.url, payload, what, item)
         operation = f"{what} {call.method} {url.path}"
-        headers = {"Content-Type": "application/json"}
+        sent = {"Content-Type": "application/json", **(headers or {})}
         if writes.idempotency_header:
-            headers[writes.idempotency_header] = item.key
-        body = orjson.dumps(call.body.render(payload.values))
-        response = await self._request(call.method, url, operation, body, headers, write=True)
-        if not response.is_success:
-            raise self._error(response, operation)
+            sent[writes.idempotency_header] = item.key
+        body = _dumps(call.body, payload, operation)
+        response = await self._request(call.method, url, operation, body, sent, write=True)
+        if raising and not response.is_success:
+            raise self._error(response, operation, keyed=bool(writes.idempotency_header))
         return response, operation
 
     async def _read(
-        self, call: ReadCall, payload: _Payload, item: OutboxItem
-    ) -> Mapping[str, Any] | None:
-        """The record as the sink holds it, or None when it answers 404."""
+        self, call: ReadCall, payload: Payload, item: OutboxItem
+    ) -> tuple[Mapping[str, Any], str | None] | None:
+        """The record as the sink holds it and its ``ETag`` as sent, or None when it answers
+        404."""
         url = self._url(call.url, payload, "read", item)
         operation = f"read {call.method} {url.path}"
         response = await self._request(call.method, url, operation, None, {}, write=False)
@@ -267,14 +306,14 @@ class RestSink:
         record = _search(call.record, _json(response, operation), operation)
         if not isinstance(record, dict):
             raise SinkError(f"the answer has no record at {call.record}", operation=operation)
-        return record
+        return record, response.headers.get("etag") or None
 
     async def _lookup(
-        self, call: LookupCall, payload: _Payload, item: OutboxItem
+        self, call: LookupCall, payload: Payload, item: OutboxItem
     ) -> Delivered | None:
         url = self._url(call.url, payload, "lookup", item)
         operation = f"lookup {call.method} {url.path}"
-        body = orjson.dumps(call.body.render(payload.values)) if call.body else None
+        body = _dumps(call.body, payload, operation) if call.body else None
         headers = {"Content-Type": "application/json"} if body is not None else {}
         response = await self._request(call.method, url, operation, body, headers, write=False)
         if response.status_code == 404:
@@ -294,7 +333,7 @@ class RestSink:
             )
         return Delivered(ref=f"{item.entity_type}/{remote_id}", version=None, created=True)
 
-    def _url(self, template: Text, payload: _Payload, what: str, item: OutboxItem) -> httpx.URL:
+    def _url(self, template: Text, payload: Payload, what: str, item: OutboxItem) -> httpx.URL:
         try:
             path = render_url(template, payload.values)
         except KeyError as exc:
@@ -302,7 +341,13 @@ class RestSink:
                 f"the {what} URL names {exc.args[0]}, which this item has no plain value for",
                 operation=f"{what} {item.entity_type}",
             ) from None
-        return httpx.URL(f"{self.base_url}/{path.lstrip('/')}")
+        try:
+            return httpx.URL(f"{self.base_url}/{path.lstrip('/')}")
+        except httpx.InvalidURL:
+            raise SinkError(
+                f"the {what} URL is not a valid URL once filled in",
+                operation=f"{what} {item.entity_type}",
+            ) from None
 
     async def _request(
         self,
@@ -337,8 +382,17 @@ class RestSink:
                     continue
             return response
 
-    def _error(self, response: httpx.Response, operation: str) -> SinkError:
+    def _error(self, response: httpx.Response, operation: str, *, keyed: bool = False) -> SinkError:
         status = response.status_code
+        if status == 409 and keyed:
+            # An Idempotency-Key's 409: the first request with this key is still being
+            # processed (draft-ietf-httpapi-idempotency-key-header, section 2.7).
+            return SinkError(
+                "the sink is still processing the first request with this key",
+                operation=operation,
+                status=status,
+                transient=True,
+            )
         if status in _TRANSIENT:
             after = retry_after_seconds(response.headers.get("retry-after"), self._now())
             return SinkError(
@@ -357,69 +411,25 @@ class RestSink:
         )
 
 
-class _Payload:
-    """The item's payload, read once: the values the templates see, and the record's ref."""
-
-    def __init__(self, fields: Mapping[str, Any], base: Mapping[str, Any], ref: str | None,
-                 entity: Mapping[str, Any], key: str) -> None:  # fmt: skip
-        self.fields, self.base, self.ref, self.entity, self.key = fields, base, ref, entity, key
-        self.remote_id = ref.split("/", 1)[1] if ref else None
-        self.values: dict[str, Any] = {**entity, **fields, KEY: key}
-        if self.remote_id is not None:
-            self.values[ID] = self.remote_id
-
-    @classmethod
-    def of(cls, item: OutboxItem) -> _Payload:
-        payload = item.payload
-        fields, base = payload.get("fields"), payload.get("base") or {}
-        ref, entity = payload.get("ref"), payload.get("entity") or {}
-        if not isinstance(fields, Mapping) or not isinstance(base, Mapping):
-            raise SinkError("the item's payload has no fields mapping (a bug upstream)")
-        if not isinstance(entity, Mapping):
-            raise SinkError("the item's payload has no entity mapping (a bug upstream)")
-        if ref is not None and (not isinstance(ref, str) or "/" not in ref or ref.endswith("/")):
-            raise SinkError("the item's ref is not <type>/<id> (a bug upstream)")
-        return cls(fields, base, ref, entity, item.key)
-
-    def with_ref(self, ref: str) -> _Payload:
-        return _Payload(self.fields, self.base, ref, self.entity, self.key)
+def _dumps(body: Body, payload: Payload, operation: str) -> bytes:
+    try:
+        return orjson.dumps(body.render(payload.values))
+    except orjson.JSONEncodeError:
+        raise SinkError("the body cannot be written as JSON", operation=operation) from None
 
 
-def _shape(writes: EntityWrites) -> Body:
-    """The body whose shape a read record has: the update's, else the create's."""
-    call = writes.update or writes.create
-    return call.body if call is not None else Body(tree={})
+def _etag(response: httpx.Response) -> str | None:
+    """The record's version from the answer's ``ETag`` (weak or strong), if it has one."""
+    return _bare(response.headers.get("etag"))
 
 
-def _compare(
-    body: Body, record: Mapping[str, Any], payload: _Payload
-) -> tuple[list[Conflicting], bool]:
-    """The fields the sink changed since the base to something not ours, and whether the sink
-    already holds every field of ours (each compared where ``body`` places it whole)."""
-    places = body.positions()
-    conflicts: list[Conflicting] = []
-    same = bool(payload.fields)
-    for name, ours in payload.fields.items():
-        where = places.get(name)
-        if where is None:
-            same = False
-            continue
-        theirs = _at(record, where)
-        if theirs == ours:
-            continue
-        same = False
-        if name in payload.base and theirs != payload.base[name]:
-            conflicts.append(Conflicting(field=name, ours=ours, theirs=theirs))
-    return conflicts, same
+def _bare(tag: str | None) -> str | None:
+    """``W/"3"`` -> ``3``.
 
-
-def _at(record: Mapping[str, Any], where: tuple[str, ...]) -> Any:
-    node: Any = record
-    for key in where:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
+    >>> _bare('W/"3"'), _bare('"abc"'), _bare(None)
+    ('3', 'abc', None)
+    """
+    return (tag.removeprefix("W/").strip('"') or None) if tag else None
 
 
 def _created_id(response: httpx.Response, id_from: str) -> str | None:

@@ -97,7 +97,8 @@ def parse_text(template: str) -> Text:
 
 def render_url(template: Text, values: Mapping[str, Any]) -> str:
     """The URL path (and query) with each name's value percent-encoded; KeyError naming a
-    name whose value is missing, None, or not a plain value.
+    name whose value is missing, None, not a plain value, or a dot segment (``.`` or ``..``
+    would climb out of the path the template gives).
 
     >>> render_url(parse_text("/p/{id}?k={key}"), {"id": "a/b", "key": "ob x"})
     '/p/a%2Fb?k=ob%20x'
@@ -107,7 +108,7 @@ def render_url(template: Text, values: Mapping[str, Any]) -> str:
         out.append(piece.text)
         if piece.name is not None:
             value = values.get(piece.name)
-            if value is None or isinstance(value, dict | list):
+            if value is None or isinstance(value, dict | list) or value in (".", ".."):
                 raise KeyError(piece.name)
             out.append(quote(_plain(value), safe=""))
     return "".join(out)
@@ -256,3 +257,27 @@ class EntityWrites:
     idempotent: bool = False
     lookup: LookupCall | None = None
     read: ReadCall | None = None
+    #: per field, the world model's codes as the sink spells them (``booked`` -> ``BKD``); a
+    #: value not in the table is written as it is
+    codes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+
+    def coded(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` with each coded field's value (or each item of a list) in the sink's
+        spelling.
+
+        >>> table = (("status", (("booked", "BKD"),)),)
+        >>> writes = EntityWrites(entity_type="Appointment", codes=table)
+        >>> writes.coded({"status": "booked", "start": "x"})
+        {'status': 'BKD', 'start': 'x'}
+        """
+        out = dict(values)
+        for name, table in self.codes:
+            if name in out:
+                out[name] = _code(dict(table), out[name])
+        return out
+
+
+def _code(table: Mapping[str, Any], value: Any) -> Any:
+    if isinstance(value, list):
+        return [_code(table, v) for v in value]
+    return table.get(value, value) if isinstance(value, str) else value
