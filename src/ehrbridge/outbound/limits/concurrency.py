@@ -87,10 +87,11 @@ class AimdLimit:
     slows down quickly; one that slows slowly under a growing load is caught by its ``503`` s.
 
     Probing is patient near where the sink last failed: within one of that level the increase is
-    divided by a patience that doubles each time the sink fails at the same level again (up to
+    divided by a patience that doubles each time the sink fails within one of it again (up to
     ``max_patience``), so a steady sink sees a request over its capacity rarely, not once per
-    sawtooth; a success with that many requests in flight shows the sink has room again and
-    forgets the level.
+    sawtooth. A success with as many requests in flight as that level takes one off the patience
+    (our count of requests in flight includes those on their way, so the sink may have held
+    fewer); one with more shows the sink has room beyond it, and forgets the level.
 
     Times are seconds on any monotonic clock.
     """
@@ -133,18 +134,20 @@ class AimdLimit:
         if slow or outcome in (Outcome.THROTTLED, Outcome.OVERLOADED):
             if sent >= self._cut_at:
                 level = self.limit
-                again = level == self._failed_at
+                again = self._failed_at is not None and abs(level - self._failed_at) <= 1
                 self._patience = min(self._patience * 2, self.limits.max_patience) if again else 1
                 self._failed_at = level
                 cut = min(self._limit - 1, self._limit * self.limits.backoff_ratio)
                 self._limit = max(float(self.limits.min), cut)
                 self._cut_at = sent + latency
         elif answered:
-            if self._failed_at is not None and in_flight >= self._failed_at:
+            if self._failed_at is not None and in_flight > self._failed_at:
                 self._failed_at, self._patience = None, 1
+            elif self._failed_at is not None and in_flight == self._failed_at:
+                self._patience = max(1, self._patience - 1)
             if in_flight * 2 >= self.limit:
                 step = 1 / self._limit
-                if self._failed_at is not None and self._limit >= self._failed_at - 1:
+                if self._failed_at is not None and self._limit < self._failed_at + 1:
                     step /= self._patience
                 self._limit = min(float(self.limits.max), self._limit + step)
 

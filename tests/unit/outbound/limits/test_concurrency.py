@@ -115,7 +115,7 @@ def test_probing_is_patient_where_the_sink_failed_before() -> None:
     def successes_to_regrow(limit: AimdLimit, now: float) -> tuple[int, float]:
         count = 0
         while limit.limit < 5:
-            limit.update(sent=now, latency=1.0, outcome=Outcome.OK, in_flight=limit.limit)
+            limit.update(sent=now, latency=1.0, outcome=Outcome.OK, in_flight=4)
             count, now = count + 1, now + 1
         return count, now
 
@@ -126,11 +126,25 @@ def test_probing_is_patient_where_the_sink_failed_before() -> None:
         counts.append(count)
     # the same level failing again doubles the patience, up to max_patience
     assert counts[1] > counts[0] * 1.5
-    assert counts[3] == counts[4]
-    # a success with as many in flight as where it failed forgets the level
-    limit.update(sent=now, latency=1.0, outcome=Outcome.OK, in_flight=5)
-    limit.update(sent=now + 1, latency=0.1, outcome=Outcome.OVERLOADED, in_flight=5)
-    assert successes_to_regrow(limit, now + 2)[0] <= counts[0]
+    assert counts[3] == counts[4] > counts[2]
+    # a success with as many in flight as where it failed is no proof of room (the requests
+    # in flight at the sink may have been fewer): it takes one off the patience...
+    limit.update(sent=now, latency=0.1, outcome=Outcome.OVERLOADED, in_flight=5)
+    limit.update(sent=now + 1, latency=1.0, outcome=Outcome.OK, in_flight=5)
+    count, now = successes_to_regrow(limit, now + 2)
+    assert count > counts[0] * 2
+    # ...so many of them bring it down to one
+    limit.update(sent=now, latency=0.1, outcome=Outcome.OVERLOADED, in_flight=5)
+    for _ in range(8):
+        limit.update(sent=now + 1, latency=1.0, outcome=Outcome.OK, in_flight=5)
+    count, now = successes_to_regrow(limit, now + 2)
+    assert count <= counts[0]
+    # ...and one with more in flight forgets the level: the sink has room beyond it
+    limit.update(sent=now + 50, latency=0.1, outcome=Outcome.OVERLOADED, in_flight=5)
+    limit.update(sent=now + 51, latency=1.0, outcome=Outcome.OK, in_flight=6)
+    _, now = successes_to_regrow(limit, now + 52)
+    limit.update(sent=now, latency=0.1, outcome=Outcome.OVERLOADED, in_flight=5)
+    assert successes_to_regrow(limit, now + 1)[0] <= counts[0]
 
 
 @given(
