@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from ehrbridge.errors import SinkConflict, SinkError, StorageError
+from ehrbridge.errors import InvalidInput, SinkConflict, SinkError, StorageError
 from ehrbridge.leases import Leases
 from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.gates import Layer, SinkPolicy, candidate, decide
@@ -98,6 +98,9 @@ class SinkRuntime:
     #: what a conflict does: ``review`` (a conflict event, the item parked as a conflict) or
     #: ``dead`` (parked as a dead letter)
     on_conflict: Literal["review", "dead"] = "review"
+    #: the longest one attempt may take (its requests together); at most half the lease, so an
+    #: attempt never outlives the claim it runs under
+    attempt_timeout: timedelta = timedelta(seconds=10)
     #: how long until the sink's business hours for writes open (zero: open now)
     closed_for: Callable[[datetime], timedelta] = lambda _: timedelta(0)
     #: items in flight, by item id: their claims and tasks
@@ -131,6 +134,12 @@ class Dispatcher:
     ) -> None:
         self.store = store
         self.outbox = outbox
+        for rt in sinks:
+            if rt.attempt_timeout * 2 > lease:
+                raise InvalidInput(
+                    f"sink {rt.id}: an attempt may take {rt.attempt_timeout}, more than half the "
+                    f"lease ({lease}): a lease could lapse while its holder still sends"
+                )
         self.sinks = {rt.id: rt for rt in sinks}
         self.workspace = workspace
         self.holder = holder
@@ -301,16 +310,28 @@ class Dispatcher:
                 await self.store.append(self.workspace, events)
             await self._settle(claim, started, status, status.value, error=reason)
             return False, None
+        sent = False
         try:
-            if claim.in_doubt or item.in_doubt:
-                found = await rt.sink.lookup(item)
-                if found is not None:
-                    await self._synced(rt, claim, started, found, outcome="found")
-                    return True, None
-            if not await self.outbox.mark_sent(ws, item.id, claim.epoch):
-                log.info("dispatch: item %s: lease lost before sending", item.id)
-                return claim.in_doubt or item.in_doubt, None
-            delivered = await rt.sink.send(item)
+            async with asyncio.timeout(rt.attempt_timeout.total_seconds()):
+                if claim.in_doubt or item.in_doubt:
+                    found = await rt.sink.lookup(item)
+                    if found is not None:
+                        await self._synced(rt, claim, started, found, outcome="found")
+                        return True, None
+                if not await self.outbox.mark_sent(ws, item.id, claim.epoch):
+                    log.info("dispatch: item %s: lease lost before sending", item.id)
+                    return claim.in_doubt or item.in_doubt, None
+                sent = True
+                delivered = await rt.sink.send(item)
+        except TimeoutError:
+            late = SinkError(
+                f"no outcome within the attempt's {rt.attempt_timeout.total_seconds():g} s",
+                operation=f"deliver to {rt.id}",
+                transient=True,
+                may_have_reached_sink=sent,
+            )
+            await self._failed(rt, claim, started, late)
+            return True, late
         except SinkConflict as conflict:
             await self._conflict(rt, claim, started, conflict)
             return True, conflict
