@@ -32,14 +32,16 @@ ITEM_COLUMNS = (
 #: the statuses that hold a lane: every status but the final ones
 OPEN_SQL = "('pending', 'processing', 'dead', 'conflict')"
 #: A ready lane head of one sink, as the candidates of a claim. Bound: workspace, sink, now
-#: (due), now (lease ran out), now (another item of the lane still held).
+#: (due), now (lease ran out), now (another item of the lane still held). The lane check is a
+#: scalar subquery with LIMIT, not NOT EXISTS: the planner then always looks it up per candidate
+#: on ``outbox_items_lanes`` (an anti join may scan the sink's every open item per candidate).
 READY = (
     "i.workspace = {p} AND i.sink = {p} AND ("
     "(i.status = 'pending' AND i.next_attempt_at <= {p}) OR "
-    "(i.status = 'processing' AND i.lease_until <= {p})) AND NOT EXISTS ("
-    "SELECT 1 FROM outbox_items o WHERE o.workspace = i.workspace AND o.sink = i.sink "
-    f"AND o.lane = i.lane AND o.status IN {OPEN_SQL} AND (o.position < i.position "
-    "OR (o.status = 'processing' AND o.lease_until > {p})))"
+    "(i.status = 'processing' AND i.lease_until <= {p})) AND (SELECT 1 FROM outbox_items o "
+    "WHERE o.workspace = i.workspace AND o.sink = i.sink AND o.lane = i.lane "
+    f"AND o.status IN {OPEN_SQL} AND (o.position < i.position "
+    "OR (o.status = 'processing' AND o.lease_until > {p})) LIMIT 1) IS NULL"
 )
 #: what a settle may end in
 SETTLED = frozenset({ItemStatus.SYNCED, ItemStatus.PENDING, ItemStatus.DEAD, ItemStatus.CONFLICT})

@@ -123,18 +123,23 @@ class PostgresOutbox:
         self.clock = clock
 
     @asynccontextmanager
-    async def _work(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """One transaction on a pooled connection; driver errors leave as the store's."""
+    async def _work(self, *, transaction: bool = True) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection, in one transaction unless asked not to (a single statement is
+        one by itself); driver errors leave as the store's."""
         try:
-            async with self.database.pool.connection() as conn, conn.transaction():
-                yield conn
+            async with self.database.pool.connection() as conn:
+                if not transaction:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    yield conn
         except psycopg.DataError as exc:
             raise unstorable(exc) from exc
         except psycopg.Error as exc:
             raise StorageError(f"{_FAILED}: {type(exc).__name__}") from exc
 
     async def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
-        async with self._work() as conn:
+        async with self._work(transaction=False) as conn:
             return await _fetch(conn, sql, args)
 
     async def enqueue(
@@ -268,7 +273,7 @@ class PostgresOutbox:
 
     async def _change(self, sql: str, args: Sequence[Any], *, notify: str | None = None) -> bool:
         """One conditional update; with ``notify`` (the workspace), watchers hear of it."""
-        async with self._work() as conn:
+        async with self._work(transaction=notify is not None) as conn:
             cur = await conn.execute(sql.encode(), args)
             changed = cur.rowcount > 0
             if changed and notify is not None:
@@ -289,49 +294,47 @@ class PostgresOutbox:
         due = outcome.next_attempt_at or now
         a = outcome.attempt
         result = None if outcome.result is None else json_text(outcome.result, "a sink's result")
-        async with self._work() as conn:
-            cur = await conn.execute(
-                "UPDATE outbox_items SET status = %s, attempts = attempts + 1, "
-                "holder = NULL, lease_until = NULL, in_doubt = false, updated_at = %s, "
-                "next_attempt_at = CASE WHEN %s THEN %s ELSE next_attempt_at END, "
-                "result = CASE WHEN %s THEN %s::jsonb ELSE result END, last_error = %s, "
-                "synced_at = CASE WHEN %s THEN %s ELSE synced_at END, "
-                "confirmed_at = CASE WHEN %s THEN NULL ELSE confirmed_at END "
-                f"WHERE {_FENCE}".encode(),
-                (
-                    outcome.status.value,
-                    now,
-                    pending,
-                    due,
-                    synced,
-                    result,
-                    None if synced else outcome.error,
-                    synced,
-                    now,
-                    synced,
-                    workspace,
-                    item_id,
-                    epoch,
-                ),
-            )
-            if cur.rowcount == 0:
-                return False
-            await conn.execute(
-                _RECORD.encode(),
-                (
-                    workspace,
-                    item_id,
-                    epoch,
-                    a.started_at,
-                    a.finished_at,
-                    a.outcome,
-                    a.status,
-                    a.detail,
-                ),
-            )
-            if pending and due <= now:
+        # one statement: the fenced update and, only when it changed the item, its attempt
+        sql = (
+            "WITH done AS (UPDATE outbox_items SET status = %s, attempts = attempts + 1, "
+            "holder = NULL, lease_until = NULL, in_doubt = false, updated_at = %s, "
+            "next_attempt_at = CASE WHEN %s THEN %s ELSE next_attempt_at END, "
+            "result = CASE WHEN %s THEN %s::jsonb ELSE result END, last_error = %s, "
+            "synced_at = CASE WHEN %s THEN %s ELSE synced_at END, "
+            "confirmed_at = CASE WHEN %s THEN NULL ELSE confirmed_at END "
+            f"WHERE {_FENCE} RETURNING id), recorded AS ("
+            "INSERT INTO outbox_attempts (workspace, item_id, epoch, started_at, finished_at, "
+            "outcome, status, detail) SELECT %s, id, %s, %s, %s, %s, %s, %s FROM done "
+            "RETURNING 1) SELECT count(*) FROM recorded"
+        )
+        args = (
+            outcome.status.value,
+            now,
+            pending,
+            due,
+            synced,
+            result,
+            None if synced else outcome.error,
+            synced,
+            now,
+            synced,
+            workspace,
+            item_id,
+            epoch,
+            workspace,
+            epoch,
+            a.started_at,
+            a.finished_at,
+            a.outcome,
+            a.status,
+            a.detail,
+        )
+        due_now = pending and due <= now
+        async with self._work(transaction=due_now) as conn:
+            ((changed,),) = await _fetch(conn, sql, args)
+            if changed and due_now:
                 await conn.execute(_NOTIFY, (OUTBOX_CHANNEL, workspace))
-            return True
+            return bool(changed)
 
     async def release(self, workspace: str, item_id: str, epoch: int) -> bool:
         return await self._change(
