@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from psycopg import AsyncConnection
 
 from ehrbridge.errors import InvalidInput, NotFound, OutboxConflict
 from ehrbridge.outbound.outbox import (
@@ -24,9 +27,11 @@ from ehrbridge.outbound.outbox import (
     item_key,
 )
 from ehrbridge.storage import Backend
+from ehrbridge.storage.postgres.outbox import lane_lock, lock_lanes
+from ehrbridge.storage.postgres.worldmodel import PostgresStore
 from ehrbridge.testing import FakeClock
 from ehrbridge.worldmodel.store import LogPosition
-from tests.conftest import MakeBackend
+from tests.conftest import POSTGRES_DSN, MakeBackend
 from tests.integration.storage.raw import backend_name
 
 WS = "clinic"
@@ -628,3 +633,58 @@ async def test_concurrent_claimers_never_share_an_item_nor_a_lane(
     outboxes = [(await make_backend()).outbox for _ in range(4)]
     for round_ in range(3):
         await claimed_concurrently(outboxes, f"round-{round_}", clock)
+
+
+#: every port on PostgreSQL, and a raw connection to its schema
+OnPostgres = tuple[Backend, AsyncConnection[Any]]
+
+
+@pytest.fixture
+async def postgres(make_backend: MakeBackend) -> AsyncIterator[OnPostgres]:
+    """(every port on PostgreSQL, a raw connection to the same schema): another process's
+    transaction, held open where the test wants it."""
+    backend = await make_backend()
+    if backend_name(backend) != "postgres":
+        pytest.skip("PostgreSQL's row and advisory locks")
+    assert isinstance(backend.worldmodel, PostgresStore)
+    schema = backend.worldmodel.schema
+    conn = await AsyncConnection.connect(POSTGRES_DSN, options=f"-c search_path={schema}")
+    try:
+        yield backend, conn
+    finally:
+        await conn.close()
+
+
+async def test_a_claim_passes_over_an_item_another_claim_holds_without_waiting(
+    postgres: OnPostgres,
+) -> None:
+    backend, other = postgres
+    outbox = backend.outbox
+    items = await outbox.enqueue(WS, [new(1), new(2), new(3, "p2")])
+    # another claimer's transaction has locked p1's head and not finished
+    await other.execute("SELECT id FROM outbox_items WHERE id = %s FOR UPDATE", (items[0].id,))
+    claims = await asyncio.wait_for(claim(outbox), WAKE_WAIT)  # fails if the claim waits
+    assert [c.item.id for c in claims] == [items[2].id]  # p1's head skipped, its next held back
+    await other.rollback()
+    assert [c.item.id for c in await claim(outbox)] == [items[0].id]
+
+
+async def test_a_claim_passes_over_a_lane_a_reopen_is_changing(
+    postgres: OnPostgres, clock: FakeClock
+) -> None:
+    backend, other = postgres
+    outbox = backend.outbox
+    first, second, elsewhere = await outbox.enqueue(WS, [new(1), new(2), new(3, "p2")])
+    (held, _) = await claim(outbox)
+    assert await outbox.settle(WS, first.id, held.epoch, ending(held, clock))
+    # A reopen of p1's synced head, under the lane's lock as the adapter takes it, not yet
+    # committed: a claim's snapshot still shows the head synced and p1's second item as ready.
+    await lock_lanes(other, [lane_lock(WS, SINK, "Patient/p1")])
+    await other.execute("UPDATE outbox_items SET status = 'pending' WHERE id = %s", (first.id,))
+    assert await asyncio.wait_for(claim(outbox), WAKE_WAIT) == []  # p1 passed over, p2 held
+    await other.commit()
+    (again,) = await claim(outbox)
+    assert again.item.id == first.id  # the reopened head, never the second beside it
+    assert await claim(outbox) == []
+    item = await outbox.item(WS, second.id)
+    assert item is not None and item.status is ItemStatus.PENDING and elsewhere.id != item.id

@@ -57,7 +57,7 @@ from ehrbridge.worldmodel.store import LogPosition
 OUTBOX_CHANNEL = "ehrbridge_outbox"
 _NOTIFY = b"SELECT pg_notify(%s, current_schema() || '|' || %s)"
 _FAILED = "outbox storage failed"
-#: a lane's lock, per schema (tests and tenants share one server); ``%s``: :func:`_lane`
+#: a lane's lock, per schema (tests and tenants share one server); ``%s``: :func:`lane_lock`
 _LANE_KEY = "hashtextextended(current_schema() || ':' || {}, 0)"
 _INSERT = (
     "INSERT INTO outbox_items (id, position, workspace, sink, key, lane, entity_type, entity_id, "
@@ -90,12 +90,12 @@ def _item(row: Any) -> OutboxItem:
     return item_from_row(row, time=lambda t: t, json=lambda j: j)
 
 
-def _lane(workspace: str, sink: str, lane: str) -> str:
+def lane_lock(workspace: str, sink: str, lane: str) -> str:
     """What names a lane's lock (``\\x1f`` cannot be in a name an operator types)."""
     return f"outbox\x1f{workspace}\x1f{sink}\x1f{lane}"
 
 
-async def _lock_lanes(conn: AsyncConnection[Any], lanes: Sequence[str]) -> None:
+async def lock_lanes(conn: AsyncConnection[Any], lanes: Sequence[str]) -> None:
     """Wait for the locks of ``lanes``, in sorted order (two writers never deadlock)."""
     await conn.execute(
         f"SELECT pg_advisory_xact_lock({_LANE_KEY.format('k')}) "
@@ -177,7 +177,7 @@ class PostgresOutbox:
         async with self._work() as conn:
             if rows:
                 # positions are taken under the lanes' locks: a lane's rise in commit order
-                await _lock_lanes(conn, [_lane(workspace, i.sink, i.lane) for i in unique])
+                await lock_lanes(conn, [lane_lock(workspace, i.sink, i.lane) for i in unique])
                 async with conn.cursor() as cur:
                     await cur.executemany(_INSERT.encode(), rows)
             if cursor is not None:
@@ -219,7 +219,7 @@ class PostgresOutbox:
             free = await _fetch(
                 conn,
                 _LANES_FREE,
-                ([r[0] for r in found], [_lane(workspace, sink, r[4]) for r in found]),
+                ([r[0] for r in found], [lane_lock(workspace, sink, r[4]) for r in found]),
             )
             if not free:
                 return []
@@ -475,7 +475,7 @@ class PostgresOutbox:
             if not found:
                 return False
             # the item comes back into its lane: no claim may be taking the lane meanwhile
-            await _lock_lanes(conn, [_lane(workspace, found[0][0], found[0][1])])
+            await lock_lanes(conn, [lane_lock(workspace, found[0][0], found[0][1])])
             cur = await conn.execute(
                 b"UPDATE outbox_items SET status = 'pending', next_attempt_at = %s, "
                 b"last_error = %s, synced_at = NULL, updated_at = %s WHERE workspace = %s "
