@@ -403,6 +403,22 @@ async def test_confirm_reopen_and_unconfirmed(backend: Backend, clock: FakeClock
     assert not await outbox.reopen(WS, "no-such-item", "x")
 
 
+async def test_a_reopened_head_waits_while_a_later_item_of_its_lane_is_held(
+    backend: Backend, clock: FakeClock
+) -> None:
+    outbox = backend.outbox
+    first, second = await outbox.enqueue(WS, [new(1), new(2)])
+    (one,) = await claim(outbox)
+    await outbox.settle(WS, first.id, one.epoch, ending(one, clock))
+    (two,) = await claim(outbox)
+    assert two.item.id == second.id
+    assert await outbox.reopen(WS, first.id, "the read-back does not show it")
+    assert await claim(outbox) == []  # the lane has an item in flight: one at a time
+    await outbox.settle(WS, second.id, two.epoch, ending(two, clock))
+    (again,) = await claim(outbox)
+    assert again.item.id == first.id
+
+
 async def test_depth_counts_open_and_parked_items_per_sink(
     backend: Backend, clock: FakeClock
 ) -> None:
