@@ -108,7 +108,7 @@ def check_items(items: list[NewItem]) -> None:
     for item in items:
         for name in ("sink", "key", "lane", "entity_type", "entity_id", "operation"):
             if not getattr(item, name):
-                raise InvalidInput(f"an outbox item needs a {name}")
+                raise InvalidInput(f"an outbox item has no {name}")
         if item.step < 0:
             raise InvalidInput("an outbox item's step is 0 or more")
         earlier = seen.setdefault(item.key, item)

@@ -122,7 +122,7 @@ async def test_enqueue_saves_the_feeders_cursor_in_its_transaction(backend: Back
 
 async def test_bad_input_is_refused_by_name(backend: Backend, clock: FakeClock) -> None:
     outbox = backend.outbox
-    with pytest.raises(InvalidInput, match="needs a sink"):
+    with pytest.raises(InvalidInput, match="has no sink"):
         await outbox.enqueue(WS, [NewItem(**{**new(1).__dict__, "sink": ""})])
     with pytest.raises(InvalidInput, match="given twice"):
         await outbox.enqueue(WS, [new(1), NewItem(**{**new(1).__dict__, "operation": "x"})])

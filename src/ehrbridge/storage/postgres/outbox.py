@@ -96,11 +96,13 @@ def lane_lock(workspace: str, sink: str, lane: str) -> str:
 
 
 async def lock_lanes(conn: AsyncConnection[Any], lanes: Sequence[str]) -> None:
-    """Wait for the locks of ``lanes``, in sorted order (two writers never deadlock)."""
+    """Wait for the locks of ``lanes``, in the order of their keys, so two writers never
+    deadlock (the sorted subquery fixes the order the locks are taken in)."""
     await conn.execute(
-        f"SELECT pg_advisory_xact_lock({_LANE_KEY.format('k')}) "
-        "FROM unnest(%s::text[]) AS u(k)".encode(),
-        (sorted(set(lanes)),),
+        "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT "
+        f"{_LANE_KEY.format('k')} AS h FROM unnest(%s::text[]) AS u(k) ORDER BY h) AS keys"
+        "".encode(),
+        (list(lanes),),
     )
 
 
