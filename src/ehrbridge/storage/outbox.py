@@ -35,8 +35,9 @@ OPEN_SQL = "('pending', 'processing', 'dead', 'conflict')"
 #: (due), now (lease ran out), now (another item of the lane still held). The lane check is a
 #: scalar subquery with LIMIT, not NOT EXISTS: the planner then always looks it up per candidate
 #: on ``outbox_items_lanes`` (an anti join may scan the sink's every open item per candidate).
+#: The status list lets SQLite see that the partial index ``outbox_items_ready`` applies.
 READY = (
-    "i.workspace = {p} AND i.sink = {p} AND ("
+    "i.workspace = {p} AND i.sink = {p} AND i.status IN ('pending', 'processing') AND ("
     "(i.status = 'pending' AND i.next_attempt_at <= {p}) OR "
     "(i.status = 'processing' AND i.lease_until <= {p})) AND (SELECT 1 FROM outbox_items o "
     "WHERE o.workspace = i.workspace AND o.sink = i.sink AND o.lane = i.lane "

@@ -59,6 +59,10 @@ _NOTIFY = b"SELECT pg_notify(%s, current_schema() || '|' || %s)"
 _FAILED = "outbox storage failed"
 #: a lane's lock, per schema (tests and tenants share one server); ``%s``: :func:`lane_lock`
 _LANE_KEY = "hashtextextended(current_schema() || ':' || {}, 0)"
+_LOCK_LANES = (
+    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT "
+    f"{_LANE_KEY.format('k')} AS h FROM unnest(%s::text[]) AS u(k) ORDER BY h) AS keys"
+).encode()
 _INSERT = (
     "INSERT INTO outbox_items (id, position, workspace, sink, key, lane, entity_type, entity_id, "
     "event_id, operation, payload, workflow, step, status, created_at, updated_at, "
@@ -98,12 +102,7 @@ def lane_lock(workspace: str, sink: str, lane: str) -> str:
 async def lock_lanes(conn: AsyncConnection[Any], lanes: Sequence[str]) -> None:
     """Wait for the locks of ``lanes``, in the order of their keys, so two writers never
     deadlock (the sorted subquery fixes the order the locks are taken in)."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT "
-        f"{_LANE_KEY.format('k')} AS h FROM unnest(%s::text[]) AS u(k) ORDER BY h) AS keys"
-        "".encode(),
-        (list(lanes),),
-    )
+    await conn.execute(_LOCK_LANES, (list(lanes),))
 
 
 async def _fetch(conn: AsyncConnection[Any], sql: str, args: Sequence[Any]) -> list[Any]:
