@@ -303,7 +303,7 @@ async def test_a_retry_later_is_not_claimed_before_its_time(
     backend: Backend, clock: FakeClock
 ) -> None:
     outbox = backend.outbox
-    (item,) = await outbox.enqueue(WS, [new(1)])
+    item, behind = await outbox.enqueue(WS, [new(1), new(2)])
     (first,) = await claim(outbox)
     later = clock() + timedelta(minutes=5)
     retry = ending(first, clock, ItemStatus.PENDING, next_attempt_at=later, error="503", http=503)
@@ -313,10 +313,11 @@ async def test_a_retry_later_is_not_claimed_before_its_time(
     assert waiting.next_attempt_at == later and waiting.attempts == 1
     assert waiting.last_error == "503" and waiting.holder is None
     clock.advance(timedelta(minutes=4))
-    assert await claim(outbox) == []
+    assert await claim(outbox) == []  # nor the item behind it: the lane waits for its head
     clock.advance(timedelta(minutes=1))
     (second,) = await claim(outbox)
-    assert second.epoch == 2 and second.item.attempts == 1
+    assert second.item.id == item.id and second.epoch == 2 and second.item.attempts == 1
+    assert behind.status is ItemStatus.PENDING
 
 
 async def test_release_gives_a_claim_back_uncounted(backend: Backend, clock: FakeClock) -> None:
