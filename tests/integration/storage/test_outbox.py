@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -55,24 +55,34 @@ def new(n: int, patient: str = "p1", *, sink: str = SINK, event: str | None = No
 
 
 def ending(
-    claim: Claim, clock: FakeClock, status: ItemStatus = ItemStatus.SYNCED, **more: object
+    claim: Claim,
+    clock: FakeClock,
+    status: ItemStatus = ItemStatus.SYNCED,
+    *,
+    http: int = 200,
+    detail: str = "",
+    next_attempt_at: datetime | None = None,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
 ) -> Settle:
-    outcome = {
-        ItemStatus.SYNCED: "synced",
-        ItemStatus.PENDING: "retry",
-        ItemStatus.DEAD: "dead",
-        ItemStatus.CONFLICT: "conflict",
-    }.get(status, "synced")
+    """How ``claim``'s attempt ends, as a dispatcher would say it."""
+    outcome = {ItemStatus.PENDING: "retry", ItemStatus.DEAD: "dead"}.get(status, status.value)
     attempt = Attempt(
         item_id=claim.item.id,
         epoch=claim.epoch,
         started_at=clock(),
         finished_at=clock(),
         outcome=outcome,
-        status=int(more.pop("http", 200)),  # type: ignore[call-overload]
-        detail=str(more.pop("detail", "")),
+        status=http,
+        detail=detail,
     )
-    return Settle(status=status, attempt=attempt, **more)  # type: ignore[arg-type]
+    return Settle(
+        status=status,
+        attempt=attempt,
+        next_attempt_at=next_attempt_at,
+        result=result,
+        error=error,
+    )
 
 
 async def claim(outbox: Outbox, holder: str = "w1", limit: int = 10) -> list[Claim]:
