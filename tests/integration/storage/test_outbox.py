@@ -6,6 +6,7 @@ an item or a lane."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
@@ -715,3 +716,42 @@ async def test_a_claim_passes_over_a_lane_a_reopen_is_changing(
     assert await claim(outbox) == []
     item = await outbox.item(WS, second.id)
     assert item is not None and item.status is ItemStatus.PENDING and elsewhere.id != item.id
+
+
+async def test_claimers_feeders_and_reopens_at_once_keep_one_item_per_lane(
+    make_backend: MakeBackend, clock: FakeClock
+) -> None:
+    outboxes = [(await make_backend()).outbox for _ in range(5)]
+    rng = random.Random(7)
+    queued: list[int] = [0]
+    synced: list[str] = []
+    in_flight: dict[str, str] = {}
+    shared: list[str] = []
+
+    async def work(outbox: Outbox, holder: str) -> None:
+        for _ in range(150):
+            roll = rng.random()
+            if roll < 0.2:  # a feeder queues a few facts of random patients
+                first = queued[0]
+                queued[0] += 3
+                batch = [new(n, f"p{rng.randrange(6)}") for n in range(first, first + 3)]
+                await outbox.enqueue(WS, batch)
+            elif roll < 0.3 and synced:  # the reconcile loop reopens a write it cannot see
+                await outbox.reopen(WS, rng.choice(synced), "not at the sink")
+            else:
+                claims = await outbox.claim(WS, SINK, holder, limit=3, lease=LEASE)
+                for c in claims:
+                    if c.item.lane in in_flight:
+                        shared.append(c.item.lane)
+                    in_flight[c.item.lane] = c.item.id
+                await asyncio.sleep(rng.random() / 500)  # a send
+                for c in claims:
+                    in_flight.pop(c.item.lane, None)
+                    status = rng.choice([ItemStatus.SYNCED, ItemStatus.SYNCED, ItemStatus.PENDING])
+                    assert await outbox.settle(WS, c.item.id, c.epoch, ending(c, clock, status))
+                    if status is ItemStatus.SYNCED:
+                        synced.append(c.item.id)
+
+    await asyncio.gather(*(work(o, f"w{n}") for n, o in enumerate(outboxes)))
+    assert shared == []
+    assert queued[0] > 0 and synced
