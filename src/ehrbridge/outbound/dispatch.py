@@ -16,11 +16,12 @@ read as the guarantee.
 
 Delivering one claimed item, in order:
 
-1. **The gate again**, on the entity as it is now: a fact rejected, corrected or replaced since it
+1. **In doubt** (an earlier attempt may have reached the sink): look the write up at the sink
+   first; found → synced, and nothing is sent (what the sink holds is the truth, whatever was
+   decided since).
+2. **The gate again**, on the entity as it is now: a fact rejected, corrected or replaced since it
    was queued is not sent (cancelled; a value replaced by the sink's own newer change is a
    conflict).
-2. **In doubt** (an earlier attempt may have reached the sink): look the write up at the sink
-   first; found → synced, and nothing is sent.
 3. **Mark sent** (fenced by the claim's epoch: a worker that lost its lease stops here), then
    **send** once.
 4. **Settle** (fenced): synced with the sink's answer, and the sink's record as it now is recorded
@@ -302,25 +303,26 @@ class Dispatcher:
         """Deliver one item (the steps in the module docstring) and settle it; returns whether
         the sink was asked anything, and the error that ended the attempt."""
         item, ws = claim.item, self.workspace
-        refused = await self._gate_again(rt, item)
-        if refused is not None:
-            status, reason, conflicts = refused
-            if conflicts and rt.on_conflict == "review":
-                events = [self._conflict_event(rt, item, c) for c in conflicts]
-                await self.store.append(self.workspace, events)
-            await self._settle(claim, started, status, status.value, error=reason)
-            return False, None
+        in_doubt = claim.in_doubt or item.in_doubt
         sent = False
         try:
             async with asyncio.timeout(rt.attempt_timeout.total_seconds()):
-                if claim.in_doubt or item.in_doubt:
+                if in_doubt:  # first what the sink holds: an earlier send may have landed
                     found = await rt.sink.lookup(item)
                     if found is not None:
                         await self._synced(rt, claim, started, found, outcome="found")
                         return True, None
+                refused = await self._gate_again(rt, item)
+                if refused is not None:
+                    status, reason, conflicts = refused
+                    if conflicts and rt.on_conflict == "review":
+                        events = [self._conflict_event(rt, item, c) for c in conflicts]
+                        await self.store.append(self.workspace, events)
+                    await self._settle(claim, started, status, status.value, error=reason)
+                    return in_doubt, None
                 if not await self.outbox.mark_sent(ws, item.id, claim.epoch):
                     log.info("dispatch: item %s: lease lost before sending", item.id)
-                    return claim.in_doubt or item.in_doubt, None
+                    return in_doubt, None
                 sent = True
                 delivered = await rt.sink.send(item)
         except TimeoutError:
