@@ -9,6 +9,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -148,11 +149,42 @@ async def test_bad_input_is_refused_by_name(backend: Backend, clock: FakeClock) 
     assert await outbox.items(WS, ItemQuery()) == []  # nothing was queued
     await outbox.enqueue(WS, [new(1)])
     (held,) = await claim(outbox)
-    with pytest.raises(InvalidInput, match="cannot end in cancelled"):
-        await outbox.settle(WS, held.item.id, held.epoch, ending(held, clock, ItemStatus.CANCELLED))
+    with pytest.raises(InvalidInput, match="cannot end in skipped"):
+        await outbox.settle(WS, held.item.id, held.epoch, ending(held, clock, ItemStatus.SKIPPED))
     with pytest.raises(InvalidInput, match="not JSON"):
         await outbox.save_sink_state(WS, SINK, "w1", {"x": object()})
     assert (await outbox.item(WS, held.item.id)) == held.item
+
+
+async def test_an_attempt_may_cancel_its_item_and_free_the_lane(
+    backend: Backend, clock: FakeClock
+) -> None:
+    """The dispatcher asks the gate again before sending: a fact refused now is cancelled."""
+    outbox = backend.outbox
+    await outbox.enqueue(WS, [new(1), new(2)])
+    (held,) = await claim(outbox)
+    assert await outbox.settle(
+        WS, held.item.id, held.epoch, ending(held, clock, ItemStatus.CANCELLED)
+    )
+    assert (await outbox.item(WS, held.item.id)).status is ItemStatus.CANCELLED  # type: ignore[union-attr]
+    (following,) = await claim(outbox)
+    assert following.item.key == new(2).key
+
+
+async def test_a_retry_may_stay_in_doubt(backend: Backend, clock: FakeClock) -> None:
+    """A send cut off after the request went out is retried in doubt: looked up first."""
+    outbox = backend.outbox
+    await outbox.enqueue(WS, [new(1)])
+    (held,) = await claim(outbox)
+    assert await outbox.mark_sent(WS, held.item.id, held.epoch)
+    cut = replace(ending(held, clock, ItemStatus.PENDING, error="reset"), in_doubt=True)
+    assert await outbox.settle(WS, held.item.id, held.epoch, cut)
+    (again,) = await claim(outbox)
+    assert again.in_doubt and again.item.in_doubt
+    plain = ending(again, clock, ItemStatus.PENDING, error="503")
+    assert await outbox.settle(WS, again.item.id, again.epoch, plain)
+    (third,) = await claim(outbox)
+    assert not third.in_doubt  # the sink answered: nothing of it is in doubt any more
 
 
 async def test_a_lane_goes_in_order_one_item_at_a_time(backend: Backend, clock: FakeClock) -> None:
