@@ -682,3 +682,20 @@ async def test_a_timeout_after_the_write_was_sent_may_have_reached_the_sink(
     assert "timed out" in str(caught.value)
     found = await sink.lookup(item())
     assert found is not None and found.ref == "Patient/P1"
+
+
+async def test_a_read_that_shows_none_of_the_fields_cannot_tell(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(READ)
+    await sink.send(item(key="ob-create"))
+    # the bodies do not place email: a read of the record says nothing about it
+    update = item(key="ob-update", ref="Patient/P1", fields={"email": "ana@example.org"})
+    synced = item(
+        key="ob-update", fields={"email": "ana@example.org"}, result={"ref": "Patient/P1"}
+    )
+    with pytest.raises(SinkError, match="cannot tell"):
+        await sink.read_back(synced)
+    with pytest.raises(SinkError) as caught:
+        await sink.lookup(update)
+    assert UNKNOWN_OUTCOME in str(caught.value) and not caught.value.transient

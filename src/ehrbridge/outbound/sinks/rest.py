@@ -175,10 +175,10 @@ class RestSink:
                     "the record is not at the sink any more", operation=f"read {item.entity_type}"
                 )
             record, tag = found
-            conflicts, same = compare(update.body, record, payload)
-            if conflicts:
-                raise SinkConflict(conflicts, operation=f"read {item.entity_type}")
-            if same:
+            seen = compare(update.body, record, payload)
+            if seen.conflicts:
+                raise SinkConflict(seen.conflicts, operation=f"read {item.entity_type}")
+            if seen.same:
                 return Delivered(ref=payload.ref or "", version=_bare(tag), created=False)
             extra = {"If-Match": tag} if tag else {}
             response, operation = await self._write(
@@ -205,18 +205,21 @@ class RestSink:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def lookup(self, item: OutboxItem) -> Delivered | None:
-        """Find a write of the in-doubt ``item``: by ``lookup:``, or an update by ``read:``.
-        None: not there (send it again). A permanent SinkError when nothing can tell and the
-        sink does not honour the idempotency header."""
+        """Find a write of the in-doubt ``item``: an update by ``read:`` (when the read shows
+        any of its fields), else by ``lookup:``. None: not there (send it again). A permanent
+        SinkError when nothing can tell and the sink does not honour the idempotency header."""
         writes = self._entry(item)
         payload = Payload.of(item, writes)
         if payload.remote_id is not None and writes.read is not None:
             found = await self._read(writes.read, payload, item)
             if found is None:
                 return None
-            if compare(shape(writes), found[0], payload)[1]:
+            shown = compare(shape(writes), found[0], payload).shown
+            if shown:
                 return Delivered(ref=payload.ref or "", version=None, created=False)
-            return None
+            if shown is not None:
+                return None
+            # the read shows none of the item's fields: it cannot tell; ask what else can
         if writes.lookup is not None and (
             payload.remote_id is not None or writes.lookup.id_from is not None
         ):
@@ -227,8 +230,8 @@ class RestSink:
 
     async def read_back(self, item: OutboxItem) -> bool:
         """Whether the synced ``item``'s values show at the sink now: by ``read:`` (its record,
-        from the item's result or payload), else by ``lookup:``. A SinkError when neither is
-        configured."""
+        from the item's result or payload; the fields the body places whole), else by
+        ``lookup:``. A SinkError when neither can tell."""
         writes = self._entry(item)
         payload = Payload.of(item, writes)
         ref = (item.result or {}).get("ref") or payload.ref
@@ -237,7 +240,9 @@ class RestSink:
             found = await self._read(writes.read, payload, item)
             if found is None:
                 return False
-            return compare(shape(writes), found[0], payload)[1]
+            shown = compare(shape(writes), found[0], payload).shown
+            if shown is not None:
+                return shown
         if writes.lookup is not None:
             return await self._lookup(writes.lookup, payload, item) is not None
         raise SinkError(

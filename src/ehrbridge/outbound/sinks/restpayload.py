@@ -15,6 +15,7 @@ places it whole (:meth:`~ehrbridge.outbound.sinks.restwrites.Body.positions`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ehrbridge.errors import SinkError
@@ -78,26 +79,52 @@ def shape(writes: EntityWrites) -> Body:
     return call.body if call is not None else Body(tree={})
 
 
-def compare(
-    body: Body, record: Mapping[str, Any], payload: Payload
-) -> tuple[list[Conflicting], bool]:
-    """The fields the sink changed since the base to something not ours, and whether the sink
-    already holds every field of ours (each compared where ``body`` places it whole)."""
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """The item's fields against a record read from the sink."""
+
+    #: the fields the sink changed since the base to something not ours
+    conflicts: tuple[Conflicting, ...]
+    #: the fields the body places whole, so the record could be compared on them
+    compared: frozenset[str]
+    #: of those, the ones whose value at the sink is ours
+    ours: frozenset[str]
+    #: every field of the item was compared
+    complete: bool
+
+    @property
+    def same(self) -> bool:
+        """The sink holds every field of ours (nothing left to write)."""
+        return self.complete and self.ours == self.compared
+
+    @property
+    def shown(self) -> bool | None:
+        """Whether the compared fields show our values; None when none could be compared."""
+        return self.ours == self.compared if self.compared else None
+
+
+def compare(body: Body, record: Mapping[str, Any], payload: Payload) -> Comparison:
+    """The item's fields against ``record``, each where ``body`` places it whole (in the sink's
+    spelling of codes)."""
     places = body.positions()
     conflicts: list[Conflicting] = []
-    same = bool(payload.fields)
-    for name, ours in payload.fields.items():
+    compared, ours = set(), set()
+    for name, value in payload.fields.items():
         where = places.get(name)
         if where is None:
-            same = False
             continue
+        compared.add(name)
         theirs = find(record, where)[1]
         if theirs == payload.coded_fields[name]:
-            continue
-        same = False
-        if name in payload.base and theirs != payload.coded_base[name]:
-            conflicts.append(Conflicting(field=name, ours=ours, theirs=theirs))
-    return conflicts, same
+            ours.add(name)
+        elif name in payload.base and theirs != payload.coded_base[name]:
+            conflicts.append(Conflicting(field=name, ours=value, theirs=theirs))
+    return Comparison(
+        conflicts=tuple(conflicts),
+        compared=frozenset(compared),
+        ours=frozenset(ours),
+        complete=bool(payload.fields) and len(compared) == len(payload.fields),
+    )
 
 
 def find(record: Mapping[str, Any], where: tuple[str, ...]) -> tuple[bool, Any]:
