@@ -238,7 +238,15 @@ data_sources:
     auth: {{kind: api_key, header: X-Api-Key, key: {{env: CLINIC_KEY}}}}
     timeout: 5s
     resources:
-      - {{type: Patient, every: 5m, path: /patients, fields: {{name.family: family}}}}
+      - type: Patient
+        every: 5m
+        path: /patients
+        records: data
+        fields:
+          name.family: family
+          name.given: given
+          phone.mobile: {{path: phone, transform: phone}}
+          gender: {{path: sex, transform: {{map: {{F: female, M: male, female: female}}}}}}
     outbound:
       rate: 50/s
       writes:
@@ -734,3 +742,16 @@ async def test_an_update_with_a_read_writes_back_what_it_does_not_change(
         "sex": "F",
         "external_key": "ob-update",
     }
+
+
+async def test_a_read_record_is_compared_in_canonical_fields_through_the_sources_mapping(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(READ)
+    await sink.send(item(key="ob-create", fields={"phone.mobile": "+16175550101"}))
+    api.patients["P1"]["phone"] = "(617) 555-0101"  # the API keeps its own format: no change
+    update = item(key="ob-update", ref="Patient/P1", base={"phone.mobile": "+16175550101"})
+    await sink.send(update)  # not a conflict
+    assert api.patients["P1"]["phone"] == PHONE
+    api.patients["P1"]["phone"] = "(617) 555-0199"  # ours, as the API formats it
+    assert await sink.read_back(item(key="ob-update", result={"ref": "Patient/P1"}))

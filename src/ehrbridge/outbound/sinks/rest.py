@@ -57,7 +57,7 @@ from ehrbridge.errors import SinkConflict, SinkError
 from ehrbridge.http.retry import retry_after_seconds, transport_problem
 from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks import Delivered
-from ehrbridge.outbound.sinks.restpayload import Payload, compare, shape
+from ehrbridge.outbound.sinks.restpayload import Payload, RecordReader, compare, shape
 from ehrbridge.outbound.sinks.restwrites import (
     LOCATION,
     Body,
@@ -117,9 +117,12 @@ class RestSink:
         headers: Sequence[tuple[str, str]] = (),
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        readers: Mapping[str, RecordReader] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._id = sink_id
+        #: per entity type, a read record in canonical fields (the source's inbound mapping)
+        self._readers = dict(readers or {})
         #: the base URL, without a trailing slash; templates render paths under it
         self.base_url = base_url.rstrip("/")
         self._writes = {w.entity_type: w for w in writes}
@@ -175,7 +178,7 @@ class RestSink:
                     "the record is not at the sink any more", operation=f"read {item.entity_type}"
                 )
             record, tag = found
-            seen = compare(update.body, record, payload)
+            seen = compare(update.body, record, payload, self._readers.get(item.entity_type))
             if seen.conflicts:
                 raise SinkConflict(seen.conflicts, operation=f"read {item.entity_type}")
             if seen.same:
@@ -214,7 +217,8 @@ class RestSink:
             found = await self._read(writes.read, payload, item)
             if found is None:
                 return None
-            shown = compare(shape(writes), found[0], payload).shown
+            reader = self._readers.get(item.entity_type)
+            shown = compare(shape(writes), found[0], payload, reader).shown
             if shown:
                 return Delivered(ref=payload.ref or "", version=None, created=False)
             if shown is not None:
@@ -240,7 +244,8 @@ class RestSink:
             found = await self._read(writes.read, payload, item)
             if found is None:
                 return False
-            shown = compare(shape(writes), found[0], payload).shown
+            reader = self._readers.get(item.entity_type)
+            shown = compare(shape(writes), found[0], payload, reader).shown
             if shown is not None:
                 return shown
         if writes.lookup is not None:

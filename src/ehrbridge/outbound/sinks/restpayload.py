@@ -8,20 +8,36 @@ The payload, as the FHIR sink takes it::
      "ref": "<entity type>/<id at the sink>" | None,     # present: an update of that record
      "entity": {the entity's whole flat projected state}}
 
-A read record is taken to be shaped like the write's body: a field is found where the body
-places it whole (:meth:`~ehrbridge.outbound.sinks.restwrites.Body.positions`).
+A read record is compared in canonical fields when the sink's source maps that entity type
+inbound (a :class:`RecordReader`: its resource's field mappings, transforms included, so a
+phone the API stores as ``(617) 555-0101`` compares equal to ``+16175550101``). Otherwise it is
+taken to be shaped like the write's body: a field is found where the body places it whole
+(:meth:`~ehrbridge.outbound.sinks.restwrites.Body.positions`), in the sink's spelling of codes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ehrbridge.errors import SinkError
 from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks import Conflicting
 from ehrbridge.outbound.sinks.restwrites import ID, KEY, Body, EntityWrites
+
+
+class RecordReader(Protocol):
+    """A record read from the sink in canonical fields (the source's inbound mapping)."""
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The fields it maps (the ones a read record can be compared on)."""
+        ...
+
+    def __call__(self, record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The record's canonical fields; None when the mapping refuses it."""
+        ...
 
 
 class Payload:
@@ -103,21 +119,34 @@ class Comparison:
         return self.ours == self.compared if self.compared else None
 
 
-def compare(body: Body, record: Mapping[str, Any], payload: Payload) -> Comparison:
-    """The item's fields against ``record``, each where ``body`` places it whole (in the sink's
-    spelling of codes)."""
+def compare(
+    body: Body,
+    record: Mapping[str, Any],
+    payload: Payload,
+    reader: RecordReader | None = None,
+) -> Comparison:
+    """The item's fields against ``record``: in canonical fields through ``reader`` when it
+    maps the record, else each where ``body`` places it whole (in the sink's spelling)."""
+    canonical = reader(record) if reader is not None else None
     places = body.positions()
     conflicts: list[Conflicting] = []
     compared, ours = set(), set()
     for name, value in payload.fields.items():
-        where = places.get(name)
-        if where is None:
-            continue
+        if canonical is not None and reader is not None:
+            if name not in reader.fields:
+                continue
+            theirs, mine = canonical.get(name), value
+            base = payload.base.get(name)
+        else:
+            where = places.get(name)
+            if where is None:
+                continue
+            theirs, mine = find(record, where)[1], payload.coded_fields[name]
+            base = payload.coded_base.get(name)
         compared.add(name)
-        theirs = find(record, where)[1]
-        if theirs == payload.coded_fields[name]:
+        if theirs == mine:
             ours.add(name)
-        elif name in payload.base and theirs != payload.coded_base[name]:
+        elif name in payload.base and theirs != base:
             conflicts.append(Conflicting(field=name, ours=value, theirs=theirs))
     return Comparison(
         conflicts=tuple(conflicts),
