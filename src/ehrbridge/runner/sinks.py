@@ -19,7 +19,7 @@ from ehrbridge.connectors.source import DataSourceConfig
 from ehrbridge.errors import InvalidInput
 from ehrbridge.leases import Leases
 from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
-from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.echo import SinkEcho
 from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.limits import (
     AdaptiveLimiter,
@@ -124,7 +124,7 @@ def outbound_loops(
         sinks,
         workspace=ws,
         holder=holder,
-        echo=FhirEcho(WorldModel(store, ws)),
+        echo=SinkEcho(WorldModel(store, ws)),
         leases=leases,
     )
     trailing = OutboundFeed(
