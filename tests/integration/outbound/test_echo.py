@@ -10,6 +10,7 @@ from ehrbridge.outbound.echo import SinkEcho
 from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
 from ehrbridge.outbound.sinks import Delivered
 from ehrbridge.storage import Backend
+from ehrbridge.testing import outbox_item
 from ehrbridge.worldmodel.events import RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 
@@ -18,32 +19,15 @@ NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 
 
 def item(entity_id: str) -> OutboxItem:
-    return OutboxItem(
-        id="i1",
+    return outbox_item(
         workspace=WS,
         sink="clinic",
         key="ob-clinic-1",
         lane=f"Patient/{entity_id}",
-        position=1,
-        entity_type="Patient",
         entity_id=entity_id,
         event_id="e1",
-        operation="upsert",
-        payload={},
-        workflow=None,
-        step=0,
         status=ItemStatus.SYNCED,
         attempts=1,
-        created_at=NOW,
-        updated_at=NOW,
-        next_attempt_at=NOW,
-        holder=None,
-        lease_until=None,
-        epoch=1,
-        in_doubt=False,
-        last_error=None,
-        result=None,
-        confirmed_at=None,
     )
 
 

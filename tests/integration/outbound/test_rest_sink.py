@@ -26,11 +26,12 @@ import uvicorn
 from ehrbridge.budget import BudgetRegistry, source_budget
 from ehrbridge.connectors.rest.sink import rest_sink, sink_budget
 from ehrbridge.errors import ConfigError, SinkConflict, SinkError
-from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
+from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks.rest import UNKNOWN_OUTCOME, RestSink
 from ehrbridge.runner.configfile import parse_config
 from ehrbridge.storage.sqlite.database import SQLiteDatabase
 from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
+from ehrbridge.testing import outbox_item
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -324,13 +325,17 @@ def item(
         payload["entity"] = {**ENTITY, **fields}
     if base is not None:
         payload["base"] = base
-    return OutboxItem(
-        id="item-1", workspace="clinic", sink="clinic", key=key, lane="Patient/e1", position=1,
-        entity_type="Patient", entity_id="e1", event_id="ev1", operation="upsert",
-        payload=payload, workflow=None, step=0, status=ItemStatus.PROCESSING, attempts=0,
-        created_at=now, updated_at=now, next_attempt_at=now, holder="w1", lease_until=now,
-        epoch=1, in_doubt=False, last_error=None, result=result, confirmed_at=None,
-    )  # fmt: skip
+    return outbox_item(
+        workspace="clinic",
+        sink="clinic",
+        key=key,
+        payload=payload,
+        result=result,
+        created_at=now,
+        updated_at=now,
+        next_attempt_at=now,
+        lease_until=now,
+    )
 
 
 async def test_a_create_sends_the_rendered_body_and_reads_the_id_back(
