@@ -74,6 +74,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
             backend.outbox,
             config,
             budgets=budgets,
+            leases=runner_store,
             holder=holder,
             reconcile_every=(timing or config.timing).reconcile_every,
         )
