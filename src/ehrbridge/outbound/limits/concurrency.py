@@ -30,8 +30,8 @@ class ConcurrencyLimits:
     backoff_ratio: float = 0.9
     #: the recent latency above this many times the baseline is a sign of overload
     tolerance: float = 2.0
-    #: how fast the baseline (a decaying minimum latency) follows slower successes: the share of
-    #: the gap it closes per sample (a faster success lowers it at once)
+    #: how fast the baseline (the decaying minimum of the recent latency) follows a slower recent
+    #: latency: the share of the gap it closes per success (a faster one lowers it at once)
     baseline_decay: float = 0.01
     #: the weight of each success's latency in the recent latency (a moving average)
     smoothing: float = 0.1
