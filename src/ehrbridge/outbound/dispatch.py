@@ -284,7 +284,10 @@ class Dispatcher:
             async with rt.limiter.slot() as slot:
                 started = self.clock()
                 asked, error = await self._attempt(rt, claim, started)
-                slot.done(error)
+                if asked:
+                    slot.done(error)
+                else:  # nothing went to the sink: its time says nothing of the sink's
+                    slot.unsent()
             if asked:
                 rt.breaker.record(ticket, classify(error))
         except Exception:  # a bug, or the database away: not held until its lease lapses
@@ -438,8 +441,10 @@ class Dispatcher:
                 claim, started, ItemStatus.DEAD, "dead", status_code=error.status, error=str(error)
             )
             return
+        # a throttle is the sink's pace, not a failure: it spends no attempt (max_age bounds it)
+        throttled = error.status == 429
         retry = next_attempt(
-            attempts=item.attempts + 1,
+            attempts=1 if throttled else item.attempts + 1,
             age=now - item.created_at,
             error=error,
             limits=rt.retry,
