@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, JsonValue
 
-from ehrbridge.api.models import _Model, _Request
+from ehrbridge.api.models import SyncStatusName, _Model, _Request
 from ehrbridge.outbound.outbox import (
     Attempt,
     OutboxItem,
@@ -25,8 +25,6 @@ from ehrbridge.outbound.outbox import (
 ItemStatusName = Literal[
     "pending", "processing", "synced", "dead", "conflict", "cancelled", "skipped"
 ]
-#: a fact's sync status at one sink
-SyncStatusName = Literal["pending", "processing", "synced", "failed", "conflict", "not applicable"]
 #: ``Patient/p1``: an entity as the outbox's ``entity`` filter names it
 ENTITY_REF_PATTERN = r"^[A-Z][A-Za-z0-9]{0,63}/[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 #: an outbox item's id, as the store makes it

@@ -74,6 +74,7 @@ from ehrbridge.api.permissions import Permission, require, require_voice_write, 
 from ehrbridge.api.prompt import DEFAULT_BUDGET, render_candidates, render_context, render_no_match
 from ehrbridge.api.slots import SlotIndex
 from ehrbridge.api.store import AuditEntry, AuditLog, Outcome, Principal
+from ehrbridge.api.sync import sync_of
 from ehrbridge.errors import (
     IdempotencyConflict,
     InvalidInput,
@@ -355,6 +356,7 @@ class AgentService:
                     found.patients[0].entity_id,
                     now=self._clock(),
                     recent=self.limits.recent_encounters,
+                    outbox=self._outbox,
                 )
             if ctx is None:
                 text = render_no_match(found.phone, budget=budget)
@@ -397,9 +399,7 @@ class AgentService:
         async def work(model: WorldModel, trail: _Trail) -> EntityList:
             found = await queried.search_entities(model, request)
             trail.states(found.states)
-            return EntityList(
-                items=[EntityView.of(s) for s in found.states], truncated=found.truncated
-            )
+            return await self._entity_list(model, found.states, found.truncated)
 
         return await self._run(
             principal,
@@ -425,9 +425,7 @@ class AgentService:
         async def work(model: WorldModel, trail: _Trail) -> EntityList:
             found = await queried.find_patients(model, request)
             trail.states(found.states)
-            return EntityList(
-                items=[EntityView.of(s) for s in found.states], truncated=found.truncated
-            )
+            return await self._entity_list(model, found.states, found.truncated)
 
         return await self._run(
             principal,
@@ -438,6 +436,12 @@ class AgentService:
             request_id=request_id,
             channel=channel,
         )
+
+    async def _entity_list(
+        self, model: WorldModel, states: list[EntityState], truncated: bool
+    ) -> EntityList:
+        sync = await sync_of(self._outbox, model.workspace, states)
+        return EntityList(items=[EntityView.of(s, sync) for s in states], truncated=truncated)
 
     async def entity_state(
         self,
@@ -454,7 +458,9 @@ class AgentService:
             if state is None:
                 raise NotFound(f"no such {type_named(request.entity_type)} in this workspace")
             trail.touched(state.entity_type, state.entity_id)
-            return EntityView.of(state)
+            # as of a past time, the outbox's status now would not be the status then
+            live = self._outbox if request.as_of is None else None
+            return EntityView.of(state, await sync_of(live, model.workspace, [state]))
 
         return await self._run(
             principal,

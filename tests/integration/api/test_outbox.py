@@ -1,14 +1,15 @@
 """The operators' outbox over HTTP (``/v1/outbox/...``), on both backends: operator keys only,
-every call audited, another workspace's items not found, an action a item cannot take a 409, and
-no payload value in any answer. Items are queued, claimed and settled through the real outbox
+every call audited, another workspace's items not found, an action an item cannot take a 409,
+and no payload value in any answer; and the sync status the agent's reads show for what it
+heard. Items are queued, claimed and settled through the real outbox
 store, as the dispatcher does."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from ehrbridge.outbound.outbox import (
     Attempt,
     ItemStatus,
     NewItem,
+    Outbox,
     OutboxItem,
     Settle,
     item_key,
@@ -26,6 +28,8 @@ from ehrbridge.outbound.outbox import (
 from ehrbridge.storage import Backend
 from ehrbridge.storage.security import KeyCache
 from ehrbridge.testing import FakeClock
+from ehrbridge.worldmodel.events import NewEvent, Source
+from ehrbridge.worldmodel.model import WorldModel
 from tests.conftest import MakeBackend
 
 WS, OTHER = "clinic", "rival"
@@ -337,3 +341,138 @@ async def test_a_server_without_an_outbox_has_none_to_show(ops: Ops) -> None:
         )
     assert answer.status_code == 404
     assert answer.json()["detail"] == "this server has no outbox"
+
+
+# --- sync status in the agent's reads ---------------------------------------------------------
+
+
+class CountingOutbox:
+    """The real outbox, counting the sync-status look-ups made through it."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.looked_up: list[list[str]] = []
+
+    async def of_events(
+        self, workspace: str, event_ids: Sequence[str]
+    ) -> dict[str, list[OutboxItem]]:
+        self.looked_up.append(list(event_ids))
+        return await self.outbox.of_events(workspace, event_ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.outbox, name)
+
+
+async def agent_reads(ops: Ops) -> tuple[httpx.AsyncClient, CountingOutbox]:
+    """A client of a service whose outbox counts its look-ups, and the counter."""
+    counting = CountingOutbox(ops.backend.outbox)
+    service = AgentService.on_store(
+        ops.backend.worldmodel, ops.backend.security, outbox=cast(Outbox, counting)
+    )
+    transport = httpx.ASGITransport(app=create_app(service, ops.backend.security))
+    client = httpx.AsyncClient(
+        transport=transport,
+        base_url="http://ehrbridge.test",
+        headers={"Authorization": f"Bearer {ops.keys['agent']}"},
+    )
+    return client, counting
+
+
+async def ehr_patient(ops: Ops) -> None:
+    await WorldModel(ops.backend.worldmodel, WS).record(
+        [
+            NewEvent(
+                workspace=WS,
+                entity_type="Patient",
+                entity_id="p1",
+                data={"name.family": "Santos", "phone.mobile": "+16175550142"},
+                source=Source(kind="ehr", id="ehr", ref="Patient/1"),
+                confidence=1.0,
+                effective_at=datetime(2026, 11, 1, tzinfo=UTC),
+            )
+        ]
+    )
+
+
+async def test_a_voice_value_says_where_it_stands_at_each_sink(ops: Ops) -> None:
+    await ehr_patient(ops)
+    client, counting = await agent_reads(ops)
+    async with client:
+        # EHR data only: no sync status, and no look-up
+        read = (await client.get("/v1/entities/Patient/p1")).json()
+        assert read["fields"]["name.family"]["sync"] is None
+        assert counting.looked_up == []
+        written = await client.post(
+            "/v1/observations",
+            json={
+                "entity_type": "Patient",
+                "entity_id": "p1",
+                "fields": {"email": "ana@example.com"},
+                "level": "confirmed",
+            },
+        )
+        assert written.status_code == 200, written.text
+        fact = written.json()["event_id"]
+
+        async def email_sync() -> Any:
+            answer = await client.get("/v1/entities/Patient/p1")
+            assert answer.status_code == 200, answer.text
+            fields = answer.json()["fields"]
+            assert fields["name.family"]["sync"] is None  # EHR data, still
+            return fields["email"]["sync"]
+
+        # heard, not yet let through to any sink
+        assert await email_sync() == {}
+        assert counting.looked_up == [[fact]]  # one look-up, of the voice fact only
+        await ops.queue("p1", fact)
+        await ops.queue("p1", fact, sink="billing")
+        assert await email_sync() == {"billing": "pending", "ehr": "pending"}
+        await ops.settle("ehr", ItemStatus.SYNCED, error="")
+        await ops.settle("billing", ItemStatus.CONFLICT, error="the sink changed it")
+        assert await email_sync() == {"billing": "conflict", "ehr": "synced"}
+        assert len(counting.looked_up) == 3
+        # as of a past time, nothing is looked up (the outbox knows only now)
+        past = await client.get("/v1/entities/Patient/p1", params={"as_of": "2030-01-01T00:00:00Z"})
+        assert past.json()["fields"]["email"]["sync"] is None
+        assert len(counting.looked_up) == 3
+        # the searches show it too, in one look-up for every entity found
+        found = await client.post("/v1/patients/search", json={"phone": "+16175550142"})
+        (patient,) = found.json()["items"]
+        assert patient["fields"]["email"]["sync"] == {"billing": "conflict", "ehr": "synced"}
+        assert len(counting.looked_up) == 4
+
+
+async def test_the_ambient_context_says_what_is_in_the_ehr(ops: Ops) -> None:
+    await ehr_patient(ops)
+    client, counting = await agent_reads(ops)
+    async with client:
+        before = (await client.post("/v1/ambient/context", json={"phone": "+16175550142"})).json()
+        assert before["match"] == "matched" and counting.looked_up == []
+        assert "EHR" not in before["prompt"]
+        written = await client.post(
+            "/v1/observations",
+            json={
+                "entity_type": "Patient",
+                "entity_id": "p1",
+                "fields": {"email": "ana@example.com"},
+                "level": "confirmed",
+            },
+        )
+        fact = written.json()["event_id"]
+        await ops.queue("p1", fact)
+
+        async def context() -> Any:
+            answer = await client.post("/v1/ambient/context", json={"phone": "+16175550142"})
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        pending = await context()
+        assert pending["context"]["patient"]["fields"]["email"]["sync"] == {"ehr": "pending"}
+        (email_line,) = [line for line in pending["prompt"].splitlines() if "Email" in line]
+        assert "being written to the EHR" in email_line
+        await ops.settle("ehr", ItemStatus.SYNCED, error="")
+        synced = await context()
+        assert synced["context"]["patient"]["fields"]["email"]["sync"] == {"ehr": "synced"}
+        (email_line,) = [line for line in synced["prompt"].splitlines() if "Email" in line]
+        assert email_line.endswith(", in the EHR)")
+        assert len(counting.looked_up) == 2
