@@ -9,7 +9,9 @@ first, and maps the errors it raises (one place, see ``docs/agent-api.md``):
 - :class:`~ehrbridge.errors.NotFound` - no such entity *in the principal's workspace*: an
   entity of another workspace is refused exactly like one that does not exist;
 - :class:`~ehrbridge.errors.InvalidInput` (and :class:`~ehrbridge.errors.IdempotencyConflict`,
-  :class:`~ehrbridge.errors.SlotUnavailable`) - the request cannot be carried out as asked.
+  :class:`~ehrbridge.errors.SlotUnavailable`) - the request cannot be carried out as asked;
+- :class:`~ehrbridge.errors.ReviewConflict`, :class:`~ehrbridge.errors.OutboxConflict` - the
+  operators' review or outbox item cannot take that action now.
 
 The workspace always comes from the principal, never from the request. Every call leaves audit
 entries, written before the answer is returned (a failing audit log fails the request): one per
