@@ -476,3 +476,55 @@ async def test_the_ambient_context_says_what_is_in_the_ehr(ops: Ops) -> None:
         (email_line,) = [line for line in synced["prompt"].splitlines() if "Email" in line]
         assert email_line.endswith(", in the EHR)")
         assert len(counting.looked_up) == 2
+
+
+async def test_an_operators_value_shows_the_least_advanced_of_its_steps(ops: Ops) -> None:
+    await ehr_patient(ops)
+    recorded = await WorldModel(ops.backend.worldmodel, WS).record(
+        [
+            NewEvent(
+                workspace=WS,
+                entity_type="Patient",
+                entity_id="p1",
+                data={"email": "ana@example.com"},
+                source=Source(kind="operator", id="ana"),
+                confidence=1.0,
+                effective_at=datetime(2026, 11, 2, tzinfo=UTC),
+            )
+        ]
+    )
+    fact = recorded[0].events[0].id
+    # a workflow of two steps at one sink, both delivering the operator's fact
+    for step in (1, 2):
+        await ops.backend.outbox.enqueue(
+            WS,
+            [
+                NewItem(
+                    sink="ehr",
+                    key=item_key("ehr", "wf-1", str(step)),
+                    lane="Patient/p1",
+                    entity_type="Patient",
+                    entity_id="p1",
+                    event_id=fact,
+                    operation=f"step-{step}",
+                    payload={"fields": {"email": SECRET_PHONE}},
+                    workflow="wf-1",
+                    step=step,
+                )
+            ],
+        )
+    client, counting = await agent_reads(ops)
+    async with client:
+
+        async def email_sync() -> Any:
+            answer = await client.get("/v1/entities/Patient/p1")
+            assert answer.status_code == 200, answer.text
+            assert SECRET_PHONE not in answer.text
+            return answer.json()["fields"]["email"]["sync"]
+
+        assert await email_sync() == {"ehr": "pending"}
+        await ops.settle("ehr", ItemStatus.SYNCED, error="")  # the first step
+        assert await email_sync() == {"ehr": "pending"}  # the second is still to go
+        await ops.settle("ehr", ItemStatus.SYNCED, error="")
+        assert await email_sync() == {"ehr": "synced"}
+        assert counting.looked_up == [[fact]] * 3
