@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -108,6 +109,8 @@ class SinkRuntime:
     in_flight: dict[str, tuple[Claim, asyncio.Task[None]]] = field(default_factory=dict)
     #: set when a delivery ends (room for another claim)
     freed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: attempts settled since the dispatcher started, by outcome (``synced``, ``retry``, ...)
+    deliveries: Counter[str] = field(default_factory=Counter)
 
     @property
     def id(self) -> str:
@@ -165,12 +168,14 @@ class Dispatcher:
         self._logged.set()
 
     def states(self) -> dict[str, dict[str, Any]]:
-        """Per sink: its circuit, concurrency limit and deliveries in flight, for operators."""
+        """Per sink: its circuit, concurrency limit, deliveries in flight and attempts settled
+        by outcome since it started, for operators and ``/metrics``."""
         return {
             rt.id: {
                 **rt.breaker.state().as_json(),
                 **rt.limiter.state().as_json(),
                 "in_flight": len(rt.in_flight),
+                "deliveries": dict(rt.deliveries),
             }
             for rt in self.sinks.values()
         }
@@ -508,6 +513,8 @@ class Dispatcher:
         )
         if not settled:
             log.info("dispatch: item %s: lease lost; its new holder settles it", item.id)
+        elif (rt := self.sinks.get(item.sink)) is not None:
+            rt.deliveries[outcome] += 1
         return settled
 
     # --- leases -----------------------------------------------------------------------------

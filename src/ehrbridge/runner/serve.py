@@ -96,6 +96,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         timing=timing or config.timing,
         holder=holder,
         loops=loops,
+        outbox=backend.outbox,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -201,11 +201,14 @@ def settled(world: World, event_id: str, *statuses: ItemStatus) -> Callable[[], 
 async def test_a_verified_fact_reaches_the_ehr_and_comes_back_as_its_own(world: World) -> None:
     fhir_id, entity_id = await world.patient_at_ehr("Rivera")
     fact = await world.verified_phone(entity_id)
+    dispatcher = world.dispatcher()
     await running_until(
-        world.dispatcher(), settled(world, fact, ItemStatus.SYNCED), what="the write synced"
+        dispatcher, settled(world, fact, ItemStatus.SYNCED), what="the write synced"
     )
     (item,) = await world.items(fact)
     assert item.attempts == 1 and item.result and item.result["ref"] == f"Patient/{fhir_id}"
+    # counted for /metrics, in the state the heartbeat saves
+    assert dispatcher.states()["ehr"]["deliveries"] == {"synced": 1}
     at_ehr = await world.front_desk.read("Patient", fhir_id)
     telecom = {(t["system"], t["value"]) for t in at_ehr["telecom"]}
     assert ("phone", PHONE_B) in telecom and ("fax", "+16175550100") in telecom
