@@ -17,8 +17,9 @@ from ehrbridge.connectors.fhir.auth import fhir_auth
 from ehrbridge.connectors.rest.sink import rest_sink
 from ehrbridge.connectors.source import DataSourceConfig
 from ehrbridge.errors import InvalidInput
+from ehrbridge.leases import Leases
 from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
-from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.echo import SinkEcho
 from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.limits import (
     AdaptiveLimiter,
@@ -108,6 +109,7 @@ def outbound_loops(
     config: RunnerConfig,
     *,
     budgets: BudgetRegistry,
+    leases: Leases,
     holder: str,
     reconcile_every: timedelta = DEFAULT_EVERY,
 ) -> OutboundLoops:
@@ -117,7 +119,13 @@ def outbound_loops(
         return OutboundLoops()
     ws = config.workspace
     dispatcher = Dispatcher(
-        store, outbox, sinks, workspace=ws, holder=holder, echo=FhirEcho(WorldModel(store, ws))
+        store,
+        outbox,
+        sinks,
+        workspace=ws,
+        holder=holder,
+        echo=SinkEcho(WorldModel(store, ws)),
+        leases=leases,
     )
     trailing = OutboundFeed(
         store,
@@ -133,6 +141,8 @@ def outbound_loops(
         workspace=ws,
         feed=trailing,
         wake=dispatcher.wake,
+        leases=leases,
+        holder=holder,
         every=reconcile_every,
     )
     return OutboundLoops(loops=(dispatcher, reconciler), sinks=tuple(rt.sink for rt in sinks))

@@ -6,51 +6,34 @@ them (references already the sink's records)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from ehrbridge.errors import SinkError
 from ehrbridge.fhir.client import FhirClient
-from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
+from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
+from ehrbridge.testing import outbox_item
 from tests.fhir_server import MedplumServer
 from tests.sandbox_server import SandboxServer
-
-T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
 
 def step(
     operation: str, entity_type: str, payload: dict[str, Any], *, key: str, index: int
 ) -> OutboxItem:
-    return OutboxItem(
+    return outbox_item(
         id=f"item-{index}",
-        workspace="ws",
-        sink="ehr",
         key=key,
         lane="Appointment/a1",
         position=index,
         entity_type=entity_type,
         entity_id="a1",
-        event_id="ev1",
         operation=operation,
         payload=payload,
         workflow="book/a1",
         step=index,
-        status=ItemStatus.PROCESSING,
-        attempts=0,
-        created_at=T0,
-        updated_at=T0,
-        next_attempt_at=T0,
-        holder="w1",
-        lease_until=T0,
-        epoch=1,
-        in_doubt=False,
-        last_error=None,
-        result=None,
-        confirmed_at=None,
     )
 
 

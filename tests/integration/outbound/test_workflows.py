@@ -27,7 +27,7 @@ from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Unit, resource_entry
 from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
-from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.echo import SinkEcho
 from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.gates import SinkPolicy
 from ehrbridge.outbound.limits import (
@@ -200,7 +200,7 @@ class World:
             runtimes,
             workspace=WS,
             holder="runner-test",
-            echo=FhirEcho(self.model),
+            echo=SinkEcho(self.model),
             catch_up=timedelta(milliseconds=50),
             workflows=workflows,
         )

@@ -3,8 +3,6 @@ it and why, what is being worked, what has not started."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
@@ -16,8 +14,7 @@ from ehrbridge.outbound.workflows import (
     workflow_of,
     workflow_status,
 )
-
-T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+from ehrbridge.testing import outbox_item
 
 
 def item(
@@ -29,9 +26,8 @@ def item(
     workflow: str | None = "book/a",
     sink: str = "ehr",
 ) -> OutboxItem:
-    return OutboxItem(
+    return outbox_item(
         id=f"{sink}-{step}",
-        workspace="ws",
         sink=sink,
         key=f"k{sink}{step}",
         lane="Appointment/a",
@@ -40,21 +36,12 @@ def item(
         entity_id="a",
         event_id="e",
         operation=BOOK.steps[step].kind,
-        payload={},
         workflow=workflow,
         step=step,
         status=status,
         attempts=attempts,
-        created_at=T0,
-        updated_at=T0,
-        next_attempt_at=T0,
-        holder=None,
-        lease_until=None,
         epoch=attempts,
-        in_doubt=False,
         last_error=error,
-        result=None,
-        confirmed_at=None,
     )
 
 
