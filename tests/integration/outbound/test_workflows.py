@@ -179,13 +179,15 @@ class World:
         booking, appointment, fact = await self.call(patient, practitioner)
         return patient_fhir, practitioner_fhir, booking, appointment, fact
 
-    def dispatcher(self, sink: Sink) -> Dispatcher:
+    def dispatcher(self, sink: Sink, *, attempts: int = 10) -> Dispatcher:
         policy = SinkPolicy(sink="ehr", entity_types=frozenset({"Patient", "Appointment"}))
         runtime = SinkRuntime(
             sink=sink,
             policy=policy,
             retry=RetryLimits(
-                backoff_base=timedelta(milliseconds=20), backoff_max=timedelta(milliseconds=200)
+                max_attempts=attempts,
+                backoff_base=timedelta(milliseconds=20),
+                backoff_max=timedelta(milliseconds=200),
             ),
             breaker=CircuitBreaker(BreakerLimits(), clock=_now),
             limiter=AdaptiveLimiter(ConcurrencyLimits(max=4)),
@@ -521,3 +523,28 @@ async def test_a_booking_rejected_before_it_was_sent_abandons_every_step(world: 
     assert (await world.status(workflow)).state is WorkflowState.ABANDONED
     assert await world.appointments(patient_fhir) == []
     assert await world.communications() == []
+
+
+async def test_a_participant_the_sink_does_not_have_stops_the_create(world: World) -> None:
+    _, practitioner = await world.at_ehr(PRACTITIONER)
+    written = await world.model.write_voice(  # a new caller: no record at the EHR
+        "Patient",
+        "new-caller",
+        {"name.family": "Lindqvist"},
+        level=Level.VOICE_CONFIRMED,
+        agent="agent-1",
+        call_id=CALL,
+    )
+    _, appointment = await world.booking(written.events[0].entity_id, practitioner)
+    workflow = f"book/{appointment}"
+    sink = world.sink()
+    await running_until(
+        world.dispatcher(sink, attempts=2),
+        in_state(world, workflow, WorkflowState.STOPPED),
+        what="stopped",
+    )
+    status = await world.status(workflow)
+    assert (status.failed, status.failed_status) == ("create-appointment", ItemStatus.DEAD)
+    assert status.failed_error and "has no record at sink ehr yet" in status.failed_error
+    assert "Lindqvist" not in status.failed_error
+    assert status.not_started == ("notify-practitioner",) and sink.sent == []
