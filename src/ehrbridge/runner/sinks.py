@@ -33,6 +33,7 @@ from ehrbridge.outbound.reconcile import DEFAULT_EVERY, RECONCILE_CURSOR, Reconc
 from ehrbridge.outbound.settings import OnConflict, SinkSettings, Window
 from ehrbridge.outbound.sinks import Sink
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
+from ehrbridge.outbound.steps import with_workflows
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store
@@ -118,6 +119,7 @@ def outbound_loops(
     if not sinks:
         return OutboundLoops()
     ws = config.workspace
+    sinks, workflows = with_workflows(sinks, store, outbox, workspace=ws)
     dispatcher = Dispatcher(
         store,
         outbox,
@@ -126,6 +128,7 @@ def outbound_loops(
         holder=holder,
         echo=SinkEcho(WorldModel(store, ws)),
         leases=leases,
+        workflows=workflows,
     )
     trailing = OutboundFeed(
         store,
@@ -134,6 +137,7 @@ def outbound_loops(
         sinks=[rt.policy for rt in sinks],
         cursor=RECONCILE_CURSOR,
         count_missing=True,
+        workflows=workflows,
     )
     reconciler = Reconciler(
         outbox,
