@@ -1,0 +1,924 @@
+"""Labelled cases the grounding judge was not built on, in the call-facts format.
+
+Each case is a dev-set JSON object (``shared/data/call-facts/README.md``: call, transcript, known,
+fact, label, why) built by :func:`_case` and parsed by the same
+:func:`~ehrbridge.review.evaluation.parse_case` the evaluation command uses. They were written
+from the label rules, one or more per phenomenon of real calls (interpreters, digits across turns,
+derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, spelled emails,
+third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
+verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ehrbridge.review.evaluation import LabelledCase, parse_case
+
+A = "agent"
+C = "caller"
+NY = ("2026-12-04T10:15:00-05:00", "America/New_York")
+
+
+def _case(
+    cid: str,
+    label: str,
+    field: str,
+    value: Any,
+    lines: list[tuple[str, str]],
+    *,
+    entity: str = "Patient",
+    call: tuple[str, str] = NY,
+    known: dict[str, Any] | None = None,
+    why: str = "",
+) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "call": {"id": f"call-{cid}", "started_at": call[0], "clinic_timezone": call[1]},
+        "transcript": [
+            {"turn": i, "speaker": speaker, "text": text} for i, (speaker, text) in enumerate(lines)
+        ],
+        "known": known or {},
+        "fact": {
+            "entity_type": entity,
+            "field": field,
+            "value": value,
+            "level": "confirmed",
+            "evidence_turns": [],
+        },
+        "label": label,
+        "why": why,
+    }
+
+
+_INTERPRETER = [
+    (A, "Hello, this is the assistant at Harbor Clinic. How can I help?"),
+    (C, "[Interpreter] Hello, I am the interpreter for Mrs. Tran. She wants to update her phone."),
+    (A, "Of course. What is the new cell phone number?"),
+    (C, "[Interpreter] She says her cell is two zero six, five five five, oh one three one."),
+    (A, "Two zero six, five five five, zero one three one. Is that right?"),
+    (C, "[Interpreter] Yes, she says that is correct."),
+]
+_INTERPRETER_DAUGHTER = [
+    (A, "What number should we use to reach her?"),
+    (
+        C,
+        "[Interpreter] She says to call her daughter, her daughter's cell is two zero six, five "
+        "five five, oh one seven seven.",
+    ),
+    (A, "Thank you. Does she have a cell phone of her own?"),
+    (C, "[Interpreter] She says she will ask her son and call back."),
+]
+_ACROSS = [
+    (A, "What's the best cell number for you?"),
+    (C, "Okay, it's six one seven"),
+    (A, "Uh huh"),
+    (C, "five five five"),
+    (A, "Mm-hm"),
+    (C, "oh one four eight."),
+    (A, "Thank you, I've saved that."),
+]
+_DERIVED = [
+    (A, "Do you have a new phone number for us?"),
+    (
+        C,
+        "Yes, my cell changed. It's the same as my old one, but ending in four two instead of "
+        "one seven.",
+    ),
+    (A, "Got it, thanks."),
+]
+_REPAIR = [
+    (A, "What's your cell phone number?"),
+    (C, "Four one five, five five — sorry, five six five, oh one seven three."),
+    (A, "Thank you."),
+]
+_READBACK_FIX = [
+    (A, "What's your cell?"),
+    (C, "Six one seven, five five five, oh one one nine."),
+    (A, "Six one seven, five five five, zero one nine one?"),
+    (C, "No, oh one one nine."),
+    (A, "Okay, thank you, I've corrected it."),
+]
+_NOT_ANYMORE = [
+    (A, "I have your cell as six one seven, five five five, oh one four two. Is that still good?"),
+    (C, "No, that's not my number anymore. I'll have to call back with the new one."),
+]
+_HUSBAND = [
+    (A, "What's a good mobile number?"),
+    (C, "You can use my husband's mobile, it's nine one seven, five five five, oh one two one."),
+]
+_SPANISH_HOME = [
+    (A, "¿Cuál es su teléfono de casa?"),
+    (C, "El teléfono de casa es tres uno dos, cinco cinco cinco, cero uno cuatro cuatro."),
+]
+_WORK_EXT = [
+    (A, "And a work number?"),
+    (
+        C,
+        "My work number is eight four seven, five five five, oh one two two, extension three "
+        "one five.",
+    ),
+    (A, "Thanks."),
+]
+_FUTURE_WORK = [
+    (A, "Do you have a work number?"),
+    (
+        C,
+        "I'm getting a work phone next month, it'll be three one two, five five five, oh one "
+        "eight eight.",
+    ),
+]
+_LANDLINE = [
+    (A, "What's your cell phone number?"),
+    (
+        C,
+        "I don't have a cell. The home landline is four one zero, five five five, oh one six zero.",
+    ),
+]
+_TRIPLE = [
+    (A, "Your cell number, please?"),
+    (C, "Six one seven, triple five, oh one six six."),
+]
+_DOUBLE_OH = [
+    (A, "Best number to reach you?"),
+    (C, "My cell is three one two, five five five, double oh one nine."),
+]
+_HANGUP = [
+    (A, "What's your mobile number?"),
+    (C, "Hmm, hold on."),
+    (
+        A,
+        "I have five zero three, five five five, zero one five two from caller ID. Is that "
+        "your cell?",
+    ),
+    (C, "Sorry, I have to go — [call disconnected]"),
+]
+_ECHO = [
+    (A, "What's your cell?"),
+    (C, "Two one two"),
+    (A, "Two one two, yes"),
+    (C, "five five five, oh one three three."),
+    (A, "Thank you."),
+]
+_EMAIL_UNDERSCORE = [
+    (A, "What's your email address?"),
+    (C, "It's j underscore reyes at example dot com."),
+]
+_EMAIL_DASH = [
+    (A, "And your email?"),
+    (C, "Ana dash lucia dot ortiz at example dot org."),
+]
+_EMAIL_AS_IN = [
+    (A, "Could you spell your email for me?"),
+    (
+        C,
+        "Sure. It's T as in Tom, O as in Oscar, R as in Robert, R as in Robert, E as in echo, "
+        "S as in Sam, at example dot com.",
+    ),
+    (A, "Thank you."),
+]
+_EMAIL_HYPHEN_SPELL = [
+    (A, "What email should we use?"),
+    (C, "K-W-A-M-E dot boateng at example dot net."),
+]
+_EMAIL_WORK_DONT = [
+    (A, "What's your email?"),
+    (
+        C,
+        "My work email is d dot kim at example dot com, but don't use that one, I'll give you my "
+        "personal one later.",
+    ),
+]
+_EMAIL_WIFE = [
+    (A, "What email can we send reminders to?"),
+    (C, "Just send them to my wife, hers is lena dot park at example dot com."),
+]
+_EMAIL_READBACK = [
+    (A, "Your email?"),
+    (C, "Raj dot patel seventy at example dot com."),
+    (A, "Raj dot patel seven zero at example dot com?"),
+    (C, "Yes."),
+]
+_MEMBER = [
+    (A, "What's the member ID on your insurance card?"),
+    (C, "It's W as in William, Z as in zebra, H, four four seven, double two, nine one."),
+]
+_MEMBER_O = [
+    (A, "Can you read me the member ID?"),
+    (C, "Sure, K, P, O as in Oscar, three three one, eight five two."),
+]
+_MEMBER_SON = [
+    (A, "What's the member ID?"),
+    (
+        C,
+        "My son's member ID is R, T, K, five five two, eight one, zero one. Mine I'd have to "
+        "look up.",
+    ),
+]
+_MEMBER_ACROSS = [
+    (A, "What's your member ID?"),
+    (C, "It's M, H, P"),
+    (A, "Mm-hm"),
+    (C, "three three zero, eight one two."),
+    (A, "Thanks."),
+]
+_MEMBER_FIX = [
+    (A, "Your member ID?"),
+    (C, "M as in Mary, N as in Nancy, G, four one two eight."),
+    (A, "I have M E G four one two eight, is that correct?"),
+    (C, "No, M as in Mary, N as in Nancy, G, four one two eight."),
+    (A, "Thank you, M N G four one two eight."),
+    (C, "That's right."),
+]
+_GROUP = [
+    (A, "And the group number?"),
+    (C, "The group number is seven seven zero four one."),
+]
+_SZABO = [
+    (A, "Can I get your last name?"),
+    (C, "Szabo. S as in Sam, Z as in zebra"),
+    (A, "Okay"),
+    (C, "A, B as in boy, O."),
+    (A, "Thank you."),
+]
+_SIOBHAN = [
+    (A, "And your first name?"),
+    (C, "Siobhan, S-I-O-B-H-A-N."),
+]
+_BILL = [
+    (A, "What's your first name?"),
+    (C, "Everyone calls me Bill, but my legal name is William, W-I-L-L-I-A-M."),
+]
+_DOB_ORDINAL = [
+    (A, "Can you confirm your date of birth?"),
+    (C, "April the twenty-first, nineteen eighty-two."),
+]
+_DOB_SPANISH = [
+    (A, "¿Cuál es su fecha de nacimiento?"),
+    (C, "El treinta y uno de marzo de mil novecientos setenta y cinco."),
+]
+_DOB_OH_YEAR = [
+    (A, "Date of birth for the patient?"),
+    (C, "Nine, twenty-one, oh four. She's my daughter, she's the patient."),
+]
+_DOB_DAY_FIRST = [
+    (A, "What's your date of birth?"),
+    (C, "I'll give you the day first, I'm from Colombia: five, eleven, ninety."),
+]
+_DOB_2010 = [
+    (A, "And the date of birth?"),
+    (C, "March third, two thousand ten."),
+]
+_ADDR_UNIT = [
+    (A, "What's your new address?"),
+    (C, "Forty-two Maple Avenue, apartment two C."),
+]
+_ADDR_PLAIN = [
+    (A, "What's your street address?"),
+    (C, "Eighteen Birch Lane."),
+]
+_ADDR_IF = [
+    (A, "Is your address still current?"),
+    (C, "For now, yes. If we move, it would be sixty Pine Street, but that's not decided."),
+]
+_ADDR_WEST = [
+    (A, "What address should we have on file?"),
+    (C, "One twenty-five West Elm Street, in Quincy, oh two one six nine."),
+]
+_ADDR_NEXT_MONTH = [
+    (A, "Any change to your address?"),
+    (C, "Starting next month we'll be at nine Cedar Court."),
+]
+_ZIP = [
+    (A, "What's the zip code?"),
+    (C, "The zip is oh two one three eight."),
+]
+
+_DEC4 = ("2026-12-04T10:15:00-07:00", "America/Denver")
+_QUARTER = [
+    (
+        A,
+        "I have Thursday, December tenth at a quarter past three in the afternoon. Does that work?",
+    ),
+    (C, "Yes, that works."),
+    (A, "You're booked for Thursday, December tenth, at quarter past three p.m."),
+    (C, "Thank you."),
+]
+_ORDINAL_DAY = [
+    (A, "The first opening is Monday the twenty-first at nine a.m. Would you like it?"),
+    (C, "Yes please."),
+    (A, "You're all set for Monday the twenty-first at nine a.m."),
+    (C, "Great, thanks."),
+]
+_PASADO = [
+    (A, "Tengo un espacio pasado mañana a las diez de la mañana. ¿Le sirve?"),
+    (C, "Sí, perfecto."),
+    (A, "Listo, te agendé para pasado mañana a las diez de la mañana."),
+    (C, "Gracias."),
+]
+_PROXIMO = [
+    (A, "¿Le sirve el próximo martes a las tres y media de la tarde?"),
+    (C, "Sí, está bien."),
+    (A, "Listo, te agendé para el próximo martes a las tres y media de la tarde."),
+    (C, "Muchas gracias."),
+]
+_NINE_AM = [
+    (A, "I can do Tuesday, December eighth at nine a.m."),
+    (C, "Yes, that's fine."),
+    (A, "You're booked for Tuesday, December eighth at nine a.m."),
+    (C, "Thanks."),
+]
+_DST = [
+    (A, "How about Monday, November second at ten a.m.?"),
+    (C, "Sure."),
+    (A, "You're booked for Monday, November second at ten a.m."),
+    (C, "Thank you."),
+]
+_UTC_CALL = ("2026-12-04T02:30:00Z", "America/Los_Angeles")
+_TOMORROW = [
+    (A, "I can see you tomorrow at eleven a.m. Does that work?"),
+    (C, "Yes."),
+    (A, "You're booked for tomorrow at eleven a.m."),
+    (C, "Perfect."),
+]
+_OFFER_ONLY = [
+    (A, "I can offer Tuesday, December fifteenth at two p.m."),
+    (C, "Let me check with my work and call you back."),
+    (A, "Of course. Goodbye."),
+]
+_HALF_PAST = [
+    (A, "Would Wednesday, December ninth at half past ten in the morning work?"),
+    (C, "Yes."),
+    (A, "You're booked for Wednesday, December ninth at half past ten a.m."),
+    (C, "Thanks."),
+]
+_QUARTER_TO = [
+    (A, "I have Friday, December eleventh at a quarter to two p.m."),
+    (C, "That's fine."),
+    (A, "You're booked for Friday, December eleventh at a quarter to two p.m."),
+    (C, "Thank you."),
+]
+_NP = [
+    (C, "I'd like to see Dr. Helen Huang."),
+    (
+        A,
+        "Dr. Huang is not available this month. I can book Priya Nair, NP on Tuesday, December "
+        "eighth at two p.m.",
+    ),
+    (C, "Okay, that's fine."),
+    (A, "You're booked with Priya Nair, NP for Tuesday, December eighth at two p.m."),
+    (C, "Thanks."),
+]
+_VIDEO = [
+    (A, "Would you like a video visit on Tuesday, December eighth at four p.m.?"),
+    (C, "Yes, video is better for me."),
+    (A, "You're booked for a video visit on Tuesday, December eighth at four p.m."),
+    (C, "Thank you."),
+]
+_CANCEL = [
+    (C, "I need to cancel my appointment on Tuesday."),
+    (A, "I've cancelled your appointment on Tuesday, December eighth."),
+    (C, "Thank you."),
+]
+_LISINOPRIL = [
+    (A, "What medications are you taking?"),
+    (C, "I take lisinopril, ten milligrams, once a day."),
+]
+_METOPROLOL = [
+    (A, "What dose of metoprolol are you on?"),
+    (C, "Metoprolol, fifty milligrams — wait, no, sorry, twenty-five."),
+]
+_HUSBAND_LIPITOR = [
+    (A, "Any medications?"),
+    (C, "Not me, but my husband takes Lipitor, twenty milligrams."),
+]
+_ZOLOFT = [
+    (A, "Are you still taking Zoloft fifty milligrams?"),
+    (C, "No, I stopped the Zoloft last month."),
+]
+_COUMADIN = [
+    (A, "Are you still taking the Coumadin?"),
+    (C, "I'm holding off on the Coumadin until after my procedure, doctor's orders."),
+]
+_JARDIANCE = [
+    (A, "Any new medications?"),
+    (C, "My doctor might put me on Jardiance, ten milligrams, next visit."),
+]
+_METFORMINA = [
+    (A, "¿Qué medicamentos toma?"),
+    (C, "Tomo metformina, quinientos miligramos."),
+]
+_DOSE = [
+    (A, "How do you take the metformin?"),
+    (C, "One tablet twice a day, with meals."),
+]
+_SULFA = [
+    (A, "Do you have any allergies?"),
+    (C, "Yes, I'm allergic to sulfa drugs."),
+]
+_PEANUT = [
+    (A, "Any allergies?"),
+    (C, "Not me. My son is allergic to peanuts."),
+]
+_LATEX = [
+    (A, "I see a latex allergy on your chart. Is that right?"),
+    (C, "No, I'm not allergic to latex, that was a mix-up."),
+]
+_HIVES = [
+    (A, "What happens when you take penicillin?"),
+    (C, "Penicillin gives me hives, all over."),
+]
+_VIET = [
+    (A, "What language does she prefer for her visits?"),
+    (C, "[Interpreter] She says she prefers Vietnamese, please."),
+]
+_CREOLE = [
+    (A, "Do you need an interpreter?"),
+    (C, "No, I'm fine in English. My mom only speaks Haitian Creole, though."),
+]
+_ESPANOL = [
+    (A, "What language would you like for your visits?"),
+    (C, "Español, por favor."),
+]
+_BCBS = [
+    (A, "Who is your insurance with?"),
+    (C, "I have Blue Cross Blue Shield through my job."),
+]
+_AETNA = [
+    (A, "Who is your insurance with?"),
+    (C, "Right now I have Cigna, but next year I'm switching to Aetna."),
+]
+_CVS = [
+    (A, "Which pharmacy should we send prescriptions to?"),
+    (C, "Please send it to the CVS on Elm Street."),
+]
+_FIVE_FIVE = [
+    (A, "What's the callback number?"),
+    (
+        C,
+        "It's six four six, five five five, oh one oh one, or five five five, oh one oh two, I "
+        "always mix them up.",
+    ),
+]
+_YEAR_APPT = [
+    (A, "The next opening is Tuesday, January fifth, twenty twenty-seven at ten thirty a.m."),
+    (C, "Okay, let's do it."),
+    (A, "You're booked for Tuesday, January fifth, twenty twenty-seven at ten thirty a.m."),
+    (C, "Thanks."),
+]
+_SPANISH_CELL = [
+    (A, "¿Y su celular?"),
+    (C, "Mi celular es siete uno ocho, cinco cinco cinco, cero uno treinta y dos."),
+]
+_INAUDIBLE = [
+    (A, "What's your cell number?"),
+    (C, "It's three zero five, five five five, oh one [inaudible] seven."),
+]
+_SPANISH_HORA = [
+    (A, "¿Le sirve mañana a la una y cuarto de la tarde?"),
+    (C, "Sí."),
+    (A, "Listo, te agendé para mañana a la una y cuarto de la tarde."),
+    (C, "Gracias."),
+]
+
+_RAW: list[dict[str, Any]] = [
+    # interpreter relays: the interpreter speaks for the patient, but not for her daughter
+    _case("u-001", "supported", "phone.mobile", "+12065550131", _INTERPRETER),
+    _case(
+        "u-002",
+        "contradicted",
+        "phone.mobile",
+        "+12065550113",
+        _INTERPRETER,
+        why="the relayed number ends 0131",
+    ),
+    _case(
+        "u-003",
+        "unsupported",
+        "phone.mobile",
+        "+12065550177",
+        _INTERPRETER_DAUGHTER,
+        why="the daughter's cell, the patient's own never comes up",
+    ),
+    _case("u-004", "supported", "language", "vi", _VIET),
+    # digit runs across turns with backchannels
+    _case("u-005", "supported", "phone.mobile", "+16175550148", _ACROSS),
+    _case(
+        "u-006",
+        "contradicted",
+        "phone.mobile",
+        "+16175550184",
+        _ACROSS,
+        why="the last group is oh one four eight",
+    ),
+    _case("u-007", "supported", "phone.mobile", "+12125550133", _ECHO),
+    _case("u-008", "supported", "member_id", "MHP330812", _MEMBER_ACROSS, entity="InsurancePlan"),
+    _case(
+        "u-009", "contradicted", "member_id", "MHP330821", _MEMBER_ACROSS, entity="InsurancePlan"
+    ),
+    # derived from the known value
+    _case(
+        "u-010",
+        "supported",
+        "phone.mobile",
+        "+13125550142",
+        _DERIVED,
+        known={"Patient.phone.mobile": "+13125550117"},
+    ),
+    _case(
+        "u-011",
+        "unsupported",
+        "phone.mobile",
+        "+13125550142",
+        _DERIVED,
+        why="no old number on file to derive from",
+    ),
+    _case(
+        "u-012",
+        "contradicted",
+        "phone.mobile",
+        "+13125550117",
+        _DERIVED,
+        known={"Patient.phone.mobile": "+13125550117"},
+        why="the old number changed",
+    ),
+    # self-repair mid-number
+    _case("u-013", "supported", "phone.mobile", "+14155650173", _REPAIR),
+    _case(
+        "u-014",
+        "contradicted",
+        "phone.mobile",
+        "+14155550173",
+        _REPAIR,
+        why="five five was repaired to five six five",
+    ),
+    # a read-back the caller corrects in part
+    _case("u-015", "supported", "phone.mobile", "+16175550119", _READBACK_FIX),
+    _case("u-016", "contradicted", "phone.mobile", "+16175550191", _READBACK_FIX),
+    # negation of a known value
+    _case(
+        "u-017",
+        "contradicted",
+        "phone.mobile",
+        "+16175550142",
+        _NOT_ANYMORE,
+        known={"Patient.phone.mobile": "+16175550142"},
+    ),
+    # third parties
+    _case("u-018", "unsupported", "phone.mobile", "+19175550121", _HUSBAND),
+    # Spanish digits, home line
+    _case("u-019", "supported", "phone.home", "+13125550144", _SPANISH_HOME),
+    _case(
+        "u-020",
+        "unsupported",
+        "phone.mobile",
+        "+13125550144",
+        _SPANISH_HOME,
+        why="a home line, no cell said",
+    ),
+    # extension
+    _case("u-021", "supported", "phone.work", "+18475550122;ext=315", _WORK_EXT),
+    _case(
+        "u-022",
+        "contradicted",
+        "phone.work",
+        "+18475550122",
+        _WORK_EXT,
+        why="the extension is missing",
+    ),
+    # planned value
+    _case("u-023", "unsupported", "phone.work", "+13125550188", _FUTURE_WORK),
+    # a landline is not a mobile, and there is no cell
+    _case(
+        "u-024",
+        "contradicted",
+        "phone.mobile",
+        "+14105550160",
+        _LANDLINE,
+        why="the caller has no cell",
+    ),
+    _case("u-025", "supported", "phone.home", "+14105550160", _LANDLINE),
+    # triple / double oh
+    _case("u-026", "supported", "phone.mobile", "+16175550166", _TRIPLE),
+    _case("u-027", "supported", "phone.mobile", "+13125550019", _DOUBLE_OH),
+    _case("u-028", "contradicted", "phone.mobile", "+13125550190", _DOUBLE_OH),
+    # a read-back nobody confirms
+    _case("u-029", "unsupported", "phone.mobile", "+15035550152", _HANGUP),
+    # two candidates left open
+    _case("u-030", "unsupported", "phone.mobile", "+16465550101", _FIVE_FIVE),
+    # Spanish "treinta y dos" in a digit run
+    _case("u-031", "supported", "phone.mobile", "+17185550132", _SPANISH_CELL),
+    _case("u-032", "contradicted", "phone.mobile", "+17185550123", _SPANISH_CELL),
+    _case("u-033", "unsupported", "phone.mobile", "+13055550157", _INAUDIBLE),
+    # emails
+    _case("u-034", "supported", "email", "j_reyes@example.com", _EMAIL_UNDERSCORE),
+    _case("u-035", "contradicted", "email", "j.reyes@example.com", _EMAIL_UNDERSCORE),
+    _case("u-036", "supported", "email", "ana-lucia.ortiz@example.org", _EMAIL_DASH),
+    _case("u-037", "contradicted", "email", "ana.lucia.ortiz@example.org", _EMAIL_DASH),
+    _case("u-038", "supported", "email", "torres@example.com", _EMAIL_AS_IN),
+    _case("u-039", "contradicted", "email", "tores@example.com", _EMAIL_AS_IN),
+    _case("u-040", "supported", "email", "kwame.boateng@example.net", _EMAIL_HYPHEN_SPELL),
+    _case("u-041", "contradicted", "email", "d.kim@example.com", _EMAIL_WORK_DONT),
+    _case("u-042", "unsupported", "email", "lena.park@example.com", _EMAIL_WIFE),
+    _case("u-043", "supported", "email", "raj.patel70@example.com", _EMAIL_READBACK),
+    # member and group ids
+    _case("u-044", "supported", "member_id", "WZH4472291", _MEMBER, entity="InsurancePlan"),
+    _case(
+        "u-045",
+        "contradicted",
+        "member_id",
+        "WZH447291",
+        _MEMBER,
+        entity="InsurancePlan",
+        why="a digit of double two dropped",
+    ),
+    _case("u-046", "supported", "member_id", "KPO331852", _MEMBER_O, entity="InsurancePlan"),
+    _case(
+        "u-047",
+        "contradicted",
+        "member_id",
+        "KP0331852",
+        _MEMBER_O,
+        entity="InsurancePlan",
+        why="the letter O, not zero",
+    ),
+    _case("u-048", "unsupported", "member_id", "RTK5528101", _MEMBER_SON, entity="InsurancePlan"),
+    _case("u-049", "supported", "member_id", "MNG4128", _MEMBER_FIX, entity="InsurancePlan"),
+    _case("u-050", "contradicted", "member_id", "MEG4128", _MEMBER_FIX, entity="InsurancePlan"),
+    _case("u-051", "supported", "group_number", "77041", _GROUP, entity="InsurancePlan"),
+    # names
+    _case("u-052", "supported", "name.family", "Szabo", _SZABO),
+    _case("u-053", "contradicted", "name.family", "Sabo", _SZABO),
+    _case("u-054", "supported", "name.given", "Siobhan", _SIOBHAN),
+    _case("u-055", "contradicted", "name.given", "Bill", _BILL),
+    _case("u-056", "supported", "name.given", "William", _BILL),
+    # birth dates
+    _case("u-057", "supported", "birth_date", "1982-04-21", _DOB_ORDINAL),
+    _case("u-058", "supported", "birth_date", "1975-03-31", _DOB_SPANISH),
+    _case("u-059", "supported", "birth_date", "2004-09-21", _DOB_OH_YEAR),
+    _case("u-060", "supported", "birth_date", "1990-11-05", _DOB_DAY_FIRST),
+    _case("u-061", "contradicted", "birth_date", "1990-05-11", _DOB_DAY_FIRST),
+    _case("u-062", "supported", "birth_date", "2010-03-03", _DOB_2010),
+    # addresses
+    _case("u-063", "supported", "address.line", "42 Maple Ave Apt 2C", _ADDR_UNIT),
+    _case(
+        "u-064",
+        "contradicted",
+        "address.line",
+        "18 Birch Ln Apt 4",
+        _ADDR_PLAIN,
+        why="a unit never said",
+    ),
+    _case("u-065", "supported", "address.line", "18 Birch Ln", _ADDR_PLAIN),
+    _case("u-066", "unsupported", "address.line", "60 Pine St", _ADDR_IF),
+    _case("u-067", "supported", "address.line", "125 W Elm St", _ADDR_WEST),
+    _case("u-068", "supported", "address.city", "Quincy", _ADDR_WEST),
+    _case("u-069", "supported", "address.postal_code", "02169", _ADDR_WEST),
+    _case("u-070", "unsupported", "address.line", "9 Cedar Ct", _ADDR_NEXT_MONTH),
+    _case("u-071", "supported", "address.postal_code", "02138", _ZIP),
+    _case("u-072", "contradicted", "address.postal_code", "02183", _ZIP),
+    # appointments: quarter hours, ordinals, Spanish relative dates, zones, DST
+    _case(
+        "u-073",
+        "supported",
+        "start",
+        "2026-12-10T15:15:00-07:00",
+        _QUARTER,
+        entity="Appointment",
+        call=_DEC4,
+    ),
+    _case(
+        "u-074",
+        "contradicted",
+        "start",
+        "2026-12-10T15:00:00-07:00",
+        _QUARTER,
+        entity="Appointment",
+        call=_DEC4,
+    ),
+    _case(
+        "u-075",
+        "supported",
+        "start",
+        "2026-12-21T09:00:00-05:00",
+        _ORDINAL_DAY,
+        entity="Appointment",
+    ),
+    _case(
+        "u-076", "supported", "start", "2026-12-06T10:00:00-05:00", _PASADO, entity="Appointment"
+    ),
+    _case(
+        "u-077",
+        "contradicted",
+        "start",
+        "2026-12-05T10:00:00-05:00",
+        _PASADO,
+        entity="Appointment",
+        why="pasado mañana is two days on",
+    ),
+    _case(
+        "u-078", "supported", "start", "2026-12-08T15:30:00-05:00", _PROXIMO, entity="Appointment"
+    ),
+    _case(
+        "u-079",
+        "contradicted",
+        "start",
+        "2026-12-08T21:00:00-05:00",
+        _NINE_AM,
+        entity="Appointment",
+        why="a.m., not p.m.",
+    ),
+    _case(
+        "u-080",
+        "contradicted",
+        "start",
+        "2026-11-02T10:00:00-04:00",
+        _DST,
+        entity="Appointment",
+        call=("2026-10-28T09:00:00-04:00", "America/New_York"),
+        why="on November 2 New York is at -05:00",
+    ),
+    _case(
+        "u-081",
+        "supported",
+        "start",
+        "2026-11-02T10:00:00-05:00",
+        _DST,
+        entity="Appointment",
+        call=("2026-10-28T09:00:00-04:00", "America/New_York"),
+    ),
+    _case(
+        "u-082",
+        "supported",
+        "start",
+        "2026-12-04T11:00:00-08:00",
+        _TOMORROW,
+        entity="Appointment",
+        call=_UTC_CALL,
+        why="the call starts on December 3 in Los Angeles",
+    ),
+    _case(
+        "u-083",
+        "contradicted",
+        "start",
+        "2026-12-05T11:00:00-08:00",
+        _TOMORROW,
+        entity="Appointment",
+        call=_UTC_CALL,
+    ),
+    _case(
+        "u-084",
+        "unsupported",
+        "start",
+        "2026-12-15T14:00:00-05:00",
+        _OFFER_ONLY,
+        entity="Appointment",
+    ),
+    _case(
+        "u-085", "supported", "start", "2026-12-09T10:30:00-05:00", _HALF_PAST, entity="Appointment"
+    ),
+    _case(
+        "u-086",
+        "supported",
+        "start",
+        "2026-12-11T13:45:00-05:00",
+        _QUARTER_TO,
+        entity="Appointment",
+    ),
+    _case(
+        "u-087", "supported", "start", "2027-01-05T10:30:00-05:00", _YEAR_APPT, entity="Appointment"
+    ),
+    _case(
+        "u-088",
+        "supported",
+        "start",
+        "2026-12-05T13:15:00-05:00",
+        _SPANISH_HORA,
+        entity="Appointment",
+    ),
+    _case("u-089", "contradicted", "practitioner", "Dr. Helen Huang", _NP, entity="Appointment"),
+    _case("u-090", "supported", "practitioner", "Priya Nair, NP", _NP, entity="Appointment"),
+    _case("u-091", "supported", "appointment_type", "telehealth", _VIDEO, entity="Appointment"),
+    _case(
+        "u-092",
+        "supported",
+        "status",
+        "cancelled",
+        _CANCEL,
+        entity="Appointment",
+        known={"Appointment.start": "2026-12-08T09:00:00-05:00", "Appointment.status": "booked"},
+    ),
+    # medications and allergies
+    _case(
+        "u-093",
+        "supported",
+        "medication.display",
+        "lisinopril 10 mg",
+        _LISINOPRIL,
+        entity="MedicationOrder",
+    ),
+    _case(
+        "u-094",
+        "supported",
+        "medication.display",
+        "metoprolol 25 mg",
+        _METOPROLOL,
+        entity="MedicationOrder",
+    ),
+    _case(
+        "u-095",
+        "contradicted",
+        "medication.display",
+        "metoprolol 50 mg",
+        _METOPROLOL,
+        entity="MedicationOrder",
+    ),
+    _case(
+        "u-096",
+        "unsupported",
+        "medication.display",
+        "atorvastatin 20 mg",
+        _HUSBAND_LIPITOR,
+        entity="MedicationOrder",
+    ),
+    _case(
+        "u-097",
+        "contradicted",
+        "status",
+        "active",
+        _ZOLOFT,
+        entity="MedicationOrder",
+        known={
+            "MedicationOrder.medication.display": "sertraline 50 mg",
+            "MedicationOrder.status": "active",
+        },
+    ),
+    _case(
+        "u-098",
+        "supported",
+        "status",
+        "on-hold",
+        _COUMADIN,
+        entity="MedicationOrder",
+        known={
+            "MedicationOrder.medication.display": "warfarin 5 mg",
+            "MedicationOrder.status": "active",
+        },
+    ),
+    _case(
+        "u-099",
+        "unsupported",
+        "medication.display",
+        "empagliflozin 10 mg",
+        _JARDIANCE,
+        entity="MedicationOrder",
+    ),
+    _case(
+        "u-100",
+        "supported",
+        "medication.display",
+        "metformin 500 mg",
+        _METFORMINA,
+        entity="MedicationOrder",
+    ),
+    _case(
+        "u-101",
+        "supported",
+        "dosage.text",
+        "1 tablet twice daily with meals",
+        _DOSE,
+        entity="MedicationOrder",
+        known={"MedicationOrder.medication.display": "metformin 500 mg"},
+    ),
+    _case(
+        "u-102", "supported", "substance", "sulfa antibiotics", _SULFA, entity="AllergyIntolerance"
+    ),
+    _case("u-103", "unsupported", "substance", "peanuts", _PEANUT, entity="AllergyIntolerance"),
+    _case(
+        "u-104",
+        "contradicted",
+        "substance",
+        "latex",
+        _LATEX,
+        entity="AllergyIntolerance",
+        known={"AllergyIntolerance.substance": "latex"},
+    ),
+    _case(
+        "u-105",
+        "supported",
+        "reaction",
+        "hives",
+        _HIVES,
+        entity="AllergyIntolerance",
+        known={"AllergyIntolerance.substance": "penicillin"},
+    ),
+    # languages, payers, pharmacies
+    _case("u-106", "unsupported", "language", "ht", _CREOLE),
+    _case("u-107", "contradicted", "language", "es", _CREOLE, why="English is fine"),
+    _case("u-108", "supported", "language", "es", _ESPANOL),
+    _case("u-109", "supported", "payer", "Blue Cross Blue Shield", _BCBS, entity="InsurancePlan"),
+    _case("u-110", "unsupported", "payer", "Aetna", _AETNA, entity="InsurancePlan"),
+    _case("u-111", "supported", "preferred_pharmacy", "CVS, Elm St", _CVS),
+]
+
+UNSEEN: list[LabelledCase] = [parse_case(body) for body in _RAW]
