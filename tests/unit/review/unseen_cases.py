@@ -913,7 +913,14 @@ _RAW: list[dict[str, Any]] = [
         known={"AllergyIntolerance.substance": "penicillin"},
     ),
     # languages, payers, pharmacies
-    _case("u-106", "unsupported", "language", "ht", _CREOLE),
+    _case(
+        "u-106",
+        "contradicted",
+        "language",
+        "ht",
+        _CREOLE,
+        why="the caller is fine in English; Creole is the mother's language",
+    ),
     _case("u-107", "contradicted", "language", "es", _CREOLE, why="English is fine"),
     _case("u-108", "supported", "language", "es", _ESPANOL),
     _case("u-109", "supported", "payer", "Blue Cross Blue Shield", _BCBS, entity="InsurancePlan"),

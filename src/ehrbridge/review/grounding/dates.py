@@ -203,18 +203,73 @@ def named_days(text: str, today: date) -> list[Spoken]:
     if out:
         return out
     low = text.lower()
-    for m in re.finditer(r"\b(tomorrow|today|mañana|hoy)\b", low):
-        shift = 0 if m.group(1) in ("today", "hoy") else 1
+    for m in _RELATIVE_DAY.finditer(low):
+        word = re.sub(r"\s+", " ", m.group(1))
+        if word == "mañana" and _MORNING_BEFORE.search(low[: m.start()]):
+            continue  # "de la mañana" is the morning, not tomorrow
+        shift = _DAY_SHIFT[word]
         out.append(Spoken(value=today + timedelta(days=shift), start=m.start(), end=m.end()))
-    for m in re.finditer(r"\bnext\s+(\w+)", low):
-        wd = WEEKDAYS.get(m.group(1))
+    for m in _NEXT_WEEKDAY.finditer(low):
+        wd = WEEKDAYS.get(m.group("a") or m.group("b"))
         if wd is None:
             continue
         ahead = (wd - today.weekday()) % 7 or 7
         # "next Tuesday" on a Wednesday is the coming Tuesday; on a Monday it is ambiguous
         if today.weekday() + ahead >= 7:
             out.append(Spoken(value=today + timedelta(days=ahead), start=m.start(), end=m.end()))
+    if not out:
+        out = _ordinal_days(text, today)
     return out
+
+
+_RELATIVE_DAY = re.compile(
+    r"\b(day after tomorrow|pasado\s+mañana|tomorrow|today|mañana|hoy)\b", re.IGNORECASE
+)
+_DAY_SHIFT = {"day after tomorrow": 2, "pasado mañana": 2, "tomorrow": 1, "mañana": 1,
+              "today": 0, "hoy": 0}  # fmt: skip
+_MORNING_BEFORE = re.compile(r"\b(?:de|por|en|esta)\s+(?:la\s+)?$")
+_NEXT_WEEKDAY = re.compile(r"\bnext\s+(?P<a>\w+)|\bpr[óo]xim[oa]\s+(?P<b>\w+)", re.IGNORECASE)
+_ORDINAL_DAY = re.compile(
+    r"\b(?:(?P<wd>[a-zé]+day|lunes|martes|miércoles|miercoles|jueves|viernes|sábado|sabado"
+    r"|domingo),?\s+|(?:on|for)\s+)the\s+(?P<day>(?:twenty|thirty)[- ]?\w+|\w+|\d{1,2}"
+    r"(?:st|nd|rd|th))\b(?=\s*(?:[,.;!?]|$|at\b|in the\b|from\b))",
+    re.IGNORECASE,
+)
+
+
+def _ordinal_days(text: str, today: date) -> list[Spoken]:
+    """A day of the month said with no month: "Monday the twenty-first", "on the 3rd": the next
+    such date from today (this month, else the next); a weekday said with it must agree."""
+    out: list[Spoken] = []
+    for m in _ORDINAL_DAY.finditer(text):
+        words = _words(m.group("day"))
+        found = _ordinal(words, 0)
+        if found is None or found[1] != len(words) or not _is_ordinal(words):
+            continue
+        day = found[0]
+        candidate: date | None = None
+        for shift in range(3):
+            month = (today.month - 1 + shift) % 12 + 1
+            year = today.year + (today.month - 1 + shift) // 12
+            try:
+                d = date(year, month, day)
+            except ValueError:
+                continue
+            if d >= today:
+                candidate = d
+                break
+        if candidate is None:
+            continue
+        wd = m.group("wd")
+        if wd is not None and WEEKDAYS.get(wd.lower()) != candidate.weekday():
+            continue
+        out.append(Spoken(value=candidate, start=m.start(), end=m.end()))
+    return out
+
+
+def _is_ordinal(words: list[tuple[str, int, int]]) -> bool:
+    last = words[-1][0]
+    return last in _ORDINAL_UNITS or bool(re.fullmatch(r"\d{1,2}(?:st|nd|rd|th)", last))
 
 
 _HOURS = {
@@ -223,44 +278,71 @@ _HOURS = {
     "una": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8,
     "nueve": 9, "diez": 10, "once": 11, "doce": 12,
 }  # fmt: skip
-_MINUTES = {"fifteen": 15, "thirty": 30, "forty-five": 45, "forty five": 45, "oh five": 5,
-            "twenty": 20, "forty": 40, "fifty": 50, "ten": 10, "o'clock": 0, "y media": 30,
-            "y cuarto": 15, "forty-five a": 45}  # fmt: skip
+_MINUTES = {"fifteen": 15, "thirty": 30, "forty five": 45, "oh five": 5, "twenty": 20,
+            "forty": 40, "fifty": 50, "y media": 30, "y cuarto": 15, "y quince": 15,
+            "y diez": 10, "y veinte": 20, "y cinco": 5, "menos cuarto": -15,
+            "menos diez": -10, "menos cinco": -5, "menos veinte": -20}  # fmt: skip
+#: "a quarter past three", "half past ten", "ten to four": minutes before or after the hour
+_RELATIVE = {"quarter": 15, "a quarter": 15, "half": 30, "twenty five": 25, "twenty": 20,
+             "ten": 10, "five": 5}  # fmt: skip
 _TIME = re.compile(
-    r"\b(?P<h>\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|noon"
-    r"|una|dos|tres|cuatro|cinco|seis|siete|ocho|nueve|diez|once|doce)"
+    r"\b(?:(?P<rel>a\s+quarter|quarter|half|twenty[- ]five|twenty|ten|five)\s+"
+    r"(?P<dir>past|after|to|of|till|before)\s+)?"
+    r"(?P<h>\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|noon"
+    r"|una|dos|tres|cuatro|cinco|seis|siete|ocho|nueve|diez|once|doce)\b"
     r"(?::(?P<mm>\d{2})|\s+(?P<m>fifteen|thirty|forty[- ]five|oh five|twenty|forty|fifty"
-    r"|y media|y cuarto))?"
-    r"\s*(?P<mer>a\.?\s?m\.?|p\.?\s?m\.?|o'clock|in the morning|in the afternoon"
+    r"|y media|y cuarto|y quince|y diez|y veinte|y cinco|menos cuarto|menos diez|menos cinco"
+    r"|menos veinte)\b)?"
+    r"\s*(?P<mer>a\.?\s?m\.?|p\.?\s?m\.?|o'clock|in the morning|in the afternoon|in the evening"
     r"|de la mañana|de la tarde|de la noche)?",
     re.IGNORECASE,
+)
+#: words just before an hour that change it in a way the reader does not know: "twenty-five
+#: past", "three forty" read as "forty"... (a time it cannot read is no time)
+_UNREAD_BEFORE = re.compile(
+    r"(?:\b(?:past|after|to|of|till|before|quarter|half|y|menos)|[\w]-|\d[:.]?)\s*$", re.I
 )
 
 
 def clock_times(text: str, *, need_marker: bool = True) -> list[Spoken]:
-    """Times of day: "three p.m." → 15:00, "ten thirty a.m." → 10:30, "la una y media de la
-    tarde" → 13:30. Without a.m./p.m. (``need_marker=False``), clinic hours decide: 7-11 are
-    mornings, 12-6 afternoons."""
+    """Times of day: "three p.m." → 15:00, "ten thirty a.m." → 10:30, "a quarter past three in
+    the afternoon" → 15:15, "la una y media de la tarde" → 13:30, "las dos menos cuarto de la
+    tarde" → 13:45. Without a.m./p.m. (``need_marker=False``), clinic hours decide: 7-11 are
+    mornings, 12-6 afternoons. A time with words before it that it cannot read ("twenty-five
+    to") is not returned at all."""
     out: list[Spoken] = []
     for m in _TIME.finditer(text):
         mer = (m.group("mer") or "").lower().replace(" ", "").replace(".", "")
-        if not m.group("m") and not m.group("mm") and not mer:
+        if not m.group("m") and not m.group("mm") and not mer and not m.group("rel"):
             continue
         if need_marker and (not mer or mer == "o'clock"):
+            continue
+        if _UNREAD_BEFORE.search(text[: m.start()]):
             continue
         h_word = m.group("h").lower()
         hour = int(h_word) if h_word.isdigit() else _HOURS[h_word]
         minute = int(m.group("mm")) if m.group("mm") else 0
         if m.group("m"):
             minute = _MINUTES[m.group("m").lower().replace("-", " ")]
+        if m.group("rel"):
+            if m.group("m") or m.group("mm"):
+                continue
+            shift = _RELATIVE[re.sub(r"[\s-]+", " ", m.group("rel").lower())]
+            minute = -shift if m.group("dir").lower() in ("to", "of", "till", "before") else shift
         if hour > 12 or minute > 59:
             continue
-        if mer in ("pm", "intheafternoon", "delatarde", "delanoche") and hour < 12:
+        if mer in ("pm", "intheafternoon", "intheevening", "delatarde", "delanoche") and hour < 12:
             hour += 12
         elif mer in ("am", "inthemorning", "delamañana") and hour == 12:
             hour = 0
         elif not mer or mer == "o'clock":
             hour = hour + 12 if 1 <= hour <= 6 else hour
+        if minute < 0:
+            # "a quarter to two p.m." is 13:45: the minutes before the (p.m.) hour
+            total = hour * 60 + minute
+            if total < 0:
+                continue
+            hour, minute = divmod(total, 60)
         out.append(Spoken(value=time(hour, minute), start=m.start(), end=m.end()))
     return out
 

@@ -61,10 +61,33 @@ _RELATIVES = (
     r"|spouse|friend|neighbou?r|boss|grandson|granddaughter|grandma|grandpa|aunt|uncle|cousin"
     r"|caregiver|roommate|boyfriend|girlfriend|hija|hijo|esposo|esposa|mamá|papá"
 )
-_THIRD_PARTY = re.compile(
-    rf"(?i:\b(?:my|your|his|her|their|our)\s+(?:{_RELATIVES})\b|\b(?:{_RELATIVES})'s\b"
-    r"|\b(?:his|her|he's|she's|he|she)\b|emergency contact)|\bfor\s+[A-Z][a-z]+\b",
+_SOMEONE = (
+    rf"\b(?:my|your|his|her|their|our)\s+(?:{_RELATIVES})\b|\b(?:{_RELATIVES})'s\b"
+    r"|emergency contact"
 )
+_THIRD_PARTY = re.compile(
+    rf"(?i:{_SOMEONE}|\b(?:his|her|he's|she's|he|she)\b)|\bfor\s+[A-Z][a-z]+\b",
+)
+#: an interpreter's "she", "her", "he" and "his" are the patient, whose words they relay
+_THIRD_PARTY_RELAYED = re.compile(rf"(?i:{_SOMEONE})|\bfor\s+[A-Z][a-z]+\b")
+_RELAY = re.compile(
+    r"^\s*\[interpreter\]\s*(?:(?:she|he|they|the patient)\s+(?:says|said|is saying)"
+    r"(?:\s+that)?\s*,?\s*)?",
+    re.IGNORECASE,
+)
+
+
+def relayed(text: str) -> int:
+    """Where an interpreter's relay of the patient's words begins in ``text`` ("[Interpreter]
+    She says yes, ..." → the offset of "yes"); 0 for a turn that is not an interpreter's."""
+    m = _RELAY.match(text)
+    return m.end() if m else 0
+
+
+def _third_party(text: str, start: int, end: int, relay: bool) -> bool:
+    return bool((_THIRD_PARTY_RELAYED if relay else _THIRD_PARTY).search(text, start, end))
+
+
 _HYPOTHETICAL = re.compile(
     r"\b(?:if|maybe|might|may|could|would|thinking|considering|possibly|perhaps|planning|plans? to"
     r"|going to|next year|next month|next week|decide|will be|moving to|we're moving|starting next"
@@ -149,8 +172,9 @@ def accepts(reply: Turn | None) -> bool:
     not a goodbye)."""
     if reply is None or reply.speaker != "caller":
         return False
-    first = re.split(r"[.!?]", reply.text, maxsplit=1)[0]
-    if not _ACCEPT.search(reply.text) or _SPOILS_ACCEPT.search(first):
+    text = reply.text[relayed(reply.text) :]
+    first = re.split(r"[.!?]", text, maxsplit=1)[0]
+    if not _ACCEPT.search(text) or _SPOILS_ACCEPT.search(first):
         return False
     # "yes, and then a seven": a yes that adds characters is a fix, not an acceptance
     numbers = [w for w in re.findall(r"[\w']+", first) if is_number_word(w)]
@@ -159,7 +183,11 @@ def accepts(reply: Turn | None) -> bool:
 
 def rejects(reply: Turn | None) -> bool:
     """The caller's reply turns down what the agent just said."""
-    return reply is not None and reply.speaker == "caller" and bool(_REJECT.search(reply.text))
+    return (
+        reply is not None
+        and reply.speaker == "caller"
+        and bool(_REJECT.search(reply.text[relayed(reply.text) :]))
+    )
 
 
 def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> Stance:
@@ -167,7 +195,8 @@ def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> St
     rest = text[m.end :]
     _, ce = clause(text, m.start, m.end)
     inside = text[cs:ce]
-    if _THIRD_PARTY.search(inside) or _OTHERS_NUMBER.search(text[: m.start]):
+    relay = relayed(text) > 0
+    if _third_party(text, cs, ce, relay) or _OTHERS_NUMBER.search(text[: m.start]):
         return Stance.ELSEWHERE
     if _HYPOTHETICAL.search(inside):
         return Stance.ELSEWHERE

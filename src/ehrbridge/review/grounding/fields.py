@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 
 import phonenumbers
 
@@ -89,11 +90,33 @@ def e164(digits: str, region: str = "US") -> str | None:
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
+_REPAIR = re.compile(r"\b(?:sorry|no|wait|i mean|actually|scratch that|let me start over)\b", re.I)
+
+
+def repaired(text: str, spoken: list[Run], length: int) -> list[Run]:
+    """``spoken`` with a number the caller repaired mid-way read whole: "four one five, five
+    five - sorry, five six five, oh one seven three" restarts the second group, so it is
+    ``4155650173``. The repair must restart a group the caller had begun (the cut falls where a
+    group ended), and the result must have ``length`` characters; anything else is left as said.
+    """
+    out = list(spoken)
+    for a, b in pairwise(spoken):
+        if len(a.value) >= length or len(b.value) >= length or a.letters or b.letters:
+            continue
+        if not _REPAIR.search(text[a.end : b.start]) or re.search(r"[.?!]", text[a.end : b.start]):
+            continue
+        cut = length - len(b.value)
+        if cut in a.groups:
+            value = a.value[:cut] + b.value
+            out.append(Run(value=value, start=a.start, end=b.end, letters=0, groups=b.groups))
+    return sorted(out, key=lambda r: (r.start, r.end))
+
+
 def phone_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     """The full phone numbers spoken in ``turn``, E.164, with an extension when one is said."""
     found: list[Mention] = []
     toks = tokens(turn.text)
-    spoken = runs(turn.text, toks)
+    spoken = repaired(turn.text, runs(turn.text, toks), 10)
     for i, run in enumerate(spoken):
         if run.letters or len(run.value) not in (10, 11):
             continue

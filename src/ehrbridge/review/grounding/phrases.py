@@ -28,7 +28,8 @@ LANGUAGES = {
 }  # fmt: skip
 _NAMES = "|".join(sorted(LANGUAGES, key=len, reverse=True))
 _PREFERENCE = re.compile(
-    rf"\bprefer(?:ir|iero)?\s+(?:to speak\s+|in\s+|en\s+)?(?P<a>{_NAMES})\b"
+    rf"\bprefer(?:s|red|ir|iero|iere)?\s+(?:to speak\s+|in\s+|en\s+)?(?P<a>{_NAMES})\b"
+    rf"|\b(?:fine|okay|ok|good|comfortable|bien)\s+(?:in|with|en|con)\s+(?P<e>{_NAMES})\b"
     rf"|\b(?P<b>{_NAMES})\s+(?:is|es|está)\s+(?:fine|okay|ok|good|better|best|bien|mejor)\b"
     rf"|\b(?:in\s+)?(?P<c>{_NAMES}),?\s+(?:please|por favor)\b"
     rf"|\b(?:want|need|like)\s+(?:an?\s+)?(?P<d>{_NAMES})\s+interpreter\b",

@@ -19,7 +19,15 @@ from itertools import pairwise
 
 from text_to_num import text2num
 
-_TOKEN = re.compile(r"\[[a-z ]+\]|[^\W\d_]+(?:'[^\W\d_]+)?|\d+|\.\.\.|[^\s\w]", re.UNICODE)
+#: Spanish tens joined to their unit by "y" ("treinta y dos", 32): one token, one number
+_ES_Y = (
+    r"(?:treinta|cuarenta|cincuenta|sesenta|setenta|ochenta|noventa)\s+y\s+"
+    r"(?:uno|una|un|dos|tres|cuatro|cinco|seis|siete|ocho|nueve)\b"
+)
+_TOKEN = re.compile(
+    rf"(?i:\b{_ES_Y})|\[[a-z ]+\]|[^\W\d_]+(?:'[^\W\d_]+)?|\d+|\.\.\.|[^\s\w]", re.UNICODE
+)
+_ES_Y_WORD = re.compile(_ES_Y, re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +76,10 @@ _ES_NUMBER = {
     "dieciocho", "diecinueve", "veinte", "veintiuno", "veintidós", "veintidos", "veintitrés",
     "veintitres", "veinticuatro", "veinticinco", "veintiséis", "veintiseis", "veintisiete",
     "veintiocho", "veintinueve", "treinta", "cuarenta", "cincuenta", "sesenta", "setenta",
-    "ochenta", "noventa", "cien", "ciento", "mil",
+    "ochenta", "noventa", "cien", "ciento", "mil", "doscientos", "doscientas", "trescientos",
+    "trescientas", "cuatrocientos", "cuatrocientas", "quinientos", "quinientas", "seiscientos",
+    "seiscientas", "setecientos", "setecientas", "ochocientos", "ochocientas", "novecientos",
+    "novecientas",
 }  # fmt: skip
 _REPEAT = {"double": 2, "triple": 3}
 #: words that may sit inside a spoken sequence without ending it
@@ -87,6 +98,7 @@ def is_number_word(word: str) -> bool:
         or low in _EN_NUMBER
         or low in _ES_NUMBER
         or low in _REPEAT
+        or bool(_ES_Y_WORD.fullmatch(low))
     )
 
 
@@ -94,7 +106,9 @@ _TENS = {
     "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
     "treinta", "cuarenta", "cincuenta", "sesenta", "setenta", "ochenta", "noventa",
 }  # fmt: skip
-_SCALES = {"hundred", "thousand", "cien", "ciento", "mil"}
+_SCALES = {"hundred", "thousand", "cien", "ciento", "mil"} | {
+    w for w in _ES_NUMBER if w.endswith(("cientos", "cientas"))
+}
 
 
 def _plausible(chunk: list[str]) -> bool:
@@ -193,6 +207,8 @@ class Run:
     end: int
     #: how many spelled letters it holds
     letters: int
+    #: where the spoken groups end in ``value`` ("six one seven, five five..." → 3, ...)
+    groups: tuple[int, ...] = ()
 
 
 def _letter_at(toks: list[Token], i: int) -> tuple[str, int] | None:
@@ -241,6 +257,7 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
         letters = 0
         start = end = -1
         words: list[str] = []
+        groups: list[int] = []
 
         def flush(words: list[str] = words, parts: list[str] = parts) -> None:
             if words:
@@ -275,6 +292,7 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
                 # "forty-five" is one number; "six one seven, five five five" is a sequence
                 if t.text == ",":
                     flush()
+                    groups.append(sum(len(p) for p in parts))
                 j += 1
                 continue
             if t.low == "and" and words and j + 1 < len(toks) and toks[j + 1].low == "then":
@@ -284,7 +302,8 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
         flush()
         value = "".join(parts)
         if value and "?" not in value and start >= 0 and not (len(value) == 1 and letters == 0):
-            found.append(Run(value=value, start=start, end=end, letters=letters))
+            cuts = tuple(sorted({g for g in groups if 0 < g < len(value)}))
+            found.append(Run(value=value, start=start, end=end, letters=letters, groups=cuts))
         i = max(j, i + 1)
     return found
 
