@@ -132,6 +132,9 @@ def years(text: str, call_year: int) -> list[tuple[int, int, int]]:
 
 
 def _year_of(parts: list[str], call_year: int) -> int | None:
+    if len(parts) == 2 and parts[0] == "0" and len(parts[1]) == 1:
+        # "oh four": 2004
+        parts = ["0" + parts[1]]
     if len(parts) == 2 and parts[0] in ("19", "20") and len(parts[1]) == 2:
         return int(parts[0] + parts[1])
     if len(parts) == 1 and len(parts[0]) == 4 and 1900 <= int(parts[0]) <= call_year:

@@ -53,6 +53,8 @@ class Mention:
     start: int
     end: int
     speaker: Speaker
+    #: the other pieces of a value spoken across turns, as (turn, start, end), for evidence
+    parts: tuple[tuple[int, int, int], ...] = ()
 
 
 _CLAUSE_END = re.compile(r"[.?!;]+|\s[\u2014\u2013]\s?|\s-\s|\bbut\b|\bpero\b|\bwait\b", re.I)

@@ -152,11 +152,27 @@ _EMAIL_STOP = {
 }  # fmt: skip
 
 
+def _email_stop(toks: list[Token], i: int) -> bool:
+    """A word that cannot be in a spoken address's local part ("my email is"); "e" only in
+    "e-mail", since it is also a spelled letter."""
+    if toks[i].low == "e":
+        after = [t.low for t in toks[i + 1 : i + 3]]
+        return "mail" in after
+    return toks[i].low in _EMAIL_STOP
+
+
 def _email_piece(toks: list[Token], i: int) -> tuple[str, int] | None:
     """One spoken piece of an email address at ``toks[i]``: a symbol word, a number, a spelled
     letter group or a word; and the index after it."""
     t = toks[i]
     low = t.low
+    as_in = i + 3 < len(toks) and toks[i + 1].low == "as" and toks[i + 2].low == "in"
+    if len(t.text) == 1 and t.text.isalpha() and as_in:
+        # "T as in Tom": the letter; the word and a hyphenated tail are skipped
+        j = i + 4
+        while j + 1 < len(toks) and toks[j].text == "-" and toks[j + 1].text.isalpha():
+            j += 2
+        return low, j
     if low in _EMAIL_SYMBOLS and low != "at":
         return _EMAIL_SYMBOLS[low], i + 1
     if t.text in (",", "-"):
@@ -189,7 +205,7 @@ def email_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
             continue
         # the local part: pieces back to a stop word or a sentence break
         i = k - 1
-        while i >= 0 and toks[i].low not in _EMAIL_STOP and toks[i].text not in (".", ":", "?"):
+        while i >= 0 and not _email_stop(toks, i) and toks[i].text not in (".", ":", "?"):
             i -= 1
         local = ""
         j = i + 1
@@ -299,13 +315,7 @@ def name_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     for run in runs(turn.text):
         if run.letters != len(run.value) or len(run.value) < 3:
             continue
-        slot = _slot_in(turn.text, NAME_SLOTS, run.start)
-        if slot is None:
-            slot = _spelled_word_slot(turn.text, run)
-        if slot is None:
-            previous = turn_by_number(transcript, turn.turn - 1)
-            if previous is not None and previous.speaker == "agent":
-                slot = _slot_in(previous.text, NAME_SLOTS)
+        slot = name_slot(transcript, turn, run)
         found.append(
             Mention(
                 value=run.value.capitalize(),
@@ -317,6 +327,19 @@ def name_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
             )
         )
     return found
+
+
+def name_slot(transcript: Sequence[Turn], turn: Turn, run: Run) -> str | None:
+    """Which name a spelling at ``run`` of ``turn`` is: "last name"/"first name" in the turn, else
+    the spoken word it follows, else the agent's question before it."""
+    slot = _slot_in(turn.text, NAME_SLOTS, run.start)
+    if slot is None:
+        slot = _spelled_word_slot(turn.text, run)
+    if slot is None:
+        previous = turn_by_number(transcript, turn.turn - 1)
+        if previous is not None and previous.speaker == "agent":
+            slot = _slot_in(previous.text, NAME_SLOTS)
+    return slot
 
 
 def _spelled_word_slot(text: str, run: Run) -> str | None:

@@ -17,15 +17,20 @@ import re
 from collections.abc import Callable, Sequence
 
 from ehrbridge.review.grounding import booking, clinical, phrases
+from ehrbridge.review.grounding.across import joined
 from ehrbridge.review.grounding.address import address_mentions, canonical_line, city_mentions
 from ehrbridge.review.grounding.dates import birth_dates
 from ehrbridge.review.grounding.dialogue import Mention, Stance, settle, stance, turn_by_number
 from ehrbridge.review.grounding.fields import (
+    CODE_SLOTS,
+    PHONE_SLOTS,
     code_mentions,
     e164,
     email_mentions,
     name_mentions,
+    name_slot,
     phone_mentions,
+    slot_of,
     zip_mentions,
 )
 from ehrbridge.review.grounding.finding import Finding, unsure
@@ -123,11 +128,43 @@ def _inherit_slots(mentions: list[Mention]) -> list[Mention]:
     return out
 
 
+_PHONES = {"mobile", "home", "work"}
+
+
+def _across(case: Case, slot: str) -> list[Mention]:
+    """Phones, ids and spelled names the caller speaks in pieces across turns (:mod:`.across`)."""
+    out: list[Mention] = []
+    for j in joined(case.transcript):
+        first_turn, first = j.pieces[0]
+        value = j.value
+        if slot in _PHONES:
+            number = e164(value) if not j.letters and len(value) in (10, 11) else None
+            if number is not None:
+                out.append(j.mention(number, slot_of(case.transcript, first_turn, first.start,
+                                                     PHONE_SLOTS)))  # fmt: skip
+        elif slot in ("member_id", "group_number"):
+            if len(value) >= 5 and any(c.isdigit() for c in value):
+                out.append(
+                    j.mention(value, slot_of(case.transcript, first_turn, first.start, CODE_SLOTS))
+                )
+        elif slot in ("given", "family") and j.letters == len(value) >= 3:
+            out.append(j.mention(value.capitalize(), name_slot(case.transcript, first_turn, first)))
+    return out
+
+
 def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
     """Judge a fact whose values can be found and compared exactly (see the module docstring)."""
     if want is None:
         return unsure("the fact's value cannot be normalised for its field")
-    mentions = _inherit_slots([m for t in case.transcript for m in finder(case.transcript, t)])
+    across = _across(case, slot)
+    pieces = {(m.turn, m.start) for m in across} | {(t, a) for m in across for t, a, _ in m.parts}
+    mentions = [
+        m
+        for t in case.transcript
+        for m in finder(case.transcript, t)
+        if m.speaker == "agent" or (m.turn, m.start) not in pieces
+    ]
+    mentions = _inherit_slots(mentions + across)
     ledger = settle(case.transcript, mentions)
     final = ledger.final.get(slot)
     rejected = ledger.rejected.get(want)
@@ -335,8 +372,9 @@ class GroundingJudge:
 def _evidence(transcript: Sequence[Turn], mentions: Sequence[Mention]) -> tuple[Evidence, ...]:
     out: list[Evidence] = []
     for m in mentions:
-        try:
-            out.append(evidence_in(transcript, m.turn, m.start, m.end))
-        except (IndexError, StopIteration):
-            continue
+        for turn, start, end in (*m.parts, (m.turn, m.start, m.end)):
+            try:
+                out.append(evidence_in(transcript, turn, start, end))
+            except (IndexError, StopIteration):
+                continue
     return tuple(out)

@@ -239,6 +239,17 @@ def _letter_at(toks: list[Token], i: int) -> tuple[str, int] | None:
     return None
 
 
+def _letter_o(toks: list[Token], j: int, parts: list[str], words: list[str]) -> bool:
+    """A bare capital O among spelled letters ("A, B as in boy, O"), with no digit after it, is
+    the letter."""
+    if words or not parts or not parts[-1].isalpha():
+        return False
+    k = j + 1
+    while k < len(toks) and toks[k].text in (",", "-"):
+        k += 1
+    return k >= len(toks) or not is_number_word(toks[k].text)
+
+
 def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
     """The spoken digit-and-letter sequences of one turn, in order.
 
@@ -280,6 +291,12 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
             if is_number_word(t.text):
                 if not words and not parts and t.low in _AMBIGUOUS:
                     break
+                if t.text == "O" and _letter_o(toks, j, parts, words):
+                    parts.append("O")
+                    letters += 1
+                    end = t.end
+                    j += 1
+                    continue
                 if t.text == "O":
                     # a bare capital O: the letter or zero? Neither, so the run is not read
                     parts.append("?")
