@@ -132,7 +132,12 @@ def _display(case: Case) -> Finding:
         for m in mentions
         if m.speaker == "caller" and stance(case.transcript, m) is Stance.ASSERTED
     ]
-    if not own or "drug" not in ledger.final:
+    fixed = [m for m in mentions if _strength_fixed(case, m)]
+    if fixed and (not own or own[-1].turn <= fixed[-1].turn) and "drug" not in ledger.final:
+        # "metoprolol, fifty milligrams - wait, no, twenty-five": the drug stands, its dose is
+        # the last one said
+        own = [*own, fixed[-1]]
+    elif not own or "drug" not in ledger.final:
         return unsure("the caller never says the patient takes this drug")
     said: tuple[str, int, int] | None = None
     where: Mention = own[-1]
@@ -174,6 +179,28 @@ def _display(case: Case) -> Finding:
         mentions=[where, span],
         value=f"{drug} {said[0]}",
     )
+
+
+_FIX_ONLY = re.compile(r"^\W*(?:(?:wait|no|sorry|actually|i mean|make that)\W*)+$", re.I)
+
+
+def _strength_fixed(case: Case, m: Mention) -> bool:
+    """A caller's drug mention hedged only by a correction of its strength: the words between
+    the drug and its first strength hedge nothing, the turn asks nothing, and what sits between
+    the last two strengths is only a correction cue."""
+    if m.speaker != "caller" or stance(case.transcript, m) is not Stance.HEDGED:
+        return False
+    text = _turn_text(case.transcript, m.turn)
+    if "?" in text or "[" in text:
+        return False
+    found = strengths(text[m.end :])
+    if len(found) < 2:
+        return False
+    lead = text[: m.end + found[0][1]]
+    if re.search(r"\b(?:think|maybe|not sure|guess|probably|or)\b", lead, re.I):
+        return False
+    between = text[m.end + found[-2][2] : m.end + found[-1][1]]
+    return bool(_FIX_ONLY.match(between)) and not re.search(r"\w", text[m.end + found[-1][2] :])
 
 
 _CHANGE = re.compile(

@@ -102,7 +102,9 @@ _HEDGE = re.compile(
     re.IGNORECASE,
 )
 _PAST = re.compile(
-    r"\b(?:used to|previous(?:ly)?|former|old|switched from|changed from|until|back then"
+    r"\b(?:used to|previous(?:ly)?|former|old|switched from|changed from|back then"
+    # "until last year" is past; "holding off until after my procedure" is not
+    r"|until(?!\s+(?:after|next|further|i see|my next|my procedure|my surgery|tomorrow|then))"
     r"|moved from|moving from|came from)\b",
     re.IGNORECASE,
 )
@@ -139,7 +141,11 @@ _ACCEPT = re.compile(
     re.IGNORECASE,
 )
 _REJECT = re.compile(r"^\W*(?:no|nope|nah|not|wrong|that's wrong|that's not)\b", re.IGNORECASE)
-_CHECK = re.compile(r"\b(?:is that (?:right|correct)|did i get|correct\?|right\?)", re.I)
+_CHECK = re.compile(
+    r"\b(?:is that (?:right|correct)|did i get|correct\?|right\?|(?:is|is that|is it|is this)"
+    r" still\b)",
+    re.I,
+)
 _SPOILS_ACCEPT = re.compile(
     r"\b(?:no|not|wait|actually|but|except|instead|think|maybe|sure|probably|guess|check|then)\b",
     re.IGNORECASE,

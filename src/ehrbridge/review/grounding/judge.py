@@ -34,7 +34,7 @@ from ehrbridge.review.grounding.fields import (
     zip_mentions,
 )
 from ehrbridge.review.grounding.finding import Finding, unsure
-from ehrbridge.review.grounding.spoken import is_number_word, runs, tokens
+from ehrbridge.review.grounding.spoken import Run, is_number_word, runs, tokens
 from ehrbridge.review.verdicts import Case, Evidence, Outcome, Turn, Verdict, evidence_in
 
 Finder = Callable[[Sequence[Turn], Turn], list[Mention]]
@@ -152,6 +152,78 @@ def _across(case: Case, slot: str) -> list[Mention]:
     return out
 
 
+_SAME = re.compile(
+    r"\bsame\s+(?:number|one|as\s+(?:my|the|before)|(?:cell|phone|mobile|home|work)\b)", re.I
+)
+_ENDING = re.compile(
+    r"\b(?:ending in|ends in|ends with|(?:only |just )?the last (?P<n>two|three|four) (?:digits? )?"
+    r"(?:are|is|to|changed to|are now|is now|now))\s+",
+    re.I,
+)
+_INSTEAD = re.compile(r"\s*,?\s*(?:instead of|not)\s+", re.I)
+_DIGITS_NAMED = {"two": 2, "three": 3, "four": 4}
+
+
+def _derived(case: Case, slot: str) -> list[Mention]:
+    """Phones the caller derives from the number on file: "same as my old one, but ending in
+    four two (instead of one seven)" is the known number with its last digits replaced. The
+    digits replaced must be as many as said, and what they replace must match any "instead of"
+    the caller gives; with no number on file for the slot there is nothing to derive."""
+    out: list[Mention] = []
+    for t in case.transcript:
+        if t.speaker != "caller" or not _SAME.search(t.text):
+            continue
+        cue = _ENDING.search(t.text)
+        if cue is None:
+            continue
+        after = [r for r in runs(t.text) if r.start >= cue.end() and not r.letters]
+        if not after or after[0].start != cue.end():
+            continue
+        tail = after[0]
+        phone_slot = slot_of(case.transcript, t, tail.start, PHONE_SLOTS)
+        known = e164(str(case.known.get(f"Patient.phone.{phone_slot}", "")))
+        if known is None or len(tail.value) > 4:
+            continue
+        named = cue.group("n")
+        if named and _DIGITS_NAMED[named.lower()] != len(tail.value):
+            continue
+        digits = known[2:]
+        instead = _INSTEAD.match(t.text, tail.end)
+        if instead is not None:
+            old = [r for r in after[1:] if r.start == instead.end()]
+            if not old or not digits.endswith(old[0].value) or len(old[0].value) != len(tail.value):
+                continue
+        number = e164(digits[: -len(tail.value)] + tail.value)
+        if number is not None:
+            out.append(Mention(value=number, slot=phone_slot, turn=t.turn, start=tail.start,
+                               end=tail.end, speaker="caller"))  # fmt: skip
+    return out
+
+
+_NO_PHONE = re.compile(
+    r"\b(?:(?:i|we)\s+(?:don't|do not|never)\s+(?:have|had|got)|there's no|there is no"
+    r"|(?:i|we)\s+have\s+no)\s+(?:a\s+|any\s+)?(?P<kind>cell|mobile|cellphone|home phone|landline"
+    r"|work phone|work number|house phone)",
+    re.I,
+)
+
+
+def _no_phone(case: Case, slot: str) -> Mention | None:
+    """The caller's last "I don't have a cell" (for this slot), as their own words."""
+    found: Mention | None = None
+    for t in case.transcript:
+        if t.speaker != "caller":
+            continue
+        for m in _NO_PHONE.finditer(t.text):
+            if PHONE_SLOTS.get(m.group("kind").lower().split()[0]) != slot:
+                continue
+            probe = Mention(value="", slot=slot, turn=t.turn, start=m.start(), end=m.end(),
+                            speaker="caller")  # fmt: skip
+            if stance(case.transcript, probe) is Stance.ASSERTED:
+                found = probe
+    return found
+
+
 def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
     """Judge a fact whose values can be found and compared exactly (see the module docstring)."""
     if want is None:
@@ -164,8 +236,22 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
         for m in finder(case.transcript, t)
         if m.speaker == "agent" or (m.turn, m.start) not in pieces
     ]
+    if slot in _PHONES:
+        across += _derived(case, slot)
     mentions = _inherit_slots(mentions + across)
     ledger = settle(case.transcript, mentions)
+    denial = _no_phone(case, slot) if slot in _PHONES else None
+    if denial is not None and (final := ledger.final.get(slot)) is not None:
+        if denial.turn >= final.turn:
+            return unsure(
+                f"the caller says there is no {slot} phone (turn {denial.turn})", [denial]
+            )
+    elif denial is not None:
+        return Finding(
+            outcome=Outcome.CONTRADICTED,
+            reason=f"the caller says there is no {slot} phone (turn {denial.turn})",
+            mentions=[denial],
+        )
     final = ledger.final.get(slot)
     rejected = ledger.rejected.get(want)
     if final is not None and final.value == want:
@@ -177,7 +263,7 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
             return unsure(
                 f"the caller answers a read-back with other characters (turn {fixed.turn})", [fixed]
             )
-        late = _late_correction(case, final.turn)
+        late = _late_correction(case, final.turn, final)
         if late is not None:
             return unsure(f"the caller corrects something after turn {final.turn}", [late])
         if slot == "email" and not _spelling_agrees(case, final):
@@ -218,9 +304,28 @@ _OTHER = re.compile(r"\b(?:other|different|another|instead|don't use|change)\b",
 _PRONOUNS = {"one", "oh", "o", "once", "una", "won", "ate"}
 
 
-def _late_correction(case: Case, after: int) -> Mention | None:
+_RESTATE_WORDS = {
+    "no", "nope", "sorry", "wait", "actually", "it's", "its", "it", "is", "that's", "i", "said",
+    "the", "last", "four", "digits", "are", "end", "ends", "in", "with", "ending", "no,",
+}  # fmt: skip
+
+
+def _restates(text: str, final: Mention, said: Sequence[Run]) -> bool:
+    """A later "No, oh one one nine." says nothing but the end of the final value: the caller
+    repeats the digits a wrong read-back missed, and the value stands."""
+    chars = re.sub(r"[^A-Za-z0-9]", "", final.value).upper()
+    if not all(len(r.value) >= 3 and chars.endswith(r.value.upper()) for r in said):
+        return False
+    rest = text
+    for r in reversed(said):
+        rest = rest[: r.start] + " " + rest[r.end :]
+    return all(w.lower() in _RESTATE_WORDS for w in re.findall(r"[\w']+", rest))
+
+
+def _late_correction(case: Case, after: int, final: Mention | None = None) -> Mention | None:
     """A caller turn after the final value that corrects something and speaks digits or letters:
-    a partial fix ("actually, the last digit is eight") the finders cannot place."""
+    a partial fix ("actually, the last digit is eight") the finders cannot place; one that only
+    repeats the end of ``final`` (:func:`_restates`) is not a fix."""
     for t in case.transcript:
         if t.turn <= after or t.speaker != "caller":
             continue
@@ -237,7 +342,10 @@ def _late_correction(case: Case, after: int) -> Mention | None:
                 speaker="caller",
             )
         numbers = [k for k in tokens(t.text) if is_number_word(k.text) and k.low not in _PRONOUNS]
-        if runs(t.text) or numbers:
+        said = runs(t.text)
+        if said and final is not None and _restates(t.text, final, said):
+            continue
+        if said or numbers:
             return Mention(
                 value="",
                 slot=None,
