@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from ehrbridge.review.grounding.spoken import is_number_word, number_parts, tokens
@@ -132,9 +133,7 @@ def years(text: str, call_year: int) -> list[tuple[int, int, int]]:
 
 
 def _year_of(parts: list[str], call_year: int) -> int | None:
-    if len(parts) == 2 and parts[0] == "0" and len(parts[1]) == 1:
-        # "oh four": 2004
-        parts = ["0" + parts[1]]
+    parts = _leading_zeros(parts)
     if len(parts) == 2 and parts[0] in ("19", "20") and len(parts[1]) == 2:
         return int(parts[0] + parts[1])
     if len(parts) == 1 and len(parts[0]) == 4 and 1900 <= int(parts[0]) <= call_year:
@@ -143,6 +142,23 @@ def _year_of(parts: list[str], call_year: int) -> int | None:
         yy = int(parts[0])
         return 2000 + yy if 2000 + yy <= call_year else 1900 + yy
     return None
+
+
+_YEAR_FIX = re.compile(r"\b(?:no|sorry|i mean|actually|wait)\b", re.IGNORECASE)
+
+
+def _leading_zeros(parts: list[str]) -> list[str]:
+    """ "oh six, fifteen, oh four" is 06, 15, 04: an "oh" joins the digit after it."""
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        if parts[i] == "0" and i + 1 < len(parts) and len(parts[i + 1]) == 1:
+            out.append("0" + parts[i + 1])
+            i += 2
+            continue
+        out.append(parts[i])
+        i += 1
+    return out
 
 
 def birth_dates(text: str, call_year: int, *, day_first: bool = False) -> list[Spoken]:
@@ -160,6 +176,10 @@ def birth_dates(text: str, call_year: int, *, day_first: bool = False) -> list[S
             if not after:
                 continue
             year, _, y_end = after[0]
+            for (_, _, prev_end), (later, l_start, l_end) in pairwise(after):
+                # "nineteen sixty - no, sorry, nineteen seventy": the corrected year
+                if _YEAR_FIX.search(text[prev_end:l_start]):
+                    year, y_end = later, l_end
             try:
                 out.append(Spoken(value=date(year, month, day), start=start, end=y_end))
             except ValueError:
@@ -173,7 +193,10 @@ def birth_dates(text: str, call_year: int, *, day_first: bool = False) -> list[S
         if not 2 <= len(groups) <= 3 or not words:
             continue
         parts = number_parts(words)
-        if parts is None or len(parts) < 3:
+        if parts is None:
+            continue
+        parts = _leading_zeros(parts)
+        if len(parts) < 3:
             continue
         a, b = int(parts[0]), int(parts[1])
         yy = _year_of(parts[2:], call_year)

@@ -152,6 +152,11 @@ _EMAIL_STOP = {
 }  # fmt: skip
 
 
+#: what callers say about an address that is not part of it
+_TRANSPARENT = (("all", "one", "word"), ("one", "word"), ("all", "lowercase"),
+                ("all", "lower", "case"), ("no", "spaces"))  # fmt: skip
+
+
 def _email_stop(toks: list[Token], i: int) -> bool:
     """A word that cannot be in a spoken address's local part ("my email is"); "e" only in
     "e-mail", since it is also a spelled letter."""
@@ -166,6 +171,9 @@ def _email_piece(toks: list[Token], i: int) -> tuple[str, int] | None:
     letter group or a word; and the index after it."""
     t = toks[i]
     low = t.low
+    for phrase in _TRANSPARENT:
+        if [x.low for x in toks[i : i + len(phrase)]] == list(phrase):
+            return "", i + len(phrase)
     as_in = i + 3 < len(toks) and toks[i + 1].low == "as" and toks[i + 2].low == "in"
     if len(t.text) == 1 and t.text.isalpha() and as_in:
         # "T as in Tom": the letter; the word and a hyphenated tail are skipped
@@ -242,7 +250,29 @@ def email_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
                     speaker=turn.speaker,
                 )
             )
+            fixed = _DOMAIN_FIX.match(turn.text, end)
+            if fixed is not None:
+                # "... at example dot com - no, sorry, example dot org": the domain corrected
+                new = ".".join(re.split(r"\s+(?:dot|punto)\s+", fixed.group("domain").lower()))
+                if new.rsplit(".", 1)[-1] in _TLDS:
+                    found.append(
+                        Mention(
+                            value=f"{local}@{new}",
+                            slot="email",
+                            turn=turn.turn,
+                            start=fixed.start("domain"),
+                            end=fixed.end("domain"),
+                            speaker=turn.speaker,
+                        )
+                    )
     return found
+
+
+_DOMAIN_FIX = re.compile(
+    r"\W*(?:(?:no|sorry|wait|actually|i mean|make that|it's)\W+)+(?:at\s+)?"
+    r"(?P<domain>[a-z]+(?:\s+(?:dot|punto)\s+[a-z]+)+)\b",
+    re.IGNORECASE,
+)
 
 
 def _email_slot(text: str, pos: int) -> str | None:

@@ -263,7 +263,7 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
             return unsure(
                 f"the caller answers a read-back with other characters (turn {fixed.turn})", [fixed]
             )
-        late = _late_correction(case, final.turn, final)
+        late = _late_correction(case, final.turn, final) or _fixed_after(case, final)
         if late is not None:
             return unsure(f"the caller corrects something after turn {final.turn}", [late])
         if slot == "email" and not _spelling_agrees(case, final):
@@ -308,6 +308,33 @@ _RESTATE_WORDS = {
     "no", "nope", "sorry", "wait", "actually", "it's", "its", "it", "is", "that's", "i", "said",
     "the", "last", "four", "digits", "are", "end", "ends", "in", "with", "ending", "no,",
 }  # fmt: skip
+
+
+_FIX_CUE = re.compile(
+    r"\b(?:no|sorry|wait|actually|i mean|make that|scratch that|correction)\b", re.I
+)
+
+
+def _fixed_after(case: Case, final: Mention) -> Mention | None:
+    """The final value's own turn goes on to correct something with digits, letters or an
+    address's "dot" after it ("... nineteen sixty - no, sorry, nineteen seventy" where only the
+    first was read): a fix the finders could not place."""
+    turn = turn_by_number(case.transcript, final.turn)
+    if turn is None:
+        return None
+    tail = turn.text[final.end :]
+    cue = _FIX_CUE.search(tail)
+    if cue is None:
+        return None
+    rest = tail[cue.end() :]
+    words = [
+        w for w in re.findall(r"[\w']+", rest) if is_number_word(w) and w.lower() not in _PRONOUNS
+    ]
+    if runs(rest) or words or re.search(r"\b(?:dot|at|underscore|dash)\b", rest, re.I):
+        start = final.end + cue.start()
+        return Mention(value="", slot=None, turn=turn.turn, start=start,
+                       end=final.end + cue.end(), speaker=turn.speaker)  # fmt: skip
+    return None
 
 
 def _restates(text: str, final: Mention, said: Sequence[Run]) -> bool:

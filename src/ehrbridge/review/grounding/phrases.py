@@ -10,6 +10,7 @@ under the same dialogue rules as any value (not hypothetical, not asked, not hed
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 from ehrbridge.review.grounding.address import SUFFIXES
 from ehrbridge.review.grounding.dialogue import Mention, Stance, stance
@@ -28,7 +29,8 @@ LANGUAGES = {
 }  # fmt: skip
 _NAMES = "|".join(sorted(LANGUAGES, key=len, reverse=True))
 _PREFERENCE = re.compile(
-    rf"\bprefer(?:s|red|ir|iero|iere)?\s+(?:to speak\s+|in\s+|en\s+)?(?P<a>{_NAMES})\b"
+    rf"\b(?:prefer(?:s|red)?|prefier[oe]|preferir(?:ía)?)\s+(?:to speak\s+|in\s+|en\s+)?"
+    rf"(?P<a>{_NAMES})\b"
     rf"|\b(?:fine|okay|ok|good|comfortable|bien)\s+(?:in|with|en|con)\s+(?P<e>{_NAMES})\b"
     rf"|\b(?P<b>{_NAMES})\s+(?:is|es|está)\s+(?:fine|okay|ok|good|better|best|bien|mejor)\b"
     rf"|\b(?:in\s+)?(?P<c>{_NAMES}),?\s+(?:please|por favor)\b"
@@ -84,10 +86,23 @@ def _words(value: str) -> list[str]:
     return out
 
 
+def _joined_words(want: list[str], text: str) -> list[str]:
+    """``want`` with words said split ("United Healthcare") joined as stored
+    ("UnitedHealthcare"): a stored word that is two spoken words in a row."""
+    spoken = [w.lower() for w in re.findall(r"[A-Za-zà-ÿ0-9']+", text)]
+    pairs = {a + b: f"{a} {b}" for a, b in pairwise(spoken)}
+    out: list[str] = []
+    for w in want:
+        out.extend(pairs[w].split() if w in pairs and w not in spoken else [w])
+    return out
+
+
 def _stated(case: Case) -> Finding:
     want = _words(str(case.fact.value))
     if not want:
         return unsure("no words to look for")
+    said_all = " ".join(t.text for t in case.transcript if t.speaker == "caller")
+    want = _joined_words(want, said_all)
     for t in reversed(list(case.transcript)):
         if t.speaker != "caller":
             continue

@@ -83,7 +83,9 @@ _ES_NUMBER = {
 }  # fmt: skip
 _REPEAT = {"double": 2, "triple": 3}
 #: words that may sit inside a spoken sequence without ending it
-_JOINERS = {",", "-", "then"}
+_JOINERS = {",", "-", "then", "dash", "hyphen", "guion", "guión"}
+#: joiners that end a spoken group ("six one seven, five..."; "Z X B dash seven...")
+_GROUP_ENDS = {",", "dash", "hyphen", "guion", "guión"}
 
 # "once" is Spanish eleven but mostly English; "o" alone is a letter more often than zero
 _AMBIGUOUS = {"once", "o", "una", "ate", "won"}
@@ -239,6 +241,10 @@ def _letter_at(toks: list[Token], i: int) -> tuple[str, int] | None:
     return None
 
 
+def _number_at(toks: list[Token], k: int) -> bool:
+    return k < len(toks) and is_number_word(toks[k].text) and toks[k].low not in _AMBIGUOUS
+
+
 def _letter_o(toks: list[Token], j: int, parts: list[str], words: list[str]) -> bool:
     """A bare capital O among spelled letters ("A, B as in boy, O"), with no digit after it, is
     the letter."""
@@ -305,9 +311,11 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
                 end = t.end
                 j += 1
                 continue
-            if t.low in _JOINERS and (words or parts):
-                # "forty-five" is one number; "six one seven, five five five" is a sequence
-                if t.text == ",":
+            pause = t.text == "..." and words and _number_at(toks, j + 1)
+            if (t.low in _JOINERS and (words or parts)) or pause:
+                # "forty-five" is one number; "six one seven, five five five" is a sequence;
+                # "nine four nine... five five five" pauses inside one
+                if t.low in _GROUP_ENDS or pause:
                     flush()
                     groups.append(sum(len(p) for p in parts))
                 j += 1
