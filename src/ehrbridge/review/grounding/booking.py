@@ -27,7 +27,8 @@ from ehrbridge.review.grounding.finding import Finding, unsure
 from ehrbridge.review.verdicts import Case, Outcome, Turn
 
 _BOOKED = re.compile(
-    r"\b(?:you're (?:all )?(?:booked|scheduled|set)|i've (?:booked|scheduled|moved|put you)"
+    r"\b(?:you're (?:all |now )?(?:booked|scheduled|set)|you are (?:all |now )?(?:booked|scheduled)"
+    r"|i've (?:booked|scheduled|moved|put you)"
     r"|i (?:booked|scheduled)|(?:is|are) now (?:on|at|booked|scheduled|set)?|has been booked"
     r"|te (?:agendé|reservé))",
     re.IGNORECASE,

@@ -53,6 +53,32 @@ def drug_name(word: str) -> str | None:
     return str(found[0][0]["name"]).lower()
 
 
+_SALTS = {"sodium", "potassium", "calcium", "magnesium", "hydrochloride", "hcl", "besylate",
+          "succinate", "tartrate", "maleate", "mesylate", "citrate", "sulfate", "acetate",
+          "fumarate", "bromide", "phosphate"}  # fmt: skip
+
+
+@lru_cache(maxsize=8192)
+def drug_names(word: str) -> frozenset[str]:
+    """Every single-drug name a drug word stands for, lower-case: its canonical name and its
+    dictionary synonyms that are that name with a salt ("levothyroxine sodium"), so that
+    Synthroid (filed under thyroxine) is levothyroxine too. Empty if it is not a drug.
+
+    >>> "levothyroxine" in drug_names("Synthroid")
+    True
+    """
+    found = _drug_index()([word.lower()])
+    if not found:
+        return frozenset()
+    record = found[0][0]
+    names = {str(record["name"]).lower()}
+    for synonym in record.get("synonyms") or ():
+        words = str(synonym).lower().split()
+        if len(words) == 2 and (set(words) & _SALTS):
+            names.update(w for w in words if w not in _SALTS and w.isalpha())
+    return frozenset(names)
+
+
 def parse_medication(value: str) -> tuple[str | None, str | None]:
     """A stored display ``atorvastatin 20 mg`` as (canonical drug, ``20 mg``)."""
     m = re.match(r"\s*([A-Za-z][A-Za-z -]*?)\s*(?:(\d+(?:\.\d+)?)\s*([a-zA-Z]+))?\s*$", value)
@@ -75,7 +101,7 @@ def _drug_mentions(turn: Turn, drug: str) -> list[Mention]:
             value=drug, slot="drug", turn=turn.turn, start=t.start, end=t.end, speaker=turn.speaker
         )
         for t in tokens(turn.text)
-        if len(t.text) > 3 and t.text.isalpha() and drug_name(t.text) == drug
+        if len(t.text) > 3 and t.text.isalpha() and drug in drug_names(t.text)
     ]
 
 
@@ -97,6 +123,13 @@ def strengths(text: str) -> list[tuple[str, int, int]]:
             if toks[j].text != "-":
                 words.append(toks[j].low)
             j += 1
+        if (
+            i > 0
+            and toks[i - 1].low in ("point", "punto")
+            and not (i > 1 and is_number_word(toks[i - 2].text))
+        ):
+            # "point five milligrams" is 0.5 mg, never 5
+            words = ["zero", "point", *words]
         if "point" in words:
             k = words.index("point")
             whole, frac = number_digits(words[:k]), number_digits(words[k + 1 :])

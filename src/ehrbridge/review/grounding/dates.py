@@ -339,6 +339,11 @@ def clock_times(text: str, *, need_marker: bool = True) -> list[Spoken]:
     out: list[Spoken] = []
     for m in _TIME.finditer(text):
         mer = (m.group("mer") or "").lower().replace(" ", "").replace(".", "")
+        noon = m.group("h").lower() == "noon" and not m.group("rel") and not m.group("m")
+        if noon and not mer:
+            # "at noon" needs no a.m. or p.m.
+            out.append(Spoken(value=time(12, 0), start=m.start(), end=m.end()))
+            continue
         if not m.group("m") and not m.group("mm") and not mer and not m.group("rel"):
             continue
         if need_marker and (not mer or mer == "o'clock"):

@@ -198,6 +198,19 @@ def rejects(reply: Turn | None) -> bool:
     )
 
 
+_RESET = re.compile(r"\b(?:new|now|current(?:ly)?|these days|today)\b", re.I)
+
+
+def _past(text: str, cs: int, ce: int, m: Mention) -> bool:
+    """The clause puts the value in the past ("my old address was twelve Park Place"); a past
+    word before it is answered by a "new"/"now" in between ("..., the new one is thirty Park
+    Place")."""
+    if _PAST.search(text, m.end, ce):
+        return True
+    before = list(_PAST.finditer(text, cs, m.start))
+    return bool(before) and not _RESET.search(text, before[-1].end(), m.start)
+
+
 def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> Stance:
     before = text[cs : m.start]
     rest = text[m.end :]
@@ -211,7 +224,7 @@ def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> St
     tail = before[-24:]
     if re.search(r"\b(?:not|never)\s+(?:the\s+)?$", tail, re.I) or _NEGATION.search(before):
         return Stance.REJECTED
-    if _PAST.search(inside):
+    if _past(text, cs, ce, m):
         return Stance.ELSEWHERE
     if _OWNED_ELSEWHERE.search(rest):
         return Stance.ELSEWHERE
@@ -239,9 +252,11 @@ def stance(transcript: Sequence[Turn], m: Mention, *, same_kind_later: bool = Fa
         return _caller_context(text, cs, m, same_kind_later)
     # the agent: its own words are never evidence, only what the caller accepts
     _, ce = clause(text, m.start, m.end)
-    if _THIRD_PARTY.search(text[cs:ce]):
-        return Stance.ELSEWHERE
     reply = next_turn(transcript, m.turn)
+    # speaking through an interpreter, the agent's "her cell" is the patient's
+    through = reply is not None and reply.speaker == "caller" and relayed(reply.text) > 0
+    if _third_party(text, cs, ce, through):
+        return Stance.ELSEWHERE
     if rejects(reply):
         # "No" answers the question: a value in it, or the value it asks the caller to check
         asked = "?" in text[m.start : ce] or bool(_CHECK.search(text[m.end :]))

@@ -112,11 +112,33 @@ def repaired(text: str, spoken: list[Run], length: int) -> list[Run]:
     return sorted(out, key=lambda r: (r.start, r.end))
 
 
+def paused(text: str, spoken: list[Run]) -> list[Run]:
+    """``spoken`` with a phone number read through its pauses: "nine four nine... five five
+    five... zero one two three" is ``9495550123`` when the pieces are its groups (3, 3, 4 digits,
+    or 3 and 7), with nothing but "..." between them. Any other split stays as said (a pause
+    before the end can be a caller trailing off)."""
+    out = list(spoken)
+    for i in range(len(spoken)):
+        for k in (3, 2):
+            chunk = spoken[i : i + k]
+            if len(chunk) != k or any(r.letters for r in chunk):
+                continue
+            if not all(
+                re.fullmatch(r"\s*\.\.\.\s*", text[a.end : b.start]) for a, b in pairwise(chunk)
+            ):
+                continue
+            sizes = [len(r.value) for r in chunk]
+            if sizes in ([3, 3, 4], [3, 7], [6, 4]):
+                value = "".join(r.value for r in chunk)
+                out.append(Run(value=value, start=chunk[0].start, end=chunk[-1].end, letters=0))
+    return sorted(out, key=lambda r: (r.start, r.end))
+
+
 def phone_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     """The full phone numbers spoken in ``turn``, E.164, with an extension when one is said."""
     found: list[Mention] = []
     toks = tokens(turn.text)
-    spoken = repaired(turn.text, runs(turn.text, toks), 10)
+    spoken = paused(turn.text, repaired(turn.text, runs(turn.text, toks), 10))
     for i, run in enumerate(spoken):
         if run.letters or len(run.value) not in (10, 11):
             continue
@@ -125,9 +147,10 @@ def phone_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
             continue
         end = run.end
         rest = turn.text[run.end : run.end + 16].lower()
-        if re.match(r"\W*(?:extension|ext)\b", rest) and i + 1 < len(spoken):
-            number += f";ext={spoken[i + 1].value}"
-            end = spoken[i + 1].end
+        after = [r for r in spoken[i + 1 :] if r.start >= run.end]
+        if re.match(r"\W*(?:extension|ext)\b", rest) and after:
+            number += f";ext={after[0].value}"
+            end = after[0].end
         slot = slot_of(transcript, turn, run.start, PHONE_SLOTS)
         found.append(
             Mention(

@@ -241,10 +241,6 @@ def _letter_at(toks: list[Token], i: int) -> tuple[str, int] | None:
     return None
 
 
-def _number_at(toks: list[Token], k: int) -> bool:
-    return k < len(toks) and is_number_word(toks[k].text) and toks[k].low not in _AMBIGUOUS
-
-
 def _letter_o(toks: list[Token], j: int, parts: list[str], words: list[str]) -> bool:
     """A bare capital O among spelled letters ("A, B as in boy, O"), with no digit after it, is
     the letter."""
@@ -311,11 +307,9 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
                 end = t.end
                 j += 1
                 continue
-            pause = t.text == "..." and words and _number_at(toks, j + 1)
-            if (t.low in _JOINERS and (words or parts)) or pause:
-                # "forty-five" is one number; "six one seven, five five five" is a sequence;
-                # "nine four nine... five five five" pauses inside one
-                if t.low in _GROUP_ENDS or pause:
+            if t.low in _JOINERS and (words or parts):
+                # "forty-five" is one number; "six one seven, five five five" is a sequence
+                if t.low in _GROUP_ENDS:
                     flush()
                     groups.append(sum(len(p) for p in parts))
                 j += 1
