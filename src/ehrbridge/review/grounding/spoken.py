@@ -49,7 +49,12 @@ def tokens(text: str) -> list[Token]:
     >>> [t.text for t in tokens("It's oh-one, [inaudible]...")]
     ["It's", 'oh', '-', 'one', ',', '[inaudible]', '...']
     """
-    return [Token(text=m.group(), start=m.start(), end=m.end()) for m in _TOKEN.finditer(text)]
+    return list(_tokens(text))
+
+
+@lru_cache(maxsize=4096)
+def _tokens(text: str) -> tuple[Token, ...]:
+    return tuple(Token(text=m.group(), start=m.start(), end=m.end()) for m in _TOKEN.finditer(text))
 
 
 #: single digits, with the speech-to-text homophones the transcripts keep ("fife", "won", "ate")
@@ -253,7 +258,7 @@ def _letter_o(toks: list[Token], j: int, parts: list[str], words: list[str]) -> 
 
 
 def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
-    """The spoken digit-and-letter sequences of one turn, in order.
+    """The spoken digit-and-letter sequences of one turn, in order (read once per text).
 
     >>> [r.value for r in runs("It's six one seven, five five five, oh one two seven.")]
     ['6175550127']
@@ -262,7 +267,13 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
     >>> [r.value for r in runs("Seven seven three, five five five... oh one three six.")]
     ['773555', '0136']
     """
-    toks = tokens(text) if toks is None else toks
+    del toks  # the tokens of ``text``; kept for callers that have them
+    return list(_runs(text))
+
+
+@lru_cache(maxsize=4096)
+def _runs(text: str) -> tuple[Run, ...]:
+    toks = tokens(text)
     found: list[Run] = []
     i = 0
     while i < len(toks):
@@ -324,9 +335,11 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
             cuts = tuple(sorted({g for g in groups if 0 < g < len(value)}))
             found.append(Run(value=value, start=start, end=end, letters=letters, groups=cuts))
         i = max(j, i + 1)
-    return found
+    return tuple(found)
 
 
 def clear_cache() -> None:
     """Forget the compound numbers read so far (for benchmarks that time unseen text)."""
     _compound.cache_clear()
+    _runs.cache_clear()
+    _tokens.cache_clear()
