@@ -7,6 +7,19 @@ from the label rules, one or more per phenomenon of real calls (interpreters, di
 derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, spelled emails,
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
+
+They came in three batches, each written before the judge was run on it, so the first run of a
+batch says how the rules did on cases they had never seen:
+
+- ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
+  three read as three; "pasado mañana" read as tomorrow);
+- ``u-2xx`` (57), after the judge handled the first: 26 of 41 verified, 2 unsafe passes (an
+  email domain corrected in the same breath; a birth year corrected in the same breath);
+- ``u-3xx`` (35, mostly traps for the rules the first two prompted): 12 of 16 verified, 1 unsafe
+  pass (a member id the caller could read only the start of).
+
+Each run's misses were then fixed as phenomena, not as cases; ``test_grounding_unseen.py`` holds
+the judge to all of them.
 """
 
 from __future__ import annotations
@@ -1122,4 +1135,115 @@ _B2: list[dict[str, Any]] = [
                "right?"), (C, "[Interpreter] She says no, that number is wrong.")]),
 ]  # fmt: skip
 
-UNSEEN: list[LabelledCase] = [parse_case(body) for body in [*_RAW, *_B2]]
+
+# A third batch, written after the second was handled and, again, run once before any change:
+# mostly traps for the rules added for the first two (pieces that turn out to be someone else's,
+# a hedged first piece, derivations that do not fit, relays of someone else's number).
+_B3: list[dict[str, Any]] = [
+    _case("u-301", "unsupported", "phone.mobile", "+12025550144",
+          [(A, "Cell number?"), (C, "Two zero two"), (A, "Mm-hm"),
+           (C, "five five five, oh one four four. Actually no, that's my husband's cell.")]),
+    _case("u-302", "unsupported", "phone.mobile", "+16175550198",
+          [(A, "Cell number?"), (C, "I think it's six one seven"), (A, "Uh huh"),
+           (C, "five five five, oh one nine eight.")]),
+    _case("u-303", "unsupported", "phone.mobile", "+13125550166",
+          [(A, "Your cell?"), (C, "Three one two"), (A, "Okay"),
+           (C, "[inaudible] five five, oh one six six.")]),
+    _case("u-304", "unsupported", "phone.mobile", "+13125550142",
+          _two("Did your number change?", "Yes, it's the same as my old one but the last digits "
+               "changed, I forget them, I'll call back."),
+          known={"Patient.phone.mobile": "+13125550117"}),
+    _case("u-305", "contradicted", "phone.mobile", "+13125550124",
+          _two("Did your number change?", "It's the same as my old number, but ending in four "
+               "two."), known={"Patient.phone.mobile": "+13125550117"}),
+    _case("u-306", "unsupported", "phone.mobile", "+14155550100",
+          _two("Your cell?", "Four one five, five five five, oh one — no wait, that's not it, I'll "
+               "need to check.")),
+    _case("u-307", "unsupported", "phone.mobile", "+12065550151",
+          _two("What's her cell number?", "[Interpreter] She says her son's number is two zero "
+               "six, five five five, oh one five one.")),
+    _case("u-308", "unsupported", "phone.mobile", "+12065550188",
+          _two("Does she have a cell?", "[Interpreter] She is asking if you can use her husband's "
+               "phone, two zero six, five five five, oh one eight eight.")),
+    _case("u-309", "unsupported", "phone.mobile", "+12065550139",
+          [(A, "Her cell is two zero six, five five five, zero one three nine. Is that right?"),
+           (C, "[Interpreter] She says maybe, she is not sure.")]),
+    _case("u-310", "supported", "start", "2026-12-08T15:25:00-05:00",
+          [(A, "Tuesday, December eighth at twenty-five past three p.m.?"), (C, "Yes."),
+           (A, "You're booked for Tuesday, December eighth at twenty-five past three p.m."),
+           (C, "Thanks.")], entity="Appointment"),
+    _case("u-311", "supported", "start", "2026-12-08T15:50:00-05:00",
+          [(A, "Tuesday, December eighth at ten to four p.m.?"), (C, "Sure."),
+           (A, "You're booked for Tuesday, December eighth at ten to four p.m."),
+           (C, "Thanks.")], entity="Appointment"),
+    _case("u-312", "supported", "start", "2026-12-14T11:30:00-05:00",
+          [(A, "¿El lunes catorce de diciembre a las once y media de la mañana?"), (C, "Sí."),
+           (A, "Listo, te agendé para el lunes catorce de diciembre a las once y media de la "
+               "mañana."), (C, "Gracias.")], entity="Appointment"),
+    _case("u-313", "supported", "start", "2026-12-05T09:00:00-05:00",
+          [(A, "¿Mañana a las nueve por la mañana?"), (C, "Sí, perfecto."),
+           (A, "Listo, te agendé para mañana a las nueve por la mañana."), (C, "Gracias.")],
+          entity="Appointment"),
+    _case("u-314", "supported", "start", "2026-12-07T10:00:00-05:00",
+          [(A, "How about next Monday at ten a.m.?"), (C, "Yes."),
+           (A, "You're booked for next Monday at ten a.m."), (C, "Thanks.")],
+          entity="Appointment"),
+    _case("u-315", "unsupported", "email", "lopez.maria@example.com",
+          _two("Email?", "It's lopez dot maria at example dot com, or maybe maria dot lopez, I "
+               "always forget the order.")),
+    _case("u-316", "supported", "email", "j.smith@example.com",
+          _two("Email?", "J dot smith at example dot com, that's J as in John.")),
+    _case("u-317", "contradicted", "email", "tnguyen@example.org",
+          _two("Email?", "Use my personal one, tam dot nguyen at example dot net. The work one, "
+               "tnguyen at example dot org, I don't check, so don't use that.")),
+    _case("u-318", "supported", "email", "tam.nguyen@example.net",
+          _two("Email?", "Use my personal one, tam dot nguyen at example dot net. The work one, "
+               "tnguyen at example dot org, I don't check, so don't use that.")),
+    _case("u-319", "unsupported", "member_id", "XYZ12",
+          _two("Member ID?", "It starts with X, Y, Z, one two... and then I can't read the rest."),
+          entity="InsurancePlan"),
+    _case("u-320", "supported", "name.family", "Haller",
+          _two("Last name?", "Haller, H-A-double L-E-R.")),
+    _case("u-321", "contradicted", "birth_date", "1980-05-05",
+          [(A, "Is your date of birth May fifth, nineteen eighty?"),
+           (C, "No, May fifteenth, nineteen eighty.")]),
+    _case("u-322", "supported", "birth_date", "1980-05-15",
+          [(A, "Is your date of birth May fifth, nineteen eighty?"),
+           (C, "No, May fifteenth, nineteen eighty.")]),
+    _case("u-323", "unsupported", "medication.display", "apixaban 5 mg",
+          _two("What do you take?", "I take Eliquis, but I don't remember the dose, maybe five?"),
+          entity="MedicationOrder"),
+    _case("u-324", "supported", "medication.display", "rosuvastatin 10 mg",
+          _two("Medications?", "I used to take Zocor, now I'm on Crestor, ten milligrams."),
+          entity="MedicationOrder"),
+    _case("u-325", "unsupported", "medication.display", "simvastatin 40 mg",
+          _two("Medications?", "I used to take Zocor forty, now I'm on Crestor, ten milligrams."),
+          entity="MedicationOrder", why="a past drug; no current simvastatin"),
+    _case("u-326", "supported", "substance", "sulfa antibiotics",
+          _two("Any allergies?", "Sulfa gives me a rash."), entity="AllergyIntolerance"),
+    _case("u-327", "unsupported", "substance", "ibuprofen",
+          _two("Any allergies?", "I'm not sure if I'm allergic to ibuprofen, it upset my stomach "
+               "once."), entity="AllergyIntolerance"),
+    _case("u-328", "supported", "address.line", "1522 Ocean Ave Unit 4",
+          _two("Address?", "Fifteen twenty-two Ocean Avenue, unit four.")),
+    _case("u-329", "contradicted", "address.line", "42 Maple Ave",
+          _two("Is it still forty-two Maple Avenue?", "No, we moved to ninety Oak Street.")),
+    _case("u-330", "supported", "phone.mobile", "+16175550142",
+          _two("Is your cell still six one seven, five five five, oh one four two?",
+               "Yes, still the same."), known={"Patient.phone.mobile": "+16175550142"}),
+    _case("u-331", "supported", "phone.mobile", "+16175550199",
+          _two("Cell number?", "It's 617-555-0199.")),
+    _case("u-332", "supported", "payer", "Medicare",
+          _two("Insurance?", "It's Medicare."), entity="InsurancePlan"),
+    _case("u-333", "unsupported", "payer", "Humana",
+          _two("Insurance?", "It was Humana, but I think that ended."), entity="InsurancePlan"),
+    _case("u-334", "supported", "status", "booked",
+          [(A, "I have Monday, December seventh at two p.m."), (C, "Yes, book it."),
+           (A, "Done, I've booked you for Monday, December seventh at two p.m."),
+           (C, "Thank you.")], entity="Appointment"),
+    _case("u-335", "unsupported", "phone.work", "+13125550175",
+          _two("Work number?", "My boss's line is three one two, five five five, oh one seven "
+               "five, I don't have my own.")),
+]  # fmt: skip
+
+UNSEEN: list[LabelledCase] = [parse_case(body) for body in [*_RAW, *_B2, *_B3]]

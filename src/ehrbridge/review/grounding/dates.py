@@ -320,7 +320,7 @@ _TIME = re.compile(
     r"|y media|y cuarto|y quince|y diez|y veinte|y cinco|menos cuarto|menos diez|menos cinco"
     r"|menos veinte)\b)?"
     r"\s*(?P<mer>a\.?\s?m\.?|p\.?\s?m\.?|o'clock|in the morning|in the afternoon|in the evening"
-    r"|de la mañana|de la tarde|de la noche)?",
+    r"|(?:de|por|en) la mañana|(?:de|por|en) la tarde|(?:de|por|en) la noche)?",
     re.IGNORECASE,
 )
 #: words just before an hour that change it in a way the reader does not know: "twenty-five
@@ -362,6 +362,7 @@ def clock_times(text: str, *, need_marker: bool = True) -> list[Spoken]:
             minute = -shift if m.group("dir").lower() in ("to", "of", "till", "before") else shift
         if hour > 12 or minute > 59:
             continue
+        mer = re.sub(r"^(?:por|en)la", "dela", mer)
         if mer in ("pm", "intheafternoon", "intheevening", "delatarde", "delanoche") and hour < 12:
             hour += 12
         elif mer in ("am", "inthemorning", "delamañana") and hour == 12:

@@ -91,14 +91,18 @@ def _third_party(text: str, start: int, end: int, relay: bool) -> bool:
 
 
 _HYPOTHETICAL = re.compile(
-    r"\b(?:if|maybe|might|may|could|would|thinking|considering|possibly|perhaps|planning|plans? to"
+    r"\b(?:if|maybe|might|may(?!\s+(?:the\s+)?(?:\d|[a-z]+(?:th|st|nd|rd)\b|(?:one|two|three|four"
+    r"|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen"
+    r"|eighteen|nineteen|twenty|thirty)\b))|could|would|thinking|considering|possibly|perhaps"
+    r"|planning|plans? to"
     r"|going to|next year|next month|next week|decide|will be|moving to|we're moving|starting next"
     r"|after (?:i|we) move|quizás|tal vez)\b",
     re.IGNORECASE,
 )
 _HEDGE = re.compile(
     r"\b(?:i think|not sure|don't know|do not know|don't remember|i guess|probably|or is it"
-    r"|i'm not certain|no idea|check and call)\b|\[inaudible\]|\[static\]|\?",
+    r"|i'm not certain|no idea|check and call|starts? with|begins? with)\b|\[inaudible\]|\[static\]"
+    r"|\?",
     re.IGNORECASE,
 )
 _PAST = re.compile(
@@ -115,7 +119,8 @@ _OWNED_ELSEWHERE = re.compile(
 )
 _HEDGE_AFTER = re.compile(
     r"\b(?:or is it|i think|not sure|or maybe|let me check|hold on|wait|double-check|look it up"
-    r"|call (?:you )?back)\b|\[inaudible\]",
+    r"|call (?:you )?back|can't (?:read|see|remember|find)|cannot (?:read|see)|don't remember"
+    r"|don't know|forg[eo]t|the rest)\b|\[inaudible\]",
     re.I,
 )
 _OTHERS_NUMBER = re.compile(
@@ -211,7 +216,21 @@ def _past(text: str, cs: int, ce: int, m: Mention) -> bool:
     return bool(before) and not _RESET.search(text, before[-1].end(), m.start)
 
 
-def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> Stance:
+_PLURAL = re.compile(r"\b(?:those|these|them|both|either|any|all)\b", re.I)
+
+
+def _nearer(text: str, m: Mention, withdrawal: re.Match[str], next_start: int | None) -> bool:
+    """A singular withdrawal ("don't use that") after another value of the kind is that one's:
+    "my personal one, X. The work one, Y, so don't use that" withdraws Y, not X."""
+    if next_start is None or m.end + withdrawal.start() < next_start:
+        return False
+    said = text[m.end + withdrawal.start() : m.end + withdrawal.end() + 12]
+    return not _PLURAL.search(said)
+
+
+def _caller_context(
+    text: str, cs: int, m: Mention, same_kind_later: bool, next_start: int | None = None
+) -> Stance:
     before = text[cs : m.start]
     rest = text[m.end :]
     _, ce = clause(text, m.start, m.end)
@@ -228,7 +247,8 @@ def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> St
         return Stance.ELSEWHERE
     if _OWNED_ELSEWHERE.search(rest):
         return Stance.ELSEWHERE
-    if _STRONG_WITHDRAWAL.search(rest[:80]):
+    withdrawal = _STRONG_WITHDRAWAL.search(rest[:80])
+    if withdrawal is not None and not _nearer(text, m, withdrawal, next_start):
         return Stance.REJECTED
     if same_kind_later and _CORRECTION.search(rest):
         return Stance.REJECTED
@@ -237,11 +257,18 @@ def _caller_context(text: str, cs: int, m: Mention, same_kind_later: bool) -> St
     return Stance.ASSERTED
 
 
-def stance(transcript: Sequence[Turn], m: Mention, *, same_kind_later: bool = False) -> Stance:
+def stance(
+    transcript: Sequence[Turn],
+    m: Mention,
+    *,
+    same_kind_later: bool = False,
+    next_start: int | None = None,
+) -> Stance:
     """What mention ``m`` is worth (see the module docstring).
 
     ``same_kind_later``: the same turn goes on to give another value of the same kind, so a
-    correction cue between the two withdraws this one.
+    correction cue between the two withdraws this one; ``next_start``: where that value begins
+    (a singular "don't use that" after it is about it, not this one).
     """
     turn = turn_by_number(transcript, m.turn)
     if turn is None:
@@ -249,7 +276,7 @@ def stance(transcript: Sequence[Turn], m: Mention, *, same_kind_later: bool = Fa
     text = turn.text
     cs, _ = clause(text, m.start, m.end)
     if m.speaker == "caller":
-        return _caller_context(text, cs, m, same_kind_later)
+        return _caller_context(text, cs, m, same_kind_later, next_start)
     # the agent: its own words are never evidence, only what the caller accepts
     _, ce = clause(text, m.start, m.end)
     reply = next_turn(transcript, m.turn)
@@ -292,8 +319,10 @@ def settle(transcript: Sequence[Turn], mentions: Sequence[Mention]) -> Settlemen
     ordered = sorted(mentions, key=lambda m: (m.turn, m.start))
     turns_with = {m.turn for m in ordered}
     for i, m in enumerate(ordered):
-        later = any(o.turn == m.turn and o.start > m.start for o in ordered[i + 1 :])
-        s = stance(transcript, m, same_kind_later=later)
+        after = [o.start for o in ordered[i + 1 :] if o.turn == m.turn and o.start > m.start]
+        s = stance(
+            transcript, m, same_kind_later=bool(after), next_start=min(after) if after else None
+        )
         if s is Stance.ASSERTED and _questioned(transcript, m.turn, turns_with):
             s = Stance.HEDGED
         if s in (Stance.ASSERTED, Stance.ACCEPTED):

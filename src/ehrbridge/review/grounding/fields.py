@@ -180,12 +180,18 @@ _TRANSPARENT = (("all", "one", "word"), ("one", "word"), ("all", "lowercase"),
                 ("all", "lower", "case"), ("no", "spaces"))  # fmt: skip
 
 
+_ONE_AFTER = {"personal", "work", "new", "old", "other", "home", "school", "main", "the", "that",
+              "this", "private", "current", "best"}  # fmt: skip
+
+
 def _email_stop(toks: list[Token], i: int) -> bool:
     """A word that cannot be in a spoken address's local part ("my email is"); "e" only in
     "e-mail", since it is also a spelled letter."""
     if toks[i].low == "e":
         after = [t.low for t in toks[i + 1 : i + 3]]
         return "mail" in after
+    if toks[i].low in ("one", "ones") and i > 0 and toks[i - 1].low in _ONE_AFTER:
+        return True  # "my personal one, tam dot nguyen at ..."
     return toks[i].low in _EMAIL_STOP
 
 

@@ -181,6 +181,10 @@ def _derived(case: Case, slot: str) -> list[Mention]:
             continue
         tail = after[0]
         phone_slot = slot_of(case.transcript, t, tail.start, PHONE_SLOTS)
+        on_file = [k for k in sorted(_PHONES) if case.known.get(f"Patient.phone.{k}")]
+        if phone_slot is None and len(on_file) == 1:
+            # "same as my old number": the one number on file
+            phone_slot = on_file[0]
         known = e164(str(case.known.get(f"Patient.phone.{phone_slot}", "")))
         if known is None or len(tail.value) > 4:
             continue

@@ -246,6 +246,23 @@ def _letter_at(toks: list[Token], i: int) -> tuple[str, int] | None:
     return None
 
 
+def _doubled_letter(toks: list[Token], j: int, parts: list[str]) -> tuple[str, int] | None:
+    """ "double L" at ``toks[j]`` among spelled letters: ``LL`` and the index after it. A "double
+    O" is letters only after a letter (else it is "double oh", zeros)."""
+    t = toks[j]
+    if t.low not in _REPEAT or j + 1 >= len(toks):
+        return None
+    nxt = toks[j + 1]
+    if len(nxt.text) != 1 or not nxt.text.isupper():
+        return None
+    after_letter = bool(parts) and parts[-1][-1:].isalpha()
+    if is_number_word(nxt.text) and not after_letter:
+        return None
+    if not after_letter and not (j + 2 < len(toks) and toks[j + 2].text in ("-", ",")):
+        return None
+    return nxt.text * _REPEAT[t.low], j + 2
+
+
 def _letter_o(toks: list[Token], j: int, parts: list[str], words: list[str]) -> bool:
     """A bare capital O among spelled letters ("A, B as in boy, O"), with no digit after it, is
     the letter."""
@@ -292,6 +309,16 @@ def _runs(text: str) -> tuple[Run, ...]:
         j = i
         while j < len(toks):
             t = toks[j]
+            doubled = _doubled_letter(toks, j, parts)
+            if doubled is not None:
+                # "H-A-double L-E-R": the letter twice
+                flush()
+                parts.append(doubled[0])
+                letters += len(doubled[0])
+                start = t.start if start < 0 else start
+                end = toks[doubled[1] - 1].end
+                j = doubled[1]
+                continue
             letter = _letter_at(toks, j) if not is_number_word(t.text) or t.text == "O" else None
             if letter is not None:
                 flush()
