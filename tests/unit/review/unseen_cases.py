@@ -1246,4 +1246,32 @@ _B3: list[dict[str, Any]] = [
                "five, I don't have my own.")),
 ]  # fmt: skip
 
-UNSEEN: list[LabelledCase] = [parse_case(body) for body in [*_RAW, *_B2, *_B3]]
+
+# Written with the fixes the third batch prompted, to hold them (not a held-out batch).
+_B4: list[dict[str, Any]] = [
+    _case("u-401", "unsupported", "phone.mobile", "+16175550123",
+          [(A, "Cell?"), (C, "It's six one seven, five five five, oh one two three."),
+           (A, "Thanks."), (C, "Oh wait, that's my old number. The new one I don't know yet.")]),
+    _case("u-402", "unsupported", "phone.home", "+13125550142",
+          _two("Did anything change?", "My cell is the same as my home number, but ending in "
+               "four two."), known={"Patient.phone.home": "+13125550117"}),
+    _case("u-403", "supported", "appointment_type", "lab-work",
+          [(A, "I have Tuesday, December eighth at eight a.m. for a blood draw."), (C, "Yes."),
+           (A, "You're booked for a blood draw on Tuesday, December eighth at eight a.m."),
+           (C, "Thanks.")], entity="Appointment"),
+    _case("u-404", "supported", "appointment_type", "telehealth",
+          [(A, "Would a phone appointment on Tuesday, December eighth at noon work?"),
+           (C, "Yes, that's easier."),
+           (A, "You're booked for a phone appointment on Tuesday, December eighth at noon."),
+           (C, "Thank you.")], entity="Appointment"),
+    _case("u-405", "unsupported", "phone.mobile", "+12065550100",
+          _two("What's the best cell number?", "[Interpreter] This is the interpreter, my direct line is "
+               "two zero six, five five five, oh one hundred.")),
+    _case("u-406", "supported", "start", "2026-12-08T12:00:00-05:00",
+          [(A, "Would a phone appointment on Tuesday, December eighth at noon work?"),
+           (C, "Yes, that's easier."),
+           (A, "You're booked for a phone appointment on Tuesday, December eighth at noon."),
+           (C, "Thank you.")], entity="Appointment"),
+]  # fmt: skip
+
+UNSEEN: list[LabelledCase] = [parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4]]

@@ -51,11 +51,12 @@ _CHANGE = re.compile(
 
 TYPES = {
     "sick-visit": r"sick visit|sick-visit",
-    "follow-up": r"follow-up|follow up",
-    "annual-physical": r"physical|annual exam|check-up",
-    "vaccination": r"vaccin|flu shot|immuniz",
-    "lab-work": r"\blab\b|blood work|lab work",
-    "telehealth": r"telehealth|video visit|phone visit|virtual visit",
+    "follow-up": r"follow-up|follow up|followup",
+    "annual-physical": r"physical|annual exam|check-up|checkup|check up|annual wellness",
+    "vaccination": r"vaccin|flu shot|immuniz|booster|vacuna",
+    "lab-work": r"\blabs?\b|blood ?work|lab work|blood draw|blood test",
+    "telehealth": r"telehealth|telemedicine|video (?:visit|call|appointment)"
+    r"|phone (?:visit|appointment)|virtual (?:visit|appointment)",
     "new-patient": r"new[- ]patient",
     "well-child": r"well[- ]child",
     "procedure": r"procedure",
@@ -238,10 +239,32 @@ def _type(case: Case, b: Booking) -> Finding:
     )
 
 
+_REQUESTED = re.compile(
+    r"\b(?:i've (?:sent|submitted|passed along|forwarded) (?:a|the|your) (?:\w+ )?request"
+    r"|i've sent (?:a|the|your) referral|they(?:'ll| will) call you to (?:schedule|book|confirm))",
+    re.IGNORECASE,
+)
+
+
 def judge(case: Case) -> Finding:
-    """An ``Appointment`` fact against the call's last booking or cancellation."""
+    """An ``Appointment`` fact against the call's last booking or cancellation; with neither,
+    a request passed on to another office ("I've sent a referral request, they'll call you") is
+    not booked."""
     b = _last_action(case)
     if b is None:
+        asked = next(
+            (t for t in case.transcript if t.speaker == "agent" and _REQUESTED.search(t.text)),
+            None,
+        )
+        if asked is not None and case.fact.field == "status" and case.fact.value == "booked":
+            m = _REQUESTED.search(asked.text)
+            assert m is not None
+            return Finding(
+                outcome=Outcome.CONTRADICTED,
+                reason=f"only a request was passed on (turn {asked.turn}), nothing was booked",
+                mentions=[_span(asked, m.start(), m.end())],
+                value="pending",
+            )
         return unsure("nothing was booked or cancelled in the call")
     field = case.fact.field
     if field == "status":

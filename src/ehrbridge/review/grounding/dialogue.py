@@ -123,6 +123,12 @@ _HEDGE_AFTER = re.compile(
     r"|don't know|forg[eo]t|the rest)\b|\[inaudible\]",
     re.I,
 )
+#: the interpreter speaking for themself: "this is the interpreter, my direct line is..."
+_INTERPRETERS_OWN = re.compile(
+    r"\b(?:this is the interpreter|i am the interpreter|i'm the interpreter|interpreter(?:'s)?"
+    r" (?:number|line|phone|id)|my direct line|(?:agency|service)(?:'s)? (?:number|line))\b",
+    re.IGNORECASE,
+)
 _OTHERS_NUMBER = re.compile(
     r"\b(?:the\s+)?(?:pharmacy|clinic|doctor|dentist|school|hospital|lawyer)(?:'s)?\s+"
     r"(?:number|phone|line|fax|email)|\bfax\b|\[background\][^\[]*$",
@@ -237,6 +243,8 @@ def _caller_context(
     inside = text[cs:ce]
     relay = relayed(text) > 0
     if _third_party(text, cs, ce, relay) or _OTHERS_NUMBER.search(text[: m.start]):
+        return Stance.ELSEWHERE
+    if _INTERPRETERS_OWN.search(text, cs, m.start):
         return Stance.ELSEWHERE
     if _HYPOTHETICAL.search(inside):
         return Stance.ELSEWHERE

@@ -180,6 +180,9 @@ def _derived(case: Case, slot: str) -> list[Mention]:
         if not after or after[0].start != cue.end():
             continue
         tail = after[0]
+        named = {PHONE_SLOTS[w] for w in re.findall(r"[a-zé]+", t.text.lower()) if w in PHONE_SLOTS}
+        if len(named) > 1:
+            continue  # "my cell is the same as my home number, but...": which one is derived?
         phone_slot = slot_of(case.transcript, t, tail.start, PHONE_SLOTS)
         on_file = [k for k in sorted(_PHONES) if case.known.get(f"Patient.phone.{k}")]
         if phone_slot is None and len(on_file) == 1:
@@ -188,8 +191,8 @@ def _derived(case: Case, slot: str) -> list[Mention]:
         known = e164(str(case.known.get(f"Patient.phone.{phone_slot}", "")))
         if known is None or len(tail.value) > 4:
             continue
-        named = cue.group("n")
-        if named and _DIGITS_NAMED[named.lower()] != len(tail.value):
+        count = cue.group("n")
+        if count and _DIGITS_NAMED[count.lower()] != len(tail.value):
             continue
         digits = known[2:]
         instead = _INSTEAD.match(t.text, tail.end)
@@ -303,6 +306,15 @@ _LATE_FIX = re.compile(
 )
 
 
+#: a later turn taking back what was said: "wait, that's my old number", "not my email"
+_TAKEN_BACK = re.compile(
+    r"\b(?:that's|that is|that was|it's|it is|it was|those are)\s+(?:my\s+)?(?:old|previous"
+    r"|former|wrong|not (?:mine|my|right|correct|it|current)|(?:my\s+)?(?:husband|wife|son"
+    r"|daughter|mom|mother|dad|father|sister|brother|partner)'s)\b"
+    r"|\bnot my (?:number|email|address|cell|phone)\b|\bwrong (?:number|one|address|email)\b"
+    r"|\b(?:don't|do not) use (?:that|it|this)\b",
+    re.I,
+)
 _OTHER = re.compile(r"\b(?:other|different|another|instead|don't use|change)\b", re.I)
 #: number words that are mostly not numbers ("the old one", "oh, ...")
 _PRONOUNS = {"one", "oh", "o", "once", "una", "won", "ate"}
@@ -360,6 +372,10 @@ def _late_correction(case: Case, after: int, final: Mention | None = None) -> Me
     for t in case.transcript:
         if t.turn <= after or t.speaker != "caller":
             continue
+        back = _TAKEN_BACK.search(t.text)
+        if back is not None:
+            return Mention(value="", slot=None, turn=t.turn, start=back.start(), end=back.end(),
+                           speaker="caller")  # fmt: skip
         fix = _LATE_FIX.search(t.text)
         if fix is None:
             continue
