@@ -1265,8 +1265,8 @@ _B4: list[dict[str, Any]] = [
            (A, "You're booked for a phone appointment on Tuesday, December eighth at noon."),
            (C, "Thank you.")], entity="Appointment"),
     _case("u-405", "unsupported", "phone.mobile", "+12065550100",
-          _two("What's the best cell number?", "[Interpreter] This is the interpreter, my direct line is "
-               "two zero six, five five five, oh one hundred.")),
+          _two("What's the best cell number?", "[Interpreter] This is the interpreter, my direct "
+               "line is two zero six, five five five, oh one hundred.")),
     _case("u-406", "supported", "start", "2026-12-08T12:00:00-05:00",
           [(A, "Would a phone appointment on Tuesday, December eighth at noon work?"),
            (C, "Yes, that's easier."),
