@@ -268,7 +268,10 @@ def _ordinal_days(text: str, today: date) -> list[Spoken]:
     such date from today (this month, else the next); a weekday said with it must agree."""
     out: list[Spoken] = []
     for m in _ORDINAL_DAY.finditer(text):
-        words = _words(m.group("day"))
+        said = m.group("day")
+        # "the 8th" is one word here ("8", "th" to the tokenizer)
+        written = re.fullmatch(r"\d{1,2}(?:st|nd|rd|th)", said)
+        words = [(said.lower(), 0, 0)] if written else _words(said)
         found = _ordinal(words, 0)
         if found is None or found[1] != len(words) or not _is_ordinal(words):
             continue

@@ -236,7 +236,17 @@ def email_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     example dot com`` → ``priya.raman82@example.com``."""
     del transcript
     toks = tokens(turn.text)
-    found: list[Mention] = []
+    found: list[Mention] = [
+        Mention(
+            value=m.group().lower().rstrip("."),
+            slot="email",
+            turn=turn.turn,
+            start=m.start(),
+            end=m.end(),
+            speaker=turn.speaker,
+        )
+        for m in _WRITTEN_EMAIL.finditer(turn.text)
+    ]
     for k, t in enumerate(toks):
         if t.low not in ("at", "arroba"):
             continue
@@ -297,6 +307,10 @@ def email_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     return found
 
 
+#: an address the transcript writes out ("maria.santos@example.com")
+_WRITTEN_EMAIL = re.compile(
+    r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+)
 _DOMAIN_FIX = re.compile(
     r"\W*(?:(?:no|sorry|wait|actually|i mean|make that|it's)\W+)+(?:at\s+)?"
     r"(?P<domain>[a-z]+(?:\s+(?:dot|punto)\s+[a-z]+)+)\b",

@@ -246,6 +246,18 @@ def _letter_at(toks: list[Token], i: int) -> tuple[str, int] | None:
     return None
 
 
+def _digits_around(toks: list[Token], j: int, words: list[str]) -> bool:
+    """A parenthesis or dot inside a number written in digits: "(617) 555", "617.555"."""
+    t = toks[j].text
+    nxt = toks[j + 1] if j + 1 < len(toks) else None
+    if t == "(":
+        return not words and nxt is not None and nxt.text.isdigit()
+    prev_digit = bool(words) and words[-1].isdigit() and toks[j - 1].end == toks[j].start
+    if not prev_digit or nxt is None or not nxt.text.isdigit():
+        return False
+    return t == ")" or toks[j].end == nxt.start
+
+
 def _doubled_letter(toks: list[Token], j: int, parts: list[str]) -> tuple[str, int] | None:
     """ "double L" at ``toks[j]`` among spelled letters: ``LL`` and the index after it. A "double
     O" is letters only after a letter (else it is "double oh", zeros)."""
@@ -345,7 +357,9 @@ def _runs(text: str) -> tuple[Run, ...]:
                 end = t.end
                 j += 1
                 continue
-            if t.low in _JOINERS and (words or parts):
+            written = t.text in ("(", ")", ".") and _digits_around(toks, j, words)
+            if (t.low in _JOINERS and (words or parts)) or written:
+                # "(617) 555-0123", "617.555.0123": a number as written;
                 # "forty-five" is one number; "six one seven, five five five" is a sequence
                 if t.low in _GROUP_ENDS:
                     flush()
