@@ -18,8 +18,8 @@ batch says how the rules did on cases they had never seen:
 - ``u-3xx`` (35, mostly traps for the rules the first two prompted): 12 of 16 verified, 1 unsafe
   pass (a member id the caller could read only the start of).
 
-Each run's misses were then fixed as phenomena, not as cases; ``test_grounding_unseen.py`` holds
-the judge to all of them.
+Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
+``test_grounding_unseen.py`` holds the judge to all of them.
 """
 
 from __future__ import annotations
