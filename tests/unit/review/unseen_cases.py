@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in three batches, each written before the judge was run on it, so the first run of a
+They came in four batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -16,7 +16,8 @@ batch says how the rules did on cases they had never seen:
 - ``u-2xx`` (57), after the judge handled the first: 26 of 41 verified, 2 unsafe passes (an
   email domain corrected in the same breath; a birth year corrected in the same breath);
 - ``u-3xx`` (35, mostly traps for the rules the first two prompted): 12 of 16 verified, 1 unsafe
-  pass (a member id the caller could read only the start of).
+  pass (a member id the caller could read only the start of);
+- ``u-5xx`` (38, rarer fields and phrasings): 22 of 25 verified, no unsafe pass.
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1274,4 +1275,121 @@ _B4: list[dict[str, Any]] = [
            (C, "Thank you.")], entity="Appointment"),
 ]  # fmt: skip
 
-UNSEEN: list[LabelledCase] = [parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4]]
+
+# A fourth batch, written after the fixes above and run once before any change it prompted.
+_LA = ("2026-12-04T09:00:00-08:00", "America/Los_Angeles")
+_B5: list[dict[str, Any]] = [
+    _case("u-501", "supported", "phone.mobile", "+18575550104",
+          _two("Best number?", "You can reach me on my mobile, which is eight five seven, five "
+               "five five, zero one zero four.")),
+    _case("u-502", "supported", "phone.work", "+12125550161;ext=45",
+          _two("Work number?", "My office number is two one two, five five five, oh one six one, "
+               "and my extension is four five.")),
+    _case("u-503", "contradicted", "phone.mobile", "+13125550129",
+          _two("Your number?", "It's three one two, five five five, oh one two nine. That's my "
+               "home number, not my cell.")),
+    _case("u-504", "supported", "phone.mobile", "+12065550147",
+          _two("¿Cuál es su celular?", "[Interpreter] Dice que su celular es dos cero seis, cinco "
+               "cinco cinco, cero uno cuatro siete.")),
+    _case("u-505", "unsupported", "phone.mobile", "+16175550100",
+          _two("Cell?", "My number is six one seven, five five five, oh one... hold on, let me "
+               "find it.")),
+    _case("u-506", "supported", "email", "k.lin@example.com",
+          _two("Email?", "It's k period lin at example dot com.")),
+    _case("u-507", "contradicted", "email", "kevin@example.com",
+          _two("Email?", "It's kevin at example dot com. No wait, kevin two at example dot com.")),
+    _case("u-508", "supported", "email", "maria-santos@example.com",
+          _two("¿Su correo?", "Es maria guion santos arroba example punto com.")),
+    _case("u-509", "supported", "name.given", "Zoe",
+          _two("First name?", "Zoe, Z-O-E.")),
+    _case("u-510", "contradicted", "name.given", "Catherine",
+          _two("First name?", "It's Katherine with a K, K-A-T-H-E-R-I-N-E.")),
+    _case("u-511", "supported", "name.family", "Vega Rosario",
+          _two("Last name?", "Vega Rosario, V-E-G-A, R-O-S-A-R-I-O.")),
+    _case("u-512", "supported", "birth_date", "1976-07-04",
+          _two("Date of birth?", "Born on the fourth of July, nineteen seventy-six.")),
+    _case("u-513", "supported", "birth_date", "2001-10-02",
+          _two("Date of birth?", "Ten, oh two, two thousand and one.")),
+    _case("u-514", "contradicted", "birth_date", "1985-09-01",
+          _two("Date of birth?", "Nineteen eighty-five, January ninth.")),
+    _case("u-515", "supported", "address.line", "99 Harbor View Dr",
+          _two("Address?", "Ninety-nine Harbor View Drive.")),
+    _case("u-516", "supported", "address.line", "450 Main St Ste 200",
+          _two("Address?", "Four fifty Main Street, suite two hundred.")),
+    _case("u-517", "unsupported", "address.line", "20 Elm St",
+          _two("New address?", "We're looking at a place on Elm, maybe twenty Elm Street, not "
+               "sure yet.")),
+    _case("u-518", "supported", "address.postal_code", "94110",
+          _two("And the zip code?", "The zip code is nine four one one oh.")),
+    _case("u-519", "supported", "address.city", "Somerville",
+          _two("Address?", "Two ten Pine Road, Somerville.")),
+    _case("u-520", "supported", "start", "2026-12-10T13:45:00-08:00",
+          [(A, "Thursday, December tenth at one forty-five p.m.?"), (C, "Yes."),
+           (A, "You're booked for Thursday, December tenth at one forty-five p.m."),
+           (C, "Thanks.")], entity="Appointment", call=_LA),
+    _case("u-521", "supported", "start", "2026-12-04T09:00:00-05:00",
+          [(A, "I can do this Friday at nine a.m."), (C, "Yes please."),
+           (A, "You're booked for this Friday at nine a.m."), (C, "Thanks.")],
+          entity="Appointment", call=("2026-12-02T10:00:00-05:00", "America/New_York")),
+    _case("u-522", "contradicted", "status", "booked",
+          [(A, "I have Monday, December seventh at two p.m."), (C, "Okay."),
+           (A, "You're booked for Monday, December seventh at two p.m."),
+           (C, "Actually, please cancel it, I'll call back when I know my schedule."),
+           (A, "No problem, I've cancelled that appointment."), (C, "Thanks.")],
+          entity="Appointment"),
+    _case("u-523", "supported", "status", "cancelled",
+          [(A, "I have Monday, December seventh at two p.m."), (C, "Okay."),
+           (A, "You're booked for Monday, December seventh at two p.m."),
+           (C, "Actually, please cancel it, I'll call back when I know my schedule."),
+           (A, "No problem, I've cancelled that appointment."), (C, "Thanks.")],
+          entity="Appointment"),
+    _case("u-524", "contradicted", "practitioner", "Dr. Daniel Kim",
+          [(C, "Can I see Dr. Kim?"),
+           (A, "Dr. Kim has nothing this month. I can book Dr. Rachel Adams on Monday, December "
+               "seventh at two p.m."), (C, "That's fine."),
+           (A, "You're booked with Dr. Rachel Adams on Monday, December seventh at two p.m."),
+           (C, "Thanks.")], entity="Appointment"),
+    _case("u-525", "supported", "appointment_type", "follow-up",
+          [(A, "For the follow-up, I have Monday, December seventh at two p.m."), (C, "Yes."),
+           (A, "You're booked for your follow-up on Monday, December seventh at two p.m."),
+           (C, "Thanks.")], entity="Appointment"),
+    _case("u-526", "unsupported", "start", "2026-12-08T15:00:00-05:00",
+          [(A, "I've put a hold on Tuesday, December eighth at three p.m. You'll need to call "
+               "back to confirm it."), (C, "Okay, I'll call back.")], entity="Appointment"),
+    _case("u-527", "supported", "medication.display", "amlodipine 5 mg",
+          _two("Medications?", "I'm on amlodipine, five milligrams, once a day."),
+          entity="MedicationOrder"),
+    _case("u-528", "contradicted", "medication.display", "atorvastatin 20 mg",
+          _two("Are you on atorvastatin twenty milligrams?", "Atorvastatin, yes, but it's forty "
+               "milligrams now, not twenty."), entity="MedicationOrder"),
+    _case("u-529", "supported", "dosage.text", "2 puffs twice daily",
+          _two("How do you use the albuterol?", "Two puffs, twice a day."),
+          entity="MedicationOrder",
+          known={"MedicationOrder.medication.display": "albuterol 90 mcg"}),
+    _case("u-530", "supported", "status", "on-hold",
+          _two("Are you taking metformin?", "The doctor paused my metformin for now."),
+          entity="MedicationOrder",
+          known={"MedicationOrder.medication.display": "metformin 500 mg"}),
+    _case("u-531", "supported", "substance", "penicillin",
+          _two("Any allergies?", "Penicillin. I get hives."), entity="AllergyIntolerance"),
+    _case("u-532", "contradicted", "reaction", "hives",
+          _two("What happens with penicillin?", "Penicillin makes me break out in a rash, not "
+               "hives."), entity="AllergyIntolerance",
+          known={"AllergyIntolerance.substance": "penicillin"}),
+    _case("u-533", "contradicted", "substance", "amoxicillin",
+          _two("Any allergies?", "My daughter is allergic to amoxicillin. I'm not allergic to "
+               "anything."), entity="AllergyIntolerance"),
+    _case("u-534", "supported", "language", "pt",
+          _two("What language would you like?", "Portuguese, please.")),
+    _case("u-535", "supported", "payer", "Aetna",
+          _two("Insurance?", "My insurance is Aetna."), entity="InsurancePlan"),
+    _case("u-536", "unsupported", "preferred_pharmacy", "CVS, Broadway",
+          _two("Pharmacy?", "Maybe the CVS on Broadway? Or the Walgreens, I'm not sure.")),
+    _case("u-537", "supported", "plan_name", "Blue Choice HMO",
+          _two("Plan name?", "It's the Blue Choice HMO."), entity="InsurancePlan"),
+    _case("u-538", "supported", "group_number", "G7712",
+          _two("Group number?", "Group number G as in George, seven seven one two."),
+          entity="InsurancePlan"),
+]  # fmt: skip
+
+UNSEEN: list[LabelledCase] = [parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5]]

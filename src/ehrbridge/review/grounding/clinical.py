@@ -447,7 +447,37 @@ def _substance(case: Case) -> Finding:
     parts = [rf"\b{re.escape(w.rstrip('s'))}s?\b" for w in words]
     pattern = r"\W+".join(parts)
     mentions = _phrase_mentions(case, pattern, "substance", cue=True)
-    return _settled(case, mentions, "substance", "substance")
+    found = _settled(case, mentions, "substance", "substance")
+    if found.outcome is Outcome.UNSURE:
+        denial = _no_allergies(case)
+        if denial is not None:
+            return Finding(
+                outcome=Outcome.CONTRADICTED,
+                reason=f"the caller says the patient has no allergies (turn {denial.turn})",
+                mentions=[denial],
+            )
+    return found
+
+
+_NO_ALLERGIES = re.compile(
+    r"\b(?:(?:i'm|i am) not allergic to anything|no (?:known )?allergies|(?:i have|i've got) no "
+    r"allergies|(?:i )?(?:don't|do not) have any allergies|no tengo alergias)\b",
+    re.IGNORECASE,
+)
+
+
+def _no_allergies(case: Case) -> Mention | None:
+    """The caller's own "I'm not allergic to anything" / "no known allergies"."""
+    found: Mention | None = None
+    for t in case.transcript:
+        if t.speaker != "caller":
+            continue
+        for m in _NO_ALLERGIES.finditer(t.text):
+            probe = Mention(value="none", slot="substance", turn=t.turn, start=m.start(),
+                            end=m.end(), speaker="caller")  # fmt: skip
+            if stance(case.transcript, probe) is Stance.ASSERTED:
+                found = probe
+    return found
 
 
 def _reaction(case: Case) -> Finding:

@@ -243,6 +243,12 @@ def named_days(text: str, today: date) -> list[Spoken]:
         # "next Tuesday" on a Wednesday is the coming Tuesday; on a Monday it is ambiguous
         if today.weekday() + ahead >= 7:
             out.append(Spoken(value=today + timedelta(days=ahead), start=m.start(), end=m.end()))
+    for m in _THIS_WEEKDAY.finditer(low):
+        wd = WEEKDAYS.get(m.group(1))
+        ahead = None if wd is None else (wd - today.weekday()) % 7
+        # "this Friday" said on a Friday: today or in a week? not read
+        if ahead:
+            out.append(Spoken(value=today + timedelta(days=ahead), start=m.start(), end=m.end()))
     if not out:
         out = _ordinal_days(text, today)
     return out
@@ -255,6 +261,7 @@ _DAY_SHIFT = {"day after tomorrow": 2, "pasado mañana": 2, "tomorrow": 1, "mañ
               "today": 0, "hoy": 0}  # fmt: skip
 _MORNING_BEFORE = re.compile(r"\b(?:de|por|en|esta)\s+(?:la\s+)?$")
 _NEXT_WEEKDAY = re.compile(r"\bnext\s+(?P<a>\w+)|\bpr[óo]xim[oa]\s+(?P<b>\w+)", re.IGNORECASE)
+_THIS_WEEKDAY = re.compile(r"\b(?:this coming|this|este|esta)\s+(\w+)", re.IGNORECASE)
 _ORDINAL_DAY = re.compile(
     r"\b(?:(?P<wd>[a-zé]+day|lunes|martes|miércoles|miercoles|jueves|viernes|sábado|sabado"
     r"|domingo),?\s+|(?:on|for)\s+)the\s+(?P<day>(?:twenty|thirty)[- ]?\w+|\w+|\d{1,2}"

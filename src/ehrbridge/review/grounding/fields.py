@@ -112,6 +112,11 @@ def repaired(text: str, spoken: list[Run], length: int) -> list[Run]:
     return sorted(out, key=lambda r: (r.start, r.end))
 
 
+_EXTENSION = re.compile(
+    r"\W*(?:and\s+)?(?:(?:my|the|his|her)\s+)?(?:extension|ext)\b\.?(?:\s+is)?", re.IGNORECASE
+)
+
+
 def paused(text: str, spoken: list[Run]) -> list[Run]:
     """``spoken`` with a phone number read through its pauses: "nine four nine... five five
     five... zero one two three" is ``9495550123`` when the pieces are its groups (3, 3, 4 digits,
@@ -146,9 +151,8 @@ def phone_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
         if number is None:
             continue
         end = run.end
-        rest = turn.text[run.end : run.end + 16].lower()
         after = [r for r in spoken[i + 1 :] if r.start >= run.end]
-        if re.match(r"\W*(?:extension|ext)\b", rest) and after:
+        if _EXTENSION.match(turn.text, run.end) and after:
             number += f";ext={after[0].value}"
             end = after[0].end
         slot = slot_of(transcript, turn, run.start, PHONE_SLOTS)
@@ -388,10 +392,11 @@ def name_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     for run in runs(turn.text):
         if run.letters != len(run.value) or len(run.value) < 3:
             continue
-        slot = name_slot(transcript, turn, run)
+        value = _spelled_name(turn.text, run)
+        slot = name_slot(transcript, turn, run, whole=" " in value)
         found.append(
             Mention(
-                value=run.value.capitalize(),
+                value=value,
                 slot=slot,
                 turn=turn.turn,
                 start=run.start,
@@ -402,11 +407,32 @@ def name_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     return found
 
 
-def name_slot(transcript: Sequence[Turn], turn: Turn, run: Run) -> str | None:
+def name_case(name: str) -> str:
+    """A name in the one form compared: each word capitalised ("Vega Rosario")."""
+    return " ".join(w.capitalize() for w in name.split())
+
+
+def _spelled_name(text: str, run: Run) -> str:
+    """The name a spelling gives; a spelling of two or three words said just before it, group by
+    group ("Vega Rosario, V-E-G-A, R-O-S-A-R-I-O"), keeps its spaces."""
+    said = re.search(r"((?:[A-Z][a-zà-ÿ'-]+\s+){1,2}[A-Z][a-zà-ÿ'-]+)\W*$", text[: run.start])
+    if said is not None and run.groups:
+        words = said.group(1).split()
+        letters = [re.sub(r"[^A-Za-z]", "", w).upper() for w in words]
+        cuts = {sum(len(w) for w in letters[:k]) for k in range(1, len(letters))}
+        if "".join(letters) == run.value and cuts <= set(run.groups):
+            return name_case(" ".join(w.lower() for w in letters))
+    return run.value.capitalize()
+
+
+def name_slot(
+    transcript: Sequence[Turn], turn: Turn, run: Run, *, whole: bool = False
+) -> str | None:
     """Which name a spelling at ``run`` of ``turn`` is: "last name"/"first name" in the turn, else
-    the spoken word it follows, else the agent's question before it."""
+    the spoken word it follows (not for a spelling of every word said, ``whole``), else the
+    agent's question before it."""
     slot = _slot_in(turn.text, NAME_SLOTS, run.start)
-    if slot is None:
+    if slot is None and not whole:
         slot = _spelled_word_slot(turn.text, run)
     if slot is None:
         previous = turn_by_number(transcript, turn.turn - 1)
