@@ -244,11 +244,13 @@ def named_days(text: str, today: date) -> list[Spoken]:
         if today.weekday() + ahead >= 7:
             out.append(Spoken(value=today + timedelta(days=ahead), start=m.start(), end=m.end()))
     for m in _THIS_WEEKDAY.finditer(low):
-        wd = WEEKDAYS.get(m.group(1))
-        ahead = None if wd is None else (wd - today.weekday()) % 7
+        this = WEEKDAYS.get(m.group(1))
+        if this is None:
+            continue
+        coming = (this - today.weekday()) % 7
         # "this Friday" said on a Friday: today or in a week? not read
-        if ahead:
-            out.append(Spoken(value=today + timedelta(days=ahead), start=m.start(), end=m.end()))
+        if coming:
+            out.append(Spoken(value=today + timedelta(days=coming), start=m.start(), end=m.end()))
     if not out:
         out = _ordinal_days(text, today)
     return out
