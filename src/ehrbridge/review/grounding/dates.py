@@ -342,6 +342,9 @@ _UNREAD_BEFORE = re.compile(
 )
 
 
+_RANGE_BEFORE = re.compile(r"\b(?:from|between)\s*$", re.IGNORECASE)
+
+
 def clock_times(text: str, *, need_marker: bool = True) -> list[Spoken]:
     """Times of day: "three p.m." → 15:00, "ten thirty a.m." → 10:30, "a quarter past three in
     the afternoon" → 15:15, "la una y media de la tarde" → 13:30, "las dos menos cuarto de la
@@ -368,8 +371,8 @@ def clock_times(text: str, *, need_marker: bool = True) -> list[Spoken]:
         if m.group("m"):
             minute = _MINUTES[m.group("m").lower().replace("-", " ")]
         if m.group("rel"):
-            if m.group("m") or m.group("mm"):
-                continue
+            if m.group("m") or m.group("mm") or _RANGE_BEFORE.search(text[: m.start()]):
+                continue  # "from ten to eleven a.m." is a range, not 10:50
             shift = _RELATIVE[re.sub(r"[\s-]+", " ", m.group("rel").lower())]
             minute = -shift if m.group("dir").lower() in ("to", "of", "till", "before") else shift
         if hour > 12 or minute > 59:

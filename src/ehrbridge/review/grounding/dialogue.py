@@ -70,13 +70,18 @@ _SOMEONE = (
 _THIRD_PARTY = re.compile(
     rf"(?i:{_SOMEONE}|\b(?:his|her|he's|she's|he|she)\b)|\bfor\s+[A-Z][a-z]+\b",
 )
-#: an interpreter's "she", "her", "he" and "his" are the patient, whose words they relay
+#: the other pronouns, when an interpreter relays "she says ..." (his, he) or "he says ..."
+_OTHER_PRONOUNS = {
+    "she": re.compile(r"(?i:\b(?:his|him|he's|he)\b)"),
+    "he": re.compile(r"(?i:\b(?:her|hers|she's|she)\b)"),
+}
 _THIRD_PARTY_RELAYED = re.compile(rf"(?i:{_SOMEONE})|\bfor\s+[A-Z][a-z]+\b")
 _RELAY = re.compile(
     r"^\s*\[interpreter\]\s*(?:(?:she|he|they|the patient)\s+(?:says|said|is saying)"
     r"(?:\s+that)?\s*,?\s*)?",
     re.IGNORECASE,
 )
+_RELAY_SUBJECT = re.compile(r"\b(she|he)\s+(?:says|said|is saying|dice)\b", re.IGNORECASE)
 
 
 def relayed(text: str) -> int:
@@ -86,8 +91,24 @@ def relayed(text: str) -> int:
     return m.end() if m else 0
 
 
-def _third_party(text: str, start: int, end: int, relay: bool) -> bool:
-    return bool((_THIRD_PARTY_RELAYED if relay else _THIRD_PARTY).search(text, start, end))
+def relay_subject(text: str) -> str | None:
+    """Who an interpreter's turn relays: "she" or "he" ("[Interpreter] She says ..."); None for
+    a turn that is not an interpreter's or names no one relayed."""
+    if not relayed(text):
+        return None
+    m = _RELAY_SUBJECT.search(text)
+    return m.group(1).lower() if m else None
+
+
+def _third_party(text: str, start: int, end: int, subject: str | None) -> bool:
+    """The clause ``text[start:end]`` puts the value on someone else; relaying ``subject``
+    ("she says ..."), that subject's own pronouns are the patient (her cell), the others not."""
+    if subject is None:
+        return bool(_THIRD_PARTY.search(text, start, end))
+    return bool(
+        _THIRD_PARTY_RELAYED.search(text, start, end)
+        or _OTHER_PRONOUNS[subject].search(text, start, end)
+    )
 
 
 _HYPOTHETICAL = re.compile(
@@ -241,8 +262,7 @@ def _caller_context(
     rest = text[m.end :]
     _, ce = clause(text, m.start, m.end)
     inside = text[cs:ce]
-    relay = relayed(text) > 0
-    if _third_party(text, cs, ce, relay) or _OTHERS_NUMBER.search(text[: m.start]):
+    if _third_party(text, cs, ce, relay_subject(text)) or _OTHERS_NUMBER.search(text[: m.start]):
         return Stance.ELSEWHERE
     if _INTERPRETERS_OWN.search(text, cs, m.start):
         return Stance.ELSEWHERE
@@ -288,8 +308,8 @@ def stance(
     # the agent: its own words are never evidence, only what the caller accepts
     _, ce = clause(text, m.start, m.end)
     reply = next_turn(transcript, m.turn)
-    # speaking through an interpreter, the agent's "her cell" is the patient's
-    through = reply is not None and reply.speaker == "caller" and relayed(reply.text) > 0
+    # speaking through an interpreter who relays "she says", the agent's "her cell" is the patient's
+    through = relay_subject(reply.text) if reply is not None and reply.speaker == "caller" else None
     if _third_party(text, cs, ce, through):
         return Stance.ELSEWHERE
     if rejects(reply):
