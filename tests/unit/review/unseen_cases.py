@@ -1268,6 +1268,13 @@ _B4: list[dict[str, Any]] = [
     _case("u-405", "unsupported", "phone.mobile", "+12065550100",
           _two("What's the best cell number?", "[Interpreter] This is the interpreter, my direct "
                "line is two zero six, five five five, oh one hundred.")),
+    _case("u-407", "unsupported", "phone.mobile", "+12065550144",
+          _two("What is her cell?", "[Interpreter] She says to use his number, two zero six, "
+               "five five five, oh one four four.")),
+    _case("u-408", "contradicted", "start", "2026-12-08T10:50:00-05:00",
+          [(A, "Tuesday, December eighth from ten to eleven a.m.?"), (C, "Yes."),
+           (A, "You're booked for Tuesday, December eighth from ten to eleven a.m."),
+           (C, "Thanks.")], entity="Appointment", why="the visit is from ten to eleven: it starts at ten"),
     _case("u-406", "supported", "start", "2026-12-08T12:00:00-05:00",
           [(A, "Would a phone appointment on Tuesday, December eighth at noon work?"),
            (C, "Yes, that's easier."),
