@@ -135,6 +135,8 @@ _PHONES = {"mobile", "home", "work"}
 def _across(case: Case, slot: str) -> list[Mention]:
     """Phones, ids and spelled names the caller speaks in pieces across turns (:mod:`.across`)."""
     out: list[Mention] = []
+    if slot not in _PHONES and slot not in ("member_id", "group_number", "given", "family"):
+        return out
     for j in joined(case.transcript):
         first_turn, first = j.pieces[0]
         value = j.value

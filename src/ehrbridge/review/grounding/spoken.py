@@ -37,10 +37,12 @@ class Token:
     text: str
     start: int
     end: int
+    #: ``text`` in lower case (read on every comparison, so kept)
+    low: str = ""
 
-    @property
-    def low(self) -> str:
-        return self.text.lower()
+    def __post_init__(self) -> None:
+        if not self.low:
+            object.__setattr__(self, "low", self.text.lower())
 
 
 def tokens(text: str) -> list[Token]:
@@ -96,6 +98,7 @@ _GROUP_ENDS = {",", "dash", "hyphen", "guion", "guión"}
 _AMBIGUOUS = {"once", "o", "una", "ate", "won"}
 
 
+@lru_cache(maxsize=8192)
 def is_number_word(word: str) -> bool:
     """A word that can be part of a spoken number (digits included)."""
     low = word.lower()
