@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in four batches, each written before the judge was run on it, so the first run of a
+They came in five batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -17,7 +17,8 @@ batch says how the rules did on cases they had never seen:
   email domain corrected in the same breath; a birth year corrected in the same breath);
 - ``u-3xx`` (35, mostly traps for the rules the first two prompted): 12 of 16 verified, 1 unsafe
   pass (a member id the caller could read only the start of);
-- ``u-5xx`` (38, rarer fields and phrasings): 22 of 25 verified, no unsafe pass.
+- ``u-5xx`` (38, rarer fields and phrasings): 22 of 25 verified, no unsafe pass;
+- ``u-6xx`` (32, zones, daylight saving time, rarer fields): 20 of 22 verified, no unsafe pass.
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1399,4 +1400,101 @@ _B5: list[dict[str, Any]] = [
           entity="InsurancePlan"),
 ]  # fmt: skip
 
-UNSEEN: list[LabelledCase] = [parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5]]
+
+# A fifth batch (zones, daylight saving time, rarer fields), run once before any change.
+_B6: list[dict[str, Any]] = [
+    _case("u-601", "supported", "start", "2027-03-15T09:00:00-05:00",
+          [(A, "Monday, March fifteenth at nine a.m.?"), (C, "Yes."),
+           (A, "You're booked for Monday, March fifteenth at nine a.m."), (C, "Thanks.")],
+          entity="Appointment", call=("2027-03-10T09:00:00-06:00", "America/Chicago")),
+    _case("u-602", "contradicted", "start", "2027-03-15T09:00:00-06:00",
+          [(A, "Monday, March fifteenth at nine a.m.?"), (C, "Yes."),
+           (A, "You're booked for Monday, March fifteenth at nine a.m."), (C, "Thanks.")],
+          entity="Appointment", call=("2027-03-10T09:00:00-06:00", "America/Chicago"),
+          why="daylight saving time starts March 14"),
+    _case("u-603", "supported", "start", "2026-12-05T14:00:00-10:00",
+          [(A, "Tomorrow at two p.m.?"), (C, "Yes, please."),
+           (A, "You're booked for tomorrow at two p.m."), (C, "Mahalo.")],
+          entity="Appointment", call=("2026-12-04T08:00:00-10:00", "Pacific/Honolulu")),
+    _case("u-604", "supported", "start", "2026-12-05T20:00:00Z",
+          [(A, "Tomorrow at three p.m.?"), (C, "Sure."),
+           (A, "You're booked for tomorrow at three p.m."), (C, "Thanks.")],
+          entity="Appointment", why="the same instant as 15:00 in New York"),
+    _case("u-605", "supported", "start", "2026-12-08T10:00:00-04:00",
+          [(A, "¿El martes ocho de diciembre a las diez de la mañana?"), (C, "Sí."),
+           (A, "Te agendé para el martes ocho de diciembre a las diez de la mañana."),
+           (C, "Gracias.")], entity="Appointment",
+          call=("2026-12-04T10:00:00-04:00", "America/Puerto_Rico")),
+    _case("u-606", "supported", "birth_date", "1991-02-02",
+          _two("Can you verify your date of birth?", "My date of birth is the second of February, "
+               "nineteen ninety-one.")),
+    _case("u-607", "supported", "birth_date", "1960-12-25",
+          _two("Date of birth?", "Twelve, twenty-five, sixty.")),
+    _case("u-608", "contradicted", "birth_date", "2000-03-10",
+          _two("Date of birth?", "October third, two thousand.")),
+    _case("u-609", "supported", "payer", "Blue Cross Blue Shield",
+          _two("Who is your insurance with?", "I have BCBS."), entity="InsurancePlan",
+          why="BCBS is Blue Cross Blue Shield"),
+    _case("u-610", "supported", "preferred_pharmacy", "Walgreens, Clark St at Diversey",
+          _two("Which pharmacy?", "The Walgreens on Clark and Diversey, please.")),
+    _case("u-611", "supported", "status", "completed",
+          _two("Are you still on prednisone?", "No, I finished the prednisone taper on Monday."),
+          entity="MedicationOrder",
+          known={"MedicationOrder.medication.display": "prednisone 10 mg"}),
+    _case("u-612", "supported", "reaction", "swelling",
+          _two("What happens with ibuprofen?", "Ibuprofen makes my lips swell up."),
+          entity="AllergyIntolerance", known={"AllergyIntolerance.substance": "ibuprofen"}),
+    _case("u-613", "supported", "language", "tl",
+          _two("Which language do you prefer?", "I'd prefer Tagalog.")),
+    _case("u-614", "unsupported", "language", "fr",
+          _two("Do you need an interpreter?", "I speak a little French, but let me think about "
+               "it.")),
+    _case("u-615", "supported", "language", "ht",
+          _two("What language for your visits?", "Kreyòl, please.")),
+    _case("u-616", "supported", "phone.mobile", "+14155550120",
+          _two("Cell?", "My cell phone number is area code four one five, five five five, zero "
+               "one two zero.")),
+    _case("u-617", "contradicted", "phone.mobile", "+14155550210",
+          _two("Cell?", "My cell phone number is area code four one five, five five five, zero "
+               "one two zero.")),
+    _case("u-618", "supported", "phone.home", "+19785550181",
+          _two("Home phone?", "Home phone: nine seven eight, five five five, oh one eight one.")),
+    _case("u-619", "contradicted", "phone.mobile", "+16175550142",
+          _two("Is the cell we have still good?", "No, you have my old cell on file. I'll call "
+               "back with the new one."), known={"Patient.phone.mobile": "+16175550142"}),
+    _case("u-620", "supported", "email", "patel_a@example.org",
+          _two("Email?", "Patel underscore a at example dot org.")),
+    _case("u-621", "contradicted", "email", "sam.ito@example.com",
+          _two("Email?", "It's sam dot ito at example dot net. Not dot com, dot net.")),
+    _case("u-622", "supported", "member_id", "HQZ9904412",
+          _two("Member ID?", "It's H, Q, Z, nine nine zero, four four one, two."),
+          entity="InsurancePlan"),
+    _case("u-623", "unsupported", "member_id", "HQZ9904412",
+          _two("Member ID?", "The card is in the car, I'll call back with the ID."),
+          entity="InsurancePlan"),
+    _case("u-624", "supported", "group_number", "00788",
+          _two("Group number?", "Group is zero zero seven eight eight."), entity="InsurancePlan"),
+    _case("u-625", "supported", "address.line", "333 Elm St Apt 4B",
+          _two("Address?", "Three thirty-three Elm Street, apartment four B, Cambridge.")),
+    _case("u-626", "supported", "address.city", "Cambridge",
+          _two("Address?", "Three thirty-three Elm Street, apartment four B, Cambridge.")),
+    _case("u-627", "contradicted", "address.line", "333 Elm St Apt 4D",
+          _two("Address?", "Three thirty-three Elm Street, apartment four B, Cambridge.")),
+    _case("u-628", "supported", "status", "booked",
+          [(A, "¿Le sirve el martes ocho de diciembre a las dos de la tarde?"), (C, "Sí."),
+           (A, "Listo, te agendé para el martes ocho de diciembre a las dos de la tarde."),
+           (C, "Gracias.")], entity="Appointment"),
+    _case("u-629", "supported", "medication.display", "atorvastatin 40 mg",
+          _two("Cholesterol medicine?", "Lipitor, forty milligrams."), entity="MedicationOrder"),
+    _case("u-630", "contradicted", "medication.display", "atorvastatin 80 mg",
+          _two("Cholesterol medicine?", "Lipitor, forty milligrams."), entity="MedicationOrder"),
+    _case("u-631", "unsupported", "substance", "latex",
+          _two("Allergies?", "I think I might be allergic to latex, not sure."),
+          entity="AllergyIntolerance"),
+    _case("u-632", "supported", "practitioner", "Karen Lowe, NP",
+          [(A, "I can book Karen Lowe, NP on Tuesday, December eighth at two p.m."), (C, "Yes."),
+           (A, "You're booked with Karen Lowe, NP on Tuesday, December eighth at two p.m."),
+           (C, "Thanks.")], entity="Appointment"),
+]  # fmt: skip
+
+UNSEEN: list[LabelledCase] = [parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6]]

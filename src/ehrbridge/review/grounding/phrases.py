@@ -97,8 +97,32 @@ def _joined_words(want: list[str], text: str) -> list[str]:
     return out
 
 
+#: a payer's abbreviation and its name are the same payer
+PAYER_ALIASES = {
+    "blue cross blue shield": ("BCBS",),
+    "unitedhealthcare": ("UHC", "United Healthcare"),
+    "united healthcare": ("UHC", "UnitedHealthcare"),
+}
+_STREET_WORDS = {v.lower() for v in SUFFIXES.values()}
+
+
 def _stated(case: Case) -> Finding:
-    want = _words(str(case.fact.value))
+    value = str(case.fact.value)
+    names = [value]
+    if case.fact.field == "payer":
+        names += PAYER_ALIASES.get(" ".join(value.lower().split()), ())
+    found = unsure("the caller never says it in full")
+    for name in names:
+        found = _stated_as(case, name)
+        if found.reason != "the caller never says it in full":
+            return found
+    return found
+
+
+def _stated_as(case: Case, value: str) -> Finding:
+    """Every distinctive word of ``value`` in one sentence of the caller's (module docstring); a
+    street's suffix ("Clark St") may go unsaid when the sentence says no other."""
+    want = _words(value)
     if not want:
         return unsure("no words to look for")
     said_all = " ".join(t.text for t in case.transcript if t.speaker == "caller")
@@ -115,7 +139,14 @@ def _stated(case: Case) -> Finding:
             said = {
                 SUFFIXES.get(t.text[a:b].lower(), t.text[a:b].lower()).lower() for a, b in found
             }
-            if not set(want) <= said:
+            spoken = {
+                SUFFIXES.get(w.lower(), w.lower()).lower()
+                for w in re.findall(r"[A-Za-zà-ÿ0-9']+", sentence.group())
+            }
+            needed = set(want)
+            if not spoken & _STREET_WORDS:
+                needed -= _STREET_WORDS
+            if not needed or not needed <= said or not found:
                 continue
             start, end = found[0][0], found[-1][1]
             # "I used the CVS on Main before, now the Walgreens": not the current one

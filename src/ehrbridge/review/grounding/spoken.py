@@ -385,5 +385,6 @@ def _runs(text: str) -> tuple[Run, ...]:
 def clear_cache() -> None:
     """Forget the compound numbers read so far (for benchmarks that time unseen text)."""
     _compound.cache_clear()
+    is_number_word.cache_clear()
     _runs.cache_clear()
     _tokens.cache_clear()
