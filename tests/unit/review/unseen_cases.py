@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in five batches, each written before the judge was run on it, so the first run of a
+They came in six batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -18,7 +18,10 @@ batch says how the rules did on cases they had never seen:
 - ``u-3xx`` (35, mostly traps for the rules the first two prompted): 12 of 16 verified, 1 unsafe
   pass (a member id the caller could read only the start of);
 - ``u-5xx`` (38, rarer fields and phrasings): 22 of 25 verified, no unsafe pass;
-- ``u-6xx`` (32, zones, daylight saving time, rarer fields): 20 of 22 verified, no unsafe pass.
+- ``u-6xx`` (32, zones, daylight saving time, rarer fields): 20 of 22 verified, no unsafe pass;
+- ``u-7xx`` (12, traps for acceptance and bookings): 3 of 3 verified, 4 unsafe passes (a "yes" to
+  another question; a "yes" to a read-back that differs from what the caller said; the agent
+  correcting itself in the booking, twice).
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1497,4 +1500,52 @@ _B6: list[dict[str, Any]] = [
            (C, "Thanks.")], entity="Appointment"),
 ]  # fmt: skip
 
-UNSEEN: list[LabelledCase] = [parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6]]
+
+# A sixth batch: traps for acceptance and bookings (a "yes" to another question, a "yes" that
+# calls it old, a read-back that differs from what the caller said, an agent correcting itself
+# in the booking), run once before any change.
+_CELL_Q = "I have your cell as six one seven, five five five, zero one two two."
+_B7: list[dict[str, Any]] = [
+    _case("u-701", "unsupported", "phone.mobile", "+16175550168",
+          [(A, "Your cell?"), (C, "Six one seven, five five five, oh one eight six."),
+           (A, "Six one seven, five five five, zero one six eight?"), (C, "Yes.")],
+          why="the caller said 0186 and then accepted 0168: which one?"),
+    _case("u-702", "unsupported", "phone.mobile", "+16175550122",
+          _two(_CELL_Q + " Do you also want text reminders?", "Yes, please."),
+          why="the yes answers the reminders question"),
+    _case("u-703", "supported", "phone.mobile", "+16175550122",
+          _two(_CELL_Q + " Is that right? And do you want text reminders?", "Yes to both.")),
+    _case("u-704", "contradicted", "phone.mobile", "+16175550122",
+          _two(_CELL_Q + " Is that right?", "Yes, that's my old one, I have a new one now."),
+          why="the caller says the number on file is old"),
+    _case("u-705", "unsupported", "birth_date", "1997-03-04",
+          [(A, "Your date of birth?"), (C, "March fourth, nineteen seventy-nine."),
+           (A, "March fourth, nineteen ninety-seven?"), (C, "Yes.")]),
+    _case("u-706", "contradicted", "practitioner", "Dr. Lee",
+          [(A, "I can book you with Dr. Li on Tuesday, December eighth at ten a.m."),
+           (C, "Okay."),
+           (A, "You're booked with Dr. Lee — sorry, Dr. Li, L-I — on Tuesday, December eighth at "
+               "ten a.m."), (C, "Thanks.")], entity="Appointment"),
+    _case("u-707", "contradicted", "start", "2026-12-08T15:00:00-05:00",
+          [(A, "Tuesday, December eighth at three thirty p.m.?"), (C, "Yes."),
+           (A, "You're booked for Tuesday, December eighth at three p.m. — sorry, three thirty."),
+           (C, "Thanks.")], entity="Appointment"),
+    _case("u-708", "supported", "start", "2026-12-08T15:30:00-05:00",
+          [(A, "Tuesday, December eighth at three thirty p.m.?"), (C, "Yes."),
+           (A, "You're booked for Tuesday, December eighth at three thirty p.m."),
+           (C, "Thanks.")], entity="Appointment"),
+    _case("u-709", "supported", "phone.mobile", "+16175550122",
+          _two("Your new cell is six one seven, five five five, zero one two two, correct?",
+               "Yes.")),
+    _case("u-710", "unsupported", "phone.mobile", "+16175550122",
+          _two(_CELL_Q + " Is that right?", "Yes, that's my husband's, actually.")),
+    _case("u-711", "contradicted", "language", "es",
+          _two("Which language?", "Spanish, please. Actually, English is fine.")),
+    _case("u-712", "unsupported", "member_id", "QHP44120",
+          _two("I see member ID Q, H, P, four four one, two zero on file. Is that still current?",
+               "I think so."), entity="InsurancePlan"),
+]  # fmt: skip
+
+UNSEEN: list[LabelledCase] = [
+    parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7]
+]

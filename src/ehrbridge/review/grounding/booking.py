@@ -45,6 +45,8 @@ _TAKES = re.compile(
     re.IGNORECASE,
 )
 
+#: the agent correcting itself while it states the booking: "at three p.m. - sorry, three thirty"
+_SELF_FIX = re.compile(r"\b(?:sorry|i mean|correction|rather|no wait|oops|let me correct)\b", re.I)
 _CHANGE = re.compile(
     r"\b(?:actually|instead|change|move|reschedule|cancel|different|wait|earlier|later)\b", re.I
 )
@@ -287,6 +289,9 @@ def judge(case: Case) -> Finding:
         )
     if b.cancelled:
         return unsure("the call's last action was a cancellation")
+    booked = _BOOKED.search(b.turn.text)
+    if booked is not None and _SELF_FIX.search(b.turn.text, booked.end()):
+        return unsure(f"the agent corrects itself in the booking (turn {b.turn.turn})")
     later = [t for t in case.transcript if t.turn > b.turn.turn and t.speaker == "caller"]
     if any(_CHANGE.search(t.text) for t in later):
         return unsure("the caller asks for a change after the booking")

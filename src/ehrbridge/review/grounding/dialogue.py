@@ -179,7 +179,14 @@ _CHECK = re.compile(
     re.I,
 )
 _SPOILS_ACCEPT = re.compile(
-    r"\b(?:no|not|wait|actually|but|except|instead|think|maybe|sure|probably|guess|check|then)\b",
+    r"\b(?:no|not|wait|actually|but|except|instead|think|maybe|sure|probably|guess|check|then"
+    rf"|old|previous|former|anymore|used to|{_RELATIVES})\b",
+    re.IGNORECASE,
+)
+#: a question that asks the caller to confirm what the agent said
+_CONFIRM = re.compile(
+    r"\b(?:right|correct|did i get|sound right|accurate|ok|okay|good|still|is (?:that|this|it)"
+    r" (?:your|the|it))\b",
     re.IGNORECASE,
 )
 
@@ -317,6 +324,12 @@ def stance(
         asked = "?" in text[m.start : ce] or bool(_CHECK.search(text[m.end :]))
         return Stance.REJECTED if asked else Stance.AGENT_ONLY
     if accepts(reply):
+        # "I have your cell as X. Do you also want text reminders?" - "Yes": the yes is to the
+        # question, not to X
+        questions = re.findall(r"[^.?!]*\?", text[ce:])
+        asked = "?" in text[m.start : ce]
+        if not asked and questions and not any(_CONFIRM.search(q) for q in questions):
+            return Stance.AGENT_ONLY
         return Stance.ACCEPTED
     return Stance.AGENT_ONLY
 

@@ -273,6 +273,13 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
             return unsure(
                 f"the caller answers a read-back with other characters (turn {fixed.turn})", [fixed]
             )
+        conflict = _differs_from_caller(case, mentions, ledger.rejected, final)
+        if conflict is not None:
+            return unsure(
+                f"the caller accepts a read-back that differs from what they said (turn "
+                f"{conflict.turn})",
+                [conflict, final],
+            )
         late = _late_correction(case, final.turn, final) or _fixed_after(case, final)
         if late is not None:
             return unsure(f"the caller corrects something after turn {final.turn}", [late])
@@ -327,6 +334,30 @@ _RESTATE_WORDS = {
     "no", "nope", "sorry", "wait", "actually", "it's", "its", "it", "is", "that's", "i", "said",
     "the", "last", "four", "digits", "are", "end", "ends", "in", "with", "ending", "no,",
 }  # fmt: skip
+
+
+def _chars(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", value).upper()
+
+
+def _differs_from_caller(
+    case: Case, mentions: Sequence[Mention], rejected: dict[str, Mention], final: Mention
+) -> Mention | None:
+    """A final value the caller only accepted ("Yes." to the agent's read-back) while the
+    caller's own words gave another value for the slot, never taken back: the "yes" may be to a
+    misheard read-back, and which value stands is for a human."""
+    if final.speaker != "agent":
+        return None
+    for m in mentions:
+        if m.speaker != "caller" or m.slot != final.slot or m.turn >= final.turn:
+            continue
+        if m.value == final.value or m.value in rejected:
+            continue
+        if _chars(m.value) in _chars(final.value):
+            continue  # "... B-E-R-G at the end": part of it, said again
+        if stance(case.transcript, m) is Stance.ASSERTED:
+            return m
+    return None
 
 
 _FIX_CUE = re.compile(
