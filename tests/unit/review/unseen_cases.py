@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in six batches, each written before the judge was run on it, so the first run of a
+They came in seven batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -21,7 +21,9 @@ batch says how the rules did on cases they had never seen:
 - ``u-6xx`` (32, zones, daylight saving time, rarer fields): 20 of 22 verified, no unsafe pass;
 - ``u-7xx`` (12, traps for acceptance and bookings): 3 of 3 verified, 4 unsafe passes (a "yes" to
   another question; a "yes" to a read-back that differs from what the caller said; the agent
-  correcting itself in the booking, twice).
+  correcting itself in the booking, twice);
+- ``u-8xx`` (12, traps for medications, allergies and worded fields): 1 of 3 verified, 2 unsafe
+  passes (directions with two frequencies; a dependant's id suffix after "and then").
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1546,6 +1548,46 @@ _B7: list[dict[str, Any]] = [
                "I think so."), entity="InsurancePlan"),
 ]  # fmt: skip
 
+
+# A seventh batch: traps for medications, allergies and the worded fields, run once first.
+_B8: list[dict[str, Any]] = [
+    _case("u-801", "unsupported", "medication.display", "metformin 1000 mg",
+          _two("What do you take?", "I take metformin, five hundred milligrams, and my wife takes "
+               "the one thousand milligram one."), entity="MedicationOrder"),
+    _case("u-802", "supported", "medication.display", "metformin 500 mg",
+          _two("What do you take?", "I take metformin, five hundred milligrams, and my wife takes "
+               "the one thousand milligram one."), entity="MedicationOrder"),
+    _case("u-803", "unsupported", "dosage.text", "1 tablet twice daily",
+          _two("How do you take the lisinopril?", "The doctor said one tablet twice a day, but I "
+               "only take it once a day."), entity="MedicationOrder",
+          known={"MedicationOrder.medication.display": "lisinopril 10 mg"}),
+    _case("u-804", "unsupported", "reaction", "breathing problems",
+          _two("What happens with penicillin?", "With penicillin I got hives, and with sulfa I "
+               "had trouble breathing."), entity="AllergyIntolerance",
+          known={"AllergyIntolerance.substance": "penicillin"}),
+    _case("u-805", "contradicted", "language", "es",
+          _two("Which language?", "My husband prefers Spanish, I prefer English.")),
+    _case("u-806", "unsupported", "payer", "Aetna",
+          _two("Insurance?", "My husband has Aetna through work; I'm not on his plan."),
+          entity="InsurancePlan"),
+    _case("u-807", "contradicted", "preferred_pharmacy", "CVS, Main St",
+          _two("Which pharmacy?", "Not the CVS, the Walgreens on Main.")),
+    _case("u-808", "contradicted", "member_id", "WZH4472291",
+          _two("Member ID?", "W, Z, H, four four seven, two two nine one, and then zero two for "
+               "me."), entity="InsurancePlan", why="the patient's own id has the 02 suffix"),
+    _case("u-809", "supported", "member_id", "WZH447229102",
+          _two("Member ID?", "W, Z, H, four four seven, two two nine one, and then zero two for "
+               "me."), entity="InsurancePlan"),
+    _case("u-810", "supported", "address.line", "12 Oak St",
+          _two("Your home address?", "Mail goes to my P.O. box, but I live at twelve Oak Street.")),
+    _case("u-811", "unsupported", "address.postal_code", "02139",
+          _two("Zip code?", "The zip is zero two one three nine, or is it one three eight?")),
+    _case("u-812", "contradicted", "status", "active",
+          _two("Still taking the atorvastatin?", "Not since March, the doctor took me off it."),
+          entity="MedicationOrder",
+          known={"MedicationOrder.medication.display": "atorvastatin 20 mg"}),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
-    parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7]
+    parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8]
 ]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from ehrbridge.review.grounding.dialogue import Mention, Stance, settle, stance
+from ehrbridge.review.grounding.dialogue import SOMEONE, Mention, Stance, settle, stance
 from ehrbridge.review.grounding.finding import Finding, unsure
 from ehrbridge.review.grounding.spoken import is_number_word, number_digits, tokens
 from ehrbridge.review.verdicts import Case, Outcome, Turn
@@ -175,7 +175,7 @@ def _display(case: Case) -> Finding:
     said: tuple[str, int, int] | None = None
     where: Mention = own[-1]
     for m in own:
-        text = _turn_text(case.transcript, m.turn)
+        text = _own_part(_turn_text(case.transcript, m.turn), m.end)
         found = strengths(text[m.end :])
         if found:
             said = (found[-1][0], m.end + found[-1][1], m.end + found[-1][2])
@@ -214,6 +214,13 @@ def _display(case: Case) -> Finding:
     )
 
 
+def _own_part(text: str, after: int) -> str:
+    """``text`` up to where it turns to someone else after ``after`` ("..., and my wife takes the
+    thousand"): a strength said after that is not the patient's."""
+    other = SOMEONE.search(text, after)
+    return text[: other.start()] if other else text
+
+
 _FIX_ONLY = re.compile(r"^\W*(?:(?:wait|no|sorry|actually|i mean|make that)\W*)+$", re.I)
 
 
@@ -226,6 +233,7 @@ def _strength_fixed(case: Case, m: Mention) -> bool:
     text = _turn_text(case.transcript, m.turn)
     if "?" in text or "[" in text:
         return False
+    text = _own_part(text, m.end)
     found = strengths(text[m.end :])
     if len(found) < 2:
         return False
@@ -342,11 +350,24 @@ def dosage_features(text: str) -> dict[str, str]:
             amount = number_digits([words[i - 1]]) if is_number_word(words[i - 1]) else None
             if amount:
                 out["amount"] = amount
-    for name, pattern in _FREQUENCY.items():
-        if re.search(pattern, low):
-            out.setdefault("frequency", name)
-            break
+    said = [name for name, pattern in _FREQUENCY.items() if re.search(pattern, low)]
+    if said:
+        # "twice a day, but I only take it once a day": two frequencies, not one
+        out["frequency"] = said[0] if len(said) == 1 or _one_frequency(said, low) else "?"
     return out
+
+
+def _one_frequency(said: list[str], low: str) -> bool:
+    """ "twice a day" also reads as "a day" (once): two readings of one frequency, not two."""
+    if "once" not in said or len(said) != 2:
+        return False
+    return not re.search(_FREQUENCY["once"], _MULTIPLE.sub(" ", low))
+
+
+_MULTIPLE = re.compile(
+    r"\b(?:twice|two times|2 times|three times|3 times|bid|tid)"
+    r"(?:\s+(?:a|each|every|per)\s+day|\s+daily)?\b"
+)
 
 
 def _dosage(case: Case) -> Finding:

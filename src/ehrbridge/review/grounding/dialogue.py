@@ -57,7 +57,12 @@ class Mention:
     parts: tuple[tuple[int, int, int], ...] = ()
 
 
-_CLAUSE_END = re.compile(r"[.?!;]+|\s[\u2014\u2013]\s?|\s-\s|\bbut\b|\bpero\b|\bwait\b", re.I)
+_CLAUSE_END = re.compile(
+    r"[.?!;]+|\s[\u2014\u2013]\s?|\s-\s|\bbut\b|\bpero\b|\bwait\b"
+    # "..., and my wife takes ...": a new subject
+    r"|,\s+(?:and|while|whereas)\s+(?=(?:my|his|her|their|our)\s)",
+    re.I,
+)
 _RELATIVES = (
     r"daughter|son|husband|wife|mom|mother|dad|father|kid|child|children|sister|brother|partner"
     r"|spouse|friend|neighbou?r|boss|grandson|granddaughter|grandma|grandpa|aunt|uncle|cousin"
@@ -67,6 +72,8 @@ _SOMEONE = (
     rf"\b(?:my|your|his|her|their|our)\s+(?:{_RELATIVES})\b|\b(?:{_RELATIVES})'s\b"
     r"|emergency contact"
 )
+#: a phrase that names someone other than the patient ("my wife", "her son's")
+SOMEONE = re.compile(_SOMEONE, re.IGNORECASE)
 _THIRD_PARTY = re.compile(
     rf"(?i:{_SOMEONE}|\b(?:his|her|he's|she's|he|she)\b)|\bfor\s+[A-Z][a-z]+\b",
 )

@@ -369,7 +369,12 @@ def _runs(text: str) -> tuple[Run, ...]:
                     groups.append(sum(len(p) for p in parts))
                 j += 1
                 continue
-            if t.low == "and" and words and j + 1 < len(toks) and toks[j + 1].low == "then":
+            if (
+                t.low == "and"
+                and (words or parts)
+                and j + 1 < len(toks)
+                and toks[j + 1].low == "then"
+            ):
                 j += 1
                 continue
             break
