@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in seven batches, each written before the judge was run on it, so the first run of a
+They came in eight batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -23,7 +23,9 @@ batch says how the rules did on cases they had never seen:
   another question; a "yes" to a read-back that differs from what the caller said; the agent
   correcting itself in the booking, twice);
 - ``u-8xx`` (12, traps for medications, allergies and worded fields): 1 of 3 verified, 2 unsafe
-  passes (directions with two frequencies; a dependant's id suffix after "and then").
+  passes (directions with two frequencies; a dependant's id suffix after "and then");
+- ``u-9xx`` (12, traps for phones, names, dates and zones): 3 of 3 verified, 2 unsafe passes (a
+  time zone named in the booking; a hyphenated name after its spelling).
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1588,6 +1590,45 @@ _B8: list[dict[str, Any]] = [
           known={"MedicationOrder.medication.display": "atorvastatin 20 mg"}),
 ]  # fmt: skip
 
+
+# An eighth batch: traps for phones, names, dates and zones, run once before any change.
+_CHI = ("2026-12-04T09:00:00-06:00", "America/Chicago")
+_B9: list[dict[str, Any]] = [
+    _case("u-901", "contradicted", "phone.mobile", "+16175550123",
+          _two("Cell?", "My cell is six one seven, five five five, oh one two two. My husband's is "
+               "six one seven, five five five, oh one two three.")),
+    _case("u-902", "supported", "phone.mobile", "+16175550122",
+          _two("Cell?", "My cell is six one seven, five five five, oh one two two. My husband's is "
+               "six one seven, five five five, oh one two three.")),
+    _case("u-903", "unsupported", "phone.mobile", "+16175550122",
+          _two("Cell?", "Six one seven, five five [static] five, oh one two two.")),
+    _case("u-904", "unsupported", "birth_date", "1976-07-04",
+          _two("Date of birth?", "The fourth of July, but the year I'd rather not say.")),
+    _case("u-905", "contradicted", "birth_date", "2010-06-09",
+          _two("Date of birth?", "I'm March third, eighty-one; my son is June ninth, twenty ten.")),
+    _case("u-906", "supported", "birth_date", "1981-03-03",
+          _two("Date of birth?", "I'm March third, eighty-one; my son is June ninth, twenty ten.")),
+    _case("u-907", "contradicted", "start", "2026-12-08T14:00:00-06:00",
+          [(A, "Tuesday, December eighth at two p.m. Eastern, is that okay?"), (C, "Yes."),
+           (A, "You're booked for Tuesday, December eighth at two p.m. Eastern."),
+           (C, "Thanks.")], entity="Appointment", call=_CHI,
+          why="two p.m. Eastern is one p.m. in Chicago"),
+    _case("u-908", "unsupported", "phone.mobile", "+16175550122",
+          [(A, "Cell?"), (C, "Six one seven, five five five, oh one two two."), (A, "Thanks."),
+           (C, "Actually, that's my landline, not my cell.")]),
+    _case("u-909", "contradicted", "name.family", "Smith",
+          _two("Last name?", "Smith, S-M-I-T-H, but it's hyphenated, Smith-Jones.")),
+    _case("u-910", "unsupported", "birth_date", "1981-03-03",
+          [(A, "I have your birthday as March third, nineteen eighty-one. And what's your "
+               "address?"), (C, "Forty Elm Street.")]),
+    _case("u-911", "unsupported", "member_id", "WZH4472202",
+          _two("Member ID?", "It's the same as my husband's, but ending in zero two instead of "
+               "zero one."), entity="InsurancePlan"),
+    _case("u-912", "supported", "email", "lee.ann@example.com",
+          [(A, "Email?"), (C, "Lee dot ann at example dot com."),
+           (A, "L-E-E dot A-N-N at example dot com?"), (C, "Yes, that's it.")]),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
-    parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8]
+    parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9]
 ]

@@ -161,7 +161,18 @@ def _span(turn: Turn, start: int, end: int) -> Mention:
     return Mention(value="", slot=None, turn=turn.turn, start=start, end=end, speaker=turn.speaker)
 
 
+_ZONE_WORDS = re.compile(
+    r"\b(?:eastern|central|mountain|pacific|alaska|hawaii|atlantic|hora del (?:este|centro|"
+    r"pac[íi]fico)|(?:your|my|our) time)\b",
+    re.IGNORECASE,
+)
+_ZONE_ABBREVIATIONS = re.compile(r"\b(?:[ECMPAH][SD]?T|GMT|UTC)\b")
+
+
 def _start(case: Case, b: Booking) -> Finding:
+    if _ZONE_WORDS.search(b.turn.text) or _ZONE_ABBREVIATIONS.search(b.turn.text):
+        # "two p.m. Eastern" to a clinic in Chicago: a zone the reader does not convert
+        return unsure("the booking names a time zone")
     want = datetime.fromisoformat(str(case.fact.value))
     today = local_day(case.call_started_at, case.clinic_timezone)
     days = named_days(b.turn.text, today) or _weekday(case, b, today)

@@ -281,6 +281,8 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
                 [conflict, final],
             )
         late = _late_correction(case, final.turn, final) or _fixed_after(case, final)
+        if late is None and slot in ("given", "family"):
+            late = _longer_name(case, final)
         if late is not None:
             return unsure(f"the caller corrects something after turn {final.turn}", [late])
         if slot == "email" and not _spelling_agrees(case, final):
@@ -338,6 +340,23 @@ _RESTATE_WORDS = {
 
 def _chars(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", value).upper()
+
+
+def _longer_name(case: Case, final: Mention) -> Mention | None:
+    """The spelled name's own turn goes on to a longer name that holds it ("Smith, S-M-I-T-H,
+    but it's hyphenated, Smith-Jones"): the spelling was only part of it."""
+    turn = turn_by_number(case.transcript, final.turn)
+    if turn is None:
+        return None
+    name = re.escape(final.value.split()[-1])
+    pattern = rf"\b(?:{name}[-\s]+[A-Z][a-zà-ÿ']+|[A-Z][a-zà-ÿ']+[-\s]+{name})\b"
+    for m in re.finditer(pattern, turn.text[final.end :], re.IGNORECASE):
+        said = m.group()
+        if said[0].isupper() and all(w[:1].isupper() for w in re.split(r"[-\s]+", said)):
+            start = final.end + m.start()
+            return Mention(value=said, slot=None, turn=turn.turn, start=start,
+                           end=start + len(said), speaker=turn.speaker)  # fmt: skip
+    return None
 
 
 def _differs_from_caller(
