@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in eight batches, each written before the judge was run on it, so the first run of a
+They came in nine batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -25,7 +25,9 @@ batch says how the rules did on cases they had never seen:
 - ``u-8xx`` (12, traps for medications, allergies and worded fields): 1 of 3 verified, 2 unsafe
   passes (directions with two frequencies; a dependant's id suffix after "and then");
 - ``u-9xx`` (12, traps for phones, names, dates and zones): 3 of 3 verified, 2 unsafe passes (a
-  time zone named in the booking; a hyphenated name after its spelling).
+  time zone named in the booking; a hyphenated name after its spelling);
+- ``u-axx`` (12, more traps across fields): 5 of 5 verified, 1 unsafe pass (a drug the caller is
+  "supposed to take" but has not been taking).
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1629,6 +1631,45 @@ _B9: list[dict[str, Any]] = [
            (A, "L-E-E dot A-N-N at example dot com?"), (C, "Yes, that's it.")]),
 ]  # fmt: skip
 
+
+# A ninth batch: more traps across fields, run once before any change.
+_B10: list[dict[str, Any]] = [
+    _case("u-a01", "supported", "address.line", "12 Oak St",
+          _two("Address?", "Twelve Oak Street, but we're moving to forty Pine Street next month.")),
+    _case("u-a02", "contradicted", "address.line", "40 Pine St",
+          _two("Address?", "Twelve Oak Street, but we're moving to forty Pine Street next month.")),
+    _case("u-a03", "supported", "email", "jsmith@example.com",
+          _two("Email?", "My email is jsmith at example dot com, that's J, S, M, I, T, H.")),
+    _case("u-a04", "contradicted", "email", "j.smith@example.com",
+          _two("Email?", "My email is jsmith at example dot com, that's J, S, M, I, T, H.")),
+    _case("u-a05", "contradicted", "status", "booked",
+          [(C, "Can I get in on Tuesday?"),
+           (A, "I'm not able to book Tuesday, but I've put you on the waitlist."),
+           (C, "Okay.")], entity="Appointment"),
+    _case("u-a06", "unsupported", "reaction", "hives",
+          _two("What happens with codeine?", "Codeine makes me nauseous. My mom gets hives from "
+               "it."), entity="AllergyIntolerance",
+          known={"AllergyIntolerance.substance": "codeine"}),
+    _case("u-a07", "contradicted", "language", "es",
+          _two("Language?", "Spanish is fine for my mom, but I prefer English.")),
+    _case("u-a08", "supported", "start", "2026-12-05T09:00:00-05:00",
+          [(A, "Tomorrow at nine in the morning?"), (C, "Yes."),
+           (A, "You're booked for tomorrow at nine in the morning."), (C, "Thanks.")],
+          entity="Appointment"),
+    _case("u-a09", "supported", "medication.display", "acetaminophen",
+          _two("Anything else you take?", "I take Tylenol as needed."), entity="MedicationOrder"),
+    _case("u-a10", "contradicted", "medication.display", "atorvastatin",
+          _two("Any cholesterol medicine?", "I'm supposed to take Lipitor, but I haven't been "
+               "taking it for months."), entity="MedicationOrder"),
+    _case("u-a11", "supported", "medication.display", "aspirin 81 mg",
+          _two("Medications?", "Just baby aspirin, eighty-one milligrams."),
+          entity="MedicationOrder"),
+    _case("u-a12", "unsupported", "start", "2026-12-08T10:00:00-05:00",
+          [(A, "You're booked for Tuesday, December eighth at ten a.m. for your labs and "
+               "Thursday, December tenth at two p.m. with Dr. Osei."), (C, "Great, thanks.")],
+          entity="Appointment", why="two visits; which one the fact is about is unclear"),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
-    parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9]
+    parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9, *_B10]
 ]

@@ -172,6 +172,10 @@ def _display(case: Case) -> Finding:
         own = [*own, fixed[-1]]
     elif not own or "drug" not in ledger.final:
         return unsure("the caller never says the patient takes this drug")
+    for m in own:
+        denied = _NOT_TAKING.search(_own_part(_turn_text(case.transcript, m.turn), m.end), m.end)
+        if denied is not None:
+            return unsure(f"the caller says the patient is not taking it (turn {m.turn})", [m])
     said: tuple[str, int, int] | None = None
     where: Mention = own[-1]
     for m in own:
@@ -221,6 +225,12 @@ def _own_part(text: str, after: int) -> str:
     return text[: other.start()] if other else text
 
 
+#: said after the drug: it is not being taken ("..., but I haven't been taking it")
+_NOT_TAKING = re.compile(
+    r"\b(?:haven't been taking|have not been taking|not taking|don't take|do not take|stopped"
+    r"|quit|ran out|never (?:took|started|filled)|no longer)\b",
+    re.IGNORECASE,
+)
 _FIX_ONLY = re.compile(r"^\W*(?:(?:wait|no|sorry|actually|i mean|make that)\W*)+$", re.I)
 
 

@@ -122,7 +122,7 @@ _HYPOTHETICAL = re.compile(
     r"\b(?:if|maybe|might|may(?!\s+(?:the\s+)?(?:\d|[a-z]+(?:th|st|nd|rd)\b|(?:one|two|three|four"
     r"|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen"
     r"|eighteen|nineteen|twenty|thirty)\b))|could|would|thinking|considering|possibly|perhaps"
-    r"|planning|plans? to"
+    r"|planning|plans? to|supposed to|meant to|should be taking"
     r"|going to|next year|next month|next week|decide|will be|moving to|we're moving|starting next"
     r"|after (?:i|we) move|quizás|tal vez)\b",
     re.IGNORECASE,
