@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in nine batches, each written before the judge was run on it, so the first run of a
+They came in ten batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -27,7 +27,10 @@ batch says how the rules did on cases they had never seen:
 - ``u-9xx`` (12, traps for phones, names, dates and zones): 3 of 3 verified, 2 unsafe passes (a
   time zone named in the booking; a hyphenated name after its spelling);
 - ``u-axx`` (12, more traps across fields): 5 of 5 verified, 1 unsafe pass (a drug the caller is
-  "supposed to take" but has not been taking).
+  "supposed to take" but has not been taking);
+- ``u-bxx`` (10, background voices, alternatives, corrections in worded fields): 1 of 2 verified,
+  3 unsafe passes (a "yes" a background voice disputes; an email offered with an alternative;
+  a pharmacy corrected in the same breath).
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1670,6 +1673,39 @@ _B10: list[dict[str, Any]] = [
           entity="Appointment", why="two visits; which one the fact is about is unclear"),
 ]  # fmt: skip
 
+
+# A tenth batch: traps for background voices, alternatives and corrections in worded fields.
+_B11: list[dict[str, Any]] = [
+    _case("u-b01", "unsupported", "phone.mobile", "+16175550122",
+          _two(_CELL_Q + " Is that right?", "Yes. [background] No, that's the old number!"),
+          why="a background voice disputes it and the caller does not settle it"),
+    _case("u-b02", "unsupported", "email", "ana@example.com",
+          _two("Email?", "It's ana at example dot com, or ana two, one of those.")),
+    _case("u-b03", "unsupported", "member_id", "XYZ12345",
+          _two("Member ID?", "It's X, Y, Z, one two three four five. That's the group number, "
+               "actually."), entity="InsurancePlan"),
+    _case("u-b04", "contradicted", "birth_date", "1990-01-05",
+          _two("Date of birth?", "January fifth, nineteen ninety — no wait, that's my husband's. "
+               "Mine is May second, nineteen ninety-two.")),
+    _case("u-b05", "supported", "birth_date", "1992-05-02",
+          _two("Date of birth?", "January fifth, nineteen ninety — no wait, that's my husband's. "
+               "Mine is May second, nineteen ninety-two.")),
+    _case("u-b06", "contradicted", "language", "es",
+          _two("Language?", "English, please, for me. My mother needs Spanish.")),
+    _case("u-b07", "unsupported", "substance", "latex",
+          _two("Allergies?", "No allergies that I know of, except maybe latex."),
+          entity="AllergyIntolerance"),
+    _case("u-b08", "contradicted", "preferred_pharmacy", "CVS, Elm St",
+          _two("Pharmacy?", "Use the CVS on Elm — actually no, the one on Maple.")),
+    _case("u-b09", "contradicted", "payer", "Cigna",
+          _two("Insurance?", "I had Cigna until last month; now it's Aetna."),
+          entity="InsurancePlan"),
+    _case("u-b10", "supported", "payer", "Aetna",
+          _two("Insurance?", "I had Cigna until last month; now it's Aetna."),
+          entity="InsurancePlan"),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
-    parse_case(body) for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9, *_B10]
+    parse_case(body)
+    for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9, *_B10, *_B11]
 ]

@@ -157,6 +157,9 @@ _INTERPRETERS_OWN = re.compile(
     r" (?:number|line|phone|id)|my direct line|(?:agency|service)(?:'s)? (?:number|line))\b",
     re.IGNORECASE,
 )
+#: the caller offers another value right after: "X, or ana two, one of those"
+_ALTERNATIVE = re.compile(r"[\s,]*or\b|.{0,60}\b(?:one of those|one or the other|not sure which"
+                          r"|can't remember which)\b", re.IGNORECASE)  # fmt: skip
 _OTHERS_NUMBER = re.compile(
     r"\b(?:the\s+)?(?:pharmacy|clinic|doctor|dentist|school|hospital|lawyer)(?:'s)?\s+"
     r"(?:number|phone|line|fax|email)|\bfax\b|\[background\][^\[]*$",
@@ -227,6 +230,8 @@ def accepts(reply: Turn | None) -> bool:
     if reply is None or reply.speaker != "caller":
         return False
     text = reply.text[relayed(reply.text) :]
+    if "[background]" in text.lower():
+        return False  # someone else on the line has a say: not a clean yes
     first = re.split(r"[.!?]", text, maxsplit=1)[0]
     if not _ACCEPT.search(text) or _SPOILS_ACCEPT.search(first):
         return False
@@ -294,7 +299,7 @@ def _caller_context(
         return Stance.REJECTED
     if same_kind_later and _CORRECTION.search(rest):
         return Stance.REJECTED
-    if _HEDGE.search(inside) or _HEDGE_AFTER.search(rest[:60]):
+    if _HEDGE.search(inside) or _HEDGE_AFTER.search(rest[:60]) or _ALTERNATIVE.match(rest):
         return Stance.HEDGED
     return Stance.ASSERTED
 

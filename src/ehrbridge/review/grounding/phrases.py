@@ -71,6 +71,10 @@ def _language(case: Case) -> Finding:
 _FILLER = {"of", "the", "at", "on", "by", "and", "in", "near", "inc", "co", "pharmacy"}
 
 
+#: "Use the CVS on Elm - actually no, the one on Maple"
+_FIXED_AFTER = re.compile(
+    r"\b(?:actually|sorry|i mean|instead|rather|not that|scratch that|wait)\b|^\W*no\b", re.I
+)
 _PAST_BEFORE = re.compile(
     r"\b(?:used|previous(?:ly)?|old|former|had|switched from|changed from)\b", re.I
 )
@@ -130,7 +134,7 @@ def _stated_as(case: Case, value: str) -> Finding:
     for t in reversed(list(case.transcript)):
         if t.speaker != "caller":
             continue
-        for sentence in reversed(list(re.finditer(r"[^.!?]+[.!?]?", t.text))):
+        for sentence in reversed(list(re.finditer(r"[^.!?;]+[.!?;]?", t.text))):
             found = [
                 (sentence.start() + m.start(), sentence.start() + m.end())
                 for m in re.finditer(r"[A-Za-zà-ÿ0-9']+", sentence.group())
@@ -154,6 +158,8 @@ def _stated_as(case: Case, value: str) -> Finding:
                 t.text[end : sentence.end()]
             ):
                 return unsure("the caller names it as a past or replaced value")
+            if _FIXED_AFTER.search(t.text[end:]):
+                return unsure("the caller corrects it after naming it")
             probe = Mention(
                 value=str(case.fact.value), slot="phrase", turn=t.turn, start=start, end=end,
                 speaker="caller",
