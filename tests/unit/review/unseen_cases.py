@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in ten batches, each written before the judge was run on it, so the first run of a
+They came in eleven batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -30,7 +30,8 @@ batch says how the rules did on cases they had never seen:
   "supposed to take" but has not been taking);
 - ``u-bxx`` (10, background voices, alternatives, corrections in worded fields): 1 of 2 verified,
   3 unsafe passes (a "yes" a background voice disputes; an email offered with an alternative;
-  a pharmacy corrected in the same breath).
+  a pharmacy corrected in the same breath);
+- ``u-cxx`` (10, several values in one call): 6 of 6 verified, no unsafe pass.
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1705,7 +1706,45 @@ _B11: list[dict[str, Any]] = [
           entity="InsurancePlan"),
 ]  # fmt: skip
 
+
+# An eleventh batch: several values in one call, run once before any change.
+_TWO_PHONES = (
+    "Call my cell, six one seven, five five five, oh one four one, but text my work "
+    "phone, six one seven, five five five, oh one four two."
+)
+_WRONG_ONE = (
+    "The number you have, six one seven, five five five, oh one four one, is wrong; it "
+    "should be six one seven, five five five, oh one four seven."
+)
+_B12: list[dict[str, Any]] = [
+    _case("u-c01", "contradicted", "phone.mobile", "+16175550141",
+          _two("Is your cell still good?", "My old cell was six one seven, five five five, oh "
+               "one four one; I don't have a cell anymore.")),
+    _case("u-c02", "supported", "phone.mobile", "+16175550141", _two("Numbers?", _TWO_PHONES)),
+    _case("u-c03", "supported", "phone.work", "+16175550142", _two("Numbers?", _TWO_PHONES)),
+    _case("u-c04", "contradicted", "phone.mobile", "+16175550141",
+          _two("Your cell?", _WRONG_ONE)),
+    _case("u-c05", "supported", "phone.mobile", "+16175550147",
+          _two("Your cell?", _WRONG_ONE)),
+    _case("u-c06", "supported", "birth_date", "1980-03-02",
+          _two("Date of birth?", "I was born in nineteen eighty, in Ohio, March second.")),
+    _case("u-c07", "supported", "start", "2026-12-09T14:00:00-05:00",
+          [(A, "I have Tuesday at ten a.m. or Wednesday at two p.m."), (C, "Wednesday, please."),
+           (A, "You're booked for Wednesday, December ninth at two p.m."), (C, "Thanks.")],
+          entity="Appointment"),
+    _case("u-c08", "unsupported", "start", "2026-12-09T14:00:00-05:00",
+          [(A, "I have Tuesday at ten a.m. or Wednesday at two p.m."), (C, "Wednesday, please."),
+           (A, "You're booked for Wednesday, December ninth at two p.m."),
+           (C, "Wait, I said Thursday.")], entity="Appointment"),
+    _case("u-c09", "contradicted", "practitioner", "Dr. Kwame Osei",
+          [(C, "Can I see Dr. Osei?"),
+           (A, "You're booked with Dr. Osei's nurse practitioner, Jane Park, on Wednesday, "
+               "December ninth at two p.m."), (C, "Okay, thanks.")], entity="Appointment"),
+    _case("u-c10", "supported", "birth_date", "1980-05-02",
+          _two("¿Fecha de nacimiento?", "Nací el dos de mayo de mil novecientos ochenta.")),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
     parse_case(body)
-    for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9, *_B10, *_B11]
+    for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9, *_B10, *_B11, *_B12]
 ]
