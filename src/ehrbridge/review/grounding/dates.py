@@ -175,13 +175,15 @@ def birth_dates(text: str, call_year: int, *, day_first: bool = False) -> list[S
                 after = found_years
             if not after:
                 continue
-            year, _, y_end = after[0]
+            year, y_start, y_end = after[0]
             for (_, _, prev_end), (later, l_start, l_end) in pairwise(after):
                 # "nineteen sixty - no, sorry, nineteen seventy": the corrected year
                 if _YEAR_FIX.search(text[prev_end:l_start]):
-                    year, y_end = later, l_end
+                    year, y_start, y_end = later, l_start, l_end
+            # the year may come first ("born in nineteen eighty, ..., March second")
+            span = (min(start, y_start), max(end, y_end))
             try:
-                out.append(Spoken(value=date(year, month, day), start=start, end=y_end))
+                out.append(Spoken(value=date(year, month, day), start=span[0], end=span[1]))
             except ValueError:
                 continue
         return out
