@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in eleven batches, each written before the judge was run on it, so the first run of a
+They came in twelve batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -31,7 +31,9 @@ batch says how the rules did on cases they had never seen:
 - ``u-bxx`` (10, background voices, alternatives, corrections in worded fields): 1 of 2 verified,
   3 unsafe passes (a "yes" a background voice disputes; an email offered with an alternative;
   a pharmacy corrected in the same breath);
-- ``u-cxx`` (10, several values in one call): 6 of 6 verified, no unsafe pass.
+- ``u-cxx`` (10, several values in one call): 6 of 6 verified, no unsafe pass;
+- ``u-dxx`` (11, speech-to-text spellings of numbers and times): 8 of 10 verified, no unsafe
+  pass.
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1744,7 +1746,43 @@ _B12: list[dict[str, Any]] = [
           _two("¿Fecha de nacimiento?", "Nací el dos de mayo de mil novecientos ochenta.")),
 ]  # fmt: skip
 
+
+# A twelfth batch: speech-to-text spellings of numbers and times, run once before any change.
+def _booked(when: str) -> list[tuple[str, str]]:
+    return [
+        (A, f"Tuesday, December eighth at {when}?"),
+        (C, "Yes."),
+        (A, f"You're booked for Tuesday, December eighth at {when}."),
+        (C, "Thanks."),
+    ]
+
+
+_B13: list[dict[str, Any]] = [
+    _case("u-d01", "supported", "phone.mobile", "+16175550142",
+          _two("Cell?", "Six one seven, five five five, oh one for two.")),
+    _case("u-d02", "supported", "phone.mobile", "+18185550112",
+          _two("Cell?", "It's ate one ate, five five five, oh one won two.")),
+    _case("u-d03", "supported", "phone.mobile", "+15085550155",
+          _two("Cell?", "Fife oh eight, five five five, oh one fife fife.")),
+    _case("u-d04", "supported", "name.family", "Nguyen",
+          _two("Last name?", "My last name is Nguyen, spelled N, G, U, Y, E, N.")),
+    _case("u-d05", "supported", "birth_date", "1979-03-04",
+          _two("Date of birth?", "Oh three, oh four, seventy-nine.")),
+    _case("u-d06", "supported", "start", "2026-12-08T10:00:00-05:00", _booked("ten a m"),
+          entity="Appointment"),
+    _case("u-d07", "supported", "start", "2026-12-08T15:00:00-05:00", _booked("three PM"),
+          entity="Appointment"),
+    _case("u-d08", "supported", "start", "2026-12-08T15:00:00-05:00", _booked("3 p.m."),
+          entity="Appointment"),
+    _case("u-d09", "supported", "start", "2026-12-08T15:00:00-05:00", _booked("3:00 PM"),
+          entity="Appointment"),
+    _case("u-d10", "contradicted", "start", "2026-12-08T03:00:00-05:00", _booked("3:00 PM"),
+          entity="Appointment"),
+    _case("u-d11", "supported", "address.postal_code", "02138",
+          _two("Zip code?", "Zero two one three ate.")),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
     parse_case(body)
-    for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9, *_B10, *_B11, *_B12]
+    for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9, *_B10, *_B11, *_B12, *_B13]
 ]

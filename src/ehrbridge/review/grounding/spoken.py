@@ -249,6 +249,26 @@ def _letter_at(toks: list[Token], i: int) -> tuple[str, int] | None:
     return None
 
 
+#: homophones of four that are words too; read as four only between single digits
+_FOUR_HOMOPHONES = {"for", "fore"}
+
+
+def _single_digit(t: Token) -> bool:
+    return t.low in DIGIT_WORDS and t.low not in ("o",)
+
+
+def _digit_words_around(toks: list[Token], j: int) -> bool:
+    """A word between two spoken single digits ("oh one for two")."""
+    return 0 < j < len(toks) - 1 and _single_digit(toks[j - 1]) and _single_digit(toks[j + 1])
+
+
+def _leads_digits(toks: list[Token], j: int) -> bool:
+    """An ambiguous word ("ate", "won") that starts a run of at least two more single digits
+    ("ate one ate, five five five") is the digit."""
+    nxt = toks[j + 1 : j + 3]
+    return len(nxt) == 2 and all(_single_digit(t) for t in nxt)
+
+
 def _digits_around(toks: list[Token], j: int, words: list[str]) -> bool:
     """A parenthesis or dot inside a number written in digits: "(617) 555", "617.555"."""
     t = toks[j].text
@@ -343,8 +363,14 @@ def _runs(text: str) -> tuple[Run, ...]:
                 end = toks[letter[1] - 1].end
                 j = letter[1]
                 continue
+            if t.low in _FOUR_HOMOPHONES and words and _digit_words_around(toks, j):
+                # "oh one for two": the speech-to-text's "for" between digits is four
+                words.append("four")
+                end = t.end
+                j += 1
+                continue
             if is_number_word(t.text):
-                if not words and not parts and t.low in _AMBIGUOUS:
+                if not words and not parts and t.low in _AMBIGUOUS and not _leads_digits(toks, j):
                     break
                 if t.text == "O" and _letter_o(toks, j, parts, words):
                     parts.append("O")
