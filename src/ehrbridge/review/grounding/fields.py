@@ -156,17 +156,37 @@ def phone_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
             number += f";ext={after[0].value}"
             end = after[0].end
         slot = slot_of(transcript, turn, run.start, PHONE_SLOTS)
-        found.append(
+        slots = [slot, *_same_as(turn.text, run.start, slot)]
+        found.extend(
             Mention(
                 value=number,
-                slot=slot,
+                slot=one,
                 turn=turn.turn,
                 start=run.start,
                 end=end,
                 speaker=turn.speaker,
             )
+            for one in slots
         )
     return found
+
+
+_SAME_AS = re.compile(
+    r"\b(?P<a>cell|mobile|cellphone|home|house|landline|work|office)\b(?:\s+(?:phone|number|line))?"
+    r"\s+(?:is|es)\s+(?:the\s+)?same\s+(?:as|que)\s+(?:my|the|mi)\s+"
+    r"(?P<b>cell|mobile|cellphone|home|house|landline|work|office)\b[^.?!\d]*$",
+    re.IGNORECASE,
+)
+
+
+def _same_as(text: str, pos: int, slot: str | None) -> list[str]:
+    """ "My cell is the same as my home number, four one five...": the number is the other
+    slot's too (the one the nearest slot word does not name)."""
+    m = _SAME_AS.search(text[:pos])
+    if m is None:
+        return []
+    other = {PHONE_SLOTS[m.group("a").lower()], PHONE_SLOTS[m.group("b").lower()]} - {slot}
+    return sorted(other) if len(other) == 1 else []
 
 
 _EMAIL_SYMBOLS = {"dot": ".", "period": ".", "punto": ".", "underscore": "_", "dash": "-",
