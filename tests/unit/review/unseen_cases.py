@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in twelve batches, each written before the judge was run on it, so the first run of a
+They came in thirteen batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -33,7 +33,8 @@ batch says how the rules did on cases they had never seen:
   a pharmacy corrected in the same breath);
 - ``u-cxx`` (10, several values in one call): 6 of 6 verified, no unsafe pass;
 - ``u-dxx`` (11, speech-to-text spellings of numbers and times): 8 of 10 verified, no unsafe
-  pass.
+  pass;
+- ``u-exx`` (6, traps for the newest rules): 2 of 2 verified, no unsafe pass.
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1782,7 +1783,45 @@ _B13: list[dict[str, Any]] = [
           _two("Zip code?", "Zero two one three ate.")),
 ]  # fmt: skip
 
+
+# A thirteenth batch: traps for the newest rules, run once before any change.
+_WIFE = (
+    "Six one seven, five five five, oh one two two, and my wife's is six one seven, five "
+    "five five, oh one two three."
+)
+_B14: list[dict[str, Any]] = [
+    _case("u-e01", "unsupported", "phone.home", "+16175550122",
+          _two("Numbers?", "My cell isn't the same as my home, it's six one seven, five five "
+               "five, oh one two two."), why="the cell's number, the home one never said"),
+    _case("u-e02", "supported", "phone.mobile", "+16175550122",
+          _two("Numbers?", "The home number is the same as my cell, it's six one seven, five "
+               "five five, oh one two two.")),
+    _case("u-e03", "unsupported", "phone.mobile", "+16175550199",
+          _two("Cell?", "My number for the pharmacy is six one seven, five five five, oh one "
+               "nine nine, if you need it.")),
+    _case("u-e04", "supported", "phone.mobile", "+16175550122", _two("Your cell?", _WIFE)),
+    _case("u-e05", "contradicted", "phone.mobile", "+16175550123", _two("Your cell?", _WIFE)),
+    _case("u-e06", "unsupported", "phone.mobile", "+16175550122",
+          _two("Your cell?", "I think it ends in oh one two two, six one seven, five five five, "
+               "oh one two two, but my daughter knows.")),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
     parse_case(body)
-    for body in [*_RAW, *_B2, *_B3, *_B4, *_B5, *_B6, *_B7, *_B8, *_B9, *_B10, *_B11, *_B12, *_B13]
+    for body in [
+        *_RAW,
+        *_B2,
+        *_B3,
+        *_B4,
+        *_B5,
+        *_B6,
+        *_B7,
+        *_B8,
+        *_B9,
+        *_B10,
+        *_B11,
+        *_B12,
+        *_B13,
+        *_B14,
+    ]
 ]

@@ -8,7 +8,11 @@ that mention is worth:
   "or is it...?", ``[inaudible]``) or negates them ("not fifty-four");
 - a self-correction ("forty - no, sorry, twenty") withdraws what came before it in the turn;
 - the agent's words count only when the caller's next turn accepts them ("yes, that's right");
-  a next turn that starts with "no" rejects them; anything else leaves them the agent's alone.
+  a next turn that starts with "no" rejects them; anything else leaves them the agent's alone. A
+  "yes" answers the agent's last question, so it does not accept a value the agent followed with
+  an unrelated one;
+- an interpreter's relay ("[Interpreter] She says her cell is...") is the patient's own words:
+  the relayed person's pronouns are the patient, anyone else's are not.
 
 :func:`settle` then plays the mentions in order, per slot (``mobile``, ``home``...): the last value
 the caller established wins, a rejected value stays rejected unless it is established again.

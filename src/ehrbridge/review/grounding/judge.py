@@ -5,10 +5,15 @@ birth dates, address lines and cities, appointments, medications, allergies, lan
 pharmacies, plans), it finds every mention of that kind of value in the transcript, decides what
 each mention is worth (:mod:`.dialogue`) and settles the value the caller ended on:
 
-- that value equals the fact (after normalisation) → **supported**, with the spans it rests on;
+- that value equals the fact (after normalisation) and nothing after it fixes or takes it back,
+  and the caller did not only say "yes" to a read-back that differs from their own words →
+  **supported**, with the spans it rests on;
 - a different value is established, or the fact's value was corrected, turned down or denied →
   **contradicted**;
 - anything else (never said, only the agent, someone else's, hedged, cut off) → **unsure**.
+
+Values spoken in pieces across turns (:mod:`.across`) and phones derived from the number on file
+("same as my old one, but ending in four two") are mentions like any other.
 """
 
 from __future__ import annotations
