@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in thirteen batches, each written before the judge was run on it, so the first run of a
+They came in fourteen batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -34,7 +34,9 @@ batch says how the rules did on cases they had never seen:
 - ``u-cxx`` (10, several values in one call): 6 of 6 verified, no unsafe pass;
 - ``u-dxx`` (11, speech-to-text spellings of numbers and times): 8 of 10 verified, no unsafe
   pass;
-- ``u-exx`` (6, traps for the newest rules): 2 of 2 verified, no unsafe pass.
+- ``u-exx`` (6, traps for the newest rules): 2 of 2 verified, no unsafe pass;
+- ``u-fxx`` (7, whole calls in the dev set's style): 5 of 6 verified, 1 unsafe pass (an
+  "apartamento dos" the reader did not know, the unit confirmed later on its own).
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1806,6 +1808,52 @@ _B14: list[dict[str, Any]] = [
                "oh one two two, but my daughter knows.")),
 ]  # fmt: skip
 
+
+# A fourteenth batch: whole calls in the dev set's style, run once before any change.
+_CALL_F1 = [
+    (
+        A,
+        "Thank you for calling Northside Pediatrics, this is the virtual assistant. Who am I "
+        "speaking with?",
+    ),
+    (C, "Hi, this is Dana Whitlock, I'm calling for my son Eli."),
+    (A, "Hi Dana. What's Eli's date of birth?"),
+    (C, "April ninth, twenty nineteen."),
+    (A, "Thank you. How can I help?"),
+    (C, "He needs his flu shot, and I want to update my cell. It changed."),
+    (A, "Sure. What's the new cell number?"),
+    (C, "Three one two, five five five, oh one six nine."),
+    (A, "Three one two, five five five, zero one six nine. Is that right?"),
+    (C, "Yes."),
+    (A, "For the flu shot, I have Monday, December seventh at four p.m."),
+    (C, "That works."),
+    (A, "You're booked for a vaccination visit for Eli on Monday, December seventh at four p.m."),
+    (C, "Great, thank you."),
+]
+_CALL_F2 = [
+    (A, "Harbor Clinic, how can I help?"),
+    (C, "Hola, sí, I need to change my address. This is Rosa Ibarra."),
+    (A, "Of course, Rosa. What's the new address?"),
+    (C, "Es... five twenty Lake Street, apartamento dos."),
+    (A, "Five twenty Lake Street, apartment two?"),
+    (C, "Sí, apartment two. And the zip is six oh six one four."),
+    (A, "Six oh six one four. Got it."),
+    (C, "Gracias."),
+]
+_B15: list[dict[str, Any]] = [
+    _case("u-f01", "supported", "phone.mobile", "+13125550169", _CALL_F1,
+          why="Dana calls for her son; her cell is not the patient's"),
+    _case("u-f02", "supported", "appointment_type", "vaccination", _CALL_F1,
+          entity="Appointment"),
+    _case("u-f03", "supported", "start", "2026-12-07T16:00:00-05:00", _CALL_F1,
+          entity="Appointment"),
+    _case("u-f04", "supported", "birth_date", "2019-04-09", _CALL_F1),
+    _case("u-f05", "supported", "address.line", "520 Lake St Apt 2", _CALL_F2),
+    _case("u-f06", "supported", "address.postal_code", "60614", _CALL_F2),
+    _case("u-f07", "contradicted", "address.line", "520 Lake St", _CALL_F2,
+          why="the apartment is missing"),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
     parse_case(body)
     for body in [
@@ -1823,5 +1871,6 @@ UNSEEN: list[LabelledCase] = [
         *_B12,
         *_B13,
         *_B14,
+        *_B15,
     ]
 ]

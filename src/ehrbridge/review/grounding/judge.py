@@ -23,7 +23,12 @@ from collections.abc import Callable, Sequence
 
 from ehrbridge.review.grounding import booking, clinical, phrases
 from ehrbridge.review.grounding.across import joined
-from ehrbridge.review.grounding.address import address_mentions, canonical_line, city_mentions
+from ehrbridge.review.grounding.address import (
+    UNIT_SAID,
+    address_mentions,
+    canonical_line,
+    city_mentions,
+)
 from ehrbridge.review.grounding.dates import birth_dates
 from ehrbridge.review.grounding.dialogue import Mention, Stance, settle, stance, turn_by_number
 from ehrbridge.review.grounding.fields import (
@@ -40,7 +45,7 @@ from ehrbridge.review.grounding.fields import (
     zip_mentions,
 )
 from ehrbridge.review.grounding.finding import Finding, unsure
-from ehrbridge.review.grounding.spoken import Run, is_number_word, runs, tokens
+from ehrbridge.review.grounding.spoken import Run, is_number_word, number_digits, runs, tokens
 from ehrbridge.review.verdicts import Case, Evidence, Outcome, Turn, Verdict, evidence_in
 
 Finder = Callable[[Sequence[Turn], Turn], list[Mention]]
@@ -288,6 +293,8 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
         late = _late_correction(case, final.turn, final) or _fixed_after(case, final)
         if late is None and slot in ("given", "family"):
             late = _longer_name(case, final)
+        if late is None and slot == "address.line":
+            late = _unit_after(case, final)
         if late is not None:
             return unsure(f"the caller corrects something after turn {final.turn}", [late])
         if slot == "email" and not _spelling_agrees(case, final):
@@ -345,6 +352,25 @@ _RESTATE_WORDS = {
 
 def _chars(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", value).upper()
+
+
+def _unit_after(case: Case, final: Mention) -> Mention | None:
+    """A unit the caller says after the final address line, outside any address ("Sí,
+    apartment two"), that the line does not hold: part of the address the finder did not join."""
+    for t in case.transcript:
+        if t.speaker != "caller" or t.turn < final.turn:
+            continue
+        for m in UNIT_SAID.finditer(t.text):
+            if t.turn == final.turn and final.start <= m.start() < final.end:
+                continue
+            said = m.group("value").replace("-", " ").split()
+            digits = number_digits([w.lower() for w in said if not w.isupper() or w.isdigit()])
+            letter = "".join(w for w in said if w.isupper() and len(w) == 1)
+            unit = (digits or "") + letter.lower() if digits else m.group("value").lower()
+            if not re.search(rf"\b{re.escape(unit)}\b", final.value):
+                return Mention(value=unit, slot=None, turn=t.turn, start=m.start(), end=m.end(),
+                               speaker="caller")  # fmt: skip
+    return None
 
 
 def _longer_name(case: Case, final: Mention) -> Mention | None:
