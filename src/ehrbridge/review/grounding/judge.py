@@ -283,7 +283,9 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
             return unsure(
                 f"the caller answers a read-back with other characters (turn {fixed.turn})", [fixed]
             )
-        conflict = _differs_from_caller(case, mentions, ledger.rejected, final)
+        conflict = _differs_from_caller(case, mentions, ledger.rejected, final) or _read_back_open(
+            case, mentions, ledger.rejected, final
+        )
         if conflict is not None:
             return unsure(
                 f"the caller accepts a read-back that differs from what they said (turn "
@@ -348,6 +350,30 @@ _RESTATE_WORDS = {
     "no", "nope", "sorry", "wait", "actually", "it's", "its", "it", "is", "that's", "i", "said",
     "the", "last", "four", "digits", "are", "end", "ends", "in", "with", "ending", "no,",
 }  # fmt: skip
+
+
+def _read_back_open(
+    case: Case, mentions: Sequence[Mention], rejected: dict[str, Mention], final: Mention
+) -> Mention | None:
+    """After the caller's final value the agent reads back another one for the slot and the
+    caller does not turn it down ("Five twenty Lake Street, apartment two?" - "Sí, apartment
+    two"): the two were never reconciled."""
+    if final.speaker != "caller":
+        return None
+    for m in mentions:
+        if m.speaker != "agent" or m.slot != final.slot or m.turn <= final.turn:
+            continue
+        if m.value == final.value or m.value in rejected:
+            continue
+        turn = turn_by_number(case.transcript, m.turn)
+        if turn is not None and _REPLACED.search(turn.text):
+            continue  # "I'll replace your old number X with Y": X is not a read-back
+        if stance(case.transcript, m) is not Stance.ELSEWHERE:
+            return m
+    return None
+
+
+_REPLACED = re.compile(r"\b(?:old|previous|former|replac\w*|instead of|on file|used to)\b", re.I)
 
 
 def _chars(value: str) -> str:
