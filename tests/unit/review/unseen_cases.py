@@ -35,8 +35,10 @@ batch says how the rules did on cases they had never seen:
 - ``u-dxx`` (11, speech-to-text spellings of numbers and times): 8 of 10 verified, no unsafe
   pass;
 - ``u-exx`` (6, traps for the newest rules): 2 of 2 verified, no unsafe pass;
-- ``u-fxx`` (7, whole calls in the dev set's style): 5 of 6 verified, 1 unsafe pass (an
-  "apartamento dos" the reader did not know, the unit confirmed later on its own).
+- ``u-fxx`` (7, whole calls in the dev set's style): 3 of 4 verified, 1 unsafe pass (an
+  "apartamento dos" the reader did not know, the unit confirmed later on its own); a second,
+  a mother's own cell taken for her son's, was hidden by a wrong label (fixed) and prompted the
+  caregiver rule that ``u-gxx`` hold.
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1851,7 +1853,7 @@ _CALL_F2 = [
     (C, "Gracias."),
 ]
 _B15: list[dict[str, Any]] = [
-    _case("u-f01", "supported", "phone.mobile", "+13125550169", _CALL_F1,
+    _case("u-f01", "unsupported", "phone.mobile", "+13125550169", _CALL_F1,
           why="Dana calls for her son; her cell is not the patient's"),
     _case("u-f02", "supported", "appointment_type", "vaccination", _CALL_F1,
           entity="Appointment"),
@@ -1862,6 +1864,35 @@ _B15: list[dict[str, Any]] = [
     _case("u-f06", "supported", "address.postal_code", "60614", _CALL_F2),
     _case("u-f07", "contradicted", "address.line", "520 Lake St", _CALL_F2,
           why="the apartment is missing"),
+]  # fmt: skip
+
+
+# Written with the caregiver rule the fourteenth batch prompted (not a held-out batch): a
+# relative calling for the patient speaks for them, but the caller's own values are theirs.
+_B16: list[dict[str, Any]] = [
+    _case("u-g01", "supported", "phone.mobile", "+16175550163",
+          _two("How can I help?", "I'm calling for my mom, Ana Ruiz. Her new cell is six one "
+               "seven, five five five, oh one six three.")),
+    _case("u-g02", "unsupported", "phone.mobile", "+16175550164",
+          _two("How can I help?", "I'm calling for my mom. You can reach me at six one seven, "
+               "five five five, oh one six four.")),
+    _case("u-g03", "supported", "phone.mobile", "+16175550165",
+          _two("How can I help?", "I'm calling for my dad. My dad's new cell is six one seven, "
+               "five five five, oh one six five.")),
+    _case("u-g04", "unsupported", "phone.mobile", "+16175550166",
+          _two("How can I help?", "I'm calling for my dad. My daughter's number is six one "
+               "seven, five five five, oh one six six.")),
+    _case("u-g05", "supported", "substance", "penicillin",
+          _two("How can I help?", "I'm calling on behalf of my husband. He's allergic to "
+               "penicillin."), entity="AllergyIntolerance"),
+    _case("u-g06", "unsupported", "substance", "latex",
+          _two("How can I help?", "I'm calling for my husband. I'm allergic to latex, by the "
+               "way."), entity="AllergyIntolerance"),
+    _case("u-g07", "supported", "birth_date", "2015-03-03",
+          _two("How can I help?", "I'm calling for my son. His date of birth is March third, "
+               "twenty fifteen.")),
+    _case("u-g08", "unsupported", "email", "dana.w@example.com",
+          _two("Email?", "I'm calling for my son. My email is dana dot w at example dot com.")),
 ]  # fmt: skip
 
 UNSEEN: list[LabelledCase] = [
@@ -1882,5 +1913,6 @@ UNSEEN: list[LabelledCase] = [
         *_B13,
         *_B14,
         *_B15,
+        *_B16,
     ]
 ]

@@ -86,6 +86,7 @@ _OTHER_PRONOUNS = {
     "she": re.compile(r"(?i:\b(?:his|him|he's|he)\b)"),
     "he": re.compile(r"(?i:\b(?:her|hers|she's|she)\b)"),
 }
+_THIRD_PARTY_PRONOUNS = re.compile(r"(?i:\b(?:his|her|he's|she's|he|she|him|hers)\b)")
 _THIRD_PARTY_RELAYED = re.compile(rf"(?i:{_SOMEONE})|\bfor\s+[A-Z][a-z]+\b")
 _RELAY = re.compile(
     r"^\s*\[interpreter\]\s*(?:(?:she|he|they|the patient)\s+(?:says|said|is saying)"
@@ -278,14 +279,122 @@ def _nearer(text: str, m: Mention, withdrawal: re.Match[str], next_start: int | 
     return not _PLURAL.search(said)
 
 
+#: the same person under their other names ("mom" is "mother", "mamá")
+_KIN = (
+    frozenset({"mom", "mother", "mamá", "mama", "madre"}),
+    frozenset({"dad", "father", "papá", "papa", "padre"}),
+    frozenset({"son", "hijo"}), frozenset({"daughter", "hija"}),
+    frozenset({"husband", "esposo"}), frozenset({"wife", "esposa"}),
+    frozenset({"grandma", "grandmother", "abuela"}),
+    frozenset({"grandpa", "grandfather", "abuelo"}),
+    frozenset({"sister", "hermana"}), frozenset({"brother", "hermano"}),
+)  # fmt: skip
+_SHE = {"mom", "mother", "daughter", "wife", "grandma", "grandmother", "sister"}
+_HE = {"dad", "father", "son", "husband", "grandpa", "grandfather", "brother"}
+_KIN_WORDS = "|".join(sorted({w for k in _KIN for w in k}, key=len, reverse=True))
+_CALLING_FOR = re.compile(
+    rf"\b(?:calling|call|here|phoning|llamo|llamando)\s+(?:for|on behalf of|about|por|de parte de)"
+    rf"\s+(?:my|mi)\s+(?P<kin>{_KIN_WORDS})\b"
+    # "He's my son, he's the patient."
+    rf"|\b(?:he|she)(?:'s| is)\s+my\s+(?P<named>{_KIN_WORDS})\b[^.?!]*[.,]?\s*(?:he|she)(?:'s| is)"
+    rf"\s+the\s+patient\b",
+    re.IGNORECASE,
+)
+#: the caller's own value, in a call made for someone else: "my cell", "reach me", "I take..."
+_CALLERS_OWN = re.compile(
+    r"\b(?:my|mi)\s+(?:\w+\s+){0,2}?(?:cell|mobile|phone|number|line|email|e-mail|address"
+    r"|birthday|birth|insurance|id|member|name|celular|correo)\b|\b(?:reach|call|text) me\b"
+    r"|\b(?:i|i'm|i am)\s+(?:take|taking|on|allergic)\b",
+    re.IGNORECASE,
+)
+
+
+_SLOT_NOUNS = (
+    r"(?:cell|mobile|phone|number|line|email|e-mail|address|birthday|date of birth|insurance|id"
+    r"|member|name|celular|correo)"
+)
+_PATIENTS_OWN = re.compile(
+    rf"\b(?:her|his|their|the patient's|(?:my\s+)?(?:{_KIN_WORDS})'s)\s+(?:\w+\s+){{0,2}}?"
+    rf"{_SLOT_NOUNS}\b",
+    re.IGNORECASE,
+)
+
+
+def _owner_before(transcript: Sequence[Turn], m: Mention, carer: frozenset[str]) -> str | None:
+    """In a caregiver's call, whose value the caller last said they were giving, in this turn
+    before ``m`` or the caller's three turns before it: "caller" ("I want to update my cell"),
+    "patient" ("her new cell", "my son's number"), or None."""
+    for t in sorted(transcript, key=lambda x: -x.turn):
+        if t.speaker != "caller" or t.turn > m.turn or t.turn < m.turn - 6:
+            continue
+        text = t.text[: m.start] if t.turn == m.turn else t.text
+        own = list(_CALLERS_OWN.finditer(text))
+        # "my daughter's number" in a call for a son is neither's
+        theirs = [
+            x
+            for x in _PATIENTS_OWN.finditer(text)
+            if not x.group().lower().startswith("my ") or _kin_in(x.group(), carer)
+        ]
+        if own or theirs:
+            last_own = own[-1].start() if own else -1
+            last_theirs = theirs[-1].start() if theirs else -1
+            return "caller" if last_own > last_theirs else "patient"
+    return None
+
+
+def _kin_in(said: str, carer: frozenset[str]) -> bool:
+    return bool({w.lower().removesuffix("'s") for w in re.findall(r"[\w']+", said)} & carer)
+
+
+def patient_is(transcript: Sequence[Turn]) -> frozenset[str] | None:
+    """The names a caregiver gives the patient ("I'm calling for my son Eli" → son, hijo); None
+    when the caller does not say they call for someone."""
+    for t in transcript:
+        if t.speaker != "caller":
+            continue
+        m = _CALLING_FOR.search(t.text)
+        if m is not None:
+            word = (m.group("kin") or m.group("named")).lower()
+            return next(k for k in _KIN if word in k)
+    return None
+
+
+def _someone_else(
+    text: str, start: int, end: int, subject: str | None, carer: frozenset[str]
+) -> bool:
+    """:func:`_third_party` in a caregiver's call: "my son's" and "he", "his" (for a son) are the
+    patient; anyone else, and the other pronouns, are someone else."""
+    for m in SOMEONE.finditer(text, start, end):
+        words = {w.lower().removesuffix("'s") for w in re.findall(r"[\w']+", m.group())}
+        if not words & carer:
+            return True
+    own = "she" if carer & _SHE else "he" if carer & _HE else None
+    if own is None or (subject is not None and subject != own):
+        return bool(_THIRD_PARTY_PRONOUNS.search(text, start, end))
+    return bool(_OTHER_PRONOUNS[own].search(text, start, end))
+
+
 def _caller_context(
-    text: str, cs: int, m: Mention, same_kind_later: bool, next_start: int | None = None
+    text: str,
+    cs: int,
+    m: Mention,
+    same_kind_later: bool,
+    next_start: int | None = None,
+    carer: frozenset[str] | None = None,
 ) -> Stance:
     before = text[cs : m.start]
     rest = text[m.end :]
     _, ce = clause(text, m.start, m.end)
     inside = text[cs:ce]
-    if _third_party(text, cs, ce, relay_subject(text)) or _OTHERS_NUMBER.search(text[: m.start]):
+    if carer is not None:
+        # a caregiver's call: the patient is "my son", "he"; the caller's own is not theirs
+        if _someone_else(text, cs, ce, relay_subject(text), carer) or _CALLERS_OWN.search(
+            text, cs, m.start
+        ):
+            return Stance.ELSEWHERE
+        if _OTHERS_NUMBER.search(text[: m.start]):
+            return Stance.ELSEWHERE
+    elif _third_party(text, cs, ce, relay_subject(text)) or _OTHERS_NUMBER.search(text[: m.start]):
         return Stance.ELSEWHERE
     if _INTERPRETERS_OWN.search(text, cs, m.start):
         return Stance.ELSEWHERE
@@ -327,7 +436,10 @@ def stance(
     text = turn.text
     cs, _ = clause(text, m.start, m.end)
     if m.speaker == "caller":
-        return _caller_context(text, cs, m, same_kind_later, next_start)
+        carer = patient_is(transcript)
+        if carer is not None and _owner_before(transcript, m, carer) == "caller":
+            return Stance.ELSEWHERE  # "I want to update my cell." ... "Three one two, ..."
+        return _caller_context(text, cs, m, same_kind_later, next_start, carer)
     # the agent: its own words are never evidence, only what the caller accepts
     _, ce = clause(text, m.start, m.end)
     reply = next_turn(transcript, m.turn)
