@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 
 from ehrbridge.review.grounding.spoken import is_number_word, runs
 from ehrbridge.review.verdicts import Speaker, Turn
@@ -349,10 +350,13 @@ def _kin_in(said: str, carer: frozenset[str]) -> bool:
 def patient_is(transcript: Sequence[Turn]) -> frozenset[str] | None:
     """The names a caregiver gives the patient ("I'm calling for my son Eli" → son, hijo); None
     when the caller does not say they call for someone."""
-    for t in transcript:
-        if t.speaker != "caller":
-            continue
-        m = _CALLING_FOR.search(t.text)
+    return _patient_in(tuple(t.text for t in transcript if t.speaker == "caller"))
+
+
+@lru_cache(maxsize=1024)
+def _patient_in(said: tuple[str, ...]) -> frozenset[str] | None:
+    for text in said:
+        m = _CALLING_FOR.search(text)
         if m is not None:
             word = (m.group("kin") or m.group("named")).lower()
             return next(k for k in _KIN if word in k)
@@ -513,3 +517,8 @@ def settle(transcript: Sequence[Turn], mentions: Sequence[Mention]) -> Settlemen
         elif s is Stance.HEDGED:
             out.doubts.setdefault(m.slot, []).append(m)
     return out
+
+
+def clear_cache() -> None:
+    """Forget whom the calls read so far were made for (for benchmarks that time unseen text)."""
+    _patient_in.cache_clear()

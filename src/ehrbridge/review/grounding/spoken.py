@@ -38,11 +38,7 @@ class Token:
     start: int
     end: int
     #: ``text`` in lower case (read on every comparison, so kept)
-    low: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.low:
-            object.__setattr__(self, "low", self.text.lower())
+    low: str
 
 
 def tokens(text: str) -> list[Token]:
@@ -56,7 +52,10 @@ def tokens(text: str) -> list[Token]:
 
 @lru_cache(maxsize=4096)
 def _tokens(text: str) -> tuple[Token, ...]:
-    return tuple(Token(text=m.group(), start=m.start(), end=m.end()) for m in _TOKEN.finditer(text))
+    return tuple(
+        Token(text=m.group(), start=m.start(), end=m.end(), low=m.group().lower())
+        for m in _TOKEN.finditer(text)
+    )
 
 
 #: single digits, with the speech-to-text homophones the transcripts keep ("fife", "won", "ate")
