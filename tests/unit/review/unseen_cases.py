@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in fourteen batches, each written before the judge was run on it, so the first run of a
+They came in fifteen batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -38,7 +38,9 @@ batch says how the rules did on cases they had never seen:
 - ``u-fxx`` (7, whole calls in the dev set's style): 3 of 4 verified, 1 unsafe pass (an
   "apartamento dos" the reader did not know, the unit confirmed later on its own); a second,
   a mother's own cell taken for her son's, was hidden by a wrong label (fixed) and prompted the
-  caregiver rule that ``u-gxx`` hold.
+  caregiver rule that ``u-gxx`` hold;
+- ``u-hxx`` (7, traps for the caregiver rule): 2 of 3 verified, 1 unsafe pass (the caller's own
+  "mine is ..." after the patient's).
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1895,6 +1897,34 @@ _B16: list[dict[str, Any]] = [
           _two("Email?", "I'm calling for my son. My email is dana dot w at example dot com.")),
 ]  # fmt: skip
 
+
+# A fifteenth batch: traps for the caregiver rule, run once before any change.
+_MOM_CELLS = (
+    "I'm calling for my mom. Her cell is six one seven, five five five, oh one eight "
+    "one. My cell is six one seven, five five five, oh one eight two."
+)
+_HUSBAND_DOB = (
+    "I'm calling for my husband. His date of birth is May second, nineteen sixty. "
+    "Mine is June third, nineteen sixty-two."
+)
+_B17: list[dict[str, Any]] = [
+    _case("u-h01", "supported", "phone.mobile", "+16175550181", _two("Numbers?", _MOM_CELLS)),
+    _case("u-h02", "contradicted", "phone.mobile", "+16175550182", _two("Numbers?", _MOM_CELLS),
+          why="the caller's own cell; the patient's is established"),
+    _case("u-h03", "contradicted", "phone.mobile", "+16175550183",
+          _two("Her cell?", "I'm calling for my mom. She doesn't have a cell; use my number, six "
+               "one seven, five five five, oh one eight three.")),
+    _case("u-h04", "supported", "birth_date", "1960-05-02", _two("Date of birth?", _HUSBAND_DOB)),
+    _case("u-h05", "contradicted", "birth_date", "1962-06-03",
+          _two("Date of birth?", _HUSBAND_DOB)),
+    _case("u-h06", "supported", "phone.mobile", "+16175550186",
+          _two("How can I help?", "I'm calling for my daughter, she's twelve. Her cell is six one "
+               "seven, five five five, oh one eight six.")),
+    _case("u-h07", "unsupported", "phone.mobile", "+16175550187",
+          _two("How can I help?", "I'm calling for my mother. My sister's number is six one "
+               "seven, five five five, oh one eight seven, she lives with mom.")),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
     parse_case(body)
     for body in [
@@ -1914,5 +1944,6 @@ UNSEEN: list[LabelledCase] = [
         *_B14,
         *_B15,
         *_B16,
+        *_B17,
     ]
 ]

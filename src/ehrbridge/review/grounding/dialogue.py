@@ -305,6 +305,7 @@ _CALLING_FOR = re.compile(
 _CALLERS_OWN = re.compile(
     r"\b(?:my|mi)\s+(?:\w+\s+){0,2}?(?:cell|mobile|phone|number|line|email|e-mail|address"
     r"|birthday|birth|insurance|id|member|name|celular|correo)\b|\b(?:reach|call|text) me\b"
+    r"|\bmine\b|\bel mío\b|\bla mía\b"
     r"|\b(?:i|i'm|i am)\s+(?:take|taking|on|allergic)\b",
     re.IGNORECASE,
 )
