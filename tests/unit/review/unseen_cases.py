@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in fifteen batches, each written before the judge was run on it, so the first run of a
+They came in sixteen batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -40,7 +40,8 @@ batch says how the rules did on cases they had never seen:
   a mother's own cell taken for her son's, was hidden by a wrong label (fixed) and prompted the
   caregiver rule that ``u-gxx`` hold;
 - ``u-hxx`` (7, traps for the caregiver rule): 2 of 3 verified, 1 unsafe pass (the caller's own
-  "mine is ..." after the patient's).
+  "mine is ..." after the patient's);
+- ``u-ixx`` (11, whole calls in the dev set's style): 7 of 9 verified, no unsafe pass.
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1925,6 +1926,73 @@ _B17: list[dict[str, Any]] = [
                "seven, five five five, oh one eight seven, she lives with mom.")),
 ]  # fmt: skip
 
+
+# A sixteenth batch: whole calls in the dev set's style, run once before any change.
+_CALL_I1 = [
+    (A, "Good morning, Bayview Medical Group, this is the virtual assistant. How can I help?"),
+    (C, "Hi, I got new insurance through my job and wanted to give you the info."),
+    (A, "Of course. Who is the new insurance with?"),
+    (C, "It's Aetna now. I used to have Cigna."),
+    (A, "And the member ID?"),
+    (C, "W, one two, three four five, six seven eight, nine."),
+    (A, "W one two three four five six seven eight nine. Is that right?"),
+    (C, "Yes. And the group number is G, R, P, four four zero zero."),
+    (A, "G R P four four zero zero. Got it."),
+    (C, "Thanks."),
+]
+_CALL_I2 = [
+    (A, "Eastside Family Practice, how can I help?"),
+    (C, "I need to move my appointment with Dr. Patel next Thursday."),
+    (A, "I see your appointment on Thursday, December tenth at nine a.m. What would work better?"),
+    (C, "Could we do Friday instead? In the afternoon."),
+    (A, "I have Friday, December eleventh at one thirty p.m. with Dr. Patel."),
+    (C, "Perfect."),
+    (
+        A,
+        "Done. Your appointment is now Friday, December eleventh at one thirty p.m. with Dr. "
+        "Meera Patel.",
+    ),
+    (C, "Thank you so much."),
+]
+_CALL_I3 = [
+    (A, "Before your visit, can we review your medications?"),
+    (C, "Sure. I take amlodipine, five milligrams, every morning. And metformin."),
+    (A, "What dose of metformin?"),
+    (
+        C,
+        "Five hundred, twice a day. Oh, and I stopped the simvastatin, the doctor switched me to "
+        "Lipitor, forty milligrams.",
+    ),
+    (A, "Got it. Any allergies?"),
+    (C, "Just sulfa. It gives me a rash."),
+]
+_B18: list[dict[str, Any]] = [
+    _case("u-i01", "supported", "payer", "Aetna", _CALL_I1, entity="InsurancePlan"),
+    _case("u-i02", "supported", "member_id", "W123456789", _CALL_I1, entity="InsurancePlan"),
+    _case("u-i03", "supported", "group_number", "GRP4400", _CALL_I1, entity="InsurancePlan"),
+    _case("u-i04", "unsupported", "payer", "Cigna", _CALL_I1, entity="InsurancePlan",
+          why="the old payer"),
+    _case("u-i05", "supported", "start", "2026-12-11T13:30:00-05:00", _CALL_I2,
+          entity="Appointment",
+          known={"Appointment.start": "2026-12-10T09:00:00-05:00",
+                 "Appointment.practitioner": "Dr. Meera Patel"}),
+    _case("u-i06", "contradicted", "start", "2026-12-10T09:00:00-05:00", _CALL_I2,
+          entity="Appointment",
+          known={"Appointment.start": "2026-12-10T09:00:00-05:00",
+                 "Appointment.practitioner": "Dr. Meera Patel"}),
+    _case("u-i07", "supported", "medication.display", "amlodipine 5 mg", _CALL_I3,
+          entity="MedicationOrder"),
+    _case("u-i08", "supported", "medication.display", "atorvastatin 40 mg", _CALL_I3,
+          entity="MedicationOrder"),
+    _case("u-i09", "supported", "status", "stopped", _CALL_I3, entity="MedicationOrder",
+          known={"MedicationOrder.medication.display": "simvastatin 20 mg",
+                 "MedicationOrder.status": "active"}),
+    _case("u-i10", "supported", "substance", "sulfa antibiotics", _CALL_I3,
+          entity="AllergyIntolerance"),
+    _case("u-i11", "supported", "reaction", "rash", _CALL_I3, entity="AllergyIntolerance",
+          known={"AllergyIntolerance.substance": "sulfa antibiotics"}),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
     parse_case(body)
     for body in [
@@ -1945,5 +2013,6 @@ UNSEEN: list[LabelledCase] = [
         *_B15,
         *_B16,
         *_B17,
+        *_B18,
     ]
 ]

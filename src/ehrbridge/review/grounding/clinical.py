@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from ehrbridge.review.grounding.dialogue import SOMEONE, Mention, Stance, settle, stance
+from ehrbridge.review.grounding.dialogue import SOMEONE, Mention, Stance, clause, settle, stance
 from ehrbridge.review.grounding.finding import Finding, unsure
 from ehrbridge.review.grounding.spoken import is_number_word, number_digits, tokens
 from ehrbridge.review.verdicts import Case, Outcome, Turn
@@ -152,7 +152,12 @@ def _display(case: Case) -> Finding:
     if drug is None or want == "?":
         return unsure("the medication is not one the judge can name")
     mentions = [m for t in case.transcript for m in _drug_mentions(t, drug)]
-    ledger = settle(case.transcript, mentions)
+    switched = [m for m in mentions if _switched_to(case, m, drug)]
+    ledger = settle(case.transcript, [m for m in mentions if m not in switched])
+    if switched and "drug" not in ledger.final:
+        # "I stopped the simvastatin, the doctor switched me to Lipitor": the stop is the other's
+        ledger.final["drug"] = switched[-1]
+        ledger.rejected.pop(drug, None)
     if drug in ledger.rejected and "drug" not in ledger.final:
         r = ledger.rejected[drug]
         return Finding(
@@ -165,6 +170,7 @@ def _display(case: Case) -> Finding:
         for m in mentions
         if m.speaker == "caller" and stance(case.transcript, m) is Stance.ASSERTED
     ]
+    own = sorted([*own, *switched], key=lambda x: (x.turn, x.start))
     fixed = [m for m in mentions if _strength_fixed(case, m)]
     if fixed and (not own or own[-1].turn <= fixed[-1].turn) and "drug" not in ledger.final:
         # "metoprolol, fifty milligrams - wait, no, twenty-five": the drug stands, its dose is
@@ -216,6 +222,34 @@ def _display(case: Case) -> Finding:
         mentions=[where, span],
         value=f"{drug} {said[0]}",
     )
+
+
+_SWITCH = re.compile(
+    r"\b(?:switched|changed|moved|put)\s+(?:me\s+|him\s+|her\s+)?(?:over\s+)?(?:to|on)\b"
+    r"|\b(?:now|instead)\b",
+    re.IGNORECASE,
+)
+_STOP = re.compile(r"\b(?:stopped|quit|no longer|not taking|don't take|off)\b", re.IGNORECASE)
+
+
+def _switched_to(case: Case, m: Mention, drug: str) -> bool:
+    """A caller's drug mention whose clause stops another drug and switches to this one: "I
+    stopped the simvastatin, the doctor switched me to Lipitor" (the stop is the other drug's)."""
+    if m.speaker != "caller" or stance(case.transcript, m) is not Stance.REJECTED:
+        return False
+    text = _turn_text(case.transcript, m.turn)
+    cs, _ = clause(text, m.start, m.end)
+    stops = list(_STOP.finditer(text, cs, m.start))
+    if not stops:
+        return False
+    between = text[stops[-1].end() : m.start]
+    others = [
+        t for t in tokens(between) if len(t.text) > 3 and t.text.isalpha() and drug_names(t.text)
+    ]
+    if not others or any(drug in drug_names(t.text) for t in others):
+        return False
+    after_other = between[between.rfind(others[-1].text) :]
+    return bool(_SWITCH.search(after_other))
 
 
 def _own_part(text: str, after: int) -> str:

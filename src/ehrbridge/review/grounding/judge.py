@@ -518,6 +518,16 @@ def _late_correction(case: Case, after: int, final: Mention | None = None) -> Me
 _CHARACTERS = {"mobile", "home", "work", "member_id", "group_number", "email", "postal_code"}
 
 
+_SLOT_WORDS = {**PHONE_SLOTS, **CODE_SLOTS}
+
+
+def _other_slot(text: str, r: Run, slot: str | None) -> bool:
+    """The sentence of ``r`` names another slot before it ("and the group number is ...")."""
+    sentence = text[: r.start].rsplit(".", 1)[-1]
+    named = [_SLOT_WORDS[w] for w in re.findall(r"[a-z]+", sentence.lower()) if w in _SLOT_WORDS]
+    return bool(named) and named[-1] != slot
+
+
 def _read_back_fixed(case: Case, mentions: Sequence[Mention], want: str) -> Mention | None:
     """The caller answers the agent's read-back of this value with digits or letters that are
     not in it ("oh one two eight", to a read-back ending 0127): a fix the finders cannot place."""
@@ -530,6 +540,8 @@ def _read_back_fixed(case: Case, mentions: Sequence[Mention], want: str) -> Ment
             continue
         for r in runs(reply.text):
             if len(r.value) >= 2 and r.value.upper() not in chars:
+                if _other_slot(reply.text, r, m.slot):
+                    continue  # "Yes. And the group number is G, R, P, ...": another value
                 return Mention(
                     value=r.value,
                     slot=None,
