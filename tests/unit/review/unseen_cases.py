@@ -8,7 +8,7 @@ derivations, self-repairs, Spanish numbers and dates, ordinals, quarter-hours, s
 third parties, hypotheticals, negations, unconfirmed read-backs), with both a value that must be
 verified and values that must not. All data is fictional: phones 555-01xx, example.* emails.
 
-They came in sixteen batches, each written before the judge was run on it, so the first run of a
+They came in seventeen batches, each written before the judge was run on it, so the first run of a
 batch says how the rules did on cases they had never seen:
 
 - ``u-0xx``/``u-1xx`` (111 cases): 38 of 60 supported verified, 2 unsafe passes (a quarter past
@@ -41,7 +41,8 @@ batch says how the rules did on cases they had never seen:
   caregiver rule that ``u-gxx`` hold;
 - ``u-hxx`` (7, traps for the caregiver rule): 2 of 3 verified, 1 unsafe pass (the caller's own
   "mine is ..." after the patient's);
-- ``u-ixx`` (11, whole calls in the dev set's style): 7 of 9 verified, no unsafe pass.
+- ``u-ixx`` (11, whole calls in the dev set's style): 7 of 9 verified, no unsafe pass;
+- ``u-jxx`` (9, whole calls in the dev set's style): 6 of 7 verified, no unsafe pass.
 
 Each run's misses were then fixed as phenomena, not as cases; ``u-4xx`` hold the last fixes, and
 ``test_grounding_unseen.py`` holds the judge to all of them.
@@ -1993,6 +1994,54 @@ _B18: list[dict[str, Any]] = [
           known={"AllergyIntolerance.substance": "sulfa antibiotics"}),
 ]  # fmt: skip
 
+
+# A seventeenth batch: whole calls in the dev set's style, run once before any change.
+_CALL_J1 = [
+    (A, "Westgate Clinic, virtual assistant speaking. How can I help you today?"),
+    (C, "Hi, I'm a new patient, I need to register. My name is Tomasz Kowalczyk."),
+    (A, "Welcome, Tomasz. Could you spell your last name?"),
+    (C, "K-O-W-A-L-C-Z-Y-K."),
+    (A, "Thank you. And your date of birth?"),
+    (C, "November twenty-second, nineteen eighty-eight."),
+    (A, "What's the best phone number for you?"),
+    (C, "My cell, it's four one two, five five five, zero one three one."),
+    (A, "Four one two, five five five, zero one three one. Correct?"),
+    (C, "Correct."),
+    (A, "And an email address?"),
+    (C, "tomasz dot k at example dot org."),
+    (A, "T-O-M-A-S-Z dot K at example dot org?"),
+    (C, "Yes, that's it."),
+    (A, "Which language do you prefer for your visits?"),
+    (C, "English is fine. Polish would be nice, but English is fine."),
+]
+_CALL_J2 = [
+    (A, "Riverbend Health, how can I help?"),
+    (C, "I need to cancel my appointment tomorrow."),
+    (
+        A,
+        "I see your follow-up tomorrow, December fifth, at eleven a.m. with Dr. Sato. Would you "
+        "like to reschedule instead?",
+    ),
+    (C, "No, just cancel it please. I'll call back next month."),
+    (A, "Okay, I've cancelled your appointment for tomorrow at eleven a.m."),
+    (C, "Thanks."),
+]
+_B19: list[dict[str, Any]] = [
+    _case("u-j01", "supported", "name.family", "Kowalczyk", _CALL_J1),
+    _case("u-j02", "supported", "name.given", "Tomasz", _CALL_J1),
+    _case("u-j03", "supported", "birth_date", "1988-11-22", _CALL_J1),
+    _case("u-j04", "supported", "phone.mobile", "+14125550131", _CALL_J1),
+    _case("u-j05", "supported", "email", "tomasz.k@example.org", _CALL_J1),
+    _case("u-j06", "supported", "language", "en", _CALL_J1),
+    _case("u-j07", "contradicted", "language", "pl", _CALL_J1),
+    _case("u-j08", "supported", "status", "cancelled", _CALL_J2, entity="Appointment",
+          known={"Appointment.start": "2026-12-05T11:00:00-05:00",
+                 "Appointment.status": "booked"}),
+    _case("u-j09", "contradicted", "status", "booked", _CALL_J2, entity="Appointment",
+          known={"Appointment.start": "2026-12-05T11:00:00-05:00",
+                 "Appointment.status": "booked"}),
+]  # fmt: skip
+
 UNSEEN: list[LabelledCase] = [
     parse_case(body)
     for body in [
@@ -2014,5 +2063,6 @@ UNSEEN: list[LabelledCase] = [
         *_B16,
         *_B17,
         *_B18,
+        *_B19,
     ]
 ]
