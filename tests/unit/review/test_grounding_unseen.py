@@ -13,7 +13,6 @@ from tests.unit.review.unseen_cases import UNSEEN
 #: supported cases the judge still sends to a human (the safe direction), and why
 KNOWN_GAPS = {
     "u-230": "an address derived from the one on file ('a different house number: 88')",
-    "u-j02": "a given name said but never spelled, in a call that spells the family name",
 }
 
 
@@ -27,7 +26,7 @@ def test_no_unsafe_pass_and_every_supported_case_but_the_known_gaps_verified() -
         if r.label == "supported" and r.verdict.outcome is not Outcome.SUPPORTED
     }
     assert missed == set(KNOWN_GAPS)
-    # measured: 228 of 230 supported cases verified (99 %)
+    # measured: 229 of 230 supported cases verified (99.5 %)
     assert summary.supported_verified is not None
     assert summary.supported_verified >= 0.95
 

@@ -230,19 +230,34 @@ _INTRO = re.compile(
     r"\b(?:this is|my name is|my name's|i'm|i am|it's|name is)\s+"
     r"([A-Z][a-zà-ÿ'-]+(?:\s+[A-Z][a-zà-ÿ'-]+){0,2})"
 )
-_NAME_DOUBT = re.compile(
-    r"legal name|goes by|nickname|calls me|call me|put down|spell|spelt|spelled|maiden|"
-    r"[A-Z]-[A-Z]|\bas in\b",
-    re.IGNORECASE,
+_NAME_TALK = re.compile(
+    r"legal name|goes by|nickname|calls me|call me|put down|maiden", re.IGNORECASE
 )
+_SPELLING = re.compile(r"spell|spelt|spelled|[A-Z]-[A-Z]|\bas in\b", re.IGNORECASE)
+
+
+def _in_email(transcript: Sequence[Turn], turn: Turn, m: Mention) -> bool:
+    return any(e.start <= m.start < e.end for e in email_mentions(transcript, turn))
 
 
 def said_name(case: Case, slot: str, want: str) -> Finding | None:
     """A name said, unspelled, exactly as stored when the caller introduces themself ("this is
     Maria Delgado"): the only spoken evidence for a name besides its spelling. Never a
     contradiction (a name that sounds different may be the transcript's spelling), and nothing
-    at all when the call spells a name or talks about nicknames and legal names."""
-    if any(_NAME_DOUBT.search(t.text) for t in case.transcript):
+    at all when the call talks about nicknames and legal names, or spells a name other than the
+    other half of the introduction, as introduced ("Tomasz Kowalczyk" ... "K-O-W-A-L-C-Z-Y-K")."""
+    if any(_NAME_TALK.search(t.text) for t in case.transcript):
+        return None
+    spelled = [
+        m
+        for t in case.transcript
+        for m in name_mentions(case.transcript, t)
+        if not _in_email(case.transcript, t, m)  # "T-O-M-A-S-Z dot K at example dot org"
+    ]
+    other = "family" if slot == "given" else "given"
+    if any(_SPELLING.search(t.text) for t in case.transcript) and (
+        not spelled or any(m.slot != other for m in spelled)
+    ):
         return None
     for t in case.transcript:
         if t.speaker != "caller":
@@ -251,6 +266,9 @@ def said_name(case: Case, slot: str, want: str) -> Finding | None:
             words = m.group(1).split()
             if len(words) < 2:
                 continue
+            said_other = words[-1] if slot == "given" else words[0]
+            if any(s.value != said_other for s in spelled):
+                continue  # only the other name was spelled, and as introduced
             word = words[0] if slot == "given" else words[-1]
             start = m.start(1) + (0 if slot == "given" else m.group(1).rindex(word))
             probe = Mention(value=word, slot=slot, turn=t.turn, start=start,
