@@ -34,7 +34,8 @@ from bench import review_loop
 from bench.backends import DEFAULT_DSN
 from bench.report import Metric, emit, machine, percentile, progress
 from ehrbridge.review.evaluation import LabelledCase, evaluate, load_cases, summarise
-from ehrbridge.review.grounding.clinical import drug_name
+from ehrbridge.review.grounding import dialogue
+from ehrbridge.review.grounding.clinical import drug_name, drug_names
 from ehrbridge.review.grounding.judge import GroundingJudge
 from ehrbridge.review.grounding.spoken import clear_cache, runs
 
@@ -54,7 +55,9 @@ def _latencies(judge: GroundingJudge, cases: list[LabelledCase], rounds: int) ->
     for _ in range(rounds):
         # as if every transcript were new: only the drug dictionary stays loaded
         clear_cache()
+        dialogue.clear_cache()
         drug_name.cache_clear()
+        drug_names.cache_clear()
         for labelled in cases:
             started = time.perf_counter()
             judge.judge_now(labelled.case)
@@ -65,6 +68,7 @@ def _latencies(judge: GroundingJudge, cases: list[LabelledCase], rounds: int) ->
 def _baseline(cases: list[LabelledCase], rounds: int) -> list[float]:
     samples = []
     for _ in range(rounds):
+        clear_cache()
         for labelled in cases:
             started = time.perf_counter()
             for turn in labelled.case.transcript:

@@ -16,12 +16,12 @@ from ehrbridge.worldmodel.model import WorldModel
 from tests.llmserver import LlmServer, answer
 
 WS = "clinic"
-#: the caller's number comes through an interpreter, which the grounding judge leaves to others
+#: an interpreter gives "her cell" without saying whose words they relay ("she says..."), which
+#: the grounding judge leaves to others
 TRANSCRIPT = """\
 Agent: What's the best number to reach the patient?
-Caller: [Interpreter] She says her new cell is six one seven, five five five, oh one four four.
-Agent: Six one seven, five five five, zero one four four?
-Caller: [Interpreter] She says yes, that is right.
+Caller: [Interpreter] Her new cell is six one seven, five five five, oh one four four.
+Agent: Thank you.
 """
 
 
@@ -52,7 +52,7 @@ async def test_the_llm_decides_what_grounding_leaves_unsure(
         verdict="supported",
         evidence=[{"turn": 1, "quote": quote}],
         value="+16175550144",
-        reason="the interpreter relays the patient's number; confirmed in turn 3",
+        reason="the interpreter gives the patient's new cell",
     )
     llm.app.script(supported, answer(verdict="supported", evidence=[], value="+16175550144"))
     settings = LlmSettings(base_url=llm.base_url, model="judge-1", timeout=5.0)

@@ -1,9 +1,11 @@
-"""Spoken digits, numbers and letters (review/grounding/spoken.py)."""
+"""Spoken digits, numbers, letters and times (review/grounding/spoken.py, dates.py)."""
 
 from __future__ import annotations
 
 import pytest
 
+from ehrbridge.review.grounding.dates import clock_times
+from ehrbridge.review.grounding.fields import paused, repaired
 from ehrbridge.review.grounding.spoken import number_digits, runs
 
 
@@ -56,3 +58,41 @@ def test_a_bare_capital_o_is_neither_zero_nor_the_letter() -> None:
 
 def test_filler_words_are_not_numbers() -> None:
     assert runs("Oh, no, that's fine. One more thing.") == []
+
+
+def test_spanish_tens_joined_by_y_and_hundreds() -> None:
+    assert [r.value for r in runs("cero uno treinta y dos")] == ["0132"]
+    assert number_digits(["mil", "novecientos", "setenta y cinco"]) == "1975"
+    assert number_digits(["quinientos"]) == "500"
+
+
+def test_numbers_as_written_and_doubled_letters() -> None:
+    assert [r.value for r in runs("It's (617) 555-0123.")] == ["6175550123"]
+    assert [r.value for r in runs("617.555.0123")] == ["6175550123"]
+    assert [r.value for r in runs("It's 617. 555 is the exchange")] == ["617", "555"]
+    assert [r.value for r in runs("H-A-double L-E-R")] == ["HALLER"]
+    assert [r.value for r in runs("A, B as in boy, O.")] == ["ABO"]
+    assert [r.value for r in runs("Z, X, B, dash, seven seven one")] == ["ZXB771"]
+
+
+def test_a_repair_restarts_a_group_and_a_pause_keeps_the_groups() -> None:
+    said = "Four one five, five five - sorry, five six five, oh one seven three."
+    assert "4155650173" in [r.value for r in repaired(said, runs(said), 10)]
+    paused_out = "nine four nine... five five five... zero one two three"
+    assert "9495550123" in [r.value for r in paused(paused_out, runs(paused_out))]
+    # a trailing-off end is not a group: nothing is joined
+    trailing = "nine four nine, five five five... zero one"
+    assert all(len(r.value) < 10 for r in paused(trailing, runs(trailing)))
+
+
+def test_times_relative_to_the_hour() -> None:
+    def read(text: str) -> list[str]:
+        return [str(s.value) for s in clock_times(text)]
+
+    assert read("at a quarter past three p.m.") == ["15:15:00"]
+    assert read("a quarter to two p.m.") == ["13:45:00"]
+    assert read("twenty-five past three p.m.") == ["15:25:00"]
+    assert read("las dos menos cuarto de la tarde") == ["13:45:00"]
+    assert read("a las nueve por la mañana") == ["09:00:00"]
+    assert read("at noon") == ["12:00:00"]
+    assert read("quarter past three") == []  # no a.m. or p.m.: not read

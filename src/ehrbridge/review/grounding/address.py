@@ -26,7 +26,14 @@ DIRECTIONS = {"north": "N", "south": "S", "east": "E", "west": "W", "n": "N", "s
               "e": "E", "w": "W", "northeast": "NE", "northwest": "NW", "southeast": "SE",
               "southwest": "SW"}  # fmt: skip
 UNITS = {"apartment": "Apt", "apt": "Apt", "unit": "Unit", "suite": "Ste", "ste": "Ste",
-         "number": "#", "#": "#"}  # fmt: skip
+         "number": "#", "#": "#", "apartamento": "Apt", "apto": "Apt", "departamento": "Apt",
+         "depto": "Apt", "unidad": "Unit"}  # fmt: skip
+#: a unit said on its own, after the address: "apartment two", "unit 4B"
+UNIT_SAID = re.compile(
+    r"\b(?:apartment|apt|unit|suite|ste|apartamento|apto|departamento|depto|unidad)\b\.?\s+"
+    r"(?:number\s+)?(?P<value>[\w-]+(?:\s+[A-Z]\b)?)",
+    re.IGNORECASE,
+)
 STATES = {"massachusetts", "illinois", "texas", "california", "florida", "new york", "ohio",
           "georgia", "washington", "oregon", "arizona", "colorado", "michigan", "ma", "il",
           "ny", "tx", "ca"}  # fmt: skip

@@ -27,7 +27,8 @@ from ehrbridge.review.grounding.finding import Finding, unsure
 from ehrbridge.review.verdicts import Case, Outcome, Turn
 
 _BOOKED = re.compile(
-    r"\b(?:you're (?:all )?(?:booked|scheduled|set)|i've (?:booked|scheduled|moved|put you)"
+    r"\b(?:you're (?:all |now )?(?:booked|scheduled|set)|you are (?:all |now )?(?:booked|scheduled)"
+    r"|i've (?:booked|scheduled|moved|put you)"
     r"|i (?:booked|scheduled)|(?:is|are) now (?:on|at|booked|scheduled|set)?|has been booked"
     r"|te (?:agendé|reservé))",
     re.IGNORECASE,
@@ -44,17 +45,20 @@ _TAKES = re.compile(
     re.IGNORECASE,
 )
 
+#: the agent correcting itself while it states the booking: "at three p.m. - sorry, three thirty"
+_SELF_FIX = re.compile(r"\b(?:sorry|i mean|correction|rather|no wait|oops|let me correct)\b", re.I)
 _CHANGE = re.compile(
     r"\b(?:actually|instead|change|move|reschedule|cancel|different|wait|earlier|later)\b", re.I
 )
 
 TYPES = {
     "sick-visit": r"sick visit|sick-visit",
-    "follow-up": r"follow-up|follow up",
-    "annual-physical": r"physical|annual exam|check-up",
-    "vaccination": r"vaccin|flu shot|immuniz",
-    "lab-work": r"\blab\b|blood work|lab work",
-    "telehealth": r"telehealth|video visit|phone visit|virtual visit",
+    "follow-up": r"follow-up|follow up|followup",
+    "annual-physical": r"physical|annual exam|check-up|checkup|check up|annual wellness",
+    "vaccination": r"vaccin|flu shot|immuniz|booster|vacuna",
+    "lab-work": r"\blabs?\b|blood ?work|lab work|blood draw|blood test",
+    "telehealth": r"telehealth|telemedicine|video (?:visit|call|appointment)"
+    r"|phone (?:visit|appointment)|virtual (?:visit|appointment)",
     "new-patient": r"new[- ]patient",
     "well-child": r"well[- ]child",
     "procedure": r"procedure",
@@ -157,7 +161,18 @@ def _span(turn: Turn, start: int, end: int) -> Mention:
     return Mention(value="", slot=None, turn=turn.turn, start=start, end=end, speaker=turn.speaker)
 
 
+_ZONE_WORDS = re.compile(
+    r"\b(?:eastern|central|mountain|pacific|alaska|hawaii|atlantic|hora del (?:este|centro|"
+    r"pac[íi]fico)|(?:your|my|our) time)\b",
+    re.IGNORECASE,
+)
+_ZONE_ABBREVIATIONS = re.compile(r"\b(?:[ECMPAH][SD]?T|GMT|UTC)\b")
+
+
 def _start(case: Case, b: Booking) -> Finding:
+    if _ZONE_WORDS.search(b.turn.text) or _ZONE_ABBREVIATIONS.search(b.turn.text):
+        # "two p.m. Eastern" to a clinic in Chicago: a zone the reader does not convert
+        return unsure("the booking names a time zone")
     want = datetime.fromisoformat(str(case.fact.value))
     today = local_day(case.call_started_at, case.clinic_timezone)
     days = named_days(b.turn.text, today) or _weekday(case, b, today)
@@ -237,10 +252,32 @@ def _type(case: Case, b: Booking) -> Finding:
     )
 
 
+_REQUESTED = re.compile(
+    r"\b(?:i've (?:sent|submitted|passed along|forwarded) (?:a|the|your) (?:\w+ )?request"
+    r"|i've sent (?:a|the|your) referral|they(?:'ll| will) call you to (?:schedule|book|confirm))",
+    re.IGNORECASE,
+)
+
+
 def judge(case: Case) -> Finding:
-    """An ``Appointment`` fact against the call's last booking or cancellation."""
+    """An ``Appointment`` fact against the call's last booking or cancellation; with neither,
+    a request passed on to another office ("I've sent a referral request, they'll call you") is
+    not booked."""
     b = _last_action(case)
     if b is None:
+        asked = next(
+            (t for t in case.transcript if t.speaker == "agent" and _REQUESTED.search(t.text)),
+            None,
+        )
+        if asked is not None and case.fact.field == "status" and case.fact.value == "booked":
+            m = _REQUESTED.search(asked.text)
+            assert m is not None
+            return Finding(
+                outcome=Outcome.CONTRADICTED,
+                reason=f"only a request was passed on (turn {asked.turn}), nothing was booked",
+                mentions=[_span(asked, m.start(), m.end())],
+                value="pending",
+            )
         return unsure("nothing was booked or cancelled in the call")
     field = case.fact.field
     if field == "status":
@@ -263,6 +300,9 @@ def judge(case: Case) -> Finding:
         )
     if b.cancelled:
         return unsure("the call's last action was a cancellation")
+    booked = _BOOKED.search(b.turn.text)
+    if booked is not None and _SELF_FIX.search(b.turn.text, booked.end()):
+        return unsure(f"the agent corrects itself in the booking (turn {b.turn.turn})")
     later = [t for t in case.transcript if t.turn > b.turn.turn and t.speaker == "caller"]
     if any(_CHANGE.search(t.text) for t in later):
         return unsure("the caller asks for a change after the booking")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from ehrbridge.review.grounding.dialogue import Mention, Stance, settle, stance
+from ehrbridge.review.grounding.dialogue import SOMEONE, Mention, Stance, clause, settle, stance
 from ehrbridge.review.grounding.finding import Finding, unsure
 from ehrbridge.review.grounding.spoken import is_number_word, number_digits, tokens
 from ehrbridge.review.verdicts import Case, Outcome, Turn
@@ -53,6 +53,32 @@ def drug_name(word: str) -> str | None:
     return str(found[0][0]["name"]).lower()
 
 
+_SALTS = {"sodium", "potassium", "calcium", "magnesium", "hydrochloride", "hcl", "besylate",
+          "succinate", "tartrate", "maleate", "mesylate", "citrate", "sulfate", "acetate",
+          "fumarate", "bromide", "phosphate"}  # fmt: skip
+
+
+@lru_cache(maxsize=8192)
+def drug_names(word: str) -> frozenset[str]:
+    """Every single-drug name a drug word stands for, lower-case: its canonical name and its
+    dictionary synonyms that are that name with a salt ("levothyroxine sodium"), so that
+    Synthroid (filed under thyroxine) is levothyroxine too. Empty if it is not a drug.
+
+    >>> "levothyroxine" in drug_names("Synthroid")
+    True
+    """
+    found = _drug_index()([word.lower()])
+    if not found:
+        return frozenset()
+    record = found[0][0]
+    names = {str(record["name"]).lower()}
+    for synonym in record.get("synonyms") or ():
+        words = str(synonym).lower().split()
+        if len(words) == 2 and (set(words) & _SALTS):
+            names.update(w for w in words if w not in _SALTS and w.isalpha())
+    return frozenset(names)
+
+
 def parse_medication(value: str) -> tuple[str | None, str | None]:
     """A stored display ``atorvastatin 20 mg`` as (canonical drug, ``20 mg``)."""
     m = re.match(r"\s*([A-Za-z][A-Za-z -]*?)\s*(?:(\d+(?:\.\d+)?)\s*([a-zA-Z]+))?\s*$", value)
@@ -75,7 +101,7 @@ def _drug_mentions(turn: Turn, drug: str) -> list[Mention]:
             value=drug, slot="drug", turn=turn.turn, start=t.start, end=t.end, speaker=turn.speaker
         )
         for t in tokens(turn.text)
-        if len(t.text) > 3 and t.text.isalpha() and drug_name(t.text) == drug
+        if len(t.text) > 3 and t.text.isalpha() and drug in drug_names(t.text)
     ]
 
 
@@ -97,6 +123,13 @@ def strengths(text: str) -> list[tuple[str, int, int]]:
             if toks[j].text != "-":
                 words.append(toks[j].low)
             j += 1
+        if (
+            i > 0
+            and toks[i - 1].low in ("point", "punto")
+            and not (i > 1 and is_number_word(toks[i - 2].text))
+        ):
+            # "point five milligrams" is 0.5 mg, never 5
+            words = ["zero", "point", *words]
         if "point" in words:
             k = words.index("point")
             whole, frac = number_digits(words[:k]), number_digits(words[k + 1 :])
@@ -119,7 +152,12 @@ def _display(case: Case) -> Finding:
     if drug is None or want == "?":
         return unsure("the medication is not one the judge can name")
     mentions = [m for t in case.transcript for m in _drug_mentions(t, drug)]
-    ledger = settle(case.transcript, mentions)
+    switched = [m for m in mentions if _switched_to(case, m, drug)]
+    ledger = settle(case.transcript, [m for m in mentions if m not in switched])
+    if switched and "drug" not in ledger.final:
+        # "I stopped the simvastatin, the doctor switched me to Lipitor": the stop is the other's
+        ledger.final["drug"] = switched[-1]
+        ledger.rejected.pop(drug, None)
     if drug in ledger.rejected and "drug" not in ledger.final:
         r = ledger.rejected[drug]
         return Finding(
@@ -132,12 +170,22 @@ def _display(case: Case) -> Finding:
         for m in mentions
         if m.speaker == "caller" and stance(case.transcript, m) is Stance.ASSERTED
     ]
-    if not own or "drug" not in ledger.final:
+    own = sorted([*own, *switched], key=lambda x: (x.turn, x.start))
+    fixed = [m for m in mentions if _strength_fixed(case, m)]
+    if fixed and (not own or own[-1].turn <= fixed[-1].turn) and "drug" not in ledger.final:
+        # "metoprolol, fifty milligrams - wait, no, twenty-five": the drug stands, its dose is
+        # the last one said
+        own = [*own, fixed[-1]]
+    elif not own or "drug" not in ledger.final:
         return unsure("the caller never says the patient takes this drug")
+    for m in own:
+        denied = _NOT_TAKING.search(_own_part(_turn_text(case.transcript, m.turn), m.end), m.end)
+        if denied is not None:
+            return unsure(f"the caller says the patient is not taking it (turn {m.turn})", [m])
     said: tuple[str, int, int] | None = None
     where: Mention = own[-1]
     for m in own:
-        text = _turn_text(case.transcript, m.turn)
+        text = _own_part(_turn_text(case.transcript, m.turn), m.end)
         found = strengths(text[m.end :])
         if found:
             said = (found[-1][0], m.end + found[-1][1], m.end + found[-1][2])
@@ -174,6 +222,70 @@ def _display(case: Case) -> Finding:
         mentions=[where, span],
         value=f"{drug} {said[0]}",
     )
+
+
+_SWITCH = re.compile(
+    r"\b(?:switched|changed|moved|put)\s+(?:me\s+|him\s+|her\s+)?(?:over\s+)?(?:to|on)\b"
+    r"|\b(?:now|instead)\b",
+    re.IGNORECASE,
+)
+_STOP = re.compile(r"\b(?:stopped|quit|no longer|not taking|don't take|off)\b", re.IGNORECASE)
+
+
+def _switched_to(case: Case, m: Mention, drug: str) -> bool:
+    """A caller's drug mention whose clause stops another drug and switches to this one: "I
+    stopped the simvastatin, the doctor switched me to Lipitor" (the stop is the other drug's)."""
+    if m.speaker != "caller" or stance(case.transcript, m) is not Stance.REJECTED:
+        return False
+    text = _turn_text(case.transcript, m.turn)
+    cs, _ = clause(text, m.start, m.end)
+    stops = list(_STOP.finditer(text, cs, m.start))
+    if not stops:
+        return False
+    between = text[stops[-1].end() : m.start]
+    others = [
+        t for t in tokens(between) if len(t.text) > 3 and t.text.isalpha() and drug_names(t.text)
+    ]
+    if not others or any(drug in drug_names(t.text) for t in others):
+        return False
+    after_other = between[between.rfind(others[-1].text) :]
+    return bool(_SWITCH.search(after_other))
+
+
+def _own_part(text: str, after: int) -> str:
+    """``text`` up to where it turns to someone else after ``after`` ("..., and my wife takes the
+    thousand"): a strength said after that is not the patient's."""
+    other = SOMEONE.search(text, after)
+    return text[: other.start()] if other else text
+
+
+#: said after the drug: it is not being taken ("..., but I haven't been taking it")
+_NOT_TAKING = re.compile(
+    r"\b(?:haven't been taking|have not been taking|not taking|don't take|do not take|stopped"
+    r"|quit|ran out|never (?:took|started|filled)|no longer)\b",
+    re.IGNORECASE,
+)
+_FIX_ONLY = re.compile(r"^\W*(?:(?:wait|no|sorry|actually|i mean|make that)\W*)+$", re.I)
+
+
+def _strength_fixed(case: Case, m: Mention) -> bool:
+    """A caller's drug mention hedged only by a correction of its strength: the words between
+    the drug and its first strength hedge nothing, the turn asks nothing, and what sits between
+    the last two strengths is only a correction cue."""
+    if m.speaker != "caller" or stance(case.transcript, m) is not Stance.HEDGED:
+        return False
+    text = _turn_text(case.transcript, m.turn)
+    if "?" in text or "[" in text:
+        return False
+    text = _own_part(text, m.end)
+    found = strengths(text[m.end :])
+    if len(found) < 2:
+        return False
+    lead = text[: m.end + found[0][1]]
+    if re.search(r"\b(?:think|maybe|not sure|guess|probably|or)\b", lead, re.I):
+        return False
+    between = text[m.end + found[-2][2] : m.end + found[-1][1]]
+    return bool(_FIX_ONLY.match(between)) and not re.search(r"\w", text[m.end + found[-1][2] :])
 
 
 _CHANGE = re.compile(
@@ -282,11 +394,24 @@ def dosage_features(text: str) -> dict[str, str]:
             amount = number_digits([words[i - 1]]) if is_number_word(words[i - 1]) else None
             if amount:
                 out["amount"] = amount
-    for name, pattern in _FREQUENCY.items():
-        if re.search(pattern, low):
-            out.setdefault("frequency", name)
-            break
+    said = [name for name, pattern in _FREQUENCY.items() if re.search(pattern, low)]
+    if said:
+        # "twice a day, but I only take it once a day": two frequencies, not one
+        out["frequency"] = said[0] if len(said) == 1 or _one_frequency(said, low) else "?"
     return out
+
+
+def _one_frequency(said: list[str], low: str) -> bool:
+    """ "twice a day" also reads as "a day" (once): two readings of one frequency, not two."""
+    if "once" not in said or len(said) != 2:
+        return False
+    return not re.search(_FREQUENCY["once"], _MULTIPLE.sub(" ", low))
+
+
+_MULTIPLE = re.compile(
+    r"\b(?:twice|two times|2 times|three times|3 times|bid|tid)"
+    r"(?:\s+(?:a|each|every|per)\s+day|\s+daily)?\b"
+)
 
 
 def _dosage(case: Case) -> Finding:
@@ -387,7 +512,37 @@ def _substance(case: Case) -> Finding:
     parts = [rf"\b{re.escape(w.rstrip('s'))}s?\b" for w in words]
     pattern = r"\W+".join(parts)
     mentions = _phrase_mentions(case, pattern, "substance", cue=True)
-    return _settled(case, mentions, "substance", "substance")
+    found = _settled(case, mentions, "substance", "substance")
+    if found.outcome is Outcome.UNSURE:
+        denial = _no_allergies(case)
+        if denial is not None:
+            return Finding(
+                outcome=Outcome.CONTRADICTED,
+                reason=f"the caller says the patient has no allergies (turn {denial.turn})",
+                mentions=[denial],
+            )
+    return found
+
+
+_NO_ALLERGIES = re.compile(
+    r"\b(?:(?:i'm|i am) not allergic to anything|no (?:known )?allergies|(?:i have|i've got) no "
+    r"allergies|(?:i )?(?:don't|do not) have any allergies|no tengo alergias)\b",
+    re.IGNORECASE,
+)
+
+
+def _no_allergies(case: Case) -> Mention | None:
+    """The caller's own "I'm not allergic to anything" / "no known allergies"."""
+    found: Mention | None = None
+    for t in case.transcript:
+        if t.speaker != "caller":
+            continue
+        for m in _NO_ALLERGIES.finditer(t.text):
+            probe = Mention(value="none", slot="substance", turn=t.turn, start=m.start(),
+                            end=m.end(), speaker="caller")  # fmt: skip
+            if stance(case.transcript, probe) is Stance.ASSERTED:
+                found = probe
+    return found
 
 
 def _reaction(case: Case) -> Finding:

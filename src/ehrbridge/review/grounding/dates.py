@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from ehrbridge.review.grounding.spoken import is_number_word, number_parts, tokens
@@ -132,6 +133,7 @@ def years(text: str, call_year: int) -> list[tuple[int, int, int]]:
 
 
 def _year_of(parts: list[str], call_year: int) -> int | None:
+    parts = _leading_zeros(parts)
     if len(parts) == 2 and parts[0] in ("19", "20") and len(parts[1]) == 2:
         return int(parts[0] + parts[1])
     if len(parts) == 1 and len(parts[0]) == 4 and 1900 <= int(parts[0]) <= call_year:
@@ -140,6 +142,23 @@ def _year_of(parts: list[str], call_year: int) -> int | None:
         yy = int(parts[0])
         return 2000 + yy if 2000 + yy <= call_year else 1900 + yy
     return None
+
+
+_YEAR_FIX = re.compile(r"\b(?:no|sorry|i mean|actually|wait)\b", re.IGNORECASE)
+
+
+def _leading_zeros(parts: list[str]) -> list[str]:
+    """ "oh six, fifteen, oh four" is 06, 15, 04: an "oh" joins the digit after it."""
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        if parts[i] == "0" and i + 1 < len(parts) and len(parts[i + 1]) == 1:
+            out.append("0" + parts[i + 1])
+            i += 2
+            continue
+        out.append(parts[i])
+        i += 1
+    return out
 
 
 def birth_dates(text: str, call_year: int, *, day_first: bool = False) -> list[Spoken]:
@@ -156,9 +175,15 @@ def birth_dates(text: str, call_year: int, *, day_first: bool = False) -> list[S
                 after = found_years
             if not after:
                 continue
-            year, _, y_end = after[0]
+            year, y_start, y_end = after[0]
+            for (_, _, prev_end), (later, l_start, l_end) in pairwise(after):
+                # "nineteen sixty - no, sorry, nineteen seventy": the corrected year
+                if _YEAR_FIX.search(text[prev_end:l_start]):
+                    year, y_start, y_end = later, l_start, l_end
+            # the year may come first ("born in nineteen eighty, ..., March second")
+            span = (min(start, y_start), max(end, y_end))
             try:
-                out.append(Spoken(value=date(year, month, day), start=start, end=y_end))
+                out.append(Spoken(value=date(year, month, day), start=span[0], end=span[1]))
             except ValueError:
                 continue
         return out
@@ -170,7 +195,10 @@ def birth_dates(text: str, call_year: int, *, day_first: bool = False) -> list[S
         if not 2 <= len(groups) <= 3 or not words:
             continue
         parts = number_parts(words)
-        if parts is None or len(parts) < 3:
+        if parts is None:
+            continue
+        parts = _leading_zeros(parts)
+        if len(parts) < 3:
             continue
         a, b = int(parts[0]), int(parts[1])
         yy = _year_of(parts[2:], call_year)
@@ -203,18 +231,85 @@ def named_days(text: str, today: date) -> list[Spoken]:
     if out:
         return out
     low = text.lower()
-    for m in re.finditer(r"\b(tomorrow|today|mañana|hoy)\b", low):
-        shift = 0 if m.group(1) in ("today", "hoy") else 1
+    for m in _RELATIVE_DAY.finditer(low):
+        word = re.sub(r"\s+", " ", m.group(1))
+        if word == "mañana" and _MORNING_BEFORE.search(low[: m.start()]):
+            continue  # "de la mañana" is the morning, not tomorrow
+        shift = _DAY_SHIFT[word]
         out.append(Spoken(value=today + timedelta(days=shift), start=m.start(), end=m.end()))
-    for m in re.finditer(r"\bnext\s+(\w+)", low):
-        wd = WEEKDAYS.get(m.group(1))
+    for m in _NEXT_WEEKDAY.finditer(low):
+        wd = WEEKDAYS.get(m.group("a") or m.group("b"))
         if wd is None:
             continue
         ahead = (wd - today.weekday()) % 7 or 7
         # "next Tuesday" on a Wednesday is the coming Tuesday; on a Monday it is ambiguous
         if today.weekday() + ahead >= 7:
             out.append(Spoken(value=today + timedelta(days=ahead), start=m.start(), end=m.end()))
+    for m in _THIS_WEEKDAY.finditer(low):
+        this = WEEKDAYS.get(m.group(1))
+        if this is None:
+            continue
+        coming = (this - today.weekday()) % 7
+        # "this Friday" said on a Friday: today or in a week? not read
+        if coming:
+            out.append(Spoken(value=today + timedelta(days=coming), start=m.start(), end=m.end()))
+    if not out:
+        out = _ordinal_days(text, today)
     return out
+
+
+_RELATIVE_DAY = re.compile(
+    r"\b(day after tomorrow|pasado\s+mañana|tomorrow|today|mañana|hoy)\b", re.IGNORECASE
+)
+_DAY_SHIFT = {"day after tomorrow": 2, "pasado mañana": 2, "tomorrow": 1, "mañana": 1,
+              "today": 0, "hoy": 0}  # fmt: skip
+_MORNING_BEFORE = re.compile(r"\b(?:de|por|en|esta)\s+(?:la\s+)?$")
+_NEXT_WEEKDAY = re.compile(r"\bnext\s+(?P<a>\w+)|\bpr[óo]xim[oa]\s+(?P<b>\w+)", re.IGNORECASE)
+_THIS_WEEKDAY = re.compile(r"\b(?:this coming|this|este|esta)\s+(\w+)", re.IGNORECASE)
+_ORDINAL_DAY = re.compile(
+    r"\b(?:(?P<wd>[a-zé]+day|lunes|martes|miércoles|miercoles|jueves|viernes|sábado|sabado"
+    r"|domingo),?\s+|(?:on|for)\s+)the\s+(?P<day>(?:twenty|thirty)[- ]?\w+|\w+|\d{1,2}"
+    r"(?:st|nd|rd|th))\b(?=\s*(?:[,.;!?]|$|at\b|in the\b|from\b))",
+    re.IGNORECASE,
+)
+
+
+def _ordinal_days(text: str, today: date) -> list[Spoken]:
+    """A day of the month said with no month: "Monday the twenty-first", "on the 3rd": the next
+    such date from today (this month, else the next); a weekday said with it must agree."""
+    out: list[Spoken] = []
+    for m in _ORDINAL_DAY.finditer(text):
+        said = m.group("day")
+        # "the 8th" is one word here ("8", "th" to the tokenizer)
+        written = re.fullmatch(r"\d{1,2}(?:st|nd|rd|th)", said)
+        words = [(said.lower(), 0, 0)] if written else _words(said)
+        found = _ordinal(words, 0)
+        if found is None or found[1] != len(words) or not _is_ordinal(words):
+            continue
+        day = found[0]
+        candidate: date | None = None
+        for shift in range(3):
+            month = (today.month - 1 + shift) % 12 + 1
+            year = today.year + (today.month - 1 + shift) // 12
+            try:
+                d = date(year, month, day)
+            except ValueError:
+                continue
+            if d >= today:
+                candidate = d
+                break
+        if candidate is None:
+            continue
+        wd = m.group("wd")
+        if wd is not None and WEEKDAYS.get(wd.lower()) != candidate.weekday():
+            continue
+        out.append(Spoken(value=candidate, start=m.start(), end=m.end()))
+    return out
+
+
+def _is_ordinal(words: list[tuple[str, int, int]]) -> bool:
+    last = words[-1][0]
+    return last in _ORDINAL_UNITS or bool(re.fullmatch(r"\d{1,2}(?:st|nd|rd|th)", last))
 
 
 _HOURS = {
@@ -223,44 +318,80 @@ _HOURS = {
     "una": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8,
     "nueve": 9, "diez": 10, "once": 11, "doce": 12,
 }  # fmt: skip
-_MINUTES = {"fifteen": 15, "thirty": 30, "forty-five": 45, "forty five": 45, "oh five": 5,
-            "twenty": 20, "forty": 40, "fifty": 50, "ten": 10, "o'clock": 0, "y media": 30,
-            "y cuarto": 15, "forty-five a": 45}  # fmt: skip
+_MINUTES = {"fifteen": 15, "thirty": 30, "forty five": 45, "oh five": 5, "twenty": 20,
+            "forty": 40, "fifty": 50, "y media": 30, "y cuarto": 15, "y quince": 15,
+            "y diez": 10, "y veinte": 20, "y cinco": 5, "menos cuarto": -15,
+            "menos diez": -10, "menos cinco": -5, "menos veinte": -20}  # fmt: skip
+#: "a quarter past three", "half past ten", "ten to four": minutes before or after the hour
+_RELATIVE = {"quarter": 15, "a quarter": 15, "half": 30, "twenty five": 25, "twenty": 20,
+             "ten": 10, "five": 5}  # fmt: skip
 _TIME = re.compile(
-    r"\b(?P<h>\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|noon"
-    r"|una|dos|tres|cuatro|cinco|seis|siete|ocho|nueve|diez|once|doce)"
+    r"\b(?:(?P<rel>a\s+quarter|quarter|half|twenty[- ]five|twenty|ten|five)\s+"
+    r"(?P<dir>past|after|to|of|till|before)\s+)?"
+    r"(?P<h>\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|noon"
+    r"|una|dos|tres|cuatro|cinco|seis|siete|ocho|nueve|diez|once|doce)\b"
     r"(?::(?P<mm>\d{2})|\s+(?P<m>fifteen|thirty|forty[- ]five|oh five|twenty|forty|fifty"
-    r"|y media|y cuarto))?"
-    r"\s*(?P<mer>a\.?\s?m\.?|p\.?\s?m\.?|o'clock|in the morning|in the afternoon"
-    r"|de la mañana|de la tarde|de la noche)?",
+    r"|y media|y cuarto|y quince|y diez|y veinte|y cinco|menos cuarto|menos diez|menos cinco"
+    r"|menos veinte)\b)?"
+    r"\s*(?P<mer>a\.?\s?m\.?|p\.?\s?m\.?|o'clock|in the morning|in the afternoon|in the evening"
+    r"|(?:de|por|en) la mañana|(?:de|por|en) la tarde|(?:de|por|en) la noche)?",
     re.IGNORECASE,
+)
+#: words just before an hour that change it in a way the reader does not know: "twenty-five
+#: past", "three forty" read as "forty"... (a time it cannot read is no time)
+_UNREAD_BEFORE = re.compile(
+    r"(?:\b(?:past|after|to|of|till|before|quarter|half|y|menos)|[\w]-|\d[:.]?)\s*$", re.I
 )
 
 
+_RANGE_BEFORE = re.compile(r"\b(?:from|between)\s*$", re.IGNORECASE)
+
+
 def clock_times(text: str, *, need_marker: bool = True) -> list[Spoken]:
-    """Times of day: "three p.m." → 15:00, "ten thirty a.m." → 10:30, "la una y media de la
-    tarde" → 13:30. Without a.m./p.m. (``need_marker=False``), clinic hours decide: 7-11 are
-    mornings, 12-6 afternoons."""
+    """Times of day: "three p.m." → 15:00, "ten thirty a.m." → 10:30, "a quarter past three in
+    the afternoon" → 15:15, "la una y media de la tarde" → 13:30, "las dos menos cuarto de la
+    tarde" → 13:45. Without a.m./p.m. (``need_marker=False``), clinic hours decide: 7-11 are
+    mornings, 12-6 afternoons. A time with words before it that it cannot read ("twenty-five
+    to") is not returned at all."""
     out: list[Spoken] = []
     for m in _TIME.finditer(text):
         mer = (m.group("mer") or "").lower().replace(" ", "").replace(".", "")
-        if not m.group("m") and not m.group("mm") and not mer:
+        noon = m.group("h").lower() == "noon" and not m.group("rel") and not m.group("m")
+        if noon and not mer:
+            # "at noon" needs no a.m. or p.m.
+            out.append(Spoken(value=time(12, 0), start=m.start(), end=m.end()))
+            continue
+        if not m.group("m") and not m.group("mm") and not mer and not m.group("rel"):
             continue
         if need_marker and (not mer or mer == "o'clock"):
+            continue
+        if _UNREAD_BEFORE.search(text[: m.start()]):
             continue
         h_word = m.group("h").lower()
         hour = int(h_word) if h_word.isdigit() else _HOURS[h_word]
         minute = int(m.group("mm")) if m.group("mm") else 0
         if m.group("m"):
             minute = _MINUTES[m.group("m").lower().replace("-", " ")]
+        if m.group("rel"):
+            if m.group("m") or m.group("mm") or _RANGE_BEFORE.search(text[: m.start()]):
+                continue  # "from ten to eleven a.m." is a range, not 10:50
+            shift = _RELATIVE[re.sub(r"[\s-]+", " ", m.group("rel").lower())]
+            minute = -shift if m.group("dir").lower() in ("to", "of", "till", "before") else shift
         if hour > 12 or minute > 59:
             continue
-        if mer in ("pm", "intheafternoon", "delatarde", "delanoche") and hour < 12:
+        mer = re.sub(r"^(?:por|en)la", "dela", mer)
+        if mer in ("pm", "intheafternoon", "intheevening", "delatarde", "delanoche") and hour < 12:
             hour += 12
         elif mer in ("am", "inthemorning", "delamañana") and hour == 12:
             hour = 0
         elif not mer or mer == "o'clock":
             hour = hour + 12 if 1 <= hour <= 6 else hour
+        if minute < 0:
+            # "a quarter to two p.m." is 13:45: the minutes before the (p.m.) hour
+            total = hour * 60 + minute
+            if total < 0:
+                continue
+            hour, minute = divmod(total, 60)
         out.append(Spoken(value=time(hour, minute), start=m.start(), end=m.end()))
     return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 
 import phonenumbers
 
@@ -89,11 +90,60 @@ def e164(digits: str, region: str = "US") -> str | None:
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
+_REPAIR = re.compile(r"\b(?:sorry|no|wait|i mean|actually|scratch that|let me start over)\b", re.I)
+
+
+def repaired(text: str, spoken: list[Run], length: int) -> list[Run]:
+    """``spoken`` with a number the caller repaired mid-way read whole: "four one five, five
+    five - sorry, five six five, oh one seven three" restarts the second group, so it is
+    ``4155650173``. The repair must restart a group the caller had begun (the cut falls where a
+    group ended), and the result must have ``length`` characters; anything else is left as said.
+    """
+    out = list(spoken)
+    for a, b in pairwise(spoken):
+        if len(a.value) >= length or len(b.value) >= length or a.letters or b.letters:
+            continue
+        if not _REPAIR.search(text[a.end : b.start]) or re.search(r"[.?!]", text[a.end : b.start]):
+            continue
+        cut = length - len(b.value)
+        if cut in a.groups:
+            value = a.value[:cut] + b.value
+            out.append(Run(value=value, start=a.start, end=b.end, letters=0, groups=b.groups))
+    return sorted(out, key=lambda r: (r.start, r.end))
+
+
+_EXTENSION = re.compile(
+    r"\W*(?:and\s+)?(?:(?:my|the|his|her)\s+)?(?:extension|ext)\b\.?(?:\s+is)?", re.IGNORECASE
+)
+
+
+def paused(text: str, spoken: list[Run]) -> list[Run]:
+    """``spoken`` with a phone number read through its pauses: "nine four nine... five five
+    five... zero one two three" is ``9495550123`` when the pieces are its groups (3, 3, 4 digits,
+    or 3 and 7), with nothing but "..." between them. Any other split stays as said (a pause
+    before the end can be a caller trailing off)."""
+    out = list(spoken)
+    for i in range(len(spoken)):
+        for k in (3, 2):
+            chunk = spoken[i : i + k]
+            if len(chunk) != k or any(r.letters for r in chunk):
+                continue
+            if not all(
+                re.fullmatch(r"\s*\.\.\.\s*", text[a.end : b.start]) for a, b in pairwise(chunk)
+            ):
+                continue
+            sizes = [len(r.value) for r in chunk]
+            if sizes in ([3, 3, 4], [3, 7], [6, 4]):
+                value = "".join(r.value for r in chunk)
+                out.append(Run(value=value, start=chunk[0].start, end=chunk[-1].end, letters=0))
+    return sorted(out, key=lambda r: (r.start, r.end))
+
+
 def phone_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     """The full phone numbers spoken in ``turn``, E.164, with an extension when one is said."""
     found: list[Mention] = []
     toks = tokens(turn.text)
-    spoken = runs(turn.text, toks)
+    spoken = paused(turn.text, repaired(turn.text, runs(turn.text, toks), 10))
     for i, run in enumerate(spoken):
         if run.letters or len(run.value) not in (10, 11):
             continue
@@ -101,22 +151,42 @@ def phone_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
         if number is None:
             continue
         end = run.end
-        rest = turn.text[run.end : run.end + 16].lower()
-        if re.match(r"\W*(?:extension|ext)\b", rest) and i + 1 < len(spoken):
-            number += f";ext={spoken[i + 1].value}"
-            end = spoken[i + 1].end
+        after = [r for r in spoken[i + 1 :] if r.start >= run.end]
+        if _EXTENSION.match(turn.text, run.end) and after:
+            number += f";ext={after[0].value}"
+            end = after[0].end
         slot = slot_of(transcript, turn, run.start, PHONE_SLOTS)
-        found.append(
+        slots = [slot, *_same_as(turn.text, run.start, slot)]
+        found.extend(
             Mention(
                 value=number,
-                slot=slot,
+                slot=one,
                 turn=turn.turn,
                 start=run.start,
                 end=end,
                 speaker=turn.speaker,
             )
+            for one in slots
         )
     return found
+
+
+_SAME_AS = re.compile(
+    r"\b(?P<a>cell|mobile|cellphone|home|house|landline|work|office)\b(?:\s+(?:phone|number|line))?"
+    r"\s+(?:is|es)\s+(?:the\s+)?same\s+(?:as|que)\s+(?:my|the|mi)\s+"
+    r"(?P<b>cell|mobile|cellphone|home|house|landline|work|office)\b[^.?!\d]*$",
+    re.IGNORECASE,
+)
+
+
+def _same_as(text: str, pos: int, slot: str | None) -> list[str]:
+    """ "My cell is the same as my home number, four one five...": the number is the other
+    slot's too (the one the nearest slot word does not name)."""
+    m = _SAME_AS.search(text[:pos])
+    if m is None:
+        return []
+    other = {PHONE_SLOTS[m.group("a").lower()], PHONE_SLOTS[m.group("b").lower()]} - {slot}
+    return sorted(other) if len(other) == 1 else []
 
 
 _EMAIL_SYMBOLS = {"dot": ".", "period": ".", "punto": ".", "underscore": "_", "dash": "-",
@@ -129,11 +199,41 @@ _EMAIL_STOP = {
 }  # fmt: skip
 
 
+#: what callers say about an address that is not part of it
+_TRANSPARENT = (("all", "one", "word"), ("one", "word"), ("all", "lowercase"),
+                ("all", "lower", "case"), ("no", "spaces"))  # fmt: skip
+
+
+_ONE_AFTER = {"personal", "work", "new", "old", "other", "home", "school", "main", "the", "that",
+              "this", "private", "current", "best"}  # fmt: skip
+
+
+def _email_stop(toks: list[Token], i: int) -> bool:
+    """A word that cannot be in a spoken address's local part ("my email is"); "e" only in
+    "e-mail", since it is also a spelled letter."""
+    if toks[i].low == "e":
+        after = [t.low for t in toks[i + 1 : i + 3]]
+        return "mail" in after
+    if toks[i].low in ("one", "ones") and i > 0 and toks[i - 1].low in _ONE_AFTER:
+        return True  # "my personal one, tam dot nguyen at ..."
+    return toks[i].low in _EMAIL_STOP
+
+
 def _email_piece(toks: list[Token], i: int) -> tuple[str, int] | None:
     """One spoken piece of an email address at ``toks[i]``: a symbol word, a number, a spelled
     letter group or a word; and the index after it."""
     t = toks[i]
     low = t.low
+    for phrase in _TRANSPARENT:
+        if [x.low for x in toks[i : i + len(phrase)]] == list(phrase):
+            return "", i + len(phrase)
+    as_in = i + 3 < len(toks) and toks[i + 1].low == "as" and toks[i + 2].low == "in"
+    if len(t.text) == 1 and t.text.isalpha() and as_in:
+        # "T as in Tom": the letter; the word and a hyphenated tail are skipped
+        j = i + 4
+        while j + 1 < len(toks) and toks[j].text == "-" and toks[j + 1].text.isalpha():
+            j += 2
+        return low, j
     if low in _EMAIL_SYMBOLS and low != "at":
         return _EMAIL_SYMBOLS[low], i + 1
     if t.text in (",", "-"):
@@ -160,13 +260,23 @@ def email_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     example dot com`` → ``priya.raman82@example.com``."""
     del transcript
     toks = tokens(turn.text)
-    found: list[Mention] = []
+    found: list[Mention] = [
+        Mention(
+            value=m.group().lower().rstrip("."),
+            slot="email",
+            turn=turn.turn,
+            start=m.start(),
+            end=m.end(),
+            speaker=turn.speaker,
+        )
+        for m in _WRITTEN_EMAIL.finditer(turn.text)
+    ]
     for k, t in enumerate(toks):
         if t.low not in ("at", "arroba"):
             continue
         # the local part: pieces back to a stop word or a sentence break
         i = k - 1
-        while i >= 0 and toks[i].low not in _EMAIL_STOP and toks[i].text not in (".", ":", "?"):
+        while i >= 0 and not _email_stop(toks, i) and toks[i].text not in (".", ":", "?"):
             i -= 1
         local = ""
         j = i + 1
@@ -203,7 +313,33 @@ def email_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
                     speaker=turn.speaker,
                 )
             )
+            fixed = _DOMAIN_FIX.match(turn.text, end)
+            if fixed is not None:
+                # "... at example dot com - no, sorry, example dot org": the domain corrected
+                new = ".".join(re.split(r"\s+(?:dot|punto)\s+", fixed.group("domain").lower()))
+                if new.rsplit(".", 1)[-1] in _TLDS:
+                    found.append(
+                        Mention(
+                            value=f"{local}@{new}",
+                            slot="email",
+                            turn=turn.turn,
+                            start=fixed.start("domain"),
+                            end=fixed.end("domain"),
+                            speaker=turn.speaker,
+                        )
+                    )
     return found
+
+
+#: an address the transcript writes out ("maria.santos@example.com")
+_WRITTEN_EMAIL = re.compile(
+    r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+)
+_DOMAIN_FIX = re.compile(
+    r"\W*(?:(?:no|sorry|wait|actually|i mean|make that|it's)\W+)+(?:at\s+)?"
+    r"(?P<domain>[a-z]+(?:\s+(?:dot|punto)\s+[a-z]+)+)\b",
+    re.IGNORECASE,
+)
 
 
 def _email_slot(text: str, pos: int) -> str | None:
@@ -276,16 +412,11 @@ def name_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
     for run in runs(turn.text):
         if run.letters != len(run.value) or len(run.value) < 3:
             continue
-        slot = _slot_in(turn.text, NAME_SLOTS, run.start)
-        if slot is None:
-            slot = _spelled_word_slot(turn.text, run)
-        if slot is None:
-            previous = turn_by_number(transcript, turn.turn - 1)
-            if previous is not None and previous.speaker == "agent":
-                slot = _slot_in(previous.text, NAME_SLOTS)
+        value = _spelled_name(turn.text, run)
+        slot = name_slot(transcript, turn, run, whole=" " in value)
         found.append(
             Mention(
-                value=run.value.capitalize(),
+                value=value,
                 slot=slot,
                 turn=turn.turn,
                 start=run.start,
@@ -294,6 +425,40 @@ def name_mentions(transcript: Sequence[Turn], turn: Turn) -> list[Mention]:
             )
         )
     return found
+
+
+def name_case(name: str) -> str:
+    """A name in the one form compared: each word capitalised ("Vega Rosario")."""
+    return " ".join(w.capitalize() for w in name.split())
+
+
+def _spelled_name(text: str, run: Run) -> str:
+    """The name a spelling gives; a spelling of two or three words said just before it, group by
+    group ("Vega Rosario, V-E-G-A, R-O-S-A-R-I-O"), keeps its spaces."""
+    said = re.search(r"((?:[A-Z][a-zà-ÿ'-]+\s+){1,2}[A-Z][a-zà-ÿ'-]+)\W*$", text[: run.start])
+    if said is not None and run.groups:
+        words = said.group(1).split()
+        letters = [re.sub(r"[^A-Za-z]", "", w).upper() for w in words]
+        cuts = {sum(len(w) for w in letters[:k]) for k in range(1, len(letters))}
+        if "".join(letters) == run.value and cuts <= set(run.groups):
+            return name_case(" ".join(w.lower() for w in letters))
+    return run.value.capitalize()
+
+
+def name_slot(
+    transcript: Sequence[Turn], turn: Turn, run: Run, *, whole: bool = False
+) -> str | None:
+    """Which name a spelling at ``run`` of ``turn`` is: "last name"/"first name" in the turn, else
+    the spoken word it follows (not for a spelling of every word said, ``whole``), else the
+    agent's question before it."""
+    slot = _slot_in(turn.text, NAME_SLOTS, run.start)
+    if slot is None and not whole:
+        slot = _spelled_word_slot(turn.text, run)
+    if slot is None:
+        previous = turn_by_number(transcript, turn.turn - 1)
+        if previous is not None and previous.speaker == "agent":
+            slot = _slot_in(previous.text, NAME_SLOTS)
+    return slot
 
 
 def _spelled_word_slot(text: str, run: Run) -> str | None:

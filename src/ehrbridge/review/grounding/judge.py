@@ -5,10 +5,16 @@ birth dates, address lines and cities, appointments, medications, allergies, lan
 pharmacies, plans), it finds every mention of that kind of value in the transcript, decides what
 each mention is worth (:mod:`.dialogue`) and settles the value the caller ended on:
 
-- that value equals the fact (after normalisation) → **supported**, with the spans it rests on;
+- that value equals the fact (after normalisation) and nothing after it fixes or takes it back,
+  and the caller did not only say "yes" to a read-back that differs from their own words →
+  **supported**, with the spans it rests on;
 - a different value is established, or the fact's value was corrected, turned down or denied →
   **contradicted**;
 - anything else (never said, only the agent, someone else's, hedged, cut off) → **unsure**.
+
+Values spoken in pieces across turns (:mod:`.across`) and phones derived from the number on file
+(:mod:`.derived`) are mentions like any other; :mod:`.doubts` holds what can still undo a final
+value that equals the fact.
 """
 
 from __future__ import annotations
@@ -17,19 +23,30 @@ import re
 from collections.abc import Callable, Sequence
 
 from ehrbridge.review.grounding import booking, clinical, phrases
-from ehrbridge.review.grounding.address import address_mentions, canonical_line, city_mentions
+from ehrbridge.review.grounding.across import joined
+from ehrbridge.review.grounding.address import (
+    address_mentions,
+    canonical_line,
+    city_mentions,
+)
 from ehrbridge.review.grounding.dates import birth_dates
+from ehrbridge.review.grounding.derived import PHONES, derived, no_phone
 from ehrbridge.review.grounding.dialogue import Mention, Stance, settle, stance, turn_by_number
+from ehrbridge.review.grounding.doubts import doubt
 from ehrbridge.review.grounding.fields import (
+    CODE_SLOTS,
+    PHONE_SLOTS,
     code_mentions,
     e164,
     email_mentions,
+    name_case,
     name_mentions,
+    name_slot,
     phone_mentions,
+    slot_of,
     zip_mentions,
 )
 from ehrbridge.review.grounding.finding import Finding, unsure
-from ehrbridge.review.grounding.spoken import is_number_word, runs, tokens
 from ehrbridge.review.verdicts import Case, Evidence, Outcome, Turn, Verdict, evidence_in
 
 Finder = Callable[[Sequence[Turn], Turn], list[Mention]]
@@ -78,8 +95,8 @@ SLOTTED: dict[tuple[str, str], tuple[str, Callable[[object], str | None]]] = {
         lambda v: re.sub(r"[\s-]", "", str(v)).upper(),
     ),
     ("Patient", "address.postal_code"): ("postal_code", lambda v: str(v).strip()[:5]),
-    ("Patient", "name.family"): ("family", lambda v: str(v).strip().capitalize()),
-    ("Patient", "name.given"): ("given", lambda v: str(v).strip().capitalize()),
+    ("Patient", "name.family"): ("family", lambda v: name_case(str(v))),
+    ("Patient", "name.given"): ("given", lambda v: name_case(str(v))),
     ("Patient", "birth_date"): ("birth_date", lambda v: str(v).strip()[:10]),
     ("Patient", "address.line"): ("address.line", lambda v: canonical_line(str(v))),
     ("Patient", "address.city"): ("address.city", lambda v: str(v).strip().lower()),
@@ -123,28 +140,66 @@ def _inherit_slots(mentions: list[Mention]) -> list[Mention]:
     return out
 
 
+def _across(case: Case, slot: str) -> list[Mention]:
+    """Phones, ids and spelled names the caller speaks in pieces across turns (:mod:`.across`)."""
+    out: list[Mention] = []
+    if slot not in PHONES and slot not in ("member_id", "group_number", "given", "family"):
+        return out
+    for j in joined(case.transcript):
+        first_turn, first = j.pieces[0]
+        value = j.value
+        if slot in PHONES:
+            number = e164(value) if not j.letters and len(value) in (10, 11) else None
+            if number is not None:
+                out.append(j.mention(number, slot_of(case.transcript, first_turn, first.start,
+                                                     PHONE_SLOTS)))  # fmt: skip
+        elif slot in ("member_id", "group_number"):
+            if len(value) >= 5 and any(c.isdigit() for c in value):
+                out.append(
+                    j.mention(value, slot_of(case.transcript, first_turn, first.start, CODE_SLOTS))
+                )
+        elif slot in ("given", "family") and j.letters == len(value) >= 3:
+            out.append(j.mention(value.capitalize(), name_slot(case.transcript, first_turn, first)))
+    return out
+
+
 def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
     """Judge a fact whose values can be found and compared exactly (see the module docstring)."""
     if want is None:
         return unsure("the fact's value cannot be normalised for its field")
-    mentions = _inherit_slots([m for t in case.transcript for m in finder(case.transcript, t)])
+    across = _across(case, slot)
+    pieces = {(m.turn, m.start) for m in across} | {(t, a) for m in across for t, a, _ in m.parts}
+    mentions = [
+        m
+        for t in case.transcript
+        for m in finder(case.transcript, t)
+        if m.speaker == "agent" or (m.turn, m.start) not in pieces
+    ]
+    if slot in PHONES:
+        across += derived(case, slot)
+    mentions = _inherit_slots(mentions + across)
     ledger = settle(case.transcript, mentions)
+    denial = no_phone(case, slot) if slot in PHONES else None
+    if denial is not None and (final := ledger.final.get(slot)) is not None:
+        if denial.turn >= final.turn:
+            return unsure(
+                f"the caller says there is no {slot} phone (turn {denial.turn})", [denial]
+            )
+    elif denial is not None:
+        return Finding(
+            outcome=Outcome.CONTRADICTED,
+            reason=f"the caller says there is no {slot} phone (turn {denial.turn})",
+            mentions=[denial],
+        )
     final = ledger.final.get(slot)
     rejected = ledger.rejected.get(want)
     if final is not None and final.value == want:
         doubts = [d for d in ledger.doubts.get(slot, []) if d.value != want]
         if doubts:
             return unsure("another value was floated after it", [doubts[0]])
-        fixed = _read_back_fixed(case, mentions, want) if slot in _CHARACTERS else None
-        if fixed is not None:
-            return unsure(
-                f"the caller answers a read-back with other characters (turn {fixed.turn})", [fixed]
-            )
-        late = _late_correction(case, final.turn)
-        if late is not None:
-            return unsure(f"the caller corrects something after turn {final.turn}", [late])
-        if slot == "email" and not _spelling_agrees(case, final):
-            return unsure("the caller's spelling does not match the address")
+        undone = doubt(case, mentions, ledger, final, slot, want)
+        if undone is not None:
+            return undone
         support = [m for m in mentions if m.value == want and m.slot == slot]
         return Finding(
             outcome=Outcome.SUPPORTED,
@@ -171,104 +226,38 @@ def slotted(case: Case, finder: Finder, slot: str, want: str | None) -> Finding:
     return unsure(f"the transcript does not establish the {slot}")
 
 
-_LATE_FIX = re.compile(
-    r"\b(?:actually|wait|sorry|correction|i mean|scratch that|i said)\b|^\W*no\b", re.I
-)
-
-
-_OTHER = re.compile(r"\b(?:other|different|another|instead|don't use|change)\b", re.I)
-#: number words that are mostly not numbers ("the old one", "oh, ...")
-_PRONOUNS = {"one", "oh", "o", "once", "una", "won", "ate"}
-
-
-def _late_correction(case: Case, after: int) -> Mention | None:
-    """A caller turn after the final value that corrects something and speaks digits or letters:
-    a partial fix ("actually, the last digit is eight") the finders cannot place."""
-    for t in case.transcript:
-        if t.turn <= after or t.speaker != "caller":
-            continue
-        fix = _LATE_FIX.search(t.text)
-        if fix is None:
-            continue
-        if _OTHER.search(t.text):
-            return Mention(
-                value="",
-                slot=None,
-                turn=t.turn,
-                start=fix.start(),
-                end=fix.end(),
-                speaker="caller",
-            )
-        numbers = [k for k in tokens(t.text) if is_number_word(k.text) and k.low not in _PRONOUNS]
-        if runs(t.text) or numbers:
-            return Mention(
-                value="",
-                slot=None,
-                turn=t.turn,
-                start=fix.start(),
-                end=fix.end(),
-                speaker="caller",
-            )
-    return None
-
-
-#: slots whose values are strings of characters a caller may fix one by one
-_CHARACTERS = {"mobile", "home", "work", "member_id", "group_number", "email", "postal_code"}
-
-
-def _read_back_fixed(case: Case, mentions: Sequence[Mention], want: str) -> Mention | None:
-    """The caller answers the agent's read-back of this value with digits or letters that are
-    not in it ("oh one two eight", to a read-back ending 0127): a fix the finders cannot place."""
-    chars = re.sub(r"[^A-Za-z0-9]", "", want).upper()
-    for m in mentions:
-        if m.speaker != "agent" or m.value != want:
-            continue
-        reply = turn_by_number(case.transcript, m.turn + 1)
-        if reply is None or reply.speaker != "caller":
-            continue
-        for r in runs(reply.text):
-            if len(r.value) >= 2 and r.value.upper() not in chars:
-                return Mention(
-                    value=r.value,
-                    slot=None,
-                    turn=reply.turn,
-                    start=r.start,
-                    end=r.end,
-                    speaker="caller",
-                )
-    return None
-
-
-def _spelling_agrees(case: Case, final: Mention) -> bool:
-    """Letters and digits the caller spells around an email must be in it ("R, A, M as in Mike,
-    A, N" in ``priya.raman82@...``); a spelling that disagrees is a correction we cannot read."""
-    local = re.sub(r"[^a-z0-9]", "", final.value.split("@")[0])
-    for t in case.transcript:
-        if t.speaker != "caller" or not final.turn - 3 <= t.turn <= final.turn + 3:
-            continue
-        for r in runs(t.text):
-            if r.letters and r.value.lower() not in local:
-                return False
-    return True
-
-
 _INTRO = re.compile(
     r"\b(?:this is|my name is|my name's|i'm|i am|it's|name is)\s+"
     r"([A-Z][a-zà-ÿ'-]+(?:\s+[A-Z][a-zà-ÿ'-]+){0,2})"
 )
-_NAME_DOUBT = re.compile(
-    r"legal name|goes by|nickname|calls me|call me|put down|spell|spelt|spelled|maiden|"
-    r"[A-Z]-[A-Z]|\bas in\b",
-    re.IGNORECASE,
+_NAME_TALK = re.compile(
+    r"legal name|goes by|nickname|calls me|call me|put down|maiden", re.IGNORECASE
 )
+_SPELLING = re.compile(r"spell|spelt|spelled|[A-Z]-[A-Z]|\bas in\b", re.IGNORECASE)
+
+
+def _in_email(transcript: Sequence[Turn], turn: Turn, m: Mention) -> bool:
+    return any(e.start <= m.start < e.end for e in email_mentions(transcript, turn))
 
 
 def said_name(case: Case, slot: str, want: str) -> Finding | None:
     """A name said, unspelled, exactly as stored when the caller introduces themself ("this is
     Maria Delgado"): the only spoken evidence for a name besides its spelling. Never a
     contradiction (a name that sounds different may be the transcript's spelling), and nothing
-    at all when the call spells a name or talks about nicknames and legal names."""
-    if any(_NAME_DOUBT.search(t.text) for t in case.transcript):
+    at all when the call talks about nicknames and legal names, or spells a name other than the
+    other half of the introduction, as introduced ("Tomasz Kowalczyk" ... "K-O-W-A-L-C-Z-Y-K")."""
+    if any(_NAME_TALK.search(t.text) for t in case.transcript):
+        return None
+    spelled = [
+        m
+        for t in case.transcript
+        for m in name_mentions(case.transcript, t)
+        if not _in_email(case.transcript, t, m)  # "T-O-M-A-S-Z dot K at example dot org"
+    ]
+    other = "family" if slot == "given" else "given"
+    if any(_SPELLING.search(t.text) for t in case.transcript) and (
+        not spelled or any(m.slot != other for m in spelled)
+    ):
         return None
     for t in case.transcript:
         if t.speaker != "caller":
@@ -277,6 +266,9 @@ def said_name(case: Case, slot: str, want: str) -> Finding | None:
             words = m.group(1).split()
             if len(words) < 2:
                 continue
+            said_other = words[-1] if slot == "given" else words[0]
+            if any(s.value != said_other for s in spelled):
+                continue  # only the other name was spelled, and as introduced
             word = words[0] if slot == "given" else words[-1]
             start = m.start(1) + (0 if slot == "given" else m.group(1).rindex(word))
             probe = Mention(value=word, slot=slot, turn=t.turn, start=start,
@@ -335,8 +327,9 @@ class GroundingJudge:
 def _evidence(transcript: Sequence[Turn], mentions: Sequence[Mention]) -> tuple[Evidence, ...]:
     out: list[Evidence] = []
     for m in mentions:
-        try:
-            out.append(evidence_in(transcript, m.turn, m.start, m.end))
-        except (IndexError, StopIteration):
-            continue
+        for turn, start, end in (*m.parts, (m.turn, m.start, m.end)):
+            try:
+                out.append(evidence_in(transcript, turn, start, end))
+            except (IndexError, StopIteration):
+                continue
     return tuple(out)

@@ -10,6 +10,7 @@ under the same dialogue rules as any value (not hypothetical, not asked, not hed
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 from ehrbridge.review.grounding.address import SUFFIXES
 from ehrbridge.review.grounding.dialogue import Mention, Stance, stance
@@ -28,7 +29,9 @@ LANGUAGES = {
 }  # fmt: skip
 _NAMES = "|".join(sorted(LANGUAGES, key=len, reverse=True))
 _PREFERENCE = re.compile(
-    rf"\bprefer(?:ir|iero)?\s+(?:to speak\s+|in\s+|en\s+)?(?P<a>{_NAMES})\b"
+    rf"\b(?:prefer(?:s|red)?|prefier[oe]|preferir(?:ía)?)\s+(?:to speak\s+|in\s+|en\s+)?"
+    rf"(?P<a>{_NAMES})\b"
+    rf"|\b(?:fine|okay|ok|good|comfortable|bien)\s+(?:in|with|en|con)\s+(?P<e>{_NAMES})\b"
     rf"|\b(?P<b>{_NAMES})\s+(?:is|es|está)\s+(?:fine|okay|ok|good|better|best|bien|mejor)\b"
     rf"|\b(?:in\s+)?(?P<c>{_NAMES}),?\s+(?:please|por favor)\b"
     rf"|\b(?:want|need|like)\s+(?:an?\s+)?(?P<d>{_NAMES})\s+interpreter\b",
@@ -68,6 +71,10 @@ def _language(case: Case) -> Finding:
 _FILLER = {"of", "the", "at", "on", "by", "and", "in", "near", "inc", "co", "pharmacy"}
 
 
+#: "Use the CVS on Elm - actually no, the one on Maple"
+_FIXED_AFTER = re.compile(
+    r"\b(?:actually|sorry|i mean|instead|rather|not that|scratch that|wait)\b|^\W*no\b", re.I
+)
 _PAST_BEFORE = re.compile(
     r"\b(?:used|previous(?:ly)?|old|former|had|switched from|changed from)\b", re.I
 )
@@ -83,14 +90,51 @@ def _words(value: str) -> list[str]:
     return out
 
 
+def _joined_words(want: list[str], text: str) -> list[str]:
+    """``want`` with words said split ("United Healthcare") joined as stored
+    ("UnitedHealthcare"): a stored word that is two spoken words in a row."""
+    spoken = [w.lower() for w in re.findall(r"[A-Za-zà-ÿ0-9']+", text)]
+    pairs = {a + b: f"{a} {b}" for a, b in pairwise(spoken)}
+    out: list[str] = []
+    for w in want:
+        out.extend(pairs[w].split() if w in pairs and w not in spoken else [w])
+    return out
+
+
+#: a payer's abbreviation and its name are the same payer
+PAYER_ALIASES = {
+    "blue cross blue shield": ("BCBS",),
+    "unitedhealthcare": ("UHC", "United Healthcare"),
+    "united healthcare": ("UHC", "UnitedHealthcare"),
+}
+_STREET_WORDS = {v.lower() for v in SUFFIXES.values()}
+
+
 def _stated(case: Case) -> Finding:
-    want = _words(str(case.fact.value))
+    value = str(case.fact.value)
+    names = [value]
+    if case.fact.field == "payer":
+        names += PAYER_ALIASES.get(" ".join(value.lower().split()), ())
+    found = unsure("the caller never says it in full")
+    for name in names:
+        found = _stated_as(case, name)
+        if found.reason != "the caller never says it in full":
+            return found
+    return found
+
+
+def _stated_as(case: Case, value: str) -> Finding:
+    """Every distinctive word of ``value`` in one sentence of the caller's (module docstring); a
+    street's suffix ("Clark St") may go unsaid when the sentence says no other."""
+    want = _words(value)
     if not want:
         return unsure("no words to look for")
+    said_all = " ".join(t.text for t in case.transcript if t.speaker == "caller")
+    want = _joined_words(want, said_all)
     for t in reversed(list(case.transcript)):
         if t.speaker != "caller":
             continue
-        for sentence in reversed(list(re.finditer(r"[^.!?]+[.!?]?", t.text))):
+        for sentence in reversed(list(re.finditer(r"[^.!?;]+[.!?;]?", t.text))):
             found = [
                 (sentence.start() + m.start(), sentence.start() + m.end())
                 for m in re.finditer(r"[A-Za-zà-ÿ0-9']+", sentence.group())
@@ -99,7 +143,14 @@ def _stated(case: Case) -> Finding:
             said = {
                 SUFFIXES.get(t.text[a:b].lower(), t.text[a:b].lower()).lower() for a, b in found
             }
-            if not set(want) <= said:
+            spoken = {
+                SUFFIXES.get(w.lower(), w.lower()).lower()
+                for w in re.findall(r"[A-Za-zà-ÿ0-9']+", sentence.group())
+            }
+            needed = set(want)
+            if not spoken & _STREET_WORDS:
+                needed -= _STREET_WORDS
+            if not needed or not needed <= said or not found:
                 continue
             start, end = found[0][0], found[-1][1]
             # "I used the CVS on Main before, now the Walgreens": not the current one
@@ -107,6 +158,8 @@ def _stated(case: Case) -> Finding:
                 t.text[end : sentence.end()]
             ):
                 return unsure("the caller names it as a past or replaced value")
+            if _FIXED_AFTER.search(t.text[end:]):
+                return unsure("the caller corrects it after naming it")
             probe = Mention(
                 value=str(case.fact.value), slot="phrase", turn=t.turn, start=start, end=end,
                 speaker="caller",

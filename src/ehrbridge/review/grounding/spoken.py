@@ -19,7 +19,15 @@ from itertools import pairwise
 
 from text_to_num import text2num
 
-_TOKEN = re.compile(r"\[[a-z ]+\]|[^\W\d_]+(?:'[^\W\d_]+)?|\d+|\.\.\.|[^\s\w]", re.UNICODE)
+#: Spanish tens joined to their unit by "y" ("treinta y dos", 32): one token, one number
+_ES_Y = (
+    r"(?:treinta|cuarenta|cincuenta|sesenta|setenta|ochenta|noventa)\s+y\s+"
+    r"(?:uno|una|un|dos|tres|cuatro|cinco|seis|siete|ocho|nueve)\b"
+)
+_TOKEN = re.compile(
+    rf"(?i:\b{_ES_Y})|\[[a-z ]+\]|[^\W\d_]+(?:'[^\W\d_]+)?|\d+|\.\.\.|[^\s\w]", re.UNICODE
+)
+_ES_Y_WORD = re.compile(_ES_Y, re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,10 +37,8 @@ class Token:
     text: str
     start: int
     end: int
-
-    @property
-    def low(self) -> str:
-        return self.text.lower()
+    #: ``text`` in lower case (read on every comparison, so kept)
+    low: str
 
 
 def tokens(text: str) -> list[Token]:
@@ -41,7 +47,15 @@ def tokens(text: str) -> list[Token]:
     >>> [t.text for t in tokens("It's oh-one, [inaudible]...")]
     ["It's", 'oh', '-', 'one', ',', '[inaudible]', '...']
     """
-    return [Token(text=m.group(), start=m.start(), end=m.end()) for m in _TOKEN.finditer(text)]
+    return list(_tokens(text))
+
+
+@lru_cache(maxsize=4096)
+def _tokens(text: str) -> tuple[Token, ...]:
+    return tuple(
+        Token(text=m.group(), start=m.start(), end=m.end(), low=m.group().lower())
+        for m in _TOKEN.finditer(text)
+    )
 
 
 #: single digits, with the speech-to-text homophones the transcripts keep ("fife", "won", "ate")
@@ -68,16 +82,22 @@ _ES_NUMBER = {
     "dieciocho", "diecinueve", "veinte", "veintiuno", "veintidós", "veintidos", "veintitrés",
     "veintitres", "veinticuatro", "veinticinco", "veintiséis", "veintiseis", "veintisiete",
     "veintiocho", "veintinueve", "treinta", "cuarenta", "cincuenta", "sesenta", "setenta",
-    "ochenta", "noventa", "cien", "ciento", "mil",
+    "ochenta", "noventa", "cien", "ciento", "mil", "doscientos", "doscientas", "trescientos",
+    "trescientas", "cuatrocientos", "cuatrocientas", "quinientos", "quinientas", "seiscientos",
+    "seiscientas", "setecientos", "setecientas", "ochocientos", "ochocientas", "novecientos",
+    "novecientas",
 }  # fmt: skip
 _REPEAT = {"double": 2, "triple": 3}
 #: words that may sit inside a spoken sequence without ending it
-_JOINERS = {",", "-", "then"}
+_JOINERS = {",", "-", "then", "dash", "hyphen", "guion", "guión"}
+#: joiners that end a spoken group ("six one seven, five..."; "Z X B dash seven...")
+_GROUP_ENDS = {",", "dash", "hyphen", "guion", "guión"}
 
 # "once" is Spanish eleven but mostly English; "o" alone is a letter more often than zero
 _AMBIGUOUS = {"once", "o", "una", "ate", "won"}
 
 
+@lru_cache(maxsize=8192)
 def is_number_word(word: str) -> bool:
     """A word that can be part of a spoken number (digits included)."""
     low = word.lower()
@@ -87,6 +107,7 @@ def is_number_word(word: str) -> bool:
         or low in _EN_NUMBER
         or low in _ES_NUMBER
         or low in _REPEAT
+        or bool(_ES_Y_WORD.fullmatch(low))
     )
 
 
@@ -94,7 +115,9 @@ _TENS = {
     "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
     "treinta", "cuarenta", "cincuenta", "sesenta", "setenta", "ochenta", "noventa",
 }  # fmt: skip
-_SCALES = {"hundred", "thousand", "cien", "ciento", "mil"}
+_SCALES = {"hundred", "thousand", "cien", "ciento", "mil"} | {
+    w for w in _ES_NUMBER if w.endswith(("cientos", "cientas"))
+}
 
 
 def _plausible(chunk: list[str]) -> bool:
@@ -193,6 +216,8 @@ class Run:
     end: int
     #: how many spelled letters it holds
     letters: int
+    #: where the spoken groups end in ``value`` ("six one seven, five five..." → 3, ...)
+    groups: tuple[int, ...] = ()
 
 
 def _letter_at(toks: list[Token], i: int) -> tuple[str, int] | None:
@@ -223,8 +248,68 @@ def _letter_at(toks: list[Token], i: int) -> tuple[str, int] | None:
     return None
 
 
+#: homophones of four that are words too; read as four only between single digits
+_FOUR_HOMOPHONES = {"for", "fore"}
+
+
+def _single_digit(t: Token) -> bool:
+    return t.low in DIGIT_WORDS and t.low not in ("o",)
+
+
+def _digit_words_around(toks: list[Token], j: int) -> bool:
+    """A word between two spoken single digits ("oh one for two")."""
+    return 0 < j < len(toks) - 1 and _single_digit(toks[j - 1]) and _single_digit(toks[j + 1])
+
+
+def _leads_digits(toks: list[Token], j: int) -> bool:
+    """An ambiguous word ("ate", "won") that starts a run of at least two more single digits
+    ("ate one ate, five five five") is the digit."""
+    nxt = toks[j + 1 : j + 3]
+    return len(nxt) == 2 and all(_single_digit(t) for t in nxt)
+
+
+def _digits_around(toks: list[Token], j: int, words: list[str]) -> bool:
+    """A parenthesis or dot inside a number written in digits: "(617) 555", "617.555"."""
+    t = toks[j].text
+    nxt = toks[j + 1] if j + 1 < len(toks) else None
+    if t == "(":
+        return not words and nxt is not None and nxt.text.isdigit()
+    prev_digit = bool(words) and words[-1].isdigit() and toks[j - 1].end == toks[j].start
+    if not prev_digit or nxt is None or not nxt.text.isdigit():
+        return False
+    return t == ")" or toks[j].end == nxt.start
+
+
+def _doubled_letter(toks: list[Token], j: int, parts: list[str]) -> tuple[str, int] | None:
+    """ "double L" at ``toks[j]`` among spelled letters: ``LL`` and the index after it. A "double
+    O" is letters only after a letter (else it is "double oh", zeros)."""
+    t = toks[j]
+    if t.low not in _REPEAT or j + 1 >= len(toks):
+        return None
+    nxt = toks[j + 1]
+    if len(nxt.text) != 1 or not nxt.text.isupper():
+        return None
+    after_letter = bool(parts) and parts[-1][-1:].isalpha()
+    if is_number_word(nxt.text) and not after_letter:
+        return None
+    if not after_letter and not (j + 2 < len(toks) and toks[j + 2].text in ("-", ",")):
+        return None
+    return nxt.text * _REPEAT[t.low], j + 2
+
+
+def _letter_o(toks: list[Token], j: int, parts: list[str], words: list[str]) -> bool:
+    """A bare capital O among spelled letters ("A, B as in boy, O"), with no digit after it, is
+    the letter."""
+    if words or not parts or not parts[-1].isalpha():
+        return False
+    k = j + 1
+    while k < len(toks) and toks[k].text in (",", "-"):
+        k += 1
+    return k >= len(toks) or not is_number_word(toks[k].text)
+
+
 def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
-    """The spoken digit-and-letter sequences of one turn, in order.
+    """The spoken digit-and-letter sequences of one turn, in order (read once per text).
 
     >>> [r.value for r in runs("It's six one seven, five five five, oh one two seven.")]
     ['6175550127']
@@ -233,7 +318,13 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
     >>> [r.value for r in runs("Seven seven three, five five five... oh one three six.")]
     ['773555', '0136']
     """
-    toks = tokens(text) if toks is None else toks
+    del toks  # the tokens of ``text``; kept for callers that have them
+    return list(_runs(text))
+
+
+@lru_cache(maxsize=4096)
+def _runs(text: str) -> tuple[Run, ...]:
+    toks = tokens(text)
     found: list[Run] = []
     i = 0
     while i < len(toks):
@@ -241,6 +332,7 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
         letters = 0
         start = end = -1
         words: list[str] = []
+        groups: list[int] = []
 
         def flush(words: list[str] = words, parts: list[str] = parts) -> None:
             if words:
@@ -251,6 +343,16 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
         j = i
         while j < len(toks):
             t = toks[j]
+            doubled = _doubled_letter(toks, j, parts)
+            if doubled is not None:
+                # "H-A-double L-E-R": the letter twice
+                flush()
+                parts.append(doubled[0])
+                letters += len(doubled[0])
+                start = t.start if start < 0 else start
+                end = toks[doubled[1] - 1].end
+                j = doubled[1]
+                continue
             letter = _letter_at(toks, j) if not is_number_word(t.text) or t.text == "O" else None
             if letter is not None:
                 flush()
@@ -260,9 +362,21 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
                 end = toks[letter[1] - 1].end
                 j = letter[1]
                 continue
+            if t.low in _FOUR_HOMOPHONES and words and _digit_words_around(toks, j):
+                # "oh one for two": the speech-to-text's "for" between digits is four
+                words.append("four")
+                end = t.end
+                j += 1
+                continue
             if is_number_word(t.text):
-                if not words and not parts and t.low in _AMBIGUOUS:
+                if not words and not parts and t.low in _AMBIGUOUS and not _leads_digits(toks, j):
                     break
+                if t.text == "O" and _letter_o(toks, j, parts, words):
+                    parts.append("O")
+                    letters += 1
+                    end = t.end
+                    j += 1
+                    continue
                 if t.text == "O":
                     # a bare capital O: the letter or zero? Neither, so the run is not read
                     parts.append("?")
@@ -271,24 +385,36 @@ def runs(text: str, toks: list[Token] | None = None) -> list[Run]:
                 end = t.end
                 j += 1
                 continue
-            if t.low in _JOINERS and (words or parts):
+            written = t.text in ("(", ")", ".") and _digits_around(toks, j, words)
+            if (t.low in _JOINERS and (words or parts)) or written:
+                # "(617) 555-0123", "617.555.0123": a number as written;
                 # "forty-five" is one number; "six one seven, five five five" is a sequence
-                if t.text == ",":
+                if t.low in _GROUP_ENDS:
                     flush()
+                    groups.append(sum(len(p) for p in parts))
                 j += 1
                 continue
-            if t.low == "and" and words and j + 1 < len(toks) and toks[j + 1].low == "then":
+            if (
+                t.low == "and"
+                and (words or parts)
+                and j + 1 < len(toks)
+                and toks[j + 1].low == "then"
+            ):
                 j += 1
                 continue
             break
         flush()
         value = "".join(parts)
         if value and "?" not in value and start >= 0 and not (len(value) == 1 and letters == 0):
-            found.append(Run(value=value, start=start, end=end, letters=letters))
+            cuts = tuple(sorted({g for g in groups if 0 < g < len(value)}))
+            found.append(Run(value=value, start=start, end=end, letters=letters, groups=cuts))
         i = max(j, i + 1)
-    return found
+    return tuple(found)
 
 
 def clear_cache() -> None:
     """Forget the compound numbers read so far (for benchmarks that time unseen text)."""
     _compound.cache_clear()
+    is_number_word.cache_clear()
+    _runs.cache_clear()
+    _tokens.cache_clear()
