@@ -38,7 +38,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -188,8 +188,10 @@ class Dispatcher:
         }
 
     async def run(self, stop: asyncio.Event) -> None:
-        unwatch_outbox = await self.outbox.watch(self.workspace, self._ready.set)
-        unwatch_log = await self.store.watch(self.workspace, self._logged.set)
+        unwatch = [
+            await _watching(self.outbox.watch, self.workspace, self._ready.set, "the outbox"),
+            await _watching(self.store.watch, self.workspace, self._logged.set, "the log"),
+        ]
         tasks = [
             asyncio.create_task(self._feed(stop), name="dispatch:feed"),
             asyncio.create_task(self._heartbeat(stop), name="dispatch:heartbeat"),
@@ -207,8 +209,9 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._settle_in_flight()
-            await unwatch_outbox()
-            await unwatch_log()
+            for stop_watching in unwatch:
+                if stop_watching is not None:
+                    await stop_watching()
 
     # --- the feed -------------------------------------------------------------------------
 
@@ -570,6 +573,20 @@ class Dispatcher:
             for task in late:  # its item is taken over once its lease lapses (in doubt)
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+
+
+async def _watching(
+    watch: Callable[[str, Callable[[], None]], Awaitable[Callable[[], Awaitable[None]]]],
+    workspace: str,
+    wake: Callable[[], None],
+    what: str,
+) -> Callable[[], Awaitable[None]] | None:
+    """Start a watch; None when it cannot start (the catch-up reads still find everything)."""
+    try:
+        return await watch(workspace, wake)
+    except StorageError as exc:
+        log.warning("dispatch: %s cannot wake the loop: %s", what, exc)
+        return None
 
 
 def _newer_from(events: Sequence[Event], item: OutboxItem, sink: str) -> Event | None:
