@@ -63,6 +63,7 @@ from ehrbridge.outbound.outbox import (
 from ehrbridge.outbound.sinks import Conflicting, Delivered, Sink
 from ehrbridge.times import pause
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Source
+from ehrbridge.worldmodel.projection import EntityState
 from ehrbridge.worldmodel.store import Store
 
 log = logging.getLogger("ehrbridge.outbound")
@@ -304,6 +305,11 @@ class Dispatcher:
             return None
         if blocked.layer is Layer.CURRENT and fact.corrected_by is None:
             newer = _newer_from(events, item, rt.id)
+            if newer is not None and _echoes(item, state, newer):
+                # the sink's record holds our values (the echo of this item's own write, which
+                # a read-back found missing, or the sink agreeing): send; the sink writes them
+                # again if they are not there, and nothing if they are
+                return None
             if newer is not None:
                 open_fields = {c.field for c in state.conflicts} if state else set()
                 conflicts = [
@@ -475,6 +481,19 @@ class Dispatcher:
                     asyncio.gather(*tasks, return_exceptions=True),
                     timeout=self.lease.total_seconds() / 2,
                 )
+
+
+def _echoes(item: OutboxItem, state: EntityState | None, newer: Event) -> bool:
+    """Whether the sink's ``newer`` event only says our values: every field of the item is the
+    entity's now by that event, with the item's value."""
+    fields: dict[str, Any] = item.payload.get("fields", {})
+    if state is None or not fields:
+        return False
+    for path, ours in fields.items():
+        now = state.fields.get(path)
+        if now is None or now.event_id != newer.id or now.value != ours:
+            return False
+    return True
 
 
 def _newer_from(events: Sequence[Event], item: OutboxItem, sink: str) -> Event | None:
