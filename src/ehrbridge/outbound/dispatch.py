@@ -19,6 +19,8 @@ Delivering one claimed item, in order:
 1. **The gate again**, on the entity as it is now: a fact rejected, corrected or replaced since it
    was queued is not sent (cancelled; a value replaced by the sink's own newer change is a
    conflict).
+   **A create of an entity that has a record at the sink by now** (an earlier fact's create
+   landed since this one was queued) is sent as an update of that record.
 2. **In doubt** (an earlier attempt may have reached the sink): look the write up at the sink
    first; found → synced, and nothing is sent.
 3. **Mark sent** (fenced by the claim's epoch: a worker that lost its lease stops here), then
@@ -36,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -55,6 +57,7 @@ from ehrbridge.outbound.limits import (
 from ehrbridge.outbound.outbox import (
     Attempt,
     Claim,
+    ItemQuery,
     ItemStatus,
     Outbox,
     OutboxItem,
@@ -266,6 +269,7 @@ class Dispatcher:
                 await self.store.append(self.workspace, events)
             await self._settle(claim, started, status, status.value, error=reason)
             return False, None
+        item = await self._onto_record(rt, item)
         try:
             if claim.in_doubt or item.in_doubt:
                 found = await rt.sink.lookup(item)
@@ -320,6 +324,40 @@ class Dispatcher:
                 status = ItemStatus.CONFLICT if rt.on_conflict == "review" else ItemStatus.DEAD
                 return status, f"the sink changed it since (event {newer.id})", conflicts
         return ItemStatus.CANCELLED, f"gate: {blocked.layer.value}: {blocked.reason}", []
+
+    async def _onto_record(self, rt: SinkRuntime, item: OutboxItem) -> OutboxItem:
+        """A create (no ``ref``) of an entity that has a record at the sink by now is an update
+        of that record: two facts about a new patient, the second queued before the first's
+        create landed, make one record, not two. The record is the world model's (an earlier
+        item's echo, or a poll), else an earlier synced item's answer (its echo lost to a
+        crash); never the one this item's own earlier write was answered with (a create the
+        sink dropped is created again)."""
+        if item.payload.get("ref") is not None or item.event_id is None:
+            return item
+        ws = self.workspace
+        own = (item.result or {}).get("ref")
+        events = await self.store.read_entity(ws, item.entity_type, item.entity_id)
+        fact = next((e for e in events if e.id == item.event_id), None)
+        if fact is not None:
+            state = await self.store.get_state(ws, item.entity_type, item.entity_id)
+            now = await self.feed.payload(fact, events, state, rt.policy)
+            if now.get("ref") not in (None, own):
+                return replace(item, payload=now)
+        synced = await self.outbox.items(
+            ws,
+            ItemQuery(
+                sink=rt.id,
+                status=ItemStatus.SYNCED,
+                entity_type=item.entity_type,
+                entity_id=item.entity_id,
+            ),
+        )
+        for earlier in synced:  # the newest first
+            ref = (earlier.result or {}).get("ref")
+            if earlier.id != item.id and isinstance(ref, str) and ref != own:
+                fields = dict(item.payload.get("fields", {}))
+                return replace(item, payload={"fields": fields, "ref": ref})
+        return item
 
     async def _synced(
         self,

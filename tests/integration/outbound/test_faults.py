@@ -553,6 +553,61 @@ async def test_a_refused_write_dead_letters_its_item_and_parks_only_its_lane(
     assert phone(781, 0) in {t["value"] for t in newest["telecom"]}
 
 
+# -- new patients ----------------------------------------------------------------------------
+
+
+async def one_record(clinic: Clinic, first: str, later: str) -> Resource:
+    """The one record at the EHR a new patient's two facts made, holding the first's key."""
+    items = await clinic.items()
+    assert (items[first].status, items[later].status) == (ItemStatus.SYNCED,) * 2
+    first_ref, later_ref = (items[f].result or {} for f in (first, later))
+    assert first_ref["ref"] == later_ref["ref"]
+    (record,) = [p async for p in clinic.front_desk.search("Patient", {"_count": "100"})]
+    assert f"Patient/{record['id']}" == first_ref["ref"]
+    keys = [i["value"] for i in record["identifier"] if i["system"] == IDENTIFIER_SYSTEM]
+    assert keys == [items[first].key]
+    return record
+
+
+def delivered(clinic: Clinic, fact: str) -> Callable[[], Any]:
+    async def check() -> bool:
+        item = (await clinic.items()).get(fact)
+        return item is not None and item.status is ItemStatus.SYNCED
+
+    return check
+
+
+async def test_two_facts_about_a_new_patient_make_one_record(
+    clinic: Clinic, sandbox: SandboxServer
+) -> None:
+    first = await clinic.create(0)
+    dispatcher = clinic.dispatcher()
+    await dispatcher.feed.step()
+    entity_id = (await clinic.items())[first].entity_id
+    later = await clinic.verified(entity_id, {"phone.home": phone(781, 0)})
+    await dispatcher.feed.step()  # queued as a create too: the first has not landed yet
+    assert (await clinic.items())[later].payload["ref"] is None
+    await running_until([dispatcher], delivered(clinic, later), what="both delivered")
+    record = await one_record(clinic, first, later)
+    telecom = {(t.get("use"), t["value"]) for t in record["telecom"]}
+    assert telecom == {("mobile", phone(508, 0)), ("home", phone(781, 0))}
+    assert len(await clinic.history(record["id"])) == 2
+
+
+async def test_a_create_whose_echo_was_lost_is_updated_by_the_next_fact(
+    clinic: Clinic, sandbox: SandboxServer
+) -> None:
+    first = await clinic.create(0)
+    crashed = clinic.dispatcher()
+    crashed.echo = None  # killed after the create was settled, before its echo was recorded
+    await running_until([crashed], delivered(clinic, first), what="created")
+    entity_id = (await clinic.items())[first].entity_id
+    later = await clinic.verified(entity_id, {"phone.home": phone(781, 0)})
+    await running_until([clinic.dispatcher()], delivered(clinic, later), what="updated")
+    record = await one_record(clinic, first, later)
+    assert phone(781, 0) in {t["value"] for t in record["telecom"]}
+
+
 # -- Medplum -----------------------------------------------------------------------------------
 
 
