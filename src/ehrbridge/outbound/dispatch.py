@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from ehrbridge.errors import SinkConflict, SinkError
-from ehrbridge.outbound.feed import OutboundFeed
+from ehrbridge.outbound.feed import UPSERT, OutboundFeed
 from ehrbridge.outbound.gates import Layer, SinkPolicy, candidate, decide
 from ehrbridge.outbound.limits import (
     AdaptiveLimiter,
@@ -332,7 +332,9 @@ class Dispatcher:
         item's echo, or a poll), else an earlier synced item's answer (its echo lost to a
         crash); never the one this item's own earlier write was answered with (a create the
         sink dropped is created again)."""
-        if item.payload.get("ref") is not None or item.event_id is None:
+        if item.operation != UPSERT or item.workflow is not None or item.event_id is None:
+            return item  # a workflow step's payload is its own
+        if item.payload.get("ref") is not None:
             return item
         ws = self.workspace
         own = (item.result or {}).get("ref")
