@@ -3,8 +3,9 @@ into the sandbox EHR and started again, 20 times: in the end every verified fact
 the sandbox holds each write exactly once (docs/design.md §9). On SQLite one runner; on
 PostgreSQL four on one database, killed in turn.
 
-The backlog: creates (voice facts about new patients) and updates (a new mobile number of a
-patient the EHR holds), each verified by a judge's re-grade written before the runs, and a few
+The backlog: creates (voice facts about new patients, a third of them with a second fact that
+updates the record the first creates) and updates (a new mobile number of a patient the EHR
+holds), each verified by a judge's re-grade written before the runs, and a few
 more before each restart, so every kill lands in a drain. The sandbox answers slowly and the
 sink's rate is low, so kills fall between a write and its settlement as often as not. Set
 ``EHRBRIDGE_CRASH_SEED`` to replay a run; the seed is printed.
@@ -105,16 +106,20 @@ class Backlog:
     #: update facts: event id → (the patient's id at the EHR, the new mobile number)
     updates: dict[str, tuple[str, str]] = field(default_factory=dict)
 
+    #: second facts about new patients: event id → (the create's fact, the home number)
+    follow_ups: dict[str, tuple[str, str]] = field(default_factory=dict)
+
     @property
     def facts(self) -> set[str]:
-        return set(self.creates) | set(self.updates)
+        return set(self.creates) | set(self.updates) | set(self.follow_ups)
 
     async def add(self, creates: int, updates: int) -> None:
         for _ in range(creates):
             n = len(self.creates)
             family = f"Crash{n:03d}"
+            entity_id = new_id()
             fact = await self.verified(
-                new_id(),
+                entity_id,
                 {
                     "name.family": family,
                     "name.given": ["Ana"],
@@ -124,6 +129,9 @@ class Backlog:
                 },
             )
             self.creates[fact] = family
+            if n % 3 == 0:  # a second fact, most often queued before the create lands
+                home = f"+1781555{100 + n % 100:04d}"
+                self.follow_ups[await self.verified(entity_id, {"phone.home": home})] = (fact, home)
         for _ in range(updates):
             n = len(self.updates)
             fhir_id, entity_id = await self.patient_at_ehr(f"Known{n:03d}", n)
@@ -266,7 +274,12 @@ async def test_runners_killed_mid_drain_sync_every_item_exactly_once(
     items = await backlog.items()
     # one item per fact, every one synced
     assert sorted(i.event_id or "" for i in items) == sorted(backlog.facts)
-    assert Counter(i.status for i in items) == {ItemStatus.SYNCED: len(items)}
+    unsynced = {
+        i.event_id: (i.status.value, i.last_error)
+        for i in items
+        if i.status is not ItemStatus.SYNCED
+    }
+    assert unsynced == {}
     by_fact = {i.event_id: i for i in items}
 
     at_ehr = [p async for p in backlog.front_desk.search("Patient", {"_count": "100"})]
@@ -284,6 +297,15 @@ async def test_runners_killed_mid_drain_sync_every_item_exactly_once(
         result = by_fact[fact].result
         assert result is not None
         assert refs[result["ref"]]["name"][0]["family"] == family
+    # a new patient's second fact updated the record its first created, once
+    for fact, (create, home) in backlog.follow_ups.items():
+        result, created = by_fact[fact].result, by_fact[create].result
+        assert result is not None and created is not None and result["ref"] == created["ref"]
+        history = [v async for v in backlog.front_desk.history(*result["ref"].split("/"))]
+        # one version when the create carried it already (both verified before it was queued)
+        created_with_it = home in {t["value"] for t in history[-1]["telecom"]}
+        assert len(history) == (1 if created_with_it else 2), fact
+        assert home in {t["value"] for t in history[0]["telecom"]}
     # every update landed once: created by the front desk, updated once by a runner
     for fact, (fhir_id, phone) in backlog.updates.items():
         history = [v async for v in backlog.front_desk.history("Patient", fhir_id)]

@@ -36,7 +36,7 @@ from ehrbridge.outbound.limits import (
     ConcurrencyLimits,
     RetryLimits,
 )
-from ehrbridge.outbound.outbox import ItemQuery, ItemStatus, OutboxItem
+from ehrbridge.outbound.outbox import Attempt, ItemQuery, ItemStatus, OutboxItem, Settle
 from ehrbridge.outbound.reconcile import RECONCILE_CURSOR, Reconciler
 from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
@@ -606,6 +606,41 @@ async def test_a_create_whose_echo_was_lost_is_updated_by_the_next_fact(
     await running_until([clinic.dispatcher()], delivered(clinic, later), what="updated")
     record = await one_record(clinic, first, later)
     assert phone(781, 0) in {t["value"] for t in record["telecom"]}
+
+
+async def test_a_second_fact_the_create_carried_is_not_cancelled_by_the_create_echo(
+    clinic: Clinic, sandbox: SandboxServer
+) -> None:
+    first = await clinic.create(0)
+    event = await clinic.backend.worldmodel.get_event(WS, first)
+    assert event is not None
+    later = await clinic.verified(event.entity_id, {"phone.home": phone(781, 0)})
+    dispatcher = clinic.dispatcher()
+    await dispatcher.feed.step()  # both queued: the create carries the home number too
+    # the create alone delivered and echoed, as a dispatcher does (the later item waits)
+    outbox = clinic.backend.outbox
+    (claim,) = await outbox.claim(WS, "ehr", "runner-1", limit=4, lease=timedelta(seconds=30))
+    assert claim.item.event_id == first
+    (rt,) = dispatcher.sinks.values()
+    created = await rt.sink.send(claim.item)
+    attempt = Attempt(
+        item_id=claim.item.id,
+        epoch=claim.epoch,
+        started_at=_now(),
+        finished_at=_now(),
+        outcome="synced",
+    )
+    settle = Settle(status=ItemStatus.SYNCED, attempt=attempt, result=created.as_result())
+    assert await outbox.settle(WS, claim.item.id, claim.epoch, settle)
+    assert dispatcher.echo is not None
+    await dispatcher.echo("ehr", claim.item, created)
+    # a feed that decides the later fact again now (another runner's, or the reconcile loop's
+    # trailing one) finds its value the EHR's: there already, so not cancelled
+    assert (await clinic.reconciler(rt.sink).round()).missing == 0
+    assert (await clinic.items())[later].status is ItemStatus.PENDING
+    await running_until([dispatcher], delivered(clinic, later), what="the later fact settled")
+    record = await one_record(clinic, first, later)
+    assert len(await clinic.history(record["id"])) == 1  # the create carried it: no update
 
 
 # -- Medplum -----------------------------------------------------------------------------------
