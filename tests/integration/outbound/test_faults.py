@@ -38,7 +38,7 @@ from ehrbridge.outbound.limits import (
 )
 from ehrbridge.outbound.outbox import Attempt, ItemQuery, ItemStatus, OutboxItem, Settle
 from ehrbridge.outbound.reconcile import RECONCILE_CURSOR, Reconciler
-from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM
+from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM, Sink
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
 from ehrbridge.storage import Backend
 from ehrbridge.worldmodel.events import EventType, RecordKey, Source, new_id
@@ -190,7 +190,7 @@ class Clinic:
             catch_up=timedelta(milliseconds=50),
         )
 
-    def reconciler(self, sink: FhirSink) -> Reconciler:
+    def reconciler(self, sink: Sink) -> Reconciler:
         """The reconcile loop as the runner wires it (its trailing feed over the log), reading
         back every synced item however recent."""
         policy = SinkPolicy(sink="ehr", entity_types=frozenset({"Patient"}))
