@@ -26,7 +26,7 @@ from ehrbridge.fhir.http import Resource
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Unit, resource_entry
 from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
-from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.echo import SinkEcho
 from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.gates import SinkPolicy
 from ehrbridge.outbound.limits import (
@@ -186,7 +186,7 @@ class Clinic:
             [runtime],
             workspace=WS,
             holder=holder,
-            echo=FhirEcho(WorldModel(backend.worldmodel, WS)),
+            echo=SinkEcho(WorldModel(backend.worldmodel, WS)),
             catch_up=timedelta(milliseconds=50),
         )
 
