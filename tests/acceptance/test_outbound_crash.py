@@ -158,7 +158,7 @@ class Backlog:
                 "telecom": [
                     {"system": "phone", "value": f"+1617555{100 + n % 100:04d}", "use": "mobile"}
                 ],
-                "birthDate": birth_date(n + 50),
+                "birthDate": birth_date(n + 600),
             }
         )
         assert created.id is not None and created.resource is not None
@@ -170,6 +170,22 @@ class Backlog:
         key = RecordKey(data_source="ehr", resource_type="Patient", external_id=created.id)
         rows = await self.backend.worldmodel.record_entities(WS, [key])
         return created.id, rows[key][1]
+
+    async def story(self, item: OutboxItem) -> list[str]:
+        """The item's entity's events, without their values: what a failure shows."""
+        kind = (
+            "create"
+            if item.event_id in self.creates
+            else "follow-up"
+            if item.event_id in self.follow_ups
+            else "update"
+        )
+        events = await self.backend.worldmodel.read_entity(WS, item.entity_type, item.entity_id)
+        return [kind] + [
+            f"{'*' if e.id == item.event_id else ''}{e.event_type.value} {e.source.kind}/"
+            f"{e.source.id} {sorted(e.fields)} {e.confidence}"
+            for e in events
+        ]
 
     async def items(self) -> list[OutboxItem]:
         return await self.backend.outbox.items(WS, ItemQuery(limit=1000))
@@ -275,7 +291,7 @@ async def test_runners_killed_mid_drain_sync_every_item_exactly_once(
     # one item per fact, every one synced
     assert sorted(i.event_id or "" for i in items) == sorted(backlog.facts)
     unsynced = {
-        i.event_id: (i.status.value, i.last_error)
+        i.event_id: (i.status.value, i.last_error, await backlog.story(i))
         for i in items
         if i.status is not ItemStatus.SYNCED
     }

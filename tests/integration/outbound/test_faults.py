@@ -2,9 +2,11 @@
 both backends, on a real socket (docs/design.md §9): 429 storms waited out by every runner
 sharing the sink's budget, bursts of 5xx, an outage, connections reset before and after a write
 landed, writes the EHR acknowledged and dropped, stale reads, a front-desk change while the
-write waits, a refusal that parks one lane. Each ends the same way: every verified fact lands at
-the EHR exactly once or becomes a visible conflict (or, refused, a visible dead letter); nothing
-is lost. Last, the same flow against the Medplum server, its answers lost on the way back."""
+write waits, a refusal that parks one lane, a new patient's second fact queued before the
+first's create landed (or after its echo was lost). Each ends the same way: every verified fact
+lands at the EHR exactly once or becomes a visible conflict (or, refused, a visible dead
+letter); nothing is lost. Last, the same flow against the Medplum server, its answers lost on
+the way back."""
 
 from __future__ import annotations
 
