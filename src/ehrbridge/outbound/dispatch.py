@@ -619,13 +619,16 @@ class Dispatcher:
 
 def _echoes(item: OutboxItem, state: EntityState | None, newer: Event) -> bool:
     """Whether the sink's ``newer`` event only says our values: every field of the item is the
-    entity's now by that event, with the item's value."""
+    entity's now by the sink's source (that event, or a later snapshot of it), with the item's
+    value."""
     fields: dict[str, Any] = item.payload.get("fields", {})
     if state is None or not fields:
         return False
     for path, ours in fields.items():
         now = state.fields.get(path)
-        if now is None or now.event_id != newer.id or now.value != ours:
+        if now is None or now.value != ours:
+            return False
+        if (now.source.kind, now.source.id) != (newer.source.kind, newer.source.id):
             return False
     return True
 
