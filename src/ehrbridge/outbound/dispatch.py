@@ -22,6 +22,8 @@ Delivering one claimed item, in order:
 2. **The gate again**, on the entity as it is now: a fact rejected, corrected or replaced since it
    was queued is not sent (cancelled; a value replaced by the sink's own newer change is a
    conflict).
+   **A create of an entity that has a record at the sink by now** (an earlier fact's create
+   landed since this one was queued) is sent as an update of that record (and looked up as one).
 3. **Mark sent** (fenced by the claim's epoch: a worker that lost its lease stops here), then
    **send** once.
 4. **Settle** (fenced): synced with the sink's answer, and the sink's record as it now is recorded
@@ -39,13 +41,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from ehrbridge.errors import InvalidInput, SinkConflict, SinkError, StorageError
 from ehrbridge.leases import Leases
-from ehrbridge.outbound.feed import OutboundFeed
+from ehrbridge.outbound.feed import UPSERT, OutboundFeed
 from ehrbridge.outbound.gates import Layer, SinkPolicy, candidate, decide
 from ehrbridge.outbound.limits import (
     AdaptiveLimiter,
@@ -69,6 +71,7 @@ from ehrbridge.outbound.sinks import Conflicting, Delivered, Sink
 from ehrbridge.outbound.workflows import Workflows, cancelled_before
 from ehrbridge.times import pause
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Source
+from ehrbridge.worldmodel.projection import EntityState
 from ehrbridge.worldmodel.store import Store
 
 log = logging.getLogger("ehrbridge.outbound")
@@ -325,6 +328,7 @@ class Dispatcher:
         sent = False
         try:
             async with asyncio.timeout(rt.attempt_timeout.total_seconds()):
+                item = await self._onto_record(rt, item)
                 if in_doubt:  # first what the sink holds: an earlier send may have landed
                     found = await rt.sink.lookup(item)
                     if found is not None:
@@ -392,6 +396,11 @@ class Dispatcher:
             return None
         if blocked.layer is Layer.CURRENT and fact.corrected_by is None:
             newer = _newer_from(events, item, rt.id)
+            if newer is not None and _echoes(item, state, newer):
+                # the sink's record holds our values (the echo of this item's own write, which
+                # a read-back found missing, or the sink agreeing): send; the sink writes them
+                # again if they are not there, and nothing if they are
+                return None
             if newer is not None:
                 open_fields = {c.field for c in state.conflicts} if state else set()
                 conflicts = [
@@ -402,6 +411,42 @@ class Dispatcher:
                 status = ItemStatus.CONFLICT if rt.on_conflict == "review" else ItemStatus.DEAD
                 return status, f"the sink changed it since (event {newer.id})", conflicts
         return ItemStatus.CANCELLED, f"gate: {blocked.layer.value}: {blocked.reason}", []
+
+    async def _onto_record(self, rt: SinkRuntime, item: OutboxItem) -> OutboxItem:
+        """A create (no ``ref``) of an entity that has a record at the sink by now is an update
+        of that record: two facts about a new patient, the second queued before the first's
+        create landed, make one record, not two. The record is the world model's (an earlier
+        item's echo, or a poll), else an earlier synced item's answer (its echo lost to a
+        crash); never the one this item's own earlier write was answered with (a create the
+        sink dropped is created again)."""
+        if item.operation != UPSERT or item.workflow is not None or item.event_id is None:
+            return item  # a workflow step's payload is its own
+        if item.payload.get("ref") is not None:
+            return item
+        ws = self.workspace
+        own = (item.result or {}).get("ref")
+        events = await self.store.read_entity(ws, item.entity_type, item.entity_id)
+        fact = next((e for e in events if e.id == item.event_id), None)
+        if fact is not None:
+            state = await self.store.get_state(ws, item.entity_type, item.entity_id)
+            now = await self.feed.payload(fact, events, state, rt.policy)
+            if now.get("ref") not in (None, own):
+                return replace(item, payload=now)
+        synced = await self.outbox.items(
+            ws,
+            ItemQuery(
+                sink=rt.id,
+                status=ItemStatus.SYNCED,
+                entity_type=item.entity_type,
+                entity_id=item.entity_id,
+            ),
+        )
+        for earlier in synced:  # the newest first
+            ref = (earlier.result or {}).get("ref")
+            if earlier.id != item.id and isinstance(ref, str) and ref != own:
+                fields = dict(item.payload.get("fields", {}))
+                return replace(item, payload={"fields": fields, "ref": ref})
+        return item
 
     async def _synced(
         self,
@@ -587,6 +632,22 @@ async def _watching(
     except StorageError as exc:
         log.warning("dispatch: %s cannot wake the loop: %s", what, exc)
         return None
+
+
+def _echoes(item: OutboxItem, state: EntityState | None, newer: Event) -> bool:
+    """Whether the sink's ``newer`` event only says our values: every field of the item is the
+    entity's now by the sink's source (that event, or a later snapshot of it), with the item's
+    value."""
+    fields: dict[str, Any] = item.payload.get("fields", {})
+    if state is None or not fields:
+        return False
+    for path, ours in fields.items():
+        now = state.fields.get(path)
+        if now is None or now.value != ours:
+            return False
+        if (now.source.kind, now.source.id) != (newer.source.kind, newer.source.id):
+            return False
+    return True
 
 
 def _newer_from(events: Sequence[Event], item: OutboxItem, sink: str) -> Event | None:

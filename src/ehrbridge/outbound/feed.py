@@ -156,9 +156,15 @@ class OutboundFeed:
         except KeyError:  # merged away, or a target of another entity: nothing to send
             return [], None
         refused = _refused(fact)
+        event = next(e for e in events if e.id == event_id)
+        replaced = refused is not None and fact.confidence > 0 and fact.corrected_by is None
+        if replaced and _held_by_a_record(event, state):
+            # replaced only by a sink's record of the same values (the echo of a write of it):
+            # they are there; nothing to queue, and an item still due is not cancelled (the
+            # dispatcher, asking the gate again, sends or settles it)
+            return [], None
         if refused is not None:
             return [], refused
-        event = next(e for e in events if e.id == event_id)
         items: list[NewItem] = []
         for policy in self.sinks:
             if not decide(fact, policy).eligible:
@@ -259,6 +265,19 @@ def _facts_of(
         if event.event_type is EventType.CORRECTED and event.id not in facts[entity]:
             facts[entity].append(event.id)
     return facts
+
+
+def _held_by_a_record(event: Event, state: EntityState | None) -> bool:
+    """Whether the entity holds every value of ``event`` as a record's (a sink's snapshot)."""
+    if state is None or not event.fields:
+        return False
+    for path in event.fields:
+        now = state.fields.get(path)
+        if now is None or now.value != event.data.get(path):
+            return False
+        if now.source.kind not in _RECORD_KINDS:
+            return False
+    return True
 
 
 def _refused(fact: Candidate) -> str | None:

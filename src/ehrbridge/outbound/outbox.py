@@ -334,8 +334,10 @@ class Outbox(Protocol):
         not synced or already confirmed."""
 
     async def reopen(self, workspace: str, item_id: str, reason: str) -> bool:
-        """A synced item whose write a read-back does not show: pending again, due now (the
-        reconcile loop); False when it is not synced or already confirmed."""
+        """A synced item whose write a read-back does not show: pending again, due now, and in
+        doubt (the sink may yet show it: the next holder looks it up before sending, and the
+        feed never cancels it as unsent); False when it is not synced or already confirmed
+        (the reconcile loop)."""
 
     async def unconfirmed(
         self, workspace: str, sink: str, *, synced_before: datetime, limit: int

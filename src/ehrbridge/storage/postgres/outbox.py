@@ -480,7 +480,8 @@ class PostgresOutbox:
             await lock_lanes(conn, [lane_lock(workspace, found[0][0], found[0][1])])
             cur = await conn.execute(
                 b"UPDATE outbox_items SET status = 'pending', next_attempt_at = %s, "
-                b"last_error = %s, synced_at = NULL, updated_at = %s WHERE workspace = %s "
+                b"last_error = %s, synced_at = NULL, in_doubt = true, updated_at = %s "
+                b"WHERE workspace = %s "
                 b"AND id = %s AND status = 'synced' AND confirmed_at IS NULL",
                 (now, reason, now, workspace, item_id),
             )

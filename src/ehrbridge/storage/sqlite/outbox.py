@@ -435,7 +435,7 @@ class SQLiteOutbox:
         now = utc(self.clock())
         reopened = await self._fenced(
             "UPDATE outbox_items SET status = 'pending', next_attempt_at = ?, last_error = ?, "
-            "synced_at = NULL, updated_at = ? WHERE workspace = ? AND id = ? "
+            "synced_at = NULL, in_doubt = 1, updated_at = ? WHERE workspace = ? AND id = ? "
             "AND status = 'synced' AND confirmed_at IS NULL",
             (now, reason, now, workspace, item_id),
         )
