@@ -58,6 +58,7 @@ from bench.outbound_clinic import (
     set_faults,
     settled,
     verified_fact,
+    verified_facts,
     versions_written,
 )
 from bench.report import Metric, emit, machine, percentile, progress
@@ -133,9 +134,7 @@ async def backlog(backend: Backend, ehr: Sandbox) -> None:
     """Every Patient polled in, then given a verified new mobile number."""
     started = time.monotonic()
     ids = await import_patients(backend, ehr.patients)
-    model = WorldModel(backend.worldmodel, WS)
-    for n, entity_id in enumerate(ids):
-        await verified_fact(model, entity_id, n)
+    await verified_facts(WorldModel(backend.worldmodel, WS), ids)
     progress(f"  {len(ids):,} verified facts in {time.monotonic() - started:.1f} s")
 
 
@@ -264,6 +263,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", choices=("rate", "latency", "scaleout"), action="append", help="run only these"
     )
+    parser.add_argument(
+        "--rate", type=int, choices=RATES, action="append", help="only these rate runs"
+    )
     return parser
 
 
@@ -280,7 +282,7 @@ async def main(argv: list[str] | None = None) -> int:
             if "scaleout" in only and name == "postgres":
                 await scaleout(run, args.facts or (1000 if args.quick else FACTS))
             if "rate" in only:
-                for limit in RATES:
+                for limit in args.rate or RATES:
                     quick = QUICK_SECONDS * limit // REQUESTS_PER_ITEM
                     await rate(run, limit, args.facts or (quick if args.quick else FACTS))
             emit(Metric(metric="outbound_duplicates", value=float(run.duplicates),

@@ -34,7 +34,10 @@ class FhirEcho:
         if not record or not isinstance(record.get("resourceType"), str):
             return
         resource_type, _, external_id = delivered.ref.partition("/")
-        importer = Importer(self.model, source=sink)
+        # linked, so never resolved: no resolution lock (on PostgreSQL it holds a pooled
+        # connection while its waiters hold others, and a sink's concurrent deliveries emptied
+        # the pool that way)
+        importer = Importer(self.model, source=sink, resolve=False)
         key = RecordKey(data_source=sink, resource_type=resource_type, external_id=external_id)
         importer.link(key, (item.entity_type, item.entity_id))
         unit = Unit(
