@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def patient(n: int) -> dict[str, Any]:
         "id": f"b{n:06d}",
         "name": [{"family": f"Bench{n}", "given": ["Ana"], "use": "official"}],
         "telecom": [{"system": "phone", "value": old_phone(n), "use": "mobile"}],
-        "birthDate": f"{1940 + n % 70}-{1 + n % 12:02d}-{1 + n % 28:02d}",
+        "birthDate": (date(1940, 1, 1) + timedelta(days=n)).isoformat(),
         "gender": ("female", "male")[n % 2],
     }
 
@@ -190,7 +190,8 @@ async def faults_injected(base_url: str) -> dict[str, int]:
 
 async def import_patients(backend: Backend, resources: list[dict[str, Any]]) -> list[str]:
     """The Patients polled into the world model; returns their entity ids, in order."""
-    importer = Importer(WorldModel(backend.worldmodel, WS), source=SINK)
+    # every Patient is a person of their own: nothing to resolve
+    importer = Importer(WorldModel(backend.worldmodel, WS), source=SINK, resolve=False)
     for start in range(0, len(resources), BATCH):
         chunk = resources[start : start + BATCH]
         entries = [resource_entry(f"entry[{i}]", r) for i, r in enumerate(chunk)]
