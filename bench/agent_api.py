@@ -2,7 +2,8 @@
 
 The agent API at N patients (default 100,000) on SQLite. Each patient has an EHR record, a pending
 voice fact, an upcoming appointment, two past encounters, an active medication and a coverage, so
-an ambient context reads what it would in a clinic. Loaded through ``store.append`` (untimed).
+an ambient context reads what it would in a clinic (and looks up the voice fact's sync status in
+the outbox, which is empty). Loaded through ``store.append`` (untimed).
 
 - ``api_identify_caller_p50`` / ``_p99`` (ms): ``WorldModel.identify_caller`` in process, for
   random patients' mobile numbers; the target is p99 <= 2 ms.
@@ -274,7 +275,11 @@ async def main(argv: list[str] | None = None) -> int:
             secret, key = await security.create_key(WORKSPACE, "agent", name="bench")
             principal = Principal(workspace=WORKSPACE, key_id=key.key_id, role="agent")
             model = WorldModel(store, WORKSPACE)
-            service = AgentService(lambda ws: WorldModel(store, ws), security)
+            # with the outbox, as ``ehrbridge serve`` builds it: each context holds a voice fact,
+            # so each looks up its sync status (one more query)
+            service = AgentService(
+                lambda ws: WorldModel(store, ws), security, outbox=backend.outbox
+            )
             picks = [rng.choice(people) for _ in range(args.lookups)]
             for _, phone in picks[:200]:  # warm-up
                 await model.identify_caller(phone)

@@ -30,7 +30,7 @@ from ehrbridge.confidence import Level
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Unit, resource_entry
 from ehrbridge.outbound.dispatch import DEFAULT_CATCH_UP, Dispatcher, SinkRuntime
-from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.echo import SinkEcho
 from ehrbridge.outbound.gates import SinkPolicy
 from ehrbridge.outbound.limits import (
     AdaptiveLimiter,
@@ -281,7 +281,7 @@ def dispatcher(
         [runtime],
         workspace=WS,
         holder=holder,
-        echo=FhirEcho(model),
+        echo=SinkEcho(model),
         catch_up=catch_up,
     )
 

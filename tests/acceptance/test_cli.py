@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -10,6 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from ehrbridge.cli.main import app
+from ehrbridge.confidence import Level
+from ehrbridge.outbound.feed import OutboundFeed
+from ehrbridge.outbound.gates import SinkPolicy
+from ehrbridge.storage import open_backend
+from ehrbridge.worldmodel.events import Source
+from ehrbridge.worldmodel.model import WorldModel
 
 runner = CliRunner()
 
@@ -144,3 +151,45 @@ def test_unknown_entity_and_bad_reference(db: str) -> None:
     result = runner.invoke(app, ["show", "nonsense", "--db", db])
     assert result.exit_code == 2
     assert "not an entity reference" in result.output
+
+
+def test_show_and_the_outbox_commands_tell_where_a_fact_stands(db: str) -> None:
+    """A verified voice fact queued for a sink: ``show`` names its sync status, ``outbox list``
+    and ``show`` the item (field names, never values), ``retry`` refuses an item not parked."""
+
+    async def queued() -> tuple[str, str]:
+        async with await open_backend(db) as backend:
+            model = WorldModel(backend.worldmodel, "default")
+            written = await model.write_voice(
+                "Patient",
+                "p1",
+                {"phone.mobile": "+16175550199"},
+                level=Level.VOICE_CONFIRMED,
+                agent="agent-1",
+            )
+            fact = written.events[0].id
+            judge = Source(kind="review", id="grounding/1")
+            await model.regrade("Patient/p1", fact, Level.VERIFIED, by=judge)
+            feed = OutboundFeed(
+                backend.worldmodel,
+                backend.outbox,
+                workspace="default",
+                sinks=[SinkPolicy(sink="ehr")],
+            )
+            while (await feed.step()).events:
+                pass
+            (item,) = (await backend.outbox.of_events("default", [fact]))[fact]
+            return fact, item.id
+
+    _, item_id = asyncio.run(queued())
+    shown = invoke("show", "Patient/p1", "--db", db)
+    assert "sync: phone.mobile: ehr: pending" in shown
+    listed = invoke("outbox", "list", "--db", db, "--json")
+    (line,) = [orjson.loads(x) for x in listed.splitlines()]
+    assert line["id"] == item_id and line["fields"] == ["phone.mobile"]
+    assert "+16175550199" not in listed
+    assert item_id in invoke("outbox", "show", item_id, "--db", db)
+    refused = runner.invoke(app, ["outbox", "retry", item_id, "--db", db, "--operator", "op"])
+    assert refused.exit_code == 3 and "conflict" in refused.output
+    missing = runner.invoke(app, ["outbox", "show", "nope", "--db", db])
+    assert missing.exit_code != 0 and "no outbox item" in missing.output

@@ -6,6 +6,8 @@ HTTP and MCP, with API keys, roles, workspace isolation and an audit trail.
     ports.py      who is asking (Principal, roles), the audit record, the key and audit ports
     permissions.py  what each role may do; the write scope and voice-level checks
     models.py     the requests and responses (pydantic): the HTTP and MCP schemas
+    outboxmodels.py  the operators' outbox routes' requests and responses
+    sync.py       the sync status per sink of what the agent heard or an operator set
     ambient.py    caller identification by phone and the patient's context
     prompt.py     the context as prompt-ready text within a character budget
     queried.py    entity and patient search through the lookup index, timelines

@@ -16,10 +16,13 @@ from typing import Any
 from ehrbridge.api.models import (
     CallerCandidate,
     PatientContextView,
+    SyncMap,
     entity_data,
     field_data,
 )
+from ehrbridge.api.sync import sync_of
 from ehrbridge.errors import InvalidInput
+from ehrbridge.outbound.outbox import Outbox
 from ehrbridge.worldmodel.context import PatientContext, patient_context
 from ehrbridge.worldmodel.matching import normalize_phone
 from ehrbridge.worldmodel.model import WorldModel
@@ -69,9 +72,16 @@ class Context:
 
 
 async def context(
-    model: WorldModel, patient_id: str, *, now: datetime, recent: int = 3
+    model: WorldModel,
+    patient_id: str,
+    *,
+    now: datetime,
+    recent: int = 3,
+    outbox: Outbox | None = None,
 ) -> Context | None:
-    """The context of ``Patient/patient_id``; None when there is no such patient."""
+    """The context of ``Patient/patient_id``; None when there is no such patient. With
+    ``outbox``, every voice or operator value carries its sync status (one more query, only
+    when the context holds such a value)."""
     ctx = await patient_context(model, patient_id, now=now, recent=recent)
     if ctx is None:
         return None
@@ -82,22 +92,23 @@ async def context(
         *ctx.coverage,
     ]
     labels, labelled = await _labels(model, related)
+    sync = await sync_of(outbox, model.workspace, [ctx.patient, *related])
     # One validation of the whole document: building each nested view on its own cost more
     view = PatientContextView.model_validate(
         {
-            "patient": entity_data(ctx.patient),
-            "upcoming_appointments": [entity_data(s) for s in ctx.upcoming_appointments],
-            "recent_encounters": [entity_data(s) for s in ctx.recent_encounters],
-            "active_medications": [entity_data(s) for s in ctx.active_medications],
-            "coverage": [entity_data(s) for s in ctx.coverage],
-            "pending": _pending(ctx),
+            "patient": entity_data(ctx.patient, sync),
+            "upcoming_appointments": [entity_data(s, sync) for s in ctx.upcoming_appointments],
+            "recent_encounters": [entity_data(s, sync) for s in ctx.recent_encounters],
+            "active_medications": [entity_data(s, sync) for s in ctx.active_medications],
+            "coverage": [entity_data(s, sync) for s in ctx.coverage],
+            "pending": _pending(ctx, sync),
             "labels": labels,
         }
     )
     return Context(view=view, read=[ctx.patient, *related, *labelled])
 
 
-def _pending(ctx: PatientContext) -> list[dict[str, Any]]:
+def _pending(ctx: PatientContext, sync: SyncMap | None) -> list[dict[str, Any]]:
     """The context's :class:`~ehrbridge.api.models.PendingFact` items, as plain data."""
     facts = []
     for state in (
@@ -108,7 +119,7 @@ def _pending(ctx: PatientContext) -> list[dict[str, Any]]:
     ):
         ref = f"{state.entity_type}/{state.entity_id}"
         for path, values in sorted(state.pending.items()):
-            facts += [{"entity": ref, "field": path, "value": field_data(v)} for v in values]
+            facts += [{"entity": ref, "field": path, "value": field_data(v, sync)} for v in values]
     return facts
 
 

@@ -60,9 +60,21 @@ from ehrbridge.api.models import (
     TranscriptBody,
     WriteResult,
 )
+from ehrbridge.api.outboxmodels import (
+    ENTITY_REF_PATTERN,
+    OUTBOX_ITEM_PATTERN,
+    ItemStatusName,
+    OutboxItemDetail,
+    OutboxItemList,
+    OutboxItemView,
+    OutboxSkip,
+    OutboxStats,
+)
 from ehrbridge.api.service import AgentService, ReviewAction
 from ehrbridge.api.store import DEFAULT_MAX_BODY, ApiKeys, Principal
 from ehrbridge.errors import EhrbridgeError, InvalidInput, Unauthenticated
+from ehrbridge.outbound.outbox import ItemQuery as OutboxQuery
+from ehrbridge.outbound.outbox import ItemStatus
 from ehrbridge.review.queue import ItemQuery
 
 #: the channel recorded in the audit entries of HTTP requests
@@ -463,6 +475,7 @@ def create_app(
         )
 
     _review_routes(app, service)
+    _outbox_routes(app, service)
     app.add_exception_handler(EhrbridgeError, _on_service_error)
     app.add_exception_handler(RequestValidationError, _on_invalid_request)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
@@ -487,6 +500,11 @@ def create_app(
                     {"name": "queried", "description": "Questions during the call"},
                     {"name": "extracted", "description": "What the agent heard: voice writes"},
                     {"name": "review", "description": "The human review queue (operators)"},
+                    {
+                        "name": "outbox",
+                        "description": "What is on its way to the sinks, and the dead letters "
+                        "(operators)",
+                    },
                     {"name": "health", "description": "Liveness"},
                 ],
             )
@@ -654,6 +672,127 @@ def _review_routes(app: FastAPI, service: AgentService) -> None:
         """Open items by priority, with the oldest of each."""
         return _json(
             await service.review_stats(
+                caller.principal, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+
+#: a sink's id, as the config names a data source
+SINK_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+OutboxItemPath = Annotated[
+    str, Path(pattern=OUTBOX_ITEM_PATTERN, description="An outbox item's id")
+]
+
+
+def _outbox_routes(app: FastAPI, service: AgentService) -> None:
+    """The operators' outbox (``/v1/outbox/...``): operator and admin keys only."""
+
+    @app.get(
+        "/v1/outbox/items",
+        tags=["outbox"],
+        response_model=OutboxItemList,
+        responses=_READ,
+        summary="Outbox items",
+    )
+    async def outbox_items(
+        caller: CallerDep,
+        sink: Annotated[
+            str | None, Query(pattern=SINK_PATTERN, description="Only this sink's")
+        ] = None,
+        status: Annotated[ItemStatusName | None, Query(description="Only items in it")] = None,
+        entity: Annotated[
+            str | None,
+            Query(pattern=ENTITY_REF_PATTERN, description="Only this entity's: Patient/<id>"),
+        ] = None,
+        event: Annotated[
+            str | None,
+            Query(pattern=r"^[0-9a-z]{1,64}$", description="Only the items delivering this fact"),
+        ] = None,
+        before: Annotated[
+            int | None, Query(ge=0, description="Only items older than this position (paging)")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Response:
+        """Items newest first, without their payloads' values; page with
+        ``before=next_before``. Audited as ``outbox.list``."""
+        entity_type, _, entity_id = (entity or "").partition("/")
+        query = OutboxQuery(
+            sink=sink,
+            status=None if status is None else ItemStatus(status),
+            entity_type=entity_type or None,
+            entity_id=entity_id or None,
+            event_id=event,
+            before=before,
+            limit=limit,
+        )
+        return _json(
+            await service.outbox_items(
+                caller.principal, query, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.get(
+        "/v1/outbox/items/{item_id}",
+        tags=["outbox"],
+        response_model=OutboxItemDetail,
+        responses=_READ,
+        summary="An outbox item, with its attempts",
+    )
+    async def outbox_item(item_id: OutboxItemPath, caller: CallerDep) -> Response:
+        """The item (the names of the fields it writes, never their values) and every attempt
+        with the sink's answer. Audited as ``outbox.show``."""
+        return _json(
+            await service.outbox_item(
+                caller.principal, item_id, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.post(
+        "/v1/outbox/items/{item_id}/retry",
+        tags=["outbox"],
+        response_model=OutboxItemView,
+        responses=_ACT,
+        summary="Retry a parked outbox item",
+    )
+    async def retry_outbox_item(item_id: OutboxItemPath, caller: CallerDep) -> Response:
+        """A dead or conflict item back in its lane, due now, its attempts reset; 409
+        ``outbox-conflict`` for any other. Audited as ``outbox.retry``."""
+        return _json(
+            await service.outbox_retry(
+                caller.principal, item_id, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.post(
+        "/v1/outbox/items/{item_id}/skip",
+        tags=["outbox"],
+        response_model=OutboxItemView,
+        responses=_ACT,
+        summary="Give up on a parked outbox item",
+    )
+    async def skip_outbox_item(
+        item_id: OutboxItemPath, body: OutboxSkip, caller: CallerDep
+    ) -> Response:
+        """A dead or conflict item skipped for good (the reason is required), freeing its
+        lane; 409 ``outbox-conflict`` for any other. Audited as ``outbox.skip``."""
+        return _json(
+            await service.outbox_skip(
+                caller.principal, item_id, body, request_id=caller.request_id, channel=CHANNEL
+            )
+        )
+
+    @app.get(
+        "/v1/outbox/stats",
+        tags=["outbox"],
+        response_model=OutboxStats,
+        responses=_READ,
+        summary="The outbox by sink",
+    )
+    async def outbox_stats(caller: CallerDep) -> Response:
+        """Per sink: depth, dead letters, conflicts, the oldest open item, and the dispatchers'
+        saved states (circuit, concurrency limit). Audited as ``outbox.stats``."""
+        return _json(
+            await service.outbox_stats(
                 caller.principal, request_id=caller.request_id, channel=CHANNEL
             )
         )

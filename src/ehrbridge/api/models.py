@@ -7,6 +7,7 @@ here (:meth:`EntityView.of`, :meth:`EventView.of`); nothing in the world model d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -157,6 +158,13 @@ class SourceView(_Model):
 
 #: where a value the agent heard stands in review
 ReviewStatus = Literal["pending review", "verified", "approved", "corrected"]
+#: where a value the agent heard or an operator set stands at one sink
+#: (:class:`~ehrbridge.outbound.outbox.SyncStatus`)
+SyncStatusName = Literal["pending", "processing", "synced", "failed", "conflict", "not applicable"]
+#: the source kinds whose values go out through the outbox: only theirs have a sync status
+OUTBOUND_KINDS = frozenset({"voice", "operator"})
+#: the sync status of each fact, by event id: per sink (a fact without an item has none)
+SyncMap = Mapping[str, Mapping[str, str]]
 
 
 class FieldView(_Model):
@@ -172,10 +180,17 @@ class FieldView(_Model):
         description="For a value the agent heard: pending review, verified (by the judge), "
         "approved (by a human); corrected: an operator's value. None: not reviewed (EHR data)",
     )
+    sync: dict[str, SyncStatusName] | None = Field(
+        default=None,
+        description="For a value the agent heard or an operator set: where it stands at each "
+        "sink it is written to (pending, processing, synced, failed, conflict, not "
+        "applicable); {} while it goes to none (not yet let through, say). None: EHR data, "
+        "or not looked up",
+    )
 
     @classmethod
-    def of(cls, value: FieldValue) -> FieldView:
-        return cls.model_validate(field_data(value))
+    def of(cls, value: FieldValue, sync: SyncMap | None = None) -> FieldView:
+        return cls.model_validate(field_data(value, sync))
 
 
 class EntityView(_Model):
@@ -200,8 +215,11 @@ class EntityView(_Model):
         return f"{self.entity_type}/{self.entity_id}"
 
     @classmethod
-    def of(cls, state: EntityState) -> EntityView:
-        return cls.model_validate(entity_data(state))
+    def of(cls, state: EntityState, sync: SyncMap | None = None) -> EntityView:
+        """The view of ``state``; with ``sync`` (the outbox's answer for the state's outbound
+        facts, :func:`ehrbridge.api.sync.sync_of`), each voice or operator value says where it
+        stands at each sink."""
+        return cls.model_validate(entity_data(state, sync))
 
 
 def review_status(value: FieldValue) -> ReviewStatus | None:
@@ -220,8 +238,9 @@ def review_status(value: FieldValue) -> ReviewStatus | None:
     return "pending review"
 
 
-def field_data(value: FieldValue) -> dict[str, Any]:
-    """A :class:`FieldView`'s fields as plain data, for validating many views in one call."""
+def field_data(value: FieldValue, sync: SyncMap | None = None) -> dict[str, Any]:
+    """A :class:`FieldView`'s fields as plain data, for validating many views in one call;
+    ``sync`` gives a voice or operator value its sync status (None: not looked up)."""
     source = value.source
     return {
         "value": value.value,
@@ -230,19 +249,22 @@ def field_data(value: FieldValue) -> dict[str, Any]:
         "effective_at": value.effective_at,
         "event_id": value.event_id,
         "review": review_status(value),
+        "sync": None
+        if sync is None or source.kind not in OUTBOUND_KINDS
+        else dict(sync.get(value.event_id, {})),
     }
 
 
-def entity_data(state: EntityState) -> dict[str, Any]:
+def entity_data(state: EntityState, sync: SyncMap | None = None) -> dict[str, Any]:
     """An :class:`EntityView`'s fields as plain data: pydantic validates a nested document in
     one call faster than it builds each nested view on its own (:meth:`EntityView.of`)."""
     return {
         "entity_type": state.entity_type,
         "entity_id": state.entity_id,
         "version": state.version,
-        "fields": {path: field_data(fv) for path, fv in sorted(state.fields.items())},
+        "fields": {path: field_data(fv, sync) for path, fv in sorted(state.fields.items())},
         "pending": {
-            path: [field_data(fv) for fv in values]
+            path: [field_data(fv, sync) for fv in values]
             for path, values in sorted(state.pending.items())
         },
         "conflicts": sorted({c.field for c in state.conflicts}),

@@ -19,7 +19,7 @@ from ehrbridge.confidence import VOICE_LEVELS, Level
 from ehrbridge.errors import PermissionDenied
 from ehrbridge.worldmodel.entities import ENTITY_TYPES
 
-Permission = Literal["read", "write.voice", "review", "keys.manage", "audit.read"]
+Permission = Literal["read", "write.voice", "review", "outbox", "keys.manage", "audit.read"]
 
 #: The roles that hold each permission. operator and admin may do all an agent may.
 PERMISSIONS: Mapping[Permission, frozenset[Role]] = MappingProxyType(
@@ -27,6 +27,8 @@ PERMISSIONS: Mapping[Permission, frozenset[Role]] = MappingProxyType(
         "read": frozenset({"agent", "operator", "admin"}),
         "write.voice": frozenset({"agent", "operator", "admin"}),
         "review": frozenset({"operator", "admin"}),
+        #: the outbox's items and sinks: list, show, retry, skip, stats
+        "outbox": frozenset({"operator", "admin"}),
         "keys.manage": frozenset({"admin"}),
         "audit.read": frozenset({"admin"}),
     }

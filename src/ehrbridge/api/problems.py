@@ -30,6 +30,7 @@ from ehrbridge.errors import (
     IdempotencyConflict,
     InvalidInput,
     NotFound,
+    OutboxConflict,
     PermissionDenied,
     ReviewConflict,
     SlotUnavailable,
@@ -113,6 +114,7 @@ _KINDS: Final[tuple[tuple[type[Exception], Kind], ...]] = (
     ),
     (SlotUnavailable, Kind(status=409, slug="slot-unavailable", title="Slot unavailable")),
     (ReviewConflict, Kind(status=409, slug="review-conflict", title="Review conflict")),
+    (OutboxConflict, Kind(status=409, slug="outbox-conflict", title="Outbox conflict")),
     (ConcurrencyError, Kind(status=409, slug="conflict", title="Concurrent write; retry")),
     (InvalidInput, Kind(status=422, slug="invalid-input", title="Invalid input")),
     (StorageError, Kind(status=503, slug="", title="Service Unavailable")),
@@ -241,8 +243,8 @@ WHY: Final[dict[int, str]] = {
     401: "No valid API key (missing, unknown, malformed or revoked)",
     403: "The key's role or write scope does not allow it",
     404: "No such entity in the key's workspace (or no such route)",
-    409: "Idempotency key reused for a different request, slot no longer free, or a "
-    "concurrent write (retry)",
+    409: "Idempotency key reused for a different request, slot no longer free, a review or "
+    "outbox item that cannot take the action now, or a concurrent write (retry)",
     413: "The request body is over the size limit",
     415: "The request body is not application/json",
     422: "The request is not valid (errors name the fields, never the values)",

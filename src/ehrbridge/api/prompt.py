@@ -2,7 +2,8 @@
 
 Sections, in the order printed: demographics, pending facts, upcoming appointments, active
 medications, coverage, recent encounters. Every line ends with its provenance: the source kind
-and the confidence, marked *unverified* below the trusted threshold (0.8). When the text is over
+and the confidence, marked *unverified* below the trusted threshold (0.8), and for a value the
+agent heard or an operator set on its way out, whether it is in the EHR yet. When the text is over
 budget, items are left out from the lowest-priority section first (recent encounters, then
 coverage, active medications, upcoming appointments; the last item of a section first), and a
 last line says what was left out. Demographics and pending facts are always kept; if they alone
@@ -53,7 +54,31 @@ def tag(fields: Sequence[FieldView]) -> str:
         return ""
     weakest = min(fields, key=lambda f: (f.confidence, f.source.kind))
     note = "" if weakest.confidence >= TRUSTED else ", unverified"
-    return f"({weakest.source.kind} {_confidence(weakest.confidence)}{note})"
+    sync = sync_note(fields)
+    return f"({weakest.source.kind} {_confidence(weakest.confidence)}{note}{sync})"
+
+
+def sync_note(fields: Sequence[FieldView]) -> str:
+    """Where the line's values the agent heard or an operator set stand at the sinks: not yet
+    in the EHR (a write failed or met a newer change there), being written, or in the EHR;
+    nothing when no value of the line goes out.
+
+    >>> from datetime import UTC, datetime
+    >>> from ehrbridge.api.models import SourceView
+    >>> fv = FieldView(value="x", confidence=0.8, source=SourceView(kind="voice", id="a"),
+    ...                effective_at=datetime(2026, 1, 1, tzinfo=UTC), event_id="e",
+    ...                sync={"ehr": "processing"})
+    >>> tag([fv])
+    '(voice 0.8, being written to the EHR)'
+    """
+    statuses = {status for f in fields for status in (f.sync or {}).values()}
+    if statuses & {"failed", "conflict"}:
+        return ", not yet in the EHR"
+    if statuses & {"pending", "processing"}:
+        return ", being written to the EHR"
+    if "synced" in statuses:
+        return ", in the EHR"
+    return ""
 
 
 def _confidence(value: float) -> str:

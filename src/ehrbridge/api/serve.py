@@ -150,7 +150,11 @@ async def serve(
     try:
         limits = Limits(prompt_budget=prompt_budget) if prompt_budget else Limits()
         service = AgentService(
-            lambda ws: WorldModel(store, ws), security, limits=limits, review=backend.review
+            lambda ws: WorldModel(store, ws),
+            security,
+            limits=limits,
+            review=backend.review,
+            outbox=backend.outbox,
         )
         app = create_app(
             service, security, max_body_bytes=max_body, mounts=mcp_mounts(service, security)

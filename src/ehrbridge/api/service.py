@@ -9,7 +9,9 @@ first, and maps the errors it raises (one place, see ``docs/agent-api.md``):
 - :class:`~ehrbridge.errors.NotFound` - no such entity *in the principal's workspace*: an
   entity of another workspace is refused exactly like one that does not exist;
 - :class:`~ehrbridge.errors.InvalidInput` (and :class:`~ehrbridge.errors.IdempotencyConflict`,
-  :class:`~ehrbridge.errors.SlotUnavailable`) - the request cannot be carried out as asked.
+  :class:`~ehrbridge.errors.SlotUnavailable`) - the request cannot be carried out as asked;
+- :class:`~ehrbridge.errors.ReviewConflict`, :class:`~ehrbridge.errors.OutboxConflict` - the
+  operators' review or outbox item cannot take that action now.
 
 The workspace always comes from the principal, never from the request. Every call leaves audit
 entries, written before the answer is returned (a failing audit log fails the request): one per
@@ -60,18 +62,32 @@ from ehrbridge.api.models import (
     TranscriptAttach,
     WriteResult,
 )
+from ehrbridge.api.outboxmodels import (
+    AttemptView,
+    OutboxItemDetail,
+    OutboxItemList,
+    OutboxItemView,
+    OutboxSkip,
+    OutboxStats,
+    SinkDepthView,
+    SinkStateView,
+)
 from ehrbridge.api.permissions import Permission, require, require_voice_write, type_named
 from ehrbridge.api.prompt import DEFAULT_BUDGET, render_candidates, render_context, render_no_match
 from ehrbridge.api.slots import SlotIndex
 from ehrbridge.api.store import AuditEntry, AuditLog, Outcome, Principal
+from ehrbridge.api.sync import sync_of
 from ehrbridge.errors import (
     IdempotencyConflict,
     InvalidInput,
     NotFound,
+    OutboxConflict,
     PermissionDenied,
     ReviewConflict,
     SlotUnavailable,
 )
+from ehrbridge.outbound.outbox import ItemQuery as OutboxQuery
+from ehrbridge.outbound.outbox import Outbox, OutboxItem
 from ehrbridge.review.desk import ReviewDesk
 from ehrbridge.review.queue import ItemQuery, ReviewItem, ReviewQueue
 from ehrbridge.worldmodel.model import WorldModel
@@ -204,6 +220,7 @@ class AgentService:
         limits: Limits = Limits(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         review: ReviewQueue | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._models = models
         self._audit = audit
@@ -212,6 +229,9 @@ class AgentService:
         self._slots: dict[str, SlotIndex] = {}
         #: the human review queue (the operators' endpoints); None serves none
         self._review = review
+        #: the outbox (the operators' endpoints, and the sync status of what the agent heard);
+        #: None serves no outbox routes and reads no sync status
+        self._outbox = outbox
 
     @classmethod
     def on_store(
@@ -222,6 +242,7 @@ class AgentService:
         limits: Limits = Limits(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         review: ReviewQueue | None = None,
+        outbox: Outbox | None = None,
     ) -> AgentService:
         """A service over every workspace of one store."""
         return cls(
@@ -230,6 +251,7 @@ class AgentService:
             limits=limits,
             clock=clock,
             review=review,
+            outbox=outbox,
         )
 
     # --- the audited frame -------------------------------------------------------------------
@@ -264,7 +286,13 @@ class AgentService:
         except NotFound:
             outcome = "not_found"
             raise
-        except (InvalidInput, IdempotencyConflict, SlotUnavailable, ReviewConflict):
+        except (
+            InvalidInput,
+            IdempotencyConflict,
+            SlotUnavailable,
+            ReviewConflict,
+            OutboxConflict,
+        ):
             outcome = "invalid"
             raise
         except Exception:
@@ -330,6 +358,7 @@ class AgentService:
                     found.patients[0].entity_id,
                     now=self._clock(),
                     recent=self.limits.recent_encounters,
+                    outbox=self._outbox,
                 )
             if ctx is None:
                 text = render_no_match(found.phone, budget=budget)
@@ -372,9 +401,7 @@ class AgentService:
         async def work(model: WorldModel, trail: _Trail) -> EntityList:
             found = await queried.search_entities(model, request)
             trail.states(found.states)
-            return EntityList(
-                items=[EntityView.of(s) for s in found.states], truncated=found.truncated
-            )
+            return await self._entity_list(model, found.states, found.truncated)
 
         return await self._run(
             principal,
@@ -400,9 +427,7 @@ class AgentService:
         async def work(model: WorldModel, trail: _Trail) -> EntityList:
             found = await queried.find_patients(model, request)
             trail.states(found.states)
-            return EntityList(
-                items=[EntityView.of(s) for s in found.states], truncated=found.truncated
-            )
+            return await self._entity_list(model, found.states, found.truncated)
 
         return await self._run(
             principal,
@@ -413,6 +438,12 @@ class AgentService:
             request_id=request_id,
             channel=channel,
         )
+
+    async def _entity_list(
+        self, model: WorldModel, states: list[EntityState], truncated: bool
+    ) -> EntityList:
+        sync = await sync_of(self._outbox, model.workspace, states)
+        return EntityList(items=[EntityView.of(s, sync) for s in states], truncated=truncated)
 
     async def entity_state(
         self,
@@ -429,7 +460,9 @@ class AgentService:
             if state is None:
                 raise NotFound(f"no such {type_named(request.entity_type)} in this workspace")
             trail.touched(state.entity_type, state.entity_id)
-            return EntityView.of(state)
+            # as of a past time, the outbox's status now would not be the status then
+            live = self._outbox if request.as_of is None else None
+            return EntityView.of(state, await sync_of(live, model.workspace, [state]))
 
         return await self._run(
             principal,
@@ -767,4 +800,140 @@ class AgentService:
 
         return await self._run(
             principal, "review.stats", "review", work, request_id=request_id, channel=channel
+        )
+
+    # --- the outbox (operators) --------------------------------------------------------------
+
+    def _outbox_of(self) -> Outbox:
+        if self._outbox is None:
+            raise NotFound("this server has no outbox")
+        return self._outbox
+
+    async def outbox_items(
+        self,
+        principal: Principal,
+        query: OutboxQuery,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> OutboxItemList:
+        """Outbox items, newest first, filtered; page with ``before``. Audits ``outbox.list``
+        (one entry per entity the items write)."""
+
+        async def work(model: WorldModel, trail: _Trail) -> OutboxItemList:
+            items = await self._outbox_of().items(model.workspace, query)
+            for entity_type, entity_id in dict.fromkeys(
+                (i.entity_type, i.entity_id) for i in items
+            ):
+                trail.touched(entity_type, entity_id)
+            full = len(items) == query.limit
+            return OutboxItemList(
+                items=[OutboxItemView.of(i) for i in items],
+                next_before=items[-1].position if full and items else None,
+            )
+
+        return await self._run(
+            principal, "outbox.list", "outbox", work, request_id=request_id, channel=channel
+        )
+
+    async def outbox_item(
+        self,
+        principal: Principal,
+        item_id: str,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> OutboxItemDetail:
+        """One item with its attempts; another workspace's item is not found. Audits
+        ``outbox.show``."""
+
+        async def work(model: WorldModel, trail: _Trail) -> OutboxItemDetail:
+            outbox = self._outbox_of()
+            item = await outbox.item(model.workspace, item_id)
+            if item is None:
+                raise NotFound("no such outbox item in this workspace")
+            attempts = await outbox.attempts(model.workspace, item_id)
+            trail.touched(item.entity_type, item.entity_id, item=item.id)
+            return OutboxItemDetail(
+                item=OutboxItemView.of(item), attempts=[AttemptView.of(a) for a in attempts]
+            )
+
+        return await self._run(
+            principal, "outbox.show", "outbox", work, request_id=request_id, channel=channel
+        )
+
+    async def outbox_retry(
+        self,
+        principal: Principal,
+        item_id: str,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> OutboxItemView:
+        """Put a parked (dead or conflict) item back in its lane, due now, as the operator
+        ``principal``; any other item is a 409 (:class:`OutboxConflict`). Audits
+        ``outbox.retry``."""
+
+        async def work(model: WorldModel, trail: _Trail) -> OutboxItemView:
+            item = await self._outbox_of().retry(model.workspace, item_id, principal.key_id)
+            return self._acted(trail, item)
+
+        return await self._run(
+            principal, "outbox.retry", "outbox", work, request_id=request_id, channel=channel
+        )
+
+    async def outbox_skip(
+        self,
+        principal: Principal,
+        item_id: str,
+        body: OutboxSkip,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> OutboxItemView:
+        """Give up on a parked item (skipped, final), freeing its lane; errors as
+        :meth:`outbox_retry`. Audits ``outbox.skip``."""
+
+        async def work(model: WorldModel, trail: _Trail) -> OutboxItemView:
+            if not body.reason.strip():
+                raise InvalidInput("reason: a skip needs a reason")
+            outbox = self._outbox_of()
+            item = await outbox.skip(model.workspace, item_id, principal.key_id, body.reason)
+            return self._acted(trail, item)
+
+        return await self._run(
+            principal, "outbox.skip", "outbox", work, request_id=request_id, channel=channel
+        )
+
+    @staticmethod
+    def _acted(trail: _Trail, item: OutboxItem) -> OutboxItemView:
+        trail.touched(item.entity_type, item.entity_id, item=item.id)
+        return OutboxItemView.of(item)
+
+    async def outbox_stats(
+        self,
+        principal: Principal,
+        *,
+        request_id: str | None = None,
+        channel: str | None = None,
+    ) -> OutboxStats:
+        """Per sink: depth, dead letters, conflicts, the oldest open item, and what each
+        dispatcher last said of it. Audits ``outbox.stats`` (no patient data)."""
+
+        async def work(model: WorldModel, trail: _Trail) -> OutboxStats:
+            outbox = self._outbox_of()
+            depths = await outbox.depth(model.workspace)
+            states = await outbox.sink_states(model.workspace)
+            oldest = [d.oldest for d in depths if d.oldest is not None]
+            return OutboxStats(
+                open=sum(d.pending + d.processing for d in depths),
+                dead=sum(d.dead for d in depths),
+                conflict=sum(d.conflict for d in depths),
+                oldest=min(oldest) if oldest else None,
+                sinks=[SinkDepthView.of(d) for d in depths],
+                states=[SinkStateView.of(s) for s in states],
+            )
+
+        return await self._run(
+            principal, "outbox.stats", "outbox", work, request_id=request_id, channel=channel
         )

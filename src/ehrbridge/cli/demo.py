@@ -23,7 +23,7 @@ from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, PollOutcome, ResourceConfig
 from ehrbridge.errors import SyncFailed
 from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
-from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.echo import SinkEcho
 from ehrbridge.outbound.gates import SinkPolicy
 from ehrbridge.outbound.limits import (
     AdaptiveLimiter,
@@ -194,7 +194,7 @@ async def write_back(
         [runtime],
         workspace=model.workspace,
         holder="demo",
-        echo=FhirEcho(model),
+        echo=SinkEcho(model),
         catch_up=timedelta(milliseconds=50),
     )
     stop = asyncio.Event()

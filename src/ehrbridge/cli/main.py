@@ -406,14 +406,27 @@ def show(
     db: DbOption = DEFAULT_URL,
     workspace: WorkspaceOption = "default",
 ) -> None:
-    """An entity's state with provenance (optionally as of a past time)."""
+    """An entity's state with provenance (optionally as of a past time), and where each value
+    the agent heard or an operator set stands at the sinks."""
     when = as_of.replace(tzinfo=UTC) if as_of and as_of.tzinfo is None else as_of
     entity_type, entity_id = _entity(entity)
-    state = _run(db, workspace, lambda model: model.state(entity_type, entity_id, as_of=when))
+
+    async def work(backend: Backend) -> tuple[EntityState | None, dict[str, list[OutboxItem]]]:
+        model = WorldModel(backend.worldmodel, workspace)
+        state = await model.state(entity_type, entity_id, as_of=when)
+        if state is None:
+            return None, {}
+        heard = [fv.event_id for fv in state.fields.values() if fv.source.kind != "ehr"]
+        return state, await backend.outbox.of_events(workspace, heard) if heard else {}
+
+    state, items = _run_on(db, work)
     if state is None:
         console.print(f"[red]no {entity} in workspace {workspace}[/red]")
         raise typer.Exit(1)
     console.print(state_table(state))
+    for field, fv in sorted(state.fields.items()):
+        if items.get(fv.event_id):
+            console.print(f"sync: {field}: {sync_text(items[fv.event_id])}")
     for conflict in state.conflicts:
         console.print(f"[red]open conflict[/red] {conflict.conflict_id} on {conflict.field}")
 

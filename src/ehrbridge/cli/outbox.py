@@ -1,8 +1,10 @@
 """``ehrbridge outbox ...``: what is waiting to go to the sinks, and the dead letters
 (docs/outbox.md, docs/design.md §9).
 
-``list`` and ``dead`` show items newest first (``--sink``, ``--status``); ``show ITEM`` shows one
-with its attempts and the sink's answers; ``retry ITEM`` puts a parked item (dead or conflict)
+``list`` and ``dead`` show items newest first (``--sink``, ``--status``, ``--workflow``);
+``workflow ID`` shows a workflow's steps (docs/workflows.md): done, the one that stopped it and
+why, the one being worked, those not started; ``show ITEM`` shows one item with its attempts and
+the sink's answers; ``retry ITEM`` puts a parked item (dead or conflict)
 back in its lane, due now; ``skip ITEM --reason`` gives up on it, freeing its lane. They act on
 the database directly, as the ``review`` commands do, with ``--operator`` (or
 ``$EHRBRIDGE_OPERATOR``); reads and actions are recorded in the audit trail. An item that is not
@@ -27,6 +29,7 @@ from ehrbridge.cli.errors import cli_errors
 from ehrbridge.cli.options import DbOption, WorkspaceOption
 from ehrbridge.errors import NotFound, OutboxConflict
 from ehrbridge.outbound.outbox import ItemQuery, ItemStatus, OutboxItem, SinkDepth
+from ehrbridge.outbound.workflows import WorkflowStatus, workflow_of, workflow_status
 from ehrbridge.storage import DEFAULT_URL, Backend, open_backend
 
 T = TypeVar("T")
@@ -45,6 +48,9 @@ ItemArgument = Annotated[str, typer.Argument(help="the outbox item's id (ehrbrid
 SinkOption = Annotated[str | None, typer.Option("--sink", help="only this sink's items")]
 LimitOption = Annotated[int, typer.Option("--limit", min=1, max=1000, help="at most this many")]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")]
+WorkflowOption = Annotated[
+    str | None, typer.Option("--workflow", help="only this workflow's steps (book/<id>)")
+]
 
 
 def _run(db: str, work: Callable[[Backend], Awaitable[T]]) -> T:
@@ -95,9 +101,22 @@ def item_json(item: OutboxItem) -> dict[str, object]:
     }
 
 
+def _step(item: OutboxItem) -> str:
+    """An item's place in its workflow, ``book #1 update-patient`` (empty for a plain item)."""
+    if item.workflow is None:
+        return ""
+    try:
+        workflow = workflow_of(item.workflow)
+        name = f"{workflow.name} #{item.step} {workflow.steps[item.step].name}"
+    except (KeyError, IndexError):
+        name = f"{item.workflow} #{item.step} {item.operation}"
+    return escape(name)
+
+
 def _table(items: list[OutboxItem], title: str) -> Table:
     table = Table(title=title)
-    for name in ("item", "sink", "status", "entity", "fields", "attempts", "queued", "last error"):
+    columns = ("item", "sink", "status", "entity", "step", "fields", "attempts", "queued")
+    for name in (*columns, "last error"):
         table.add_column(name)
     for i in items:
         table.add_row(
@@ -105,6 +124,7 @@ def _table(items: list[OutboxItem], title: str) -> Table:
             escape(i.sink),
             i.status.value + (" (in doubt)" if i.in_doubt else ""),
             f"{i.entity_type}/{i.entity_id}",
+            _step(i),
             escape(", ".join(sorted(i.payload.get("fields", {})))),
             str(i.attempts),
             i.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -137,6 +157,7 @@ def list_items(
     status: Annotated[
         ItemStatus | None, typer.Option("--status", help="only items in this status")
     ] = None,
+    workflow: WorkflowOption = None,
     limit: LimitOption = 100,
     as_json: JsonOption = False,
     operator: OperatorOption = "cli",
@@ -144,8 +165,54 @@ def list_items(
     workspace: WorkspaceOption = "default",
 ) -> None:
     """Outbox items, newest first."""
-    query = ItemQuery(sink=sink, status=status, limit=limit)
+    query = ItemQuery(sink=sink, status=status, workflow=workflow, limit=limit)
     _list(db, workspace, query, as_json, operator, "outbox")
+
+
+def status_lines(status: WorkflowStatus) -> list[str]:
+    """A workflow's status as operators read it: what succeeded and what did not."""
+    lines = [f"workflow {escape(status.workflow)} at {escape(status.sink)}: {status.state.value}"]
+    lines += [f"  done         {escape(step)}" for step in status.done]
+    lines += [f"  skipped      {escape(step)}" for step in status.skipped]
+    if status.failed is not None:
+        why = escape((status.failed_error or "")[:200])
+        state = "" if status.failed_status is None else status.failed_status.value
+        lines.append(f"  {state:<12} {escape(status.failed)}  {why}")
+    if status.current is not None:
+        lines.append(f"  in progress  {escape(status.current)}")
+    lines += [f"  not started  {escape(step)}" for step in status.not_started]
+    return lines
+
+
+@outbox_app.command("workflow")
+def workflow_command(
+    workflow: Annotated[str, typer.Argument(help="the workflow's id (book/<appointment id>)")],
+    as_json: JsonOption = False,
+    operator: OperatorOption = "cli",
+    db: DbOption = DEFAULT_URL,
+    workspace: WorkspaceOption = "default",
+) -> None:
+    """A workflow's steps at each sink: done, stopped (and why), in progress, not started."""
+
+    async def work(backend: Backend) -> list[OutboxItem]:
+        items = await backend.outbox.items(workspace, ItemQuery(workflow=workflow, limit=1000))
+        if not items:
+            raise NotFound(f"no outbox items of workflow {workflow}")
+        await backend.security.record_audit(
+            [_audit(workspace, "outbox.workflow", operator, "ok", None)]
+        )
+        return items
+
+    items = _run(db, work)
+    statuses = workflow_status(items)
+    if as_json:
+        for status in statuses:
+            typer.echo(orjson.dumps(status.as_json()).decode())
+        return
+    console.print(_table(sorted(items, key=lambda i: (i.sink, i.step)), f"workflow {workflow}"))
+    for status in statuses:
+        for line in status_lines(status):
+            console.print(line)
 
 
 @outbox_app.command()

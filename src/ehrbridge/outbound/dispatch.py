@@ -16,11 +16,12 @@ read as the guarantee.
 
 Delivering one claimed item, in order:
 
-1. **The gate again**, on the entity as it is now: a fact rejected, corrected or replaced since it
+1. **In doubt** (an earlier attempt may have reached the sink): look the write up at the sink
+   first; found → synced, and nothing is sent (what the sink holds is the truth, whatever was
+   decided since).
+2. **The gate again**, on the entity as it is now: a fact rejected, corrected or replaced since it
    was queued is not sent (cancelled; a value replaced by the sink's own newer change is a
    conflict).
-2. **In doubt** (an earlier attempt may have reached the sink): look the write up at the sink
-   first; found → synced, and nothing is sent.
 3. **Mark sent** (fenced by the claim's epoch: a worker that lost its lease stops here), then
    **send** once.
 4. **Settle** (fenced): synced with the sink's answer, and the sink's record as it now is recorded
@@ -35,12 +36,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from ehrbridge.errors import SinkConflict, SinkError
+from ehrbridge.errors import InvalidInput, SinkConflict, SinkError, StorageError
+from ehrbridge.leases import Leases
 from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.gates import Layer, SinkPolicy, candidate, decide
 from ehrbridge.outbound.limits import (
@@ -55,12 +59,14 @@ from ehrbridge.outbound.limits import (
 from ehrbridge.outbound.outbox import (
     Attempt,
     Claim,
+    ItemQuery,
     ItemStatus,
     Outbox,
     OutboxItem,
     Settle,
 )
 from ehrbridge.outbound.sinks import Conflicting, Delivered, Sink
+from ehrbridge.outbound.workflows import Workflows, cancelled_before
 from ehrbridge.times import pause
 from ehrbridge.worldmodel.events import Event, EventType, NewEvent, Source
 from ehrbridge.worldmodel.store import Store
@@ -71,6 +77,8 @@ log = logging.getLogger("ehrbridge.outbound")
 DEFAULT_LEASE = timedelta(seconds=30)
 #: how often the outbox and the log are read when nothing wakes the loop
 DEFAULT_CATCH_UP = timedelta(milliseconds=500)
+#: the lease the feed runs under, one runner at a time per workspace
+FEED_LEASE = "outbound-feed"
 #: the source of the conflict events the dispatcher writes
 DISPATCHER = Source(kind="system", id="dispatcher")
 
@@ -94,12 +102,17 @@ class SinkRuntime:
     #: what a conflict does: ``review`` (a conflict event, the item parked as a conflict) or
     #: ``dead`` (parked as a dead letter)
     on_conflict: Literal["review", "dead"] = "review"
+    #: the longest one attempt may take (its requests together); at most half the lease, so an
+    #: attempt never outlives the claim it runs under
+    attempt_timeout: timedelta = timedelta(seconds=10)
     #: how long until the sink's business hours for writes open (zero: open now)
     closed_for: Callable[[datetime], timedelta] = lambda _: timedelta(0)
     #: items in flight, by item id: their claims and tasks
     in_flight: dict[str, tuple[Claim, asyncio.Task[None]]] = field(default_factory=dict)
     #: set when a delivery ends (room for another claim)
     freed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: attempts settled since the dispatcher started, by outcome (``synced``, ``retry``, ...)
+    deliveries: Counter[str] = field(default_factory=Counter)
 
     @property
     def id(self) -> str:
@@ -120,21 +133,38 @@ class Dispatcher:
         workspace: str,
         holder: str,
         echo: Echo | None = None,
+        leases: Leases | None = None,
         lease: timedelta = DEFAULT_LEASE,
         catch_up: timedelta = DEFAULT_CATCH_UP,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        workflows: Workflows | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
+        for rt in sinks:
+            if rt.attempt_timeout * 2 > lease:
+                raise InvalidInput(
+                    f"sink {rt.id}: an attempt may take {rt.attempt_timeout}, more than half the "
+                    f"lease ({lease}): a lease could lapse while its holder still sends"
+                )
         self.sinks = {rt.id: rt for rt in sinks}
         self.workspace = workspace
         self.holder = holder
         self.echo = echo
+        #: with ``leases``, one feed of the workspace runs at a time: the one holding the
+        #: ``outbound-feed`` lease (the others' drains still deliver; they take the feed over
+        #: if it lapses)
+        self.leases = leases
+        self._feed_held_at: float | None = None
         self.lease = lease
         self.catch_up = catch_up
         self.clock = clock
         self.feed = OutboundFeed(
-            store, outbox, workspace=workspace, sinks=[rt.policy for rt in sinks]
+            store,
+            outbox,
+            workspace=workspace,
+            sinks=[rt.policy for rt in sinks],
+            workflows=workflows,
         )
         self._ready = asyncio.Event()  #: the outbox has something new
         self._logged = asyncio.Event()  #: the log has something new
@@ -145,12 +175,14 @@ class Dispatcher:
         self._logged.set()
 
     def states(self) -> dict[str, dict[str, Any]]:
-        """Per sink: its circuit, concurrency limit and deliveries in flight, for operators."""
+        """Per sink: its circuit, concurrency limit, deliveries in flight and attempts settled
+        by outcome since it started, for operators and ``/metrics``."""
         return {
             rt.id: {
                 **rt.breaker.state().as_json(),
                 **rt.limiter.state().as_json(),
                 "in_flight": len(rt.in_flight),
+                "deliveries": dict(rt.deliveries),
             }
             for rt in self.sinks.values()
         }
@@ -181,14 +213,35 @@ class Dispatcher:
     # --- the feed -------------------------------------------------------------------------
 
     async def _feed(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self._logged.clear()
-            step = await self.feed.step()
-            if step.queued or step.cancelled:
-                self._ready.set()
-            if step.events:
-                continue  # more may follow at once
-            await pause(self.catch_up, stop, self._logged)
+        try:
+            while not stop.is_set():
+                self._logged.clear()
+                try:
+                    step = await self.feed.step() if await self._hold_feed() else None
+                except StorageError as exc:  # the database is away: again at the next catch-up
+                    log.warning("dispatch: the feed's step failed: %s", exc)
+                    step = None
+                if step is not None and (step.queued or step.cancelled):
+                    self._ready.set()
+                if step is not None and step.events:
+                    continue  # more may follow at once
+                await pause(self.catch_up, stop, self._logged)
+        finally:
+            if self.leases is not None and self._feed_held_at is not None:
+                with contextlib.suppress(StorageError):  # it lapses on its own
+                    await self.leases.release(self.workspace, FEED_LEASE, self.holder)
+
+    async def _hold_feed(self) -> bool:
+        """Take or renew the feed's lease (at most every third of its time); whether held."""
+        if self.leases is None:
+            return True
+        now = time.monotonic()
+        held = self._feed_held_at
+        if held is not None and now - held < self.lease.total_seconds() / 3:
+            return True
+        taken = await self.leases.acquire(self.workspace, FEED_LEASE, self.holder, self.lease)
+        self._feed_held_at = now if taken is not None else None
+        return taken is not None
 
     # --- one sink ---------------------------------------------------------------------------
 
@@ -214,9 +267,13 @@ class Dispatcher:
                 await pause(self.catch_up, stop, rt.freed)
                 continue
             self._ready.clear()
-            claims = await self.outbox.claim(
-                self.workspace, rt.id, self.holder, limit=room, lease=self.lease
-            )
+            try:
+                claims = await self.outbox.claim(
+                    self.workspace, rt.id, self.holder, limit=room, lease=self.lease
+                )
+            except StorageError as exc:  # the database is away: again at the next catch-up
+                log.warning("dispatch: claiming for %s failed: %s", rt.id, exc)
+                claims = []
             tickets: list[Ticket | None] = [ticket]
             tickets += [rt.breaker.allow() for _ in claims[1:]]
             for claim, held in zip(claims, tickets, strict=False):
@@ -239,12 +296,16 @@ class Dispatcher:
             async with rt.limiter.slot() as slot:
                 started = self.clock()
                 asked, error = await self._attempt(rt, claim, started)
-                slot.done(error)
+                if asked:
+                    slot.done(error)
+                else:  # nothing went to the sink: its time says nothing of the sink's
+                    slot.unsent()
             if asked:
                 rt.breaker.record(ticket, classify(error))
-        except Exception:  # a bug in one delivery must not leave the item held until expiry
+        except Exception:  # a bug, or the database away: not held until its lease lapses
             log.exception("dispatch: delivering item %s failed", item.id)
-            await self.outbox.release(self.workspace, item.id, claim.epoch)
+            with contextlib.suppress(StorageError):  # then it lapses on its own
+                await self.outbox.release(self.workspace, item.id, claim.epoch)
         finally:
             if not asked:
                 rt.breaker.cancel(ticket)
@@ -257,24 +318,37 @@ class Dispatcher:
         """Deliver one item (the steps in the module docstring) and settle it; returns whether
         the sink was asked anything, and the error that ended the attempt."""
         item, ws = claim.item, self.workspace
-        refused = await self._gate_again(rt, item)
-        if refused is not None:
-            status, reason, conflicts = refused
-            if conflicts and rt.on_conflict == "review":
-                events = [self._conflict_event(rt, item, c) for c in conflicts]
-                await self.store.append(self.workspace, events)
-            await self._settle(claim, started, status, status.value, error=reason)
-            return False, None
+        in_doubt = claim.in_doubt or item.in_doubt
+        sent = False
         try:
-            if claim.in_doubt or item.in_doubt:
-                found = await rt.sink.lookup(item)
-                if found is not None:
-                    await self._synced(rt, claim, started, found, outcome="found")
-                    return True, None
-            if not await self.outbox.mark_sent(ws, item.id, claim.epoch):
-                log.info("dispatch: item %s: lease lost before sending", item.id)
-                return claim.in_doubt or item.in_doubt, None
-            delivered = await rt.sink.send(item)
+            async with asyncio.timeout(rt.attempt_timeout.total_seconds()):
+                if in_doubt:  # first what the sink holds: an earlier send may have landed
+                    found = await rt.sink.lookup(item)
+                    if found is not None:
+                        await self._synced(rt, claim, started, found, outcome="found")
+                        return True, None
+                refused = await self._gate_again(rt, item)
+                if refused is not None:
+                    status, reason, conflicts = refused
+                    if conflicts and rt.on_conflict == "review":
+                        events = [self._conflict_event(rt, item, c) for c in conflicts]
+                        await self.store.append(self.workspace, events)
+                    await self._settle(claim, started, status, status.value, error=reason)
+                    return in_doubt, None
+                if not await self.outbox.mark_sent(ws, item.id, claim.epoch):
+                    log.info("dispatch: item %s: lease lost before sending", item.id)
+                    return in_doubt, None
+                sent = True
+                delivered = await rt.sink.send(item)
+        except TimeoutError:
+            late = SinkError(
+                f"no outcome within the attempt's {rt.attempt_timeout.total_seconds():g} s",
+                operation=f"deliver to {rt.id}",
+                transient=True,
+                may_have_reached_sink=sent,
+            )
+            await self._failed(rt, claim, started, late)
+            return True, late
         except SinkConflict as conflict:
             await self._conflict(rt, claim, started, conflict)
             return True, conflict
@@ -288,7 +362,18 @@ class Dispatcher:
         self, rt: SinkRuntime, item: OutboxItem
     ) -> tuple[ItemStatus, str, list[Conflicting]] | None:
         """The gate on the entity as it is now: None to go on, or how to settle the item (and
-        the conflicts to record when the sink's own newer change replaced the value)."""
+        the conflicts to record when the sink's own newer change replaced the value). A
+        workflow's later steps are not gated again: once its first step landed, the rest belong
+        to it (docs/workflows.md), and the first step's echo has made the fact the sink's; but
+        when an earlier step was cancelled, so are they."""
+        if item.workflow is not None and item.step > 0:
+            steps = await self.outbox.items(
+                self.workspace, ItemQuery(workflow=item.workflow, sink=item.sink)
+            )
+            earlier = cancelled_before(item, steps)
+            if earlier is None:
+                return None
+            return ItemStatus.CANCELLED, f"step {earlier.step} of its workflow was cancelled", []
         if item.event_id is None:
             return None
         ws = self.workspace
@@ -379,8 +464,10 @@ class Dispatcher:
                 claim, started, ItemStatus.DEAD, "dead", status_code=error.status, error=str(error)
             )
             return
+        # a throttle is the sink's pace, not a failure: it spends no attempt (max_age bounds it)
+        throttled = error.status == 429
         retry = next_attempt(
-            attempts=item.attempts + 1,
+            attempts=1 if throttled else item.attempts + 1,
             age=now - item.created_at,
             error=error,
             limits=rt.retry,
@@ -444,6 +531,8 @@ class Dispatcher:
         )
         if not settled:
             log.info("dispatch: item %s: lease lost; its new holder settles it", item.id)
+        elif (rt := self.sinks.get(item.sink)) is not None:
+            rt.deliveries[outcome] += 1
         return settled
 
     # --- leases -----------------------------------------------------------------------------
@@ -451,8 +540,11 @@ class Dispatcher:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         every = self.lease / 3
         while not await pause(every, stop):
-            for sink, state in self.states().items():  # for ehrbridge status, any process
-                await self.outbox.save_sink_state(self.workspace, sink, self.holder, state)
+            try:
+                for sink, state in self.states().items():  # for ehrbridge status, any process
+                    await self.outbox.save_sink_state(self.workspace, sink, self.holder, state)
+            except StorageError as exc:
+                log.warning("dispatch: saving the sinks' state failed: %s", exc)
             held = [
                 (item_id, claim.epoch)
                 for rt in self.sinks.values()
@@ -460,7 +552,11 @@ class Dispatcher:
             ]
             if not held:
                 continue
-            renewed = await self.outbox.renew(self.workspace, held, self.holder, self.lease)
+            try:
+                renewed = await self.outbox.renew(self.workspace, held, self.holder, self.lease)
+            except StorageError as exc:  # the next beat tries again, well inside the lease
+                log.warning("dispatch: renewing leases failed: %s", exc)
+                continue
             lost = {item_id for item_id, _ in held} - renewed
             if lost:
                 log.warning("dispatch: %d leases lost (taken over or settled)", len(lost))
@@ -470,11 +566,10 @@ class Dispatcher:
         drains only if they outlive the lease; their items are then taken over in doubt)."""
         tasks = [task for rt in self.sinks.values() for _, task in rt.in_flight.values()]
         if tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*tasks, return_exceptions=True),
-                    timeout=self.lease.total_seconds() / 2,
-                )
+            _, late = await asyncio.wait(tasks, timeout=self.lease.total_seconds() / 2)
+            for task in late:  # its item is taken over once its lease lapses (in doubt)
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
 
 def _newer_from(events: Sequence[Event], item: OutboxItem, sink: str) -> Event | None:

@@ -5,40 +5,54 @@ After a write lands, the sink holds the value the world model already has; recor
 answer as a snapshot of the record now makes the sink's own source say so (the entity's field is
 then the sink's, at its confidence), and the next poll reads content it has seen: no event, no
 conflict. A created record is linked to the entity it was created for, never resolved again.
-Only a FHIR sink's answer (a resource) is recorded here; a sink whose answers are not records of
-a known shape leaves the echo to its next poll.
+
+A FHIR sink's answer (a resource) is imported as the poller would import it. A sink whose answers
+are not records of a known shape (a REST sink) has a created record linked to its entity with an
+empty snapshot: its next poll then asserts the record's fields as the sink's own (the same values:
+no conflict), and never takes it for a new record of another entity.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Unit, resource_entry
 from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks import Delivered
-from ehrbridge.worldmodel.events import RecordKey
+from ehrbridge.worldmodel.events import Observation, RecordKey
 from ehrbridge.worldmodel.model import WorldModel
 
 log = logging.getLogger("ehrbridge.outbound")
 
 
-class FhirEcho:
-    """Records a FHIR sink's answer to a write as the sink's snapshot of the record."""
+class SinkEcho:
+    """Records a sink's answer to a write as the sink's snapshot of the record."""
 
     def __init__(self, model: WorldModel) -> None:
         self.model = model
 
     async def __call__(self, sink: str, item: OutboxItem, delivered: Delivered) -> None:
         record = delivered.record
-        if not record or not isinstance(record.get("resourceType"), str):
-            return
         resource_type, _, external_id = delivered.ref.partition("/")
+        key = RecordKey(data_source=sink, resource_type=resource_type, external_id=external_id)
+        if not record or not isinstance(record.get("resourceType"), str):
+            if delivered.created:  # link it; its next poll fills the snapshot in
+                link = Observation(
+                    workspace=self.model.workspace,
+                    record=key,
+                    entity_type=item.entity_type,
+                    entity_id=item.entity_id,
+                    data={},
+                    effective_at=datetime.now(UTC),
+                )
+                await self.model.ingest([link], resolve=False)
+            return
         # linked, so never resolved: no resolution lock (on PostgreSQL it holds a pooled
         # connection while its waiters hold others, and a sink's concurrent deliveries emptied
         # the pool that way)
         importer = Importer(self.model, source=sink, resolve=False)
-        key = RecordKey(data_source=sink, resource_type=resource_type, external_id=external_id)
         importer.link(key, (item.entity_type, item.entity_id))
         unit = Unit(
             file=f"{sink} write {item.id}",

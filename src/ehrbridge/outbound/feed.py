@@ -26,6 +26,7 @@ from typing import Any
 from ehrbridge.errors import OutboxConflict
 from ehrbridge.outbound.gates import Candidate, SinkPolicy, candidate, decide
 from ehrbridge.outbound.outbox import NewItem, Outbox, item_key
+from ehrbridge.outbound.workflows import Workflows
 from ehrbridge.worldmodel.events import ASSERTING, Event, EventType, RecordKey
 from ehrbridge.worldmodel.projection import EntityState
 from ehrbridge.worldmodel.store import START, Store
@@ -64,6 +65,7 @@ class OutboundFeed:
         batch: int = 500,
         cursor: str = FEED_CURSOR,
         count_missing: bool = False,
+        workflows: Workflows | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -74,6 +76,8 @@ class OutboundFeed:
         self.cursor = cursor
         #: count the eligible facts that had no item (the reconcile pass)
         self.count_missing = count_missing
+        #: asked whether an eligible fact starts a workflow (its step items are queued instead)
+        self.workflows = workflows
 
     async def step(self) -> FeedStep:
         """Read one page of the log after the feed's cursor; queue, cancel, and move on."""
@@ -87,15 +91,18 @@ class OutboundFeed:
             if event.event_type is EventType.CONFLICT_RESOLVED:
                 await self._resolved(event)
         items: list[NewItem] = []
+        carried: set[tuple[str, str]] = set()
         cancelled = 0
         for (entity_type, entity_id), event_ids in facts.items():
             events = await self.store.read_entity(ws, entity_type, entity_id)
             state = await self.store.get_state(ws, entity_type, entity_id)
             for event_id in event_ids:
-                queued, refused = await self._decide(events, event_id, state)
+                queued, refused = await self._decide(events, event_id, state, carried)
                 items += queued
-                if refused:
+                if refused and not await self._begun(event_id):
                     cancelled += len(await self.outbox.cancel(ws, event_id, refused))
+        # a fact a workflow of this page carries has no plain item of its own at that sink
+        items = [i for i in items if i.workflow is not None or (i.event_id, i.sink) not in carried]
         missing = 0
         if self.count_missing and items:
             known = await self.outbox.of_events(ws, [i.event_id for i in items if i.event_id])
@@ -105,6 +112,12 @@ class OutboundFeed:
         return FeedStep(
             events=len(page.events), queued=len(items), cancelled=cancelled, missing=missing
         )
+
+    async def _begun(self, event_id: str) -> bool:
+        """Whether the fact started a workflow whose first write landed: its other steps belong
+        to the workflow now (its echo is what made the fact no longer current), so they are not
+        cancelled with the fact; a plain item of it is still gated again before it is sent."""
+        return self.workflows is not None and await self.workflows.begun(event_id)
 
     def _could_go(self, event: Event) -> bool:
         """Whether any sink could take this assertion, from the event alone: a type it takes,
@@ -128,10 +141,16 @@ class OutboundFeed:
             await self.outbox.skip(self.workspace, item_id, event.source.id, reason)
 
     async def _decide(
-        self, events: Sequence[Event], event_id: str, state: EntityState | None
+        self,
+        events: Sequence[Event],
+        event_id: str,
+        state: EntityState | None,
+        carried: set[tuple[str, str]],
     ) -> tuple[list[NewItem], str | None]:
-        """The items of one fact for every sink that takes it now; and, when a sink's gate
-        refuses it for good, the reason to cancel what is still unsent."""
+        """The items of one fact for every sink that takes it now (a workflow's steps, when it
+        starts one: the other facts it carries are added to ``carried``, as (event id, sink));
+        and, when a sink's gate refuses it for good, the reason to cancel what is still
+        unsent."""
         try:
             fact = candidate(events, event_id, state)
         except KeyError:  # merged away, or a target of another entity: nothing to send
@@ -140,21 +159,23 @@ class OutboundFeed:
         if refused is not None:
             return [], refused
         event = next(e for e in events if e.id == event_id)
-        items = [
-            await self._item(event, events, state, policy)
-            for policy in self.sinks
-            if decide(fact, policy).eligible
-        ]
+        items: list[NewItem] = []
+        for policy in self.sinks:
+            if not decide(fact, policy).eligible:
+                continue
+            payload = await self.payload(event, events, state, policy)
+            started = None
+            if self.workflows is not None:
+                started = await self.workflows.expand(event, events, policy, payload)
+            if started is None:
+                if self.workflows is None or not await self.workflows.carries(event, policy.sink):
+                    items.append(self._item(event, policy, payload))
+            else:
+                items += started.items
+                carried.update((f, policy.sink) for f in started.carried)
         return items, None
 
-    async def _item(
-        self,
-        fact: Event,
-        events: Sequence[Event],
-        state: EntityState | None,
-        policy: SinkPolicy,
-    ) -> NewItem:
-        payload = await self.payload(fact, events, state, policy)
+    def _item(self, fact: Event, policy: SinkPolicy, payload: dict[str, Any]) -> NewItem:
         return NewItem(
             sink=policy.sink,
             key=item_key(policy.sink, fact.id),

@@ -319,8 +319,8 @@ class Outbox(Protocol):
         status; events without an item are left out."""
 
     async def cancel(self, workspace: str, event_id: str, reason: str) -> list[OutboxItem]:
-        """Cancel the pending items of a fact (not one being processed or settled); returns
-        them."""
+        """Cancel the pending items of a fact (not one being processed or settled, nor one in
+        doubt: its write may be at the sink); returns them."""
 
     async def retry(self, workspace: str, item_id: str, operator: str) -> OutboxItem:
         """Put a parked item back to pending, due now, its attempts reset; NotFound for an
@@ -330,7 +330,8 @@ class Outbox(Protocol):
         """Give up on a parked item (skipped, final), freeing its lane; errors as :meth:`retry`."""
 
     async def confirm(self, workspace: str, item_id: str) -> bool:
-        """Record that a read-back showed a synced item's write at the sink."""
+        """Record that a read-back showed a synced item's write at the sink; False when it is
+        not synced or already confirmed."""
 
     async def reopen(self, workspace: str, item_id: str, reason: str) -> bool:
         """A synced item whose write a read-back does not show: pending again, due now (the

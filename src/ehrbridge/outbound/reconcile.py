@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ehrbridge.errors import SinkError
+from ehrbridge.errors import SinkError, StorageError
+from ehrbridge.leases import Leases
 from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.outbox import ItemQuery, ItemStatus, Outbox
 from ehrbridge.outbound.sinks import Sink
@@ -34,6 +35,8 @@ DEFAULT_EVERY = timedelta(minutes=5)
 DEFAULT_SETTLE = timedelta(seconds=30)
 #: the trailing feed's cursor
 RECONCILE_CURSOR = "outbound-reconcile"
+#: the lease a round runs under, one runner at a time per workspace
+RECONCILE_LEASE = "outbound-reconcile"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +66,8 @@ class Reconciler:
         settle: timedelta = DEFAULT_SETTLE,
         batch: int = 100,
         wake: Callable[[], None] = lambda: None,
+        leases: Leases | None = None,
+        holder: str = "",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.outbox = outbox
@@ -75,11 +80,24 @@ class Reconciler:
         self.batch = batch
         #: wakes the dispatcher when there is work for it
         self.wake = wake
+        #: with ``leases``, one runner reconciles the workspace per round (``outbound-reconcile``)
+        self.leases = leases
+        self.holder = holder
         self.clock = clock
 
     async def run(self, stop: asyncio.Event) -> None:
         while not await pause(self.every, stop):
-            report = await self.round()
+            try:
+                if self.leases is not None:
+                    held = await self.leases.acquire(
+                        self.workspace, RECONCILE_LEASE, self.holder, self.every * 2
+                    )
+                    if held is None:
+                        continue  # another runner reconciles this round
+                report = await self.round()
+            except StorageError as exc:  # the database is away: the next round tries again
+                log.warning("reconcile: the round failed: %s", exc)
+                continue
             if report.reopened or report.stuck or report.missing:
                 log.warning(
                     "reconcile: %d writes not shown at their sink queued again, %d items stuck "

@@ -23,6 +23,8 @@ class Timing:
     watch_every: timedelta = timedelta(seconds=1)
     #: a poll lease lasts at least this long (or two cadences, whichever is longer)
     lease_ttl: timedelta = timedelta(minutes=5)
+    #: the reconcile loop reads back what the sinks acknowledged this often
+    reconcile_every: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, kw_only=True)

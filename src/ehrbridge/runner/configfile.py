@@ -300,10 +300,11 @@ class _Checker:
         )
 
     def timing(self, value: Any) -> Timing | None:
-        raw = self.mapping(value, "runner", set(), {"lease_ttl", "refresh_every", "metrics"})
+        timings = {"lease_ttl", "refresh_every", "reconcile_every"}
+        raw = self.mapping(value, "runner", set(), timings | {"metrics"})
         if raw is None:
             return None
-        known = raw.keys() & {"lease_ttl", "refresh_every"}
+        known = raw.keys() & timings
         found = {
             key: self.duration(raw[key], f"runner.{key}", at_least=MIN_TIMING) for key in known
         }

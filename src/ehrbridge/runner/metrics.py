@@ -1,5 +1,5 @@
 """Prometheus metrics of the runner: poll counters, durations, and health per data source and
-per (data source, resource type).
+per (data source, resource type); and the outbound half's, per sink (:mod:`.outboxmetrics`).
 
 Each :class:`RunnerMetrics` has its own ``CollectorRegistry`` (never the global one), so tests
 and several runners in one process don't collide. Labels are data source ids, resource types and
@@ -31,7 +31,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from ehrbridge.connectors.source import PollOutcome
+from ehrbridge.outbound.outbox import SinkDepth, SinkState
 from ehrbridge.runner.health import HealthPolicy, Status, source_health
+from ehrbridge.runner.outboxmetrics import OutboxCollector
 
 #: poll durations in seconds: a poll takes from milliseconds (nothing new) to minutes (backfill)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -86,6 +88,8 @@ class RunnerMetrics:
         # The HTTP server's thread reads the outcomes while the event loop adds to them.
         self._lock = threading.Lock()
         self.registry.register(_HealthCollector(self._snapshot, policy or HealthPolicy(), clock))
+        self._outbox = OutboxCollector(clock)
+        self.registry.register(self._outbox)
 
     def record(self, outcome: PollOutcome) -> None:
         """Count one poll's outcome."""
@@ -104,6 +108,11 @@ class RunnerMetrics:
         fresh = list(outcomes)
         with self._lock:
             self._outcomes = fresh
+
+    def seed_outbox(self, depths: Iterable[SinkDepth], states: Iterable[SinkState]) -> None:
+        """Replace the outbox depths and the dispatchers' sink states the outbound metrics are
+        derived from (the store's latest)."""
+        self._outbox.seed(depths, states)
 
     def _snapshot(self) -> list[PollOutcome]:
         with self._lock:

@@ -70,7 +70,13 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
     budgets = BudgetRegistry(runner_store, config.workspace)
     try:
         outbound = outbound_loops(
-            backend.worldmodel, backend.outbox, config, budgets=budgets, holder=holder
+            backend.worldmodel,
+            backend.outbox,
+            config,
+            budgets=budgets,
+            leases=runner_store,
+            holder=holder,
+            reconcile_every=(timing or config.timing).reconcile_every,
         )
     except EhrbridgeError as exc:
         log.error("cannot start: %s", exc)
@@ -90,6 +96,7 @@ async def serve(config_path: Path, *, timing: Timing | None = None) -> int:
         timing=timing or config.timing,
         holder=holder,
         loops=loops,
+        outbox=backend.outbox,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

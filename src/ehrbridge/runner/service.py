@@ -7,7 +7,8 @@
     poll             one task per (data source, resource type), at its cadence, inside the
                      source's business hours, under the source's lease (:mod:`.loops.poll`)
     metrics          only with ``runner.metrics``: reloads the recent poll outcomes that the
-                     ``/metrics`` health gauges are derived from (polls by other runners count)
+                     ``/metrics`` health gauges are derived from (polls by other runners count),
+                     and the outbox's depth and sink states for the outbound metrics
                      (:mod:`.loops.metrics`)
     review, dispatch, reconcile
                      named slots for the loops that come later
@@ -30,6 +31,7 @@ from pathlib import Path
 from ehrbridge.connectors.source import Poller
 from ehrbridge.errors import LoopFailed
 from ehrbridge.leases import Leases, new_holder
+from ehrbridge.outbound.outbox import Outbox
 from ehrbridge.runner.config import RunnerConfig, Timing
 from ehrbridge.runner.loops import Loop, Waiting
 from ehrbridge.runner.loops.metrics import MetricsLoop, serve_metrics
@@ -66,6 +68,7 @@ class Runner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: RunnerMetrics | None = None,
         loops: Sequence[Loop] = (),
+        outbox: Outbox | None = None,
     ) -> None:
         #: the running config, replaced by the ``config-refresh`` loop
         self.live = LiveConfig(config)
@@ -84,6 +87,8 @@ class Runner:
         self.metrics_server: MetricsServer | None = None
         #: loops registered beyond the runner's own (see the class docstring)
         self.registered = list(loops)
+        #: the outbox whose depth and sink states ``/metrics`` shows (None: no outbound metrics)
+        self.outbox = outbox
         self.stopping = asyncio.Event()
 
     @property
@@ -114,7 +119,7 @@ class Runner:
         own += [named.pop(name) if name in named else Waiting(name) for name in RESERVED_LOOPS]
         own += named.values()
         if self.metrics_server is not None:
-            own.append(MetricsLoop(self.metrics, self.outcomes, self.config.workspace))
+            own.append(MetricsLoop(self.metrics, self.outcomes, self.config.workspace, self.outbox))
         return own
 
     async def run(self) -> None:

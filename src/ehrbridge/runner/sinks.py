@@ -17,8 +17,9 @@ from ehrbridge.connectors.fhir.auth import fhir_auth
 from ehrbridge.connectors.rest.sink import rest_sink
 from ehrbridge.connectors.source import DataSourceConfig
 from ehrbridge.errors import InvalidInput
+from ehrbridge.leases import Leases
 from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
-from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.echo import SinkEcho
 from ehrbridge.outbound.feed import OutboundFeed
 from ehrbridge.outbound.limits import (
     AdaptiveLimiter,
@@ -32,6 +33,7 @@ from ehrbridge.outbound.reconcile import DEFAULT_EVERY, RECONCILE_CURSOR, Reconc
 from ehrbridge.outbound.settings import OnConflict, SinkSettings, Window
 from ehrbridge.outbound.sinks import Sink
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
+from ehrbridge.outbound.steps import with_workflows
 from ehrbridge.runner.config import RunnerConfig
 from ehrbridge.worldmodel.model import WorldModel
 from ehrbridge.worldmodel.store import Store
@@ -108,6 +110,7 @@ def outbound_loops(
     config: RunnerConfig,
     *,
     budgets: BudgetRegistry,
+    leases: Leases,
     holder: str,
     reconcile_every: timedelta = DEFAULT_EVERY,
 ) -> OutboundLoops:
@@ -116,8 +119,16 @@ def outbound_loops(
     if not sinks:
         return OutboundLoops()
     ws = config.workspace
+    sinks, workflows = with_workflows(sinks, store, outbox, workspace=ws)
     dispatcher = Dispatcher(
-        store, outbox, sinks, workspace=ws, holder=holder, echo=FhirEcho(WorldModel(store, ws))
+        store,
+        outbox,
+        sinks,
+        workspace=ws,
+        holder=holder,
+        echo=SinkEcho(WorldModel(store, ws)),
+        leases=leases,
+        workflows=workflows,
     )
     trailing = OutboundFeed(
         store,
@@ -126,6 +137,7 @@ def outbound_loops(
         sinks=[rt.policy for rt in sinks],
         cursor=RECONCILE_CURSOR,
         count_missing=True,
+        workflows=workflows,
     )
     reconciler = Reconciler(
         outbox,
@@ -133,6 +145,8 @@ def outbound_loops(
         workspace=ws,
         feed=trailing,
         wake=dispatcher.wake,
+        leases=leases,
+        holder=holder,
         every=reconcile_every,
     )
     return OutboundLoops(loops=(dispatcher, reconciler), sinks=tuple(rt.sink for rt in sinks))

@@ -150,6 +150,15 @@ class SandboxApp:
             and len(segments) in (1, 2)
             and not any(s.startswith("$") for s in segments)
         )
+        if not self.faults.enter():
+            await _failure(503, "over capacity (injected fault)")(scope, receive, send)
+            return
+        try:
+            await self._fhir_faults(scope, receive, send, read=read)
+        finally:
+            self.faults.leave()
+
+    async def _fhir_faults(self, scope: Scope, receive: Receive, send: Send, *, read: bool) -> None:
         decision = self.faults.decide(scope["method"], read=read)
         if decision.latency:
             await asyncio.sleep(decision.latency)

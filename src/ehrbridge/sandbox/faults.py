@@ -1,7 +1,8 @@
 """Fault injection: a plan of faults, switchable at run time, consumed by counted requests.
 
 Counted faults are exact, so a test can say "the next 3 requests get 503" and assert it. Per FHIR
-request, in this order: added latency; an outage window (every request fails: 503 or a dropped
+request, in this order: the capacity (a request beyond ``capacity`` in flight at once gets 503 at
+once, and no other fault); added latency; an outage window (every request fails: 503 or a dropped
 connection); connection resets; bursts of 5xx; 429 with ``Retry-After``; the requests-per-second
 limit (429 beyond it, in one-second windows); writes refused with 422 and an OperationOutcome;
 then, for a request that passes, a stale read (an instance read or a search served one version
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 #: Kinds of faults, as counted in :attr:`Faults.injected`.
 KINDS = (
+    "capacity",
     "latency",
     "outage",
     "reset",
@@ -70,6 +72,8 @@ class FaultPlan:
     unprocessable: int = 0
     #: requests per second admitted (0: no limit); beyond it 429 with ``Retry-After: 1``
     rate_limit: float = 0.0
+    #: FHIR requests served at once (0: no limit); one beyond it gets 503 (an overloaded server)
+    capacity: int = 0
 
     @classmethod
     def from_json(cls, body: object) -> FaultPlan:
@@ -140,6 +144,7 @@ class Faults:
         self._plan = FaultPlan()
         self._outage_until = 0.0
         self._window = (0, 0)  # (second, requests admitted in it)
+        self._in_flight = 0
         #: how many faults of each kind were injected since the last :meth:`clear`
         self.injected: Counter[str] = Counter()
 
@@ -162,6 +167,27 @@ class Faults:
         self.set(FaultPlan())
         with self._lock:
             self.injected.clear()
+
+    @property
+    def in_flight(self) -> int:
+        """FHIR requests entered and not yet left (:meth:`enter`)."""
+        return self._in_flight
+
+    def enter(self) -> bool:
+        """A FHIR request arrives: True, and it is in flight until :meth:`leave`; False when
+        ``capacity`` requests are in flight already (answer it 503 at once; it is not counted,
+        and no other fault is decided for it)."""
+        with self._lock:
+            if self._plan.capacity and self._in_flight >= self._plan.capacity:
+                self.injected["capacity"] += 1
+                return False
+            self._in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        """A request :meth:`enter` let in has been answered."""
+        with self._lock:
+            self._in_flight -= 1
 
     def snapshot(self) -> dict[str, Any]:
         """The plan and the counts, as JSON for ``GET /$faults``."""

@@ -32,14 +32,17 @@ ITEM_COLUMNS = (
 #: the statuses that hold a lane: every status but the final ones
 OPEN_SQL = "('pending', 'processing', 'dead', 'conflict')"
 #: A ready lane head of one sink, as the candidates of a claim. Bound: workspace, sink, now
-#: (due), now (lease ran out), now (another item of the lane still held).
+#: (due), now (lease ran out), now (another item of the lane still held). The lane check is a
+#: scalar subquery with LIMIT, not NOT EXISTS: the planner then always looks it up per candidate
+#: on ``outbox_items_lanes`` (an anti join may scan the sink's every open item per candidate).
+#: The status list lets SQLite see that the partial index ``outbox_items_ready`` applies.
 READY = (
-    "i.workspace = {p} AND i.sink = {p} AND ("
+    "i.workspace = {p} AND i.sink = {p} AND i.status IN ('pending', 'processing') AND ("
     "(i.status = 'pending' AND i.next_attempt_at <= {p}) OR "
-    "(i.status = 'processing' AND i.lease_until <= {p})) AND NOT EXISTS ("
-    "SELECT 1 FROM outbox_items o WHERE o.workspace = i.workspace AND o.sink = i.sink "
-    f"AND o.lane = i.lane AND o.status IN {OPEN_SQL} AND (o.position < i.position "
-    "OR (o.status = 'processing' AND o.lease_until > {p})))"
+    "(i.status = 'processing' AND i.lease_until <= {p})) AND (SELECT 1 FROM outbox_items o "
+    "WHERE o.workspace = i.workspace AND o.sink = i.sink AND o.lane = i.lane "
+    f"AND o.status IN {OPEN_SQL} AND (o.position < i.position "
+    "OR (o.status = 'processing' AND o.lease_until > {p})) LIMIT 1) IS NULL"
 )
 #: what a settle may end in
 SETTLED = frozenset(
@@ -114,7 +117,7 @@ def check_items(items: list[NewItem]) -> None:
     for item in items:
         for name in ("sink", "key", "lane", "entity_type", "entity_id", "operation"):
             if not getattr(item, name):
-                raise InvalidInput(f"an outbox item needs a {name}")
+                raise InvalidInput(f"an outbox item has no {name}")
         if item.step < 0:
             raise InvalidInput("an outbox item's step is 0 or more")
         earlier = seen.setdefault(item.key, item)

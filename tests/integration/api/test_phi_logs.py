@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from ehrbridge.api.http import create_app
 from ehrbridge.api.serve import mcp_mounts, uvicorn_config
 from ehrbridge.api.service import AgentService
+from ehrbridge.outbound.outbox import NewItem, item_key
 from ehrbridge.sample import sample_bundle
 from ehrbridge.storage import Backend
 from ehrbridge.testing import FakeClock
@@ -193,6 +194,49 @@ async def exercise(client: httpx.AsyncClient, key: str, ids: dict[str, str]) -> 
     return statuses
 
 
+async def exercise_outbox(
+    client: httpx.AsyncClient, backend: Backend, operator: str, agent: str
+) -> list[int]:
+    """The operators' outbox routes, with an item whose payload holds planted values and the
+    planted values in paths, queries and bodies; returns the statuses seen."""
+    (item,) = await backend.outbox.enqueue(
+        WS,
+        [
+            NewItem(
+                sink="ehr",
+                key=item_key("ehr", "phi"),
+                lane="Patient/phi",
+                entity_type="Patient",
+                entity_id="phi",
+                event_id="phi",
+                operation="upsert",
+                payload={"fields": {"phone.mobile": PHONE, "name.family": FAMILY}},
+            )
+        ],
+    )
+    statuses: list[int] = []
+
+    async def go(method: str, url: str, body: Any = None, key: str = operator, **kw: Any) -> None:
+        headers = {"Authorization": f"Bearer {key}"}
+        response = await client.request(method, url, json=body, headers=headers, **kw)
+        statuses.append(response.status_code)
+
+    await go("GET", "/v1/outbox/items")
+    await go("GET", "/v1/outbox/items", params={"entity": f"Patient/{FAMILY}", "sink": GIVEN})
+    await go("GET", "/v1/outbox/items", params={"entity": f"{GIVEN} {FAMILY}"})  # 422
+    await go("GET", "/v1/outbox/items", params={"event": FAMILY.lower(), "status": BIRTH})  # 422
+    await go("GET", f"/v1/outbox/items/{item.id}")
+    await go("GET", f"/v1/outbox/items/{FAMILY.lower()}")  # 404
+    await go("GET", f"/v1/outbox/items/{PHONE}")  # 422
+    await go("POST", f"/v1/outbox/items/{item.id}/retry")  # 409: not parked
+    await go("POST", f"/v1/outbox/items/{item.id}/skip", {"reason": f"{GIVEN} moved"})  # 409
+    await go("POST", f"/v1/outbox/items/{FAMILY.lower()}/skip", {"reason": PHONE})  # 404
+    await go("POST", f"/v1/outbox/items/{item.id}/skip", {"reason": PHONE, "x": BIRTH})  # 422
+    await go("GET", "/v1/outbox/stats")
+    await go("GET", "/v1/outbox/items", key=agent, params={"entity": f"Patient/{FAMILY}"})  # 403
+    return statuses
+
+
 #: the ids the server makes (request ids, entity ids: 26 or more hex digits) are random, and a
 #: planted digit run like "1937" turns up inside one now and then; no planted value is one
 _GENERATED_ID = re.compile(r"\b[0-9a-f]{26,}\b")
@@ -215,12 +259,15 @@ async def test_no_planted_value_reaches_any_log(
     ids = await _import(store, WS, [sample_bundle(), SLOTS])
     security = backend.security
     key, _ = await security.create_key(WS, "agent", name="voice bot")
-    service = AgentService.on_store(store, security, clock=clock)
+    operator, _ = await security.create_key(WS, "operator", name="front desk")
+    service = AgentService.on_store(store, security, clock=clock, outbox=backend.outbox)
     app = create_app(
         service, security, max_body_bytes=64 * 1024, mounts=mcp_mounts(service, security)
     )
     async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         statuses = await exercise(client, key, ids)
+        outbox_statuses = await exercise_outbox(client, backend, operator, key)
+    assert set(outbox_statuses) == {200, 403, 404, 409, 422}
     # the paths this walk was meant to take were taken
     assert {200, 201, 401, 403, 404, 405, 409, 413, 415, 422} <= set(statuses)
     server_records = [r for r in caplog.records if not r.name.startswith(CLIENT_LOGGERS)]
@@ -228,6 +275,7 @@ async def test_no_planted_value_reaches_any_log(
     assert "POST /v1/ambient/context 200" in logged
     assert "GET /v1/entities/{entity_type}/{entity_id} 404" in logged
     assert "GET /openapi.json 200" in logged and "GET - 404" in logged
+    assert "POST /v1/outbox/items/{item_id}/skip 409" in logged
     assert any(r.name.startswith("uvicorn") for r in server_records)
     assert scan(logged) == []
     out, err = capfd.readouterr()

@@ -3,8 +3,9 @@ requests, no 5xx, and every response matches the status, content type and schema
 
 The app runs on a real uvicorn socket in a background thread, on a SQLite file with the sample
 clinic and the Slot/Schedule fixture, its store opened in that thread's event loop; schemathesis
-sends its requests with an agent key. Examples are few and derandomised: the run is the same
-every time and takes seconds.
+sends its requests with an agent key, and to the outbox routes with an operator key as well
+(the server has the outbox, with two items in it). Examples are few and derandomised: the run
+is the same every time and takes seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,8 +33,9 @@ from ehrbridge.api.http import create_app
 from ehrbridge.api.serve import uvicorn_config
 from ehrbridge.api.service import AgentService
 from ehrbridge.api.store import ApiKeys
+from ehrbridge.outbound.outbox import Attempt, ItemStatus, NewItem, Settle, item_key
 from ehrbridge.sample import sample_bundle
-from ehrbridge.storage import open_backend
+from ehrbridge.storage import Backend, open_backend
 from tests.integration.api.test_service import SLOTS, WS, _import
 
 #: how long the server may take to start
@@ -43,6 +46,8 @@ START_TIMEOUT = 30.0
 class Served:
     url: str
     headers: dict[str, str]
+    #: an operator key's, for the operators' routes
+    operator_headers: dict[str, str]
 
 
 def _serve(db: Path, ready: queue.Queue[Any], stop: threading.Event) -> None:
@@ -53,7 +58,10 @@ def _serve(db: Path, ready: queue.Queue[Any], stop: threading.Event) -> None:
             await _import(store, WS, [sample_bundle(), SLOTS])
             security = backend.security
             secret, _ = await security.create_key(WS, "agent", name="schemathesis")
-            app = create_app(AgentService.on_store(store, security), security)
+            operator, _ = await security.create_key(WS, "operator", name="schemathesis ops")
+            await _outbox_items(backend)
+            service = AgentService.on_store(store, security, outbox=backend.outbox)
+            app = create_app(service, security)
             server = uvicorn.Server(
                 uvicorn_config(app, host="127.0.0.1", port=0, log_level="critical")
             )
@@ -61,7 +69,13 @@ def _serve(db: Path, ready: queue.Queue[Any], stop: threading.Event) -> None:
             while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn has no event)
                 await asyncio.sleep(0.01)
             host, port = server.servers[0].sockets[0].getsockname()[:2]
-            ready.put(Served(f"http://{host}:{port}", {"Authorization": f"Bearer {secret}"}))
+            ready.put(
+                Served(
+                    f"http://{host}:{port}",
+                    {"Authorization": f"Bearer {secret}"},
+                    {"Authorization": f"Bearer {operator}"},
+                )
+            )
             await asyncio.to_thread(stop.wait)
             server.should_exit = True
             await task
@@ -72,6 +86,37 @@ def _serve(db: Path, ready: queue.Queue[Any], stop: threading.Event) -> None:
         asyncio.run(main())
     except BaseException as exc:  # reported to the fixture, which is waiting
         ready.put(exc)
+
+
+async def _outbox_items(backend: Backend) -> None:
+    """Two outbox items, one of them dead (it holds its lane), for the operators' routes."""
+    for n in range(2):
+        await backend.outbox.enqueue(
+            WS,
+            [
+                NewItem(
+                    sink="ehr",
+                    key=item_key("ehr", f"fact-{n}"),
+                    lane=f"Patient/p{n}",
+                    entity_type="Patient",
+                    entity_id=f"p{n}",
+                    event_id=f"fact{n}",
+                    operation="upsert",
+                    payload={"fields": {"email": "someone@example.org"}},
+                )
+            ],
+        )
+    (claim, *_) = await backend.outbox.claim(WS, "ehr", "w", limit=1, lease=timedelta(minutes=1))
+    now = datetime.now(UTC)
+    attempt = Attempt(
+        item_id=claim.item.id, epoch=claim.epoch, started_at=now, finished_at=now, outcome="dead"
+    )
+    await backend.outbox.settle(
+        WS,
+        claim.item.id,
+        claim.epoch,
+        Settle(status=ItemStatus.DEAD, attempt=attempt, error="refused (422)"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +163,23 @@ def test_the_api_keeps_to_its_openapi_document(case: Any, served: Served) -> Non
         # validate the same models from JSON-RPC arguments), which takes a number as a Unix
         # time where the schema says date-time and "20" where it says integer. Harmless, and
         # the generated negative cases still must not give a 5xx or an undocumented response.
+        excluded_checks=[positive_data_acceptance, negative_data_rejection],
+        additional_checks=[schema_valid_requests_pass_validation],
+    )
+
+
+@schema.include(path_regex="^/v1/outbox/").parametrize()
+@settings(
+    max_examples=25,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_the_outbox_routes_keep_to_the_document_for_an_operator(case: Any, served: Served) -> None:
+    """The same checks with an operator key: the outbox routes answer, not only refuse."""
+    case.call_and_validate(
+        base_url=served.url,
+        headers=served.operator_headers,
         excluded_checks=[positive_data_acceptance, negative_data_rejection],
         additional_checks=[schema_valid_requests_pass_validation],
     )

@@ -18,11 +18,12 @@ import pytest
 from ehrbridge.confidence import Level
 from ehrbridge.connectors.fhir.poller import FhirPoller
 from ehrbridge.connectors.source import DataSourceConfig, Polled, ResourceConfig
+from ehrbridge.errors import InvalidInput
 from ehrbridge.fhir.client import FhirClient
 from ehrbridge.fhir.importer import Importer
 from ehrbridge.fhir.reader import Unit, resource_entry
 from ehrbridge.outbound.dispatch import Dispatcher, SinkRuntime
-from ehrbridge.outbound.echo import FhirEcho
+from ehrbridge.outbound.echo import SinkEcho
 from ehrbridge.outbound.gates import SinkPolicy
 from ehrbridge.outbound.limits import (
     AdaptiveLimiter,
@@ -130,7 +131,7 @@ class World:
             [runtime],
             workspace=WS,
             holder="runner-test",
-            echo=FhirEcho(self.model),
+            echo=SinkEcho(self.model),
             catch_up=timedelta(milliseconds=50),
         )
 
@@ -200,11 +201,14 @@ def settled(world: World, event_id: str, *statuses: ItemStatus) -> Callable[[], 
 async def test_a_verified_fact_reaches_the_ehr_and_comes_back_as_its_own(world: World) -> None:
     fhir_id, entity_id = await world.patient_at_ehr("Rivera")
     fact = await world.verified_phone(entity_id)
+    dispatcher = world.dispatcher()
     await running_until(
-        world.dispatcher(), settled(world, fact, ItemStatus.SYNCED), what="the write synced"
+        dispatcher, settled(world, fact, ItemStatus.SYNCED), what="the write synced"
     )
     (item,) = await world.items(fact)
     assert item.attempts == 1 and item.result and item.result["ref"] == f"Patient/{fhir_id}"
+    # counted for /metrics, in the state the heartbeat saves
+    assert dispatcher.states()["ehr"]["deliveries"] == {"synced": 1}
     at_ehr = await world.front_desk.read("Patient", fhir_id)
     telecom = {(t["system"], t["value"]) for t in at_ehr["telecom"]}
     assert ("phone", PHONE_B) in telecom and ("fax", "+16175550100") in telecom
@@ -329,3 +333,34 @@ async def test_listing_by_status(world: World) -> None:
     pending = await world.backend.outbox.items(WS, ItemQuery(status=ItemStatus.PENDING))
     assert [i.event_id for i in pending] == [fact]
     assert pending[0].payload["base"] == {"phone.mobile": PHONE_A}
+
+
+async def test_an_attempt_that_outlasts_its_timeout_is_in_doubt_then_found(world: World) -> None:
+    fhir_id, entity_id = await world.patient_at_ehr("Achebe")
+    fact = await world.verified_phone(entity_id)
+    world.server.app.faults.set(latency=0.5)
+    dispatcher = world.dispatcher(attempt_timeout=timedelta(milliseconds=300))
+    for rt in dispatcher.sinks.values():
+        rt.retry = RetryLimits(
+            backoff_base=timedelta(milliseconds=50), backoff_max=timedelta(milliseconds=50)
+        )
+
+    async def timed_out() -> bool:
+        items = await world.items(fact)
+        return bool(items) and items[0].attempts >= 1
+
+    await running_until(dispatcher, timed_out, what="an attempt timed out")
+    world.server.app.faults.set(latency=0.0)
+    await running_until(
+        world.dispatcher(), settled(world, fact, ItemStatus.SYNCED), what="synced after"
+    )
+    (item,) = await world.items(fact)
+    outcomes = [a.outcome for a in await world.backend.outbox.attempts(WS, item.id)]
+    assert outcomes[0] == "retry" and outcomes[-1] in ("found", "synced")
+    history = [v async for v in world.front_desk.history("Patient", fhir_id)]
+    assert len(history) <= 2  # created by the front desk, then at most our one write
+
+
+def test_an_attempt_must_fit_well_inside_its_lease(world: World) -> None:
+    with pytest.raises(InvalidInput, match="more than half the lease"):
+        world.dispatcher(attempt_timeout=timedelta(seconds=20))

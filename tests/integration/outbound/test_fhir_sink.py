@@ -25,6 +25,7 @@ from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM, Delivered, Sink
 from ehrbridge.outbound.sinks.fhir import FhirSink, sink_client
 from ehrbridge.storage.sqlite.database import SQLiteDatabase
 from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
+from ehrbridge.testing import outbox_item
 from tests.fhir_server import MedplumServer
 from tests.sandbox_server import SandboxServer
 
@@ -40,32 +41,15 @@ def item(
     result: dict[str, Any] | None = None,
     entity_type: str = "Patient",
 ) -> OutboxItem:
-    return OutboxItem(
-        id="item-1",
-        workspace="ws",
-        sink="ehr",
-        key=key,
-        lane="Patient/e1",
-        position=1,
-        entity_type=entity_type,
-        entity_id="e1",
-        event_id="ev1",
-        operation="upsert",
-        payload=payload,
-        workflow=None,
-        step=0,
-        status=ItemStatus.PROCESSING,
-        attempts=0,
+    return outbox_item(
         created_at=T0,
         updated_at=T0,
         next_attempt_at=T0,
-        holder="w1",
         lease_until=T0,
-        epoch=1,
-        in_doubt=False,
-        last_error=None,
+        key=key,
+        entity_type=entity_type,
+        payload=payload,
         result=result,
-        confirmed_at=None,
     )
 
 

@@ -26,11 +26,12 @@ import uvicorn
 from ehrbridge.budget import BudgetRegistry, source_budget
 from ehrbridge.connectors.rest.sink import rest_sink, sink_budget
 from ehrbridge.errors import ConfigError, SinkConflict, SinkError
-from ehrbridge.outbound.outbox import ItemStatus, OutboxItem
+from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks.rest import UNKNOWN_OUTCOME, RestSink
 from ehrbridge.runner.configfile import parse_config
 from ehrbridge.storage.sqlite.database import SQLiteDatabase
 from ehrbridge.storage.sqlite.runner import SQLiteRunnerStore
+from ehrbridge.testing import outbox_item
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,6 +56,8 @@ class ClinicApi:
     #: honour ``Idempotency-Key``: a second write with a seen key is answered, not applied
     idempotent: bool = True
     seen: dict[str, str] = field(default_factory=dict)
+    #: the JSON body of every write, in order
+    bodies: list[dict[str, Any]] = field(default_factory=list)
     #: each record's version, counted per write (sent as a weak ETag)
     versions: dict[str, int] = field(default_factory=dict)
     #: (method, path, headers) of every request that passed the key check
@@ -64,7 +67,7 @@ class ClinicApi:
     def reset(self) -> None:
         with self.lock:
             self.patients, self.faults, self.seen, self.requests = {}, [], {}, []
-            self.versions = {}
+            self.versions, self.bodies = {}, []
             self.idempotent = True
 
     def writes(self) -> list[tuple[str, str, dict[str, str]]]:
@@ -87,6 +90,7 @@ class ClinicApi:
         self.requests.append((method, path, headers))
         query = dict(parse_qsl(scope["query_string"].decode()))
         if method in ("POST", "PUT"):
+            self.bodies.append(json.loads(body))
             await self.write(send, method, path, json.loads(body), headers)
         elif path == "/api/patients":
             key = query.get("external_key")
@@ -235,7 +239,15 @@ data_sources:
     auth: {{kind: api_key, header: X-Api-Key, key: {{env: CLINIC_KEY}}}}
     timeout: 5s
     resources:
-      - {{type: Patient, every: 5m, path: /patients, fields: {{name.family: family}}}}
+      - type: Patient
+        every: 5m
+        path: /patients
+        records: data
+        fields:
+          name.family: family
+          name.given: given
+          phone.mobile: {{path: phone, transform: phone}}
+          gender: {{path: sex, transform: {{map: {{F: female, M: male, female: female}}}}}}
     outbound:
       rate: 50/s
       writes:
@@ -302,19 +314,28 @@ def item(
     base: dict[str, Any] | None = None,
     ref: str | None = None,
     result: dict[str, Any] | None = None,
+    entity: bool = True,
 ) -> OutboxItem:
+    """An item to write; ``entity=False``: no entity state, as the outbound feed sends an
+    update."""
     now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
     fields = fields if fields is not None else {"phone.mobile": PHONE}
-    payload: dict[str, Any] = {"fields": fields, "ref": ref, "entity": {**ENTITY, **fields}}
+    payload: dict[str, Any] = {"fields": fields, "ref": ref}
+    if entity:
+        payload["entity"] = {**ENTITY, **fields}
     if base is not None:
         payload["base"] = base
-    return OutboxItem(
-        id="item-1", workspace="clinic", sink="clinic", key=key, lane="Patient/e1", position=1,
-        entity_type="Patient", entity_id="e1", event_id="ev1", operation="upsert",
-        payload=payload, workflow=None, step=0, status=ItemStatus.PROCESSING, attempts=0,
-        created_at=now, updated_at=now, next_attempt_at=now, holder="w1", lease_until=now,
-        epoch=1, in_doubt=False, last_error=None, result=result, confirmed_at=None,
-    )  # fmt: skip
+    return outbox_item(
+        workspace="clinic",
+        sink="clinic",
+        key=key,
+        payload=payload,
+        result=result,
+        created_at=now,
+        updated_at=now,
+        next_attempt_at=now,
+        lease_until=now,
+    )
 
 
 async def test_a_create_sends_the_rendered_body_and_reads_the_id_back(
@@ -682,3 +703,60 @@ async def test_a_timeout_after_the_write_was_sent_may_have_reached_the_sink(
     assert "timed out" in str(caught.value)
     found = await sink.lookup(item())
     assert found is not None and found.ref == "Patient/P1"
+
+
+async def test_a_read_that_shows_none_of_the_fields_cannot_tell(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(READ)
+    await sink.send(item(key="ob-create"))
+    # the bodies do not place email: a read of the record says nothing about it
+    update = item(key="ob-update", ref="Patient/P1", fields={"email": "ana@example.org"})
+    synced = item(
+        key="ob-update", fields={"email": "ana@example.org"}, result={"ref": "Patient/P1"}
+    )
+    with pytest.raises(SinkError, match="cannot tell"):
+        await sink.read_back(synced)
+    with pytest.raises(SinkError) as caught:
+        await sink.lookup(update)
+    assert UNKNOWN_OUTCOME in str(caught.value) and not caught.value.transient
+
+
+async def test_an_update_without_the_entity_sends_only_what_it_knows(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build()
+    await sink.send(item(key="ob-create"))
+    await sink.send(item(key="ob-update", ref="Patient/P1", entity=False))
+    # no null for the fields it neither changes nor knows
+    assert api.bodies[-1] == {"phone": PHONE, "external_key": "ob-update"}
+
+
+async def test_an_update_with_a_read_writes_back_what_it_does_not_change(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(READ, CODES)
+    await sink.send(item(key="ob-create", fields={"phone.mobile": "+16175550101"}))
+    update = item(key="ob-update", ref="Patient/P1", base={"phone.mobile": "+16175550101"},
+                  entity=False)  # fmt: skip
+    await sink.send(update)
+    assert api.bodies[-1] == {
+        "family": "Santos",
+        "given": ["Ana", "M"],
+        "phone": PHONE,
+        "sex": "F",
+        "external_key": "ob-update",
+    }
+
+
+async def test_a_read_record_is_compared_in_canonical_fields_through_the_sources_mapping(
+    api: ClinicApi, build: Callable[..., RestSink]
+) -> None:
+    sink = build(READ)
+    await sink.send(item(key="ob-create", fields={"phone.mobile": "+16175550101"}))
+    api.patients["P1"]["phone"] = "(617) 555-0101"  # the API keeps its own format: no change
+    update = item(key="ob-update", ref="Patient/P1", base={"phone.mobile": "+16175550101"})
+    await sink.send(update)  # not a conflict
+    assert api.patients["P1"]["phone"] == PHONE
+    api.patients["P1"]["phone"] = "(617) 555-0199"  # ours, as the API formats it
+    assert await sink.read_back(item(key="ob-update", result={"ref": "Patient/P1"}))

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from ehrbridge.audit import AuditEntry
 from ehrbridge.confidence import Level
+from ehrbridge.outbound.outbox import NewItem, item_key
 from ehrbridge.review.queue import Flag
 from ehrbridge.storage import Backend, migrations, open_backend
 from ehrbridge.worldmodel.events import RecordKey
@@ -152,7 +153,22 @@ async def test_every_port_takes_new_writes(written: tuple[str, Backend]) -> None
     entry = AuditEntry(workspace=WS, at=T0, key_id="cli", role="admin", action="keys.create")
     await backend.security.record_audit([entry])
     assert len(await backend.security.query_audit(WS)) == 3
-    # and the ports added since (the review queue's table came with migration 7)
+    # and the ports added since (the review queue's table came with migration 7, the
+    # outbox's with migration 8)
     flag = Flag(entity_type="Patient", entity_id=diaz, event_id=result.events[0].id, reason="x")
     item = await backend.review.flag(WS, flag)
     assert await backend.review.item(WS, item.item_id) == item
+    fact = result.events[0].id
+    queued = NewItem(
+        sink="ehr",
+        key=item_key("ehr", fact),
+        lane=f"Patient/{diaz}",
+        entity_type="Patient",
+        entity_id=diaz,
+        event_id=fact,
+        operation="upsert",
+        payload={"fields": {"language": "pt"}},
+    )
+    (stored,) = await backend.outbox.enqueue(WS, [queued])
+    (claim,) = await backend.outbox.claim(WS, "ehr", "w1", limit=5, lease=timedelta(minutes=1))
+    assert claim.item.id == stored.id and claim.epoch == 1

@@ -34,8 +34,8 @@ def test_operator_and_admin_may_do_all_an_agent_may() -> None:
     ("role", "expected"),
     [
         ("agent", {"read", "write.voice"}),
-        ("operator", {"read", "write.voice", "review"}),
-        ("admin", {"read", "write.voice", "review", "keys.manage", "audit.read"}),
+        ("operator", {"read", "write.voice", "review", "outbox"}),
+        ("admin", {"read", "write.voice", "review", "outbox", "keys.manage", "audit.read"}),
     ],
 )
 def test_permissions_per_role(role: Role, expected: set[str]) -> None:

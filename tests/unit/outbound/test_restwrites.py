@@ -22,6 +22,7 @@ VALUES: dict[str, Any] = {
 
 
 def test_a_whole_leaf_keeps_the_json_type_and_text_around_names_is_text() -> None:
+    # a removed field (None) is null; a value the item does not have is left out
     body = parse_body(
         {
             "given": "{name.given}",
@@ -29,9 +30,10 @@ def test_a_whole_leaf_keeps_the_json_type_and_text_around_names_is_text() -> Non
             "minutes": "{minutes_duration}",
             "home": "{phone.home}",
             "missing": "{email}",
+            "missing in text": "mail {email}",
             "note": "{name.family}, {name.given} ({minutes_duration} min) {phone.home}",
             "literal": "{{not a name}}",
-            "list": ["{name.family}", 1, None, True],
+            "list": ["{name.family}", 1, None, True, "{email}"],
             "nested": {"id": "{id}"},
         }
     )
@@ -40,10 +42,9 @@ def test_a_whole_leaf_keeps_the_json_type_and_text_around_names_is_text() -> Non
         "dead": False,
         "minutes": 30,
         "home": None,
-        "missing": None,
         "note": 'Santos, ["Ana","M"] (30 min) ',
         "literal": "{not a name}",
-        "list": ["Santos", 1, None, True],
+        "list": ["Santos", 1, None, True, None],
         "nested": {"id": "P/1"},
     }
 

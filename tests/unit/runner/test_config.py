@@ -190,6 +190,14 @@ def test_the_runner_section_sets_the_timing() -> None:
     ]
 
 
+def test_runner_reconcile_cadence() -> None:
+    assert parse_config(VALID).timing.reconcile_every == timedelta(minutes=5)
+    config = parse_config(VALID + "runner: {reconcile_every: 30s}\n")
+    assert config.timing.reconcile_every == timedelta(seconds=30)
+    with pytest.raises(ConfigError, match=r"runner\.reconcile_every: expected at least"):
+        parse_config(VALID + "runner: {reconcile_every: 10ms}\n")
+
+
 def test_the_runner_section_can_serve_metrics() -> None:
     config = parse_config(VALID + "runner:\n  lease_ttl: 30s\n  metrics: {port: 9464}\n")
     assert config.metrics == MetricsConfig(host="127.0.0.1", port=9464)

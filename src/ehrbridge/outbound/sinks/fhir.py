@@ -1,4 +1,5 @@
-"""The FHIR sink: delivers ``upsert`` items to a FHIR R4 server (docs/fhir-sink.md).
+"""The FHIR sink: delivers ``upsert`` items to a FHIR R4 server (docs/fhir-sink.md), and the
+workflow steps ``create`` and ``notify`` (:mod:`.fhir_steps`, docs/workflows.md).
 
 The payload of an ``upsert`` item (:class:`~ehrbridge.outbound.sinks.upsert.Upsert`; its
 module gives every rule)::
@@ -65,6 +66,7 @@ from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks import IDENTIFIER_SYSTEM, Conflicting, Delivered
 from ehrbridge.outbound.sinks.fhir_changes import changed_resource
 from ehrbridge.outbound.sinks.fhir_errors import translated
+from ehrbridge.outbound.sinks.fhir_steps import CREATE, NOTIFY, communication
 from ehrbridge.outbound.sinks.upsert import Upsert, parse_upsert
 
 log = logging.getLogger("ehrbridge.outbound")
@@ -73,8 +75,9 @@ log = logging.getLogger("ehrbridge.outbound")
 SEND_ONCE = RetryPolicy(max_retries=0)
 #: how many times an update reads and writes again after a ``412``
 ROUNDS = 3
-#: the operations this sink performs
-OPERATIONS = frozenset({"upsert"})
+#: the operations this sink performs: a fact's ``upsert``, and the workflow steps of
+#: :mod:`.fhir_steps` (``create``, ``notify``)
+OPERATIONS = frozenset({"upsert", CREATE, NOTIFY})
 
 
 def sink_budget(sink_id: str) -> str:
@@ -139,6 +142,8 @@ class FhirSink:
 
     async def send(self, item: OutboxItem) -> Delivered:
         """Deliver ``item`` once: an update of ``ref``, or a conditional create."""
+        if item.operation == NOTIFY:
+            return await self._create_resource(item, communication(item.payload))
         upsert = self._upsert(item)
         if upsert.ref is None:
             return await self._create(item, upsert)
@@ -147,6 +152,8 @@ class FhirSink:
     async def lookup(self, item: OutboxItem) -> Delivered | None:
         """Whether an in-doubt write of ``item`` is at the sink: a create by its identifier,
         an update by our values in the record."""
+        if item.operation == NOTIFY:
+            return await self._find(item)
         upsert = self._upsert(item)
         if upsert.ref is None:
             return await self._find(item)
@@ -163,6 +170,8 @@ class FhirSink:
     async def read_back(self, item: OutboxItem) -> bool:
         """Whether a synced item's write shows at the sink: a create is found by its
         identifier; an update's version (or, without one, the record now) holds our values."""
+        if item.operation == NOTIFY:
+            return await self._find(item) is not None
         upsert = self._upsert(item)
         if upsert.ref is None:
             return await self._find(item) is not None
@@ -249,6 +258,10 @@ class FhirSink:
         state = {**(upsert.entity or {}), **upsert.fields}
         with translated(write=False):
             resource = to_fhir(item.entity_type, {p: v for p, v in state.items() if v is not None})
+        return await self._create_resource(item, resource)
+
+    async def _create_resource(self, item: OutboxItem, resource: dict[str, Any]) -> Delivered:
+        """Create ``resource`` with the item's identifier, once, and find it by it."""
         identifiers = resource.get("identifier") or []
         resource["identifier"] = [*identifiers, {"system": IDENTIFIER_SYSTEM, "value": item.key}]
         criteria = {"identifier": f"{IDENTIFIER_SYSTEM}|{item.key}"}
@@ -318,6 +331,8 @@ class FhirSink:
         except InvalidInput as exc:
             raise SinkError(str(exc)) from exc
         resource_type = self._resource_type(item.entity_type)
+        if item.operation == CREATE and upsert.ref is not None:
+            raise SinkError("create payload: a create has no ref")
         if upsert.ref is not None and upsert.ref[0] != resource_type:
             raise SinkError(
                 f"upsert payload: ref is a {upsert.ref[0]}, "

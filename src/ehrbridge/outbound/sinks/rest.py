@@ -57,7 +57,7 @@ from ehrbridge.errors import SinkConflict, SinkError
 from ehrbridge.http.retry import retry_after_seconds, transport_problem
 from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks import Delivered
-from ehrbridge.outbound.sinks.restpayload import Payload, compare, shape
+from ehrbridge.outbound.sinks.restpayload import Payload, RecordReader, compare, shape
 from ehrbridge.outbound.sinks.restwrites import (
     LOCATION,
     Body,
@@ -117,9 +117,12 @@ class RestSink:
         headers: Sequence[tuple[str, str]] = (),
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        readers: Mapping[str, RecordReader] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._id = sink_id
+        #: per entity type, a read record in canonical fields (the source's inbound mapping)
+        self._readers = dict(readers or {})
         #: the base URL, without a trailing slash; templates render paths under it
         self.base_url = base_url.rstrip("/")
         self._writes = {w.entity_type: w for w in writes}
@@ -175,10 +178,10 @@ class RestSink:
                     "the record is not at the sink any more", operation=f"read {item.entity_type}"
                 )
             record, tag = found
-            conflicts, same = compare(update.body, record, payload)
-            if conflicts:
-                raise SinkConflict(conflicts, operation=f"read {item.entity_type}")
-            if same:
+            seen = compare(update.body, record, payload, self._readers.get(item.entity_type))
+            if seen.conflicts:
+                raise SinkConflict(seen.conflicts, operation=f"read {item.entity_type}")
+            if seen.same:
                 return Delivered(ref=payload.ref or "", version=_bare(tag), created=False)
             extra = {"If-Match": tag} if tag else {}
             response, operation = await self._write(
@@ -205,18 +208,22 @@ class RestSink:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def lookup(self, item: OutboxItem) -> Delivered | None:
-        """Find a write of the in-doubt ``item``: by ``lookup:``, or an update by ``read:``.
-        None: not there (send it again). A permanent SinkError when nothing can tell and the
-        sink does not honour the idempotency header."""
+        """Find a write of the in-doubt ``item``: an update by ``read:`` (when the read shows
+        any of its fields), else by ``lookup:``. None: not there (send it again). A permanent
+        SinkError when nothing can tell and the sink does not honour the idempotency header."""
         writes = self._entry(item)
         payload = Payload.of(item, writes)
         if payload.remote_id is not None and writes.read is not None:
             found = await self._read(writes.read, payload, item)
             if found is None:
                 return None
-            if compare(shape(writes), found[0], payload)[1]:
+            reader = self._readers.get(item.entity_type)
+            shown = compare(shape(writes), found[0], payload, reader).shown
+            if shown:
                 return Delivered(ref=payload.ref or "", version=None, created=False)
-            return None
+            if shown is not None:
+                return None
+            # the read shows none of the item's fields: it cannot tell; ask what else can
         if writes.lookup is not None and (
             payload.remote_id is not None or writes.lookup.id_from is not None
         ):
@@ -227,8 +234,8 @@ class RestSink:
 
     async def read_back(self, item: OutboxItem) -> bool:
         """Whether the synced ``item``'s values show at the sink now: by ``read:`` (its record,
-        from the item's result or payload), else by ``lookup:``. A SinkError when neither is
-        configured."""
+        from the item's result or payload; the fields the body places whole), else by
+        ``lookup:``. A SinkError when neither can tell."""
         writes = self._entry(item)
         payload = Payload.of(item, writes)
         ref = (item.result or {}).get("ref") or payload.ref
@@ -237,7 +244,10 @@ class RestSink:
             found = await self._read(writes.read, payload, item)
             if found is None:
                 return False
-            return compare(shape(writes), found[0], payload)[1]
+            reader = self._readers.get(item.entity_type)
+            shown = compare(shape(writes), found[0], payload, reader).shown
+            if shown is not None:
+                return shown
         if writes.lookup is not None:
             return await self._lookup(writes.lookup, payload, item) is not None
         raise SinkError(

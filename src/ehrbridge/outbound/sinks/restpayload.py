@@ -8,19 +8,36 @@ The payload, as the FHIR sink takes it::
      "ref": "<entity type>/<id at the sink>" | None,     # present: an update of that record
      "entity": {the entity's whole flat projected state}}
 
-A read record is taken to be shaped like the write's body: a field is found where the body
-places it whole (:meth:`~ehrbridge.outbound.sinks.restwrites.Body.positions`).
+A read record is compared in canonical fields when the sink's source maps that entity type
+inbound (a :class:`RecordReader`: its resource's field mappings, transforms included, so a
+phone the API stores as ``(617) 555-0101`` compares equal to ``+16175550101``). Otherwise it is
+taken to be shaped like the write's body: a field is found where the body places it whole
+(:meth:`~ehrbridge.outbound.sinks.restwrites.Body.positions`), in the sink's spelling of codes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ehrbridge.errors import SinkError
 from ehrbridge.outbound.outbox import OutboxItem
 from ehrbridge.outbound.sinks import Conflicting
 from ehrbridge.outbound.sinks.restwrites import ID, KEY, Body, EntityWrites
+
+
+class RecordReader(Protocol):
+    """A record read from the sink in canonical fields (the source's inbound mapping)."""
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The fields it maps (the ones a read record can be compared on)."""
+        ...
+
+    def __call__(self, record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The record's canonical fields; None when the mapping refuses it."""
+        ...
 
 
 class Payload:
@@ -78,26 +95,65 @@ def shape(writes: EntityWrites) -> Body:
     return call.body if call is not None else Body(tree={})
 
 
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """The item's fields against a record read from the sink."""
+
+    #: the fields the sink changed since the base to something not ours
+    conflicts: tuple[Conflicting, ...]
+    #: the fields the body places whole, so the record could be compared on them
+    compared: frozenset[str]
+    #: of those, the ones whose value at the sink is ours
+    ours: frozenset[str]
+    #: every field of the item was compared
+    complete: bool
+
+    @property
+    def same(self) -> bool:
+        """The sink holds every field of ours (nothing left to write)."""
+        return self.complete and self.ours == self.compared
+
+    @property
+    def shown(self) -> bool | None:
+        """Whether the compared fields show our values; None when none could be compared."""
+        return self.ours == self.compared if self.compared else None
+
+
 def compare(
-    body: Body, record: Mapping[str, Any], payload: Payload
-) -> tuple[list[Conflicting], bool]:
-    """The fields the sink changed since the base to something not ours, and whether the sink
-    already holds every field of ours (each compared where ``body`` places it whole)."""
+    body: Body,
+    record: Mapping[str, Any],
+    payload: Payload,
+    reader: RecordReader | None = None,
+) -> Comparison:
+    """The item's fields against ``record``: in canonical fields through ``reader`` when it
+    maps the record, else each where ``body`` places it whole (in the sink's spelling)."""
+    canonical = reader(record) if reader is not None else None
     places = body.positions()
     conflicts: list[Conflicting] = []
-    same = bool(payload.fields)
-    for name, ours in payload.fields.items():
-        where = places.get(name)
-        if where is None:
-            same = False
-            continue
-        theirs = find(record, where)[1]
-        if theirs == payload.coded_fields[name]:
-            continue
-        same = False
-        if name in payload.base and theirs != payload.coded_base[name]:
-            conflicts.append(Conflicting(field=name, ours=ours, theirs=theirs))
-    return conflicts, same
+    compared, ours = set(), set()
+    for name, value in payload.fields.items():
+        if canonical is not None and reader is not None:
+            if name not in reader.fields:
+                continue
+            theirs, mine = canonical.get(name), value
+            base = payload.base.get(name)
+        else:
+            where = places.get(name)
+            if where is None:
+                continue
+            theirs, mine = find(record, where)[1], payload.coded_fields[name]
+            base = payload.coded_base.get(name)
+        compared.add(name)
+        if theirs == mine:
+            ours.add(name)
+        elif name in payload.base and theirs != base:
+            conflicts.append(Conflicting(field=name, ours=value, theirs=theirs))
+    return Comparison(
+        conflicts=tuple(conflicts),
+        compared=frozenset(compared),
+        ours=frozenset(ours),
+        complete=bool(payload.fields) and len(compared) == len(payload.fields),
+    )
 
 
 def find(record: Mapping[str, Any], where: tuple[str, ...]) -> tuple[bool, Any]:

@@ -10,9 +10,12 @@ an entity field (``{phone.mobile}``: a flat field path of docs/entities.md), ``{
 record's id at the sink) or ``{key}`` (the outbox item's idempotency key). ``{{`` and ``}}`` are
 literal braces. In a URL each value is percent-encoded whole (a ``/`` in a value stays inside its
 segment). In a body a leaf that is exactly one name takes that value with its JSON type (a list
-stays a list, a removed field is ``null``); a leaf with text around names is text, a missing
-value written as nothing. Mapping keys are literal. Nothing is evaluated: no expressions,
-filters or attribute access, so a template can only place values, never run code.
+stays a list, a removed field is ``null``); a leaf with text around names is text (a removed
+field's value written as nothing). A leaf naming a value the item does not have (a field the
+entity lacks, or one an update neither changes nor read back) is left out of the body, so an
+update never sends ``null`` for what it does not know. Mapping keys are literal. Nothing is
+evaluated: no expressions, filters or attribute access, so a template can only place values,
+never run code.
 """
 
 from __future__ import annotations
@@ -152,8 +155,11 @@ class Body:
         return found
 
     def render(self, values: Mapping[str, Any]) -> Any:
-        """The JSON body for ``values``."""
-        return _render(self.tree, values)
+        """The JSON body for ``values``. A leaf naming a value ``values`` does not have is left
+        out (its key is not sent; in a list it is ``null``); a value that is None (a removed
+        field) is ``null``."""
+        out = _render(self.tree, values)
+        return None if out is _ABSENT else out
 
 
 def parse_body(template: Any) -> Body:
@@ -191,21 +197,28 @@ def _leaves(
             yield from _leaves(value, None)
 
 
+#: what a leaf renders to when it names a value the item does not have: left out of the body
+_ABSENT = object()
+
+
 def _render(node: Any, values: Mapping[str, Any]) -> Any:
     if isinstance(node, Text):
+        if any(name not in values for name in node.names):
+            return _ABSENT
         whole = node.whole
         if whole is not None:
-            return values.get(whole)
+            return values[whole]
         parts = []
         for piece in node.pieces:
             parts.append(piece.text)
             if piece.name is not None:
-                parts.append(_leaf_text(values.get(piece.name)))
+                parts.append(_leaf_text(values[piece.name]))
         return "".join(parts)
     if isinstance(node, dict):
-        return {k: _render(v, values) for k, v in node.items()}
+        rendered = ((k, _render(v, values)) for k, v in node.items())
+        return {k: v for k, v in rendered if v is not _ABSENT}
     if isinstance(node, list):
-        return [_render(v, values) for v in node]
+        return [None if (v := _render(item, values)) is _ABSENT else v for item in node]
     return node
 
 

@@ -1,7 +1,8 @@
 """The ``metrics`` loop and the ``/metrics`` endpoint it feeds (only with ``runner.metrics``).
 
-The loop reloads the recent poll outcomes that the health gauges are derived from, so polls by
-other runners count (docs/design.md §7).
+The loop reloads the recent poll outcomes that the health gauges are derived from, and, with
+the outbox, its depth per sink and the dispatchers' saved sink states that the outbound metrics
+are derived from, so polls and deliveries by other runners count (docs/design.md §7, §9).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from datetime import timedelta
 
 from ehrbridge.errors import InvalidInput, StorageError
+from ehrbridge.outbound.outbox import Outbox
 from ehrbridge.runner.config import MetricsConfig
 from ehrbridge.runner.metrics import MetricsServer, RunnerMetrics
 from ehrbridge.runner.store import PollLog
@@ -22,23 +24,44 @@ METRICS_REFRESH = timedelta(seconds=15)
 
 
 class MetricsLoop:
-    """Seeds ``metrics`` from the workspace's recent poll outcomes every :data:`METRICS_REFRESH`."""
+    """Seeds ``metrics`` from the workspace's recent poll outcomes (and, with ``outbox``, its
+    depth and sink states) every :data:`METRICS_REFRESH`."""
 
     name = "metrics"
 
-    def __init__(self, metrics: RunnerMetrics, outcomes: PollLog, workspace: str) -> None:
+    def __init__(
+        self,
+        metrics: RunnerMetrics,
+        outcomes: PollLog,
+        workspace: str,
+        outbox: Outbox | None = None,
+    ) -> None:
         self.metrics = metrics
         self.outcomes = outcomes
         self.workspace = workspace
+        self.outbox = outbox
 
     async def run(self, stop: asyncio.Event) -> None:
         while True:
-            try:
-                self.metrics.seed(await self.outcomes.recent_outcomes(self.workspace))
-            except StorageError as exc:
-                log.warning("metrics: could not read the poll outcomes: %s", exc)
+            await self.step()
             if await pause(METRICS_REFRESH, stop):
                 return
+
+    async def step(self) -> None:
+        """Reload once; a store that cannot answer leaves the last figures (and a warning)."""
+        try:
+            self.metrics.seed(await self.outcomes.recent_outcomes(self.workspace))
+        except StorageError as exc:
+            log.warning("metrics: could not read the poll outcomes: %s", exc)
+        if self.outbox is None:
+            return
+        try:
+            depths = await self.outbox.depth(self.workspace)
+            states = await self.outbox.sink_states(self.workspace)
+        except StorageError as exc:
+            log.warning("metrics: could not read the outbox: %s", exc)
+            return
+        self.metrics.seed_outbox(depths, states)
 
 
 def serve_metrics(wanted: MetricsConfig, metrics: RunnerMetrics) -> MetricsServer:

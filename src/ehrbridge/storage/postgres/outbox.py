@@ -57,8 +57,12 @@ from ehrbridge.worldmodel.store import LogPosition
 OUTBOX_CHANNEL = "ehrbridge_outbox"
 _NOTIFY = b"SELECT pg_notify(%s, current_schema() || '|' || %s)"
 _FAILED = "outbox storage failed"
-#: a lane's lock, per schema (tests and tenants share one server); ``%s``: :func:`_lane`
+#: a lane's lock, per schema (tests and tenants share one server); ``%s``: :func:`lane_lock`
 _LANE_KEY = "hashtextextended(current_schema() || ':' || {}, 0)"
+_LOCK_LANES = (
+    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT "
+    f"{_LANE_KEY.format('k')} AS h FROM unnest(%s::text[]) AS u(k) ORDER BY h) AS keys"
+).encode()
 _INSERT = (
     "INSERT INTO outbox_items (id, position, workspace, sink, key, lane, entity_type, entity_id, "
     "event_id, operation, payload, workflow, step, status, created_at, updated_at, "
@@ -90,18 +94,15 @@ def _item(row: Any) -> OutboxItem:
     return item_from_row(row, time=lambda t: t, json=lambda j: j)
 
 
-def _lane(workspace: str, sink: str, lane: str) -> str:
+def lane_lock(workspace: str, sink: str, lane: str) -> str:
     """What names a lane's lock (``\\x1f`` cannot be in a name an operator types)."""
     return f"outbox\x1f{workspace}\x1f{sink}\x1f{lane}"
 
 
-async def _lock_lanes(conn: AsyncConnection[Any], lanes: Sequence[str]) -> None:
-    """Wait for the locks of ``lanes``, in sorted order (two writers never deadlock)."""
-    await conn.execute(
-        f"SELECT pg_advisory_xact_lock({_LANE_KEY.format('k')}) "
-        "FROM unnest(%s::text[]) AS u(k)".encode(),
-        (sorted(set(lanes)),),
-    )
+async def lock_lanes(conn: AsyncConnection[Any], lanes: Sequence[str]) -> None:
+    """Wait for the locks of ``lanes``, in the order of their keys, so two writers never
+    deadlock (the sorted subquery fixes the order the locks are taken in)."""
+    await conn.execute(_LOCK_LANES, (list(lanes),))
 
 
 async def _fetch(conn: AsyncConnection[Any], sql: str, args: Sequence[Any]) -> list[Any]:
@@ -123,18 +124,23 @@ class PostgresOutbox:
         self.clock = clock
 
     @asynccontextmanager
-    async def _work(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """One transaction on a pooled connection; driver errors leave as the store's."""
+    async def _work(self, *, transaction: bool = True) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection, in one transaction unless asked not to (a single statement is
+        one by itself); driver errors leave as the store's."""
         try:
-            async with self.database.pool.connection() as conn, conn.transaction():
-                yield conn
+            async with self.database.pool.connection() as conn:
+                if not transaction:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    yield conn
         except psycopg.DataError as exc:
             raise unstorable(exc) from exc
         except psycopg.Error as exc:
             raise StorageError(f"{_FAILED}: {type(exc).__name__}") from exc
 
     async def _rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
-        async with self._work() as conn:
+        async with self._work(transaction=False) as conn:
             return await _fetch(conn, sql, args)
 
     async def enqueue(
@@ -172,7 +178,7 @@ class PostgresOutbox:
         async with self._work() as conn:
             if rows:
                 # positions are taken under the lanes' locks: a lane's rise in commit order
-                await _lock_lanes(conn, [_lane(workspace, i.sink, i.lane) for i in unique])
+                await lock_lanes(conn, [lane_lock(workspace, i.sink, i.lane) for i in unique])
                 async with conn.cursor() as cur:
                     await cur.executemany(_INSERT.encode(), rows)
             if cursor is not None:
@@ -214,7 +220,7 @@ class PostgresOutbox:
             free = await _fetch(
                 conn,
                 _LANES_FREE,
-                ([r[0] for r in found], [_lane(workspace, sink, r[4]) for r in found]),
+                ([r[0] for r in found], [lane_lock(workspace, sink, r[4]) for r in found]),
             )
             if not free:
                 return []
@@ -268,7 +274,7 @@ class PostgresOutbox:
 
     async def _change(self, sql: str, args: Sequence[Any], *, notify: str | None = None) -> bool:
         """One conditional update; with ``notify`` (the workspace), watchers hear of it."""
-        async with self._work() as conn:
+        async with self._work(transaction=notify is not None) as conn:
             cur = await conn.execute(sql.encode(), args)
             changed = cur.rowcount > 0
             if changed and notify is not None:
@@ -289,50 +295,48 @@ class PostgresOutbox:
         due = outcome.next_attempt_at or now
         a = outcome.attempt
         result = None if outcome.result is None else json_text(outcome.result, "a sink's result")
-        async with self._work() as conn:
-            cur = await conn.execute(
-                "UPDATE outbox_items SET status = %s, attempts = attempts + 1, "
-                "holder = NULL, lease_until = NULL, in_doubt = %s, updated_at = %s, "
-                "next_attempt_at = CASE WHEN %s THEN %s ELSE next_attempt_at END, "
-                "result = CASE WHEN %s THEN %s::jsonb ELSE result END, last_error = %s, "
-                "synced_at = CASE WHEN %s THEN %s ELSE synced_at END, "
-                "confirmed_at = CASE WHEN %s THEN NULL ELSE confirmed_at END "
-                f"WHERE {_FENCE}".encode(),
-                (
-                    outcome.status.value,
-                    pending and outcome.in_doubt,
-                    now,
-                    pending,
-                    due,
-                    synced,
-                    result,
-                    None if synced else outcome.error,
-                    synced,
-                    now,
-                    synced,
-                    workspace,
-                    item_id,
-                    epoch,
-                ),
-            )
-            if cur.rowcount == 0:
-                return False
-            await conn.execute(
-                _RECORD.encode(),
-                (
-                    workspace,
-                    item_id,
-                    epoch,
-                    a.started_at,
-                    a.finished_at,
-                    a.outcome,
-                    a.status,
-                    a.detail,
-                ),
-            )
-            if pending and due <= now:
+        # one statement: the fenced update and, only when it changed the item, its attempt
+        sql = (
+            "WITH done AS (UPDATE outbox_items SET status = %s, attempts = attempts + 1, "
+            "holder = NULL, lease_until = NULL, in_doubt = %s, updated_at = %s, "
+            "next_attempt_at = CASE WHEN %s THEN %s ELSE next_attempt_at END, "
+            "result = CASE WHEN %s THEN %s::jsonb ELSE result END, last_error = %s, "
+            "synced_at = CASE WHEN %s THEN %s ELSE synced_at END, "
+            "confirmed_at = CASE WHEN %s THEN NULL ELSE confirmed_at END "
+            f"WHERE {_FENCE} RETURNING id), recorded AS ("
+            "INSERT INTO outbox_attempts (workspace, item_id, epoch, started_at, finished_at, "
+            "outcome, status, detail) SELECT %s, id, %s, %s, %s, %s, %s, %s FROM done "
+            "RETURNING 1) SELECT count(*) FROM recorded"
+        )
+        args = (
+            outcome.status.value,
+            pending and outcome.in_doubt,
+            now,
+            pending,
+            due,
+            synced,
+            result,
+            None if synced else outcome.error,
+            synced,
+            now,
+            synced,
+            workspace,
+            item_id,
+            epoch,
+            workspace,
+            epoch,
+            a.started_at,
+            a.finished_at,
+            a.outcome,
+            a.status,
+            a.detail,
+        )
+        due_now = pending and due <= now
+        async with self._work(transaction=due_now) as conn:
+            ((changed,),) = await _fetch(conn, sql, args)
+            if changed and due_now:
                 await conn.execute(_NOTIFY, (OUTBOX_CHANNEL, workspace))
-            return True
+            return bool(changed)
 
     async def release(self, workspace: str, item_id: str, epoch: int) -> bool:
         return await self._change(
@@ -473,7 +477,7 @@ class PostgresOutbox:
             if not found:
                 return False
             # the item comes back into its lane: no claim may be taking the lane meanwhile
-            await _lock_lanes(conn, [_lane(workspace, found[0][0], found[0][1])])
+            await lock_lanes(conn, [lane_lock(workspace, found[0][0], found[0][1])])
             cur = await conn.execute(
                 b"UPDATE outbox_items SET status = 'pending', next_attempt_at = %s, "
                 b"last_error = %s, synced_at = NULL, updated_at = %s WHERE workspace = %s "

@@ -55,28 +55,43 @@ class Sample:
     capacity: int
     outcome: Outcome
     limit: int  #: the limit once the sample was learnt
+    runner: int = 0  #: whose limiter learnt it
+    #: every runner's limit then
+    limits: tuple[int, ...] = ()
 
 
-async def simulate(capacities: list[int], per_phase: int, seed: int = 7) -> list[Sample]:
-    """Run the sink at each capacity in turn for ``per_phase`` answers; one sample per answer."""
+async def simulate(
+    capacities: list[int], per_phase: int, seed: int = 7, runners: int = 1
+) -> list[Sample]:
+    """Run the sink at each capacity in turn for ``per_phase`` answers; one sample per answer.
+    Each runner has its own limiter and ``WORKERS`` workers; the sink is shared."""
     sink = CapacitySink(capacity=capacities[0], rng=random.Random(seed))
-    limiter = AdaptiveLimiter(ConcurrencyLimits(max=MAX), clock=lambda: sink.now)
+    limiters = [
+        AdaptiveLimiter(ConcurrencyLimits(max=MAX), clock=lambda: sink.now) for _ in range(runners)
+    ]
     samples: list[Sample] = []
 
-    async def worker() -> None:
+    async def worker(runner: int) -> None:
+        limiter = limiters[runner]
         while True:
             async with limiter.slot() as slot:
                 outcome = await sink.send()
                 slot.done(outcome)
-            samples.append(Sample(sink.capacity, outcome, limiter.state().limit))
+            limits = tuple(each.state().limit for each in limiters)
+            samples.append(Sample(sink.capacity, outcome, limits[runner], runner, limits))
+
+    def waiting() -> int:
+        return sum(limiter.state().waiting for limiter in limiters)
 
     async def settled() -> None:
-        # every worker is either waiting for its answer or for a place in the limiter; each
+        # every worker is either waiting for its answer or for a place in its limiter; each
         # sleep(0) is one pass of the event loop, not a wait for time
-        while len(sink.answers) + limiter.state().waiting < WORKERS:  # noqa: ASYNC110
+        while len(sink.answers) + waiting() < WORKERS * runners:  # noqa: ASYNC110
             await asyncio.sleep(0)
 
-    workers = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+    workers = [
+        asyncio.create_task(worker(runner)) for runner in range(runners) for _ in range(WORKERS)
+    ]
     try:
         for capacity in capacities:
             sink.capacity = capacity
@@ -121,3 +136,13 @@ async def test_the_limit_follows_the_sink_capacity_as_it_changes(seed: int) -> N
 
 def rejected(samples: list[Sample]) -> float:
     return sum(s.outcome is Outcome.OVERLOADED for s in samples) / len(samples)
+
+
+@pytest.mark.parametrize("capacity", [6, 20])
+async def test_two_runners_together_settle_near_the_shared_capacity(capacity: int) -> None:
+    samples = await simulate([capacity], 1500, runners=2)
+    late = samples[len(samples) // 2 :]
+    together = [sum(s.limits) for s in late]
+    assert capacity - 0.5 <= sum(together) / len(together) <= capacity + 0.5
+    assert capacity - 2 <= min(together) and max(together) <= capacity + 1
+    assert rejected(late) < 0.04
