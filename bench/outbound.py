@@ -23,6 +23,8 @@ requests an item.
   dispatcher processes; value and baseline: items/s with 4 processes and with 1. Beside it,
   ``outbound_scaleout_sandbox_cpu``: the sandbox's CPU use over the 4-process drain (cores; a
   value near 1 means the single-threaded sandbox, not ehrbridge, set the pace).
+- ``outbox_overhead_ratio``: the outbox's bookkeeping alone (:mod:`bench.outbox`, its
+  defaults: 5,000 items over 500 lanes).
 - ``outbound_duplicates``: over every run on the backend, the versions written at the EHR beyond
   one per item (each Patient holds one fact: its seed version plus at most one of ours). Target 0.
 
@@ -43,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
-from bench import outbound_scaleout
+from bench import outbound_scaleout, outbox
 from bench.backends import DEFAULT_DSN
 from bench.outbound_clinic import (
     WS,
@@ -84,6 +86,8 @@ SEED_CYCLE_MS = 30_000.0
 CONCURRENCY = 8
 #: an unlimited sink: the fastest budget the config takes, never reached here
 UNLIMITED = RequestBudget(rate=MAX_RATE, concurrency=16)
+#: the outbox bookkeeping run's items and lanes (bench/outbox.py's defaults)
+OUTBOX_ITEMS, OUTBOX_LANES = 5000, 500
 #: dispatcher processes of the scale-out run
 WORKERS = 4
 
@@ -261,7 +265,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--facts", type=int, help=f"the backlog (default {FACTS:,})")
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL (default: %(default)s)")
     parser.add_argument(
-        "--only", choices=("rate", "latency", "scaleout"), action="append", help="run only these"
+        "--only",
+        choices=("rate", "latency", "scaleout", "outbox"),
+        action="append",
+        help="run only these",
     )
     parser.add_argument(
         "--rate", type=int, choices=RATES, action="append", help="only these rate runs"
@@ -272,11 +279,14 @@ def _parser() -> argparse.ArgumentParser:
 async def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     names = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
-    only = set(args.only or ("rate", "latency", "scaleout"))
+    only = set(args.only or ("rate", "latency", "scaleout", "outbox"))
     emit(machine())
     for name in names:
         with tempfile.TemporaryDirectory(prefix="ehrbridge-bench-outbound-") as folder:
             run = Run(name, args.dsn, Path(folder))
+            if "outbox" in only:
+                emit(await outbox.measure(name, items_n=OUTBOX_ITEMS, lanes=OUTBOX_LANES,
+                                          dsn=args.dsn, folder=Path(folder)))  # fmt: skip
             if "latency" in only:
                 await latency(run, QUICK_LATENCY_SAMPLES if args.quick else LATENCY_SAMPLES)
             if "scaleout" in only and name == "postgres":
