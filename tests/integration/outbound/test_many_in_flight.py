@@ -33,6 +33,10 @@ __all__ = ["clock", "world"]  # the fixtures, from the dispatch tests
 
 #: more deliveries at once than PostgreSQL's pool holds connections
 IN_FLIGHT = 16
+FAMILIES = (
+    "Abara", "Bianchi", "Castillo", "Dubois", "Eriksen", "Fujita", "Gallagher", "Horvat",
+    "Ivanova", "Jensen", "Kaplan", "Laine", "Mensah", "Novak", "Oyelaran", "Petrov",
+)  # fmt: skip
 
 
 def wide_dispatcher(world: World) -> Dispatcher:
@@ -57,9 +61,9 @@ def wide_dispatcher(world: World) -> Dispatcher:
 async def test_more_deliveries_than_pooled_connections_all_sync_with_their_echo(
     world: World,
 ) -> None:
-    facts = []
-    for n in range(IN_FLIGHT):
-        _, entity_id = await world.patient_at_ehr(f"Wide{n}")
+    facts = []  # (entity, fact): one person each, told apart by their numbers
+    for n, family in enumerate(FAMILIES):
+        _, entity_id = await world.patient_at_ehr(family, f"+1617555{n:04d}")
         facts.append((entity_id, await world.verified_phone(entity_id)))
     dispatcher = wide_dispatcher(world)
 
