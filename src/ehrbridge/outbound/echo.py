@@ -49,7 +49,10 @@ class SinkEcho:
                 )
                 await self.model.ingest([link], resolve=False)
             return
-        importer = Importer(self.model, source=sink)
+        # linked, so never resolved: no resolution lock (on PostgreSQL it holds a pooled
+        # connection while its waiters hold others, and a sink's concurrent deliveries emptied
+        # the pool that way)
+        importer = Importer(self.model, source=sink, resolve=False)
         importer.link(key, (item.entity_type, item.entity_id))
         unit = Unit(
             file=f"{sink} write {item.id}",
